@@ -1,0 +1,630 @@
+//! The client role: requests this endpoint sends and their responses (RFC 7252 §5.2),
+//! Block1 uploads and Block2 downloads (RFC 7959 §2.5, §3), NSTART queuing (§4.7), and
+//! Observe as observer with reordering detection and cancellation (RFC 7641 §3).
+use super::{Endpoint, Owner, Reply, Timer};
+use crate::coap::event::{CancelMode, Event, ExchangeError, Peer, RequestId, RequestOptions, SendError};
+use crate::coap::msg::{self, block_size, BlockOpt, Kind, Token};
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, ResponseType};
+use rand::Rng;
+use std::time::{Duration, Instant};
+
+/// A request from `send_request` until its last event.
+#[derive(Debug)]
+pub(super) struct OutRequest<P> {
+    pub(super) peer: P,
+    /// The token of the request and, for Observe, of every notification.
+    token: Token,
+    /// The request as the application gave it (without its payload when uploading
+    /// block-wise); each message of the exchange is built from it.
+    request: Packet,
+    opts: RequestOptions,
+    upload: Option<Upload>,
+    download: Option<Download>,
+    observe: ObserveState,
+    /// Our CON message in flight, so that a response stops its retransmission.
+    current_mid: Option<u16>,
+    /// Whether the request holds one of the peer's NSTART slots.
+    holds_slot: bool,
+    /// Fresh sends left for the current block after its exchange timed out.
+    retries_left: u8,
+    /// Id of the armed deadline timer; 0 when none is armed.
+    deadline: u64,
+}
+
+#[derive(Debug)]
+struct Upload {
+    body: Vec<u8>,
+    num: u32,
+    szx: u8,
+}
+
+#[derive(Debug)]
+struct Download {
+    body: Vec<u8>,
+    next: u32,
+    szx: u8,
+    /// Each block request has its own token, so a late answer to an earlier block cannot be
+    /// taken for the current one.
+    token: Token,
+    etag: Option<Vec<u8>>,
+    /// The first block's response without payload: code and options of the joined result.
+    head: Packet,
+    /// Set when the download completes a notification, with its Observe sequence number.
+    seq: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ObserveState {
+    None,
+    Registering,
+    Established { seq: u32, at: Instant },
+    Cancelling,
+}
+
+/// RFC 7641 §3.4: is notification `new` (received at `now`) fresher than `last` (at `at`)?
+fn is_fresher(last: u32, at: Instant, new: u32, now: Instant) -> bool {
+    const HALF: u32 = 1 << 23;
+    (last < new && new - last < HALF)
+        || (last > new && last - new > HALF)
+        || now > at + Duration::from_secs(128)
+}
+
+impl<P: Peer> Endpoint<P> {
+    /// Sends `request` (method, options and payload as built by the application; the token,
+    /// message ID and type are set here) to `peer`.
+    ///
+    /// A payload larger than the block size is uploaded with Block1, a response with Block2
+    /// is downloaded whole, and a GET carrying Observe=0 stays open for notifications. The
+    /// request waits for a free NSTART slot if the peer has too many outstanding. Every
+    /// request ends in exactly one of [`Event::Response`] or [`Event::Failed`] (or, for an
+    /// observation, a final [`Event::Notification`] with `seq: None`).
+    pub fn send_request(
+        &mut self,
+        now: Instant,
+        peer: P,
+        mut request: Packet,
+        opts: RequestOptions,
+    ) -> Result<RequestId, SendError> {
+        if msg::kind(&request) != Kind::Request {
+            return Err(SendError::NotARequest);
+        }
+        if self.requests.len() >= self.config.max_outgoing {
+            self.stats.overload_rejections += 1;
+            return Err(SendError::Busy);
+        }
+        let szx = opts.block_szx.unwrap_or(self.config.block_szx).min(6);
+        let upload = (request.payload.len() > block_size(szx)).then(|| Upload {
+            body: std::mem::take(&mut request.payload),
+            num: 0,
+            szx,
+        });
+        // Options that cannot be encoded fail here, not in the middle of a transfer.
+        let mut probe = request.clone();
+        probe.set_token(vec![0; 8]);
+        if upload.is_some() {
+            probe.payload = vec![0; block_size(szx)];
+            msg::set_block_option(&mut probe, CoapOption::Block1, BlockOpt { num: 0, more: true, szx });
+        }
+        if probe.to_bytes_with_limit(self.config.max_message_size).is_err() {
+            return Err(SendError::Encode);
+        }
+        let observe = match msg::observe(&request) {
+            Some(0) => ObserveState::Registering,
+            _ => ObserveState::None,
+        };
+        let nstart = self.config.transmission.nstart.max(1);
+        let max_queued = self.config.max_queued_per_peer;
+        let ps = self.peer_state(now, peer);
+        let start = ps.active < nstart;
+        if !start && ps.queue.len() >= max_queued {
+            self.stats.overload_rejections += 1;
+            return Err(SendError::Busy);
+        }
+        let id = self.next_request_id();
+        let token = self.fresh_token(peer);
+        let ps = self.peer_state(now, peer);
+        if start {
+            ps.active += 1;
+        } else {
+            ps.queue.push_back(id);
+        }
+        self.tokens.insert((peer, token), id);
+        self.requests.insert(
+            id,
+            OutRequest {
+                peer,
+                token,
+                request,
+                opts,
+                upload,
+                download: None,
+                observe,
+                current_mid: None,
+                holds_slot: start,
+                retries_left: self.config.block_retries,
+                deadline: 0,
+            },
+        );
+        if start {
+            self.transmit_current(now, id);
+        }
+        Ok(id)
+    }
+
+    /// Cancels a request. It ends with [`Event::Failed`] and [`ExchangeError::Cancelled`];
+    /// a response that still arrives is answered with RST.
+    pub fn cancel(&mut self, now: Instant, id: RequestId) -> Result<(), SendError> {
+        if !self.requests.contains_key(&id) {
+            return Err(SendError::UnknownRequest);
+        }
+        self.fail_request(now, id, ExchangeError::Cancelled);
+        Ok(())
+    }
+
+    /// Cancels an observation (RFC 7641 §3.6). `Passive` forgets it at once (it ends with
+    /// `Failed { Cancelled }`); `Active` sends a GET with Observe=1, whose response ends it.
+    pub fn cancel_observe(
+        &mut self,
+        now: Instant,
+        id: RequestId,
+        mode: CancelMode,
+    ) -> Result<(), SendError> {
+        let Some(r) = self.requests.get_mut(&id) else {
+            return Err(SendError::UnknownRequest);
+        };
+        match mode {
+            CancelMode::Passive => self.fail_request(now, id, ExchangeError::Cancelled),
+            CancelMode::Active => {
+                r.observe = ObserveState::Cancelling;
+                msg::set_uint_option(&mut r.request, CoapOption::Observe, 1);
+                let peer = r.peer;
+                if let Some(dl) = r.download.take() {
+                    self.tokens.remove(&(peer, dl.token));
+                }
+                self.acquire_slot(now, id);
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives `id` an NSTART slot and sends it, or queues it behind the peer's others.
+    fn acquire_slot(&mut self, now: Instant, id: RequestId) {
+        let nstart = self.config.transmission.nstart.max(1);
+        let Some(peer) = self.requests.get(&id).map(|r| r.peer) else { return };
+        let ps = self.peer_state(now, peer);
+        if ps.active < nstart {
+            ps.active += 1;
+            if let Some(r) = self.requests.get_mut(&id) {
+                r.holds_slot = true;
+            }
+            self.transmit_current(now, id);
+        } else {
+            ps.queue.push_back(id);
+        }
+    }
+
+    fn fresh_token(&mut self, peer: P) -> Token {
+        let len = usize::from(self.config.token_len.clamp(1, 8));
+        loop {
+            let bytes: [u8; 8] = self.rng.random();
+            if let Some(t) = bytes.get(..len).and_then(Token::new) {
+                if !self.tokens.contains_key(&(peer, t)) {
+                    return t;
+                }
+            }
+        }
+    }
+
+    /// Builds and sends the message the request is at: the next Block1 block, the next
+    /// Block2 request, or the request itself.
+    pub(super) fn transmit_current(&mut self, now: Instant, id: RequestId) {
+        // A block request gets a token of its own each time it is sent.
+        if let Some((peer, old)) = self
+            .requests
+            .get(&id)
+            .and_then(|r| r.download.as_ref().map(|d| (r.peer, d.token)))
+        {
+            self.tokens.remove(&(peer, old));
+            let t = self.fresh_token(peer);
+            self.tokens.insert((peer, t), id);
+            if let Some(dl) = self.requests.get_mut(&id).and_then(|r| r.download.as_mut()) {
+                dl.token = t;
+            }
+        }
+        let Some(r) = self.requests.get(&id) else { return };
+        let peer = r.peer;
+        let mut p = r.request.clone();
+        let mut token = r.token;
+        if let Some(up) = &r.upload {
+            let size = block_size(up.szx);
+            let start = (up.num as usize).saturating_mul(size);
+            let end = start.saturating_add(size).min(up.body.len());
+            p.payload = up.body.get(start..end).unwrap_or_default().to_vec();
+            let more = end < up.body.len();
+            msg::set_block_option(&mut p, CoapOption::Block1, BlockOpt { num: up.num, more, szx: up.szx });
+            if up.num == 0 {
+                msg::set_uint_option(&mut p, CoapOption::Size1, up.body.len() as u32);
+            }
+        } else if let Some(dl) = &r.download {
+            token = dl.token;
+            p.clear_option(CoapOption::Observe);
+            p.clear_option(CoapOption::Block1);
+            p.clear_option(CoapOption::Size1);
+            p.payload.clear();
+            msg::set_block_option(&mut p, CoapOption::Block2, BlockOpt { num: dl.next, more: false, szx: dl.szx });
+        }
+        let con = r.opts.confirmable;
+        let timeout = r
+            .opts
+            .timeout
+            .unwrap_or_else(|| self.config.transmission.exchange_lifetime());
+        p.set_token(token.as_bytes().to_vec());
+        let mid = self.next_mid(now, peer);
+        p.header.message_id = mid;
+        p.header.set_type(if con {
+            MessageType::Confirmable
+        } else {
+            MessageType::NonConfirmable
+        });
+        let Ok(bytes) = p.to_bytes_with_limit(self.config.max_message_size) else {
+            self.fail_request(now, id, ExchangeError::Encode);
+            return;
+        };
+        let deadline = self.timers.next_id();
+        self.timers.arm(now + timeout, Timer::RequestDeadline { req: id, id: deadline });
+        if let Some(r) = self.requests.get_mut(&id) {
+            r.deadline = deadline;
+            r.current_mid = con.then_some(mid);
+        }
+        if con {
+            self.send_con(now, peer, mid, bytes, Owner::Request(id));
+        } else {
+            self.transmit(peer, bytes);
+        }
+    }
+
+    /// The empty ACK of a separate response (RFC 7252 §5.2.2): the response comes later.
+    pub(super) fn on_request_acked(&mut self, _now: Instant, id: RequestId) {
+        if let Some(r) = self.requests.get_mut(&id) {
+            r.current_mid = None;
+        }
+    }
+
+    pub(super) fn on_request_deadline(&mut self, now: Instant, req: RequestId, id: u64) {
+        let live = self.requests.get(&req).is_some_and(|r| {
+            r.deadline == id && !matches!(r.observe, ObserveState::Established { .. } if r.download.is_none())
+        });
+        if live {
+            self.on_exchange_timeout(now, req);
+        }
+    }
+
+    /// The current exchange got no answer. A block of a block-wise transfer is sent afresh
+    /// (up to `block_retries` times): that is what carries large transfers over lossy links.
+    pub(super) fn on_exchange_timeout(&mut self, now: Instant, req: RequestId) {
+        let Some(r) = self.requests.get_mut(&req) else { return };
+        let peer = r.peer;
+        if let Some(mid) = r.current_mid.take() {
+            self.unacked.remove(&(peer, mid));
+        }
+        r.deadline = 0;
+        let blockwise = r.upload.is_some() || r.download.is_some();
+        if blockwise && r.retries_left > 0 {
+            r.retries_left -= 1;
+            self.transmit_current(now, req);
+            return;
+        }
+        if matches!(r.observe, ObserveState::Established { .. }) {
+            // A notification's remaining blocks could not be fetched; the observation
+            // itself is fine and the next notification brings the current state.
+            if let Some(dl) = r.download.take() {
+                self.tokens.remove(&(peer, dl.token));
+            }
+            return;
+        }
+        self.stats.timeouts += 1;
+        self.fail_request(now, req, ExchangeError::Timeout);
+    }
+
+    /// A CON or NON response that is not piggybacked: a separate response or a notification.
+    pub(super) fn on_separate_response(&mut self, now: Instant, peer: P, packet: Packet) {
+        let mid = packet.header.message_id;
+        let con = packet.header.get_type() == MessageType::Confirmable;
+        if self.is_duplicate(now, peer, mid, con) {
+            return;
+        }
+        let token = Token::new(packet.get_token()).unwrap_or_default();
+        match self.tokens.get(&(peer, token)).copied() {
+            Some(req) => {
+                if con {
+                    let ack = msg::empty_bytes(MessageType::Acknowledgement, mid);
+                    self.transmit(peer, ack.clone());
+                    self.remember_reply(now, peer, mid, Reply::Bytes(ack));
+                }
+                self.on_response(now, peer, req, packet);
+            }
+            None => {
+                // RFC 7252 §5.3.2 / RFC 7641 §3.6: nobody wants this; tell the sender.
+                self.send_reset(peer, mid);
+                let rst = msg::empty_bytes(MessageType::Reset, mid);
+                self.remember_reply(now, peer, mid, Reply::Bytes(rst));
+            }
+        }
+    }
+
+    /// A response (piggybacked or separate) matched to request `req`.
+    pub(super) fn on_response(&mut self, now: Instant, peer: P, req: RequestId, resp: Packet) {
+        let block_retries = self.config.block_retries;
+        let Some(r) = self.requests.get_mut(&req) else { return };
+        let token = Token::new(resp.get_token()).unwrap_or_default();
+        let for_download = r.download.as_ref().is_some_and(|d| d.token == token);
+        if !for_download && token != r.token {
+            return; // §5.3.2: a piggybacked response must carry the request's token.
+        }
+        // A response implies the request arrived, even if its ACK was lost.
+        if let Some(mid) = r.current_mid.take() {
+            self.unacked.remove(&(peer, mid));
+        }
+        if msg::unknown_critical_option(&resp).is_some() {
+            self.fail_request(now, req, ExchangeError::BadResponse);
+            return;
+        }
+        if for_download {
+            self.on_download_block(now, req, resp);
+            return;
+        }
+        let code = resp.header.code;
+        if let Some(up) = r.upload.as_mut() {
+            let b1 = msg::block_option(&resp, CoapOption::Block1);
+            if code == MessageClass::Response(ResponseType::Continue) {
+                let Some(b) = b1.filter(|b| b.num == up.num) else {
+                    self.fail_request(now, req, ExchangeError::Block);
+                    return;
+                };
+                let sent_end = (up.num as usize + 1) * block_size(up.szx);
+                if sent_end >= up.body.len() {
+                    self.fail_request(now, req, ExchangeError::Block);
+                    return;
+                }
+                // §2.5: the server may ask for smaller blocks from here on.
+                up.szx = up.szx.min(b.szx);
+                up.num = (sent_end / block_size(up.szx)) as u32;
+                r.retries_left = block_retries;
+                self.transmit_current(now, req);
+                return;
+            }
+            if code == MessageClass::Response(ResponseType::RequestEntityTooLarge) && up.num == 0 {
+                if let Some(b) = b1.filter(|b| b.szx < up.szx) {
+                    up.szx = b.szx;
+                    self.transmit_current(now, req);
+                    return;
+                }
+            }
+            r.upload = None;
+        }
+        let seq = msg::observe(&resp);
+        match r.observe {
+            ObserveState::Registering => {
+                if msg::is_success(&resp) && seq.is_some() {
+                    r.observe = ObserveState::Established {
+                        seq: seq.unwrap_or_default(),
+                        at: now,
+                    };
+                    r.deadline = 0;
+                    self.release_slot(now, req);
+                } else {
+                    r.observe = ObserveState::None;
+                }
+            }
+            ObserveState::Established { .. } => {
+                self.on_notification(now, req, resp, seq);
+                return;
+            }
+            // A notification that crossed our cancellation; the answer to the cancel has
+            // no Observe option.
+            ObserveState::Cancelling if seq.is_some() => return,
+            ObserveState::Cancelling | ObserveState::None => {}
+        }
+        match msg::block_option(&resp, CoapOption::Block2) {
+            Some(b2) if b2.more => self.start_download(now, req, resp, b2, None),
+            _ => self.finish(now, req, resp),
+        }
+    }
+
+    fn on_notification(&mut self, now: Instant, req: RequestId, resp: Packet, seq: Option<u32>) {
+        let Some(r) = self.requests.get_mut(&req) else { return };
+        if let (Some(new), ObserveState::Established { seq: last, at }) = (seq, r.observe) {
+            if !is_fresher(last, at, new, now) {
+                return; // §3.4: older than what we have; drop it.
+            }
+            r.observe = ObserveState::Established { seq: new, at: now };
+            if msg::is_success(&resp) {
+                if let Some(b2) = msg::block_option(&resp, CoapOption::Block2).filter(|b| b.more) {
+                    self.start_download(now, req, resp, b2, Some(new));
+                } else {
+                    let peer = r.peer;
+                    self.events.push_back(Event::Notification { id: req, peer, response: resp, seq: Some(new) });
+                }
+                return;
+            }
+        }
+        // §3.2: a notification without Observe, or an error, ends the observation.
+        if let Some(r) = self.take_request(now, req) {
+            self.events.push_back(Event::Notification { id: req, peer: r.peer, response: resp, seq: None });
+        }
+    }
+
+    fn start_download(
+        &mut self,
+        now: Instant,
+        req: RequestId,
+        mut head: Packet,
+        b2: BlockOpt,
+        seq: Option<u32>,
+    ) {
+        let max_body = self.config.max_body_size;
+        let our_szx = self.config.block_szx;
+        let block_retries = self.config.block_retries;
+        let too_big = msg::uint_option(&head, CoapOption::Size2).is_some_and(|s| s as usize > max_body);
+        if b2.num != 0 || head.payload.len() != b2.size() || too_big {
+            let error = if too_big { ExchangeError::BodyTooLarge } else { ExchangeError::Block };
+            self.fail_or_drop_download(now, req, error);
+            return;
+        }
+        let body = std::mem::take(&mut head.payload);
+        let szx = b2.szx.min(our_szx);
+        let Some(r) = self.requests.get_mut(&req) else { return };
+        r.retries_left = block_retries;
+        r.download = Some(Download {
+            next: (body.len() / block_size(szx)) as u32,
+            body,
+            szx,
+            token: r.token, // replaced by transmit_current
+            etag: head.get_first_option(CoapOption::ETag).cloned(),
+            head,
+            seq,
+        });
+        self.transmit_current(now, req);
+    }
+
+    fn on_download_block(&mut self, now: Instant, req: RequestId, resp: Packet) {
+        let max_body = self.config.max_body_size;
+        let block_retries = self.config.block_retries;
+        let Some(r) = self.requests.get_mut(&req) else { return };
+        let Some(dl) = r.download.as_mut() else { return };
+        let b2 = msg::block_option(&resp, CoapOption::Block2);
+        let ok = msg::is_success(&resp)
+            && b2.is_some_and(|b| b.offset() == dl.body.len() && (!b.more || resp.payload.len() == b.size()));
+        if !ok {
+            self.fail_or_drop_download(now, req, ExchangeError::Block);
+            return;
+        }
+        if resp.get_first_option(CoapOption::ETag) != dl.etag.as_ref() {
+            // §2.4: the representation changed under us; start over from the first block.
+            if r.retries_left == 0 {
+                self.fail_or_drop_download(now, req, ExchangeError::Block);
+                return;
+            }
+            r.retries_left -= 1;
+            dl.body.clear();
+            dl.next = 0;
+            dl.etag = resp.get_first_option(CoapOption::ETag).cloned();
+            self.transmit_current(now, req);
+            return;
+        }
+        if dl.body.len() + resp.payload.len() > max_body {
+            self.fail_or_drop_download(now, req, ExchangeError::BodyTooLarge);
+            return;
+        }
+        dl.body.extend_from_slice(&resp.payload);
+        let Some(b2) = b2 else { return };
+        if b2.more {
+            dl.szx = dl.szx.min(b2.szx);
+            dl.next = (dl.body.len() / block_size(dl.szx)) as u32;
+            r.retries_left = block_retries;
+            self.transmit_current(now, req);
+            return;
+        }
+        let peer = r.peer;
+        let Some(dl) = r.download.take() else { return };
+        self.tokens.remove(&(peer, dl.token));
+        let mut whole = dl.head;
+        whole.payload = dl.body;
+        whole.clear_option(CoapOption::Block2);
+        whole.set_token(r.token.as_bytes().to_vec());
+        match dl.seq {
+            Some(seq) => self.events.push_back(Event::Notification { id: req, peer, response: whole, seq: Some(seq) }),
+            None => self.finish(now, req, whole),
+        }
+    }
+
+    /// A download failed: a notification's is dropped (the observation goes on), a
+    /// response's fails the request.
+    fn fail_or_drop_download(&mut self, now: Instant, req: RequestId, error: ExchangeError) {
+        let Some(r) = self.requests.get_mut(&req) else { return };
+        if matches!(r.observe, ObserveState::Established { .. }) {
+            let peer = r.peer;
+            if let Some(dl) = r.download.take() {
+                self.tokens.remove(&(peer, dl.token));
+            }
+            return;
+        }
+        self.fail_request(now, req, error);
+    }
+
+    /// The final response: the request ends, unless it is an observation now established.
+    fn finish(&mut self, now: Instant, req: RequestId, response: Packet) {
+        let Some(r) = self.requests.get(&req) else { return };
+        let peer = r.peer;
+        if !matches!(r.observe, ObserveState::Established { .. }) {
+            self.take_request(now, req);
+        }
+        self.events.push_back(Event::Response { id: req, peer, response });
+    }
+
+    pub(super) fn fail_request(&mut self, now: Instant, req: RequestId, error: ExchangeError) {
+        if let Some(r) = self.take_request(now, req) {
+            self.events.push_back(Event::Failed { id: req, peer: r.peer, error });
+        }
+    }
+
+    /// Removes a request and everything that points at it.
+    fn take_request(&mut self, now: Instant, req: RequestId) -> Option<OutRequest<P>> {
+        let r = self.requests.remove(&req)?;
+        self.tokens.remove(&(r.peer, r.token));
+        if let Some(dl) = &r.download {
+            self.tokens.remove(&(r.peer, dl.token));
+        }
+        if let Some(mid) = r.current_mid {
+            self.unacked.remove(&(r.peer, mid));
+        }
+        if r.holds_slot {
+            self.free_slot(now, r.peer);
+        } else if let Some(ps) = self.peers.get_mut(&r.peer) {
+            ps.queue.retain(|q| *q != req);
+        }
+        Some(r)
+    }
+
+    fn release_slot(&mut self, now: Instant, req: RequestId) {
+        let Some(r) = self.requests.get_mut(&req) else { return };
+        if r.holds_slot {
+            r.holds_slot = false;
+            let peer = r.peer;
+            self.free_slot(now, peer);
+        }
+    }
+
+    /// A slot of `peer` is free: start the next queued request.
+    fn free_slot(&mut self, now: Instant, peer: P) {
+        let Some(ps) = self.peers.get_mut(&peer) else { return };
+        ps.active = ps.active.saturating_sub(1);
+        let nstart = self.config.transmission.nstart.max(1);
+        while ps.active < nstart {
+            let Some(next) = ps.queue.pop_front() else { break };
+            if let Some(r) = self.requests.get_mut(&next) {
+                r.holds_slot = true;
+                ps.active += 1;
+                self.transmit_current(now, next);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freshness_follows_rfc7641_section_3_4() {
+        let t = Instant::now();
+        assert!(is_fresher(5, t, 6, t));
+        assert!(!is_fresher(6, t, 5, t));
+        assert!(!is_fresher(6, t, 6, t));
+        // Wrap-around of the 24-bit space counts as newer.
+        assert!(is_fresher((1 << 24) - 1, t, 0, t));
+        // After 128 s anything is newer.
+        assert!(is_fresher(6, t, 5, t + Duration::from_secs(129)));
+    }
+}

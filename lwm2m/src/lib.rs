@@ -1,0 +1,23 @@
+//! The LwM2M protocol core: CoAP messaging and exchanges, and (in later modules) the LwM2M
+//! object model, content formats and operations.
+//!
+//! Everything outside [`net`] is **sans-IO and deterministic**: no sockets, no
+//! `Instant::now()`, no operating-system randomness. State machines take datagrams, commands
+//! and the current time as input and hand back datagrams to send, events, and the next
+//! deadline ([`coap::Endpoint`] follows the shape of quinn-proto). That is what lets the
+//! tests drive loss, duplication, reordering and sleepy devices through hours of virtual time
+//! in milliseconds, and what keeps the per-peer memory small.
+//!
+//! # Layout
+//! - [`coap`]: CoAP messages on coap-lite's `Packet` codec, the exchange layer (RFC 7252),
+//!   block-wise transfers (RFC 7959), Observe (RFC 7641) and CoRE link format (RFC 6690).
+//! - [`net`] (feature `net`, on by default): the only code that touches sockets, a tokio UDP
+//!   driver around [`coap::Endpoint`].
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod coap;
+#[cfg(feature = "net")]
+pub mod net;
+mod reader;
+
+pub use coap_lite;
