@@ -47,8 +47,8 @@ impl TransmissionParams {
 
     /// MAX_TRANSMIT_WAIT: time from the first transmission until the sender gives up.
     pub fn max_transmit_wait(&self) -> Duration {
-        let factor = ((1u64 << (u32::from(self.max_retransmit) + 1)) - 1) as f64
-            * self.ack_random_factor;
+        let factor =
+            ((1u64 << (u32::from(self.max_retransmit) + 1)) - 1) as f64 * self.ack_random_factor;
         self.ack_timeout.mul_f64(factor)
     }
 

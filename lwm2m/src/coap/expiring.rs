@@ -130,7 +130,7 @@ impl<K: Clone + Eq + Hash, V> ExpiringMap<K, V> {
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
-
+}
 
 #[cfg(test)]
 mod tests {

@@ -17,11 +17,13 @@ pub mod link_format;
 pub mod msg;
 mod timer;
 
-pub use coap_lite::{CoapOption, ContentFormat, MessageClass, MessageType, Packet, RequestType, ResponseType};
+pub use coap_lite::{
+    CoapOption, ContentFormat, MessageClass, MessageType, Packet, RequestType, ResponseType,
+};
 pub use config::{EndpointConfig, TransmissionParams};
 pub use endpoint::Endpoint;
 pub use event::{
-    CancelMode, Event, ExchangeError, IncomingId, IncomingRequest, ObserverGoneReason,
-    ObserverId, Peer, RequestId, RequestOptions, RespondError, SendError, Stats, Transmit, Usage,
+    CancelMode, Event, ExchangeError, IncomingId, IncomingRequest, ObserverGoneReason, ObserverId,
+    Peer, RequestId, RequestOptions, RespondError, SendError, Stats, Transmit, Usage,
 };
 pub use msg::{BlockOpt, Token};

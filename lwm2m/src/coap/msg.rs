@@ -142,7 +142,9 @@ pub fn set_uint_option(packet: &mut Packet, opt: CoapOption, v: u32) {
 
 /// The Block1 or Block2 option of `packet`, if present and valid.
 pub fn block_option(packet: &Packet, opt: CoapOption) -> Option<BlockOpt> {
-    packet.get_first_option(opt).and_then(|v| BlockOpt::decode(v))
+    packet
+        .get_first_option(opt)
+        .and_then(|v| BlockOpt::decode(v))
 }
 
 /// Replaces the Block1 or Block2 option of `packet`.
@@ -168,7 +170,11 @@ pub fn request(method: RequestType, path: &str) -> Packet {
     for seg in path.split('/').filter(|s| !s.is_empty()) {
         p.add_option(CoapOption::UriPath, seg.as_bytes().to_vec());
     }
-    for q in query.into_iter().flat_map(|q| q.split('&')).filter(|s| !s.is_empty()) {
+    for q in query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter(|s| !s.is_empty())
+    {
         p.add_option(CoapOption::UriQuery, q.as_bytes().to_vec());
     }
     p
@@ -201,7 +207,11 @@ pub fn uri_path(packet: &Packet) -> String {
 pub fn uri_query(packet: &Packet) -> Vec<String> {
     packet
         .get_option(CoapOption::UriQuery)
-        .map(|qs| qs.iter().map(|q| String::from_utf8_lossy(q).into_owned()).collect())
+        .map(|qs| {
+            qs.iter()
+                .map(|q| String::from_utf8_lossy(q).into_owned())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -218,7 +228,9 @@ pub fn location_path(packet: &Packet) -> String {
 }
 
 /// Options this endpoint understands (RFC 7252 §5.10, RFC 7641, RFC 7959, RFC 7967).
-const KNOWN_OPTIONS: &[u16] = &[1, 3, 4, 5, 6, 7, 8, 11, 12, 14, 15, 17, 20, 23, 27, 28, 60, 258];
+const KNOWN_OPTIONS: &[u16] = &[
+    1, 3, 4, 5, 6, 7, 8, 11, 12, 14, 15, 17, 20, 23, 27, 28, 60, 258,
+];
 
 /// The first critical option (odd number, RFC 7252 §5.4.1) this endpoint does not know.
 pub(crate) fn unknown_critical_option(packet: &Packet) -> Option<u16> {
@@ -268,20 +280,51 @@ mod tests {
     #[test]
     fn block_option_vectors_from_rfc7959() {
         // RFC 7959 §2.2: NUM=0, M=0, SZX=6 encodes as one byte 0x06; NUM=1, M=1, SZX=6 as 0x1e.
-        assert_eq!(BlockOpt { num: 0, more: false, szx: 6 }.encode(), vec![0x06]);
-        assert_eq!(BlockOpt { num: 1, more: true, szx: 6 }.encode(), vec![0x1e]);
+        assert_eq!(
+            BlockOpt {
+                num: 0,
+                more: false,
+                szx: 6
+            }
+            .encode(),
+            vec![0x06]
+        );
+        assert_eq!(
+            BlockOpt {
+                num: 1,
+                more: true,
+                szx: 6
+            }
+            .encode(),
+            vec![0x1e]
+        );
         assert_eq!(
             BlockOpt::decode(&[0x1e]),
-            Some(BlockOpt { num: 1, more: true, szx: 6 })
+            Some(BlockOpt {
+                num: 1,
+                more: true,
+                szx: 6
+            })
         );
         // Three-byte form, largest number.
-        let b = BlockOpt { num: (1 << 20) - 1, more: true, szx: 2 };
+        let b = BlockOpt {
+            num: (1 << 20) - 1,
+            more: true,
+            szx: 2,
+        };
         assert_eq!(BlockOpt::decode(&b.encode()), Some(b));
         // SZX 7 is reserved.
         assert_eq!(BlockOpt::decode(&[0x07]), None);
         assert_eq!(BlockOpt::decode(&[1, 2, 3, 4]), None);
         // The empty value is NUM=0, M=0, SZX=0.
-        assert_eq!(BlockOpt::decode(&[]), Some(BlockOpt { num: 0, more: false, szx: 0 }));
+        assert_eq!(
+            BlockOpt::decode(&[]),
+            Some(BlockOpt {
+                num: 0,
+                more: false,
+                szx: 0
+            })
+        );
     }
 
     #[test]
@@ -304,13 +347,19 @@ mod tests {
     #[test]
     fn token_rejects_more_than_eight_bytes() {
         assert!(Token::new(&[0; 9]).is_none());
-        assert_eq!(Token::new(&[1, 2]).map(|t| t.as_bytes().to_vec()), Some(vec![1, 2]));
+        assert_eq!(
+            Token::new(&[1, 2]).map(|t| t.as_bytes().to_vec()),
+            Some(vec![1, 2])
+        );
     }
 
     #[test]
     fn empty_bytes_match_codec() {
         let p = empty(MessageType::Reset, 0x1234);
-        assert_eq!(p.to_bytes().ok(), Some(empty_bytes(MessageType::Reset, 0x1234)));
+        assert_eq!(
+            p.to_bytes().ok(),
+            Some(empty_bytes(MessageType::Reset, 0x1234))
+        );
     }
 
     #[test]

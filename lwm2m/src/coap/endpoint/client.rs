@@ -2,7 +2,9 @@
 //! Block1 uploads and Block2 downloads (RFC 7959 §2.5, §3), NSTART queuing (§4.7), and
 //! Observe as observer with reordering detection and cancellation (RFC 7641 §3).
 use super::{Endpoint, Owner, Reply, Timer};
-use crate::coap::event::{CancelMode, Event, ExchangeError, Peer, RequestId, RequestOptions, SendError};
+use crate::coap::event::{
+    CancelMode, Event, ExchangeError, Peer, RequestId, RequestOptions, SendError,
+};
 use crate::coap::msg::{self, block_size, BlockOpt, Kind, Token};
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, ResponseType};
 use rand::Rng;
@@ -103,9 +105,20 @@ impl<P: Peer> Endpoint<P> {
         probe.set_token(vec![0; 8]);
         if upload.is_some() {
             probe.payload = vec![0; block_size(szx)];
-            msg::set_block_option(&mut probe, CoapOption::Block1, BlockOpt { num: 0, more: true, szx });
+            msg::set_block_option(
+                &mut probe,
+                CoapOption::Block1,
+                BlockOpt {
+                    num: 0,
+                    more: true,
+                    szx,
+                },
+            );
         }
-        if probe.to_bytes_with_limit(self.config.max_message_size).is_err() {
+        if probe
+            .to_bytes_with_limit(self.config.max_message_size)
+            .is_err()
+        {
             return Err(SendError::Encode);
         }
         let observe = match msg::observe(&request) {
@@ -190,7 +203,9 @@ impl<P: Peer> Endpoint<P> {
     /// Gives `id` an NSTART slot and sends it, or queues it behind the peer's others.
     fn acquire_slot(&mut self, now: Instant, id: RequestId) {
         let nstart = self.config.transmission.nstart.max(1);
-        let Some(peer) = self.requests.get(&id).map(|r| r.peer) else { return };
+        let Some(peer) = self.requests.get(&id).map(|r| r.peer) else {
+            return;
+        };
         let ps = self.peer_state(now, peer);
         if ps.active < nstart {
             ps.active += 1;
@@ -231,7 +246,9 @@ impl<P: Peer> Endpoint<P> {
                 dl.token = t;
             }
         }
-        let Some(r) = self.requests.get(&id) else { return };
+        let Some(r) = self.requests.get(&id) else {
+            return;
+        };
         let peer = r.peer;
         let mut p = r.request.clone();
         let mut token = r.token;
@@ -241,7 +258,15 @@ impl<P: Peer> Endpoint<P> {
             let end = start.saturating_add(size).min(up.body.len());
             p.payload = up.body.get(start..end).unwrap_or_default().to_vec();
             let more = end < up.body.len();
-            msg::set_block_option(&mut p, CoapOption::Block1, BlockOpt { num: up.num, more, szx: up.szx });
+            msg::set_block_option(
+                &mut p,
+                CoapOption::Block1,
+                BlockOpt {
+                    num: up.num,
+                    more,
+                    szx: up.szx,
+                },
+            );
             if up.num == 0 {
                 msg::set_uint_option(&mut p, CoapOption::Size1, up.body.len() as u32);
             }
@@ -251,7 +276,15 @@ impl<P: Peer> Endpoint<P> {
             p.clear_option(CoapOption::Block1);
             p.clear_option(CoapOption::Size1);
             p.payload.clear();
-            msg::set_block_option(&mut p, CoapOption::Block2, BlockOpt { num: dl.next, more: false, szx: dl.szx });
+            msg::set_block_option(
+                &mut p,
+                CoapOption::Block2,
+                BlockOpt {
+                    num: dl.next,
+                    more: false,
+                    szx: dl.szx,
+                },
+            );
         }
         let con = r.opts.confirmable;
         let timeout = r
@@ -271,7 +304,13 @@ impl<P: Peer> Endpoint<P> {
             return;
         };
         let deadline = self.timers.next_id();
-        self.timers.arm(now + timeout, Timer::RequestDeadline { req: id, id: deadline });
+        self.timers.arm(
+            now + timeout,
+            Timer::RequestDeadline {
+                req: id,
+                id: deadline,
+            },
+        );
         if let Some(r) = self.requests.get_mut(&id) {
             r.deadline = deadline;
             r.current_mid = con.then_some(mid);
@@ -292,7 +331,8 @@ impl<P: Peer> Endpoint<P> {
 
     pub(super) fn on_request_deadline(&mut self, now: Instant, req: RequestId, id: u64) {
         let live = self.requests.get(&req).is_some_and(|r| {
-            r.deadline == id && !matches!(r.observe, ObserveState::Established { .. } if r.download.is_none())
+            r.deadline == id
+                && !matches!(r.observe, ObserveState::Established { .. } if r.download.is_none())
         });
         if live {
             self.on_exchange_timeout(now, req);
@@ -302,7 +342,9 @@ impl<P: Peer> Endpoint<P> {
     /// The current exchange got no answer. A block of a block-wise transfer is sent afresh
     /// (up to `block_retries` times): that is what carries large transfers over lossy links.
     pub(super) fn on_exchange_timeout(&mut self, now: Instant, req: RequestId) {
-        let Some(r) = self.requests.get_mut(&req) else { return };
+        let Some(r) = self.requests.get_mut(&req) else {
+            return;
+        };
         let peer = r.peer;
         if let Some(mid) = r.current_mid.take() {
             self.unacked.remove(&(peer, mid));
@@ -355,7 +397,9 @@ impl<P: Peer> Endpoint<P> {
     /// A response (piggybacked or separate) matched to request `req`.
     pub(super) fn on_response(&mut self, now: Instant, peer: P, req: RequestId, resp: Packet) {
         let block_retries = self.config.block_retries;
-        let Some(r) = self.requests.get_mut(&req) else { return };
+        let Some(r) = self.requests.get_mut(&req) else {
+            return;
+        };
         let token = Token::new(resp.get_token()).unwrap_or_default();
         let for_download = r.download.as_ref().is_some_and(|d| d.token == token);
         if !for_download && token != r.token {
@@ -432,7 +476,9 @@ impl<P: Peer> Endpoint<P> {
     }
 
     fn on_notification(&mut self, now: Instant, req: RequestId, resp: Packet, seq: Option<u32>) {
-        let Some(r) = self.requests.get_mut(&req) else { return };
+        let Some(r) = self.requests.get_mut(&req) else {
+            return;
+        };
         if let (Some(new), ObserveState::Established { seq: last, at }) = (seq, r.observe) {
             if !is_fresher(last, at, new, now) {
                 return; // §3.4: older than what we have; drop it.
@@ -443,14 +489,24 @@ impl<P: Peer> Endpoint<P> {
                     self.start_download(now, req, resp, b2, Some(new));
                 } else {
                     let peer = r.peer;
-                    self.events.push_back(Event::Notification { id: req, peer, response: resp, seq: Some(new) });
+                    self.events.push_back(Event::Notification {
+                        id: req,
+                        peer,
+                        response: resp,
+                        seq: Some(new),
+                    });
                 }
                 return;
             }
         }
         // §3.2: a notification without Observe, or an error, ends the observation.
         if let Some(r) = self.take_request(now, req) {
-            self.events.push_back(Event::Notification { id: req, peer: r.peer, response: resp, seq: None });
+            self.events.push_back(Event::Notification {
+                id: req,
+                peer: r.peer,
+                response: resp,
+                seq: None,
+            });
         }
     }
 
@@ -465,15 +521,22 @@ impl<P: Peer> Endpoint<P> {
         let max_body = self.config.max_body_size;
         let our_szx = self.config.block_szx;
         let block_retries = self.config.block_retries;
-        let too_big = msg::uint_option(&head, CoapOption::Size2).is_some_and(|s| s as usize > max_body);
+        let too_big =
+            msg::uint_option(&head, CoapOption::Size2).is_some_and(|s| s as usize > max_body);
         if b2.num != 0 || head.payload.len() != b2.size() || too_big {
-            let error = if too_big { ExchangeError::BodyTooLarge } else { ExchangeError::Block };
+            let error = if too_big {
+                ExchangeError::BodyTooLarge
+            } else {
+                ExchangeError::Block
+            };
             self.fail_or_drop_download(now, req, error);
             return;
         }
         let body = std::mem::take(&mut head.payload);
         let szx = b2.szx.min(our_szx);
-        let Some(r) = self.requests.get_mut(&req) else { return };
+        let Some(r) = self.requests.get_mut(&req) else {
+            return;
+        };
         r.retries_left = block_retries;
         r.download = Some(Download {
             next: (body.len() / block_size(szx)) as u32,
@@ -490,11 +553,17 @@ impl<P: Peer> Endpoint<P> {
     fn on_download_block(&mut self, now: Instant, req: RequestId, resp: Packet) {
         let max_body = self.config.max_body_size;
         let block_retries = self.config.block_retries;
-        let Some(r) = self.requests.get_mut(&req) else { return };
-        let Some(dl) = r.download.as_mut() else { return };
+        let Some(r) = self.requests.get_mut(&req) else {
+            return;
+        };
+        let Some(dl) = r.download.as_mut() else {
+            return;
+        };
         let b2 = msg::block_option(&resp, CoapOption::Block2);
         let ok = msg::is_success(&resp)
-            && b2.is_some_and(|b| b.offset() == dl.body.len() && (!b.more || resp.payload.len() == b.size()));
+            && b2.is_some_and(|b| {
+                b.offset() == dl.body.len() && (!b.more || resp.payload.len() == b.size())
+            });
         if !ok {
             self.fail_or_drop_download(now, req, ExchangeError::Block);
             return;
@@ -533,7 +602,12 @@ impl<P: Peer> Endpoint<P> {
         whole.clear_option(CoapOption::Block2);
         whole.set_token(r.token.as_bytes().to_vec());
         match dl.seq {
-            Some(seq) => self.events.push_back(Event::Notification { id: req, peer, response: whole, seq: Some(seq) }),
+            Some(seq) => self.events.push_back(Event::Notification {
+                id: req,
+                peer,
+                response: whole,
+                seq: Some(seq),
+            }),
             None => self.finish(now, req, whole),
         }
     }
@@ -541,7 +615,9 @@ impl<P: Peer> Endpoint<P> {
     /// A download failed: a notification's is dropped (the observation goes on), a
     /// response's fails the request.
     fn fail_or_drop_download(&mut self, now: Instant, req: RequestId, error: ExchangeError) {
-        let Some(r) = self.requests.get_mut(&req) else { return };
+        let Some(r) = self.requests.get_mut(&req) else {
+            return;
+        };
         if matches!(r.observe, ObserveState::Established { .. }) {
             let peer = r.peer;
             if let Some(dl) = r.download.take() {
@@ -554,17 +630,27 @@ impl<P: Peer> Endpoint<P> {
 
     /// The final response: the request ends, unless it is an observation now established.
     fn finish(&mut self, now: Instant, req: RequestId, response: Packet) {
-        let Some(r) = self.requests.get(&req) else { return };
+        let Some(r) = self.requests.get(&req) else {
+            return;
+        };
         let peer = r.peer;
         if !matches!(r.observe, ObserveState::Established { .. }) {
             self.take_request(now, req);
         }
-        self.events.push_back(Event::Response { id: req, peer, response });
+        self.events.push_back(Event::Response {
+            id: req,
+            peer,
+            response,
+        });
     }
 
     pub(super) fn fail_request(&mut self, now: Instant, req: RequestId, error: ExchangeError) {
         if let Some(r) = self.take_request(now, req) {
-            self.events.push_back(Event::Failed { id: req, peer: r.peer, error });
+            self.events.push_back(Event::Failed {
+                id: req,
+                peer: r.peer,
+                error,
+            });
         }
     }
 
@@ -587,7 +673,9 @@ impl<P: Peer> Endpoint<P> {
     }
 
     fn release_slot(&mut self, now: Instant, req: RequestId) {
-        let Some(r) = self.requests.get_mut(&req) else { return };
+        let Some(r) = self.requests.get_mut(&req) else {
+            return;
+        };
         if r.holds_slot {
             r.holds_slot = false;
             let peer = r.peer;
@@ -597,11 +685,15 @@ impl<P: Peer> Endpoint<P> {
 
     /// A slot of `peer` is free: start the next queued request.
     fn free_slot(&mut self, now: Instant, peer: P) {
-        let Some(ps) = self.peers.get_mut(&peer) else { return };
+        let Some(ps) = self.peers.get_mut(&peer) else {
+            return;
+        };
         ps.active = ps.active.saturating_sub(1);
         let nstart = self.config.transmission.nstart.max(1);
         while ps.active < nstart {
-            let Some(next) = ps.queue.pop_front() else { break };
+            let Some(next) = ps.queue.pop_front() else {
+                break;
+            };
             if let Some(r) = self.requests.get_mut(&next) {
                 r.holds_slot = true;
                 ps.active += 1;

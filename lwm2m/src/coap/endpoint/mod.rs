@@ -296,7 +296,9 @@ impl<P: Peer> Endpoint<P> {
         }
         while let Some(peer) = self.peer_expiry.pop_expired(now) {
             let lifetime = self.config.transmission.exchange_lifetime();
-            let Some(ps) = self.peers.get(&peer) else { continue };
+            let Some(ps) = self.peers.get(&peer) else {
+                continue;
+            };
             if ps.active > 0 || !ps.queue.is_empty() {
                 self.peer_expiry.push(now + lifetime, peer);
             } else if ps.expires > now {
@@ -415,7 +417,9 @@ impl<P: Peer> Endpoint<P> {
 
     fn on_retransmit_timer(&mut self, now: Instant, peer: P, mid: u16, id: u64) {
         let max = self.config.transmission.max_retransmit;
-        let Some(u) = self.unacked.get_mut(&(peer, mid)) else { return };
+        let Some(u) = self.unacked.get_mut(&(peer, mid)) else {
+            return;
+        };
         if u.timer != id {
             return;
         }
@@ -454,7 +458,9 @@ impl<P: Peer> Endpoint<P> {
                 return;
             }
         }
-        let Some(u) = self.unacked.get_mut(&(peer, mid)) else { return };
+        let Some(u) = self.unacked.get_mut(&(peer, mid)) else {
+            return;
+        };
         u.attempt = attempt;
         u.timeout = timeout;
         let new_id = self.timers.next_id();
@@ -474,7 +480,9 @@ impl<P: Peer> Endpoint<P> {
 
     /// An ACK, empty or with a piggybacked response.
     fn on_ack(&mut self, now: Instant, peer: P, mid: u16, response: Option<Packet>) {
-        let Some(u) = self.unacked.remove(&(peer, mid)) else { return };
+        let Some(u) = self.unacked.remove(&(peer, mid)) else {
+            return;
+        };
         match u.owner {
             Owner::Request(req) => match response {
                 None => self.on_request_acked(now, req),

@@ -77,7 +77,13 @@ enum Block1Step {
 fn request_key(p: &Packet) -> u64 {
     let mut h = DefaultHasher::new();
     u8::from(p.header.code).hash(&mut h);
-    for opt in [CoapOption::UriHost, CoapOption::UriPort, CoapOption::UriPath, CoapOption::UriQuery, CoapOption::Accept] {
+    for opt in [
+        CoapOption::UriHost,
+        CoapOption::UriPort,
+        CoapOption::UriPath,
+        CoapOption::UriQuery,
+        CoapOption::Accept,
+    ] {
         if let Some(vals) = p.get_option(opt) {
             u16::from(opt).hash(&mut h);
             for v in vals {
@@ -101,7 +107,15 @@ fn slice_block(template: &Packet, body: &[u8], num: u32, szx: u8) -> Packet {
     let end = start.saturating_add(size).min(body.len());
     let mut p = template.clone();
     p.payload = body.get(start..end).unwrap_or_default().to_vec();
-    msg::set_block_option(&mut p, CoapOption::Block2, BlockOpt { num, more: end < body.len(), szx });
+    msg::set_block_option(
+        &mut p,
+        CoapOption::Block2,
+        BlockOpt {
+            num,
+            more: end < body.len(),
+            szx,
+        },
+    );
     if num == 0 {
         msg::set_uint_option(&mut p, CoapOption::Size2, body.len() as u32);
     } else {
@@ -121,14 +135,41 @@ impl<P: Peer> Endpoint<P> {
         let token = Token::new(packet.get_token()).unwrap_or_default();
         let code: u8 = packet.header.code.into();
         if !(1..=7).contains(&code) {
-            return self.reply_now(now, peer, mid, token, con, msg::response(ResponseType::MethodNotAllowed));
+            return self.reply_now(
+                now,
+                peer,
+                mid,
+                token,
+                con,
+                msg::response(ResponseType::MethodNotAllowed),
+            );
         }
-        if packet.get_option(CoapOption::ProxyUri).is_some() || packet.get_option(CoapOption::ProxyScheme).is_some() {
-            return self.reply_now(now, peer, mid, token, con, msg::response(ResponseType::ProxyingNotSupported));
+        if packet.get_option(CoapOption::ProxyUri).is_some()
+            || packet.get_option(CoapOption::ProxyScheme).is_some()
+        {
+            return self.reply_now(
+                now,
+                peer,
+                mid,
+                token,
+                con,
+                msg::response(ResponseType::ProxyingNotSupported),
+            );
         }
-        let bad_block = |o| packet.get_first_option(o).is_some() && msg::block_option(&packet, o).is_none();
-        if msg::unknown_critical_option(&packet).is_some() || bad_block(CoapOption::Block1) || bad_block(CoapOption::Block2) {
-            return self.reply_now(now, peer, mid, token, con, msg::response(ResponseType::BadOption));
+        let bad_block =
+            |o| packet.get_first_option(o).is_some() && msg::block_option(&packet, o).is_none();
+        if msg::unknown_critical_option(&packet).is_some()
+            || bad_block(CoapOption::Block1)
+            || bad_block(CoapOption::Block2)
+        {
+            return self.reply_now(
+                now,
+                peer,
+                mid,
+                token,
+                con,
+                msg::response(ResponseType::BadOption),
+            );
         }
         let key = request_key(&packet);
         let block2 = msg::block_option(&packet, CoapOption::Block2);
@@ -149,9 +190,19 @@ impl<P: Peer> Endpoint<P> {
         }
         if self.incoming.len() >= self.config.max_pending_incoming {
             self.stats.overload_rejections += 1;
-            return self.reply_now(now, peer, mid, token, con, msg::response(ResponseType::ServiceUnavailable));
+            return self.reply_now(
+                now,
+                peer,
+                mid,
+                token,
+                con,
+                msg::response(ResponseType::ServiceUnavailable),
+            );
         }
-        let is_get = matches!(packet.header.code, MessageClass::Request(RequestType::Get | RequestType::Fetch));
+        let is_get = matches!(
+            packet.header.code,
+            MessageClass::Request(RequestType::Get | RequestType::Fetch)
+        );
         let observe = if is_get { msg::observe(&packet) } else { None };
         if observe.is_some() {
             // RFC 7641 §3.6/§4.1: deregistration, or re-registration replacing the entry.
@@ -180,14 +231,26 @@ impl<P: Peer> Endpoint<P> {
         );
         self.remember_reply(now, peer, mid, Reply::Pending(id));
         if con {
-            self.ack_due.push(now + self.config.separate_response_after, id);
+            self.ack_due
+                .push(now + self.config.separate_response_after, id);
         }
         self.incoming_expiry
             .push(now + self.config.transmission.exchange_lifetime(), id);
-        self.events.push_back(Event::Request(IncomingRequest { id, peer, request: packet }));
+        self.events.push_back(Event::Request(IncomingRequest {
+            id,
+            peer,
+            request: packet,
+        }));
     }
 
-    fn receive_block1(&mut self, now: Instant, peer: P, key: u64, b1: BlockOpt, packet: &mut Packet) -> Block1Step {
+    fn receive_block1(
+        &mut self,
+        now: Instant,
+        peer: P,
+        key: u64,
+        b1: BlockOpt,
+        packet: &mut Packet,
+    ) -> Block1Step {
         let max_body = self.config.max_body_size;
         let too_large = || {
             let mut r = msg::response(ResponseType::RequestEntityTooLarge);
@@ -202,19 +265,40 @@ impl<P: Peer> Endpoint<P> {
             return Block1Step::Reply(msg::response(ResponseType::BadRequest));
         }
         let k = (peer, key);
-        if b1.num == 0 && self.block1.get(&k, now).is_none_or(|st| st.last != Some(b1)) {
+        if b1.num == 0
+            && self
+                .block1
+                .get(&k, now)
+                .is_none_or(|st| st.last != Some(b1))
+        {
             if let Some(old) = self.block1.remove(&k) {
                 self.block1_bytes -= old.body.len();
             }
-            let fresh = Block1In { body: Vec::new(), last: None, completed: false, done: None };
-            for (_, ev) in self.block1.insert(k, fresh, now + self.config.block_lifetime) {
+            let fresh = Block1In {
+                body: Vec::new(),
+                last: None,
+                completed: false,
+                done: None,
+            };
+            for (_, ev) in self
+                .block1
+                .insert(k, fresh, now + self.config.block_lifetime)
+            {
                 self.block1_bytes -= ev.body.len();
             }
         }
         let our_szx = b1.szx.min(self.config.block_szx);
         let cont = |num| {
             let mut r = msg::response(ResponseType::Continue);
-            msg::set_block_option(&mut r, CoapOption::Block1, BlockOpt { num, more: true, szx: our_szx });
+            msg::set_block_option(
+                &mut r,
+                CoapOption::Block1,
+                BlockOpt {
+                    num,
+                    more: true,
+                    szx: our_szx,
+                },
+            );
             Block1Step::Reply(r)
         };
         let Some(st) = self.block1.get_mut(&k, now) else {
@@ -254,7 +338,15 @@ impl<P: Peer> Endpoint<P> {
     }
 
     /// Answers a request at once, without the application (errors, Continue, cached blocks).
-    fn reply_now(&mut self, now: Instant, peer: P, mid: u16, token: Token, con: bool, mut resp: Packet) {
+    fn reply_now(
+        &mut self,
+        now: Instant,
+        peer: P,
+        mid: u16,
+        token: Token,
+        con: bool,
+        mut resp: Packet,
+    ) {
         resp.set_token(token.as_bytes().to_vec());
         if con {
             resp.header.set_type(MessageType::Acknowledgement);
@@ -276,27 +368,52 @@ impl<P: Peer> Endpoint<P> {
     /// else as a separate confirmable response. A payload larger than the block size (or
     /// the size the client asked for) is sent block-wise, the rest of the blocks served
     /// from a cache without involving the application again.
-    pub fn respond(&mut self, now: Instant, id: IncomingId, mut response: Packet) -> Result<Option<ObserverId>, RespondError> {
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        id: IncomingId,
+        mut response: Packet,
+    ) -> Result<Option<ObserverId>, RespondError> {
         if msg::kind(&response) != Kind::Response {
             return Err(RespondError::NotAResponse);
         }
-        let inc = self.incoming.remove(&id).ok_or(RespondError::UnknownRequest)?;
+        let inc = self
+            .incoming
+            .remove(&id)
+            .ok_or(RespondError::UnknownRequest)?;
         if let Some(b1) = inc.block1 {
-            msg::set_block_option(&mut response, CoapOption::Block1, BlockOpt { more: false, ..b1 });
+            msg::set_block_option(
+                &mut response,
+                CoapOption::Block1,
+                BlockOpt { more: false, ..b1 },
+            );
             if let Some(st) = self.block1.get_mut(&(inc.peer, inc.key), now) {
                 st.done = Some(response.clone());
             }
         }
-        let szx = inc.block2.map_or(self.config.block_szx, |b| b.szx.min(self.config.block_szx));
+        let szx = inc
+            .block2
+            .map_or(self.config.block_szx, |b| b.szx.min(self.config.block_szx));
         let mut observer = None;
-        if inc.observe_register && msg::is_success(&response) && self.observers.len() < self.config.max_observers {
+        if inc.observe_register
+            && msg::is_success(&response)
+            && self.observers.len() < self.config.max_observers
+        {
             self.next_id += 1;
             let oid = ObserverId(self.next_id);
             let seq = (self.next_id & 0xFF_FFFF) as u32;
             msg::set_uint_option(&mut response, CoapOption::Observe, seq);
             self.observers.insert(
                 oid,
-                Observer { peer: inc.peer, token: inc.token, key: inc.key, seq, szx, in_flight: None, queued: None },
+                Observer {
+                    peer: inc.peer,
+                    token: inc.token,
+                    key: inc.key,
+                    seq,
+                    szx,
+                    in_flight: None,
+                    queued: None,
+                },
             );
             self.observer_keys.insert((inc.peer, inc.token), oid);
             observer = Some(oid);
@@ -318,7 +435,11 @@ impl<P: Peer> Endpoint<P> {
             resp.header.set_type(MessageType::Acknowledgement);
             resp.header.message_id = inc.mid;
         } else {
-            resp.header.set_type(if inc.con { MessageType::Confirmable } else { MessageType::NonConfirmable });
+            resp.header.set_type(if inc.con {
+                MessageType::Confirmable
+            } else {
+                MessageType::NonConfirmable
+            });
             resp.header.message_id = self.next_mid(now, peer);
         }
         let bytes = match resp.to_bytes_with_limit(self.config.max_message_size) {
@@ -350,14 +471,29 @@ impl<P: Peer> Endpoint<P> {
     }
 
     /// Keeps `response`'s body for the later blocks and returns block `num`.
-    fn cache_and_slice(&mut self, now: Instant, peer: P, key: u64, mut response: Packet, num: u32, szx: u8) -> Packet {
+    fn cache_and_slice(
+        &mut self,
+        now: Instant,
+        peer: P,
+        key: u64,
+        mut response: Packet,
+        num: u32,
+        szx: u8,
+    ) -> Packet {
         let body = std::mem::take(&mut response.payload);
         if response.get_option(CoapOption::ETag).is_none() {
             // RFC 7959 §2.4: lets the client notice that the representation changed between
             // two blocks (a new notification, a resource written meanwhile).
             let mut h = DefaultHasher::new();
             body.hash(&mut h);
-            response.add_option(CoapOption::ETag, h.finish().to_be_bytes().get(..4).unwrap_or_default().to_vec());
+            response.add_option(
+                CoapOption::ETag,
+                h.finish()
+                    .to_be_bytes()
+                    .get(..4)
+                    .unwrap_or_default()
+                    .to_vec(),
+            );
         }
         let first = slice_block(&response, &body, num, szx);
         let k = (peer, key);
@@ -372,8 +508,14 @@ impl<P: Peer> Endpoint<P> {
                 }
             }
             self.block2_bytes += body.len();
-            let entry = Block2Body { template: response, body };
-            for (_, ev) in self.block2.insert(k, entry, now + self.config.block_lifetime) {
+            let entry = Block2Body {
+                template: response,
+                body,
+            };
+            for (_, ev) in self
+                .block2
+                .insert(k, entry, now + self.config.block_lifetime)
+            {
                 self.block2_bytes -= ev.body.len();
             }
         }
@@ -384,7 +526,9 @@ impl<P: Peer> Endpoint<P> {
     /// its answer becomes a separate response. Sent again for each duplicate, since the
     /// first may have been lost.
     pub(super) fn send_due_ack(&mut self, id: IncomingId) {
-        let Some(inc) = self.incoming.get_mut(&id) else { return };
+        let Some(inc) = self.incoming.get_mut(&id) else {
+            return;
+        };
         if !inc.con {
             return;
         }
@@ -397,7 +541,13 @@ impl<P: Peer> Endpoint<P> {
     /// options and payload; token and Observe sequence number are set here. A non-2.xx
     /// notification ends the observation. Of several confirmable notifications, only one is
     /// in flight at a time and only the newest waits behind it (§4.5.2).
-    pub fn notify(&mut self, now: Instant, observer: ObserverId, mut response: Packet, confirmable: bool) -> Result<(), RespondError> {
+    pub fn notify(
+        &mut self,
+        now: Instant,
+        observer: ObserverId,
+        mut response: Packet,
+        confirmable: bool,
+    ) -> Result<(), RespondError> {
         if msg::kind(&response) != Kind::Response {
             return Err(RespondError::NotAResponse);
         }
@@ -405,7 +555,8 @@ impl<P: Peer> Endpoint<P> {
             return Err(RespondError::UnknownObserver);
         };
         o.seq = (o.seq + 1) & 0xFF_FFFF;
-        let (peer, token, key, szx, seq, busy) = (o.peer, o.token, o.key, o.szx, o.seq, o.in_flight.is_some());
+        let (peer, token, key, szx, seq, busy) =
+            (o.peer, o.token, o.key, o.szx, o.seq, o.in_flight.is_some());
         let ends = !msg::is_success(&response);
         if ends {
             response.clear_option(CoapOption::Observe);
@@ -429,7 +580,9 @@ impl<P: Peer> Endpoint<P> {
             let mid = self.next_mid(now, peer);
             response.header.set_type(MessageType::NonConfirmable);
             response.header.message_id = mid;
-            let bytes = response.to_bytes_with_limit(self.config.max_message_size).map_err(|_| RespondError::Encode)?;
+            let bytes = response
+                .to_bytes_with_limit(self.config.max_message_size)
+                .map_err(|_| RespondError::Encode)?;
             self.transmit(peer, bytes);
             let life = self.config.transmission.non_lifetime();
             self.non_notified.insert((peer, mid), observer, now + life);
@@ -440,20 +593,45 @@ impl<P: Peer> Endpoint<P> {
         Ok(())
     }
 
-    pub(super) fn send_notification_con(&mut self, now: Instant, oid: ObserverId, mut packet: Packet, attempt: u8, timeout: Duration) {
-        let Some(peer) = self.observers.get(&oid).map(|o| o.peer) else { return };
+    pub(super) fn send_notification_con(
+        &mut self,
+        now: Instant,
+        oid: ObserverId,
+        mut packet: Packet,
+        attempt: u8,
+        timeout: Duration,
+    ) {
+        let Some(peer) = self.observers.get(&oid).map(|o| o.peer) else {
+            return;
+        };
         let mid = self.next_mid(now, peer);
         packet.header.set_type(MessageType::Confirmable);
         packet.header.message_id = mid;
-        let Ok(bytes) = packet.to_bytes_with_limit(self.config.max_message_size) else { return };
-        if let Some(old) = self.observers.get_mut(&oid).and_then(|o| o.in_flight.replace(mid)) {
+        let Ok(bytes) = packet.to_bytes_with_limit(self.config.max_message_size) else {
+            return;
+        };
+        if let Some(old) = self
+            .observers
+            .get_mut(&oid)
+            .and_then(|o| o.in_flight.replace(mid))
+        {
             self.unacked.remove(&(peer, old));
         }
-        self.send_con_with(now, peer, mid, bytes, Owner::Notification(oid), attempt, timeout);
+        self.send_con_with(
+            now,
+            peer,
+            mid,
+            bytes,
+            Owner::Notification(oid),
+            attempt,
+            timeout,
+        );
     }
 
     pub(super) fn on_notification_acked(&mut self, now: Instant, oid: ObserverId) {
-        let Some(o) = self.observers.get_mut(&oid) else { return };
+        let Some(o) = self.observers.get_mut(&oid) else {
+            return;
+        };
         o.in_flight = None;
         if let Some(next) = o.queued.take() {
             let timeout = self.initial_timeout();
@@ -470,13 +648,19 @@ impl<P: Peer> Endpoint<P> {
     }
 
     pub(super) fn drop_observer(&mut self, oid: ObserverId, reason: Option<ObserverGoneReason>) {
-        let Some(o) = self.observers.remove(&oid) else { return };
+        let Some(o) = self.observers.remove(&oid) else {
+            return;
+        };
         self.observer_keys.remove(&(o.peer, o.token));
         if let Some(mid) = o.in_flight {
             self.unacked.remove(&(o.peer, mid));
         }
         if let Some(reason) = reason {
-            self.events.push_back(Event::ObserverGone { observer: oid, peer: o.peer, reason });
+            self.events.push_back(Event::ObserverGone {
+                observer: oid,
+                peer: o.peer,
+                reason,
+            });
         }
     }
 }
