@@ -97,6 +97,19 @@ impl<K: Clone + Eq + Hash, V> ExpiringMap<K, V> {
             .map(|s| &mut s.value)
     }
 
+    /// Moves the deadline of `key` to `expires`.
+    pub(crate) fn touch(&mut self, key: &K, expires: Instant) {
+        self.generation += 1;
+        if let Some(s) = self.map.get_mut(key) {
+            s.generation = self.generation;
+            s.expires = expires;
+            self.fifo.push(expires, (key.clone(), self.generation));
+        }
+        if self.fifo.len() > 2 * self.capacity + 16 {
+            self.compact();
+        }
+    }
+
     /// Removes `key`.
     pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
         self.map.remove(key).map(|s| s.value)

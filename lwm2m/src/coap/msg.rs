@@ -232,10 +232,17 @@ const KNOWN_OPTIONS: &[u16] = &[
     1, 3, 4, 5, 6, 7, 8, 11, 12, 14, 15, 17, 20, 23, 27, 28, 60, 258,
 ];
 
+/// Whether `packet` carries option `opt`. coap-lite's `clear_option` leaves an empty list
+/// behind, so `get_option(..).is_some()` is not a reliable test; this is.
+pub fn has_option(packet: &Packet, opt: CoapOption) -> bool {
+    packet.get_option(opt).is_some_and(|l| !l.is_empty())
+}
+
 /// The first critical option (odd number, RFC 7252 §5.4.1) this endpoint does not know.
 pub(crate) fn unknown_critical_option(packet: &Packet) -> Option<u16> {
     packet
         .options()
+        .filter(|(_, values)| !values.is_empty())
         .map(|(n, _)| *n)
         .find(|n| n & 1 == 1 && !KNOWN_OPTIONS.contains(n))
 }

@@ -6,7 +6,7 @@ use crate::coap::event::{
     CancelMode, Event, ExchangeError, Peer, RequestId, RequestOptions, SendError,
 };
 use crate::coap::msg::{self, block_size, BlockOpt, Kind, Token};
-use coap_lite::{CoapOption, MessageClass, MessageType, Packet, ResponseType};
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use rand::Rng;
 use std::time::{Duration, Instant};
 
@@ -100,6 +100,22 @@ impl<P: Peer> Endpoint<P> {
             num: 0,
             szx,
         });
+        let is_get = matches!(
+            request.header.code,
+            MessageClass::Request(RequestType::Get | RequestType::Fetch)
+        );
+        if opts.block_szx.is_some() && is_get && !msg::has_option(&request, CoapOption::Block2) {
+            // RFC 7959 §2.4: early negotiation of a smaller block size.
+            msg::set_block_option(
+                &mut request,
+                CoapOption::Block2,
+                BlockOpt {
+                    num: 0,
+                    more: false,
+                    szx,
+                },
+            );
+        }
         // Options that cannot be encoded fail here, not in the middle of a transfer.
         let mut probe = request.clone();
         probe.set_token(vec![0; 8]);
@@ -233,6 +249,15 @@ impl<P: Peer> Endpoint<P> {
     /// Builds and sends the message the request is at: the next Block1 block, the next
     /// Block2 request, or the request itself.
     pub(super) fn transmit_current(&mut self, now: Instant, id: RequestId) {
+        // Whatever was in flight for this request is superseded: its retransmissions and a
+        // late ACK of it must not be taken for the new message's.
+        if let Some((peer, mid)) = self
+            .requests
+            .get_mut(&id)
+            .and_then(|r| r.current_mid.take().map(|m| (r.peer, m)))
+        {
+            self.unacked.remove(&(peer, mid));
+        }
         // A block request gets a token of its own each time it is sent.
         if let Some((peer, old)) = self
             .requests

@@ -328,6 +328,11 @@ impl<P: Peer> Endpoint<P> {
         st.body.extend_from_slice(&packet.payload);
         self.block1_bytes += len;
         st.last = Some(b1);
+        // A slow upload lives as long as blocks keep coming, not a fixed span from its start.
+        self.block1.touch(&k, now + self.config.block_lifetime);
+        let Some(st) = self.block1.get_mut(&k, now) else {
+            return Block1Step::Reply(msg::response(ResponseType::RequestEntityIncomplete));
+        };
         if b1.more {
             return cont(b1.num);
         }
@@ -481,7 +486,7 @@ impl<P: Peer> Endpoint<P> {
         szx: u8,
     ) -> Packet {
         let body = std::mem::take(&mut response.payload);
-        if response.get_option(CoapOption::ETag).is_none() {
+        if !msg::has_option(&response, CoapOption::ETag) {
             // RFC 7959 §2.4: lets the client notice that the representation changed between
             // two blocks (a new notification, a resource written meanwhile).
             let mut h = DefaultHasher::new();

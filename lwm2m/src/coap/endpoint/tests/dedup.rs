@@ -1,0 +1,153 @@
+//! RFC 7252 §4.5: duplicates are answered from the cache and never delivered twice; the
+//! cache is bounded.
+use super::*;
+use crate::coap::MessageType;
+
+fn con_get(mid: u16, path: &str) -> Vec<u8> {
+    let mut p = get(path);
+    p.header.set_type(MessageType::Confirmable);
+    p.header.message_id = mid;
+    p.set_token(vec![1, 2, 3, 4]);
+    p.to_bytes().unwrap()
+}
+
+fn requests_seen(net: &Net, addr: Addr) -> usize {
+    net.nodes[usize::from(addr)]
+        .events
+        .iter()
+        .filter(|e| matches!(e, Event::Request(_)))
+        .count()
+}
+
+#[test]
+fn duplicate_con_request_is_answered_from_cache_without_redelivery() {
+    let mut calls = 0;
+    let mut net = Net::pair(
+        EndpointConfig::default(),
+        1,
+        Box::new(move |_| {
+            calls += 1;
+            Some(content(format!("call {calls}").as_bytes()))
+        }),
+    );
+    let req = con_get(0x1234, "/3/0");
+    net.inject(0, 1, &req);
+    net.inject(0, 1, &req);
+    net.inject(0, 1, &req);
+    assert_eq!(requests_seen(&net, 1), 1);
+    let answers: Vec<_> = net
+        .sent
+        .iter()
+        .filter(|s| s.from == 1)
+        .map(|s| s.bytes.clone())
+        .collect();
+    assert_eq!(answers.len(), 3);
+    assert!(
+        answers.iter().all(|a| a == &answers[0]),
+        "the same bytes every time"
+    );
+    assert_eq!(parse(&answers[0]).payload, b"call 1");
+    assert_eq!(net.ep(1).stats().duplicates, 2);
+}
+
+#[test]
+fn duplicate_while_the_application_works_gets_an_empty_ack() {
+    let mut net = Net::pair(EndpointConfig::default(), 1, Box::new(|_| None));
+    let req = con_get(7, "/slow");
+    net.inject(0, 1, &req);
+    assert!(net.sent.is_empty());
+    net.inject(0, 1, &req);
+    assert_eq!(requests_seen(&net, 1), 1);
+    let ack = parse(&net.sent[0].bytes);
+    assert_eq!(
+        (ack.header.get_type(), ack.header.message_id),
+        (MessageType::Acknowledgement, 7)
+    );
+    assert!(ack.payload.is_empty());
+}
+
+#[test]
+fn duplicate_non_request_is_dropped() {
+    let mut net = Net::pair(
+        EndpointConfig::default(),
+        1,
+        Box::new(|_| Some(content(b"x"))),
+    );
+    let mut p = get("/x");
+    p.header.set_type(MessageType::NonConfirmable);
+    p.header.message_id = 99;
+    let bytes = p.to_bytes().unwrap();
+    net.inject(0, 1, &bytes);
+    net.inject(0, 1, &bytes);
+    assert_eq!(requests_seen(&net, 1), 1);
+}
+
+#[test]
+fn same_message_id_from_another_peer_is_not_a_duplicate() {
+    let mut net = Net::new(3, EndpointConfig::default(), 1);
+    net.nodes[1].responder = Some(Box::new(|_| Some(content(b"x"))));
+    let req = con_get(5, "/x");
+    net.inject(0, 1, &req);
+    net.inject(2, 1, &req);
+    assert_eq!(requests_seen(&net, 1), 2);
+}
+
+#[test]
+fn message_id_is_forgotten_after_exchange_lifetime() {
+    let mut net = Net::pair(
+        EndpointConfig::default(),
+        1,
+        Box::new(|_| Some(content(b"x"))),
+    );
+    let req = con_get(5, "/x");
+    net.inject(0, 1, &req);
+    net.run_until(Duration::from_secs(248), |_| false);
+    net.inject(0, 1, &req);
+    assert_eq!(requests_seen(&net, 1), 2);
+    assert_eq!(net.ep(1).usage().dedup, 1);
+}
+
+#[test]
+fn dedup_cache_stays_within_its_capacity() {
+    let config = EndpointConfig {
+        dedup_capacity: 100,
+        ..EndpointConfig::default()
+    };
+    let mut net = Net::pair(config, 1, Box::new(|_| Some(content(b"x"))));
+    for mid in 0..1000u16 {
+        net.inject(0, 1, &con_get(mid, "/x"));
+    }
+    assert_eq!(net.ep(1).usage().dedup, 100);
+    assert_eq!(net.ep(1).stats().dedup_evictions, 900);
+}
+
+#[test]
+fn duplicate_confirmable_notification_is_acked_again_but_delivered_once() {
+    // A client observing /obs; the server's notification is duplicated by the network.
+    let mut net = Net::pair(
+        EndpointConfig::default(),
+        4,
+        Box::new(|_| Some(content(b"0"))),
+    );
+    let mut req = get("/obs");
+    msg::set_uint_option(&mut req, coap_lite::CoapOption::Observe, 0);
+    let id = net.request(0, 1, req, RequestOptions::default());
+    net.run_until(Duration::from_secs(5), |n| n.outcome(0, id).is_some());
+    let token = parse(&net.sent[0].bytes).get_token().to_vec();
+    let mut n = content(b"1");
+    n.header.set_type(MessageType::Confirmable);
+    n.header.message_id = 4242;
+    n.set_token(token);
+    msg::set_uint_option(&mut n, coap_lite::CoapOption::Observe, 1_000_000);
+    let bytes = n.to_bytes().unwrap();
+    net.inject(1, 0, &bytes);
+    net.inject(1, 0, &bytes);
+    let notes = net.take_events(0, |e| matches!(e, Event::Notification { .. }).then_some(()));
+    assert_eq!(notes.len(), 1);
+    let acks = net
+        .sent
+        .iter()
+        .filter(|s| s.from == 0 && parse(&s.bytes).header.message_id == 4242)
+        .count();
+    assert_eq!(acks, 2);
+}
