@@ -17,11 +17,13 @@ pub(super) struct OutRequest<P> {
     /// The token of the request and, for Observe, of every notification.
     token: Token,
     /// The request as the application gave it (without its payload when uploading
-    /// block-wise); each message of the exchange is built from it.
-    request: Packet,
+    /// block-wise), encoded: each message of the exchange is built from it. Kept as bytes
+    /// because a decoded `Packet` costs about a kilobyte, and an established observation
+    /// keeps this for as long as it lives.
+    request: Box<[u8]>,
     opts: RequestOptions,
-    upload: Option<Upload>,
-    download: Option<Download>,
+    upload: Option<Box<Upload>>,
+    download: Option<Box<Download>>,
     observe: ObserveState,
     /// Our CON message in flight, so that a response stops its retransmission.
     current_mid: Option<u16>,
@@ -31,6 +33,11 @@ pub(super) struct OutRequest<P> {
     retries_left: u8,
     /// Id of the armed deadline timer; 0 when none is armed.
     deadline: u64,
+    /// When the current exchange times out without a response. For a CON message the
+    /// timer is only armed once an empty ACK says a separate response is coming; until
+    /// then the retransmission timer checks it, so a piggybacked exchange leaves no
+    /// long-lived timer behind.
+    pub(super) deadline_at: Instant,
 }
 
 #[derive(Debug)]
@@ -95,10 +102,12 @@ impl<P: Peer> Endpoint<P> {
             return Err(SendError::Busy);
         }
         let szx = opts.block_szx.unwrap_or(self.config.block_szx).min(6);
-        let upload = (request.payload.len() > block_size(szx)).then(|| Upload {
-            body: std::mem::take(&mut request.payload),
-            num: 0,
-            szx,
+        let upload = (request.payload.len() > block_size(szx)).then(|| {
+            Box::new(Upload {
+                body: std::mem::take(&mut request.payload),
+                num: 0,
+                szx,
+            })
         });
         let is_get = matches!(
             request.header.code,
@@ -117,6 +126,10 @@ impl<P: Peer> Endpoint<P> {
             );
         }
         // Options that cannot be encoded fail here, not in the middle of a transfer.
+        request.set_token(Vec::new());
+        let Ok(encoded) = request.to_bytes_with_limit(self.config.max_message_size) else {
+            return Err(SendError::Encode);
+        };
         let mut probe = request.clone();
         probe.set_token(vec![0; 8]);
         if upload.is_some() {
@@ -163,7 +176,7 @@ impl<P: Peer> Endpoint<P> {
             OutRequest {
                 peer,
                 token,
-                request,
+                request: encoded.into_boxed_slice(),
                 opts,
                 upload,
                 download: None,
@@ -172,6 +185,7 @@ impl<P: Peer> Endpoint<P> {
                 holds_slot: start,
                 retries_left: self.config.block_retries,
                 deadline: 0,
+                deadline_at: now,
             },
         );
         if start {
@@ -205,7 +219,11 @@ impl<P: Peer> Endpoint<P> {
             CancelMode::Passive => self.fail_request(now, id, ExchangeError::Cancelled),
             CancelMode::Active => {
                 r.observe = ObserveState::Cancelling;
-                msg::set_uint_option(&mut r.request, CoapOption::Observe, 1);
+                let mut p = Packet::from_bytes(&r.request).unwrap_or_default();
+                msg::set_uint_option(&mut p, CoapOption::Observe, 1);
+                if let Ok(b) = p.to_bytes_unlimited() {
+                    r.request = b.into_boxed_slice();
+                }
                 let peer = r.peer;
                 if let Some(dl) = r.download.take() {
                     self.tokens.remove(&(peer, dl.token));
@@ -275,7 +293,8 @@ impl<P: Peer> Endpoint<P> {
             return;
         };
         let peer = r.peer;
-        let mut p = r.request.clone();
+        // Our own encoding, so it parses; the default only keeps a bug from panicking.
+        let mut p = Packet::from_bytes(&r.request).unwrap_or_default();
         let mut token = r.token;
         if let Some(up) = &r.upload {
             let size = block_size(up.szx);
@@ -328,16 +347,17 @@ impl<P: Peer> Endpoint<P> {
             self.fail_request(now, id, ExchangeError::Encode);
             return;
         };
-        let deadline = self.timers.next_id();
-        self.timers.arm(
-            now + timeout,
-            Timer::RequestDeadline {
-                req: id,
-                id: deadline,
-            },
-        );
+        let deadline = if con {
+            0
+        } else {
+            let t = self.timers.next_id();
+            self.timers
+                .arm(now + timeout, Timer::RequestDeadline { req: id, id: t });
+            t
+        };
         if let Some(r) = self.requests.get_mut(&id) {
             r.deadline = deadline;
+            r.deadline_at = now + timeout;
             r.current_mid = con.then_some(mid);
         }
         if con {
@@ -348,10 +368,16 @@ impl<P: Peer> Endpoint<P> {
     }
 
     /// The empty ACK of a separate response (RFC 7252 §5.2.2): the response comes later.
-    pub(super) fn on_request_acked(&mut self, _now: Instant, id: RequestId) {
-        if let Some(r) = self.requests.get_mut(&id) {
-            r.current_mid = None;
-        }
+    pub(super) fn on_request_acked(&mut self, now: Instant, id: RequestId) {
+        let Some(r) = self.requests.get_mut(&id) else {
+            return;
+        };
+        r.current_mid = None;
+        let t = self.timers.next_id();
+        r.deadline = t;
+        let at = r.deadline_at.max(now);
+        self.timers
+            .arm(at, Timer::RequestDeadline { req: id, id: t });
     }
 
     pub(super) fn on_request_deadline(&mut self, now: Instant, req: RequestId, id: u64) {
@@ -563,7 +589,7 @@ impl<P: Peer> Endpoint<P> {
             return;
         };
         r.retries_left = block_retries;
-        r.download = Some(Download {
+        r.download = Some(Box::new(Download {
             next: (body.len() / block_size(szx)) as u32,
             body,
             szx,
@@ -571,7 +597,7 @@ impl<P: Peer> Endpoint<P> {
             etag: head.get_first_option(CoapOption::ETag).cloned(),
             head,
             seq,
-        });
+        }));
         self.transmit_current(now, req);
     }
 
@@ -622,11 +648,16 @@ impl<P: Peer> Endpoint<P> {
         let peer = r.peer;
         let Some(dl) = r.download.take() else { return };
         self.tokens.remove(&(peer, dl.token));
-        let mut whole = dl.head;
-        whole.payload = dl.body;
+        let Download {
+            head: mut whole,
+            body,
+            seq,
+            ..
+        } = *dl;
+        whole.payload = body;
         whole.clear_option(CoapOption::Block2);
         whole.set_token(r.token.as_bytes().to_vec());
-        match dl.seq {
+        match seq {
             Some(seq) => self.events.push_back(Event::Notification {
                 id: req,
                 peer,

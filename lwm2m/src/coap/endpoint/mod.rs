@@ -448,6 +448,18 @@ impl<P: Peer> Endpoint<P> {
         let attempt = u.attempt + 1;
         let timeout = u.timeout * 2;
         let owner = u.owner;
+        if let Owner::Request(req) = owner {
+            // A per-request timeout shorter than the retransmission schedule ends it here.
+            if self
+                .requests
+                .get(&req)
+                .is_some_and(|r| r.deadline_at <= now)
+            {
+                self.unacked.remove(&(peer, mid));
+                self.on_exchange_timeout(now, req);
+                return;
+            }
+        }
         // RFC 7641 §4.5.2: a newer notification takes over the retransmission of the older
         // one, keeping its counter and timeout.
         if let Owner::Notification(obs) = owner {
