@@ -1,4 +1,4 @@
-//! The tokio task that runs one [`Endpoint`] on one UDP socket.
+//! The tokio task that runs one [`Endpoint`] on one UDP socket (CoAP over UDP, RFC 7252).
 //!
 //! Its whole job is to carry bytes and time between the socket and the sans-IO core: each
 //! datagram goes to `handle_datagram`, each expired deadline to `handle_timeout`, each
@@ -8,22 +8,24 @@
 //!
 //! Why one task per socket and none per peer: a CoAP server faces tens of thousands of
 //! mostly idle devices, and the endpoint already keeps all their state in bounded tables
-//! with one deadline for the lot. A task (and a timer) per peer would add memory and wake-ups
-//! per device and split state the core needs in one place. Datagrams are read in batches
-//! (one `recv_from`, then up to [`RECV_BATCH`] `try_recv_from`) so that under load the
-//! replies of a whole batch leave together. Every channel is bounded; a full one either
+//! with one deadline for the lot. A task (and a timer) per peer would add memory and
+//! wake-ups per device and split state the core needs in one place. Datagrams are read in
+//! batches (one `recv_from`, then up to [`RECV_BATCH`] `try_recv_from`) so that under load
+//! the replies of a whole batch leave together. Every channel is bounded; a full one either
 //! makes the driver wait (requests to the application, see [`Incoming`]) or drops what an
 //! application can recover from (notifications, observer-gone events).
-use super::handle::{Command, Handle, Incoming, NetError, Notification, NotificationItem};
-use super::handle::{ObserverGone, Reply};
-use crate::coap::{msg, Endpoint, EndpointConfig, Event, IncomingRequest, Packet, RequestId};
-use crate::coap::{CancelMode, ResponseType, Transmit};
-use std::collections::{HashMap, VecDeque};
+//!
+//! [`Handle`]: super::Handle
+//! [`Incoming`]: super::Incoming
+use super::handle::{Command, ObserverGone};
+use super::waiters::{Waiter, Waiters};
+use crate::coap::{msg, CancelMode, Endpoint, EndpointConfig, Event, IncomingRequest};
+use crate::coap::{ResponseType, Transmit};
+use std::collections::VecDeque;
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 use tokio::time::{sleep_until, Instant};
 
 /// Datagrams read with `try_recv_from` after each `recv_from` before sending replies.
@@ -31,130 +33,8 @@ pub const RECV_BATCH: usize = 64;
 /// Receive buffer: the largest UDP payload, so no datagram is ever truncated.
 const RECV_BUF: usize = 64 * 1024;
 
-/// Configures and binds a [`CoapSocket`].
-#[derive(Debug, Clone)]
-pub struct Builder {
-    addr: SocketAddr,
-    config: EndpointConfig,
-    /// A fixed RNG seed (tests); `None` takes one from the operating system.
-    seed: Option<u64>,
-    channel_capacity: usize,
-    notification_capacity: usize,
-}
-
-impl Builder {
-    /// The endpoint configuration. Its `rng_seed` is replaced by OS randomness, since
-    /// predictable message IDs and tokens would let off-path attackers spoof answers
-    /// (RFC 7252 §5.3.1), unless [`rng_seed`](Self::rng_seed) fixes one.
-    pub fn config(mut self, config: EndpointConfig) -> Self {
-        self.config = config;
-        self
-    }
-
-    /// Fixes the RNG seed, to make a test run reproducible. Never in production.
-    pub fn rng_seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
-
-    /// Capacity of the command queue, the incoming-request queue and the observer-gone
-    /// queue (default 1024).
-    pub fn channel_capacity(mut self, n: usize) -> Self {
-        self.channel_capacity = n.max(1);
-        self
-    }
-
-    /// Capacity of each observation's notification channel (default 32).
-    pub fn notification_capacity(mut self, n: usize) -> Self {
-        self.notification_capacity = n.max(1);
-        self
-    }
-
-    /// Binds the socket. This is the only failure that does not happen inside the driver.
-    pub async fn bind(mut self) -> io::Result<CoapSocket> {
-        let socket = UdpSocket::bind(self.addr).await?;
-        let local_addr = socket.local_addr()?;
-        self.config.rng_seed = self.seed.unwrap_or_else(rand::random);
-        let (cmd_tx, commands) = mpsc::channel(self.channel_capacity);
-        let (req_tx, requests) = mpsc::channel(self.channel_capacity);
-        let (gone_tx, observers_gone) = mpsc::channel(self.channel_capacity);
-        Ok(CoapSocket {
-            handle: Handle::new(cmd_tx, local_addr, self.notification_capacity),
-            incoming: Incoming {
-                requests,
-                observers_gone,
-            },
-            driver: Driver {
-                socket,
-                local_addr,
-                endpoint: Endpoint::new(self.config),
-                commands,
-                requests: req_tx,
-                observers_gone: gone_tx,
-                pending: HashMap::new(),
-                backlog: VecDeque::new(),
-            },
-        })
-    }
-}
-
-/// A bound CoAP UDP socket, before its driver runs: split it into the [`Handle`], the
-/// [`Incoming`] side and the [`Driver`] future, or [`spawn`](Self::spawn) it.
-#[derive(Debug)]
-pub struct CoapSocket {
-    handle: Handle,
-    incoming: Incoming,
-    driver: Driver,
-}
-
-impl CoapSocket {
-    /// A builder for a socket bound to `addr` (IPv4 or IPv6; port 0 picks a free port).
-    pub fn builder(addr: SocketAddr) -> Builder {
-        Builder {
-            addr,
-            config: EndpointConfig::default(),
-            seed: None,
-            channel_capacity: 1024,
-            notification_capacity: 32,
-        }
-    }
-
-    /// Binds to `addr` with `config` and default channel sizes.
-    pub async fn bind(addr: SocketAddr, config: EndpointConfig) -> io::Result<Self> {
-        Self::builder(addr).config(config).bind().await
-    }
-
-    /// The bound address, with the real port.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.driver.local_addr
-    }
-
-    /// The three parts; run the [`Driver`] on any executor.
-    pub fn split(self) -> (Handle, Incoming, Driver) {
-        (self.handle, self.incoming, self.driver)
-    }
-
-    /// Spawns the driver on the current tokio runtime.
-    pub fn spawn(self) -> (Handle, Incoming, JoinHandle<()>) {
-        let (handle, incoming, driver) = self.split();
-        (handle, incoming, tokio::spawn(driver.run()))
-    }
-}
-
-/// What a pending request of a [`Handle`] is waiting for.
-#[derive(Debug)]
-enum Pending {
-    Request(Reply<Packet>),
-    Ping(Reply<()>),
-    /// `first` is taken by the first response; `notes` then carries the rest.
-    Observe {
-        first: Option<Reply<(RequestId, Packet)>>,
-        notes: mpsc::Sender<NotificationItem>,
-    },
-}
-
-/// The task: owns the socket and the endpoint. Ends on [`Handle::shutdown`] or when every
-/// [`Handle`] is dropped.
+/// The task: owns the socket and the endpoint. Ends on
+/// [`Handle::shutdown`](super::Handle::shutdown) or when every handle is dropped.
 #[must_use = "the socket does nothing unless the driver runs"]
 pub struct Driver {
     socket: UdpSocket,
@@ -164,8 +44,8 @@ pub struct Driver {
     commands: mpsc::Receiver<Command>,
     requests: mpsc::Sender<IncomingRequest<SocketAddr>>,
     observers_gone: mpsc::Sender<ObserverGone>,
-    /// Callers waiting for their requests; bounded by the endpoint's `max_outgoing`.
-    pending: HashMap<RequestId, Pending>,
+    /// Callers waiting for their requests, pings and observations.
+    waiters: Waiters,
     /// Requests the application's full channel could not take yet. The socket is not read
     /// while it is non-empty, so it holds at most one receive batch.
     backlog: VecDeque<IncomingRequest<SocketAddr>>,
@@ -175,7 +55,7 @@ impl std::fmt::Debug for Driver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Driver")
             .field("local_addr", &self.local_addr)
-            .field("pending", &self.pending.len())
+            .field("waiters", &self.waiters.len())
             .finish_non_exhaustive()
     }
 }
@@ -185,6 +65,26 @@ fn now() -> std::time::Instant {
 }
 
 impl Driver {
+    pub(super) fn new(
+        socket: UdpSocket,
+        local_addr: SocketAddr,
+        config: EndpointConfig,
+        commands: mpsc::Receiver<Command>,
+        requests: mpsc::Sender<IncomingRequest<SocketAddr>>,
+        observers_gone: mpsc::Sender<ObserverGone>,
+    ) -> Self {
+        Self {
+            socket,
+            local_addr,
+            endpoint: Endpoint::new(config),
+            commands,
+            requests,
+            observers_gone,
+            waiters: Waiters::default(),
+            backlog: VecDeque::new(),
+        }
+    }
+
     /// Runs until shutdown, then sends the datagrams still queued and returns.
     pub async fn run(mut self) {
         let mut buf = vec![0u8; RECV_BUF];
@@ -291,78 +191,20 @@ impl Driver {
     }
 
     fn on_event(&mut self, ev: Event<SocketAddr>) {
-        match ev {
+        let unwanted = match ev {
             Event::Request(r) => {
                 self.backlog.push_back(r);
-                self.flush_backlog();
+                return self.flush_backlog();
             }
-            Event::Response { id, response, .. } => match self.pending.remove(&id) {
-                Some(Pending::Request(tx)) => drop(tx.send(Ok(response))),
-                Some(Pending::Observe {
-                    first: Some(tx),
-                    notes,
-                }) => {
-                    // RFC 7641 §3.1: only a 2.xx with Observe establishes the observation;
-                    // otherwise the endpoint has ended the request and the stream ends.
-                    let open = msg::is_success(&response) && msg::observe(&response).is_some();
-                    let wanted = tx.send(Ok((id, response))).is_ok();
-                    if open && wanted {
-                        let first = None;
-                        self.pending.insert(id, Pending::Observe { first, notes });
-                    } else if open {
-                        let _ = self.endpoint.cancel_observe(now(), id, CancelMode::Passive);
-                    }
-                }
-                // The answer to an active cancel: the last item of the stream.
-                Some(Pending::Observe { notes, .. }) => {
-                    let _ = notes.try_send(Ok(Notification {
-                        response,
-                        seq: None,
-                    }));
-                }
-                Some(Pending::Ping(tx)) => drop(tx.send(Ok(()))),
-                None => {}
-            },
+            Event::Response { id, response, .. } => self.waiters.on_response(id, response),
             Event::Notification {
                 id,
                 peer,
                 response,
                 seq,
-            } => {
-                let Some(Pending::Observe { notes, .. }) = self.pending.get(&id) else {
-                    return;
-                };
-                let item = Ok(Notification { response, seq });
-                match notes.try_send(item) {
-                    Ok(()) if seq.is_some() => return,
-                    Ok(()) => {}
-                    Err(mpsc::error::TrySendError::Full(_)) if seq.is_some() => {
-                        return tracing::debug!(%peer, "notification dropped: channel full");
-                    }
-                    Err(mpsc::error::TrySendError::Full(_)) => {}
-                    Err(mpsc::error::TrySendError::Closed(_)) => {
-                        let _ = self.endpoint.cancel_observe(now(), id, CancelMode::Passive);
-                    }
-                }
-                self.pending.remove(&id);
-            }
-            Event::Failed { id, error, .. } => {
-                let e = NetError::Exchange(error);
-                match self.pending.remove(&id) {
-                    Some(Pending::Request(tx)) => drop(tx.send(Err(e))),
-                    Some(Pending::Ping(tx)) => drop(tx.send(Err(e))),
-                    Some(Pending::Observe {
-                        first: Some(tx), ..
-                    }) => drop(tx.send(Err(e))),
-                    Some(Pending::Observe { notes, .. }) => drop(notes.try_send(Err(e))),
-                    None => {}
-                }
-            }
-            Event::Pong { id, .. } => {
-                if let Some(Pending::Ping(tx)) = self.pending.remove(&id) {
-                    let _ = tx.send(Ok(()));
-                }
-            }
+            } => self.waiters.on_notification(id, peer, response, seq),
+            Event::Failed { id, error, .. } => return self.waiters.on_failed(id, error),
+            Event::Pong { id, .. } => return self.waiters.on_pong(id),
             Event::ObserverGone {
                 observer,
                 peer,
@@ -376,7 +218,11 @@ impl Driver {
                 if self.observers_gone.try_send(gone).is_err() {
                     tracing::debug!(%peer, ?observer, "observer-gone event not delivered");
                 }
+                return;
             }
+        };
+        if let Some(id) = unwanted {
+            let _ = self.endpoint.cancel_observe(now(), id, CancelMode::Passive);
         }
     }
 
@@ -389,7 +235,7 @@ impl Driver {
                 opts,
                 reply,
             } => match ep.send_request(now(), map_peer(self.local_addr, peer), request, opts) {
-                Ok(id) => drop(self.pending.insert(id, Pending::Request(reply))),
+                Ok(id) => self.waiters.insert(id, Waiter::Request(reply)),
                 Err(e) => drop(reply.send(Err(e.into()))),
             },
             Command::Observe {
@@ -401,13 +247,13 @@ impl Driver {
             } => match ep.send_request(now(), map_peer(self.local_addr, peer), request, opts) {
                 Ok(id) => {
                     let first = Some(reply);
-                    self.pending.insert(id, Pending::Observe { first, notes });
+                    self.waiters.insert(id, Waiter::Observe { first, notes });
                 }
                 Err(e) => drop(reply.send(Err(e.into()))),
             },
             Command::Ping { peer, reply } => {
                 let id = ep.ping(now(), map_peer(self.local_addr, peer));
-                self.pending.insert(id, Pending::Ping(reply));
+                self.waiters.insert(id, Waiter::Ping(reply));
             }
             Command::Respond {
                 id,

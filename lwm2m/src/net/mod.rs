@@ -22,6 +22,9 @@
 //! ```
 mod driver;
 mod handle;
+mod socket;
+mod waiters;
 
-pub use driver::{Builder, CoapSocket, Driver, RECV_BATCH};
+pub use driver::{Driver, RECV_BATCH};
 pub use handle::{Handle, Incoming, NetError, Notification, Observation, ObserverGone};
+pub use socket::{Builder, CoapSocket};
