@@ -155,7 +155,7 @@ async fn get_of_100kb_goes_block2() {
         let Some(s) = setup(ip).await else { continue };
         let req = msg::request(RequestType::Get, "/large");
         let opts = RequestOptions {
-            block_szx: Some(4), // 256-byte blocks: 400 of them
+            block_szx: Some(4), // 256-byte blocks
             ..RequestOptions::default()
         };
         let resp = guarded(s.client.request(s.server, req, opts)).await;
@@ -163,6 +163,9 @@ async fn get_of_100kb_goes_block2() {
         assert_eq!(msg::code_string(&resp), "2.05", "{ip}");
         assert_eq!(resp.payload.len(), 102_400, "{ip}");
         assert!(resp.payload == large_body(), "{ip}: body differs");
+        // 256-byte blocks asked for (RFC 7959 §2.4): some 400 exchanges, not 100.
+        let stats = s.client.stats().await.expect("stats");
+        assert!(stats.tx >= 397, "{ip}: block size not honoured: {stats:?}");
     }
 }
 
