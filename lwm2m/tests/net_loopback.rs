@@ -3,6 +3,7 @@
 //! the point is that bytes, deadlines, commands and events really flow through the driver.
 //!
 //! `timeout` only guards against hangs (30 s); nothing asserts a duration.
+#![cfg(feature = "net")]
 use lwm2m::coap::{
     msg, CancelMode, ContentFormat, EndpointConfig, ExchangeError, ObserverGoneReason, Packet,
     RequestOptions, RequestType, ResponseType, TransmissionParams,
