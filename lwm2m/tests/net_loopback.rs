@@ -218,6 +218,34 @@ async fn observe_three_notifications_then_active_cancel() {
 }
 
 #[tokio::test]
+async fn observe_sent_as_plain_request_is_cancelled_by_the_driver() {
+    let Some(mut s) = setup("127.0.0.1").await else {
+        return;
+    };
+    let mut req = msg::request(RequestType::Get, "/obs");
+    req.set_observe_value(0);
+    let resp = guarded(s.client.request(s.server, req, RequestOptions::default())).await;
+    assert!(msg::observe(&resp.expect("response")).is_some());
+    // Nobody reads the notifications, so the first one is dropped and the observation
+    // cancelled; the server's next notification is answered with RST (RFC 7641 §3.6).
+    let gone = guarded(s.gone.recv()).await.expect("observer gone");
+    assert_eq!(gone.reason, ObserverGoneReason::Reset);
+    assert_eq!(s.client.usage().await.expect("usage").outgoing, 0);
+}
+
+#[tokio::test]
+async fn dropping_an_observation_cancels_it() {
+    let Some(mut s) = setup("127.0.0.1").await else {
+        return;
+    };
+    let req = msg::request(RequestType::Get, "/obs");
+    let obs = guarded(s.client.observe(s.server, req, RequestOptions::default())).await;
+    drop(obs.expect("observe"));
+    let gone = guarded(s.gone.recv()).await.expect("observer gone");
+    assert_eq!(gone.reason, ObserverGoneReason::Reset);
+}
+
+#[tokio::test]
 async fn ping_is_answered() {
     for ip in FAMILIES {
         let Some(s) = setup(ip).await else { continue };

@@ -80,7 +80,8 @@ impl Waiters {
         seq: Option<u32>,
     ) -> Unwanted {
         let Some(Waiter::Observe { notes, .. }) = self.0.get(&id) else {
-            return None;
+            // An Observe sent through `Handle::request`: nobody reads its notifications.
+            return Some(id);
         };
         let unwanted = match notes.try_send(Ok(Notification { response, seq })) {
             Ok(()) => None,
