@@ -229,7 +229,7 @@ pub fn location_path(packet: &Packet) -> String {
 
 /// Options this endpoint understands (RFC 7252 §5.10, RFC 7641, RFC 7959, RFC 7967).
 const KNOWN_OPTIONS: &[u16] = &[
-    1, 3, 4, 5, 6, 7, 8, 11, 12, 14, 15, 17, 20, 23, 27, 28, 60, 258,
+    1, 3, 4, 5, 6, 7, 8, 11, 12, 14, 15, 17, 20, 23, 27, 28, 60, 258, 292,
 ];
 
 /// Whether `packet` carries option `opt`. coap-lite's `clear_option` leaves an empty list

@@ -252,8 +252,10 @@ impl Driver {
                 Err(e) => drop(reply.send(Err(e.into()))),
             },
             Command::Ping { peer, reply } => {
-                let id = ep.ping(now(), map_peer(self.local_addr, peer));
-                self.waiters.insert(id, Waiter::Ping(reply));
+                match ep.ping(now(), map_peer(self.local_addr, peer)) {
+                    Ok(id) => self.waiters.insert(id, Waiter::Ping(reply)),
+                    Err(e) => drop(reply.send(Err(e.into()))),
+                }
             }
             Command::Respond {
                 id,

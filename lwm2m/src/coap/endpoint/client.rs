@@ -570,7 +570,11 @@ impl<P: Peer> Endpoint<P> {
         seq: Option<u32>,
     ) {
         let max_body = self.config.max_body_size;
-        let our_szx = self.config.block_szx;
+        let our_szx = self
+            .requests
+            .get(&req)
+            .and_then(|r| r.opts.block_szx)
+            .unwrap_or(self.config.block_szx);
         let block_retries = self.config.block_retries;
         let too_big =
             msg::uint_option(&head, CoapOption::Size2).is_some_and(|s| s as usize > max_body);

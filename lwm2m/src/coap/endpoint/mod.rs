@@ -10,8 +10,8 @@ mod server;
 
 use super::config::EndpointConfig;
 use super::event::{
-    Event, ExchangeError, IncomingId, ObserverGoneReason, ObserverId, Peer, RequestId, Stats,
-    Transmit, Usage,
+    Event, ExchangeError, IncomingId, ObserverGoneReason, ObserverId, Peer, RequestId, SendError,
+    Stats, Transmit, Usage,
 };
 use super::expiring::ExpiringMap;
 use super::msg::{self, Kind};
@@ -310,13 +310,18 @@ impl<P: Peer> Endpoint<P> {
     }
 
     /// Sends a CoAP ping (an empty CON, RFC 7252 §4.3). Answered by [`Event::Pong`], or
-    /// [`Event::Failed`] with `Timeout` after the retransmissions.
-    pub fn ping(&mut self, now: Instant, peer: P) -> RequestId {
+    /// [`Event::Failed`] with `Timeout` after the retransmissions. Pings count against
+    /// `max_outgoing` like requests.
+    pub fn ping(&mut self, now: Instant, peer: P) -> Result<RequestId, SendError> {
+        if self.requests.len() + self.unacked.len() >= self.config.max_outgoing {
+            self.stats.overload_rejections += 1;
+            return Err(SendError::Busy);
+        }
         let id = self.next_request_id();
         let mid = self.next_mid(now, peer);
         let bytes = msg::empty_bytes(MessageType::Confirmable, mid);
         self.send_con(now, peer, mid, bytes, Owner::Ping(id));
-        id
+        Ok(id)
     }
 
     // ----- message layer -----

@@ -83,6 +83,8 @@ fn request_key(p: &Packet) -> u64 {
         CoapOption::UriPath,
         CoapOption::UriQuery,
         CoapOption::Accept,
+        // RFC 9175 Request-Tag: tells apart concurrent uploads to one resource.
+        CoapOption::Unknown(292),
     ] {
         if let Some(vals) = p.get_option(opt) {
             u16::from(opt).hash(&mut h);

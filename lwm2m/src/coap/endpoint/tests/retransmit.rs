@@ -231,7 +231,7 @@ fn nonconfirmable_request_gets_nonconfirmable_response() {
 fn ping_is_answered_with_reset() {
     let mut net = Net::pair(EndpointConfig::default(), 1, Box::new(|_| None));
     let now = net.now;
-    let id = net.ep(0).ping(now, 1);
+    let id = net.ep(0).ping(now, 1).unwrap();
     net.flush();
     net.run_until(Duration::from_secs(5), |n| {
         n.nodes[0]
