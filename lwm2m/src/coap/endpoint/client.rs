@@ -66,7 +66,13 @@ struct Download {
 enum ObserveState {
     None,
     Registering,
-    Established { seq: u32, at: Instant },
+    Established {
+        seq: u32,
+        at: Instant,
+    },
+    /// Restored from storage after a restart: the first notification is taken whatever
+    /// its sequence number, since the last one seen before the restart is unknown.
+    Restored,
     Cancelling,
 }
 
@@ -202,6 +208,62 @@ impl<P: Peer> Endpoint<P> {
         }
         self.fail_request(now, id, ExchangeError::Cancelled);
         Ok(())
+    }
+
+    /// The token of request `id`: what identifies its notifications on the wire, and what
+    /// to store so that the observation can be restored after a restart.
+    pub fn request_token(&self, id: RequestId) -> Option<Token> {
+        self.requests.get(&id).map(|r| r.token)
+    }
+
+    /// Re-creates an established observation without sending anything, after a restart
+    /// (the peer still notifies with `token`). `request` is the original registration
+    /// (method, path, options); it is used for an active cancellation and for fetching the
+    /// blocks of large notifications. The first notification is accepted whatever its
+    /// sequence number.
+    pub fn restore_observation(
+        &mut self,
+        now: Instant,
+        peer: P,
+        token: Token,
+        mut request: Packet,
+        opts: RequestOptions,
+    ) -> Result<RequestId, SendError> {
+        if msg::kind(&request) != Kind::Request {
+            return Err(SendError::NotARequest);
+        }
+        if self.requests.len() >= self.config.max_outgoing {
+            self.stats.overload_rejections += 1;
+            return Err(SendError::Busy);
+        }
+        if self.tokens.contains_key(&(peer, token)) {
+            return Err(SendError::Busy);
+        }
+        request.set_token(Vec::new());
+        let encoded = request
+            .to_bytes_with_limit(self.config.max_message_size)
+            .map_err(|_| SendError::Encode)?;
+        let id = self.next_request_id();
+        self.peer_state(now, peer);
+        self.tokens.insert((peer, token), id);
+        self.requests.insert(
+            id,
+            OutRequest {
+                peer,
+                token,
+                request: encoded.into_boxed_slice(),
+                opts,
+                upload: None,
+                download: None,
+                observe: ObserveState::Restored,
+                current_mid: None,
+                holds_slot: false,
+                retries_left: self.config.block_retries,
+                deadline: 0,
+                deadline_at: now,
+            },
+        );
+        Ok(id)
     }
 
     /// Cancels an observation (RFC 7641 §3.6). `Passive` forgets it at once (it ends with
@@ -383,7 +445,7 @@ impl<P: Peer> Endpoint<P> {
     pub(super) fn on_request_deadline(&mut self, now: Instant, req: RequestId, id: u64) {
         let live = self.requests.get(&req).is_some_and(|r| {
             r.deadline == id
-                && !matches!(r.observe, ObserveState::Established { .. } if r.download.is_none())
+                && !matches!(r.observe, ObserveState::Established { .. } | ObserveState::Restored if r.download.is_none())
         });
         if live {
             self.on_exchange_timeout(now, req);
@@ -407,7 +469,10 @@ impl<P: Peer> Endpoint<P> {
             self.transmit_current(now, req);
             return;
         }
-        if matches!(r.observe, ObserveState::Established { .. }) {
+        if matches!(
+            r.observe,
+            ObserveState::Established { .. } | ObserveState::Restored
+        ) {
             // A notification's remaining blocks could not be fetched; the observation
             // itself is fine and the next notification brings the current state.
             if let Some(dl) = r.download.take() {
@@ -511,7 +576,7 @@ impl<P: Peer> Endpoint<P> {
                     r.observe = ObserveState::None;
                 }
             }
-            ObserveState::Established { .. } => {
+            ObserveState::Established { .. } | ObserveState::Restored => {
                 self.on_notification(now, req, resp, seq);
                 return;
             }
@@ -530,9 +595,11 @@ impl<P: Peer> Endpoint<P> {
         let Some(r) = self.requests.get_mut(&req) else {
             return;
         };
-        if let (Some(new), ObserveState::Established { seq: last, at }) = (seq, r.observe) {
-            if !is_fresher(last, at, new, now) {
-                return; // §3.4: older than what we have; drop it.
+        if let Some(new) = seq {
+            if let ObserveState::Established { seq: last, at } = r.observe {
+                if !is_fresher(last, at, new, now) {
+                    return; // §3.4: older than what we have; drop it.
+                }
             }
             r.observe = ObserveState::Established { seq: new, at: now };
             if msg::is_success(&resp) {
@@ -678,7 +745,10 @@ impl<P: Peer> Endpoint<P> {
         let Some(r) = self.requests.get_mut(&req) else {
             return;
         };
-        if matches!(r.observe, ObserveState::Established { .. }) {
+        if matches!(
+            r.observe,
+            ObserveState::Established { .. } | ObserveState::Restored
+        ) {
             let peer = r.peer;
             if let Some(dl) = r.download.take() {
                 self.tokens.remove(&(peer, dl.token));
@@ -694,7 +764,10 @@ impl<P: Peer> Endpoint<P> {
             return;
         };
         let peer = r.peer;
-        if !matches!(r.observe, ObserveState::Established { .. }) {
+        if !matches!(
+            r.observe,
+            ObserveState::Established { .. } | ObserveState::Restored
+        ) {
             self.take_request(now, req);
         }
         self.events.push_back(Event::Response {
