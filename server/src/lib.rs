@@ -2,7 +2,9 @@
 //! and calls into here.
 //!
 //! # Layout
+//! - [`core`]: the sans-IO server: registrations, command path, queue mode, observations.
 //! - [`store`]: the one durable store (redb, group-committed).
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod core;
 pub mod store;

@@ -1,0 +1,321 @@
+//! The command path (DESIGN.md principle 2): every northbound operation arrives as a
+//! [`Command`], is sent at once to an awake device or queued durably for a sleeping one
+//! (Transport §6.5, queue mode), and ends in exactly one [`DeviceEvent::CommandResult`].
+use super::persist::{self, QueuedRecord, StoreOp};
+use super::types::{Command, CommandError, CommandId, DeviceEvent, ObservationId, Outcome};
+use super::ServerCore;
+use crate::store::Table;
+use lwm2m::coap::{ExchangeError, Packet, Peer, RequestId, RequestOptions};
+use lwm2m::content::negotiate::ClientFormats;
+use lwm2m::content::ContentFormat;
+use lwm2m::model::{PathLevel, Registry};
+use lwm2m::ops::dm::{DmResponse, DownlinkRequest};
+use std::cmp::Reverse;
+use std::fmt::Display;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+/// A command waiting for its device to wake.
+#[derive(Debug)]
+pub(crate) struct Queued {
+    pub(super) id: CommandId,
+    pub(super) request: DownlinkRequest,
+    /// The CoAP request, ready to send (the format was chosen at submission).
+    pub(super) packet: Packet,
+    pub(super) timeout: Option<Duration>,
+    pub(super) expires: Instant,
+}
+
+/// A command sent and awaiting the device's answer.
+#[derive(Debug)]
+pub(super) struct InFlight {
+    pub(super) id: CommandId,
+    pub(super) endpoint: String,
+    pub(super) request: DownlinkRequest,
+    /// Kept for an Observe: the stored form of the observation.
+    pub(super) packet: Option<Packet>,
+}
+
+/// The format for `request` to a device with `formats`.
+fn choose_format(
+    formats: &ClientFormats,
+    request: &DownlinkRequest,
+    schema: &Registry,
+) -> Result<ContentFormat, CommandError> {
+    use DownlinkRequest::*;
+    match request {
+        ReadComposite { .. } | WriteComposite { .. } | ObserveComposite { .. } => {
+            formats.for_composite().ok_or_else(|| {
+                CommandError::NotSupported(format!(
+                    "{} needs LwM2M 1.1 and a composite format",
+                    request.name()
+                ))
+            })
+        }
+        _ => {
+            let path = request.path();
+            let resource = match path.level() {
+                PathLevel::Resource | PathLevel::ResourceInstance => {
+                    schema.resource(&path).map(|r| (r.kind, r.multiple))
+                }
+                _ => None,
+            };
+            Ok(formats.for_read(path.level(), resource))
+        }
+    }
+}
+
+impl<P: Peer + Display + FromStr> ServerCore<P> {
+    /// Submits a command. Its result comes later as [`DeviceEvent::CommandResult`] with the
+    /// returned id: at once for an unknown device, after the device answers, or after its
+    /// time-to-live if it never wakes.
+    pub fn submit(&mut self, now: Instant, cmd: Command) -> CommandId {
+        let id = self.next_command_id();
+        let op = cmd.request.name();
+        let Some(dev) = self.devices.get(&cmd.endpoint) else {
+            self.finish(
+                id,
+                &cmd.endpoint,
+                op,
+                None,
+                Err(CommandError::UnknownDevice),
+            );
+            return id;
+        };
+        if matches!(
+            cmd.request,
+            DownlinkRequest::Observe { .. } | DownlinkRequest::ObserveComposite { .. }
+        ) && dev.observations.len() >= self.config.max_observations_per_device
+        {
+            self.finish(
+                id,
+                &cmd.endpoint,
+                op,
+                None,
+                Err(CommandError::Unavailable("too many observations".into())),
+            );
+            return id;
+        }
+        let format = match cmd
+            .format
+            .map(Ok)
+            .unwrap_or_else(|| choose_format(&dev.formats, &cmd.request, &self.schema))
+        {
+            Ok(f) => f,
+            Err(e) => {
+                self.finish(id, &cmd.endpoint, op, None, Err(e));
+                return id;
+            }
+        };
+        let packet = match cmd.request.to_coap(format) {
+            Ok(p) => p,
+            Err(e) => {
+                self.finish(id, &cmd.endpoint, op, None, Err(e.into()));
+                return id;
+            }
+        };
+        let awake = !dev.reg.queue_mode || dev.awake_until.is_some_and(|t| t > now);
+        if awake {
+            self.send_now(now, id, &cmd.endpoint, cmd.request, packet, cmd.timeout);
+            return id;
+        }
+        let ttl = cmd.ttl.unwrap_or(self.config.default_command_ttl);
+        let queued = Queued {
+            id,
+            request: cmd.request,
+            packet,
+            timeout: cmd.timeout,
+            expires: now + ttl,
+        };
+        self.enqueue(now, &cmd.endpoint, queued);
+        id
+    }
+
+    fn enqueue(&mut self, now: Instant, endpoint: &str, q: Queued) {
+        let max = self.config.max_queue_per_device;
+        let wall_expiry = persist::millis(self.wall(q.expires));
+        let Some(dev) = self.devices.get_mut(endpoint) else {
+            return;
+        };
+        if dev.queue.len() >= max {
+            tracing::warn!(endpoint, "command queue full");
+            let op = q.request.name();
+            self.finish(q.id, endpoint, op, None, Err(CommandError::QueueFull));
+            return;
+        }
+        let mut bare = q.packet.clone();
+        bare.set_token(Vec::new());
+        let record = QueuedRecord {
+            id: q.id.0,
+            endpoint: endpoint.to_string(),
+            request: bare.to_bytes_unlimited().unwrap_or_default(),
+            timeout_ms: q.timeout.map(|t| t.as_millis() as u64),
+            expires_at_ms: wall_expiry,
+        };
+        let key = persist::sub_key(endpoint, &q.id.0.to_be_bytes());
+        self.store_ops
+            .push_back(StoreOp::Put(Table::Queue, key, persist::encode(&record)));
+        self.queue_expiry
+            .push(Reverse((q.expires, q.id, endpoint.to_string())));
+        tracing::debug!(endpoint, command = q.id.0, "queued for a sleeping device");
+        dev.queue.push_back(q);
+        let _ = now;
+    }
+
+    pub(super) fn drop_queued(&mut self, q: &Queued, endpoint: &str) {
+        let key = persist::sub_key(endpoint, &q.id.0.to_be_bytes());
+        self.store_ops.push_back(StoreOp::Delete(Table::Queue, key));
+    }
+
+    /// Sends every queued command of an awake device, in submission order.
+    pub(super) fn drain_queue(&mut self, now: Instant, endpoint: &str) {
+        let Some(dev) = self.devices.get_mut(endpoint) else {
+            return;
+        };
+        let queued: Vec<Queued> = dev.queue.drain(..).collect();
+        for q in queued {
+            self.drop_queued(&q, endpoint);
+            if q.expires <= now {
+                self.finish(
+                    q.id,
+                    endpoint,
+                    q.request.name(),
+                    None,
+                    Err(CommandError::Expired),
+                );
+                continue;
+            }
+            self.send_now(now, q.id, endpoint, q.request, q.packet, q.timeout);
+        }
+    }
+
+    fn send_now(
+        &mut self,
+        now: Instant,
+        id: CommandId,
+        endpoint: &str,
+        request: DownlinkRequest,
+        packet: Packet,
+        timeout: Option<Duration>,
+    ) {
+        let Some(peer) = self.devices.get(endpoint).map(|d| d.peer) else {
+            self.finish(
+                id,
+                endpoint,
+                request.name(),
+                None,
+                Err(CommandError::UnknownDevice),
+            );
+            return;
+        };
+        let keep = matches!(
+            request,
+            DownlinkRequest::Observe { .. } | DownlinkRequest::ObserveComposite { .. }
+        );
+        let stored = keep.then(|| packet.clone());
+        let opts = RequestOptions {
+            timeout,
+            ..RequestOptions::default()
+        };
+        match self.coap.send_request(now, peer, packet, opts) {
+            Ok(rid) => {
+                self.inflight.insert(
+                    rid,
+                    InFlight {
+                        id,
+                        endpoint: endpoint.to_string(),
+                        request,
+                        packet: stored,
+                    },
+                );
+            }
+            Err(e) => self.finish(
+                id,
+                endpoint,
+                request.name(),
+                None,
+                Err(CommandError::Unavailable(e.to_string())),
+            ),
+        }
+    }
+
+    /// The answer (or failure) of a CoAP request the core sent.
+    pub(super) fn on_response(
+        &mut self,
+        now: Instant,
+        rid: RequestId,
+        result: Result<Packet, ExchangeError>,
+    ) {
+        if let Some(obs) = self.observation_by_request.get(&rid).copied() {
+            self.on_observation_end(now, obs, result);
+            return;
+        }
+        let Some(f) = self.inflight.remove(&rid) else {
+            return;
+        };
+        let outcome: Outcome = match result {
+            Ok(resp) => {
+                self.heard_from(now, &f.endpoint);
+                f.request
+                    .parse_response(&resp, self.schema.as_ref())
+                    .map_err(CommandError::Lwm2m)
+            }
+            Err(ExchangeError::Timeout) => Err(CommandError::Timeout),
+            Err(ExchangeError::Reset) => Err(CommandError::Reset),
+            Err(e) => Err(CommandError::Unavailable(e.to_string())),
+        };
+        let observation = match (&outcome, f.packet) {
+            (Ok(DmResponse::Content { .. } | DmResponse::Composite { .. }), Some(packet)) => {
+                Some(self.start_observation(now, rid, &f.endpoint, f.request.clone(), packet))
+            }
+            _ => None,
+        };
+        self.finish(f.id, &f.endpoint, f.request.name(), observation, outcome);
+    }
+
+    /// Expires queued commands whose time-to-live passed.
+    pub(super) fn expire_queued(&mut self, now: Instant) {
+        while let Some(Reverse((t, id, endpoint))) = self.queue_expiry.peek().cloned() {
+            if t > now {
+                break;
+            }
+            self.queue_expiry.pop();
+            let Some(dev) = self.devices.get_mut(&endpoint) else {
+                continue;
+            };
+            let Some(pos) = dev.queue.iter().position(|q| q.id == id) else {
+                continue;
+            };
+            let Some(q) = dev.queue.remove(pos) else {
+                continue;
+            };
+            self.drop_queued(&q, &endpoint);
+            tracing::debug!(endpoint = %endpoint, command = id.0, "queued command expired");
+            self.finish(
+                id,
+                &endpoint,
+                q.request.name(),
+                None,
+                Err(CommandError::Expired),
+            );
+        }
+    }
+
+    /// Reports a command's one result.
+    pub(super) fn finish(
+        &mut self,
+        id: CommandId,
+        endpoint: &str,
+        operation: &'static str,
+        observation: Option<ObservationId>,
+        outcome: Outcome,
+    ) {
+        self.events.push_back(DeviceEvent::CommandResult {
+            id,
+            endpoint: endpoint.to_string(),
+            operation,
+            observation,
+            outcome,
+        });
+    }
+}

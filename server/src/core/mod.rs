@@ -1,0 +1,372 @@
+//! The LwM2M server core, sans-IO (DESIGN.md principle 1): registrations, the command path
+//! with queue mode, observations and Send, on top of one [`coap::Endpoint`].
+//!
+//! Like the CoAP endpoint it wraps, it never touches a socket or reads the clock:
+//! - **Inputs**: [`handle_datagram`](ServerCore::handle_datagram),
+//!   [`handle_timeout`](ServerCore::handle_timeout), and the commands
+//!   [`submit`](ServerCore::submit) and [`cancel_observation`](ServerCore::cancel_observation).
+//! - **Outputs**, after each input: [`poll_transmit`](ServerCore::poll_transmit) (datagrams),
+//!   [`poll_store`](ServerCore::poll_store) (writes for the durable store, in order),
+//!   [`poll_event`](ServerCore::poll_event) (the [`DeviceEvent`] stream), and
+//!   [`poll_timeout`](ServerCore::poll_timeout).
+//!
+//! OMA LwM2M TS 1.2 Core §6.2 (registration), §6.3-6.4 (device management, reporting) and
+//! Transport §6.5 (queue mode) are implemented here; the CoAP details live in `lwm2m`.
+//!
+//! [`coap::Endpoint`]: lwm2m::coap::Endpoint
+mod commands;
+mod observations;
+pub mod persist;
+mod registration;
+#[cfg(test)]
+mod tests;
+pub mod types;
+
+use lwm2m::coap::{Endpoint, EndpointConfig, Event, Peer, RequestId, Transmit};
+use lwm2m::content::negotiate::ClientFormats;
+use lwm2m::model::Registry;
+use persist::StoreOp;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::fmt::Display;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+use types::{CommandId, DeviceEvent, ObservationId, Registration};
+
+/// What [`ServerCore::restore`] found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Registrations restored.
+    pub registrations: usize,
+    /// Registrations that expired while the server was down.
+    pub expired: usize,
+    /// Observations restored.
+    pub observations: usize,
+    /// Queued commands restored.
+    pub queued: usize,
+    /// Records skipped (unreadable, or belonging to no restored device).
+    pub unreadable: usize,
+}
+
+/// Settings of the core.
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// The CoAP endpoint's settings.
+    pub coap: EndpointConfig,
+    /// Extra time after a registration's lifetime before it is removed, for Updates delayed
+    /// in the network.
+    pub registration_grace: Duration,
+    /// How long a queue-mode device counts as awake after it sent something
+    /// (Transport §6.5; MAX_TRANSMIT_WAIT by default).
+    pub awake_window: Duration,
+    /// Commands queued per sleeping device. Beyond it, new commands fail with `QueueFull`.
+    pub max_queue_per_device: usize,
+    /// How long a command may wait for a sleeping device when it says nothing itself.
+    pub default_command_ttl: Duration,
+    /// Registrations held. Beyond it, Register is answered 5.03.
+    pub max_registrations: usize,
+    /// Observations held per device. Beyond it, Observe fails with 5.03 locally.
+    pub max_observations_per_device: usize,
+    /// Seed for registration locations. The shell seeds it from the operating system.
+    pub rng_seed: u64,
+}
+
+impl Default for CoreConfig {
+    fn default() -> Self {
+        let coap = EndpointConfig::default();
+        Self {
+            registration_grace: Duration::from_secs(15),
+            awake_window: coap.transmission.max_transmit_wait(),
+            max_queue_per_device: 64,
+            default_command_ttl: Duration::from_secs(24 * 3600),
+            max_registrations: 1_000_000,
+            max_observations_per_device: 64,
+            rng_seed: 0,
+            coap,
+        }
+    }
+}
+
+/// One registered device.
+#[derive(Debug)]
+struct Device<P> {
+    reg: Registration,
+    peer: P,
+    formats: ClientFormats,
+    /// When the registration lapses (lifetime + grace).
+    expires: Instant,
+    /// Until when a queue-mode device can be reached.
+    awake_until: Option<Instant>,
+    /// Commands waiting for the device to wake, in submission order.
+    queue: VecDeque<commands::Queued>,
+    /// Observations on this device.
+    observations: Vec<ObservationId>,
+}
+
+/// The LwM2M server core for peers of type `P` (`SocketAddr` for plain UDP).
+pub struct ServerCore<P: Peer> {
+    coap: Endpoint<P>,
+    config: CoreConfig,
+    schema: Arc<Registry>,
+    /// Maps monotonic time to wall-clock time for what is persisted.
+    clock_base: (Instant, SystemTime),
+    rng: StdRng,
+    devices: HashMap<String, Device<P>>,
+    /// Location id (`/rd/{id}`) to endpoint name.
+    locations: HashMap<String, String>,
+    /// Peer to endpoint name, for Send (`/dp` carries no location).
+    by_peer: HashMap<P, String>,
+    /// Registration expiry, one entry per device, re-armed lazily when it pops early.
+    expiry: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Queued commands' time-to-live.
+    queue_expiry: BinaryHeap<Reverse<(Instant, CommandId, String)>>,
+    /// Commands sent and awaiting the device's answer.
+    inflight: HashMap<RequestId, commands::InFlight>,
+    observations: HashMap<ObservationId, observations::Observation>,
+    observation_by_request: HashMap<RequestId, ObservationId>,
+    next_command: u64,
+    next_observation: u64,
+    events: VecDeque<DeviceEvent>,
+    store_ops: VecDeque<StoreOp>,
+}
+
+impl<P: Peer + Display + FromStr> ServerCore<P> {
+    /// A core with no devices. `clock_base` pairs one monotonic instant with the wall-clock
+    /// time at that instant; `schema` types the values devices send.
+    pub fn new(
+        config: CoreConfig,
+        schema: Arc<Registry>,
+        clock_base: (Instant, SystemTime),
+    ) -> Self {
+        let wall_ms = persist::millis(clock_base.1);
+        Self {
+            coap: Endpoint::new(config.coap.clone()),
+            rng: StdRng::seed_from_u64(config.rng_seed),
+            schema,
+            clock_base,
+            devices: HashMap::new(),
+            locations: HashMap::new(),
+            by_peer: HashMap::new(),
+            expiry: BinaryHeap::new(),
+            queue_expiry: BinaryHeap::new(),
+            inflight: HashMap::new(),
+            observations: HashMap::new(),
+            observation_by_request: HashMap::new(),
+            // Command ids start from the wall clock so they stay unique across restarts.
+            next_command: wall_ms << 8,
+            next_observation: wall_ms << 8,
+            events: VecDeque::new(),
+            store_ops: VecDeque::new(),
+            config,
+        }
+    }
+
+    /// Wall-clock time at `now`.
+    fn wall(&self, now: Instant) -> SystemTime {
+        match now.checked_duration_since(self.clock_base.0) {
+            Some(d) => self.clock_base.1 + d,
+            None => self.clock_base.1 - self.clock_base.0.duration_since(now),
+        }
+    }
+
+    /// Monotonic time of wall-clock time `t` (clamped to `now` for the past).
+    fn instant_of(&self, t: SystemTime, now: Instant) -> Instant {
+        let wall_now = self.wall(now);
+        match t.duration_since(wall_now) {
+            Ok(ahead) => now + ahead,
+            Err(_) => now,
+        }
+    }
+
+    /// The registration of `endpoint`.
+    pub fn registration(&self, endpoint: &str) -> Option<&Registration> {
+        self.devices.get(endpoint).map(|d| &d.reg)
+    }
+
+    /// Every registration.
+    pub fn registrations(&self) -> impl Iterator<Item = &Registration> {
+        self.devices.values().map(|d| &d.reg)
+    }
+
+    /// Number of registered devices.
+    pub fn device_count(&self) -> usize {
+        self.devices.len()
+    }
+
+    /// Commands waiting for `endpoint` to wake.
+    pub fn queued(&self, endpoint: &str) -> usize {
+        self.devices.get(endpoint).map_or(0, |d| d.queue.len())
+    }
+
+    /// The CoAP endpoint's counters and table sizes.
+    pub fn coap(&self) -> &Endpoint<P> {
+        &self.coap
+    }
+
+    /// Processes one datagram from `peer`.
+    pub fn handle_datagram(&mut self, now: Instant, peer: P, data: &[u8]) {
+        self.coap.handle_datagram(now, peer, data);
+        self.process(now);
+    }
+
+    /// Runs what is due at `now`: CoAP timers, registration expiry, queued-command expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.coap.handle_timeout(now);
+        self.process(now);
+        self.expire_registrations(now);
+        self.expire_queued(now);
+        self.process(now);
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let reg = self.expiry.peek().map(|Reverse((t, _))| *t);
+        let queue = self.queue_expiry.peek().map(|Reverse((t, ..))| *t);
+        [self.coap.poll_timeout(), reg, queue]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit<P>> {
+        self.coap.poll_transmit()
+    }
+
+    /// The next write for the store.
+    pub fn poll_store(&mut self) -> Option<StoreOp> {
+        self.store_ops.pop_front()
+    }
+
+    /// The next device event.
+    pub fn poll_event(&mut self) -> Option<DeviceEvent> {
+        self.events.pop_front()
+    }
+
+    /// Routes what the CoAP endpoint produced.
+    fn process(&mut self, now: Instant) {
+        while let Some(ev) = self.coap.poll_event() {
+            match ev {
+                Event::Request(req) => self.on_request(now, req),
+                Event::Response { id, response, .. } => self.on_response(now, id, Ok(response)),
+                Event::Failed { id, error, .. } => self.on_response(now, id, Err(error)),
+                Event::Notification {
+                    id, response, seq, ..
+                } => self.on_notification(now, id, response, seq),
+                // The server pings nobody and serves no observers.
+                Event::Pong { .. } | Event::ObserverGone { .. } => {}
+            }
+        }
+    }
+
+    /// A device was heard from: a queue-mode device is awake now, so its queue can drain.
+    fn heard_from(&mut self, now: Instant, endpoint: &str) {
+        let window = self.config.awake_window;
+        let Some(dev) = self.devices.get_mut(endpoint) else {
+            return;
+        };
+        if dev.reg.queue_mode {
+            let was_asleep = dev.awake_until.is_none_or(|t| t <= now);
+            dev.awake_until = Some(now + window);
+            if was_asleep {
+                self.events.push_back(DeviceEvent::Awake {
+                    endpoint: endpoint.to_string(),
+                });
+            }
+            self.drain_queue(now, endpoint);
+        }
+    }
+
+    /// Loads the state a previous run stored (registrations, observations, queued commands,
+    /// each as the values of its table in key order). Registrations whose lifetime passed
+    /// while the server was down expire at once; the others keep counting from their last
+    /// update. Records this version cannot read are skipped and counted.
+    pub fn restore(
+        &mut self,
+        now: Instant,
+        registrations: Vec<Vec<u8>>,
+        observations: Vec<Vec<u8>>,
+        queued: Vec<Vec<u8>>,
+    ) -> RestoreReport {
+        let mut report = RestoreReport::default();
+        for bytes in registrations {
+            let Some(reg) = persist::decode_registration(&bytes) else {
+                report.unreadable += 1;
+                continue;
+            };
+            let Ok(peer) = reg.address.parse::<P>() else {
+                report.unreadable += 1;
+                continue;
+            };
+            let wall_now = self.wall(now);
+            if reg.expires_at() + self.config.registration_grace <= wall_now {
+                tracing::info!(endpoint = %reg.endpoint, "registration expired while the server was down");
+                self.store_ops.push_back(StoreOp::Delete(
+                    crate::store::Table::Registrations,
+                    reg.endpoint.as_bytes().to_vec(),
+                ));
+                self.store_ops.push_back(StoreOp::DeletePrefix(
+                    crate::store::Table::Observations,
+                    persist::device_prefix(&reg.endpoint),
+                ));
+                self.events.push_back(DeviceEvent::Deregistered {
+                    endpoint: reg.endpoint,
+                    reason: types::DeregisterReason::Expired,
+                });
+                report.expired += 1;
+                continue;
+            }
+            self.insert_device(now, reg, peer, VecDeque::new());
+            report.registrations += 1;
+        }
+        for bytes in observations {
+            let restored = persist::decode::<persist::ObservationRecord>(&bytes)
+                .ok_or_else(|| "unreadable".to_string())
+                .and_then(|r| self.restore_observation(now, r));
+            match restored {
+                Ok(()) => report.observations += 1,
+                Err(e) => {
+                    tracing::debug!(error = %e, "observation not restored");
+                    report.unreadable += 1;
+                }
+            }
+        }
+        for bytes in queued {
+            match persist::decode::<persist::QueuedRecord>(&bytes)
+                .and_then(|r| self.restore_queued(now, r))
+            {
+                Some(()) => report.queued += 1,
+                None => report.unreadable += 1,
+            }
+        }
+        // Clean out what was not restored, so it does not come back at the next start.
+        report
+    }
+
+    fn restore_queued(&mut self, now: Instant, r: persist::QueuedRecord) -> Option<()> {
+        use lwm2m::ops::dm::DownlinkRequest;
+        let packet = lwm2m::coap::Packet::from_bytes(&r.request).ok()?;
+        let (request, _) = DownlinkRequest::from_coap(&packet, self.schema.as_ref()).ok()?;
+        let expires = self.instant_of(persist::from_millis(r.expires_at_ms), now);
+        let id = CommandId(r.id);
+        self.next_command = self.next_command.max(r.id);
+        let dev = self.devices.get_mut(&r.endpoint)?;
+        dev.queue.push_back(commands::Queued {
+            id,
+            request,
+            packet,
+            timeout: r.timeout_ms.map(Duration::from_millis),
+            expires,
+        });
+        self.queue_expiry.push(Reverse((expires, id, r.endpoint)));
+        Some(())
+    }
+
+    fn next_command_id(&mut self) -> CommandId {
+        self.next_command += 1;
+        CommandId(self.next_command)
+    }
+}

@@ -1,0 +1,712 @@
+//! Virtual-time tests of the server core against scripted CoAP devices: no sockets, no
+//! sleeps; hours of lifetimes and sleep cycles run in milliseconds.
+use super::persist::StoreOp;
+use super::types::*;
+use super::*;
+use crate::store::Table;
+use lwm2m::coap::{
+    msg, CoapOption, Endpoint, EndpointConfig, Event, IncomingRequest, MessageClass, Packet,
+    RequestOptions, ResponseType,
+};
+use lwm2m::content::link::parse_registration_links;
+use lwm2m::content::ContentFormat;
+use lwm2m::model::{Node, Path, Resource, Value};
+use lwm2m::ops::dm::{DmResponse, DownlinkRequest};
+use lwm2m::ops::registration::{Register, Update};
+use std::collections::BTreeMap;
+
+const SERVER: u8 = 0;
+
+/// The server core, devices as bare CoAP endpoints, and a loss-free network between them.
+struct World {
+    now: Instant,
+    core: ServerCore<u8>,
+    devices: BTreeMap<u8, Endpoint<u8>>,
+    /// What each device answers to a request; `None` leaves it unanswered.
+    answer: Box<dyn FnMut(u8, &IncomingRequest<u8>) -> Option<Packet>>,
+    /// Events of the server core.
+    events: Vec<DeviceEvent>,
+    /// Events of each device's endpoint (responses to its Register etc).
+    device_events: Vec<(u8, Event<u8>)>,
+    /// The store as the shell would have written it.
+    store: BTreeMap<(Table, Vec<u8>), Vec<u8>>,
+    /// Devices whose radio is off: datagrams to them are lost.
+    asleep: std::collections::BTreeSet<u8>,
+    /// Observers the devices' endpoints created, per device, newest last.
+    observers: Vec<(u8, lwm2m::coap::ObserverId)>,
+}
+
+fn tlv_content(path: &Path, value: Value) -> Packet {
+    let mut p = msg::response(ResponseType::Content);
+    p.payload = lwm2m::content::encode(
+        ContentFormat::Tlv,
+        path,
+        &Node::Resource(Resource::Single(value)),
+    )
+    .unwrap();
+    msg::set_uint_option(&mut p, CoapOption::ContentFormat, 11542);
+    p
+}
+
+/// What a device answers to a read of `path`: a value of the type the object model gives it.
+fn typed_answer(path: &str) -> Packet {
+    let path = Path::parse(path).unwrap_or(Path::ROOT);
+    let kind = Registry::bundled().resource(&path).map(|r| r.kind);
+    let value = match kind {
+        Some(lwm2m::model::ResourceType::Float) => Value::Float(21.5),
+        Some(lwm2m::model::ResourceType::Integer) => Value::Integer(42),
+        Some(lwm2m::model::ResourceType::Time) => Value::Time(1_700_000_000),
+        _ => Value::String(format!("value of {path}")),
+    };
+    tlv_content(&path, value)
+}
+
+impl World {
+    fn new() -> Self {
+        let now = Instant::now();
+        let config = CoreConfig {
+            rng_seed: 7,
+            ..CoreConfig::default()
+        };
+        let core = ServerCore::new(
+            config,
+            Arc::new(Registry::bundled()),
+            (
+                now,
+                SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            ),
+        );
+        Self {
+            now,
+            core,
+            devices: BTreeMap::new(),
+            answer: Box::new(|_, req| Some(typed_answer(&msg::uri_path(&req.request)))),
+            events: Vec::new(),
+            device_events: Vec::new(),
+            store: BTreeMap::new(),
+            asleep: Default::default(),
+            observers: Vec::new(),
+        }
+    }
+
+    fn device(&mut self, addr: u8) -> &mut Endpoint<u8> {
+        self.devices.entry(addr).or_insert_with(|| {
+            Endpoint::new(EndpointConfig {
+                rng_seed: u64::from(addr),
+                ..EndpointConfig::default()
+            })
+        })
+    }
+
+    /// Moves datagrams, events and store writes until everything is quiet.
+    fn flush(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.core.poll_transmit() {
+                progressed = true;
+                if !self.asleep.contains(&t.peer) {
+                    let now = self.now;
+                    self.device(t.peer).handle_datagram(now, SERVER, &t.payload);
+                }
+            }
+            while let Some(op) = self.core.poll_store() {
+                match op {
+                    StoreOp::Put(t, k, v) => {
+                        self.store.insert((t, k), v);
+                    }
+                    StoreOp::Delete(t, k) => {
+                        self.store.remove(&(t, k));
+                    }
+                    StoreOp::DeletePrefix(t, p) => self
+                        .store
+                        .retain(|(tt, k), _| !(*tt == t && k.starts_with(&p))),
+                }
+            }
+            while let Some(e) = self.core.poll_event() {
+                self.events.push(e);
+            }
+            let addrs: Vec<u8> = self.devices.keys().copied().collect();
+            for a in addrs {
+                let now = self.now;
+                while let Some(t) = self.devices.get_mut(&a).and_then(|d| d.poll_transmit()) {
+                    progressed = true;
+                    self.core.handle_datagram(now, a, &t.payload);
+                }
+                while let Some(ev) = self.devices.get_mut(&a).and_then(|d| d.poll_event()) {
+                    progressed = true;
+                    if let Event::Request(req) = &ev {
+                        if let Some(resp) = (self.answer)(a, req) {
+                            if let Some(d) = self.devices.get_mut(&a) {
+                                if let Ok(Some(o)) = d.respond(now, req.id, resp) {
+                                    self.observers.push((a, o));
+                                }
+                            }
+                        }
+                    }
+                    self.device_events.push((a, ev));
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// Advances virtual time by `d`, running every deadline on the way.
+    fn advance(&mut self, d: Duration) {
+        let end = self.now + d;
+        loop {
+            self.flush();
+            let next = self
+                .devices
+                .values()
+                .filter_map(|e| e.poll_timeout())
+                .chain(self.core.poll_timeout())
+                .min();
+            match next {
+                Some(t) if t <= end => {
+                    self.now = self.now.max(t);
+                    let now = self.now;
+                    self.core.handle_timeout(now);
+                    for d in self.devices.values_mut() {
+                        d.handle_timeout(now);
+                    }
+                }
+                _ => break,
+            }
+        }
+        self.now = end;
+        self.flush();
+    }
+
+    fn send_from(&mut self, addr: u8, packet: Packet) -> lwm2m::coap::RequestId {
+        let now = self.now;
+        let id = self
+            .device(addr)
+            .send_request(now, SERVER, packet, RequestOptions::default())
+            .unwrap();
+        self.flush();
+        id
+    }
+
+    /// The device's response to its request `id`.
+    fn reply(&self, addr: u8, id: lwm2m::coap::RequestId) -> Option<Packet> {
+        self.device_events.iter().find_map(|(a, e)| match e {
+            Event::Response {
+                id: i, response, ..
+            } if *a == addr && *i == id => Some(response.clone()),
+            _ => None,
+        })
+    }
+
+    fn register(&mut self, addr: u8, name: &str, lifetime: u32, queue: bool) -> String {
+        let mut r = Register::new(
+            name,
+            parse_registration_links(b"</>;rt=\"oma.lwm2m\";ct=11542,</1/0>,</3/0>,</3303/0>")
+                .unwrap(),
+        );
+        r.lifetime = lifetime;
+        r.queue_mode = queue;
+        let id = self.send_from(addr, r.to_coap());
+        let resp = self.reply(addr, id).expect("register answered");
+        assert_eq!(
+            resp.header.code,
+            MessageClass::Response(ResponseType::Created)
+        );
+        msg::location_path(&resp)
+    }
+
+    fn results(&self) -> Vec<(CommandId, Outcome)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                DeviceEvent::CommandResult { id, outcome, .. } => Some((*id, outcome.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn submit(&mut self, endpoint: &str, request: DownlinkRequest) -> CommandId {
+        let now = self.now;
+        let id = self.core.submit(now, Command::new(endpoint, request));
+        self.flush();
+        id
+    }
+
+    fn requests_seen_by(&self, addr: u8) -> usize {
+        self.device_events
+            .iter()
+            .filter(|(a, e)| *a == addr && matches!(e, Event::Request(_)))
+            .count()
+    }
+}
+
+fn read(path: Path) -> DownlinkRequest {
+    DownlinkRequest::Read { path }
+}
+
+#[test]
+fn register_update_deregister() {
+    let mut w = World::new();
+    let loc = w.register(1, "dev-1", 300, false);
+    assert!(loc.starts_with("/rd/") && loc.len() == 4 + 16, "{loc}");
+    assert!(
+        matches!(&w.events[0], DeviceEvent::Registered { registration, replaced: false } if registration.endpoint == "dev-1" && registration.lifetime == 300)
+    );
+    assert!(w
+        .store
+        .contains_key(&(Table::Registrations, b"dev-1".to_vec())));
+
+    let id = w.send_from(
+        1,
+        Update {
+            lifetime: Some(600),
+            ..Update::default()
+        }
+        .to_coap(&loc),
+    );
+    assert_eq!(
+        w.reply(1, id).unwrap().header.code,
+        MessageClass::Response(ResponseType::Changed)
+    );
+    assert_eq!(w.core.registration("dev-1").unwrap().lifetime, 600);
+
+    let id = w.send_from(1, Update::default().to_coap("/rd/0000000000000000"));
+    assert_eq!(
+        w.reply(1, id).unwrap().header.code,
+        MessageClass::Response(ResponseType::NotFound)
+    );
+
+    let id = w.send_from(1, lwm2m::ops::registration::deregister(&loc));
+    assert_eq!(
+        w.reply(1, id).unwrap().header.code,
+        MessageClass::Response(ResponseType::Deleted)
+    );
+    assert_eq!(w.core.device_count(), 0);
+    assert!(w.events.iter().any(|e| matches!(
+        e,
+        DeviceEvent::Deregistered {
+            reason: DeregisterReason::Requested,
+            ..
+        }
+    )));
+    assert!(!w
+        .store
+        .contains_key(&(Table::Registrations, b"dev-1".to_vec())));
+}
+
+#[test]
+fn lifetime_expiry_removes_the_registration_after_the_grace() {
+    let mut w = World::new();
+    w.register(1, "dev-1", 60, false);
+    w.advance(Duration::from_secs(70));
+    assert_eq!(
+        w.core.device_count(),
+        1,
+        "still within lifetime + 15 s grace"
+    );
+    w.advance(Duration::from_secs(10));
+    assert_eq!(w.core.device_count(), 0);
+    assert!(w.events.iter().any(|e| matches!(
+        e,
+        DeviceEvent::Deregistered {
+            reason: DeregisterReason::Expired,
+            ..
+        }
+    )));
+}
+
+#[test]
+fn updates_keep_a_registration_alive() {
+    let mut w = World::new();
+    let loc = w.register(1, "dev-1", 60, false);
+    for _ in 0..10 {
+        w.advance(Duration::from_secs(50));
+        w.send_from(1, Update::default().to_coap(&loc));
+    }
+    assert_eq!(w.core.device_count(), 1);
+}
+
+#[test]
+fn second_register_replaces_the_first_and_cancels_its_observations() {
+    let mut w = World::new();
+    let old = w.register(1, "dev-1", 300, false);
+    w.submit(
+        "dev-1",
+        DownlinkRequest::Observe {
+            path: Path::resource(3303, 0, 5700),
+        },
+    );
+    assert_eq!(w.core.observations.len(), 1);
+    let new = w.register(1, "dev-1", 300, false);
+    assert_ne!(old, new);
+    assert_eq!(w.core.observations.len(), 0);
+    assert!(w
+        .events
+        .iter()
+        .any(|e| matches!(e, DeviceEvent::Registered { replaced: true, .. })));
+    let id = w.send_from(1, Update::default().to_coap(&old));
+    assert_eq!(
+        w.reply(1, id).unwrap().header.code,
+        MessageClass::Response(ResponseType::NotFound),
+        "the old location is gone"
+    );
+}
+
+#[test]
+fn command_to_an_awake_device_returns_its_value() {
+    let mut w = World::new();
+    w.register(1, "dev-1", 300, false);
+    let id = w.submit("dev-1", read(Path::resource(3, 0, 0)));
+    let results = w.results();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].0, id);
+    match &results[0].1 {
+        Ok(DmResponse::Content {
+            format: ContentFormat::Tlv,
+            node,
+        }) => {
+            assert_eq!(node.value(), Some(&Value::String("value of /3/0/0".into())));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn command_for_an_unknown_device_fails_at_once() {
+    let mut w = World::new();
+    w.submit("nobody", read(Path::resource(3, 0, 0)));
+    assert_eq!(w.results()[0].1, Err(CommandError::UnknownDevice));
+}
+
+#[test]
+fn composite_for_a_1_0_device_is_not_supported() {
+    let mut w = World::new();
+    let mut r = Register::new("old", parse_registration_links(b"</1/0>,</3/0>").unwrap());
+    r.version = lwm2m::content::negotiate::Lwm2mVersion::V1_0;
+    w.send_from(1, r.to_coap());
+    w.submit(
+        "old",
+        DownlinkRequest::ReadComposite {
+            paths: vec![Path::resource(3, 0, 0)],
+        },
+    );
+    assert!(matches!(
+        w.results()[0].1,
+        Err(CommandError::NotSupported(_))
+    ));
+}
+
+#[test]
+fn silent_device_times_out_without_blocking_another() {
+    let mut w = World::new();
+    w.register(1, "silent", 3600, false);
+    w.register(2, "chatty", 3600, false);
+    w.asleep.insert(1);
+    let a = w.submit("silent", read(Path::resource(3, 0, 0)));
+    let b = w.submit("chatty", read(Path::resource(3, 0, 0)));
+    assert!(
+        w.results().iter().any(|(id, o)| *id == b && o.is_ok()),
+        "answered at once"
+    );
+    w.advance(Duration::from_secs(200));
+    let results = w.results();
+    assert_eq!(results.iter().filter(|(id, _)| *id == a).count(), 1);
+    assert!(results
+        .iter()
+        .any(|(id, o)| *id == a && *o == Err(CommandError::Timeout)));
+}
+
+#[test]
+fn queued_command_is_delivered_once_when_the_device_wakes() {
+    let mut w = World::new();
+    let loc = w.register(1, "sleepy", 3600, true);
+    // The device sleeps after its awake window.
+    w.advance(Duration::from_secs(100));
+    w.asleep.insert(1);
+    let id = w.submit("sleepy", read(Path::resource(3, 0, 9)));
+    assert_eq!(w.core.queued("sleepy"), 1);
+    assert!(w.results().is_empty());
+    assert_eq!(
+        w.store.keys().filter(|(t, _)| *t == Table::Queue).count(),
+        1,
+        "queued durably"
+    );
+    w.advance(Duration::from_secs(600));
+    assert!(
+        w.results().is_empty(),
+        "nothing is sent to a sleeping device"
+    );
+    assert_eq!(w.requests_seen_by(1), 0);
+    // It wakes and updates: the command goes out right after the 2.04.
+    w.asleep.remove(&1);
+    w.send_from(1, Update::default().to_coap(&loc));
+    let results = w.results();
+    assert_eq!(results.len(), 1);
+    assert_eq!(results[0].0, id);
+    assert!(results[0].1.is_ok());
+    assert_eq!(w.requests_seen_by(1), 1);
+    assert_eq!(
+        w.store.keys().filter(|(t, _)| *t == Table::Queue).count(),
+        0
+    );
+    // Nothing more ever comes for it.
+    w.advance(Duration::from_secs(600));
+    assert_eq!(w.results().len(), 1);
+}
+
+#[test]
+fn queued_commands_keep_their_order() {
+    let mut w = World::new();
+    let loc = w.register(1, "sleepy", 3600, true);
+    w.advance(Duration::from_secs(100));
+    let paths = [0u16, 1, 2, 3];
+    for r in paths {
+        w.submit("sleepy", read(Path::resource(3, 0, r)));
+    }
+    w.send_from(1, Update::default().to_coap(&loc));
+    w.advance(Duration::from_secs(5));
+    let seen: Vec<String> = w
+        .device_events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::Request(r) => Some(msg::uri_path(&r.request)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(seen, ["/3/0/0", "/3/0/1", "/3/0/2", "/3/0/3"]);
+    assert_eq!(w.results().len(), 4);
+}
+
+#[test]
+fn queued_command_expires_with_one_result() {
+    let mut w = World::new();
+    w.register(1, "sleepy", 3600, true);
+    w.advance(Duration::from_secs(100));
+    let now = w.now;
+    let id = w.core.submit(
+        now,
+        Command {
+            ttl: Some(Duration::from_secs(30)),
+            ..Command::new("sleepy", read(Path::resource(3, 0, 0)))
+        },
+    );
+    w.advance(Duration::from_secs(31));
+    assert_eq!(w.results(), vec![(id, Err(CommandError::Expired))]);
+    assert_eq!(w.core.queued("sleepy"), 0);
+    w.advance(Duration::from_secs(3000));
+    assert_eq!(w.results().len(), 1);
+}
+
+#[test]
+fn full_queue_refuses_with_queue_full() {
+    let mut w = World::new();
+    w.register(1, "sleepy", 3600, true);
+    w.advance(Duration::from_secs(100));
+    for _ in 0..64 {
+        w.submit("sleepy", read(Path::resource(3, 0, 0)));
+    }
+    let id = w.submit("sleepy", read(Path::resource(3, 0, 0)));
+    assert_eq!(w.results(), vec![(id, Err(CommandError::QueueFull))]);
+}
+
+fn notify_from(w: &mut World, addr: u8, path: &Path, v: f64) {
+    let observer = w
+        .observers
+        .iter()
+        .rev()
+        .find(|(a, _)| *a == addr)
+        .map(|(_, o)| *o)
+        .expect("an observer");
+    let now = w.now;
+    w.devices
+        .get_mut(&addr)
+        .unwrap()
+        .notify(now, observer, tlv_content(path, Value::Float(v)), true)
+        .unwrap();
+    w.flush();
+}
+
+fn notifications(w: &World) -> Vec<(ObservationId, Option<Value>)> {
+    w.events
+        .iter()
+        .filter_map(|e| match e {
+            DeviceEvent::Notification {
+                observation,
+                content: Content::Node(n),
+                ..
+            } => Some((*observation, n.value().cloned())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn observe_notifications_and_active_cancel() {
+    let mut w = World::new();
+    w.register(1, "dev-1", 3600, false);
+    let path = Path::resource(3303, 0, 5700);
+    w.submit("dev-1", DownlinkRequest::Observe { path });
+    let obs = match &w.results()[0].1 {
+        Ok(_) => w.events.iter().find_map(|e| match e {
+            DeviceEvent::CommandResult {
+                observation: Some(o),
+                ..
+            } => Some(*o),
+            _ => None,
+        }),
+        Err(e) => panic!("{e}"),
+    }
+    .expect("observation id");
+    assert!(w.store.keys().any(|(t, _)| *t == Table::Observations));
+    notify_from(&mut w, 1, &path, 21.5);
+    notify_from(&mut w, 1, &path, 22.0);
+    assert_eq!(
+        notifications(&w),
+        vec![
+            (obs, Some(Value::Float(21.5))),
+            (obs, Some(Value::Float(22.0)))
+        ]
+    );
+    let now = w.now;
+    let cancel = w.core.cancel_observation(now, "dev-1", path);
+    w.flush();
+    assert!(w.results().iter().any(|(id, o)| *id == cancel && o.is_ok()));
+    // The device saw GET with Observe=1.
+    assert!(w
+        .device_events
+        .iter()
+        .any(|(_, e)| matches!(e, Event::Request(r) if msg::observe(&r.request) == Some(1))));
+    assert!(!w.store.keys().any(|(t, _)| *t == Table::Observations));
+    assert_eq!(w.core.observations.len(), 0);
+}
+
+#[test]
+fn send_is_reported_for_the_registered_device() {
+    let mut w = World::new();
+    w.register(1, "dev-1", 3600, false);
+    let send = lwm2m::ops::dm::SendRequest {
+        records: vec![lwm2m::content::Record {
+            path: Path::resource(3303, 0, 5700),
+            value: Some(Value::Float(19.5)),
+            time: None,
+        }],
+    };
+    let id = w.send_from(1, send.to_coap(ContentFormat::SenmlCbor).unwrap());
+    assert_eq!(
+        w.reply(1, id).unwrap().header.code,
+        MessageClass::Response(ResponseType::Changed)
+    );
+    assert!(w.events.iter().any(|e| matches!(e, DeviceEvent::Send { endpoint, records } if endpoint == "dev-1" && records.len() == 1)));
+    // From an address that never registered: refused.
+    let id = w.send_from(9, send.to_coap(ContentFormat::SenmlCbor).unwrap());
+    assert_eq!(
+        w.reply(9, id).unwrap().header.code,
+        MessageClass::Response(ResponseType::NotFound)
+    );
+}
+
+#[test]
+fn restart_keeps_registrations_observations_and_queues() {
+    let mut w = World::new();
+    let loc = w.register(1, "dev-1", 3600, false);
+    let path = Path::resource(3303, 0, 5700);
+    w.submit("dev-1", DownlinkRequest::Observe { path });
+    let obs = w.events.iter().find_map(|e| match e {
+        DeviceEvent::CommandResult {
+            observation: Some(o),
+            ..
+        } => Some(*o),
+        _ => None,
+    });
+    w.register(2, "sleepy", 3600, true);
+    w.advance(Duration::from_secs(120));
+    w.asleep.insert(2);
+    let queued = w.submit("sleepy", read(Path::resource(3, 0, 0)));
+    w.advance(Duration::from_secs(600));
+
+    // The server restarts: a new core restored from what was stored. 720 s have passed.
+    let now = w.now;
+    let base = (
+        now,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + 720),
+    );
+    let mut core = ServerCore::new(
+        CoreConfig {
+            rng_seed: 8,
+            ..CoreConfig::default()
+        },
+        Arc::new(Registry::bundled()),
+        base,
+    );
+    let table = |t: Table| {
+        w.store
+            .iter()
+            .filter(|((tt, _), _)| *tt == t)
+            .map(|(_, v)| v.clone())
+            .collect::<Vec<_>>()
+    };
+    let report = core.restore(
+        now,
+        table(Table::Registrations),
+        table(Table::Observations),
+        table(Table::Queue),
+    );
+    assert_eq!(
+        (
+            report.registrations,
+            report.observations,
+            report.queued,
+            report.unreadable
+        ),
+        (2, 1, 1, 0)
+    );
+    w.core = core;
+    w.events.clear();
+
+    // The device goes on as if nothing happened: its location is still valid...
+    let id = w.send_from(1, Update::default().to_coap(&loc));
+    assert_eq!(
+        w.reply(1, id).unwrap().header.code,
+        MessageClass::Response(ResponseType::Changed)
+    );
+    // ...its notifications still map to the same observation...
+    notify_from(&mut w, 1, &path, 30.0);
+    assert_eq!(
+        notifications(&w),
+        vec![(obs.unwrap(), Some(Value::Float(30.0)))]
+    );
+    // ...and the sleeping device gets its queued command when it wakes, with the old id.
+    w.asleep.remove(&2);
+    let loc2 = w.core.registration("sleepy").unwrap().location.clone();
+    w.send_from(2, Update::default().to_coap(&loc2));
+    assert!(w.results().iter().any(|(id, o)| *id == queued && o.is_ok()));
+}
+
+#[test]
+fn registration_that_lapsed_during_downtime_expires_on_restore() {
+    let mut w = World::new();
+    w.register(1, "dev-1", 60, false);
+    let now = w.now + Duration::from_secs(3600);
+    let base = (
+        now,
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + 3600),
+    );
+    let mut core: ServerCore<u8> =
+        ServerCore::new(CoreConfig::default(), Arc::new(Registry::bundled()), base);
+    let regs = w
+        .store
+        .iter()
+        .filter(|((t, _), _)| *t == Table::Registrations)
+        .map(|(_, v)| v.clone())
+        .collect();
+    let report = core.restore(now, regs, vec![], vec![]);
+    assert_eq!((report.registrations, report.expired), (0, 1));
+    assert!(matches!(
+        core.poll_event(),
+        Some(DeviceEvent::Deregistered {
+            reason: DeregisterReason::Expired,
+            ..
+        })
+    ));
+}

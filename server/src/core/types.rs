@@ -1,0 +1,207 @@
+//! The values that cross the server core's boundary: commands in (DESIGN.md "one path in"),
+//! device events out ("one path out"), and the registration as the rest of the server sees it.
+use lwm2m::content::link::ObjectLinks;
+use lwm2m::content::negotiate::Lwm2mVersion;
+use lwm2m::content::{ContentFormat, Record};
+use lwm2m::model::{Node, Path};
+use lwm2m::ops::dm::{DmResponse, DownlinkRequest};
+use lwm2m::ops::registration::Binding;
+use lwm2m::ops::Lwm2mError;
+use std::time::{Duration, SystemTime};
+
+/// Identifies a command from submission to its one result. Unique across restarts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CommandId(pub u64);
+
+/// Identifies an observation the server holds on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObservationId(pub u64);
+
+/// An operation for one device, from any northbound source (MQTT, HTTP, CLI, campaigns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    /// The device's endpoint name.
+    pub endpoint: String,
+    /// What to do.
+    pub request: DownlinkRequest,
+    /// Content format to use instead of the negotiated one.
+    pub format: Option<ContentFormat>,
+    /// How long to wait for the device's answer once sent (CoAP exchange deadline).
+    pub timeout: Option<Duration>,
+    /// How long the command may wait for a sleeping device before it expires.
+    pub ttl: Option<Duration>,
+}
+
+impl Command {
+    /// A command with default format, timeout and time-to-live.
+    pub fn new(endpoint: impl Into<String>, request: DownlinkRequest) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            request,
+            format: None,
+            timeout: None,
+            ttl: None,
+        }
+    }
+}
+
+/// Why a command failed. Each command ends in exactly one success or one of these.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// No device is registered under that name.
+    #[error("unknown device")]
+    UnknownDevice,
+    /// The device answered with an error code.
+    #[error(transparent)]
+    Lwm2m(#[from] Lwm2mError),
+    /// The device did not answer (CoAP retransmissions exhausted or deadline passed).
+    #[error("the device did not answer in time")]
+    Timeout,
+    /// The device reset the exchange.
+    #[error("the device reset the exchange")]
+    Reset,
+    /// The command waited for a sleeping device longer than its time-to-live.
+    #[error("expired before the device woke up")]
+    Expired,
+    /// The device's queue is full.
+    #[error("the device's command queue is full")]
+    QueueFull,
+    /// The operation does not exist for this device (a composite for LwM2M 1.0).
+    #[error("not supported by this device: {0}")]
+    NotSupported(String),
+    /// The device deregistered or its registration expired before the command ran.
+    #[error("the device is no longer registered")]
+    Deregistered,
+    /// The server is overloaded or shutting down.
+    #[error("the server could not send the command: {0}")]
+    Unavailable(String),
+}
+
+/// The result of a command.
+pub type Outcome = Result<DmResponse, CommandError>;
+
+/// Why a registration ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeregisterReason {
+    /// The device sent De-register.
+    Requested,
+    /// Its lifetime passed without an Update.
+    Expired,
+    /// It registered again; the new registration replaces this one.
+    Replaced,
+}
+
+/// A registration as stored and reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    /// Endpoint client name.
+    pub endpoint: String,
+    /// The Location-Path given to the device (`/rd/…`).
+    pub location: String,
+    /// Where the device was last heard from, as text (`SocketAddr` for UDP).
+    pub address: String,
+    /// Lifetime in seconds.
+    pub lifetime: u32,
+    /// LwM2M version.
+    pub version: Lwm2mVersion,
+    /// Binding.
+    pub binding: Binding,
+    /// Queue mode (sleepy device).
+    pub queue_mode: bool,
+    /// MSISDN.
+    pub sms: Option<String>,
+    /// Objects and instances the device has.
+    pub links: ObjectLinks,
+    /// When it registered.
+    pub registered_at: SystemTime,
+    /// When it last registered or updated: the lifetime counts from here.
+    pub updated_at: SystemTime,
+}
+
+impl Registration {
+    /// When the registration expires (without the server's grace).
+    pub fn expires_at(&self) -> SystemTime {
+        self.updated_at + Duration::from_secs(u64::from(self.lifetime))
+    }
+}
+
+/// What a notification or read carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Content {
+    /// A node at one path.
+    Node(Node),
+    /// Several paths (composites, Send).
+    Records(Vec<Record>),
+}
+
+/// Everything that happens to devices, in order, for every sink (MQTT bridge, HTTP event
+/// stream, metrics, audit log).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceEvent {
+    /// A device registered.
+    Registered {
+        /// The registration.
+        registration: Registration,
+        /// It replaced an earlier registration of the same endpoint.
+        replaced: bool,
+    },
+    /// A device updated its registration.
+    Updated {
+        /// The registration after the update.
+        registration: Registration,
+    },
+    /// A registration ended.
+    Deregistered {
+        /// The endpoint.
+        endpoint: String,
+        /// Why.
+        reason: DeregisterReason,
+    },
+    /// A queue-mode device is reachable (it sent something) until `until`.
+    Awake {
+        /// The endpoint.
+        endpoint: String,
+    },
+    /// A notification for an observation.
+    Notification {
+        /// The endpoint.
+        endpoint: String,
+        /// The observation.
+        observation: ObservationId,
+        /// The observed path (`/` for a composite).
+        path: Path,
+        /// The values.
+        content: Content,
+        /// The Observe sequence number.
+        seq: Option<u32>,
+    },
+    /// Data the device sent on its own (Send, `/dp`).
+    Send {
+        /// The endpoint.
+        endpoint: String,
+        /// The values.
+        records: Vec<Record>,
+    },
+    /// A command ended.
+    CommandResult {
+        /// The command.
+        id: CommandId,
+        /// The endpoint.
+        endpoint: String,
+        /// The operation's name (`read`, `write`, …).
+        operation: &'static str,
+        /// The observation it started, for a successful Observe.
+        observation: Option<ObservationId>,
+        /// The result.
+        outcome: Outcome,
+    },
+    /// An observation ended without being cancelled by a command (the device reset it,
+    /// or sent a final error).
+    ObservationEnded {
+        /// The endpoint.
+        endpoint: String,
+        /// The observation.
+        observation: ObservationId,
+    },
+}
