@@ -11,13 +11,20 @@
 //! # Layout
 //! - [`coap`]: CoAP messages on coap-lite's `Packet` codec, the exchange layer (RFC 7252),
 //!   block-wise transfers (RFC 7959), Observe (RFC 7641) and CoRE link format (RFC 6690).
+//! - [`model`]: paths, values, the value tree and object definitions (TS Core §7).
+//! - [`content`]: the LwM2M content formats (TS Core §7.4, Transport §7).
+//! - [`ops`]: typed LwM2M operations (registration, device management, reporting) and their
+//!   CoAP form (TS Core §6, Transport §6).
 //! - [`net`] (feature `net`, on by default): the only code that touches sockets, a tokio UDP
 //!   driver around [`coap::Endpoint`].
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod coap;
+pub mod content;
+pub mod model;
 #[cfg(feature = "net")]
 pub mod net;
+pub mod ops;
 mod reader;
 
 pub use coap_lite;

@@ -46,9 +46,6 @@ pub(super) fn decode(path: &Path, bytes: &[u8], schema: &dyn Schema) -> Result<N
 
 /// Encodes records (timestamped values, possibly of several paths) with absolute times.
 /// Records without a value cannot be written in this format: `Unsupported`.
-// `encode_composite` does not route 11543 (no composite requests), so nothing in the crate
-// calls this yet; it is the encoder for notifications with history once something does.
-#[allow(dead_code)]
 pub(super) fn encode_records(records: &[Record]) -> Result<Vec<u8>, CodecError> {
     write(records, None)
 }
