@@ -218,19 +218,31 @@ fn restored_observation_receives_notifications_after_a_restart() {
     let (mut net, id, oid) = observed(10);
     let token = net.ep(0).request_token(id).unwrap();
     // The observer restarts: a new endpoint that knows nothing but what was stored.
-    net.nodes[0].ep = Endpoint::new(EndpointConfig { rng_seed: 77, ..EndpointConfig::default() });
+    net.nodes[0].ep = Endpoint::new(EndpointConfig {
+        rng_seed: 77,
+        ..EndpointConfig::default()
+    });
     net.nodes[0].events.clear();
     notify(&mut net, oid, b"lost before restore", true);
     net.run_until(Duration::from_secs(1), |_| false);
-    assert!(notifications(&mut net).is_empty(), "unknown token: reset, not delivered");
+    assert!(
+        notifications(&mut net).is_empty(),
+        "unknown token: reset, not delivered"
+    );
     // That RST removed the observer; register a fresh one on the server side as the device
     // would still have it, and restore on the client side.
     let (mut net, id, oid) = observed(11);
     let token2 = net.ep(0).request_token(id).unwrap();
     assert_ne!(token, token2);
-    net.nodes[0].ep = Endpoint::new(EndpointConfig { rng_seed: 78, ..EndpointConfig::default() });
+    net.nodes[0].ep = Endpoint::new(EndpointConfig {
+        rng_seed: 78,
+        ..EndpointConfig::default()
+    });
     let now = net.now;
-    let restored = net.ep(0).restore_observation(now, 1, token2, observe("/obs"), RequestOptions::default()).unwrap();
+    let restored = net
+        .ep(0)
+        .restore_observation(now, 1, token2, observe("/obs"), RequestOptions::default())
+        .unwrap();
     notify(&mut net, oid, b"after restart", true);
     net.run_until(Duration::from_secs(1), |_| false);
     let got = net.take_events(0, |e| match e {
