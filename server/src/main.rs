@@ -40,13 +40,23 @@ fn main() -> anyhow::Result<()> {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| config.log.level.clone().into());
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    // Logs go to stderr, coloured only on a terminal; stdout carries the one line per socket
+    // that scripts wait for.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let server = lwm2m_server::start(&config).await?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), addrs = ?server.handle.local_addrs(), "lwm2m-server started");
+        for a in server.handle.local_addrs() {
+            println!("listening on coap://{a}");
+        }
         shutdown_signal().await;
         tracing::info!("shutting down");
         server.handle.shutdown().await;
