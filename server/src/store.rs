@@ -83,6 +83,9 @@ enum Op {
     Stop,
 }
 
+/// Entries of a table, as (key, value) pairs in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// Tuning of the writer.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreConfig {
@@ -192,7 +195,7 @@ impl Store {
 
     /// Every entry whose key starts with `prefix` (all entries for an empty prefix), in key
     /// order, as of the last commit.
-    pub fn scan(&self, table: Table, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan(&self, table: Table, prefix: &[u8]) -> Result<Entries, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(table.def())?;
         let mut out = Vec::new();

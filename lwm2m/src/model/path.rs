@@ -279,7 +279,7 @@ mod tests {
 
     #[test]
     fn orders_parents_before_children() {
-        let mut v = vec![
+        let mut v = [
             Path::resource(3, 0, 1),
             Path::object(3),
             Path::instance(1, 0),

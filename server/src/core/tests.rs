@@ -17,13 +17,16 @@ use std::collections::BTreeMap;
 
 const SERVER: u8 = 0;
 
+/// How a scripted device answers a request; `None` leaves it unanswered.
+type Answer = Box<dyn FnMut(u8, &IncomingRequest<u8>) -> Option<Packet>>;
+
 /// The server core, devices as bare CoAP endpoints, and a loss-free network between them.
 struct World {
     now: Instant,
     core: ServerCore<u8>,
     devices: BTreeMap<u8, Endpoint<u8>>,
     /// What each device answers to a request; `None` leaves it unanswered.
-    answer: Box<dyn FnMut(u8, &IncomingRequest<u8>) -> Option<Packet>>,
+    answer: Answer,
     /// Events of the server core.
     events: Vec<DeviceEvent>,
     /// Events of each device's endpoint (responses to its Register etc).

@@ -45,12 +45,15 @@ pub(super) struct Sent {
     pub(super) bytes: Vec<u8>,
 }
 
+/// A datagram on the wire: (delivery time, sequence for a stable order, from, to, bytes).
+type InFlight = (Instant, u64, Addr, Addr, Vec<u8>);
+
 pub(super) struct Net {
     pub(super) start: Instant,
     pub(super) now: Instant,
     pub(super) nodes: Vec<Node>,
-    /// In flight: (delivery time, sequence for stable order, from, to, bytes).
-    wire: BinaryHeap<Reverse<(Instant, u64, Addr, Addr, Vec<u8>)>>,
+    /// In flight, earliest delivery first.
+    wire: BinaryHeap<Reverse<InFlight>>,
     seq: u64,
     pub(super) loss: f64,
     pub(super) duplicate: f64,
@@ -68,7 +71,7 @@ impl Net {
         let nodes = (0..n)
             .map(|i| Node {
                 ep: Endpoint::new(EndpointConfig {
-                    rng_seed: seed ^ (i as u64 + 1) * 0x9e37_79b9,
+                    rng_seed: seed ^ ((i as u64 + 1) * 0x9e37_79b9),
                     ..config.clone()
                 }),
                 events: VecDeque::new(),
