@@ -130,7 +130,9 @@ impl App {
     }
 }
 
-#[tokio::main]
+// One thread: the server's work is one driver task and one handler task, and a single-core
+// deployment (and the benchmark, pinned to one core) pays for every cross-thread wake-up.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if args.print_large {

@@ -5,7 +5,7 @@
 //! sends. One structure gives all three the same two guarantees: expiry in O(1) per entry
 //! through a FIFO, and eviction of the oldest entry when the capacity is reached.
 use super::timer::ExpiryQueue;
-use std::collections::HashMap;
+use super::FastMap;
 use std::hash::Hash;
 use std::time::Instant;
 
@@ -21,24 +21,27 @@ struct Slot<V> {
 /// A map of at most `capacity` entries, each with its own deadline.
 #[derive(Debug)]
 pub(crate) struct ExpiringMap<K, V> {
-    map: HashMap<K, Slot<V>>,
+    map: FastMap<K, Slot<V>>,
     fifo: ExpiryQueue<(K, u64)>,
     generation: u64,
     capacity: usize,
 }
 
 impl<K: Clone + Eq + Hash, V> ExpiringMap<K, V> {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A map of at most `capacity` entries whose keys hash with `hasher` (keyed, so a peer
+    /// cannot aim its message IDs at one bucket).
+    pub(crate) fn new(capacity: usize, hasher: ahash::RandomState) -> Self {
         Self {
-            map: HashMap::new(),
+            map: FastMap::with_hasher(hasher),
             fifo: ExpiryQueue::default(),
             generation: 0,
             capacity: capacity.max(1),
         }
     }
 
-    /// Inserts or replaces `key`, and returns the entries evicted to stay within capacity.
-    pub(crate) fn insert(&mut self, key: K, value: V, expires: Instant) -> Vec<(K, V)> {
+    /// Inserts or replaces `key`, and returns the entry evicted to stay within capacity
+    /// (one insertion can push out at most one).
+    pub(crate) fn insert(&mut self, key: K, value: V, expires: Instant) -> Option<(K, V)> {
         self.generation += 1;
         self.fifo.push(expires, (key.clone(), self.generation));
         self.map.insert(
@@ -49,19 +52,11 @@ impl<K: Clone + Eq + Hash, V> ExpiringMap<K, V> {
                 value,
             },
         );
-        let mut evicted = Vec::new();
-        while self.map.len() > self.capacity {
-            match self.fifo.pop_oldest() {
-                Some((k, g)) => {
-                    if self.map.get(&k).is_some_and(|s| s.generation == g) {
-                        if let Some(s) = self.map.remove(&k) {
-                            evicted.push((k, s.value));
-                        }
-                    }
-                }
-                None => break,
-            }
-        }
+        let evicted = if self.map.len() > self.capacity {
+            self.pop_oldest()
+        } else {
+            None
+        };
         // Stale records of replaced entries must not accumulate without bound either.
         if self.fifo.len() > 2 * self.capacity + 16 {
             self.compact();
@@ -154,10 +149,10 @@ mod tests {
     fn evicts_oldest_at_capacity_and_expires_in_order() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        let mut m = ExpiringMap::new(2);
-        assert!(m.insert(1, "a", t0 + s).is_empty());
-        assert!(m.insert(2, "b", t0 + 2 * s).is_empty());
-        assert_eq!(m.insert(3, "c", t0 + 3 * s), vec![(1, "a")]);
+        let mut m = ExpiringMap::new(2, ahash::RandomState::with_seeds(1, 2, 3, 4));
+        assert!(m.insert(1, "a", t0 + s).is_none());
+        assert!(m.insert(2, "b", t0 + 2 * s).is_none());
+        assert_eq!(m.insert(3, "c", t0 + 3 * s), Some((1, "a")));
         assert_eq!(m.get(&2, t0), Some(&"b"));
         assert_eq!(m.get(&2, t0 + 2 * s), None, "expired entries are invisible");
         assert_eq!(m.pop_expired(t0 + 2 * s), Some((2, "b")));
@@ -169,7 +164,7 @@ mod tests {
     fn replaced_entry_is_not_removed_by_its_old_record() {
         let t0 = Instant::now();
         let s = Duration::from_secs(1);
-        let mut m = ExpiringMap::new(10);
+        let mut m = ExpiringMap::new(10, ahash::RandomState::with_seeds(1, 2, 3, 4));
         m.insert(1, "old", t0 + s);
         m.insert(1, "new", t0 + 5 * s);
         assert_eq!(m.pop_expired(t0 + 2 * s), None);
@@ -179,7 +174,7 @@ mod tests {
     #[test]
     fn stale_records_stay_bounded() {
         let t0 = Instant::now();
-        let mut m = ExpiringMap::new(4);
+        let mut m = ExpiringMap::new(4, ahash::RandomState::with_seeds(1, 2, 3, 4));
         for i in 0..10_000u32 {
             m.insert(i % 3, i, t0 + Duration::from_secs(100));
         }

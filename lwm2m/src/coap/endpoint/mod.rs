@@ -16,10 +16,11 @@ use super::event::{
 use super::expiring::ExpiringMap;
 use super::msg::{self, Kind};
 use super::timer::{ExpiryQueue, TimerHeap};
+use super::FastMap;
 use coap_lite::{MessageType, Packet};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use client::OutRequest;
@@ -53,21 +54,21 @@ pub struct Endpoint<P: Peer> {
     /// Message-ID counters. An entry lives for EXCHANGE_LIFETIME after its last use, so a
     /// message ID is never reused towards a peer that may still remember it; after that a
     /// fresh random start is as good, and idle peers cost nothing.
-    peers: HashMap<P, PeerState>,
+    peers: FastMap<P, PeerState>,
     peer_expiry: ExpiryQueue<P>,
     /// Our confirmable messages not yet acknowledged, by (peer, message ID).
-    unacked: HashMap<(P, u16), Unacked>,
+    unacked: FastMap<(P, u16), Unacked>,
     /// Message IDs received recently, with what we answered, for duplicate detection.
     dedup: ExpiringMap<(P, u16), Reply>,
 
     next_id: u64,
     /// Requests we sent (client role).
-    requests: HashMap<RequestId, OutRequest<P>>,
+    requests: FastMap<RequestId, OutRequest<P>>,
     /// Response matching: (peer, token) to the request it belongs to.
-    tokens: HashMap<(P, msg::Token), RequestId>,
+    tokens: FastMap<(P, msg::Token), RequestId>,
 
     /// Requests delivered to the application and not yet answered (server role).
-    incoming: HashMap<IncomingId, InRequest<P>>,
+    incoming: FastMap<IncomingId, InRequest<P>>,
     /// When an unanswered request is forgotten.
     incoming_expiry: ExpiryQueue<IncomingId>,
     /// When a confirmable request still unanswered gets an empty ACK.
@@ -76,8 +77,8 @@ pub struct Endpoint<P: Peer> {
     block1_bytes: usize,
     block2: ExpiringMap<(P, u64), Block2Body>,
     block2_bytes: usize,
-    observers: HashMap<ObserverId, Observer<P>>,
-    observer_keys: HashMap<(P, msg::Token), ObserverId>,
+    observers: FastMap<ObserverId, Observer<P>>,
+    observer_keys: FastMap<(P, msg::Token), ObserverId>,
     /// Message IDs of recent non-confirmable notifications, so an RST to one finds its
     /// observer (RFC 7641 §3.6).
     non_notified: ExpiringMap<(P, u16), ObserverId>,
@@ -135,30 +136,32 @@ enum Timer<P> {
 impl<P: Peer> Endpoint<P> {
     /// A new endpoint.
     pub fn new(config: EndpointConfig) -> Self {
-        let rng = StdRng::seed_from_u64(config.rng_seed);
+        let mut rng = StdRng::seed_from_u64(config.rng_seed);
+        let hasher =
+            ahash::RandomState::with_seeds(rng.random(), rng.random(), rng.random(), rng.random());
         Self {
             rng,
             timers: TimerHeap::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
-            peers: HashMap::new(),
+            peers: FastMap::with_hasher(hasher.clone()),
             peer_expiry: ExpiryQueue::default(),
-            unacked: HashMap::new(),
-            dedup: ExpiringMap::new(config.dedup_capacity),
+            unacked: FastMap::with_hasher(hasher.clone()),
+            dedup: ExpiringMap::new(config.dedup_capacity, hasher.clone()),
             next_id: 0,
-            requests: HashMap::new(),
-            tokens: HashMap::new(),
-            incoming: HashMap::new(),
+            requests: FastMap::with_hasher(hasher.clone()),
+            tokens: FastMap::with_hasher(hasher.clone()),
+            incoming: FastMap::with_hasher(hasher.clone()),
             incoming_expiry: ExpiryQueue::default(),
             ack_due: ExpiryQueue::default(),
-            block1: ExpiringMap::new(config.max_block1_transfers),
+            block1: ExpiringMap::new(config.max_block1_transfers, hasher.clone()),
             block1_bytes: 0,
-            block2: ExpiringMap::new(config.max_block2_bodies),
+            block2: ExpiringMap::new(config.max_block2_bodies, hasher.clone()),
             block2_bytes: 0,
-            observers: HashMap::new(),
-            observer_keys: HashMap::new(),
-            non_notified: ExpiringMap::new(config.max_observers.clamp(1, 1 << 20)),
+            observers: FastMap::with_hasher(hasher.clone()),
+            observer_keys: FastMap::with_hasher(hasher.clone()),
+            non_notified: ExpiringMap::new(config.max_observers.clamp(1, 1 << 20), hasher.clone()),
             config,
         }
     }
@@ -554,7 +557,7 @@ impl<P: Peer> Endpoint<P> {
                     t.non_lifetime()
                 };
                 let evicted = self.dedup.insert((peer, mid), Reply::Nothing, now + life);
-                self.stats.dedup_evictions += evicted.len() as u64;
+                self.stats.dedup_evictions += u64::from(evicted.is_some());
                 false
             }
         }

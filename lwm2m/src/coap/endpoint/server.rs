@@ -282,7 +282,7 @@ impl<P: Peer> Endpoint<P> {
                 completed: false,
                 done: None,
             };
-            for (_, ev) in self
+            if let Some((_, ev)) = self
                 .block1
                 .insert(k, fresh, now + self.config.block_lifetime)
             {
@@ -519,7 +519,7 @@ impl<P: Peer> Endpoint<P> {
                 template: response,
                 body,
             };
-            for (_, ev) in self
+            if let Some((_, ev)) = self
                 .block2
                 .insert(k, entry, now + self.config.block_lifetime)
             {
