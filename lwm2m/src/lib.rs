@@ -15,10 +15,13 @@
 //! - [`content`]: the LwM2M content formats (TS Core §7.4, Transport §7).
 //! - [`ops`]: typed LwM2M operations (registration, device management, reporting) and their
 //!   CoAP form (TS Core §6, Transport §6).
+//! - [`client`]: the LwM2M client role (registration, DM, observe, Send, queue mode) over
+//!   one [`coap::Endpoint`], for the end-to-end tests and the device simulator.
 //! - [`net`] (feature `net`, on by default): the only code that touches sockets, a tokio UDP
 //!   driver around [`coap::Endpoint`].
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod client;
 pub mod coap;
 pub mod content;
 pub mod model;

@@ -1,0 +1,382 @@
+//! Virtual-time tests of the client against a bare CoAP [`Endpoint`] playing the LwM2M
+//! server (the approach of `coap/endpoint/tests`: a simulated wire, time jumping from one
+//! deadline to the next, no sockets).
+//!
+//! Address 0 is the client, 1 the server. The server answers registration requests through
+//! a replaceable `registrar` closure; tests send DM requests from the server endpoint and
+//! read the answers and notifications it receives.
+#![allow(clippy::unwrap_used)]
+
+mod dm;
+mod observe;
+mod props;
+mod queue;
+mod registration;
+
+use super::{Client, ClientConfig, ClientEvent, ObjectStore};
+use crate::coap::{
+    msg, Endpoint, EndpointConfig, Event, IncomingRequest, Packet, RequestId, RequestOptions,
+    RequestType, ResponseType,
+};
+use crate::content::{self, ContentFormat};
+use crate::model::{Node, Path};
+use crate::ops::dm::DownlinkRequest;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::time::{Duration, Instant};
+
+pub(super) type Addr = u8;
+pub(super) const CLIENT: Addr = 0;
+pub(super) const SERVER: Addr = 1;
+
+/// How the server answers what reaches `/rd` and `/dp`; `None` leaves it unanswered.
+pub(super) type Registrar = Box<dyn FnMut(&Packet) -> Option<Packet>>;
+
+/// A datagram in flight: (delivery time, sequence, from, to, bytes).
+type InFlight = (Instant, u64, Addr, Addr, Vec<u8>);
+
+/// A registration request the server received.
+#[derive(Debug, Clone)]
+pub(super) struct Seen {
+    pub(super) at: Duration,
+    pub(super) request: Packet,
+}
+
+pub(super) struct Net {
+    pub(super) start: Instant,
+    pub(super) now: Instant,
+    pub(super) client: Client<Addr>,
+    pub(super) server: Endpoint<Addr>,
+    pub(super) registrar: Registrar,
+    wire: BinaryHeap<Reverse<InFlight>>,
+    seq: u64,
+    pub(super) latency: Duration,
+    /// Datagrams to the server are lost while set.
+    pub(super) server_down: bool,
+    /// Every client event, in order, with its time since start.
+    pub(super) events: Vec<(Duration, ClientEvent)>,
+    /// Registration and Send requests the server received.
+    pub(super) seen: Vec<Seen>,
+    /// Events of the server endpoint other than the requests the registrar answered.
+    pub(super) server_events: Vec<(Duration, Event<Addr>)>,
+    /// Datagrams the client put on the wire, with their time.
+    pub(super) client_tx: Vec<(Duration, Packet)>,
+}
+
+/// A registrar that accepts everything: Register 2.01 at `/rd/<n>`, Update 2.04,
+/// De-register 2.02, Send 2.04.
+pub(super) fn accept_all() -> Registrar {
+    let mut n = 0;
+    Box::new(move |req: &Packet| {
+        let path = msg::uri_path(req);
+        Some(match (req.header.code, path.as_str()) {
+            (crate::coap::MessageClass::Request(RequestType::Post), "/rd") => {
+                n += 1;
+                let mut r = msg::response(ResponseType::Created);
+                r.add_option(crate::coap::CoapOption::LocationPath, b"rd".to_vec());
+                r.add_option(
+                    crate::coap::CoapOption::LocationPath,
+                    format!("r{n}").into_bytes(),
+                );
+                r
+            }
+            (crate::coap::MessageClass::Request(RequestType::Delete), _) => {
+                msg::response(ResponseType::Deleted)
+            }
+            _ => msg::response(ResponseType::Changed),
+        })
+    })
+}
+
+impl Net {
+    pub(super) fn new(config: ClientConfig, store: ObjectStore) -> Self {
+        let start = Instant::now();
+        Self {
+            start,
+            now: start,
+            client: Client::new(config, SERVER, store),
+            server: Endpoint::new(EndpointConfig {
+                rng_seed: 77,
+                ..EndpointConfig::default()
+            }),
+            registrar: accept_all(),
+            wire: BinaryHeap::new(),
+            seq: 0,
+            latency: Duration::from_millis(50),
+            server_down: false,
+            events: Vec::new(),
+            seen: Vec::new(),
+            server_events: Vec::new(),
+            client_tx: Vec::new(),
+        }
+    }
+
+    /// A standard device with jitter off.
+    pub(super) fn standard() -> Self {
+        Self::new(config(), ObjectStore::standard("dev-1"))
+    }
+
+    /// A started, registered standard device; events so far cleared.
+    pub(super) fn registered() -> Self {
+        Self::registered_with(config(), ObjectStore::standard("dev-1"))
+    }
+
+    pub(super) fn registered_with(config: ClientConfig, store: ObjectStore) -> Self {
+        let mut net = Self::new(config, store);
+        net.start_client();
+        assert!(net.run_until(Duration::from_secs(5), |n| n.client.is_registered()));
+        net.events.clear();
+        net.seen.clear();
+        net
+    }
+
+    pub(super) fn elapsed(&self) -> Duration {
+        self.now - self.start
+    }
+
+    pub(super) fn start_client(&mut self) {
+        let now = self.now;
+        self.client.start(now).unwrap();
+        self.flush();
+    }
+
+    /// Moves every datagram onto the wire and every event where it belongs.
+    pub(super) fn flush(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.client.poll_transmit() {
+                progressed = true;
+                self.client_tx
+                    .push((self.elapsed(), Packet::from_bytes(&t.payload).unwrap()));
+                if !self.server_down {
+                    self.put(CLIENT, t.peer, t.payload);
+                }
+            }
+            while let Some(ev) = self.client.poll_event() {
+                progressed = true;
+                self.events.push((self.elapsed(), ev));
+            }
+            while let Some(t) = self.server.poll_transmit() {
+                progressed = true;
+                self.put(SERVER, t.peer, t.payload);
+            }
+            while let Some(ev) = self.server.poll_event() {
+                progressed = true;
+                self.on_server_event(ev);
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    fn on_server_event(&mut self, ev: Event<Addr>) {
+        if let Event::Request(IncomingRequest { id, request, .. }) = &ev {
+            let path = msg::uri_path(request);
+            if path.starts_with("/rd") || path == "/dp" {
+                self.seen.push(Seen {
+                    at: self.elapsed(),
+                    request: request.clone(),
+                });
+                if let Some(resp) = (self.registrar)(request) {
+                    let now = self.now;
+                    self.server.respond(now, *id, resp).unwrap();
+                }
+                return;
+            }
+        }
+        self.server_events.push((self.elapsed(), ev));
+    }
+
+    fn put(&mut self, from: Addr, to: Addr, bytes: Vec<u8>) {
+        self.seq += 1;
+        self.wire.push(Reverse((
+            self.now + self.latency,
+            self.seq,
+            from,
+            to,
+            bytes,
+        )));
+    }
+
+    fn next_time(&self) -> Option<Instant> {
+        let wire = self.wire.peek().map(|Reverse((t, ..))| *t);
+        [self.client.poll_timeout(), self.server.poll_timeout(), wire]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Advances to the next moment something happens and processes it.
+    pub(super) fn step(&mut self) -> bool {
+        let Some(t) = self.next_time() else {
+            return false;
+        };
+        self.now = self.now.max(t);
+        let now = self.now;
+        while self.wire.peek().is_some_and(|Reverse((t, ..))| *t <= now) {
+            let Some(Reverse((_, _, from, to, bytes))) = self.wire.pop() else {
+                break;
+            };
+            if to == CLIENT {
+                self.client.handle_datagram(now, from, &bytes);
+            } else {
+                self.server.handle_datagram(now, from, &bytes);
+            }
+            self.flush();
+        }
+        if self.client.poll_timeout().is_some_and(|d| d <= now) {
+            self.client.handle_timeout(now);
+        }
+        if self.server.poll_timeout().is_some_and(|d| d <= now) {
+            self.server.handle_timeout(now);
+        }
+        self.flush();
+        true
+    }
+
+    /// Steps until `done` holds or `limit` of virtual time has passed. Returns `done`.
+    pub(super) fn run_until(
+        &mut self,
+        limit: Duration,
+        mut done: impl FnMut(&mut Net) -> bool,
+    ) -> bool {
+        let end = self.now + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            match self.next_time() {
+                Some(t) if t <= end => {
+                    self.step();
+                }
+                _ => {
+                    self.now = self.now.max(end);
+                    return done(self);
+                }
+            }
+        }
+    }
+
+    /// Lets `d` of virtual time pass.
+    pub(super) fn run_for(&mut self, d: Duration) {
+        self.run_until(d, |_| false);
+    }
+
+    /// Sends a request from the server to the client.
+    pub(super) fn send(&mut self, req: Packet) -> RequestId {
+        let now = self.now;
+        let id = self
+            .server
+            .send_request(now, CLIENT, req, RequestOptions::default())
+            .unwrap();
+        self.flush();
+        id
+    }
+
+    /// The answer (or failure) the server got for `id`, if it came.
+    pub(super) fn outcome(
+        &self,
+        id: RequestId,
+    ) -> Option<Result<Packet, crate::coap::ExchangeError>> {
+        self.server_events.iter().find_map(|(_, e)| match e {
+            Event::Response {
+                id: i, response, ..
+            } if *i == id => Some(Ok(response.clone())),
+            Event::Failed { id: i, error, .. } if *i == id => Some(Err(*error)),
+            _ => None,
+        })
+    }
+
+    /// Sends a request from the server and returns the client's answer.
+    pub(super) fn ask(&mut self, req: Packet) -> Packet {
+        let id = self.send(req);
+        assert!(self.run_until(Duration::from_secs(10), |n| n.outcome(id).is_some()));
+        self.outcome(id).unwrap().unwrap()
+    }
+
+    /// Sends a typed DM request (in `format`) and returns the raw answer.
+    pub(super) fn dm(&mut self, req: &DownlinkRequest, format: ContentFormat) -> Packet {
+        self.ask(req.to_coap(format).unwrap())
+    }
+
+    /// Notifications the server received, with their time, oldest first.
+    pub(super) fn notifications(&self, id: RequestId) -> Vec<(Duration, Packet)> {
+        self.server_events
+            .iter()
+            .filter_map(|(at, e)| match e {
+                Event::Notification {
+                    id: i, response, ..
+                } if *i == id => Some((*at, response.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The client events matching `pick`, in order.
+    pub(super) fn client_events<T>(
+        &self,
+        mut pick: impl FnMut(&ClientEvent) -> Option<T>,
+    ) -> Vec<T> {
+        self.events.iter().filter_map(|(_, e)| pick(e)).collect()
+    }
+
+    /// Registration requests the server received whose path is `path`, with their times.
+    pub(super) fn seen_at(&self, path: &str) -> Vec<Duration> {
+        self.seen
+            .iter()
+            .filter(|s| msg::uri_path(&s.request) == path)
+            .map(|s| s.at)
+            .collect()
+    }
+}
+
+/// A client configuration without retry jitter.
+pub(super) fn config() -> ClientConfig {
+    let mut c = ClientConfig::new("dev-1");
+    c.retry_jitter = 0.0;
+    c
+}
+
+/// The code of a response as "2.05".
+pub(super) fn code(p: &Packet) -> String {
+    msg::code_string(p)
+}
+
+/// A request for `path` with an optional Accept.
+pub(super) fn request(method: RequestType, path: &str, accept: Option<ContentFormat>) -> Packet {
+    let mut p = msg::request(method, path);
+    if let Some(f) = accept {
+        msg::set_uint_option(&mut p, crate::coap::CoapOption::Accept, u32::from(f.code()));
+    }
+    p
+}
+
+/// A request with a payload in `format`.
+pub(super) fn with_payload(mut p: Packet, format: ContentFormat, payload: &[u8]) -> Packet {
+    msg::set_uint_option(
+        &mut p,
+        crate::coap::CoapOption::ContentFormat,
+        u32::from(format.code()),
+    );
+    p.payload = payload.to_vec();
+    p
+}
+
+/// The Content-Format of a response.
+pub(super) fn format_of(p: &Packet) -> Option<ContentFormat> {
+    msg::uint_option(p, crate::coap::CoapOption::ContentFormat)
+        .and_then(|c| u16::try_from(c).ok())
+        .and_then(ContentFormat::from_code)
+}
+
+/// Decodes a single value answer.
+pub(super) fn decode_at(p: &Packet, path: &str) -> Node {
+    content::decode(
+        format_of(p).unwrap(),
+        &Path::parse(path).unwrap(),
+        &p.payload,
+        &*super::bundled_registry(),
+    )
+    .unwrap()
+}
