@@ -1,11 +1,16 @@
 //! A closed-loop CoAP load generator (RFC 7252 CON GET, piggybacked responses).
 //!
 //! Each of `--sockets` UDP sockets keeps `--window` confirmable GETs outstanding; every answer
-//! is matched by message ID, timed, and replaced by a new request. A request unanswered after
+//! is matched by token, timed, and replaced by a new request. A request unanswered after
 //! `--timeout-ms` counts as a timeout and is replaced too, so a lossy or overloaded server
 //! shows up in the report instead of stalling the run. Requests are pre-encoded once and only
 //! their message ID and token are patched, so the generator costs little CPU per request and
 //! the server stays the bottleneck.
+//!
+//! A socket never reuses a message ID: RFC 7252 §4.5 lets a server answer a reused ID from
+//! its duplicate cache without doing the work, which would flatter the server. So each socket
+//! sends at most [`MAX_PER_SOCKET`] requests and then stops (reported as `exhausted_sockets`);
+//! spread the load over enough sockets for the run's length.
 use anyhow::{bail, Context};
 use coap_lite::{MessageClass, MessageType, Packet, RequestType};
 use hdrhistogram::Histogram;
@@ -14,6 +19,9 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
+
+/// Requests one socket sends at most, safely below the 65,536 message IDs.
+const MAX_PER_SOCKET: u32 = 60_000;
 
 /// Command-line arguments of `coap-bench`.
 #[derive(clap::Args, Debug, Clone)]
@@ -25,10 +33,10 @@ pub(crate) struct Args {
     #[arg(long, default_value = "/hello")]
     path: String,
     /// UDP sockets (each a distinct peer for the server).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 64)]
     sockets: usize,
     /// Requests outstanding per socket.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 1)]
     window: usize,
     /// Seconds to run after the warm-up.
     #[arg(long, default_value_t = 10)]
@@ -55,6 +63,7 @@ struct Report {
     requests_per_second: f64,
     timeouts: u64,
     errors: u64,
+    exhausted_sockets: u64,
     latency_us_p50: u64,
     latency_us_p90: u64,
     latency_us_p99: u64,
@@ -65,7 +74,20 @@ struct Counts {
     responses: u64,
     timeouts: u64,
     errors: u64,
+    exhausted: bool,
     latency: Histogram<u64>,
+}
+
+impl Counts {
+    fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            responses: 0,
+            timeouts: 0,
+            errors: 0,
+            exhausted: false,
+            latency: Histogram::new(3)?,
+        })
+    }
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {
@@ -80,7 +102,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         .build()?;
     let report = rt.block_on(bench(args.clone()))?;
     println!(
-        "{} responses in {:.1} s: {:.0} requests/s; latency p50 {} us, p90 {} us, p99 {} us, max {} us; {} timeouts, {} errors",
+        "{} responses in {:.1} s: {:.0} requests/s; latency p50 {} us, p90 {} us, p99 {} us, max {} us; {} timeouts, {} errors, {} sockets exhausted",
         report.responses,
         report.seconds,
         report.requests_per_second,
@@ -89,7 +111,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
         report.latency_us_p99,
         report.latency_us_max,
         report.timeouts,
-        report.errors
+        report.errors,
+        report.exhausted_sockets
     );
     if let Some(path) = args.json {
         std::fs::write(&path, serde_json::to_vec_pretty(&report)?)
@@ -119,27 +142,25 @@ async fn bench(args: Args) -> anyhow::Result<Report> {
         };
         let sock = UdpSocket::bind(bind).await?;
         sock.connect(args.target).await?;
+        let timeout = Duration::from_millis(args.timeout_ms);
         tasks.push(tokio::spawn(one_socket(
             sock,
             template.clone(),
             args.window,
-            Duration::from_millis(args.timeout_ms),
+            timeout,
             measure_from,
             end,
             i as u16,
         )));
     }
-    let mut total = Counts {
-        responses: 0,
-        timeouts: 0,
-        errors: 0,
-        latency: Histogram::new(3)?,
-    };
+    let mut total = Counts::new()?;
+    let mut exhausted = 0;
     for t in tasks {
         let c = t.await??;
         total.responses += c.responses;
         total.timeouts += c.timeouts;
         total.errors += c.errors;
+        exhausted += u64::from(c.exhausted);
         total.latency.add(&c.latency)?;
     }
     let seconds = args.duration as f64;
@@ -152,6 +173,7 @@ async fn bench(args: Args) -> anyhow::Result<Report> {
         requests_per_second: total.responses as f64 / seconds,
         timeouts: total.timeouts,
         errors: total.errors,
+        exhausted_sockets: exhausted,
         latency_us_p50: total.latency.value_at_quantile(0.5),
         latency_us_p90: total.latency.value_at_quantile(0.9),
         latency_us_p99: total.latency.value_at_quantile(0.99),
@@ -159,49 +181,78 @@ async fn bench(args: Args) -> anyhow::Result<Report> {
     })
 }
 
+/// One socket's message IDs and what it has outstanding.
+struct Sender {
+    sock: UdpSocket,
+    msg: Vec<u8>,
+    mid: u16,
+    sent: u32,
+    outstanding: HashMap<u16, Instant>,
+}
+
+impl Sender {
+    /// Patches the next message ID and token in and sends. False once the socket has used up
+    /// its message IDs or the kernel refused (the request is then not outstanding).
+    fn send(&mut self) -> bool {
+        if self.sent >= MAX_PER_SOCKET {
+            return false;
+        }
+        self.mid = self.mid.wrapping_add(1);
+        self.sent += 1;
+        let [hi, lo] = self.mid.to_be_bytes();
+        if let Some(h) = self.msg.get_mut(2..4) {
+            h.copy_from_slice(&[hi, lo]);
+        }
+        // Token = message ID, so a server that answers separately is matched too.
+        if let Some(t) = self.msg.get_mut(4..8) {
+            t.copy_from_slice(&[hi, lo, 0, 0]);
+        }
+        if self.sock.try_send(&self.msg).is_ok() {
+            self.outstanding.insert(self.mid, Instant::now());
+            true
+        } else {
+            false
+        }
+    }
+}
+
 /// Drives one socket's window until `end`.
 async fn one_socket(
     sock: UdpSocket,
-    mut msg: Vec<u8>,
+    msg: Vec<u8>,
     window: usize,
     timeout: Duration,
     measure_from: Instant,
     end: Instant,
     salt: u16,
 ) -> anyhow::Result<Counts> {
-    let mut c = Counts {
-        responses: 0,
-        timeouts: 0,
-        errors: 0,
-        latency: Histogram::new(3)?,
-    };
-    let mut outstanding: HashMap<u16, Instant> = HashMap::with_capacity(window * 2);
-    let mut mid: u16 = salt.wrapping_mul(7919);
-    let mut buf = vec![0u8; 2048];
-    let mut send = |outstanding: &mut HashMap<u16, Instant>, msg: &mut Vec<u8>| {
-        mid = mid.wrapping_add(1);
-        let [hi, lo] = mid.to_be_bytes();
-        if let Some(h) = msg.get_mut(2..4) {
-            h.copy_from_slice(&[hi, lo]);
-        }
-        // Token = message ID, so a server that answers separately is matched too.
-        if let Some(t) = msg.get_mut(4..8) {
-            t.copy_from_slice(&[hi, lo, 0, 0]);
-        }
-        outstanding.insert(mid, Instant::now());
-        sock.try_send(msg).is_ok()
+    let mut c = Counts::new()?;
+    // Tokio reports a fresh socket as not writable until it has been polled once.
+    sock.writable().await?;
+    let mut s = Sender {
+        sock,
+        msg,
+        mid: salt.wrapping_mul(7919),
+        sent: 0,
+        outstanding: HashMap::with_capacity(window * 2),
     };
     for _ in 0..window {
-        send(&mut outstanding, &mut msg);
+        s.send();
     }
+    let mut buf = vec![0u8; 2048];
     let mut sweep = tokio::time::interval(timeout / 4);
     loop {
-        let now = Instant::now();
-        if now >= end {
+        if Instant::now() >= end {
+            break;
+        }
+        if s.outstanding.is_empty() {
+            // Out of message IDs (or every send refused): this socket is done.
+            c.exhausted = s.sent >= MAX_PER_SOCKET;
+            tokio::time::sleep_until(end.into()).await;
             break;
         }
         tokio::select! {
-            r = sock.recv(&mut buf) => {
+            r = s.sock.recv(&mut buf) => {
                 let n = r?;
                 let Some(datagram) = buf.get(..n) else { continue };
                 let Ok(p) = Packet::from_bytes(datagram) else { c.errors += 1; continue };
@@ -212,7 +263,7 @@ async fn one_socket(
                     [hi, lo, ..] => u16::from_be_bytes([*hi, *lo]),
                     _ => p.header.message_id,
                 };
-                if let Some(sent) = outstanding.remove(&key) {
+                if let Some(sent) = s.outstanding.remove(&key) {
                     let now = Instant::now();
                     if now >= measure_from {
                         c.responses += 1;
@@ -222,18 +273,18 @@ async fn one_socket(
                             c.errors += 1;
                         }
                     }
-                    send(&mut outstanding, &mut msg);
+                    s.send();
                 }
             }
             _ = sweep.tick() => {
                 let now = Instant::now();
-                let expired: Vec<u16> = outstanding.iter().filter(|(_, t)| now.duration_since(**t) > timeout).map(|(m, _)| *m).collect();
+                let expired: Vec<u16> = s.outstanding.iter().filter(|(_, t)| now.duration_since(**t) > timeout).map(|(m, _)| *m).collect();
                 for m in expired {
-                    outstanding.remove(&m);
+                    s.outstanding.remove(&m);
                     if now >= measure_from {
                         c.timeouts += 1;
                     }
-                    send(&mut outstanding, &mut msg);
+                    s.send();
                 }
             }
         }

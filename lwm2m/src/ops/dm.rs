@@ -295,7 +295,9 @@ impl DownlinkRequest {
                     DownlinkRequest::Read { path }
                 }
             }
-            MessageClass::Request(RequestType::Put) if !has_payload => {
+            // Write-Attributes carries its attributes in the query and has no payload and no
+            // Content-Format; an empty PUT with a Content-Format is a Write.
+            MessageClass::Request(RequestType::Put) if !has_payload && format.is_none() => {
                 let query = msg::uri_query(packet);
                 let items: Vec<&str> = query.iter().map(String::as_str).collect();
                 let attributes = NotificationAttributes::from_query(&items)

@@ -1,0 +1,580 @@
+//! End to end over loopback: the real `lwm2m-server` runtime (sockets, store, core) against
+//! devices running the real `lwm2m::client`, each on its own UDP socket. Covers OMA LwM2M TS
+//! 1.2 Core §6.2 (registration), §6.3 (device management), §6.4 (reporting) and Transport
+//! §6.5 (queue mode), and a server restart.
+use lwm2m::client::{ClientConfig, ClientEvent, ObjectStore};
+use lwm2m::coap::link_format::NotificationAttributes;
+use lwm2m::content::negotiate::Lwm2mVersion;
+use lwm2m::content::{ContentFormat, Record};
+use lwm2m::model::{Instance, Node, Path, Resource, Value};
+use lwm2m::ops::dm::{DmResponse, DownlinkRequest, WriteMode};
+use lwm2m::ops::Lwm2mError;
+use lwm2m_e2e_tests::{Device, TestServer};
+use lwm2m_server::core::types::{
+    Command, CommandError, Content, DeregisterReason, DeviceEvent, Outcome,
+};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+async fn exec(s: &TestServer, cmd: Command) -> Outcome {
+    s.handle().execute(cmd).await.expect("server running").1
+}
+
+async fn run(s: &TestServer, endpoint: &str, request: DownlinkRequest) -> Outcome {
+    exec(s, Command::new(endpoint, request)).await
+}
+
+async fn registered(s: &mut TestServer, endpoint: &str) {
+    let ep = endpoint.to_string();
+    s.wait_for(|e| {
+        matches!(e, DeviceEvent::Registered { registration, .. } if registration.endpoint == ep)
+            .then_some(())
+    })
+    .await;
+}
+
+fn sensor_store(endpoint: &str, celsius: f64) -> ObjectStore {
+    let mut store = ObjectStore::standard(endpoint);
+    let mut inst = Instance::new();
+    inst.insert(5700, Resource::Single(Value::Float(celsius)));
+    inst.insert(5701, Resource::Single(Value::String("Cel".into())));
+    store
+        .add_instance(3303, 0, inst)
+        .expect("3303 is a known object");
+    store
+}
+
+fn string_at(node: &Node, resource: u16) -> Option<String> {
+    match node {
+        Node::Instance(i) => match i.get(&resource) {
+            Some(Resource::Single(Value::String(s))) => Some(s.clone()),
+            _ => None,
+        },
+        Node::Resource(Resource::Single(Value::String(s))) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_management_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
+    let mut dev = Device::start_with(
+        s.addr,
+        ClientConfig::new("dev-dm"),
+        sensor_store("dev-dm", 20.0),
+    )
+    .await
+    .unwrap();
+    registered(&mut s, "dev-dm").await;
+
+    // Read /3/0 in every multi-value format the device advertises (LwM2M 1.1: SenML CBOR,
+    // SenML JSON, TLV), and with the negotiated default.
+    for format in [
+        Some(ContentFormat::Tlv),
+        Some(ContentFormat::SenmlJson),
+        Some(ContentFormat::SenmlCbor),
+        None,
+    ] {
+        let cmd = Command {
+            format,
+            ..Command::new(
+                "dev-dm",
+                DownlinkRequest::Read {
+                    path: Path::instance(3, 0),
+                },
+            )
+        };
+        match exec(&s, cmd).await {
+            Ok(DmResponse::Content { format: got, node }) => {
+                assert_eq!(format.unwrap_or(ContentFormat::SenmlCbor), got);
+                assert!(
+                    string_at(&node, 0).is_some(),
+                    "manufacturer present in {got:?}"
+                );
+            }
+            other => panic!("read in {format:?}: {other:?}"),
+        }
+    }
+
+    // Write a writable resource, read it back; a read-only one is refused.
+    let utc = Path::resource(3, 0, 14);
+    let write = DownlinkRequest::Write {
+        path: utc,
+        mode: WriteMode::Replace,
+        node: Node::Resource(Resource::Single(Value::String("+01:00".into()))),
+    };
+    assert_eq!(run(&s, "dev-dm", write).await, Ok(DmResponse::Changed));
+    match run(&s, "dev-dm", DownlinkRequest::Read { path: utc }).await {
+        Ok(DmResponse::Content { node, .. }) => {
+            assert_eq!(string_at(&node, 14).as_deref(), Some("+01:00"))
+        }
+        other => panic!("{other:?}"),
+    }
+    let ro = DownlinkRequest::Write {
+        path: Path::resource(3, 0, 0),
+        mode: WriteMode::Replace,
+        node: Node::Resource(Resource::Single(Value::String("x".into()))),
+    };
+    assert_eq!(
+        run(&s, "dev-dm", ro).await,
+        Err(CommandError::Lwm2m(Lwm2mError::MethodNotAllowed))
+    );
+    assert_eq!(
+        run(
+            &s,
+            "dev-dm",
+            DownlinkRequest::Read {
+                path: Path::resource(3, 0, 999)
+            }
+        )
+        .await,
+        Err(CommandError::Lwm2m(Lwm2mError::NotFound))
+    );
+
+    // Execute with arguments reaches the device's application.
+    let exec_req = DownlinkRequest::Execute {
+        path: Path::resource(3, 0, 4),
+        args: Some("0='now'".into()),
+    };
+    assert_eq!(run(&s, "dev-dm", exec_req).await, Ok(DmResponse::Changed));
+    let (path, args) = dev
+        .wait_for(|e| match e {
+            ClientEvent::Executed { path, args } => Some((*path, args.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        (path, args.as_deref()),
+        (Path::resource(3, 0, 4), Some("0='now'"))
+    );
+
+    // Create an instance, read it, delete it.
+    let mut inst = Instance::new();
+    inst.insert(5700, Resource::Single(Value::Float(18.0)));
+    inst.insert(5701, Resource::Single(Value::String("Far".into())));
+    let create = DownlinkRequest::Create {
+        path: Path::object(3303),
+        node: Node::Object(BTreeMap::from([(7, inst)])),
+    };
+    assert_eq!(
+        run(&s, "dev-dm", create).await,
+        Ok(DmResponse::Created(Some(Path::instance(3303, 7))))
+    );
+    match run(
+        &s,
+        "dev-dm",
+        DownlinkRequest::Read {
+            path: Path::resource(3303, 7, 5701),
+        },
+    )
+    .await
+    {
+        Ok(DmResponse::Content { node, .. }) => {
+            assert_eq!(string_at(&node, 5701).as_deref(), Some("Far"))
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        run(
+            &s,
+            "dev-dm",
+            DownlinkRequest::Delete {
+                path: Path::instance(3303, 7)
+            }
+        )
+        .await,
+        Ok(DmResponse::Deleted)
+    );
+    assert_eq!(
+        run(
+            &s,
+            "dev-dm",
+            DownlinkRequest::Read {
+                path: Path::instance(3303, 7)
+            }
+        )
+        .await,
+        Err(CommandError::Lwm2m(Lwm2mError::NotFound))
+    );
+
+    // Discover lists the resources.
+    match run(
+        &s,
+        "dev-dm",
+        DownlinkRequest::Discover {
+            path: Path::instance(3, 0),
+        },
+    )
+    .await
+    {
+        Ok(DmResponse::Links(links)) => assert!(
+            links.iter().any(|l| l.path == Path::resource(3, 0, 0)),
+            "{links:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    // Read-Composite of two paths in one exchange.
+    let rc = DownlinkRequest::ReadComposite {
+        paths: vec![Path::resource(3, 0, 0), Path::resource(3303, 0, 5700)],
+    };
+    match run(&s, "dev-dm", rc).await {
+        Ok(DmResponse::Composite { records, .. }) => {
+            assert!(
+                records
+                    .iter()
+                    .any(|r| r.path == Path::resource(3303, 0, 5700)
+                        && r.value == Some(Value::Float(20.0))),
+                "{records:?}"
+            );
+            assert!(records.iter().any(|r| r.path == Path::resource(3, 0, 0)));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lwm2m_1_2_device_is_read_in_lwm2m_cbor() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
+    let config = ClientConfig::new("dev-12").with_version(Lwm2mVersion::V1_2, true);
+    let _dev = Device::start(s.addr, config).await.unwrap();
+    registered(&mut s, "dev-12").await;
+    match run(
+        &s,
+        "dev-12",
+        DownlinkRequest::Read {
+            path: Path::instance(3, 0),
+        },
+    )
+    .await
+    {
+        Ok(DmResponse::Content { format, node }) => {
+            assert_eq!(format, ContentFormat::Lwm2mCbor);
+            assert!(string_at(&node, 0).is_some());
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn observe_with_attributes_composite_send_update_deregister() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
+    let dev = Device::start_with(
+        s.addr,
+        ClientConfig::new("dev-obs"),
+        sensor_store("dev-obs", 20.0),
+    )
+    .await
+    .unwrap();
+    registered(&mut s, "dev-obs").await;
+    let temp = Path::resource(3303, 0, 5700);
+
+    // Notify only on a change of at least 1.0 (step attribute, Core §5.1.2).
+    let attrs = NotificationAttributes {
+        st: Some(1.0),
+        ..NotificationAttributes::default()
+    };
+    assert_eq!(
+        run(
+            &s,
+            "dev-obs",
+            DownlinkRequest::WriteAttributes {
+                path: temp,
+                attributes: attrs
+            }
+        )
+        .await,
+        Ok(DmResponse::Changed)
+    );
+    let (_, observed) = s
+        .handle()
+        .execute(Command::new(
+            "dev-obs",
+            DownlinkRequest::Observe { path: temp },
+        ))
+        .await
+        .unwrap();
+    assert!(
+        matches!(observed, Ok(DmResponse::Content { .. })),
+        "{observed:?}"
+    );
+
+    for v in [20.4, 21.5] {
+        dev.with(move |c, now| {
+            let _ = c.set_value(now, &Path::resource(3303, 0, 5700), Value::Float(v));
+        })
+        .await;
+    }
+    let first = s
+        .wait_for(|e| match e {
+            DeviceEvent::Notification {
+                endpoint,
+                content: Content::Node(n),
+                ..
+            } if endpoint == "dev-obs" => n.value().cloned(),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        first,
+        Value::Float(21.5),
+        "20.4 is within the step and not notified"
+    );
+
+    // Observe-Composite: a change of either path notifies both.
+    let oc = DownlinkRequest::ObserveComposite {
+        paths: vec![Path::resource(3303, 0, 5701), Path::resource(3, 0, 9)],
+    };
+    assert!(run(&s, "dev-obs", oc).await.is_ok());
+    dev.with(|c, now| {
+        let _ = c.set_value(
+            now,
+            &Path::resource(3303, 0, 5701),
+            Value::String("Kel".into()),
+        );
+    })
+    .await;
+    let records = s
+        .wait_for(|e| match e {
+            DeviceEvent::Notification {
+                content: Content::Records(r),
+                ..
+            } => Some(r.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        records
+            .iter()
+            .any(|r| r.path == Path::resource(3303, 0, 5701)
+                && r.value == Some(Value::String("Kel".into()))),
+        "{records:?}"
+    );
+
+    // Cancelling: the device is told (active cancel) and nothing more arrives for it.
+    assert!(s
+        .handle()
+        .cancel_observation("dev-obs", temp)
+        .await
+        .unwrap()
+        .is_ok());
+
+    // Send (Core §6.4.4).
+    let rec = vec![Record {
+        path: temp,
+        value: Some(Value::Float(25.0)),
+        time: None,
+    }];
+    dev.with(move |c, now| {
+        let _ = c.send(now, rec);
+    })
+    .await;
+    let sent = s
+        .wait_for(|e| match e {
+            DeviceEvent::Send { endpoint, records } if endpoint == "dev-obs" => {
+                Some(records.clone())
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        sent.first().and_then(|r| r.value.clone()),
+        Some(Value::Float(25.0))
+    );
+
+    // Update, then De-register.
+    dev.with(|c, now| {
+        let _ = c.update(now);
+    })
+    .await;
+    s.wait_for(|e| {
+        matches!(e, DeviceEvent::Updated { registration } if registration.endpoint == "dev-obs")
+            .then_some(())
+    })
+    .await;
+    dev.with(|c, now| {
+        let _ = c.deregister(now);
+    })
+    .await;
+    let reason = s
+        .wait_for(|e| match e {
+            DeviceEvent::Deregistered { endpoint, reason } if endpoint == "dev-obs" => {
+                Some(*reason)
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, DeregisterReason::Requested);
+    assert!(s.handle().registrations().await.unwrap().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_expires_when_the_device_goes_silent() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start(dir.path(), 0, "[registration]\ngrace_secs = 0\n")
+        .await
+        .unwrap();
+    let config = ClientConfig {
+        lifetime: 1,
+        ..ClientConfig::new("dev-short")
+    };
+    let dev = Device::start(s.addr, config).await.unwrap();
+    registered(&mut s, "dev-short").await;
+    dev.kill();
+    let reason = s
+        .wait_for(|e| match e {
+            DeviceEvent::Deregistered { endpoint, reason } if endpoint == "dev-short" => {
+                Some(*reason)
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, DeregisterReason::Expired);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_mode_delivers_once_after_wake_and_expires_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start(dir.path(), 0, "[queue]\nawake_window_secs = 1\n")
+        .await
+        .unwrap();
+    let config = ClientConfig {
+        queue_mode: true,
+        awake_time: Duration::from_secs(2),
+        ..ClientConfig::new("sleepy")
+    };
+    let mut dev = Device::start(s.addr, config).await.unwrap();
+    registered(&mut s, "sleepy").await;
+    dev.wait_for(|e| matches!(e, ClientEvent::Sleeping).then_some(()))
+        .await;
+
+    // Submitted while the device sleeps: queued, no result yet.
+    let id = s
+        .handle()
+        .submit(Command::new(
+            "sleepy",
+            DownlinkRequest::Read {
+                path: Path::resource(3, 0, 0),
+            },
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut results = Vec::new();
+    while let Ok(ev) = s.events.try_recv() {
+        if let DeviceEvent::CommandResult { id: i, outcome, .. } = ev {
+            results.push((i, outcome));
+        }
+    }
+    assert!(
+        results.is_empty(),
+        "nothing is answered while the device sleeps: {results:?}"
+    );
+
+    // It wakes (Update): the command arrives after the Update, exactly once.
+    dev.with(|c, now| c.wake(now)).await;
+    let outcome = s
+        .wait_for(|e| match e {
+            DeviceEvent::CommandResult { id: i, outcome, .. } if *i == id => Some(outcome.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(
+        matches!(outcome, Ok(DmResponse::Content { .. })),
+        "{outcome:?}"
+    );
+
+    // A command whose time-to-live passes before the next wake-up expires, with one result.
+    dev.wait_for(|e| matches!(e, ClientEvent::Sleeping).then_some(()))
+        .await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let cmd = Command {
+        ttl: Some(Duration::from_secs(1)),
+        ..Command::new(
+            "sleepy",
+            DownlinkRequest::Read {
+                path: Path::resource(3, 0, 0),
+            },
+        )
+    };
+    let (expired_id, outcome) = s.handle().execute(cmd).await.unwrap();
+    assert_eq!(outcome, Err(CommandError::Expired));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    while let Ok(ev) = s.events.try_recv() {
+        if let DeviceEvent::CommandResult { id: i, .. } = ev {
+            assert_ne!(i, id, "the delivered command has no second result");
+            if i == expired_id {
+                continue;
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_restart_keeps_registrations_and_observations() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
+    let port = s.addr.port();
+    let mut dev = Device::start_with(
+        s.addr,
+        ClientConfig::new("dev-persist"),
+        sensor_store("dev-persist", 20.0),
+    )
+    .await
+    .unwrap();
+    registered(&mut s, "dev-persist").await;
+    let temp = Path::resource(3303, 0, 5700);
+    let observed = s
+        .handle()
+        .execute(Command::new(
+            "dev-persist",
+            DownlinkRequest::Observe { path: temp },
+        ))
+        .await
+        .unwrap()
+        .1;
+    assert!(observed.is_ok());
+    let observation = s
+        .wait_for(|e| match e {
+            DeviceEvent::CommandResult {
+                observation: Some(o),
+                ..
+            } => Some(*o),
+            _ => None,
+        })
+        .await;
+    s.stop().await;
+
+    // Same data directory, same port: the device carries on without registering again.
+    let mut s = TestServer::start(dir.path(), port, "").await.unwrap();
+    let regs = s.handle().registrations().await.unwrap();
+    assert_eq!(
+        regs.iter().map(|r| r.endpoint.as_str()).collect::<Vec<_>>(),
+        ["dev-persist"]
+    );
+    dev.with(|c, now| {
+        let _ = c.update(now);
+    })
+    .await;
+    dev.wait_for(|e| matches!(e, ClientEvent::Updated).then_some(()))
+        .await;
+    dev.with(move |c, now| {
+        let _ = c.set_value(now, &temp, Value::Float(23.0));
+    })
+    .await;
+    let (obs, value) = s
+        .wait_for(|e| match e {
+            DeviceEvent::Notification {
+                observation,
+                content: Content::Node(n),
+                ..
+            } => Some((*observation, n.value().cloned())),
+            DeviceEvent::Registered { .. } => panic!("the device had to register again"),
+            _ => None,
+        })
+        .await;
+    assert_eq!((obs, value), (observation, Some(Value::Float(23.0))));
+}
