@@ -100,13 +100,7 @@ impl<P: Peer> Endpoint<P> {
         mut request: Packet,
         opts: RequestOptions,
     ) -> Result<RequestId, SendError> {
-        if msg::kind(&request) != Kind::Request {
-            return Err(SendError::NotARequest);
-        }
-        if self.requests.len() >= self.config.max_outgoing {
-            self.stats.overload_rejections += 1;
-            return Err(SendError::Busy);
-        }
+        self.admit(&request)?;
         let szx = opts.block_szx.unwrap_or(self.config.block_szx).min(6);
         let upload = (request.payload.len() > block_size(szx)).then(|| {
             Box::new(Upload {
@@ -229,13 +223,7 @@ impl<P: Peer> Endpoint<P> {
         mut request: Packet,
         opts: RequestOptions,
     ) -> Result<RequestId, SendError> {
-        if msg::kind(&request) != Kind::Request {
-            return Err(SendError::NotARequest);
-        }
-        if self.requests.len() >= self.config.max_outgoing {
-            self.stats.overload_rejections += 1;
-            return Err(SendError::Busy);
-        }
+        self.admit(&request)?;
         if self.tokens.contains_key(&(peer, token)) {
             return Err(SendError::Busy);
         }
@@ -292,6 +280,18 @@ impl<P: Peer> Endpoint<P> {
                 }
                 self.acquire_slot(now, id);
             }
+        }
+        Ok(())
+    }
+
+    /// Checks that `request` is one and that there is room for another outgoing request.
+    fn admit(&mut self, request: &Packet) -> Result<(), SendError> {
+        if msg::kind(request) != Kind::Request {
+            return Err(SendError::NotARequest);
+        }
+        if self.requests.len() >= self.config.max_outgoing {
+            self.stats.overload_rejections += 1;
+            return Err(SendError::Busy);
         }
         Ok(())
     }
