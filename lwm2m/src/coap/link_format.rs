@@ -41,7 +41,7 @@ pub const MAX_VALUE_LEN: usize = 4 * 1024;
 /// Attributes that RFC 6690 (§2, §3) and LwM2M write as quoted strings even
 /// when their value would be a valid token, so we emit them the way peers and
 /// test vectors expect.
-const ALWAYS_QUOTED: [&str; 7] = ["rt", "if", "rel", "anchor", "title", "rev", "type"];
+const ALWAYS_QUOTED: [&str; 8] = ["rt", "if", "rel", "anchor", "title", "rev", "type", "uri"];
 
 /// Why a link-format payload or a notification attribute was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
