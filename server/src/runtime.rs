@@ -8,7 +8,7 @@
 use crate::config::Config;
 use crate::core::types::{Command, CommandId, DeviceEvent, Outcome, Registration};
 use crate::core::ServerCore;
-use crate::store::{Store, StoreConfig, StoreError, Table};
+use crate::store::{Store, StoreConfig, StoreError, StoreStats, Table};
 use anyhow::Context;
 use lwm2m::model::{Path, Registry};
 use std::collections::HashMap;
@@ -52,6 +52,7 @@ pub struct ServerHandle {
     control: mpsc::Sender<Control>,
     events: broadcast::Sender<DeviceEvent>,
     local_addrs: Arc<Vec<SocketAddr>>,
+    store_stats: Arc<StoreStats>,
 }
 
 impl ServerHandle {
@@ -112,6 +113,16 @@ impl ServerHandle {
     /// The addresses the CoAP sockets are bound to.
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The store writer's counters so far: writes applied and transactions committed (their
+    /// ratio is the group commit's batching).
+    pub fn store_stats(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.store_stats.writes.load(Relaxed),
+            self.store_stats.commits.load(Relaxed),
+        )
     }
 
     /// Stops the server: sends what is queued, commits the store, and returns when done.
@@ -219,6 +230,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         control: control_tx,
         events: events.clone(),
         local_addrs: Arc::new(addrs.clone()),
+        store_stats: store.stats_handle(),
     };
     let shell = Shell {
         core,

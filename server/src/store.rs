@@ -218,6 +218,11 @@ impl Store {
         )
     }
 
+    /// The writer's live counters, to read without holding the store (metrics, benchmarks).
+    pub fn stats_handle(&self) -> Arc<StoreStats> {
+        self.stats.clone()
+    }
+
     /// Commits what is queued and stops the writer. Later writes fail with `Closed`.
     pub fn close(&self) -> Result<(), StoreError> {
         let _ = self.tx.send(Op::Stop);
