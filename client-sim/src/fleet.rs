@@ -75,7 +75,8 @@ pub(crate) struct Args {
     /// Devices to simulate.
     #[arg(long, default_value_t = 100)]
     devices: usize,
-    /// Endpoint names: `{n}` is replaced by the device's number, `{n:06}` zero-pads it.
+    /// Endpoint names: the placeholder `{n:06}` becomes the device's number zero-padded to six
+    /// digits (`{n:0}`: not padded).
     #[arg(long, default_value = "sim-{n:06}")]
     name_pattern: String,
     /// Number of the first device, so that several fleets can share one server.
@@ -86,19 +87,19 @@ pub(crate) struct Args {
     rate: f64,
     /// Register and De-register exchanges outstanding at once, fleet-wide; 0 = no limit.
     /// The default fits a server socket with Linux's default 208 KiB receive buffer.
-    #[arg(long, default_value_t = 128)]
-    window: usize,
+    #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
+    window: u32,
     /// Seconds from the first Register to the de-registration of the fleet.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=604_800))]
     duration: u64,
     /// Leave the devices registered at the end (they expire with their lifetime).
     #[arg(long)]
     no_deregister: bool,
     /// Seconds the de-registration may take before the run ends anyway.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(0..=3600))]
     stop_timeout: u64,
     /// Milliseconds between temperature changes of each device; 0 = the value never moves.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     telemetry_interval_ms: u64,
     /// Registration lifetime in seconds; devices send Updates before it runs out.
     #[arg(long, default_value_t = 300)]
@@ -107,11 +108,11 @@ pub(crate) struct Args {
     #[arg(long)]
     distinct_ips: bool,
     /// Runtime threads: 1 = tokio's current-thread runtime.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: u16,
     /// Devices driven by one task.
-    #[arg(long, default_value_t = 256)]
-    shard_size: usize,
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65_536))]
+    shard_size: u32,
     /// Also stop (and de-register) when standard input closes: a parent process that dies
     /// takes the fleet down with it.
     #[arg(long)]
@@ -329,7 +330,11 @@ impl Plan {
     /// When device `global` (counted from 0) may start.
     fn start_at(&self, global: usize) -> Instant {
         if self.rate > 0.0 {
-            self.t0 + Duration::from_secs_f64(global as f64 / self.rate)
+            Duration::try_from_secs_f64(global as f64 / self.rate)
+                .ok()
+                .and_then(|d| self.t0.checked_add(d))
+                // Past the end: the device never starts.
+                .map_or(self.end, |t| t.min(self.end))
         } else {
             self.t0
         }
@@ -362,8 +367,8 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     if args.distinct_ips && (!args.server.is_ipv4() || args.devices > 250 * 256 * 254) {
         bail!("--distinct-ips needs an IPv4 server and at most 16,256,000 devices");
     }
-    if !args.rate.is_finite() || args.rate < 0.0 {
-        bail!("--rate must be a non-negative number");
+    if !(args.rate == 0.0 || (0.001..=1e9).contains(&args.rate)) {
+        bail!("--rate must be 0 or from 0.001 to 1e9 devices/s");
     }
     let rt = if args.threads <= 1 {
         tokio::runtime::Builder::new_current_thread()
@@ -371,7 +376,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
             .build()?
     } else {
         tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(args.threads)
+            .worker_threads(usize::from(args.threads))
             .enable_all()
             .build()?
     };
@@ -431,7 +436,7 @@ async fn fleet(args: Args, pattern: NamePattern) -> anyhow::Result<Report> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let stop_tx = Arc::new(stop_tx);
     spawn_stop_sources(&args, &stop_tx)?;
-    let window = (args.window > 0).then(|| Arc::new(Semaphore::new(args.window)));
+    let window = (args.window > 0).then(|| Arc::new(Semaphore::new(args.window as usize)));
     let progress = Arc::new(Progress::default());
     let seed: u64 = rand::random();
     let t0 = Instant::now();
@@ -447,7 +452,7 @@ async fn fleet(args: Args, pattern: NamePattern) -> anyhow::Result<Report> {
     let server_uri = format!("coap://{}", args.server);
     let mut shards = tokio::task::JoinSet::new();
     let mut sockets = sockets.into_iter();
-    let shard_size = args.shard_size.max(1);
+    let shard_size = (args.shard_size as usize).max(1);
     let mut first = 0usize;
     while first < args.devices {
         let count = shard_size.min(args.devices - first);
@@ -525,10 +530,10 @@ async fn fleet(args: Args, pattern: NamePattern) -> anyhow::Result<Report> {
     Ok(Report {
         server: args.server.to_string(),
         devices: args.devices,
-        threads: args.threads.max(1),
+        threads: usize::from(args.threads.max(1)),
         shard_size,
         rate: args.rate,
-        window: args.window,
+        window: args.window as usize,
         started: total.started,
         registered: total.registered,
         registered_at_stop: total.registered_at_stop,
@@ -732,7 +737,10 @@ impl Shard {
                 // Change number `tel_done` (from 0) is due at t0 + every * (tel_done + 1) / n.
                 let n = self.devices.len().max(1) as u128;
                 let us = every.as_micros() * (u128::from(tel_done) + 1) / n;
-                let next = plan.t0 + Duration::from_micros(u64::try_from(us).unwrap_or(u64::MAX));
+                let next = u64::try_from(us)
+                    .ok()
+                    .and_then(|us| plan.t0.checked_add(Duration::from_micros(us)))
+                    .unwrap_or(plan.end);
                 wake_at = wake_at.map(|w| w.min(next)).or(Some(next));
             }
             let want_permit = wants_slot.is_some_and(|t| t <= now) && permit.is_none();
