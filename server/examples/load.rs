@@ -85,9 +85,8 @@ struct Args {
     /// Threads of the simulator's runtime.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
     sim_threads: u16,
-    /// The simulator's window: Register exchanges outstanding at once (0: unbounded). The
-    /// server does not enlarge its socket's receive buffer, so beyond about 150 the kernel
-    /// drops Registers and the run measures CoAP retransmissions.
+    /// The simulator's window: Register exchanges outstanding at once (0: unbounded, a
+    /// reconnect storm; the server's `udp_recv_buffer_bytes` is what absorbs it).
     #[arg(long, default_value_t = 128, value_parser = clap::value_parser!(u32).range(0..=1_000_000))]
     sim_window: u32,
     /// The simulator's `--distinct-ips`: each device on its own 127.x.y.z address.

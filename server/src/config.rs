@@ -42,6 +42,8 @@ pub struct ServerSection {
     pub data_dir: PathBuf,
     /// Directory of extra DDF object definitions; empty for none.
     pub objects_dir: PathBuf,
+    /// Receive buffer of each UDP socket, in bytes (0: the kernel's default).
+    pub udp_recv_buffer_bytes: usize,
 }
 
 impl Default for ServerSection {
@@ -53,6 +55,7 @@ impl Default for ServerSection {
             ],
             data_dir: PathBuf::from("./lwm2m-data"),
             objects_dir: PathBuf::new(),
+            udp_recv_buffer_bytes: 4 << 20,
         }
     }
 }

@@ -210,8 +210,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let mut sockets = Vec::new();
     let mut addrs = Vec::new();
     for bind in &config.server.coap_bind {
-        let s = UdpSocket::bind(bind)
-            .await
+        let s = bind_udp(*bind, config.server.udp_recv_buffer_bytes)
             .with_context(|| format!("binding CoAP socket {bind}"))?;
         let local = s.local_addr()?;
         tracing::info!(addr = %local, "CoAP (NoSec) listening");
@@ -242,6 +241,32 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     };
     let task = tokio::spawn(shell.run(inbound, control, readers));
     Ok(Server { handle, task })
+}
+
+/// Binds a UDP socket with a receive buffer of `recv_buffer` bytes. The kernel default
+/// (about 200 KB, some 150 small datagrams) overflows when thousands of devices re-register
+/// at once after a restart, and every datagram dropped there costs the device a 2-3 s
+/// retransmission. The kernel caps the size at `net.core.rmem_max`; the size obtained is
+/// logged.
+fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        // `[::]` serves IPv4 too (as mapped addresses), which `route` relies on.
+        socket.set_only_v6(false).ok();
+    }
+    if recv_buffer > 0 {
+        if let Err(e) = socket.set_recv_buffer_size(recv_buffer) {
+            tracing::warn!(%addr, error = %e, "could not set the UDP receive buffer");
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    let got = socket.recv_buffer_size().unwrap_or(0);
+    if got < recv_buffer {
+        tracing::warn!(%addr, wanted = recv_buffer, got, "UDP receive buffer capped by the kernel (raise net.core.rmem_max)");
+    }
+    UdpSocket::from_std(socket.into())
 }
 
 async fn read_socket(socket: Arc<UdpSocket>, to_core: mpsc::Sender<(SocketAddr, Vec<u8>)>) {
