@@ -130,24 +130,10 @@ impl<P: Peer> Endpoint<P> {
         let Ok(encoded) = request.to_bytes_with_limit(self.config.max_message_size) else {
             return Err(SendError::Encode);
         };
-        let mut probe = request.clone();
-        probe.set_token(vec![0; 8]);
-        if upload.is_some() {
-            probe.payload = vec![0; block_size(szx)];
-            msg::set_block_option(
-                &mut probe,
-                CoapOption::Block1,
-                BlockOpt {
-                    num: 0,
-                    more: true,
-                    szx,
-                },
-            );
-        }
-        if probe
-            .to_bytes_with_limit(self.config.max_message_size)
-            .is_err()
-        {
+        // Room for what each message adds to the stored request: a token of up to 8 bytes
+        // and, for an upload, a block of payload with its marker, Block1 and Size1 options.
+        let overhead = 8 + upload.as_ref().map_or(0, |_| block_size(szx) + 16);
+        if encoded.len() + overhead > self.config.max_message_size {
             return Err(SendError::Encode);
         }
         let observe = match msg::observe(&request) {
@@ -189,7 +175,8 @@ impl<P: Peer> Endpoint<P> {
             },
         );
         if start {
-            self.transmit_current(now, id);
+            // The first message is built from the packet at hand, not parsed back.
+            self.transmit_with(now, id, Some(request));
         }
         Ok(id)
     }
@@ -329,6 +316,12 @@ impl<P: Peer> Endpoint<P> {
     /// Builds and sends the message the request is at: the next Block1 block, the next
     /// Block2 request, or the request itself.
     pub(super) fn transmit_current(&mut self, now: Instant, id: RequestId) {
+        self.transmit_with(now, id, None);
+    }
+
+    /// [`transmit_current`](Self::transmit_current), starting from `template` (the request
+    /// without token) when the caller has it decoded already.
+    fn transmit_with(&mut self, now: Instant, id: RequestId, template: Option<Packet>) {
         // Whatever was in flight for this request is superseded: its retransmissions and a
         // late ACK of it must not be taken for the new message's.
         if let Some((peer, mid)) = self
@@ -356,7 +349,10 @@ impl<P: Peer> Endpoint<P> {
         };
         let peer = r.peer;
         // Our own encoding, so it parses; the default only keeps a bug from panicking.
-        let mut p = Packet::from_bytes(&r.request).unwrap_or_default();
+        let mut p = match template {
+            Some(p) => p,
+            None => Packet::from_bytes(&r.request).unwrap_or_default(),
+        };
         let mut token = r.token;
         if let Some(up) = &r.upload {
             let size = block_size(up.szx);
