@@ -283,7 +283,8 @@ async fn observe_with_attributes_composite_send_update_deregister() {
             "dev-obs",
             DownlinkRequest::WriteAttributes {
                 path: temp,
-                attributes: attrs
+                attributes: attrs,
+                remove: Vec::new(),
             }
         )
         .await,

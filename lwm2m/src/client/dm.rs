@@ -14,7 +14,6 @@
 //!   Content-Format is answered 4.15.
 use super::notifier::Target;
 use super::Client;
-use crate::coap::link_format::NotificationAttributes;
 use crate::coap::{msg, CoapOption, IncomingRequest, MessageClass, Packet, Peer, RequestType};
 use crate::content::negotiate::Lwm2mVersion;
 use crate::content::{self, ContentFormat, Record};
@@ -132,12 +131,6 @@ impl<P: Peer> Client<P> {
             // Core Appendix E.1: bootstrap-only.
             return Err(Lwm2mError::MethodNotAllowed);
         }
-        if method == MessageClass::Request(RequestType::Put)
-            && p.payload.is_empty()
-            && msg::has_option(p, CoapOption::UriQuery)
-        {
-            return self.write_attributes(&path, p, fx);
-        }
         let (req, accept) = DownlinkRequest::from_coap(p, &*self.store.registry)?;
         match req {
             DownlinkRequest::Read { path } => {
@@ -160,8 +153,13 @@ impl<P: Peer> Client<P> {
                 fx.changed = changed;
                 Ok(msg::response(crate::coap::ResponseType::Changed))
             }
-            DownlinkRequest::WriteAttributes { path, attributes } => {
-                self.store.dm_write_attributes(&path, &attributes, &[])?;
+            DownlinkRequest::WriteAttributes {
+                path,
+                attributes,
+                remove,
+            } => {
+                self.store
+                    .dm_write_attributes(&path, &attributes, &remove)?;
                 fx.attributes = true;
                 Ok(msg::response(crate::coap::ResponseType::Changed))
             }
@@ -216,27 +214,6 @@ impl<P: Peer> Client<P> {
                 Ok(msg::response(crate::coap::ResponseType::Changed))
             }
         }
-    }
-
-    /// Write-Attributes, read from the query here rather than by
-    /// [`DownlinkRequest::from_coap`] so that bare names (`?pmin`) unset attributes
-    /// (Core §5.1.2) instead of failing the request.
-    fn write_attributes(
-        &mut self,
-        path: &Path,
-        p: &Packet,
-        fx: &mut Effects,
-    ) -> Result<Packet, Lwm2mError> {
-        let query = msg::uri_query(p);
-        let (set, unset): (Vec<&String>, Vec<&String>) =
-            query.iter().partition(|q| q.contains('='));
-        let set: Vec<&str> = set.into_iter().map(String::as_str).collect();
-        let unset: Vec<String> = unset.into_iter().cloned().collect();
-        let attributes =
-            NotificationAttributes::from_query(&set).map_err(|e| bad(e.to_string()))?;
-        self.store.dm_write_attributes(path, &attributes, &unset)?;
-        fx.attributes = true;
-        Ok(msg::response(crate::coap::ResponseType::Changed))
     }
 
     /// A 2.05 with `node` in the negotiated format.

@@ -38,6 +38,9 @@ pub const MAX_LINKS: usize = 65_535;
 /// attribute from pinning a large allocation.
 pub const MAX_VALUE_LEN: usize = 4 * 1024;
 
+/// The notification attributes of OMA LwM2M TS Core §5.1.2, by their query names.
+pub const NOTIFICATION_ATTRIBUTES: [&str; 7] = ["pmin", "pmax", "gt", "lt", "st", "epmin", "epmax"];
+
 /// Attributes that RFC 6690 (§2, §3) and LwM2M write as quoted strings even
 /// when their value would be a valid token, so we emit them the way peers and
 /// test vectors expect.
@@ -607,6 +610,31 @@ impl NotificationAttributes {
             }
         }
         Ok(attrs)
+    }
+
+    /// Reads a Write-Attributes query in which a bare name (`pmin`, no value) removes that
+    /// attribute (OMA LwM2M TS Core §5.1.2). Returns the attributes to set and the names to
+    /// remove (lower case); an unknown bare name is refused.
+    pub fn from_query_with_removals(
+        query: &[&str],
+    ) -> Result<(Self, Vec<String>), LinkFormatError> {
+        let mut attrs = Self::default();
+        let mut removed = Vec::new();
+        for item in query {
+            match item.split_once('=') {
+                Some((name, value)) => attrs.apply(name, Some(value))?,
+                None => {
+                    let name = item.to_ascii_lowercase();
+                    if !NOTIFICATION_ATTRIBUTES.contains(&name.as_str()) {
+                        return Err(LinkFormatError::MissingValue { name });
+                    }
+                    if !removed.contains(&name) {
+                        removed.push(name);
+                    }
+                }
+            }
+        }
+        Ok((attrs, removed))
     }
 
     /// The attributes that are set as Uri-Query items (`name=value`), in the

@@ -57,12 +57,14 @@ pub enum DownlinkRequest {
         /// The value tree at `path`.
         node: Node,
     },
-    /// Set notification attributes (Core §6.3.4).
+    /// Set or remove notification attributes (Core §6.3.4, §5.1.2).
     WriteAttributes {
         /// Where.
         path: Path,
         /// The attributes to set.
         attributes: NotificationAttributes,
+        /// Names of attributes to remove (`pmin`, `gt`, …), sent as bare query items.
+        remove: Vec<String>,
     },
     /// Execute a resource (Core §6.3.5).
     Execute {
@@ -222,9 +224,15 @@ impl DownlinkRequest {
                 set_format(&mut p, CoapOption::ContentFormat, format);
                 p
             }
-            DownlinkRequest::WriteAttributes { attributes, .. } => {
+            DownlinkRequest::WriteAttributes {
+                attributes, remove, ..
+            } => {
                 let mut p = msg::request(RequestType::Put, &path);
-                for q in attributes.to_query() {
+                for q in attributes
+                    .to_query()
+                    .into_iter()
+                    .chain(remove.iter().cloned())
+                {
                     p.add_option(CoapOption::UriQuery, q.into_bytes());
                 }
                 p
@@ -300,9 +308,13 @@ impl DownlinkRequest {
             MessageClass::Request(RequestType::Put) if !has_payload && format.is_none() => {
                 let query = msg::uri_query(packet);
                 let items: Vec<&str> = query.iter().map(String::as_str).collect();
-                let attributes = NotificationAttributes::from_query(&items)
+                let (attributes, remove) = NotificationAttributes::from_query_with_removals(&items)
                     .map_err(|e| Lwm2mError::BadRequest(e.to_string()))?;
-                DownlinkRequest::WriteAttributes { path, attributes }
+                DownlinkRequest::WriteAttributes {
+                    path,
+                    attributes,
+                    remove,
+                }
             }
             MessageClass::Request(RequestType::Put) => {
                 let node = content::decode(payload_format()?, &path, &packet.payload, schema)?;

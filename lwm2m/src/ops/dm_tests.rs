@@ -64,6 +64,7 @@ fn every_request_round_trips_through_coap() {
         DownlinkRequest::WriteAttributes {
             path: Path::resource(3303, 0, 5700),
             attributes,
+            remove: vec!["lt".into(), "epmax".into()],
         },
         f,
     );
@@ -207,4 +208,26 @@ fn send_round_trips() {
         SendRequest::from_coap(&p, &NoSchema).map(|_| ()),
         Err(Lwm2mError::UnsupportedContentFormat)
     );
+}
+
+#[test]
+fn write_attributes_refuses_unknown_bare_names() {
+    let p = msg::request(RequestType::Put, "/3303/0/5700?pmin=5&bogus");
+    assert!(matches!(
+        DownlinkRequest::from_coap(&p, &NoSchema),
+        Err(Lwm2mError::BadRequest(_))
+    ));
+    let p = msg::request(RequestType::Put, "/3303/0/5700?pmin=5&PMAX");
+    match DownlinkRequest::from_coap(&p, &NoSchema) {
+        Ok((
+            DownlinkRequest::WriteAttributes {
+                attributes, remove, ..
+            },
+            _,
+        )) => {
+            assert_eq!(attributes.pmin, Some(5));
+            assert_eq!(remove, vec!["pmax".to_string()]);
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -530,6 +530,7 @@ fn write_attributes_checks_thresholds() {
             pmax: Some(30),
             ..Default::default()
         },
+        remove: Vec::new(),
     };
     assert_eq!(code(&net.dm(&req, ContentFormat::Text)), "2.04");
     assert_eq!(
