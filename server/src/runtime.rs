@@ -1,27 +1,25 @@
-//! The tokio shell around [`ServerCore`]: sockets, the store, the command channel and the
-//! event stream. No protocol logic lives here (DESIGN.md: binaries and shells stay thin).
-//!
-//! One task owns the core. Each UDP socket has a reader task that forwards datagrams to it
-//! through a bounded channel (so two sockets, IPv4 and IPv6, need no `select!` over a
-//! variable set); replies are sent straight from the core task. Store writes leave through
-//! the store's group-committing writer, device events through a bounded broadcast channel.
+//! The tokio shell around [`ServerCore`]: the store, the command channel and the event
+//! stream. No protocol logic lives here (DESIGN.md: binaries and shells stay thin), and no
+//! socket code either: `lwm2m::net::machine` drives the core on the sockets, this file only
+//! says what happens to the core's outputs — store writes go to the group-committing writer,
+//! device events to a bounded broadcast channel and to callers waiting for a result.
 use crate::config::Config;
 use crate::core::types::{Command, CommandId, DeviceEvent, Outcome, Registration};
 use crate::core::ServerCore;
 use crate::store::{Store, StoreConfig, StoreError, StoreStats, Table};
 use anyhow::Context;
+use lwm2m::coap::Transmit;
 use lwm2m::model::{Path, Registry};
+use lwm2m::net::machine::{self, Machine, Sockets};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::SystemTime;
-use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// Datagrams waiting between the socket readers and the core.
-const INBOUND_CAPACITY: usize = 8192;
 /// Device events a slow subscriber may fall behind by before it misses some.
 const EVENT_CAPACITY: usize = 16_384;
 
@@ -142,31 +140,6 @@ pub struct Server {
     pub task: JoinHandle<anyhow::Result<()>>,
 }
 
-/// IPv4 peers are kept in plain form whichever socket they came through, so a device has one
-/// address whether the server listens on `0.0.0.0` or a dual-stack `[::]`.
-fn canonical(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(a.ip().to_canonical(), a.port())
-}
-
-/// Picks the socket (and address form) to reach `peer` through.
-fn route<'a>(
-    sockets: &'a [Arc<UdpSocket>],
-    addrs: &[SocketAddr],
-    peer: SocketAddr,
-) -> Option<(&'a Arc<UdpSocket>, SocketAddr)> {
-    let same = addrs.iter().position(|a| a.is_ipv4() == peer.is_ipv4());
-    if let Some(i) = same {
-        return sockets.get(i).map(|s| (s, peer));
-    }
-    // An IPv4 peer reached through a dual-stack IPv6 socket.
-    let i = addrs.iter().position(|a| a.is_ipv6())?;
-    let mapped = match peer {
-        SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
-        v6 => v6,
-    };
-    sockets.get(i).map(|s| (s, mapped))
-}
-
 /// Opens the store, restores the previous state, binds the sockets and starts the server.
 pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let mut schema = Registry::bundled();
@@ -207,22 +180,15 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     );
     tracing::info!(?report, "state restored");
 
-    let mut sockets = Vec::new();
-    let mut addrs = Vec::new();
-    for bind in &config.server.coap_bind {
-        let s = bind_udp(*bind, config.server.udp_recv_buffer_bytes)
-            .with_context(|| format!("binding CoAP socket {bind}"))?;
-        let local = s.local_addr()?;
-        tracing::info!(addr = %local, "CoAP (NoSec) listening");
-        addrs.push(local);
-        sockets.push(Arc::new(s));
+    let sockets = Sockets::bind(
+        &config.server.coap_bind,
+        config.server.udp_recv_buffer_bytes,
+    )
+    .with_context(|| format!("binding CoAP sockets {:?}", config.server.coap_bind))?;
+    let addrs = sockets.local_addrs().to_vec();
+    for a in &addrs {
+        tracing::info!(addr = %a, "CoAP (NoSec) listening");
     }
-    let (inbound_tx, inbound) = mpsc::channel(INBOUND_CAPACITY);
-    let readers: Vec<JoinHandle<()>> = sockets
-        .iter()
-        .map(|s| tokio::spawn(read_socket(s.clone(), inbound_tx.clone())))
-        .collect();
-    drop(inbound_tx);
     let (control_tx, control) = mpsc::channel(1024);
     let (events, _) = broadcast::channel(EVENT_CAPACITY);
     let handle = ServerHandle {
@@ -234,116 +200,39 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let shell = Shell {
         core,
         store,
-        sockets,
-        addrs,
         events,
         waiters: HashMap::new(),
+        done: None,
     };
-    let task = tokio::spawn(shell.run(inbound, control, readers));
+    let task = tokio::spawn(async move {
+        let shell = machine::run(sockets, shell, control).await;
+        shell.finish().await
+    });
     Ok(Server { handle, task })
-}
-
-/// Binds a UDP socket with a receive buffer of `recv_buffer` bytes. The kernel default
-/// (about 200 KB, some 150 small datagrams) overflows when thousands of devices re-register
-/// at once after a restart, and every datagram dropped there costs the device a 2-3 s
-/// retransmission. The kernel caps the size at `net.core.rmem_max`; the size obtained is
-/// logged.
-fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> std::io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        // `[::]` serves IPv4 too (as mapped addresses), which `route` relies on.
-        socket.set_only_v6(false).ok();
-    }
-    if recv_buffer > 0 {
-        if let Err(e) = socket.set_recv_buffer_size(recv_buffer) {
-            tracing::warn!(%addr, error = %e, "could not set the UDP receive buffer");
-        }
-    }
-    socket.set_nonblocking(true)?;
-    socket.bind(&addr.into())?;
-    let got = socket.recv_buffer_size().unwrap_or(0);
-    if got < recv_buffer {
-        tracing::warn!(%addr, wanted = recv_buffer, got, "UDP receive buffer capped by the kernel (raise net.core.rmem_max)");
-    }
-    UdpSocket::from_std(socket.into())
-}
-
-async fn read_socket(socket: Arc<UdpSocket>, to_core: mpsc::Sender<(SocketAddr, Vec<u8>)>) {
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        match socket.recv_from(&mut buf).await {
-            Ok((n, peer)) => {
-                let data = buf.get(..n).unwrap_or_default().to_vec();
-                if to_core.send((canonical(peer), data)).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
-        }
-    }
 }
 
 struct Shell {
     core: ServerCore<SocketAddr>,
     store: Store,
-    sockets: Vec<Arc<UdpSocket>>,
-    addrs: Vec<SocketAddr>,
     events: broadcast::Sender<DeviceEvent>,
     /// Callers of `execute` waiting for their command's result.
     waiters: HashMap<CommandId, oneshot::Sender<Outcome>>,
+    /// The caller of `shutdown`, told once the store is committed.
+    done: Option<oneshot::Sender<()>>,
 }
 
-impl Shell {
-    async fn run(
-        mut self,
-        mut inbound: mpsc::Receiver<(SocketAddr, Vec<u8>)>,
-        mut control: mpsc::Receiver<Control>,
-        readers: Vec<JoinHandle<()>>,
-    ) -> anyhow::Result<()> {
-        let sleep = tokio::time::sleep_until(Instant::now());
-        tokio::pin!(sleep);
-        let done = loop {
-            self.drain().await;
-            let deadline = self.core.poll_timeout();
-            if let Some(t) = deadline {
-                sleep.as_mut().reset(t.into());
-            }
-            tokio::select! {
-                Some((peer, data)) = inbound.recv() => {
-                    let now = Instant::now().into_std();
-                    self.core.handle_datagram(now, peer, &data);
-                    // Take whatever else already arrived before answering (batching).
-                    for _ in 0..64 {
-                        match inbound.try_recv() {
-                            Ok((peer, data)) => self.core.handle_datagram(now, peer, &data),
-                            Err(_) => break,
-                        }
-                    }
-                }
-                () = &mut sleep, if deadline.is_some() => self.core.handle_timeout(Instant::now().into_std()),
-                msg = control.recv() => match msg {
-                    Some(Control::Shutdown(done)) => break Some(done),
-                    Some(c) => self.on_control(c),
-                    None => break None,
-                },
-            }
-        };
-        for r in readers {
-            r.abort();
-        }
-        self.drain().await;
-        self.store.flush().await?;
-        self.store.close()?;
-        tracing::info!("server stopped; store flushed");
-        if let Some(done) = done {
-            let _ = done.send(());
-        }
-        Ok(())
+impl Machine for Shell {
+    type Command = Control;
+
+    fn handle_datagram(&mut self, now: std::time::Instant, peer: SocketAddr, data: &[u8]) {
+        self.core.handle_datagram(now, peer, data);
     }
 
-    fn on_control(&mut self, c: Control) {
-        let now = Instant::now().into_std();
+    fn handle_timeout(&mut self, now: std::time::Instant) {
+        self.core.handle_timeout(now);
+    }
+
+    fn handle_command(&mut self, now: std::time::Instant, c: Control) -> ControlFlow<()> {
         match c {
             Control::Submit(cmd, id_tx, waiter) => {
                 let id = self.core.submit(now, cmd);
@@ -362,26 +251,25 @@ impl Shell {
             Control::Registrations(tx) => {
                 let _ = tx.send(self.core.registrations().cloned().collect());
             }
-            Control::Shutdown(_) => {}
-        }
-    }
-
-    /// Sends, stores and publishes everything the core produced.
-    async fn drain(&mut self) {
-        while let Some(t) = self.core.poll_transmit() {
-            let Some((socket, to)) = route(&self.sockets, &self.addrs, t.peer) else {
-                continue;
-            };
-            let sent = match socket.try_send_to(&t.payload, to) {
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    socket.send_to(&t.payload, to).await
-                }
-                r => r,
-            };
-            if let Err(e) = sent {
-                tracing::debug!(peer = %t.peer, error = %e, "UDP send failed");
+            Control::Shutdown(done) => {
+                self.done = Some(done);
+                return ControlFlow::Break(());
             }
         }
+        ControlFlow::Continue(())
+    }
+
+    fn poll_transmit(&mut self) -> Option<Transmit<SocketAddr>> {
+        self.core.poll_transmit()
+    }
+
+    fn poll_timeout(&self) -> Option<std::time::Instant> {
+        self.core.poll_timeout()
+    }
+
+    /// Store writes go to the group-committing writer; events to the broadcast and to the
+    /// callers waiting for a result.
+    fn flush(&mut self) {
         while let Some(op) = self.core.poll_store() {
             let r = match op {
                 crate::core::persist::StoreOp::Put(t, k, v) => self.store.put(t, k, v),
@@ -401,5 +289,18 @@ impl Shell {
             // No subscriber is not an error: events are for whoever listens.
             let _ = self.events.send(ev);
         }
+    }
+}
+
+impl Shell {
+    /// After the driver stopped: commit the store, close it, tell `shutdown`'s caller.
+    async fn finish(self) -> anyhow::Result<()> {
+        self.store.flush().await?;
+        self.store.close()?;
+        tracing::info!("server stopped; store flushed");
+        if let Some(done) = self.done {
+            let _ = done.send(());
+        }
+        Ok(())
     }
 }

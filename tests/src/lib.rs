@@ -2,18 +2,19 @@
 //! with a temporary data directory, and devices that run the real `lwm2m::client` over their
 //! own UDP sockets.
 //!
-//! The device driver is the thinnest possible shell around the sans-IO client (socket in,
-//! timer, commands, socket out), so what the tests exercise is the protocol code itself.
+//! A device is the sans-IO client run by `lwm2m::net::machine`, the same driver as the
+//! server's, so what the tests exercise is the protocol code itself.
 #![warn(missing_docs)]
 
 use lwm2m::client::{Client, ClientConfig, ClientEvent, ObjectStore};
+use lwm2m::net::machine::{self, Machine, Sockets};
 use lwm2m_server::config::Config;
 use lwm2m_server::core::types::DeviceEvent;
 use lwm2m_server::{Server, ServerHandle};
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
-use tokio::net::UdpSocket;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
@@ -108,12 +109,25 @@ impl Device {
         config: ClientConfig,
         store: ObjectStore,
     ) -> anyhow::Result<Self> {
-        let socket = UdpSocket::bind("127.0.0.1:0").await?;
-        let addr = socket.local_addr()?;
+        let sockets = Sockets::bind(&[SocketAddr::from(([127, 0, 0, 1], 0))], 0)?;
+        let addr = *sockets
+            .local_addrs()
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no socket"))?;
         let client = Client::new(config, server, store);
         let (jobs, jobs_rx) = mpsc::channel::<Job>(64);
         let (events_tx, events) = mpsc::channel(1024);
-        let task = tokio::spawn(drive(socket, client, jobs_rx, events_tx));
+        let task = tokio::spawn(async move {
+            machine::run(
+                sockets,
+                DeviceMachine {
+                    client,
+                    events: events_tx,
+                },
+                jobs_rx,
+            )
+            .await;
+        });
         let dev = Self {
             jobs,
             events,
@@ -154,39 +168,40 @@ impl Device {
     }
 }
 
-async fn drive(
-    socket: UdpSocket,
-    mut client: Client<SocketAddr>,
-    mut jobs: mpsc::Receiver<Job>,
+/// A device as a [`Machine`]: the client, its jobs as commands, its events to the test.
+struct DeviceMachine {
+    client: Client<SocketAddr>,
     events: mpsc::Sender<ClientEvent>,
-) {
-    let mut buf = vec![0u8; 65_536];
-    loop {
-        while let Some(t) = client.poll_transmit() {
-            let _ = socket.send_to(&t.payload, t.peer).await;
-        }
-        while let Some(ev) = client.poll_event() {
-            if events.send(ev).await.is_err() {
-                return;
-            }
-        }
-        let deadline = client.poll_timeout().map(tokio::time::Instant::from_std);
-        tokio::select! {
-            r = socket.recv_from(&mut buf) => {
-                if let Ok((n, peer)) = r {
-                    client.handle_datagram(Instant::now(), peer, buf.get(..n).unwrap_or_default());
-                }
-            }
-            () = async {
-                match deadline {
-                    Some(d) => tokio::time::sleep_until(d).await,
-                    None => std::future::pending().await,
-                }
-            } => client.handle_timeout(Instant::now()),
-            job = jobs.recv() => match job {
-                Some(f) => f(&mut client, Instant::now()),
-                None => return,
-            },
+}
+
+impl Machine for DeviceMachine {
+    type Command = Job;
+
+    fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) {
+        self.client.handle_datagram(now, peer, data);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.client.handle_timeout(now);
+    }
+
+    fn handle_command(&mut self, now: Instant, job: Job) -> ControlFlow<()> {
+        job(&mut self.client, now);
+        ControlFlow::Continue(())
+    }
+
+    fn poll_transmit(&mut self) -> Option<lwm2m::coap::Transmit<SocketAddr>> {
+        self.client.poll_transmit()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.client.poll_timeout()
+    }
+
+    fn flush(&mut self) {
+        while let Some(ev) = self.client.poll_event() {
+            // A test that stopped reading has its answer already.
+            let _ = self.events.try_send(ev);
         }
     }
 }

@@ -22,9 +22,11 @@
 //! ```
 mod driver;
 mod handle;
+pub mod machine;
 mod socket;
 mod waiters;
 
 pub use driver::{Driver, RECV_BATCH};
 pub use handle::{Handle, Incoming, NetError, Notification, Observation, ObserverGone};
+pub use machine::{Machine, Sockets};
 pub use socket::{Builder, CoapSocket};

@@ -1,0 +1,202 @@
+//! One socket driver for any sans-IO protocol machine: the server core, a device, the CoAP
+//! endpoint behind a [`Handle`](super::Handle). (RFC 7252 over UDP; the DTLS layer of the
+//! server will sit here too, so that it exists once.)
+//!
+//! A [`Machine`] takes datagrams, commands and time, and gives datagrams and the next
+//! deadline — the shape of every core in this project. [`run`] binds nothing itself: it is
+//! handed [`Sockets`] (one or more, IPv4 and IPv6), spawns one reader task per socket feeding
+//! one bounded channel, and otherwise runs everything on the machine's task: receive in
+//! batches, run timers, take commands, send what the machine produced, then call
+//! [`Machine::flush`] so the machine can hand its events on. No task per peer.
+use crate::coap::Transmit;
+use std::io;
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// Datagrams waiting between the socket readers and the machine.
+const INBOUND_CAPACITY: usize = 8192;
+/// Datagrams taken from the channel after one wake-up before replies are sent.
+const BATCH: usize = 64;
+
+/// A sans-IO protocol machine that [`run`] can drive.
+pub trait Machine {
+    /// What the application sends in.
+    type Command: Send + 'static;
+    /// One datagram from `peer`.
+    fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, data: &[u8]);
+    /// The deadline from [`poll_timeout`](Self::poll_timeout) passed (early calls are fine).
+    fn handle_timeout(&mut self, now: Instant);
+    /// A command; `Break` stops the driver after it has sent what is queued.
+    fn handle_command(&mut self, now: Instant, command: Self::Command) -> ControlFlow<()>;
+    /// The next datagram to send.
+    fn poll_transmit(&mut self) -> Option<Transmit<SocketAddr>>;
+    /// When [`handle_timeout`](Self::handle_timeout) should next run.
+    fn poll_timeout(&self) -> Option<Instant>;
+    /// Called after every input once the datagrams are sent: pass events on, write the
+    /// store. Must not block.
+    fn flush(&mut self) {}
+}
+
+/// The bound UDP sockets a machine is driven on.
+#[derive(Debug)]
+pub struct Sockets {
+    sockets: Vec<Arc<UdpSocket>>,
+    addrs: Vec<SocketAddr>,
+}
+
+impl Sockets {
+    /// Binds every address, each with a receive buffer of `recv_buffer` bytes (0 keeps the
+    /// kernel's default). A server wants a large one: the default (about 200 KB, some 150
+    /// small datagrams) overflows when thousands of devices register at once after a
+    /// restart, and every datagram dropped costs its device a 2-3 s retransmission. The
+    /// kernel caps the size at `net.core.rmem_max`; a capped size is logged. An IPv6
+    /// wildcard socket also serves IPv4 (mapped addresses). Must run inside a tokio runtime.
+    pub fn bind(addrs: &[SocketAddr], recv_buffer: usize) -> io::Result<Self> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let mut out = Self {
+            sockets: Vec::new(),
+            addrs: Vec::new(),
+        };
+        for addr in addrs {
+            let socket = Socket::new(Domain::for_address(*addr), Type::DGRAM, Some(Protocol::UDP))?;
+            if addr.is_ipv6() {
+                socket.set_only_v6(false).ok();
+            }
+            if recv_buffer > 0 {
+                if let Err(e) = socket.set_recv_buffer_size(recv_buffer) {
+                    tracing::warn!(%addr, error = %e, "could not set the UDP receive buffer");
+                }
+                let got = socket.recv_buffer_size().unwrap_or(0);
+                if got < recv_buffer {
+                    tracing::warn!(%addr, wanted = recv_buffer, got, "UDP receive buffer capped by the kernel (raise net.core.rmem_max)");
+                }
+            }
+            socket.set_nonblocking(true)?;
+            socket.bind(&(*addr).into())?;
+            let socket = UdpSocket::from_std(socket.into())?;
+            out.addrs.push(socket.local_addr()?);
+            out.sockets.push(Arc::new(socket));
+        }
+        Ok(out)
+    }
+
+    /// The bound addresses, in the order given.
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The socket (and address form) to reach `peer` through: one of its family, else an
+    /// IPv6 socket with the IPv4 address mapped (RFC 4291 §2.5.5.2).
+    fn route(&self, peer: SocketAddr) -> Option<(&UdpSocket, SocketAddr)> {
+        if let Some(i) = self
+            .addrs
+            .iter()
+            .position(|a| a.is_ipv4() == peer.is_ipv4())
+        {
+            return self.sockets.get(i).map(|s| (&**s, peer));
+        }
+        let i = self.addrs.iter().position(|a| a.is_ipv6())?;
+        let mapped = match peer {
+            SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
+            v6 => v6,
+        };
+        self.sockets.get(i).map(|s| (&**s, mapped))
+    }
+
+    async fn send(&self, t: Transmit<SocketAddr>) {
+        let Some((socket, to)) = self.route(t.peer) else {
+            return;
+        };
+        let sent = match socket.try_send_to(&t.payload, to) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => socket.send_to(&t.payload, to).await,
+            r => r,
+        };
+        if let Err(e) = sent {
+            // Lost like any datagram; confirmable messages are retransmitted by the machine.
+            tracing::debug!(peer = %t.peer, error = %e, "UDP send failed");
+        }
+    }
+}
+
+/// IPv4 peers are kept in plain form whichever socket they came through, so a device has one
+/// address whether the machine listens on `0.0.0.0` or a dual-stack `[::]`.
+fn canonical(a: SocketAddr) -> SocketAddr {
+    SocketAddr::new(a.ip().to_canonical(), a.port())
+}
+
+async fn read_socket(socket: Arc<UdpSocket>, to_machine: mpsc::Sender<(SocketAddr, Vec<u8>)>) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        match socket.recv_from(&mut buf).await {
+            Ok((n, peer)) => {
+                let data = buf.get(..n).unwrap_or_default().to_vec();
+                if to_machine.send((canonical(peer), data)).await.is_err() {
+                    return;
+                }
+            }
+            // ICMP errors from one peer must not stop the others.
+            Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
+        }
+    }
+}
+
+/// Drives `machine` on `sockets` until a command breaks or every command sender is gone,
+/// then sends what is still queued and hands the machine back.
+pub async fn run<M: Machine>(
+    sockets: Sockets,
+    mut machine: M,
+    mut commands: mpsc::Receiver<M::Command>,
+) -> M {
+    let (inbound_tx, mut inbound) = mpsc::channel(INBOUND_CAPACITY);
+    let readers: Vec<_> = sockets
+        .sockets
+        .iter()
+        .map(|s| tokio::spawn(read_socket(s.clone(), inbound_tx.clone())))
+        .collect();
+    drop(inbound_tx);
+    let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(sleep);
+    loop {
+        while let Some(t) = machine.poll_transmit() {
+            sockets.send(t).await;
+        }
+        machine.flush();
+        let deadline = machine.poll_timeout();
+        if let Some(t) = deadline {
+            sleep.as_mut().reset(t.into());
+        }
+        tokio::select! {
+            Some((peer, data)) = inbound.recv() => {
+                let now = Instant::now();
+                machine.handle_datagram(now, peer, &data);
+                for _ in 0..BATCH {
+                    match inbound.try_recv() {
+                        Ok((peer, data)) => machine.handle_datagram(now, peer, &data),
+                        Err(_) => break,
+                    }
+                }
+            }
+            () = &mut sleep, if deadline.is_some() => machine.handle_timeout(Instant::now()),
+            cmd = commands.recv() => match cmd {
+                Some(c) => {
+                    if machine.handle_command(Instant::now(), c).is_break() {
+                        break;
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+    for r in readers {
+        r.abort();
+    }
+    while let Some(t) = machine.poll_transmit() {
+        sockets.send(t).await;
+    }
+    machine.flush();
+    machine
+}

@@ -1,0 +1,74 @@
+//! `lwm2m::net::machine` over real loopback sockets: datagrams reach the machine with their
+//! peer, replies leave through the socket of the peer's family, and a breaking command stops
+//! the driver and hands the machine back.
+use lwm2m::coap::Transmit;
+use lwm2m::net::machine::{self, Machine, Sockets};
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+
+/// Answers every datagram with "echo:" and the datagram; counts what it saw.
+#[derive(Default)]
+struct Echo {
+    out: Vec<Transmit<SocketAddr>>,
+    seen: usize,
+}
+
+impl Machine for Echo {
+    type Command = ();
+    fn handle_datagram(&mut self, _now: Instant, peer: SocketAddr, data: &[u8]) {
+        self.seen += 1;
+        let mut payload = b"echo:".to_vec();
+        payload.extend_from_slice(data);
+        self.out.push(Transmit { peer, payload });
+    }
+    fn handle_timeout(&mut self, _now: Instant) {}
+    fn handle_command(&mut self, _now: Instant, (): ()) -> ControlFlow<()> {
+        ControlFlow::Break(())
+    }
+    fn poll_transmit(&mut self) -> Option<Transmit<SocketAddr>> {
+        self.out.pop()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        None
+    }
+}
+
+async fn ask(from: &str, to: SocketAddr, what: &[u8]) -> std::io::Result<Vec<u8>> {
+    let s = UdpSocket::bind(from).await?;
+    s.send_to(what, to).await?;
+    let mut buf = [0u8; 64];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(30), s.recv_from(&mut buf)).await??;
+    Ok(buf.get(..n).unwrap_or_default().to_vec())
+}
+
+#[tokio::test]
+async fn routes_ipv4_and_ipv6_and_stops_on_command() {
+    let v6 = "[::1]:0".parse().unwrap();
+    let binds: Vec<SocketAddr> = match UdpSocket::bind(v6).await {
+        Ok(_) => vec!["127.0.0.1:0".parse().unwrap(), v6],
+        Err(_) => {
+            eprintln!("no IPv6 loopback here: testing IPv4 only");
+            vec!["127.0.0.1:0".parse().unwrap()]
+        }
+    };
+    let sockets = Sockets::bind(&binds, 1 << 20).unwrap();
+    let addrs = sockets.local_addrs().to_vec();
+    let (stop, commands) = mpsc::channel(1);
+    let driver = tokio::spawn(machine::run(sockets, Echo::default(), commands));
+    assert_eq!(
+        ask("127.0.0.1:0", addrs[0], b"v4").await.unwrap(),
+        b"echo:v4"
+    );
+    if let Some(a6) = addrs.get(1) {
+        assert_eq!(ask("[::1]:0", *a6, b"v6").await.unwrap(), b"echo:v6");
+    }
+    stop.send(()).await.unwrap();
+    let echo = tokio::time::timeout(Duration::from_secs(30), driver)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echo.seen, addrs.len());
+}
