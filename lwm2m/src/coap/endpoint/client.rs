@@ -33,6 +33,8 @@ pub(super) struct OutRequest<P> {
     retries_left: u8,
     /// Id of the armed deadline timer; 0 when none is armed.
     deadline: u64,
+    /// When that timer fires: with the id, what cancels it.
+    deadline_due: Instant,
     /// When the current exchange times out without a response. For a CON message the
     /// timer is only armed once an empty ACK says a separate response is coming; until
     /// then the retransmission timer checks it, so a piggybacked exchange leaves no
@@ -171,6 +173,7 @@ impl<P: Peer> Endpoint<P> {
                 holds_slot: start,
                 retries_left: self.config.block_retries,
                 deadline: 0,
+                deadline_due: now,
                 deadline_at: now,
             },
         );
@@ -235,6 +238,7 @@ impl<P: Peer> Endpoint<P> {
                 holds_slot: false,
                 retries_left: self.config.block_retries,
                 deadline: 0,
+                deadline_due: now,
                 deadline_at: now,
             },
         );
@@ -329,7 +333,7 @@ impl<P: Peer> Endpoint<P> {
             .get_mut(&id)
             .and_then(|r| r.current_mid.take().map(|m| (r.peer, m)))
         {
-            self.unacked.remove(&(peer, mid));
+            self.drop_unacked(peer, mid);
         }
         // A block request gets a token of its own each time it is sent.
         if let Some((peer, old)) = self
@@ -405,19 +409,13 @@ impl<P: Peer> Endpoint<P> {
             self.fail_request(now, id, ExchangeError::Encode);
             return;
         };
-        let deadline = if con {
-            0
-        } else {
-            let t = self.timers.next_id();
-            self.timers
-                .arm(now + timeout, Timer::RequestDeadline { req: id, id: t });
-            t
-        };
         if let Some(r) = self.requests.get_mut(&id) {
-            r.deadline = deadline;
             r.deadline_at = now + timeout;
             r.current_mid = con.then_some(mid);
         }
+        // A CON message's deadline is armed when an empty ACK says a separate response is
+        // coming; until then its retransmission timer watches `deadline_at`.
+        self.set_deadline(id, (!con).then_some(now + timeout));
         if con {
             self.send_con(now, peer, mid, bytes, Owner::Request(id));
         } else {
@@ -431,11 +429,27 @@ impl<P: Peer> Endpoint<P> {
             return;
         };
         r.current_mid = None;
-        let t = self.timers.next_id();
-        r.deadline = t;
         let at = r.deadline_at.max(now);
-        self.timers
-            .arm(at, Timer::RequestDeadline { req: id, id: t });
+        self.set_deadline(id, Some(at));
+    }
+
+    /// Arms the deadline timer of request `id` at `at`, or with `None` disarms it; the
+    /// timer armed before is cancelled either way.
+    fn set_deadline(&mut self, id: RequestId, at: Option<Instant>) {
+        let Some(r) = self.requests.get_mut(&id) else {
+            return;
+        };
+        if r.deadline != 0 {
+            self.timers.cancel(r.deadline_due, r.deadline);
+            r.deadline = 0;
+        }
+        if let Some(at) = at {
+            let t = self.timers.next_id();
+            self.timers
+                .arm(at, Timer::RequestDeadline { req: id, id: t });
+            r.deadline = t;
+            r.deadline_due = at;
+        }
     }
 
     pub(super) fn on_request_deadline(&mut self, now: Instant, req: RequestId, id: u64) {
@@ -456,9 +470,15 @@ impl<P: Peer> Endpoint<P> {
         };
         let peer = r.peer;
         if let Some(mid) = r.current_mid.take() {
-            self.unacked.remove(&(peer, mid));
+            // Disjoint fields: `r` still borrows `self.requests`.
+            if let Some(u) = self.unacked.remove(&(peer, mid)) {
+                self.timers.cancel(u.due, u.timer);
+            }
         }
-        r.deadline = 0;
+        if r.deadline != 0 {
+            self.timers.cancel(r.deadline_due, r.deadline);
+            r.deadline = 0;
+        }
         let blockwise = r.upload.is_some() || r.download.is_some();
         if blockwise && r.retries_left > 0 {
             r.retries_left -= 1;
@@ -519,7 +539,10 @@ impl<P: Peer> Endpoint<P> {
         }
         // A response implies the request arrived, even if its ACK was lost.
         if let Some(mid) = r.current_mid.take() {
-            self.unacked.remove(&(peer, mid));
+            // Disjoint fields: `r` still borrows `self.requests`.
+            if let Some(u) = self.unacked.remove(&(peer, mid)) {
+                self.timers.cancel(u.due, u.timer);
+            }
         }
         if msg::unknown_critical_option(&resp).is_some() {
             self.fail_request(now, req, ExchangeError::BadResponse);
@@ -566,7 +589,10 @@ impl<P: Peer> Endpoint<P> {
                         seq: seq.unwrap_or_default(),
                         at: now,
                     };
-                    r.deadline = 0;
+                    if r.deadline != 0 {
+                        self.timers.cancel(r.deadline_due, r.deadline);
+                        r.deadline = 0;
+                    }
                     self.release_slot(now, req);
                 } else {
                     r.observe = ObserveState::None;
@@ -786,12 +812,15 @@ impl<P: Peer> Endpoint<P> {
     /// Removes a request and everything that points at it.
     fn take_request(&mut self, now: Instant, req: RequestId) -> Option<OutRequest<P>> {
         let r = self.requests.remove(&req)?;
+        if r.deadline != 0 {
+            self.timers.cancel(r.deadline_due, r.deadline);
+        }
         self.tokens.remove(&(r.peer, r.token));
         if let Some(dl) = &r.download {
             self.tokens.remove(&(r.peer, dl.token));
         }
         if let Some(mid) = r.current_mid {
-            self.unacked.remove(&(r.peer, mid));
+            self.drop_unacked(r.peer, mid);
         }
         if r.holds_slot {
             self.free_slot(now, r.peer);

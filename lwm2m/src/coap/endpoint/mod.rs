@@ -15,7 +15,7 @@ use super::event::{
 };
 use super::expiring::ExpiringMap;
 use super::msg::{self, Kind};
-use super::timer::{ExpiryQueue, TimerHeap};
+use super::timer::{ExpiryQueue, TimerSet};
 use super::FastMap;
 use coap_lite::{MessageType, Packet};
 use rand::rngs::StdRng;
@@ -46,7 +46,7 @@ pub struct Endpoint<P: Peer> {
     config: EndpointConfig,
     /// Seeded from the config so that a test run can be replayed exactly.
     rng: StdRng,
-    timers: TimerHeap<Timer<P>>,
+    timers: TimerSet<Timer<P>>,
     transmits: VecDeque<Transmit<P>>,
     events: VecDeque<Event<P>>,
     stats: Stats,
@@ -104,6 +104,8 @@ struct Unacked {
     timeout: Duration,
     /// Id of the armed retransmission timer.
     timer: u64,
+    /// When that timer fires: with the id, what cancels it once the message is answered.
+    due: Instant,
     owner: Owner,
 }
 
@@ -141,7 +143,7 @@ impl<P: Peer> Endpoint<P> {
             ahash::RandomState::with_seeds(rng.random(), rng.random(), rng.random(), rng.random());
         Self {
             rng,
-            timers: TimerHeap::default(),
+            timers: TimerSet::default(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             stats: Stats::default(),
@@ -418,9 +420,18 @@ impl<P: Peer> Endpoint<P> {
                 attempt,
                 timeout,
                 timer: id,
+                due: now + timeout,
                 owner,
             },
         );
+    }
+
+    /// Forgets our confirmable message (peer, mid) — answered, reset, superseded or given
+    /// up — and cancels its retransmission timer.
+    fn drop_unacked(&mut self, peer: P, mid: u16) -> Option<Unacked> {
+        let u = self.unacked.remove(&(peer, mid))?;
+        self.timers.cancel(u.due, u.timer);
+        Some(u)
     }
 
     fn on_retransmit_timer(&mut self, now: Instant, peer: P, mid: u16, id: u64) {
@@ -433,7 +444,7 @@ impl<P: Peer> Endpoint<P> {
         }
         if u.attempt >= max {
             let owner = u.owner;
-            self.unacked.remove(&(peer, mid));
+            self.drop_unacked(peer, mid);
             match owner {
                 Owner::Request(req) => self.on_exchange_timeout(now, req),
                 Owner::Ping(req) => {
@@ -463,7 +474,7 @@ impl<P: Peer> Endpoint<P> {
                 .get(&req)
                 .is_some_and(|r| r.deadline_at <= now)
             {
-                self.unacked.remove(&(peer, mid));
+                self.drop_unacked(peer, mid);
                 self.on_exchange_timeout(now, req);
                 return;
             }
@@ -472,7 +483,7 @@ impl<P: Peer> Endpoint<P> {
         // one, keeping its counter and timeout.
         if let Owner::Notification(obs) = owner {
             if let Some(newer) = self.observers.get_mut(&obs).and_then(|o| o.queued.take()) {
-                self.unacked.remove(&(peer, mid));
+                self.drop_unacked(peer, mid);
                 self.send_notification_con(now, obs, newer, attempt, timeout);
                 self.stats.retransmissions += 1;
                 return;
@@ -485,6 +496,7 @@ impl<P: Peer> Endpoint<P> {
         u.timeout = timeout;
         let new_id = self.timers.next_id();
         u.timer = new_id;
+        u.due = now + timeout;
         let bytes = u.bytes.clone();
         self.timers.arm(
             now + timeout,
@@ -500,7 +512,7 @@ impl<P: Peer> Endpoint<P> {
 
     /// An ACK, empty or with a piggybacked response.
     fn on_ack(&mut self, now: Instant, peer: P, mid: u16, response: Option<Packet>) {
-        let Some(u) = self.unacked.remove(&(peer, mid)) else {
+        let Some(u) = self.drop_unacked(peer, mid) else {
             return;
         };
         match u.owner {
@@ -515,7 +527,7 @@ impl<P: Peer> Endpoint<P> {
     }
 
     fn on_reset(&mut self, now: Instant, peer: P, mid: u16) {
-        match self.unacked.remove(&(peer, mid)).map(|u| u.owner) {
+        match self.drop_unacked(peer, mid).map(|u| u.owner) {
             Some(Owner::Request(req)) => self.fail_request(now, req, ExchangeError::Reset),
             Some(Owner::Ping(req)) => self.events.push_back(Event::Pong { id: req, peer }),
             Some(Owner::SeparateResponse) => {}

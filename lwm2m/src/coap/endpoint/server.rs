@@ -622,7 +622,7 @@ impl<P: Peer> Endpoint<P> {
             .get_mut(&oid)
             .and_then(|o| o.in_flight.replace(mid))
         {
-            self.unacked.remove(&(peer, old));
+            self.drop_unacked(peer, old);
         }
         self.send_con_with(
             now,
@@ -660,7 +660,7 @@ impl<P: Peer> Endpoint<P> {
         };
         self.observer_keys.remove(&(o.peer, o.token));
         if let Some(mid) = o.in_flight {
-            self.unacked.remove(&(o.peer, mid));
+            self.drop_unacked(o.peer, mid);
         }
         if let Some(reason) = reason {
             self.events.push_back(Event::ObserverGone {

@@ -303,3 +303,20 @@ fn message_ids_towards_one_peer_never_repeat_within_a_lifetime() {
         );
     }
 }
+
+#[test]
+fn answered_requests_leave_no_timers_behind() {
+    let mut net = Net::pair(
+        EndpointConfig::default(),
+        1,
+        Box::new(|_| Some(content(b"x"))),
+    );
+    for _ in 0..100 {
+        let id = net.request(0, 1, get("/3/0/9"), RequestOptions::default());
+        net.run_until(Duration::from_millis(50), |n| n.outcome(0, id).is_some());
+    }
+    // Retransmission and deadline timers of answered exchanges are cancelled, not left to
+    // expire: only live exchanges hold timers.
+    assert_eq!(net.ep(0).usage().timers, 0);
+    assert_eq!(net.ep(0).usage().outgoing, 0);
+}
