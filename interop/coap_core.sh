@@ -9,59 +9,17 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
-if ! command -v coap-client-openssl >/dev/null 2>&1; then
-    echo "coap-client-openssl missing: installing libcoap3-bin"
-    apt-get update
-    apt-get install -y libcoap3-bin
-fi
+source "$ROOT/interop/lib.sh"
+ensure_libcoap
 
 cargo build -p lwm2m --example coap_test_server
 SERVER="${CARGO_TARGET_DIR:-$ROOT/target}/debug/examples/coap_test_server"
 
-WORK="$(mktemp -d)"
-SERVER_PID=""
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 # Port 0: the server picks a free port and prints it in its "listening on" line.
-RUST_LOG="${RUST_LOG:-info}" "$SERVER" --bind 127.0.0.1:0 --notify-interval-ms 200 \
-    >"$WORK/server.out" 2>"$WORK/server.log" &
-SERVER_PID=$!
-for _ in $(seq 1 300); do
-    grep -q '^listening on ' "$WORK/server.out" && break
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        echo "FAIL: the server exited at start"
-        cat "$WORK/server.log"
-        echo "0 passed, 1 failed"
-        exit 1
-    fi
-    sleep 0.1
-done
-ADDR="$(sed -n 's/^listening on //p' "$WORK/server.out" | head -n 1)"
-if [ -z "$ADDR" ]; then
-    echo "FAIL: the server printed no address within 30 s"
-    echo "0 passed, 1 failed"
-    exit 1
-fi
+start_server "$SERVER" --bind 127.0.0.1:0 --notify-interval-ms 200
 BASE="coap://$ADDR"
 echo "server at $BASE"
 
-PASSED=0
-FAILED=0
-pass() {
-    echo "PASS: $1"
-    PASSED=$((PASSED + 1))
-}
-fail() {
-    echo "FAIL: $1: $2"
-    FAILED=$((FAILED + 1))
-}
 client() {
     timeout 30 coap-client-openssl "$@" 2>>"$WORK/client.log"
 }
@@ -147,5 +105,4 @@ if [ "$FAILED" -gt 0 ]; then
     echo "--- server log ---"
     tail -n 50 "$WORK/server.log" || true
 fi
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" -eq 0 ]
+summary

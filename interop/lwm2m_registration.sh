@@ -11,11 +11,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
 
-if ! command -v coap-client-openssl >/dev/null 2>&1; then
-    echo "coap-client-openssl missing: installing libcoap3-bin"
-    apt-get update
-    apt-get install -y libcoap3-bin
-fi
+source "$ROOT/interop/lib.sh"
+ensure_libcoap
 VENV="$ROOT/interop/.venv"
 if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import aiocoap' 2>/dev/null; then
     python3 -m venv "$VENV"
@@ -25,52 +22,15 @@ fi
 cargo build -p lwm2m-server
 SERVER="${CARGO_TARGET_DIR:-$ROOT/target}/debug/lwm2m-server"
 
-WORK="$(mktemp -d)"
-SERVER_PID=""
-cleanup() {
-    if [ -n "$SERVER_PID" ]; then
-        kill "$SERVER_PID" 2>/dev/null || true
-        wait "$SERVER_PID" 2>/dev/null || true
-    fi
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 cat >"$WORK/server.toml" <<TOML
 [server]
 coap_bind = ["127.0.0.1:0"]
 data_dir = "$WORK/data"
 TOML
-RUST_LOG="${RUST_LOG:-info}" "$SERVER" --config "$WORK/server.toml" >"$WORK/server.out" 2>"$WORK/server.log" &
-SERVER_PID=$!
-for _ in $(seq 1 300); do
-    grep -q '^listening on ' "$WORK/server.out" && break
-    if ! kill -0 "$SERVER_PID" 2>/dev/null; then
-        echo "FAIL: lwm2m-server exited at start"
-        cat "$WORK/server.log"
-        echo "0 passed, 1 failed"
-        exit 1
-    fi
-    sleep 0.1
-done
-BASE="$(sed -n 's/^listening on //p' "$WORK/server.out" | head -n 1)"
-if [ -z "$BASE" ]; then
-    echo "FAIL: lwm2m-server printed no address within 30 s"
-    echo "0 passed, 1 failed"
-    exit 1
-fi
+start_server "$SERVER" --config "$WORK/server.toml"
+BASE="$ADDR"
 echo "server at $BASE"
 
-PASSED=0
-FAILED=0
-pass() {
-    echo "PASS: $1"
-    PASSED=$((PASSED + 1))
-}
-fail() {
-    echo "FAIL: $1: $2"
-    FAILED=$((FAILED + 1))
-}
 # coap-client with its exchange log (-v 6): the received PDU line carries the code and
 # options, e.g. "v:1 t:ACK c:2.01 i:cbdc {01} [ Location-Path:rd, Location-Path:5dbc... ]".
 client() {
@@ -130,5 +90,4 @@ else
     fail "$name" "$(tail -n 5 "$WORK/server.log")"
 fi
 
-echo "$PASSED passed, $FAILED failed"
-[ "$FAILED" -eq 0 ]
+summary

@@ -1,0 +1,62 @@
+# Shared by the interop suites (sourced, not run): installing libcoap, a work directory, one
+# server process started and waited for, and PASS/FAIL bookkeeping. Each suite ends with
+# `summary`, which prints "N passed, M failed" and sets the exit status.
+
+# libcoap's command-line tools (Debian libcoap3-bin), installed if missing.
+ensure_libcoap() {
+    if ! command -v coap-client-openssl >/dev/null 2>&1; then
+        echo "coap-client-openssl missing: installing libcoap3-bin"
+        apt-get update
+        apt-get install -y libcoap3-bin
+    fi
+}
+
+WORK="$(mktemp -d)"
+SERVER_PID=""
+cleanup() {
+    if [ -n "$SERVER_PID" ]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+    fi
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+# start_server CMD...: runs CMD in the background and waits until it prints
+# "listening on ADDR" (bind to port 0 so it picks a free port). Sets ADDR, or exits the suite
+# with a failure if the server dies or prints nothing within 30 s.
+start_server() {
+    RUST_LOG="${RUST_LOG:-info}" "$@" >"$WORK/server.out" 2>"$WORK/server.log" &
+    SERVER_PID=$!
+    for _ in $(seq 1 300); do
+        grep -q '^listening on ' "$WORK/server.out" && break
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            echo "FAIL: the server exited at start"
+            cat "$WORK/server.log"
+            echo "0 passed, 1 failed"
+            exit 1
+        fi
+        sleep 0.1
+    done
+    ADDR="$(sed -n 's/^listening on //p' "$WORK/server.out" | head -n 1)"
+    if [ -z "$ADDR" ]; then
+        echo "FAIL: the server printed no address within 30 s"
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+}
+
+PASSED=0
+FAILED=0
+pass() {
+    echo "PASS: $1"
+    PASSED=$((PASSED + 1))
+}
+fail() {
+    echo "FAIL: $1: $2"
+    FAILED=$((FAILED + 1))
+}
+summary() {
+    echo "$PASSED passed, $FAILED failed"
+    [ "$FAILED" -eq 0 ]
+}
