@@ -26,7 +26,7 @@
 
 use super::text::single_node;
 use super::{CodecError, ContentFormat};
-use crate::model::{Node, Path, PathLevel, ResourceType, Schema, Value};
+use crate::model::{Node, Path, ResourceType, Schema, Value};
 use crate::reader::Reader;
 use minicbor::data::{Tag, Type};
 use minicbor::{Decoder, Encoder};
@@ -73,19 +73,7 @@ pub(super) fn encode(node: &Node) -> Result<Vec<u8>, CodecError> {
 
 /// Decodes one CBOR item as the value of the resource or resource instance at `path`.
 pub(super) fn decode(path: &Path, bytes: &[u8], schema: &dyn Schema) -> Result<Node, CodecError> {
-    let (Some(object), Some(resource)) = (path.object_id(), path.resource_id()) else {
-        return Err(CodecError::Unsupported {
-            format: FORMAT,
-            level: path.level(),
-        });
-    };
-    if path.level() == PathLevel::Resource && schema.is_multiple(object, resource) == Some(true) {
-        // application/cbor carries one value, never a multiple resource.
-        return Err(CodecError::Unsupported {
-            format: FORMAT,
-            level: path.level(),
-        });
-    }
+    let (object, resource) = super::single_value_target(FORMAT, path, schema)?;
     let mut d = Decoder::new(bytes);
     let natural = read_item(&mut d)?;
     if d.position() != bytes.len() {

@@ -182,6 +182,27 @@ pub enum CodecError {
     Node(#[from] NodeError),
 }
 
+/// The (object, resource) that a single-value format (text, CBOR) can carry at `path`: a
+/// resource instance, or a resource the schema does not call multiple-instance — one value
+/// without its instance id would be ambiguous.
+pub(crate) fn single_value_target(
+    format: ContentFormat,
+    path: &Path,
+    schema: &dyn Schema,
+) -> Result<(u16, u16), CodecError> {
+    let unsupported = || CodecError::Unsupported {
+        format,
+        level: path.level(),
+    };
+    let (Some(object), Some(resource)) = (path.object_id(), path.resource_id()) else {
+        return Err(unsupported());
+    };
+    if path.level() == PathLevel::Resource && schema.is_multiple(object, resource) == Some(true) {
+        return Err(unsupported());
+    }
+    Ok((object, resource))
+}
+
 impl CodecError {
     pub(crate) fn malformed(format: ContentFormat, reason: impl Into<String>) -> Self {
         CodecError::Malformed {

@@ -42,20 +42,7 @@ fn single_value(node: &Node) -> Result<&Value, CodecError> {
 
 /// Decodes the text payload for the resource or resource instance at `path`.
 pub(super) fn decode(path: &Path, bytes: &[u8], schema: &dyn Schema) -> Result<Node, CodecError> {
-    let (Some(object), Some(resource)) = (path.object_id(), path.resource_id()) else {
-        return Err(CodecError::Unsupported {
-            format: FORMAT,
-            level: path.level(),
-        });
-    };
-    if path.level() == PathLevel::Resource && schema.is_multiple(object, resource) == Some(true) {
-        // A multiple-instance resource has no text form: the text would be one value
-        // without its instance id.
-        return Err(CodecError::Unsupported {
-            format: FORMAT,
-            level: path.level(),
-        });
-    }
+    let (object, resource) = super::single_value_target(FORMAT, path, schema)?;
     let text = std::str::from_utf8(bytes).map_err(|e| {
         CodecError::malformed(
             FORMAT,
