@@ -281,6 +281,7 @@ mod tests {
     use crate::content::testutil::{
         arb_path, arb_single_value, arb_type, CyclingSchema, MapSchema,
     };
+    use crate::model::PathLevel;
     use crate::model::{NoSchema, ObjectLink, Resource, ValueError};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
