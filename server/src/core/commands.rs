@@ -10,7 +10,6 @@ use lwm2m::content::negotiate::ClientFormats;
 use lwm2m::content::ContentFormat;
 use lwm2m::model::{PathLevel, Registry};
 use lwm2m::ops::dm::{DmResponse, DownlinkRequest};
-use std::cmp::Reverse;
 use std::fmt::Display;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -156,13 +155,16 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         self.store_ops
             .push_back(StoreOp::Put(Table::Queue, key, persist::encode(&record)));
         self.queue_expiry
-            .push(Reverse((q.expires, q.id, endpoint.to_string())));
+            .insert((q.expires, q.id), endpoint.to_string());
         tracing::debug!(endpoint, command = q.id.0, "queued for a sleeping device");
         dev.queue.push_back(q);
         let _ = now;
     }
 
+    /// A queued command leaves the queue (sent, expired, or its device gone): forget its
+    /// deadline and its stored record, so neither outlives it.
     pub(super) fn drop_queued(&mut self, q: &Queued, endpoint: &str) {
+        self.queue_expiry.remove(&(q.expires, q.id));
         let key = persist::sub_key(endpoint, &q.id.0.to_be_bytes());
         self.store_ops.push_back(StoreOp::Delete(Table::Queue, key));
     }
@@ -275,11 +277,13 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
 
     /// Expires queued commands whose time-to-live passed.
     pub(super) fn expire_queued(&mut self, now: Instant) {
-        while let Some(Reverse((t, id, endpoint))) = self.queue_expiry.peek().cloned() {
-            if t > now {
+        while let Some(((t, _), _)) = self.queue_expiry.first_key_value() {
+            if *t > now {
                 break;
             }
-            self.queue_expiry.pop();
+            let Some(((_, id), endpoint)) = self.queue_expiry.pop_first() else {
+                break;
+            };
             let Some(dev) = self.devices.get_mut(&endpoint) else {
                 continue;
             };

@@ -29,7 +29,7 @@ use persist::StoreOp;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::fmt::Display;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -122,7 +122,7 @@ pub struct ServerCore<P: Peer> {
     /// Registration expiry, one entry per device, re-armed lazily when it pops early.
     expiry: BinaryHeap<Reverse<(Instant, String)>>,
     /// Queued commands' time-to-live.
-    queue_expiry: BinaryHeap<Reverse<(Instant, CommandId, String)>>,
+    queue_expiry: BTreeMap<(Instant, CommandId), String>,
     /// Commands sent and awaiting the device's answer.
     inflight: HashMap<RequestId, commands::InFlight>,
     observations: HashMap<ObservationId, observations::Observation>,
@@ -151,7 +151,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             locations: HashMap::new(),
             by_peer: HashMap::new(),
             expiry: BinaryHeap::new(),
-            queue_expiry: BinaryHeap::new(),
+            queue_expiry: BTreeMap::new(),
             inflight: HashMap::new(),
             observations: HashMap::new(),
             observation_by_request: HashMap::new(),
@@ -224,7 +224,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
     /// When [`handle_timeout`](Self::handle_timeout) should next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let reg = self.expiry.peek().map(|Reverse((t, _))| *t);
-        let queue = self.queue_expiry.peek().map(|Reverse((t, ..))| *t);
+        let queue = self.queue_expiry.first_key_value().map(|((t, _), _)| *t);
         [self.coap.poll_timeout(), reg, queue]
             .into_iter()
             .flatten()
@@ -361,7 +361,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             timeout: r.timeout_ms.map(Duration::from_millis),
             expires,
         });
-        self.queue_expiry.push(Reverse((expires, id, r.endpoint)));
+        self.queue_expiry.insert((expires, id), r.endpoint);
         Some(())
     }
 

@@ -713,3 +713,20 @@ fn registration_that_lapsed_during_downtime_expires_on_restore() {
         })
     ));
 }
+
+#[test]
+fn delivered_queued_commands_leave_no_expiry_entries_behind() {
+    let mut w = World::new();
+    let loc = w.register(1, "sleepy", 3600, true);
+    w.advance(Duration::from_secs(100));
+    for _ in 0..10 {
+        w.submit("sleepy", read(Path::resource(3, 0, 0)));
+    }
+    assert_eq!(w.core.queue_expiry.len(), 10);
+    w.send_from(1, Update::default().to_coap(&loc));
+    assert_eq!(w.results().len(), 10);
+    assert!(
+        w.core.queue_expiry.is_empty(),
+        "entries go with their commands, not at their TTL"
+    );
+}
