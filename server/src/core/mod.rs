@@ -28,8 +28,7 @@ use lwm2m::model::Registry;
 use persist::StoreOp;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fmt::Display;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -119,8 +118,9 @@ pub struct ServerCore<P: Peer> {
     locations: HashMap<String, String>,
     /// Peer to endpoint name, for Send (`/dp` carries no location).
     by_peer: HashMap<P, String>,
-    /// Registration expiry, one entry per device, re-armed lazily when it pops early.
-    expiry: BinaryHeap<Reverse<(Instant, String)>>,
+    /// Registration expiry: exactly one entry per device, moved on every Update and removed
+    /// with the device, so re-registering devices leave nothing behind.
+    expiry: BTreeSet<(Instant, String)>,
     /// Queued commands' time-to-live.
     queue_expiry: BTreeMap<(Instant, CommandId), String>,
     /// Commands sent and awaiting the device's answer.
@@ -150,7 +150,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             devices: HashMap::new(),
             locations: HashMap::new(),
             by_peer: HashMap::new(),
-            expiry: BinaryHeap::new(),
+            expiry: BTreeSet::new(),
             queue_expiry: BTreeMap::new(),
             inflight: HashMap::new(),
             observations: HashMap::new(),
@@ -223,7 +223,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
 
     /// When [`handle_timeout`](Self::handle_timeout) should next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let reg = self.expiry.peek().map(|Reverse((t, _))| *t);
+        let reg = self.expiry.first().map(|(t, _)| *t);
         let queue = self.queue_expiry.first_key_value().map(|((t, _), _)| *t);
         [self.coap.poll_timeout(), reg, queue]
             .into_iter()

@@ -12,7 +12,6 @@ use lwm2m::ops::dm::SendRequest;
 use lwm2m::ops::registration::{Register, Update};
 use lwm2m::ops::Lwm2mError;
 use rand::Rng;
-use std::cmp::Reverse;
 use std::collections::VecDeque;
 use std::fmt::Display;
 use std::str::FromStr;
@@ -117,7 +116,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             self.locations.insert(id.to_string(), endpoint.clone());
         }
         self.persist_registration(&reg);
-        self.expiry.push(Reverse((expires, endpoint.clone())));
+        self.expiry.insert((expires, endpoint.clone()));
         self.by_peer.insert(peer, endpoint.clone());
         let formats = ClientFormats::new(reg.version, &reg.links.content_formats);
         self.devices.insert(
@@ -183,9 +182,8 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         dev.reg.updated_at = wall;
         let old_expiry = dev.expires;
         dev.expires = now + Duration::from_secs(u64::from(dev.reg.lifetime)) + grace;
-        if dev.expires < old_expiry {
-            self.expiry.push(Reverse((dev.expires, endpoint.clone())));
-        }
+        self.expiry.remove(&(old_expiry, endpoint.clone()));
+        self.expiry.insert((dev.expires, endpoint.clone()));
         let reg = dev.reg.clone();
         if old_peer != peer {
             if self.by_peer.get(&old_peer) == Some(&endpoint) {
@@ -220,6 +218,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         reason: DeregisterReason,
     ) -> Option<Device<P>> {
         let mut dev = self.devices.remove(endpoint)?;
+        self.expiry.remove(&(dev.expires, endpoint.to_string()));
         if let Some(id) = dev.reg.location.strip_prefix("/rd/") {
             self.locations.remove(id);
         }
@@ -253,20 +252,12 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
     }
 
     pub(super) fn expire_registrations(&mut self, now: Instant) {
-        while let Some(Reverse((t, endpoint))) = self.expiry.peek().cloned() {
-            if t > now {
+        while self.expiry.first().is_some_and(|(t, _)| *t <= now) {
+            let Some((_, endpoint)) = self.expiry.pop_first() else {
                 break;
-            }
-            self.expiry.pop();
-            match self.devices.get(&endpoint).map(|d| d.expires) {
-                Some(expires) if expires <= now => {
-                    tracing::info!(endpoint = %endpoint, "registration expired");
-                    self.remove_device(now, &endpoint, DeregisterReason::Expired);
-                }
-                // Updated since this entry was armed: wait for the new deadline.
-                Some(expires) if expires > t => self.expiry.push(Reverse((expires, endpoint))),
-                _ => {}
-            }
+            };
+            tracing::info!(endpoint = %endpoint, "registration expired");
+            self.remove_device(now, &endpoint, DeregisterReason::Expired);
         }
     }
 

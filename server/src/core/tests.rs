@@ -730,3 +730,33 @@ fn delivered_queued_commands_leave_no_expiry_entries_behind() {
         "entries go with their commands, not at their TTL"
     );
 }
+
+#[test]
+fn registration_churn_keeps_one_expiry_entry_per_device() {
+    let mut w = World::new();
+    for _ in 0..20 {
+        let loc = w.register(1, "rebooter", 86_400, false);
+        w.send_from(
+            1,
+            Update {
+                lifetime: Some(60),
+                ..Update::default()
+            }
+            .to_coap(&loc),
+        );
+    }
+    w.register(2, "other", 300, false);
+    assert_eq!(w.core.expiry.len(), 2);
+    let id = w.send_from(
+        2,
+        lwm2m::ops::registration::deregister(
+            &w.core.registration("other").unwrap().location.clone(),
+        ),
+    );
+    assert!(w.reply(2, id).is_some());
+    assert_eq!(w.core.expiry.len(), 1);
+    // The remaining one still expires on time: 60 s lifetime from the last update.
+    w.advance(Duration::from_secs(80));
+    assert_eq!(w.core.device_count(), 0);
+    assert!(w.core.expiry.is_empty());
+}
