@@ -138,6 +138,12 @@ impl<K: Clone + Eq + Hash, V> ExpiringMap<K, V> {
     pub(crate) fn len(&self) -> usize {
         self.map.len()
     }
+
+    /// Expiry records held, live or stale: what bounds this map's memory besides `len`.
+    #[cfg(test)]
+    pub(crate) fn records(&self) -> usize {
+        self.fifo.len()
+    }
 }
 
 #[cfg(test)]

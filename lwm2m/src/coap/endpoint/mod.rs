@@ -68,9 +68,7 @@ pub struct Endpoint<P: Peer> {
     tokens: FastMap<(P, msg::Token), RequestId>,
 
     /// Requests delivered to the application and not yet answered (server role).
-    incoming: FastMap<IncomingId, InRequest<P>>,
-    /// When an unanswered request is forgotten.
-    incoming_expiry: ExpiryQueue<IncomingId>,
+    incoming: ExpiringMap<IncomingId, InRequest<P>>,
     /// When a confirmable request still unanswered gets an empty ACK.
     ack_due: ExpiryQueue<IncomingId>,
     block1: ExpiringMap<(P, u64), Block1In>,
@@ -154,8 +152,7 @@ impl<P: Peer> Endpoint<P> {
             next_id: 0,
             requests: FastMap::with_hasher(hasher.clone()),
             tokens: FastMap::with_hasher(hasher.clone()),
-            incoming: FastMap::with_hasher(hasher.clone()),
-            incoming_expiry: ExpiryQueue::default(),
+            incoming: ExpiringMap::new(config.max_pending_incoming, hasher.clone()),
             ack_due: ExpiryQueue::default(),
             block1: ExpiringMap::new(config.max_block1_transfers, hasher.clone()),
             block1_bytes: 0,
@@ -211,7 +208,7 @@ impl<P: Peer> Endpoint<P> {
             self.timers.next_deadline(),
             self.peer_expiry.next_deadline(),
             self.dedup.next_deadline(),
-            self.incoming_expiry.next_deadline(),
+            self.incoming.next_deadline(),
             self.ack_due.next_deadline(),
             self.block1.next_deadline(),
             self.block2.next_deadline(),
@@ -288,11 +285,9 @@ impl<P: Peer> Endpoint<P> {
         while self.dedup.pop_expired(now).is_some() {}
         while let Some(((_, _), _)) = self.non_notified.pop_expired(now) {}
         while let Some(id) = self.ack_due.pop_expired(now) {
-            self.send_due_ack(id);
+            self.send_due_ack(now, id);
         }
-        while let Some(id) = self.incoming_expiry.pop_expired(now) {
-            self.incoming.remove(&id);
-        }
+        while self.incoming.pop_expired(now).is_some() {}
         while let Some((_, b)) = self.block1.pop_expired(now) {
             self.block1_bytes -= b.body.len();
         }
@@ -555,7 +550,7 @@ impl<P: Peer> Endpoint<P> {
                         // The peer is retransmitting while the application works: ACK now
                         // so it stops, and answer later as a separate response (§5.2.2).
                         if con {
-                            self.send_due_ack(id);
+                            self.send_due_ack(now, id);
                         }
                     }
                 }

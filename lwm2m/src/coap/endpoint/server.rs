@@ -230,14 +230,14 @@ impl<P: Peer> Endpoint<P> {
                 block2,
                 observe_register: observe == Some(0),
             },
+            // An unanswered request is forgotten after EXCHANGE_LIFETIME; the peer gave up.
+            now + self.config.transmission.exchange_lifetime(),
         );
         self.remember_reply(now, peer, mid, Reply::Pending(id));
         if con {
             self.ack_due
                 .push(now + self.config.separate_response_after, id);
         }
-        self.incoming_expiry
-            .push(now + self.config.transmission.exchange_lifetime(), id);
         self.events.push_back(Event::Request(IncomingRequest {
             id,
             peer,
@@ -532,8 +532,8 @@ impl<P: Peer> Endpoint<P> {
     /// Sends the empty ACK for a confirmable request the application has not answered yet;
     /// its answer becomes a separate response. Sent again for each duplicate, since the
     /// first may have been lost.
-    pub(super) fn send_due_ack(&mut self, id: IncomingId) {
-        let Some(inc) = self.incoming.get_mut(&id) else {
+    pub(super) fn send_due_ack(&mut self, now: Instant, id: IncomingId) {
+        let Some(inc) = self.incoming.get_mut(&id, now) else {
             return;
         };
         if !inc.con {
