@@ -72,3 +72,21 @@ async fn routes_ipv4_and_ipv6_and_stops_on_command() {
         .unwrap();
     assert_eq!(echo.seen, addrs.len());
 }
+
+#[tokio::test]
+async fn unavailable_ipv6_address_is_skipped_only_by_bind_available() {
+    // 2001:db8::/32 is the documentation prefix: no host has it, and binding sends nothing.
+    let addrs: Vec<SocketAddr> = vec![
+        "127.0.0.1:0".parse().unwrap(),
+        "[2001:db8::1]:0".parse().unwrap(),
+    ];
+    let s = Sockets::bind_available(&addrs, 0).unwrap();
+    assert_eq!(s.local_addrs().len(), 1);
+    assert!(s.local_addrs()[0].is_ipv4());
+    assert!(
+        Sockets::bind(&addrs, 0).is_err(),
+        "plain bind reports every failure"
+    );
+    // With nothing else bound, the failure is reported.
+    assert!(Sockets::bind_available(&addrs[1..], 0).is_err());
+}

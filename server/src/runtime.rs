@@ -180,7 +180,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     );
     tracing::info!(?report, "state restored");
 
-    let sockets = Sockets::bind(
+    let sockets = Sockets::bind_available(
         &config.server.coap_bind,
         config.server.udp_recv_buffer_bytes,
     )

@@ -56,32 +56,62 @@ impl Sockets {
     /// kernel caps the size at `net.core.rmem_max`; a capped size is logged. An IPv6
     /// wildcard socket also serves IPv4 (mapped addresses). Must run inside a tokio runtime.
     pub fn bind(addrs: &[SocketAddr], recv_buffer: usize) -> io::Result<Self> {
-        use socket2::{Domain, Protocol, Socket, Type};
         let mut out = Self {
             sockets: Vec::new(),
             addrs: Vec::new(),
         };
         for addr in addrs {
-            let socket = Socket::new(Domain::for_address(*addr), Type::DGRAM, Some(Protocol::UDP))?;
-            if addr.is_ipv6() {
-                socket.set_only_v6(false).ok();
-            }
-            if recv_buffer > 0 {
-                if let Err(e) = socket.set_recv_buffer_size(recv_buffer) {
-                    tracing::warn!(%addr, error = %e, "could not set the UDP receive buffer");
-                }
-                let got = socket.recv_buffer_size().unwrap_or(0);
-                if got < recv_buffer {
-                    tracing::warn!(%addr, wanted = recv_buffer, got, "UDP receive buffer capped by the kernel (raise net.core.rmem_max)");
-                }
-            }
-            socket.set_nonblocking(true)?;
-            socket.bind(&(*addr).into())?;
-            let socket = UdpSocket::from_std(socket.into())?;
-            out.addrs.push(socket.local_addr()?);
-            out.sockets.push(Arc::new(socket));
+            out.bind_one(*addr, recv_buffer)?;
         }
         Ok(out)
+    }
+
+    /// Like [`bind`](Self::bind), but an IPv6 address the host cannot have (IPv6 disabled:
+    /// "address not available" or "family not supported") is skipped with a warning, as long
+    /// as another address bound. A default configuration that listens on `127.0.0.1` and
+    /// `[::1]` then still starts on an IPv4-only host; any other failure is an error.
+    pub fn bind_available(addrs: &[SocketAddr], recv_buffer: usize) -> io::Result<Self> {
+        let mut out = Self {
+            sockets: Vec::new(),
+            addrs: Vec::new(),
+        };
+        let mut skipped = None;
+        for addr in addrs {
+            match out.bind_one(*addr, recv_buffer) {
+                Err(e) if addr.is_ipv6() && is_unavailable(&e) => {
+                    tracing::warn!(%addr, error = %e, "IPv6 address not available here; not listening on it");
+                    skipped = Some(e);
+                }
+                r => r?,
+            }
+        }
+        match skipped {
+            Some(e) if out.sockets.is_empty() => Err(e),
+            _ => Ok(out),
+        }
+    }
+
+    fn bind_one(&mut self, addr: SocketAddr, recv_buffer: usize) -> io::Result<()> {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+        if addr.is_ipv6() {
+            socket.set_only_v6(false).ok();
+        }
+        if recv_buffer > 0 {
+            if let Err(e) = socket.set_recv_buffer_size(recv_buffer) {
+                tracing::warn!(%addr, error = %e, "could not set the UDP receive buffer");
+            }
+            let got = socket.recv_buffer_size().unwrap_or(0);
+            if got < recv_buffer {
+                tracing::warn!(%addr, wanted = recv_buffer, got, "UDP receive buffer capped by the kernel (raise net.core.rmem_max)");
+            }
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        let socket = UdpSocket::from_std(socket.into())?;
+        self.addrs.push(socket.local_addr()?);
+        self.sockets.push(Arc::new(socket));
+        Ok(())
     }
 
     /// The bound addresses, in the order given.
@@ -120,6 +150,14 @@ impl Sockets {
             tracing::debug!(peer = %t.peer, error = %e, "UDP send failed");
         }
     }
+}
+
+/// Whether binding failed because the host has no such address or address family.
+fn is_unavailable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::AddrNotAvailable | io::ErrorKind::Unsupported
+    ) || e.raw_os_error() == Some(97) // EAFNOSUPPORT on Linux
 }
 
 /// IPv4 peers are kept in plain form whichever socket they came through, so a device has one
