@@ -596,22 +596,12 @@ mod tests {
 
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
-            let schema = TestSchema::device();
-            for path in [p("/3"), p("/3/0"), p("/3/0/7"), p("/3/0/7/1")] {
-                let _ = decode(&path, &bytes, &NoSchema);
-                let _ = decode(&path, &bytes, &schema);
-            }
-            let _ = decode_records(&bytes, &NoSchema);
-            let _ = decode_records(&bytes, &schema);
+            decode_arbitrary(&bytes, decode, decode_records);
         }
 
         #[test]
         fn mutated_payloads_never_panic((path, node) in arb_node(), at in any::<usize>(), byte in any::<u8>()) {
-            let mut bytes = encode(&path, &node).unwrap();
-            let len = bytes.len();
-            bytes[at % len] = byte;
-            let _ = decode(&path, &bytes, &schema_for_node(&path, &node));
-            let _ = decode_records(&bytes, &NoSchema);
+            decode_mutated(&path, &node, at, byte, encode, decode, decode_records);
         }
     }
 }

@@ -322,3 +322,56 @@ pub(crate) fn without_empty_children(node: Node) -> Node {
         other => other,
     }
 }
+
+/// A node decoder of one of the record formats (`decode` of each codec module).
+pub(crate) type DecodeNode =
+    fn(&Path, &[u8], &dyn Schema) -> Result<Node, super::super::CodecError>;
+/// A record decoder of one of the record formats (`decode_records` of each codec module).
+pub(crate) type DecodeRecords =
+    fn(&[u8], &dyn Schema) -> Result<Vec<Record>, super::super::CodecError>;
+/// A node encoder of one of the record formats (`encode` of each codec module).
+pub(crate) type EncodeNode = fn(&Path, &Node) -> Result<Vec<u8>, super::super::CodecError>;
+
+/// The paths arbitrary payloads are decoded at: every level of a Device object.
+pub(crate) fn device_paths() -> [Path; 4] {
+    [
+        Path::object(3),
+        Path::instance(3, 0),
+        Path::resource(3, 0, 7),
+        Path::resource_instance(3, 0, 7, 1),
+    ]
+}
+
+/// The "arbitrary bytes never panic" property shared by the record formats: `bytes` go to
+/// both decoders, at every level, with a typed schema and with none.
+pub(crate) fn decode_arbitrary(bytes: &[u8], decode: DecodeNode, decode_records: DecodeRecords) {
+    let schema = TestSchema::device();
+    for path in device_paths() {
+        let _ = decode(&path, bytes, &crate::model::NoSchema);
+        let _ = decode(&path, bytes, &schema);
+    }
+    let _ = decode_records(bytes, &crate::model::NoSchema);
+    let _ = decode_records(bytes, &schema);
+}
+
+/// The "a valid payload with one byte changed never panics" property shared by the record
+/// formats.
+pub(crate) fn decode_mutated(
+    path: &Path,
+    node: &Node,
+    at: usize,
+    byte: u8,
+    encode: EncodeNode,
+    decode: DecodeNode,
+    decode_records: DecodeRecords,
+) {
+    let Ok(mut bytes) = encode(path, node) else {
+        return;
+    };
+    let len = bytes.len();
+    if let Some(b) = bytes.get_mut(at % len.max(1)) {
+        *b = byte;
+    }
+    let _ = decode(path, &bytes, &schema_for_node(path, node));
+    let _ = decode_records(&bytes, &crate::model::NoSchema);
+}
