@@ -42,6 +42,34 @@ pub(super) struct OutRequest<P> {
     pub(super) deadline_at: Instant,
 }
 
+impl<P> OutRequest<P> {
+    /// A request with nothing in flight, no block transfer, no observation and no slot.
+    fn new(
+        peer: P,
+        token: Token,
+        encoded: Vec<u8>,
+        opts: RequestOptions,
+        retries: u8,
+        now: Instant,
+    ) -> Self {
+        Self {
+            peer,
+            token,
+            request: encoded.into_boxed_slice(),
+            opts,
+            upload: None,
+            download: None,
+            observe: ObserveState::None,
+            current_mid: None,
+            holds_slot: false,
+            retries_left: retries,
+            deadline: 0,
+            deadline_due: now,
+            deadline_at: now,
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Upload {
     body: Vec<u8>,
@@ -162,19 +190,10 @@ impl<P: Peer> Endpoint<P> {
         self.requests.insert(
             id,
             OutRequest {
-                peer,
-                token,
-                request: encoded.into_boxed_slice(),
-                opts,
                 upload,
-                download: None,
                 observe,
-                current_mid: None,
                 holds_slot: start,
-                retries_left: self.config.block_retries,
-                deadline: 0,
-                deadline_due: now,
-                deadline_at: now,
+                ..OutRequest::new(peer, token, encoded, opts, self.config.block_retries, now)
             },
         );
         if start {
@@ -227,19 +246,8 @@ impl<P: Peer> Endpoint<P> {
         self.requests.insert(
             id,
             OutRequest {
-                peer,
-                token,
-                request: encoded.into_boxed_slice(),
-                opts,
-                upload: None,
-                download: None,
                 observe: ObserveState::Restored,
-                current_mid: None,
-                holds_slot: false,
-                retries_left: self.config.block_retries,
-                deadline: 0,
-                deadline_due: now,
-                deadline_at: now,
+                ..OutRequest::new(peer, token, encoded, opts, self.config.block_retries, now)
             },
         );
         Ok(id)
