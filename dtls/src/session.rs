@@ -1,0 +1,262 @@
+//! An established session: exactly what the record layer needs once the handshake is over
+//! (RFC 6347 §4.1; RFC 9146 for Connection IDs), and nothing else — keys, epoch, sequence
+//! numbers, the replay window, the Connection IDs and who the peer is. About 250 bytes, so a
+//! server holds a large fleet's sessions in little memory, and [`Session::save`] turns one into
+//! a few hundred bytes that survive a restart.
+use crate::crypto::DirectionKeys;
+use crate::record::{ContentType, Record, RecordError, DTLS_1_2};
+use crate::replay::ReplayWindow;
+use crate::suite::CipherSuite;
+use std::sync::Arc;
+
+/// Highest record sequence number (48 bits); a session that reaches it must end, since a
+/// sequence number must never repeat under one key.
+const MAX_SEQ: u64 = (1 << 48) - 1;
+
+/// After a restore, the write sequence number jumps this far ahead of the saved one: the
+/// session may have sent records after it was last saved (periodic saves; a crash), and
+/// reusing a sequence number would reuse an AEAD nonce. 2^24 records is far more than any
+/// device exchanges between two saves, and the peer's replay window accepts any jump forward.
+pub const RESTORE_SEQ_GAP: u64 = 1 << 24;
+
+/// A Connection ID, stored inline.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Cid {
+    len: u8,
+    bytes: [u8; crate::config::MAX_CID_LEN],
+}
+
+impl Cid {
+    /// `None` if longer than [`MAX_CID_LEN`](crate::config::MAX_CID_LEN).
+    pub fn new(bytes: &[u8]) -> Option<Self> {
+        let mut out = Self::default();
+        out.bytes.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        out.len = bytes.len() as u8;
+        Some(out)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for Cid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.as_bytes() {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a session cannot send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SessionError {
+    #[error("record sequence numbers exhausted")]
+    SeqExhausted,
+    #[error("unknown connection")]
+    Unknown,
+    #[error("payload too large for one record")]
+    TooLarge,
+}
+
+/// The record-layer state of one established DTLS session.
+#[derive(Clone)]
+pub struct Session {
+    pub(crate) suite: CipherSuite,
+    pub(crate) read: DirectionKeys,
+    pub(crate) write: DirectionKeys,
+    pub(crate) epoch: u16,
+    pub(crate) write_seq: u64,
+    pub(crate) replay: ReplayWindow,
+    /// The CID put in records sent (the peer asked for it).
+    pub(crate) send_cid: Option<Cid>,
+    /// The CID records from the peer carry (this side issued it).
+    pub(crate) recv_cid: Option<Cid>,
+    pub(crate) principal: Arc<str>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("suite", &self.suite)
+            .field("principal", &self.principal)
+            .field("epoch", &self.epoch)
+            .field("write_seq", &self.write_seq)
+            .field("send_cid", &self.send_cid)
+            .field("recv_cid", &self.recv_cid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    pub fn suite(&self) -> CipherSuite {
+        self.suite
+    }
+
+    /// Who the peer is (for a server: the principal its credential maps to).
+    pub fn principal(&self) -> &Arc<str> {
+        &self.principal
+    }
+
+    /// Appends one protected record carrying `payload` to `out`.
+    pub fn seal(
+        &mut self,
+        content_type: ContentType,
+        payload: &[u8],
+        rng: &mut impl rand::Rng,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SessionError> {
+        if self.write_seq >= MAX_SEQ {
+            return Err(SessionError::SeqExhausted);
+        }
+        if payload.len() > 1 << 14 {
+            return Err(SessionError::TooLarge);
+        }
+        let cid = self
+            .send_cid
+            .as_ref()
+            .map(Cid::as_bytes)
+            .filter(|c| !c.is_empty());
+        self.write.seal(
+            content_type,
+            DTLS_1_2,
+            self.epoch,
+            self.write_seq,
+            cid,
+            payload,
+            rng,
+            out,
+        );
+        self.write_seq += 1;
+        Ok(())
+    }
+
+    /// Authenticates and decrypts a record of this session: the content type and plaintext.
+    /// Replayed, stale-epoch and forged records are errors and leave the state unchanged.
+    pub fn open(&mut self, record: &Record<'_>) -> Result<(u8, Vec<u8>), RecordError> {
+        if record.epoch != self.epoch || !self.replay.is_fresh(record.seq) {
+            return Err(RecordError::BadRecordMac);
+        }
+        if let Some(cid) = &self.recv_cid {
+            // A record without our CID (or with another) is not this session's.
+            if !cid.is_empty() && record.cid != cid.as_bytes() {
+                return Err(RecordError::BadRecordMac);
+            }
+        }
+        let out = self.read.open(record)?;
+        self.replay.mark(record.seq);
+        Ok(out)
+    }
+
+    /// The session as bytes, for saving across a restart. Contains the session keys: store
+    /// it as a secret.
+    pub fn save(&self, e: &mut minicbor::Encoder<&mut Vec<u8>>) -> Result<(), SaveError> {
+        e.array(11)?
+            .u16(self.suite.id())?
+            .bytes(&keys_bytes(&self.read))?
+            .bytes(&keys_bytes(&self.write))?
+            .u16(self.epoch)?
+            .u64(self.write_seq)?
+            .u64(self.replay.top)?
+            .u64(self.replay.bitmap)?;
+        match &self.send_cid {
+            Some(c) => e.bytes(c.as_bytes())?,
+            None => e.null()?,
+        };
+        match &self.recv_cid {
+            Some(c) => e.bytes(c.as_bytes())?,
+            None => e.null()?,
+        };
+        e.str(&self.principal)?;
+        e.u8(1)?; // format version
+        Ok(())
+    }
+
+    /// The inverse of [`save`](Self::save); the write sequence jumps [`RESTORE_SEQ_GAP`] ahead.
+    pub fn restore(d: &mut minicbor::Decoder<'_>) -> Result<Self, RestoreError> {
+        if d.array()? != Some(11) {
+            return Err(RestoreError::Format);
+        }
+        let suite = CipherSuite::from_id(d.u16()?).ok_or(RestoreError::Format)?;
+        let cipher = suite.record_cipher();
+        let read = keys_from(cipher, d.bytes()?)?;
+        let write = keys_from(cipher, d.bytes()?)?;
+        let epoch = d.u16()?;
+        let write_seq = d.u64()?.saturating_add(RESTORE_SEQ_GAP).min(MAX_SEQ);
+        let replay = ReplayWindow {
+            top: d.u64()?,
+            bitmap: d.u64()?,
+        };
+        let send_cid = opt_cid(d)?;
+        let recv_cid = opt_cid(d)?;
+        let principal: Arc<str> = d.str()?.into();
+        if d.u8()? != 1 {
+            return Err(RestoreError::Format);
+        }
+        Ok(Self {
+            suite,
+            read,
+            write,
+            epoch,
+            write_seq,
+            replay,
+            send_cid,
+            recv_cid,
+            principal,
+        })
+    }
+}
+
+fn opt_cid(d: &mut minicbor::Decoder<'_>) -> Result<Option<Cid>, RestoreError> {
+    if d.datatype()? == minicbor::data::Type::Null {
+        d.skip()?;
+        return Ok(None);
+    }
+    Cid::new(d.bytes()?).map(Some).ok_or(RestoreError::Format)
+}
+
+fn keys_bytes(k: &DirectionKeys) -> Vec<u8> {
+    let mut v = Vec::with_capacity(52);
+    v.extend_from_slice(&k.enc_key);
+    v.extend_from_slice(&k.mac_key);
+    v.extend_from_slice(&k.fixed_iv);
+    v
+}
+
+fn keys_from(cipher: crate::suite::RecordCipher, b: &[u8]) -> Result<DirectionKeys, RestoreError> {
+    if b.len() != 52 {
+        return Err(RestoreError::Format);
+    }
+    let mut k = DirectionKeys {
+        cipher,
+        enc_key: [0; 16],
+        mac_key: [0; 32],
+        fixed_iv: [0; 4],
+    };
+    k.enc_key
+        .copy_from_slice(b.get(..16).ok_or(RestoreError::Format)?);
+    k.mac_key
+        .copy_from_slice(b.get(16..48).ok_or(RestoreError::Format)?);
+    k.fixed_iv
+        .copy_from_slice(b.get(48..52).ok_or(RestoreError::Format)?);
+    Ok(k)
+}
+
+/// A session could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("saving a session: {0}")]
+pub struct SaveError(#[from] minicbor::encode::Error<std::convert::Infallible>);
+
+/// Saved bytes are not a session this version understands.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error("saved session unreadable: {0}")]
+    Decode(#[from] minicbor::decode::Error),
+    #[error("saved session has an unknown format")]
+    Format,
+}
