@@ -6,11 +6,14 @@
 #   coap_core.sh          libcoap's coap-client against the CoAP core (lwm2m example server)
 #   lwm2m_registration.sh libcoap's coap-client and aiocoap against lwm2m-server: Register,
 #                         Update, De-register
+#   lwm2m_dtls.sh         libcoap's coap-client (OpenSSL and GnuTLS) and aiocoap/tinydtls
+#                         against lwm2m-server over DTLS: PSK, certificate, raw public key,
+#                         refusals, audit log, restart
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 TOTAL_PASSED=0
 TOTAL_FAILED=0
-for suite in coap_core.sh lwm2m_registration.sh; do
+for suite in coap_core.sh lwm2m_registration.sh lwm2m_dtls.sh; do
     echo "== $suite"
     out="$(bash "$HERE/$suite" 2>&1)"
     status=$?

@@ -46,8 +46,6 @@ pub struct ServerConfig {
     pub handshakes_per_source_per_sec: u32,
     /// Established sessions held; beyond it the least recently active is dropped.
     pub max_sessions: usize,
-    /// Session ids remembered for resumption.
-    pub resumption_cache: usize,
     /// Refuse clients that do not offer Extended Master Secret (RFC 7627).
     pub require_extended_master_secret: bool,
     /// Largest datagram sent (handshake flights are fragmented to fit; RFC 7925 §11).
@@ -67,7 +65,6 @@ impl Default for ServerConfig {
             max_handshakes: 10_000,
             handshakes_per_source_per_sec: 20,
             max_sessions: 1_000_000,
-            resumption_cache: 1_000_000,
             require_extended_master_secret: false,
             max_datagram: 1280,
             key: None,

@@ -113,7 +113,7 @@ impl App {
 
     async fn notify_all(&mut self, handle: &Handle) {
         self.count += 1;
-        let confirmable = self.count % 5 == 0;
+        let confirmable = self.count.is_multiple_of(5);
         let mut alive = Vec::with_capacity(self.observers.len());
         for o in self.observers.drain(..) {
             let n = content(

@@ -78,7 +78,7 @@ async fn serve(handle: Handle, mut incoming: Incoming, gone: mpsc::Sender<Observ
                 count += 1;
                 for o in observers.clone() {
                     let n = text(ResponseType::Content, format!("count={count}"));
-                    if handle.notify(o, n, count % 2 == 0).await.is_err() {
+                    if handle.notify(o, n, count.is_multiple_of(2)).await.is_err() {
                         observers.retain(|x| *x != o);
                     }
                 }

@@ -6,11 +6,22 @@
 //! - [`store`]: the one durable store (redb, group-committed).
 //! - [`config`]: the configuration file.
 //! - [`runtime`]: the tokio shell: sockets, store, commands in, events out.
+//! - [`credentials`]: device credentials (PSK, raw public key, certificate) and their index.
+//! - [`secrets`]: encryption at rest of the secrets in the store.
+//! - [`audit`]: the security audit log.
+//! - [`security`]: the DTLS engine's view of credentials, the server's key, its settings.
+//! - [`admin`]: the admin socket through which the CLI reaches a running server.
 #![warn(missing_docs, unreachable_pub)]
 
+#[cfg(unix)]
+pub mod admin;
+pub mod audit;
 pub mod config;
 pub mod core;
+pub mod credentials;
 pub mod runtime;
+pub mod secrets;
+pub mod security;
 pub mod store;
 
 pub use runtime::{start, Server, ServerHandle};

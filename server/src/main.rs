@@ -1,7 +1,11 @@
 //! `lwm2m-server`: parses the command line and the configuration, starts the server, and
 //! stops it cleanly (store committed) on SIGINT or SIGTERM.
+//!
+//! `device ...` and `audit` manage credentials and read the audit log: through the admin
+//! socket of the running server when there is one (so a revocation closes the device's
+//! session at once), else directly in the store.
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Args, Parser, Subcommand};
 use lwm2m_server::config::{Config, DEFAULT_CONFIG};
 use std::path::PathBuf;
 
@@ -22,14 +26,64 @@ enum Cmd {
     Run,
     /// Print the embedded default configuration, every key documented.
     PrintConfig,
+    /// Manage device credentials (DTLS PSK, raw public key, certificate).
+    Device {
+        #[command(subcommand)]
+        command: DeviceCmd,
+    },
+    /// Show the newest security audit events (credential changes, refused devices).
+    Audit {
+        /// How many events, oldest first.
+        #[arg(long, short = 'n', default_value_t = 50)]
+        limit: usize,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeviceCmd {
+    /// Bind a credential to an endpoint; replaces (rotates) the endpoint's current one.
+    Add(AddArgs),
+    /// List every credential (never the keys).
+    List,
+    /// Revoke an endpoint's credential; a running server closes its session at once.
+    Revoke {
+        /// The endpoint name.
+        #[arg(long)]
+        endpoint: String,
+    },
+}
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("secret").required(true).args(["psk_identity", "rpk", "cert"])))]
+struct AddArgs {
+    /// The endpoint name the device must register with.
+    #[arg(long)]
+    endpoint: String,
+    /// PSK identity (with --psk-key).
+    #[arg(long, requires = "psk_key", value_name = "IDENTITY")]
+    psk_identity: Option<String>,
+    /// PSK in hex, 1 to 64 bytes; `-` reads it from standard input (keeps it out of the
+    /// process list and the shell history).
+    #[arg(long, requires = "psk_identity", value_name = "HEX")]
+    psk_key: Option<String>,
+    /// The device's raw public key: a PEM "PUBLIC KEY" file (P-256).
+    #[arg(long, value_name = "FILE")]
+    rpk: Option<PathBuf>,
+    /// The device's certificate, pinned: a PEM "CERTIFICATE" file.
+    #[arg(long, value_name = "FILE")]
+    cert: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Some(Cmd::PrintConfig) = cli.command {
-        print!("{DEFAULT_CONFIG}");
-        return Ok(());
-    }
+    let admin_cmd = match cli.command {
+        Some(Cmd::PrintConfig) => {
+            print!("{DEFAULT_CONFIG}");
+            return Ok(());
+        }
+        Some(c @ (Cmd::Device { .. } | Cmd::Audit { .. })) => Some(c),
+        Some(Cmd::Run) | None => None,
+    };
     let config = match &cli.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -38,8 +92,14 @@ fn main() -> anyhow::Result<()> {
         }
         None => Config::embedded()?,
     };
+    // The admin commands print their result; of the library's logs they show only warnings
+    // and the creation of a secrets key (which the operator must back up).
+    let default_level = match admin_cmd {
+        Some(_) => "warn,lwm2m_server::secrets=info".to_string(),
+        None => config.log.level.clone(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| config.log.level.clone().into());
+        .unwrap_or_else(|_| default_level.into());
     // Logs go to stderr, coloured only on a terminal; stdout carries the one line per socket
     // that scripts wait for.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -48,14 +108,20 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(ansi)
         .init();
+    if let Some(cmd) = admin_cmd {
+        return admin_cli::run(&config, cmd);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     rt.block_on(async {
         let server = lwm2m_server::start(&config).await?;
-        tracing::info!(version = env!("CARGO_PKG_VERSION"), addrs = ?server.handle.local_addrs(), "lwm2m-server started");
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), addrs = ?server.handle.local_addrs(), secure = ?server.handle.secure_addrs(), "lwm2m-server started");
         for a in server.handle.local_addrs() {
             println!("listening on coap://{a}");
+        }
+        for a in server.handle.secure_addrs() {
+            println!("listening on coaps://{a}");
         }
         shutdown_signal().await;
         tracing::info!("shutting down");
@@ -84,5 +150,353 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// `device ...` and `audit`.
+#[cfg(unix)]
+mod admin_cli {
+    use super::{AddArgs, Cmd, DeviceCmd};
+    use anyhow::{bail, Context};
+    use lwm2m_server::admin::{self, AdminOp, AdminReply};
+    use lwm2m_server::config::Config;
+    use lwm2m_server::credentials::{self, CredentialSummary, NewCredential, Secret};
+
+    /// Runs an admin command: through the running server if there is one, else on the store.
+    pub(super) fn run(config: &Config, cmd: Cmd) -> anyhow::Result<()> {
+        let op = match cmd {
+            Cmd::Device {
+                command: DeviceCmd::Add(args),
+            } => add_op(args)?,
+            Cmd::Device {
+                command: DeviceCmd::List,
+            } => AdminOp::DeviceList,
+            Cmd::Device {
+                command: DeviceCmd::Revoke { endpoint },
+            } => AdminOp::DeviceRevoke { endpoint },
+            Cmd::Audit { limit } => AdminOp::Audit { limit },
+            Cmd::Run | Cmd::PrintConfig => bail!("not an admin command"),
+        };
+        admin_command(config, op)
+    }
+
+    fn add_op(args: AddArgs) -> anyhow::Result<AdminOp> {
+        let secret = if let (Some(identity), Some(key)) = (args.psk_identity, args.psk_key) {
+            let key = if key == "-" {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("reading the PSK from standard input")?;
+                line
+            } else {
+                key
+            };
+            Secret::Psk {
+                identity: identity.into_bytes(),
+                key: credentials::parse_psk_key_hex(&key)?,
+            }
+        } else if let Some(path) = args.rpk {
+            Secret::Rpk {
+                spki_der: credentials::read_public_key_pem(&path)?,
+            }
+        } else if let Some(path) = args.cert {
+            Secret::X509 {
+                cert_der: credentials::read_certificate_pem(&path)?,
+            }
+        } else {
+            bail!("one of --psk-identity/--psk-key, --rpk or --cert is needed");
+        };
+        // Checked here too, so a bad value is refused before any server or store is touched.
+        credentials::validate(&args.endpoint, &secret)?;
+        Ok(AdminOp::DeviceAdd {
+            credential: NewCredential {
+                endpoint: args.endpoint,
+                secret,
+            },
+        })
+    }
+
+    fn admin_command(config: &Config, op: AdminOp) -> anyhow::Result<()> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let socket = config.admin_socket_path();
+        let reply = match rt.block_on(admin::call(&socket, &op)) {
+            Ok(reply) => reply,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+                ) =>
+            {
+                rt.block_on(offline(config, op.clone()))?
+            }
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "talking to the running server through {}",
+                    socket.display()
+                )))
+            }
+        };
+        if !reply.ok {
+            bail!(
+                "{}",
+                reply
+                    .error
+                    .unwrap_or_else(|| "the server refused the request".into())
+            );
+        }
+        print_reply(&op, reply);
+        Ok(())
+    }
+
+    /// Applies `op` directly to the store: no server is running.
+    async fn offline(config: &Config, op: AdminOp) -> anyhow::Result<AdminReply> {
+        use lwm2m_server::store::{Store, StoreConfig, StoreError};
+        let path = config.store_path();
+        if !path.exists() {
+            // Only adding a device creates the data directory; reading or revoking in a
+            // directory that holds no store (a wrong --config?) should not leave one behind.
+            match &op {
+                AdminOp::DeviceAdd { .. } => std::fs::create_dir_all(&config.server.data_dir)
+                    .with_context(|| format!("creating {}", config.server.data_dir.display()))?,
+                AdminOp::DeviceRevoke { endpoint } => {
+                    bail!(
+                        "endpoint {endpoint:?} has no credential (no store at {})",
+                        path.display()
+                    )
+                }
+                AdminOp::DeviceList => {
+                    return Ok(AdminReply {
+                        devices: Some(Vec::new()),
+                        ..AdminReply::ok()
+                    })
+                }
+                AdminOp::Audit { .. } => {
+                    return Ok(AdminReply {
+                        events: Some(Vec::new()),
+                        ..AdminReply::ok()
+                    })
+                }
+            }
+        }
+        let store = match Store::open(&path, StoreConfig::default()) {
+            Ok(s) => s,
+            Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => bail!(
+            "the store {} is in use by a running server, but its admin socket {} does not answer: \
+             is that server older than the admin channel, or was the socket removed? \
+             Restart the server, or stop it to manage devices offline",
+            path.display(),
+            config.admin_socket_path().display()
+        ),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!("opening {}", path.display())))
+            }
+        };
+        let reply = if let AdminOp::Audit { limit } = op {
+            // The audit log needs no key: it holds no secrets.
+            AdminReply {
+                events: Some(lwm2m_server::audit::recent(
+                    &store,
+                    limit.min(admin::MAX_AUDIT_LIMIT),
+                )?),
+                ..AdminReply::ok()
+            }
+        } else {
+            let key_path = config.secrets_key_path();
+            let key = lwm2m_server::secrets::SecretsKey::load_or_create(&key_path)?;
+            let mut creds = lwm2m_server::credentials::Credentials::load(&store, &key)
+                .with_context(|| format!("loading the credentials in {}", path.display()))?;
+            admin::apply_offline(&store, &key, &mut creds, op)
+        };
+        store.flush().await.context("committing the store")?;
+        store.close().context("closing the store")?;
+        Ok(reply)
+    }
+
+    fn print_reply(op: &AdminOp, reply: AdminReply) {
+        match op {
+            AdminOp::DeviceAdd { .. } => {
+                if let Some(d) = reply.device {
+                    println!(
+                        "added {} credential {} for endpoint {}",
+                        d.kind, d.id, d.endpoint
+                    );
+                }
+                if let Some(r) = reply.replaced {
+                    println!("replaced its {} credential {}", r.kind, r.id);
+                }
+            }
+            AdminOp::DeviceRevoke { .. } => {
+                if let Some(d) = reply.device {
+                    println!(
+                        "revoked {} credential {} of endpoint {}",
+                        d.kind, d.id, d.endpoint
+                    );
+                }
+            }
+            AdminOp::DeviceList => print_devices(&reply.devices.unwrap_or_default()),
+            AdminOp::Audit { .. } => {
+                for e in reply.events.unwrap_or_default() {
+                    println!(
+                        "{}  {:<18}  {:<24}  {:<22}  {}",
+                        format_utc(e.at),
+                        e.kind.as_str(),
+                        e.endpoint.as_deref().unwrap_or("-"),
+                        e.peer.as_deref().unwrap_or("-"),
+                        e.detail
+                    );
+                }
+            }
+        }
+    }
+
+    fn print_devices(devices: &[CredentialSummary]) {
+        if devices.is_empty() {
+            println!("no device credentials");
+            return;
+        }
+        let header = ["ENDPOINT", "KIND", "PSK IDENTITY / SHA-256", "ADDED (UTC)"];
+        let rows: Vec<[String; 4]> = devices
+            .iter()
+            .map(|d| {
+                [
+                    d.endpoint.clone(),
+                    d.kind.to_string(),
+                    d.id.clone(),
+                    format_utc(d.added_at),
+                ]
+            })
+            .collect();
+        let mut width = header.map(str::len);
+        for r in &rows {
+            for (w, cell) in width.iter_mut().zip(r) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let line = |cells: [&str; 4]| {
+            let [a, b, c, d] = cells;
+            println!(
+                "{a:<wa$}  {b:<wb$}  {c:<wc$}  {d}",
+                wa = width[0],
+                wb = width[1],
+                wc = width[2]
+            );
+        };
+        line(header);
+        for r in &rows {
+            line([&r[0], &r[1], &r[2], &r[3]]);
+        }
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SSZ` (days to civil date after H. Hinnant's algorithm), so the CLI
+    /// needs no date crate.
+    pub(super) fn format_utc(t: std::time::SystemTime) -> String {
+        let secs = t
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let days = i64::try_from(secs / 86_400).unwrap_or(0);
+        let rem = secs % 86_400;
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = doy - (153 * mp + 2) / 5 + 1;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 };
+        let year = yoe + era * 400 + i64::from(month <= 2);
+        format!(
+            "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+            rem / 3600,
+            rem / 60 % 60,
+            rem % 60
+        )
+    }
+}
+
+#[cfg(not(unix))]
+mod admin_cli {
+    /// The admin channel is a Unix domain socket.
+    pub(super) fn run(_config: &super::Config, _cmd: super::Cmd) -> anyhow::Result<()> {
+        anyhow::bail!("device and audit commands need Unix domain sockets")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin_cli::format_utc;
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn utc_formatting() {
+        assert_eq!(format_utc(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            format_utc(UNIX_EPOCH + Duration::from_secs(951_782_400 + 3661)),
+            "2000-02-29T01:01:01Z"
+        );
+        assert_eq!(
+            format_utc(UNIX_EPOCH + Duration::from_secs(1_700_000_000)),
+            "2023-11-14T22:13:20Z"
+        );
+    }
+
+    #[test]
+    fn cli_requires_exactly_one_secret() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        assert!(parse(&[
+            "s",
+            "device",
+            "add",
+            "--endpoint",
+            "e",
+            "--psk-identity",
+            "i",
+            "--psk-key",
+            "00"
+        ])
+        .is_ok());
+        assert!(parse(&["s", "device", "add", "--endpoint", "e"]).is_err());
+        assert!(parse(&[
+            "s",
+            "device",
+            "add",
+            "--endpoint",
+            "e",
+            "--psk-identity",
+            "i"
+        ])
+        .is_err());
+        assert!(parse(&["s", "device", "add", "--endpoint", "e", "--psk-key", "00"]).is_err());
+        assert!(parse(&[
+            "s",
+            "device",
+            "add",
+            "--endpoint",
+            "e",
+            "--rpk",
+            "a",
+            "--cert",
+            "b"
+        ])
+        .is_err());
+        assert!(parse(&[
+            "s",
+            "device",
+            "add",
+            "--endpoint",
+            "e",
+            "--psk-identity",
+            "i",
+            "--psk-key",
+            "00",
+            "--rpk",
+            "a"
+        ])
+        .is_err());
+        assert!(parse(&["s", "device", "revoke", "--endpoint", "e"]).is_ok());
+        assert!(parse(&["s", "audit", "--limit", "5"]).is_ok());
     }
 }

@@ -1,27 +1,43 @@
-//! The tokio shell around [`ServerCore`]: the store, the command channel and the event
-//! stream. No protocol logic lives here (DESIGN.md: binaries and shells stay thin), and no
-//! socket code either: `lwm2m::net::machine` drives the core on the sockets, this file only
-//! says what happens to the core's outputs — store writes go to the group-committing writer,
-//! device events to a bounded broadcast channel and to callers waiting for a result.
+//! The tokio shell around [`ServerCore`]: the store, the command channel, the event stream,
+//! and the DTLS engine in front of the core. No protocol logic lives here (DESIGN.md:
+//! binaries and shells stay thin), and no socket code either: `lwm2m::net::machine` drives the
+//! shell on two socket groups — plain CoAP and CoAP over DTLS — and this file only says where
+//! things go: secure datagrams through [`dtls::Server`] to the core as [`Link::Dtls`] peers,
+//! store writes to the group-committing writer, device events to a bounded broadcast channel
+//! and to callers waiting for a result, security events to the audit log.
+use crate::admin::{self, AdminOp, AdminReply, AdminRequest};
+use crate::audit::{self, AuditEvent, AuditKind};
 use crate::config::Config;
-use crate::core::types::{Command, CommandId, DeviceEvent, Outcome, Registration};
+use crate::core::types::{Command, CommandId, DeviceEvent, Link, Outcome, Registration};
 use crate::core::ServerCore;
+use crate::credentials::Credentials;
+use crate::secrets::SecretsKey;
+use crate::security::{self, Lookup, SharedCredentials};
 use crate::store::{Store, StoreConfig, StoreError, StoreStats, Table};
 use anyhow::Context;
+use dtls::pki::Roots;
+use dtls::{ConnId, ServerEvent};
 use lwm2m::coap::Transmit;
 use lwm2m::model::{Path, Registry};
-use lwm2m::net::machine::{self, Machine, Sockets};
+use lwm2m::net::machine::{self, Listener, Machine, Sockets};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// Device events a slow subscriber may fall behind by before it misses some.
 const EVENT_CAPACITY: usize = 16_384;
+/// The socket group of plain CoAP.
+const PLAIN: Listener = 0;
+/// The socket group of CoAP over DTLS.
+const SECURE: Listener = 1;
+/// Sessions saved per timer tick during a periodic save, so a large fleet's save never
+/// stalls the server for long.
+const SAVE_CHUNK: usize = 2000;
 
 /// The server is gone.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -41,6 +57,7 @@ enum Control {
         Option<oneshot::Sender<Outcome>>,
     ),
     Registrations(oneshot::Sender<Vec<Registration>>),
+    Admin(AdminRequest),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -50,6 +67,7 @@ pub struct ServerHandle {
     control: mpsc::Sender<Control>,
     events: broadcast::Sender<DeviceEvent>,
     local_addrs: Arc<Vec<SocketAddr>>,
+    secure_addrs: Arc<Vec<SocketAddr>>,
     store_stats: Arc<StoreStats>,
 }
 
@@ -108,9 +126,24 @@ impl ServerHandle {
         self.events.subscribe()
     }
 
-    /// The addresses the CoAP sockets are bound to.
+    /// The addresses the plain CoAP sockets are bound to (none if NoSec is off).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// The addresses the CoAP-over-DTLS sockets are bound to.
+    pub fn secure_addrs(&self) -> &[SocketAddr] {
+        &self.secure_addrs
+    }
+
+    /// Applies an admin operation (device credentials, audit log) as the admin socket does.
+    pub async fn admin(&self, op: AdminOp) -> Result<AdminReply, ServerStopped> {
+        let (reply, rx) = oneshot::channel();
+        self.control
+            .send(Control::Admin(AdminRequest { op, reply }))
+            .await
+            .map_err(|_| ServerStopped)?;
+        rx.await.map_err(|_| ServerStopped)
     }
 
     /// The store writer's counters so far: writes applied and transactions committed (their
@@ -140,7 +173,8 @@ pub struct Server {
     pub task: JoinHandle<anyhow::Result<()>>,
 }
 
-/// Opens the store, restores the previous state, binds the sockets and starts the server.
+/// Opens the store, restores the previous state (registrations, DTLS sessions), binds the
+/// sockets and the admin socket, and starts the server.
 pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let mut schema = Registry::bundled();
     if !config.server.objects_dir.as_os_str().is_empty() {
@@ -159,16 +193,35 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     }
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("creating {}", config.server.data_dir.display()))?;
-    let store_path = config.server.data_dir.join("lwm2m.redb");
+    let store_path = config.store_path();
     let store = Store::open(&store_path, StoreConfig::default())
         .with_context(|| format!("opening the store at {}", store_path.display()))?;
+    let secrets = SecretsKey::load_or_create(&config.secrets_key_path())
+        .with_context(|| format!("secrets key {}", config.secrets_key_path().display()))?;
+    let credentials = Credentials::load(&store, &secrets).context("loading device credentials")?;
+    tracing::info!(devices = credentials.len(), "device credentials loaded");
+    let creds = SharedCredentials(Arc::new(std::sync::RwLock::new(credentials)));
 
     let mut core_config = config.core();
     core_config.rng_seed = rand::random();
     core_config.coap.rng_seed = rand::random();
     let now = Instant::now().into_std();
-    let mut core: ServerCore<SocketAddr> =
+    let mut core: ServerCore<Link> =
         ServerCore::new(core_config, Arc::new(schema), (now, SystemTime::now()));
+    core.set_security_policy(Arc::new(creds.clone()));
+
+    let mut dtls = None;
+    let mut roots = Roots::default();
+    if !config.server.coaps_bind.is_empty() {
+        let key = security::server_key(config)?;
+        roots = security::trusted_roots(&config.security.trusted_ca)?;
+        let mut server =
+            dtls::Server::new(security::dtls_config(config, Some(key)), rand::random());
+        let restored = restore_sessions(&mut server, &store, &secrets, &creds, &mut core);
+        tracing::info!(sessions = restored, "DTLS sessions restored");
+        dtls = Some(server);
+    }
+
     let values = |t: Table| -> Result<Vec<Vec<u8>>, StoreError> {
         Ok(store.scan(t, b"")?.into_iter().map(|(_, v)| v).collect())
     };
@@ -180,29 +233,60 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     );
     tracing::info!(?report, "state restored");
 
-    let sockets = Sockets::bind_available(
-        &config.server.coap_bind,
-        config.server.udp_recv_buffer_bytes,
-    )
-    .with_context(|| format!("binding CoAP sockets {:?}", config.server.coap_bind))?;
-    let addrs = sockets.local_addrs().to_vec();
-    for a in &addrs {
-        tracing::info!(addr = %a, "CoAP (NoSec) listening");
+    let mut sockets = Sockets::empty();
+    let recv_buffer = config.server.udp_recv_buffer_bytes;
+    let mut addrs = Vec::new();
+    if config.security.allow_nosec && !config.server.coap_bind.is_empty() {
+        addrs = sockets
+            .bind_listener(&config.server.coap_bind, recv_buffer, PLAIN)
+            .with_context(|| format!("binding CoAP sockets {:?}", config.server.coap_bind))?;
+        for a in &addrs {
+            tracing::info!(addr = %a, "CoAP (NoSec) listening");
+        }
+    } else {
+        tracing::info!("NoSec disabled: plain CoAP is not served");
     }
+    let mut secure_addrs = Vec::new();
+    if dtls.is_some() {
+        secure_addrs = sockets
+            .bind_listener(&config.server.coaps_bind, recv_buffer, SECURE)
+            .with_context(|| format!("binding CoAPs sockets {:?}", config.server.coaps_bind))?;
+        for a in &secure_addrs {
+            tracing::info!(addr = %a, "CoAP over DTLS listening");
+        }
+    }
+    anyhow::ensure!(
+        !addrs.is_empty() || !secure_addrs.is_empty(),
+        "nothing to listen on: configure server.coaps_bind, or server.coap_bind with security.allow_nosec"
+    );
     let (control_tx, control) = mpsc::channel(1024);
     let (events, _) = broadcast::channel(EVENT_CAPACITY);
     let handle = ServerHandle {
-        control: control_tx,
+        control: control_tx.clone(),
         events: events.clone(),
-        local_addrs: Arc::new(addrs.clone()),
+        local_addrs: Arc::new(addrs),
+        secure_addrs: Arc::new(secure_addrs),
         store_stats: store.stats_handle(),
     };
+    #[cfg(unix)]
+    let admin_tasks = spawn_admin(config, control_tx)?;
+    #[cfg(not(unix))]
+    let admin_tasks = Vec::new();
+    let save_every = config.session_save_interval();
     let shell = Shell {
         core,
         store,
+        secrets,
+        creds,
+        roots,
+        dtls,
         events,
         waiters: HashMap::new(),
         done: None,
+        save_every,
+        next_save: save_every.map(|d| now + d),
+        saving: Vec::new(),
+        admin_tasks,
     };
     let task = tokio::spawn(async move {
         let shell = machine::run(sockets, shell, control).await;
@@ -211,25 +295,134 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     Ok(Server { handle, task })
 }
 
+/// Serves the admin socket, forwarding its requests into the server's control channel. The
+/// tasks are stopped (and the socket file removed) when the server stops.
+#[cfg(unix)]
+fn spawn_admin(
+    config: &Config,
+    control: mpsc::Sender<Control>,
+) -> anyhow::Result<Vec<JoinHandle<()>>> {
+    let path = config.admin_socket_path();
+    let listener =
+        admin::bind(&path).with_context(|| format!("admin socket {}", path.display()))?;
+    let (tx, mut rx) = mpsc::channel::<AdminRequest>(16);
+    let serve = tokio::spawn(async move {
+        if let Err(e) = listener.run(tx).await {
+            tracing::warn!(error = %e, "admin socket stopped");
+        }
+    });
+    let forward = tokio::spawn(async move {
+        while let Some(req) = rx.recv().await {
+            if control.send(Control::Admin(req)).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(vec![serve, forward])
+}
+
+/// Loads the DTLS sessions a previous run saved. A session whose credential is gone (revoked
+/// while the server was down) is dropped, not restored.
+fn restore_sessions(
+    server: &mut dtls::Server,
+    store: &Store,
+    secrets: &SecretsKey,
+    creds: &SharedCredentials,
+    core: &mut ServerCore<Link>,
+) -> usize {
+    let Ok(entries) = store.scan(Table::Sessions, b"") else {
+        return 0;
+    };
+    let mut restored = 0;
+    for (key, sealed) in entries {
+        let ok = secrets
+            .open(&key, &sealed)
+            .ok()
+            .and_then(|bytes| server.restore_session(&bytes).ok());
+        let Some(conn) = ok else {
+            let _ = store.delete(Table::Sessions, key);
+            continue;
+        };
+        let principal = server.principal(conn).cloned();
+        let known = principal
+            .as_deref()
+            .is_some_and(|p| creds.0.read().is_ok_and(|c| c.has_credential(p)));
+        match (principal, server.peer(conn)) {
+            (Some(p), Some(addr)) if known => {
+                core.peer_authenticated(Link::Dtls(conn), p, addr);
+                restored += 1;
+            }
+            _ => {
+                server.close(conn);
+                let _ = store.delete(Table::Sessions, key);
+            }
+        }
+    }
+    // Closing restored sessions queued alerts and events nobody needs.
+    while server.poll_transmit().is_some() {}
+    while server.poll_event().is_some() {}
+    restored
+}
+
 struct Shell {
-    core: ServerCore<SocketAddr>,
+    core: ServerCore<Link>,
     store: Store,
+    secrets: SecretsKey,
+    creds: SharedCredentials,
+    roots: Roots,
+    dtls: Option<dtls::Server>,
     events: broadcast::Sender<DeviceEvent>,
     /// Callers of `execute` waiting for their command's result.
     waiters: HashMap<CommandId, oneshot::Sender<Outcome>>,
     /// The caller of `shutdown`, told once the store is committed.
     done: Option<oneshot::Sender<()>>,
+    save_every: Option<Duration>,
+    next_save: Option<std::time::Instant>,
+    /// Sessions still to save in the current periodic save.
+    saving: Vec<ConnId>,
+    /// The admin socket's tasks, stopped with the server.
+    admin_tasks: Vec<JoinHandle<()>>,
 }
 
 impl Machine for Shell {
     type Command = Control;
 
-    fn handle_datagram(&mut self, now: std::time::Instant, peer: SocketAddr, data: &[u8]) {
-        self.core.handle_datagram(now, peer, data);
+    fn handle_datagram(
+        &mut self,
+        now: std::time::Instant,
+        l: Listener,
+        peer: SocketAddr,
+        data: &[u8],
+    ) {
+        if l == PLAIN {
+            self.core.handle_datagram(now, Link::Udp(peer), data);
+            return;
+        }
+        let Some(server) = self.dtls.as_mut() else {
+            return;
+        };
+        match self.creds.0.read() {
+            Ok(creds) => {
+                let lookup = Lookup {
+                    creds: &creds,
+                    roots: &self.roots,
+                };
+                server.handle_datagram(now, peer, data, &lookup);
+            }
+            Err(_) => return,
+        }
+        self.dtls_events(now);
     }
 
     fn handle_timeout(&mut self, now: std::time::Instant) {
         self.core.handle_timeout(now);
+        if let Some(server) = self.dtls.as_mut() {
+            server.handle_timeout(now);
+            self.dtls_events(now);
+        }
+        if self.next_save.is_some_and(|t| t <= now) {
+            self.save_some(now);
+        }
     }
 
     fn handle_command(&mut self, now: std::time::Instant, c: Control) -> ControlFlow<()> {
@@ -251,6 +444,39 @@ impl Machine for Shell {
             Control::Registrations(tx) => {
                 let _ = tx.send(self.core.registrations().cloned().collect());
             }
+            Control::Admin(req) => {
+                // The audit log is read after the writes queued so far are committed, so it
+                // includes what just happened; every other answer waits for its own change
+                // to be durable. Neither holds up the server task.
+                let (reply, audit_limit) = match req.op {
+                    AdminOp::Audit { limit } => (AdminReply::ok(), Some(limit)),
+                    op => (self.admin(now, op), None),
+                };
+                let store = self.store.clone();
+                match self.store.committed() {
+                    Ok(committed) => {
+                        tokio::spawn(async move {
+                            let reply = match (committed.await, audit_limit) {
+                                (Err(e), _) => AdminReply::error(format!("store: {e}")),
+                                (Ok(()), None) => reply,
+                                (Ok(()), Some(n)) => {
+                                    match audit::recent(&store, n.min(admin::MAX_AUDIT_LIMIT)) {
+                                        Ok(events) => AdminReply {
+                                            events: Some(events),
+                                            ..AdminReply::ok()
+                                        },
+                                        Err(e) => AdminReply::error(format!("store: {e}")),
+                                    }
+                                }
+                            };
+                            let _ = req.reply.send(reply);
+                        });
+                    }
+                    Err(e) => {
+                        let _ = req.reply.send(AdminReply::error(format!("store: {e}")));
+                    }
+                }
+            }
             Control::Shutdown(done) => {
                 self.done = Some(done);
                 return ControlFlow::Break(());
@@ -259,16 +485,48 @@ impl Machine for Shell {
         ControlFlow::Continue(())
     }
 
-    fn poll_transmit(&mut self) -> Option<Transmit<SocketAddr>> {
-        self.core.poll_transmit()
+    fn poll_transmit(&mut self) -> Option<(Listener, Transmit<SocketAddr>)> {
+        loop {
+            if let Some((peer, payload)) = self.dtls.as_mut().and_then(dtls::Server::poll_transmit)
+            {
+                return Some((SECURE, Transmit { peer, payload }));
+            }
+            let t = self.core.poll_transmit()?;
+            match t.peer {
+                Link::Udp(peer) => {
+                    return Some((
+                        PLAIN,
+                        Transmit {
+                            peer,
+                            payload: t.payload,
+                        },
+                    ))
+                }
+                Link::Dtls(conn) => {
+                    if let Some(server) = self.dtls.as_mut() {
+                        if let Err(e) = server.send(conn, &t.payload) {
+                            // The session is gone; CoAP retransmission gives up in its time.
+                            tracing::debug!(peer = %conn, error = %e, "no DTLS session to send on");
+                        }
+                    }
+                }
+            }
+        }
     }
 
     fn poll_timeout(&self) -> Option<std::time::Instant> {
-        self.core.poll_timeout()
+        [
+            self.core.poll_timeout(),
+            self.dtls.as_ref().and_then(dtls::Server::poll_timeout),
+            self.next_save,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Store writes go to the group-committing writer; events to the broadcast and to the
-    /// callers waiting for a result.
+    /// callers waiting for a result; refusals to the audit log.
     fn flush(&mut self) {
         while let Some(op) = self.core.poll_store() {
             let r = match op {
@@ -281,10 +539,35 @@ impl Machine for Shell {
             }
         }
         while let Some(ev) = self.core.poll_event() {
-            if let DeviceEvent::CommandResult { id, outcome, .. } = &ev {
-                if let Some(w) = self.waiters.remove(id) {
-                    let _ = w.send(outcome.clone());
+            match &ev {
+                DeviceEvent::CommandResult { id, outcome, .. } => {
+                    if let Some(w) = self.waiters.remove(id) {
+                        let _ = w.send(outcome.clone());
+                    }
                 }
+                DeviceEvent::AuthFailed {
+                    endpoint,
+                    peer,
+                    principal,
+                    reason,
+                } => {
+                    let kind = if principal.is_some() {
+                        AuditKind::EndpointMismatch
+                    } else {
+                        AuditKind::NoSecRefused
+                    };
+                    let detail = match principal {
+                        Some(p) => format!("{reason} (credential of {p})"),
+                        None => reason.to_string(),
+                    };
+                    audit::record(
+                        &self.store,
+                        &AuditEvent::new(kind, detail)
+                            .with_endpoint(endpoint)
+                            .with_peer(peer),
+                    );
+                }
+                _ => {}
             }
             // No subscriber is not an error: events are for whoever listens.
             let _ = self.events.send(ev);
@@ -293,8 +576,158 @@ impl Machine for Shell {
 }
 
 impl Shell {
-    /// After the driver stopped: commit the store, close it, tell `shutdown`'s caller.
+    /// Hands the DTLS engine's events to the core, the store and the audit log.
+    fn dtls_events(&mut self, now: std::time::Instant) {
+        let Some(server) = self.dtls.as_mut() else {
+            return;
+        };
+        while let Some(ev) = server.poll_event() {
+            match ev {
+                ServerEvent::Data { conn, data } => {
+                    self.core.handle_datagram(now, Link::Dtls(conn), &data);
+                }
+                ServerEvent::Established {
+                    conn,
+                    peer,
+                    principal,
+                    suite,
+                    resumed,
+                } => {
+                    tracing::debug!(endpoint = %principal, %peer, suite = suite.name(), resumed, "DTLS session established");
+                    self.core
+                        .peer_authenticated(Link::Dtls(conn), principal, peer);
+                    save_session(server, &self.store, &self.secrets, conn);
+                }
+                ServerEvent::Migrated { conn, from, to } => {
+                    tracing::debug!(peer = %to, %from, %conn, "DTLS session moved (Connection ID)");
+                    self.core.peer_moved(Link::Dtls(conn), to);
+                }
+                ServerEvent::Closed {
+                    conn,
+                    principal,
+                    reason,
+                } => {
+                    tracing::debug!(endpoint = %principal, %conn, ?reason, "DTLS session closed");
+                    self.core.peer_closed(Link::Dtls(conn));
+                    let _ = self
+                        .store
+                        .delete(Table::Sessions, conn.0.to_be_bytes().to_vec());
+                }
+                ServerEvent::HandshakeFailed { peer, failure } => {
+                    // Timeouts and clients that give up are noise, not security events.
+                    if failure.alert != dtls::AlertDescription::CloseNotify
+                        || failure.reason.starts_with("client reports")
+                    {
+                        // The identity a device presented names its endpoint if it is one of
+                        // ours (a wrong key); the audit entry says both.
+                        let endpoint = failure.identity.as_deref().and_then(|id| {
+                            let creds = self.creds.0.read().ok()?;
+                            let ep = creds.psk(id.as_bytes()).map(|(ep, _)| ep.to_string());
+                            ep.or_else(|| creds.get(id).map(|c| c.endpoint.clone()))
+                        });
+                        let who = match &failure.identity {
+                            Some(id) => format!(" for identity {id:?}"),
+                            None => String::new(),
+                        };
+                        let mut ev = AuditEvent::new(
+                            AuditKind::AuthFailed,
+                            format!(
+                                "DTLS handshake refused{who}: {} ({})",
+                                failure.reason, failure.alert
+                            ),
+                        )
+                        .with_peer(peer);
+                        if let Some(ep) = endpoint {
+                            ev = ev.with_endpoint(ep);
+                        }
+                        audit::record(&self.store, &ev);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Applies an admin operation: the store part as offline, then what only the running
+    /// server can do — close the sessions of a revoked or rotated credential, end the
+    /// revoked device's registration.
+    fn admin(&mut self, now: std::time::Instant, op: AdminOp) -> AdminReply {
+        let reply = match self.creds.0.write() {
+            Ok(mut creds) => {
+                admin::apply_offline(&self.store, &self.secrets, &mut creds, op.clone())
+            }
+            Err(_) => return AdminReply::error("credential index unavailable"),
+        };
+        if !reply.ok {
+            return reply;
+        }
+        let endpoint = match &op {
+            AdminOp::DeviceRevoke { endpoint } => Some(endpoint.clone()),
+            AdminOp::DeviceAdd { credential } if reply.replaced.is_some() => {
+                Some(credential.endpoint.clone())
+            }
+            _ => None,
+        };
+        if let Some(endpoint) = endpoint {
+            let closed = self
+                .dtls
+                .as_mut()
+                .map_or(0, |s| s.close_principal(&endpoint));
+            self.dtls_events(now);
+            if matches!(op, AdminOp::DeviceRevoke { .. }) {
+                self.core.revoke(now, &endpoint);
+            }
+            if closed > 0 {
+                audit::record(
+                    &self.store,
+                    &AuditEvent::new(
+                        AuditKind::SessionClosed,
+                        format!("{closed} DTLS session(s) closed: credential changed"),
+                    )
+                    .with_endpoint(&endpoint),
+                );
+            }
+        }
+        reply
+    }
+
+    /// Saves the next chunk of a periodic save of the DTLS sessions.
+    fn save_some(&mut self, now: std::time::Instant) {
+        let Some(server) = self.dtls.as_ref() else {
+            self.next_save = None;
+            return;
+        };
+        if self.saving.is_empty() {
+            self.saving = server.conns();
+        }
+        let at = self.saving.len().saturating_sub(SAVE_CHUNK);
+        for conn in self.saving.split_off(at) {
+            save_session(server, &self.store, &self.secrets, conn);
+        }
+        self.next_save = if self.saving.is_empty() {
+            self.save_every.map(|d| now + d)
+        } else {
+            Some(now + Duration::from_millis(50))
+        };
+    }
+
+    /// After the driver stopped: save the DTLS sessions, commit the store, close it, tell
+    /// `shutdown`'s caller.
     async fn finish(self) -> anyhow::Result<()> {
+        // First the admin socket, so a CLI call cannot reach a server that is going away
+        // and the socket file is gone when `shutdown` returns.
+        for t in &self.admin_tasks {
+            t.abort();
+        }
+        for t in self.admin_tasks {
+            let _ = t.await;
+        }
+        if let Some(server) = &self.dtls {
+            let conns = server.conns();
+            for conn in &conns {
+                save_session(server, &self.store, &self.secrets, *conn);
+            }
+            tracing::info!(sessions = conns.len(), "DTLS sessions saved");
+        }
         self.store.flush().await?;
         self.store.close()?;
         tracing::info!("server stopped; store flushed");
@@ -302,5 +735,16 @@ impl Shell {
             let _ = done.send(());
         }
         Ok(())
+    }
+}
+
+/// Writes one session, sealed with the secrets key (it holds session keys).
+fn save_session(server: &dtls::Server, store: &Store, secrets: &SecretsKey, conn: ConnId) {
+    if let Some(bytes) = server.save_session(conn) {
+        let key = conn.0.to_be_bytes().to_vec();
+        let sealed = secrets.seal(&key, &bytes);
+        if let Err(e) = store.put(Table::Sessions, key, sealed) {
+            tracing::warn!(%conn, error = %e, "could not save a DTLS session");
+        }
     }
 }

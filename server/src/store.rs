@@ -27,6 +27,13 @@ pub enum Table {
     Queue,
     /// Small facts about the store itself (schema version, counters).
     Meta,
+    /// Device credentials by endpoint name (see [`crate::credentials`]).
+    Credentials,
+    /// The security audit log, keyed by time (see [`crate::audit`]).
+    Audit,
+    /// Established DTLS sessions by handle, sealed with the secrets key, so devices continue
+    /// after a restart without a handshake.
+    Sessions,
 }
 
 impl Table {
@@ -36,14 +43,20 @@ impl Table {
             Table::Observations => "observations",
             Table::Queue => "queue",
             Table::Meta => "meta",
+            Table::Credentials => "credentials",
+            Table::Audit => "audit",
+            Table::Sessions => "dtls_sessions",
         })
     }
 
-    const ALL: [Table; 4] = [
+    const ALL: [Table; 7] = [
         Table::Registrations,
         Table::Observations,
         Table::Queue,
         Table::Meta,
+        Table::Credentials,
+        Table::Audit,
+        Table::Sessions,
     ];
 }
 
@@ -177,13 +190,27 @@ impl Store {
 
     /// Waits until every write queued before this call is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        self.committed()?.await
+    }
+
+    /// A future that completes once every write queued before this call is committed; it
+    /// borrows nothing, so a caller that must not wait (the server task) can hand it to
+    /// another task.
+    pub fn committed(
+        &self,
+    ) -> Result<
+        impl std::future::Future<Output = Result<(), StoreError>> + Send + 'static,
+        StoreError,
+    > {
         let (done, wait) = tokio::sync::oneshot::channel();
         self.send(Op::Flush(done))?;
-        match wait.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(StoreError::Db(redb::Error::Corrupted(e))),
-            Err(_) => Err(StoreError::Closed),
-        }
+        Ok(async move {
+            match wait.await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(StoreError::Db(redb::Error::Corrupted(e))),
+                Err(_) => Err(StoreError::Closed),
+            }
+        })
     }
 
     /// The value under `key`, as of the last commit.

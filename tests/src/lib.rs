@@ -7,13 +7,15 @@
 #![warn(missing_docs)]
 
 use lwm2m::client::{Client, ClientConfig, ClientEvent, ObjectStore};
-use lwm2m::net::machine::{self, Machine, Sockets};
+use lwm2m::net::machine::{self, Listener, Machine, Sockets};
+use lwm2m::net::secure::{LinkEvent, SecureLink};
 use lwm2m_server::config::Config;
 use lwm2m_server::core::types::DeviceEvent;
 use lwm2m_server::{Server, ServerHandle};
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -28,6 +30,8 @@ pub struct TestServer {
     pub server: Server,
     /// Its CoAP address.
     pub addr: SocketAddr,
+    /// Its CoAP-over-DTLS address.
+    pub secure_addr: SocketAddr,
     /// Its event stream, subscribed before any device could register.
     pub events: broadcast::Receiver<DeviceEvent>,
 }
@@ -36,8 +40,18 @@ impl TestServer {
     /// Starts a server on 127.0.0.1 with `data_dir`, on `port` (0 for any), and with extra
     /// TOML appended to the configuration.
     pub async fn start(data_dir: &Path, port: u16, extra: &str) -> anyhow::Result<Self> {
+        Self::start_on(data_dir, port, 0, extra).await
+    }
+
+    /// Like [`start`](Self::start), with the DTLS port too (0 for any).
+    pub async fn start_on(
+        data_dir: &Path,
+        port: u16,
+        secure_port: u16,
+        extra: &str,
+    ) -> anyhow::Result<Self> {
         let text = format!(
-            "[server]\ncoap_bind = [\"127.0.0.1:{port}\"]\ndata_dir = \"{}\"\n{extra}",
+            "[server]\ncoap_bind = [\"127.0.0.1:{port}\"]\ncoaps_bind = [\"127.0.0.1:{secure_port}\"]\ndata_dir = \"{}\"\n{extra}",
             data_dir.display()
         );
         let config = Config::parse(&text)?;
@@ -48,9 +62,15 @@ impl TestServer {
             .local_addrs()
             .first()
             .ok_or_else(|| anyhow::anyhow!("no socket"))?;
+        let secure_addr = *server
+            .handle
+            .secure_addrs()
+            .first()
+            .ok_or_else(|| anyhow::anyhow!("no DTLS socket"))?;
         Ok(Self {
             server,
             addr,
+            secure_addr,
             events,
         })
     }
@@ -84,7 +104,7 @@ impl TestServer {
     }
 }
 
-type Job = Box<dyn FnOnce(&mut Client<SocketAddr>, Instant) + Send>;
+type Job = Box<dyn FnOnce(&mut Client<SocketAddr>, Instant, Option<&mut SecureLink>) + Send>;
 
 /// A device: one `lwm2m::client::Client` on its own UDP socket, driven by a tokio task.
 pub struct Device {
@@ -93,6 +113,8 @@ pub struct Device {
     pub events: mpsc::Receiver<ClientEvent>,
     /// The device's address, as the server sees it.
     pub addr: SocketAddr,
+    /// What its DTLS link reported (sessions up and down), for a secure device.
+    pub link_events: mpsc::Receiver<LinkEvent>,
     task: JoinHandle<()>,
 }
 
@@ -109,6 +131,25 @@ impl Device {
         config: ClientConfig,
         store: ObjectStore,
     ) -> anyhow::Result<Self> {
+        Self::spawn(server, config, store, None).await
+    }
+
+    /// Starts a device that talks to the server over DTLS with `dtls`, and registers it.
+    pub async fn start_secure(
+        server: SocketAddr,
+        config: ClientConfig,
+        dtls: dtls::ClientConfig,
+    ) -> anyhow::Result<Self> {
+        let store = ObjectStore::standard(&config.endpoint);
+        Self::spawn(server, config, store, Some(dtls)).await
+    }
+
+    async fn spawn(
+        server: SocketAddr,
+        config: ClientConfig,
+        store: ObjectStore,
+        dtls: Option<dtls::ClientConfig>,
+    ) -> anyhow::Result<Self> {
         let sockets = Sockets::bind(&[SocketAddr::from(([127, 0, 0, 1], 0))], 0)?;
         let addr = *sockets
             .local_addrs()
@@ -117,12 +158,18 @@ impl Device {
         let client = Client::new(config, server, store);
         let (jobs, jobs_rx) = mpsc::channel::<Job>(64);
         let (events_tx, events) = mpsc::channel(1024);
+        let (link_tx, link_events) = mpsc::channel(64);
+        let link =
+            dtls.map(|c| SecureLink::connect(Arc::new(c), Instant::now(), rand::random(), None));
         let task = tokio::spawn(async move {
             machine::run(
                 sockets,
                 DeviceMachine {
                     client,
+                    server,
+                    link,
                     events: events_tx,
+                    link_events: link_tx,
                 },
                 jobs_rx,
             )
@@ -132,6 +179,7 @@ impl Device {
             jobs,
             events,
             addr,
+            link_events,
             task,
         };
         dev.with(|c, now| {
@@ -143,7 +191,7 @@ impl Device {
 
     /// Runs `f` on the client inside its task (then sends what it produced).
     pub async fn with(&self, f: impl FnOnce(&mut Client<SocketAddr>, Instant) + Send + 'static) {
-        let _ = self.jobs.send(Box::new(f)).await;
+        let _ = self.jobs.send(Box::new(move |c, now, _| f(c, now))).await;
     }
 
     /// Waits for the first client event that `pick` accepts, skipping others.
@@ -162,43 +210,110 @@ impl Device {
         }
     }
 
+    /// Runs `f` on the device's DTLS link inside its task (a secure device only).
+    pub async fn with_link(&self, f: impl FnOnce(&mut SecureLink, Instant) + Send + 'static) {
+        let _ = self
+            .jobs
+            .send(Box::new(move |_, now, link| {
+                if let Some(l) = link {
+                    f(l, now);
+                }
+            }))
+            .await;
+    }
+
+    /// Waits for the first link event that `pick` accepts, skipping others.
+    pub async fn wait_link<T>(&mut self, mut pick: impl FnMut(&LinkEvent) -> Option<T>) -> T {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match tokio::time::timeout_at(deadline, self.link_events.recv()).await {
+                Ok(Some(ev)) => {
+                    if let Some(t) = pick(&ev) {
+                        return t;
+                    }
+                }
+                Ok(None) => panic!("device stopped"),
+                Err(_) => panic!("no matching link event within {PATIENCE:?}"),
+            }
+        }
+    }
+
     /// Stops the device at once, like pulling its battery: nothing more is sent.
     pub fn kill(self) {
         self.task.abort();
     }
 }
 
-/// A device as a [`Machine`]: the client, its jobs as commands, its events to the test.
+/// A device as a [`Machine`]: the client (behind a DTLS link for a secure device), its jobs
+/// as commands, its events to the test.
 struct DeviceMachine {
     client: Client<SocketAddr>,
+    server: SocketAddr,
+    link: Option<SecureLink>,
     events: mpsc::Sender<ClientEvent>,
+    link_events: mpsc::Sender<LinkEvent>,
 }
 
 impl Machine for DeviceMachine {
     type Command = Job;
 
-    fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, data: &[u8]) {
-        self.client.handle_datagram(now, peer, data);
+    fn handle_datagram(&mut self, now: Instant, _l: Listener, peer: SocketAddr, data: &[u8]) {
+        match &mut self.link {
+            None => self.client.handle_datagram(now, peer, data),
+            Some(link) => {
+                let mut plain = Vec::new();
+                link.handle_datagram(now, data, &mut plain);
+                for d in plain {
+                    self.client.handle_datagram(now, self.server, &d);
+                }
+            }
+        }
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         self.client.handle_timeout(now);
+        if let Some(link) = &mut self.link {
+            link.handle_timeout(now);
+        }
     }
 
     fn handle_command(&mut self, now: Instant, job: Job) -> ControlFlow<()> {
-        job(&mut self.client, now);
+        job(&mut self.client, now, self.link.as_mut());
         ControlFlow::Continue(())
     }
 
-    fn poll_transmit(&mut self) -> Option<lwm2m::coap::Transmit<SocketAddr>> {
-        self.client.poll_transmit()
+    fn poll_transmit(&mut self) -> Option<(Listener, lwm2m::coap::Transmit<SocketAddr>)> {
+        let Some(link) = &mut self.link else {
+            return self.client.poll_transmit().map(|t| (0, t));
+        };
+        while let Some(t) = self.client.poll_transmit() {
+            link.send(t.payload);
+        }
+        link.poll_transmit().map(|payload| {
+            (
+                0,
+                lwm2m::coap::Transmit {
+                    peer: self.server,
+                    payload,
+                },
+            )
+        })
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.client.poll_timeout()
+        let link = self.link.as_ref().and_then(SecureLink::poll_timeout);
+        match (self.client.poll_timeout(), link) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     fn flush(&mut self) {
+        if let Some(link) = &mut self.link {
+            while let Some(ev) = link.poll_event() {
+                let _ = self.link_events.try_send(ev);
+            }
+        }
         while let Some(ev) = self.client.poll_event() {
             // A test that stopped reading has its answer already.
             let _ = self.events.try_send(ev);

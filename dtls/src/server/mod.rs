@@ -571,7 +571,6 @@ impl Server {
         if est.resumed {
             self.stats.resumptions += 1;
         }
-        tracing::debug!(%peer, principal = %principal, suite = suite.name(), resumed = est.resumed, "DTLS session established");
         self.events.push_back(ServerEvent::Established {
             conn: ConnId(id),
             peer,
@@ -870,26 +869,34 @@ impl Server {
         }
     }
 
+    /// Every established session's handle.
+    pub fn conns(&self) -> Vec<ConnId> {
+        self.sessions.keys().map(|id| ConnId(*id)).collect()
+    }
+
     /// Every established session as bytes (containing keys: store them as secrets).
     pub fn save_sessions(&self) -> Vec<(ConnId, Vec<u8>)> {
-        let mut out = Vec::with_capacity(self.sessions.len());
-        for (id, e) in &self.sessions {
-            let mut buf = Vec::with_capacity(320);
-            let mut enc = minicbor::Encoder::new(&mut buf);
-            let ok = (|| -> Result<(), crate::session::SaveError> {
-                enc.array(6)?
-                    .u64(*id)?
-                    .str(&e.peer.to_string())?
-                    .bytes(&e.check)?
-                    .bytes(&e.master)?
-                    .bool(e.ems)?;
-                e.session.save(&mut enc)
-            })();
-            if ok.is_ok() {
-                out.push((ConnId(*id), buf));
-            }
-        }
-        out
+        self.conns()
+            .into_iter()
+            .filter_map(|c| self.save_session(c).map(|b| (c, b)))
+            .collect()
+    }
+
+    /// One session as bytes, for [`restore_session`](Self::restore_session) in a later run.
+    pub fn save_session(&self, conn: ConnId) -> Option<Vec<u8>> {
+        let e = self.sessions.get(&conn.0)?;
+        let mut buf = Vec::with_capacity(320);
+        let mut enc = minicbor::Encoder::new(&mut buf);
+        let written = (|| -> Result<(), crate::session::SaveError> {
+            enc.array(6)?
+                .u64(conn.0)?
+                .str(&e.peer.to_string())?
+                .bytes(&e.check)?
+                .bytes(&e.master)?
+                .bool(e.ems)?;
+            e.session.save(&mut enc)
+        })();
+        written.ok().map(|()| buf)
     }
 
     /// Brings back a session saved by [`save_sessions`](Self::save_sessions).

@@ -307,6 +307,6 @@ impl Schema for CyclingSchema {
         TYPES.get(usize::from(resource) % TYPES.len()).copied()
     }
     fn is_multiple(&self, _object: u16, resource: u16) -> Option<bool> {
-        (resource <= 64).then_some(resource % 3 == 0)
+        (resource <= 64).then_some(resource.is_multiple_of(3))
     }
 }

@@ -1,6 +1,10 @@
 //! One socket driver for any sans-IO protocol machine: the server core, a device, the CoAP
-//! endpoint behind a [`Handle`](super::Handle). (RFC 7252 over UDP; the DTLS layer of the
-//! server will sit here too, so that it exists once.)
+//! endpoint behind a [`Handle`](super::Handle) (RFC 7252 over UDP, RFC 6347 DTLS records are
+//! datagrams like any other).
+//!
+//! Sockets come in groups, each with a [`Listener`] number — plain CoAP and CoAP over DTLS, say
+//! — so one machine serves both: it learns which group a datagram arrived on and says which
+//! group a reply leaves from.
 //!
 //! A [`Machine`] takes datagrams, commands and time, and gives datagrams and the next
 //! deadline — the shape of every core in this project. [`run`] binds nothing itself: it is
@@ -22,18 +26,21 @@ const INBOUND_CAPACITY: usize = 8192;
 /// Datagrams taken from the channel after one wake-up before replies are sent.
 const BATCH: usize = 64;
 
+/// Which group of sockets a datagram came in on, or leaves from.
+pub type Listener = u8;
+
 /// A sans-IO protocol machine that [`run`] can drive.
 pub trait Machine {
     /// What the application sends in.
     type Command: Send + 'static;
-    /// One datagram from `peer`.
-    fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, data: &[u8]);
+    /// One datagram from `peer`, received on a socket of `listener`.
+    fn handle_datagram(&mut self, now: Instant, listener: Listener, peer: SocketAddr, data: &[u8]);
     /// The deadline from [`poll_timeout`](Self::poll_timeout) passed (early calls are fine).
     fn handle_timeout(&mut self, now: Instant);
     /// A command; `Break` stops the driver after it has sent what is queued.
     fn handle_command(&mut self, now: Instant, command: Self::Command) -> ControlFlow<()>;
-    /// The next datagram to send.
-    fn poll_transmit(&mut self) -> Option<Transmit<SocketAddr>>;
+    /// The next datagram to send, and the listener whose socket sends it.
+    fn poll_transmit(&mut self) -> Option<(Listener, Transmit<SocketAddr>)>;
     /// When [`handle_timeout`](Self::handle_timeout) should next run.
     fn poll_timeout(&self) -> Option<Instant>;
     /// Called after every input once the datagrams are sent: pass events on, write the
@@ -46,6 +53,7 @@ pub trait Machine {
 pub struct Sockets {
     sockets: Vec<Arc<UdpSocket>>,
     addrs: Vec<SocketAddr>,
+    listeners: Vec<Listener>,
 }
 
 impl Sockets {
@@ -56,14 +64,20 @@ impl Sockets {
     /// kernel caps the size at `net.core.rmem_max`; a capped size is logged. An IPv6
     /// wildcard socket also serves IPv4 (mapped addresses). Must run inside a tokio runtime.
     pub fn bind(addrs: &[SocketAddr], recv_buffer: usize) -> io::Result<Self> {
-        let mut out = Self {
-            sockets: Vec::new(),
-            addrs: Vec::new(),
-        };
+        let mut out = Self::empty();
         for addr in addrs {
-            out.bind_one(*addr, recv_buffer)?;
+            out.bind_one(*addr, recv_buffer, 0)?;
         }
         Ok(out)
+    }
+
+    /// No sockets yet; add groups with [`bind_listener`](Self::bind_listener).
+    pub fn empty() -> Self {
+        Self {
+            sockets: Vec::new(),
+            addrs: Vec::new(),
+            listeners: Vec::new(),
+        }
     }
 
     /// Like [`bind`](Self::bind), but an IPv6 address the host cannot have (IPv6 disabled:
@@ -71,13 +85,23 @@ impl Sockets {
     /// as another address bound. A default configuration that listens on `127.0.0.1` and
     /// `[::1]` then still starts on an IPv4-only host; any other failure is an error.
     pub fn bind_available(addrs: &[SocketAddr], recv_buffer: usize) -> io::Result<Self> {
-        let mut out = Self {
-            sockets: Vec::new(),
-            addrs: Vec::new(),
-        };
+        let mut out = Self::empty();
+        out.bind_listener(addrs, recv_buffer, 0)?;
+        Ok(out)
+    }
+
+    /// Binds `addrs` as the socket group `listener`, skipping unavailable IPv6 addresses as
+    /// [`bind_available`](Self::bind_available) does. Returns the addresses bound.
+    pub fn bind_listener(
+        &mut self,
+        addrs: &[SocketAddr],
+        recv_buffer: usize,
+        listener: Listener,
+    ) -> io::Result<Vec<SocketAddr>> {
+        let before = self.sockets.len();
         let mut skipped = None;
         for addr in addrs {
-            match out.bind_one(*addr, recv_buffer) {
+            match self.bind_one(*addr, recv_buffer, listener) {
                 Err(e) if addr.is_ipv6() && is_unavailable(&e) => {
                     tracing::warn!(%addr, error = %e, "IPv6 address not available here; not listening on it");
                     skipped = Some(e);
@@ -86,12 +110,17 @@ impl Sockets {
             }
         }
         match skipped {
-            Some(e) if out.sockets.is_empty() => Err(e),
-            _ => Ok(out),
+            Some(e) if self.sockets.len() == before => Err(e),
+            _ => Ok(self.addrs.get(before..).unwrap_or_default().to_vec()),
         }
     }
 
-    fn bind_one(&mut self, addr: SocketAddr, recv_buffer: usize) -> io::Result<()> {
+    fn bind_one(
+        &mut self,
+        addr: SocketAddr,
+        recv_buffer: usize,
+        listener: Listener,
+    ) -> io::Result<()> {
         use socket2::{Domain, Protocol, Socket, Type};
         let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
         if addr.is_ipv6() {
@@ -111,6 +140,7 @@ impl Sockets {
         let socket = UdpSocket::from_std(socket.into())?;
         self.addrs.push(socket.local_addr()?);
         self.sockets.push(Arc::new(socket));
+        self.listeners.push(listener);
         Ok(())
     }
 
@@ -119,17 +149,30 @@ impl Sockets {
         &self.addrs
     }
 
-    /// The socket (and address form) to reach `peer` through: one of its family, else an
-    /// IPv6 socket with the IPv4 address mapped (RFC 4291 §2.5.5.2).
-    fn route(&self, peer: SocketAddr) -> Option<(&UdpSocket, SocketAddr)> {
-        if let Some(i) = self
-            .addrs
+    /// The bound addresses of one listener.
+    pub fn listener_addrs(&self, listener: Listener) -> Vec<SocketAddr> {
+        self.addrs
             .iter()
-            .position(|a| a.is_ipv4() == peer.is_ipv4())
-        {
+            .zip(&self.listeners)
+            .filter(|(_, l)| **l == listener)
+            .map(|(a, _)| *a)
+            .collect()
+    }
+
+    /// The socket (and address form) of `listener` to reach `peer` through: one of its
+    /// family, else an IPv6 socket with the IPv4 address mapped (RFC 4291 §2.5.5.2).
+    fn route(&self, listener: Listener, peer: SocketAddr) -> Option<(&UdpSocket, SocketAddr)> {
+        let ours = |i: &usize| self.listeners.get(*i) == Some(&listener);
+        if let Some(i) = (0..self.addrs.len()).filter(ours).find(|i| {
+            self.addrs
+                .get(*i)
+                .is_some_and(|a| a.is_ipv4() == peer.is_ipv4())
+        }) {
             return self.sockets.get(i).map(|s| (&**s, peer));
         }
-        let i = self.addrs.iter().position(|a| a.is_ipv6())?;
+        let i = (0..self.addrs.len())
+            .filter(ours)
+            .find(|i| self.addrs.get(*i).is_some_and(|a| a.is_ipv6()))?;
         let mapped = match peer {
             SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
             v6 => v6,
@@ -137,8 +180,8 @@ impl Sockets {
         self.sockets.get(i).map(|s| (&**s, mapped))
     }
 
-    async fn send(&self, t: Transmit<SocketAddr>) {
-        let Some((socket, to)) = self.route(t.peer) else {
+    async fn send(&self, listener: Listener, t: Transmit<SocketAddr>) {
+        let Some((socket, to)) = self.route(listener, t.peer) else {
             return;
         };
         let sent = match socket.try_send_to(&t.payload, to) {
@@ -166,13 +209,21 @@ fn canonical(a: SocketAddr) -> SocketAddr {
     SocketAddr::new(a.ip().to_canonical(), a.port())
 }
 
-async fn read_socket(socket: Arc<UdpSocket>, to_machine: mpsc::Sender<(SocketAddr, Vec<u8>)>) {
+async fn read_socket(
+    socket: Arc<UdpSocket>,
+    listener: Listener,
+    to_machine: mpsc::Sender<(Listener, SocketAddr, Vec<u8>)>,
+) {
     let mut buf = vec![0u8; 65_536];
     loop {
         match socket.recv_from(&mut buf).await {
             Ok((n, peer)) => {
                 let data = buf.get(..n).unwrap_or_default().to_vec();
-                if to_machine.send((canonical(peer), data)).await.is_err() {
+                if to_machine
+                    .send((listener, canonical(peer), data))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
@@ -193,14 +244,15 @@ pub async fn run<M: Machine>(
     let readers: Vec<_> = sockets
         .sockets
         .iter()
-        .map(|s| tokio::spawn(read_socket(s.clone(), inbound_tx.clone())))
+        .zip(&sockets.listeners)
+        .map(|(s, l)| tokio::spawn(read_socket(s.clone(), *l, inbound_tx.clone())))
         .collect();
     drop(inbound_tx);
     let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
     tokio::pin!(sleep);
     loop {
-        while let Some(t) = machine.poll_transmit() {
-            sockets.send(t).await;
+        while let Some((l, t)) = machine.poll_transmit() {
+            sockets.send(l, t).await;
         }
         machine.flush();
         let deadline = machine.poll_timeout();
@@ -208,12 +260,12 @@ pub async fn run<M: Machine>(
             sleep.as_mut().reset(t.into());
         }
         tokio::select! {
-            Some((peer, data)) = inbound.recv() => {
+            Some((l, peer, data)) = inbound.recv() => {
                 let now = Instant::now();
-                machine.handle_datagram(now, peer, &data);
+                machine.handle_datagram(now, l, peer, &data);
                 for _ in 0..BATCH {
                     match inbound.try_recv() {
-                        Ok((peer, data)) => machine.handle_datagram(now, peer, &data),
+                        Ok((l, peer, data)) => machine.handle_datagram(now, l, peer, &data),
                         Err(_) => break,
                     }
                 }
@@ -232,8 +284,8 @@ pub async fn run<M: Machine>(
     for r in readers {
         r.abort();
     }
-    while let Some(t) = machine.poll_transmit() {
-        sockets.send(t).await;
+    while let Some((l, t)) = machine.poll_transmit() {
+        sockets.send(l, t).await;
     }
     machine.flush();
     machine

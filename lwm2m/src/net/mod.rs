@@ -23,10 +23,12 @@
 mod driver;
 mod handle;
 pub mod machine;
+pub mod secure;
 mod socket;
 mod waiters;
 
 pub use driver::{Driver, RECV_BATCH};
 pub use handle::{Handle, Incoming, NetError, Notification, Observation, ObserverGone};
 pub use machine::{Machine, Sockets};
+pub use secure::SecureLink;
 pub use socket::{Builder, CoapSocket};

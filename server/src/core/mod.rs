@@ -105,6 +105,22 @@ struct Device<P> {
     observations: Vec<ObservationId>,
 }
 
+/// Decides which endpoints must come over DTLS (DESIGN.md principle 4): an endpoint with a
+/// credential may not register, update or de-register without it.
+pub trait SecurityPolicy: Send + Sync {
+    /// Whether `endpoint` has a credential and so must authenticate.
+    fn requires_dtls(&self, endpoint: &str) -> bool;
+}
+
+/// Who an authenticated peer is, from its DTLS handshake.
+#[derive(Debug, Clone)]
+struct Authenticated {
+    /// The endpoint name its credential is bound to.
+    principal: Arc<str>,
+    /// Where it is now, for the registration's address.
+    addr: std::net::SocketAddr,
+}
+
 /// The LwM2M server core for peers of type `P` (`SocketAddr` for plain UDP).
 pub struct ServerCore<P: Peer> {
     coap: Endpoint<P>,
@@ -131,6 +147,9 @@ pub struct ServerCore<P: Peer> {
     next_observation: u64,
     events: VecDeque<DeviceEvent>,
     store_ops: VecDeque<StoreOp>,
+    /// Peers authenticated by DTLS and who they are.
+    authenticated: HashMap<P, Authenticated>,
+    policy: Option<Arc<dyn SecurityPolicy>>,
 }
 
 impl<P: Peer + Display + FromStr> ServerCore<P> {
@@ -160,8 +179,84 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             next_observation: wall_ms << 8,
             events: VecDeque::new(),
             store_ops: VecDeque::new(),
+            authenticated: HashMap::new(),
+            policy: None,
             config,
         }
+    }
+
+    /// Sets who must authenticate; without a policy, NoSec peers may use any name.
+    pub fn set_security_policy(&mut self, policy: Arc<dyn SecurityPolicy>) {
+        self.policy = Some(policy);
+    }
+
+    /// `peer` completed a DTLS handshake with a credential bound to `principal`.
+    pub fn peer_authenticated(&mut self, peer: P, principal: Arc<str>, addr: std::net::SocketAddr) {
+        self.authenticated
+            .insert(peer, Authenticated { principal, addr });
+    }
+
+    /// An authenticated peer moved to `addr` (DTLS Connection ID, RFC 9146).
+    pub fn peer_moved(&mut self, peer: P, addr: std::net::SocketAddr) {
+        if let Some(a) = self.authenticated.get_mut(&peer) {
+            a.addr = addr;
+        }
+        if let Some(dev) = self
+            .by_peer
+            .get(&peer)
+            .and_then(|ep| self.devices.get_mut(ep))
+        {
+            dev.reg.address = addr.to_string();
+        }
+    }
+
+    /// An authenticated peer's session ended.
+    pub fn peer_closed(&mut self, peer: P) {
+        self.authenticated.remove(&peer);
+    }
+
+    /// A device's credential was revoked: its registration ends now.
+    pub fn revoke(&mut self, now: Instant, endpoint: &str) -> bool {
+        self.remove_device(now, endpoint, types::DeregisterReason::Revoked)
+            .is_some()
+    }
+
+    /// The address to report for `peer`.
+    fn address_of(&self, peer: &P) -> String {
+        match self.authenticated.get(peer) {
+            Some(a) => a.addr.to_string(),
+            None => peer.to_string(),
+        }
+    }
+
+    /// Whether `peer` may act as `endpoint`: an authenticated peer only as the endpoint its
+    /// credential is bound to, an unauthenticated one only as an endpoint without a
+    /// credential. A refusal is reported as [`DeviceEvent::AuthFailed`] for the audit log.
+    fn authorize(&mut self, peer: &P, endpoint: &str) -> Result<(), lwm2m::ops::Lwm2mError> {
+        let reason = match self.authenticated.get(peer) {
+            Some(a) if &*a.principal == endpoint => return Ok(()),
+            Some(_) => "endpoint name is not the one bound to the DTLS credential",
+            None if self
+                .policy
+                .as_ref()
+                .is_some_and(|p| p.requires_dtls(endpoint)) =>
+            {
+                "endpoint has a credential and must use DTLS"
+            }
+            None => return Ok(()),
+        };
+        let principal = self
+            .authenticated
+            .get(peer)
+            .map(|a| a.principal.to_string());
+        tracing::warn!(endpoint, peer = %self.address_of(peer), principal = principal.as_deref().unwrap_or(""), reason, "request refused: 4.03");
+        self.events.push_back(DeviceEvent::AuthFailed {
+            endpoint: endpoint.to_string(),
+            peer: self.address_of(peer),
+            principal,
+            reason,
+        });
+        Err(lwm2m::ops::Lwm2mError::Forbidden)
     }
 
     /// Wall-clock time at `now`.
@@ -293,11 +388,11 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
     ) -> RestoreReport {
         let mut report = RestoreReport::default();
         for bytes in registrations {
-            let Some(reg) = persist::decode_registration(&bytes) else {
+            let Some((reg, peer)) = persist::decode_registration(&bytes) else {
                 report.unreadable += 1;
                 continue;
             };
-            let Ok(peer) = reg.address.parse::<P>() else {
+            let Ok(peer) = peer.parse::<P>() else {
                 report.unreadable += 1;
                 continue;
             };

@@ -75,10 +75,14 @@ struct RegistrationRecord {
     registered_at_ms: u64,
     #[n(10)]
     updated_at_ms: u64,
+    /// How the device is reached when it differs from `address` (a DTLS session); absent
+    /// in records of earlier versions.
+    #[n(11)]
+    peer: Option<String>,
 }
 
-/// Encodes a registration.
-pub(crate) fn encode_registration(r: &Registration) -> Vec<u8> {
+/// Encodes a registration of a device reached through `peer`.
+pub(crate) fn encode_registration(r: &Registration, peer: &str) -> Vec<u8> {
     let rec = RegistrationRecord {
         endpoint: r.endpoint.clone(),
         location: r.location.clone(),
@@ -91,14 +95,17 @@ pub(crate) fn encode_registration(r: &Registration) -> Vec<u8> {
         links: r.links.to_link_format(),
         registered_at_ms: millis(r.registered_at),
         updated_at_ms: millis(r.updated_at),
+        peer: (peer != r.address).then(|| peer.to_string()),
     };
     minicbor::to_vec(&rec).unwrap_or_default()
 }
 
-/// Decodes a registration; `None` for a record this version cannot read.
-pub(crate) fn decode_registration(bytes: &[u8]) -> Option<Registration> {
+/// Decodes a registration and the peer it is reached through; `None` for a record this
+/// version cannot read.
+pub(crate) fn decode_registration(bytes: &[u8]) -> Option<(Registration, String)> {
     let rec: RegistrationRecord = minicbor::decode(bytes).ok()?;
-    Some(Registration {
+    let peer = rec.peer.unwrap_or_else(|| rec.address.clone());
+    let reg = Registration {
         endpoint: rec.endpoint,
         location: rec.location,
         address: rec.address,
@@ -114,7 +121,8 @@ pub(crate) fn decode_registration(bytes: &[u8]) -> Option<Registration> {
         },
         registered_at: from_millis(rec.registered_at_ms),
         updated_at: from_millis(rec.updated_at_ms),
-    })
+    };
+    Some((reg, peer))
 }
 
 /// An observation as stored.
@@ -177,7 +185,10 @@ mod tests {
             registered_at: from_millis(1_700_000_000_000),
             updated_at: from_millis(1_700_000_100_000),
         };
-        assert_eq!(decode_registration(&encode_registration(&r)), Some(r));
+        let plain = decode_registration(&encode_registration(&r, &r.address));
+        assert_eq!(plain, Some((r.clone(), r.address.clone())));
+        let secure = decode_registration(&encode_registration(&r, "dtls#7"));
+        assert_eq!(secure, Some((r, "dtls#7".to_string())));
         assert_eq!(decode_registration(b"\xff garbage"), None);
     }
 

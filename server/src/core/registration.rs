@@ -39,7 +39,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         let result = match segs.as_slice() {
             ["rd"] if method == post => self.register(now, req.peer, &req.request),
             ["rd", id] if method == post => self.update(now, req.peer, id, &req.request),
-            ["rd", id] if method == delete => self.deregister(now, id),
+            ["rd", id] if method == delete => self.deregister(now, req.peer, id),
             ["dp"] if method == post => self.on_send(now, req.peer, &req.request),
             ["rd"] | ["rd", _] | ["dp"] => Err(Lwm2mError::MethodNotAllowed),
             _ => Err(Lwm2mError::NotFound),
@@ -67,6 +67,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         packet: &Packet,
     ) -> Result<(Packet, String), Lwm2mError> {
         let r = Register::from_coap(packet)?;
+        self.authorize(&peer, &r.endpoint)?;
         if self.devices.len() >= self.config.max_registrations
             && !self.devices.contains_key(&r.endpoint)
         {
@@ -81,7 +82,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         let reg = Registration {
             endpoint: r.endpoint.clone(),
             location: format!("/rd/{id}"),
-            address: peer.to_string(),
+            address: self.address_of(&peer),
             lifetime: r.lifetime,
             version: r.version,
             binding: r.binding,
@@ -115,7 +116,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         if let Some(id) = reg.location.strip_prefix("/rd/") {
             self.locations.insert(id.to_string(), endpoint.clone());
         }
-        self.persist_registration(&reg);
+        self.persist_registration(&reg, &peer);
         self.expiry.insert((expires, endpoint.clone()));
         self.by_peer.insert(peer, endpoint.clone());
         let formats = ClientFormats::new(reg.version, &reg.links.content_formats);
@@ -133,8 +134,8 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         );
     }
 
-    fn persist_registration(&mut self, reg: &Registration) {
-        let value = persist::encode_registration(reg);
+    fn persist_registration(&mut self, reg: &Registration, peer: &P) {
+        let value = persist::encode_registration(reg, &peer.to_string());
         self.store_ops.push_back(StoreOp::Put(
             Table::Registrations,
             reg.endpoint.as_bytes().to_vec(),
@@ -154,7 +155,9 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             .get(id)
             .cloned()
             .ok_or(Lwm2mError::NotFound)?;
+        self.authorize(&peer, &endpoint)?;
         let u = Update::from_coap(packet)?;
+        let address = self.address_of(&peer);
         let wall = self.wall(now);
         let grace = self.config.registration_grace;
         let Some(dev) = self.devices.get_mut(&endpoint) else {
@@ -178,7 +181,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         }
         // A device behind NAT may come back from a new address (Transport §6.2.2).
         let old_peer = std::mem::replace(&mut dev.peer, peer);
-        dev.reg.address = peer.to_string();
+        dev.reg.address = address;
         dev.reg.updated_at = wall;
         let old_expiry = dev.expires;
         dev.expires = now + Duration::from_secs(u64::from(dev.reg.lifetime)) + grace;
@@ -192,18 +195,24 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             self.by_peer.insert(peer, endpoint.clone());
         }
         tracing::debug!(endpoint = %endpoint, peer = %peer, "registration updated");
-        self.persist_registration(&reg);
+        self.persist_registration(&reg, &peer);
         self.events
             .push_back(DeviceEvent::Updated { registration: reg });
         Ok((msg::response(ResponseType::Changed), endpoint))
     }
 
-    fn deregister(&mut self, now: Instant, id: &str) -> Result<(Packet, String), Lwm2mError> {
+    fn deregister(
+        &mut self,
+        now: Instant,
+        peer: P,
+        id: &str,
+    ) -> Result<(Packet, String), Lwm2mError> {
         let endpoint = self
             .locations
             .get(id)
             .cloned()
             .ok_or(Lwm2mError::NotFound)?;
+        self.authorize(&peer, &endpoint)?;
         tracing::info!(endpoint = %endpoint, "deregistered");
         self.remove_device(now, &endpoint, DeregisterReason::Requested);
         // Nothing to drain for a device that just left; `heard_from` finds no device.
@@ -261,7 +270,8 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         }
     }
 
-    /// Send (`POST /dp`): the device is known by the address it registered from.
+    /// Send (`POST /dp`): the device is known by the peer it registered from — for DTLS its
+    /// session, which is its credential, not an address.
     fn on_send(
         &mut self,
         _now: Instant,

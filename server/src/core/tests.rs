@@ -760,3 +760,92 @@ fn registration_churn_keeps_one_expiry_entry_per_device() {
     assert_eq!(w.core.device_count(), 0);
     assert!(w.core.expiry.is_empty());
 }
+
+/// Endpoints `meter-*` have credentials; others do not.
+struct MetersNeedDtls;
+
+impl SecurityPolicy for MetersNeedDtls {
+    fn requires_dtls(&self, endpoint: &str) -> bool {
+        endpoint.starts_with("meter-")
+    }
+}
+
+fn try_register(w: &mut World, addr: u8, name: &str) -> Packet {
+    let r = Register::new(name, parse_registration_links(b"</3/0>").unwrap());
+    let id = w.send_from(addr, r.to_coap());
+    w.reply(addr, id).expect("answered")
+}
+
+fn auth_failures(w: &World) -> Vec<(String, Option<String>)> {
+    w.events
+        .iter()
+        .filter_map(|e| match e {
+            DeviceEvent::AuthFailed {
+                endpoint,
+                principal,
+                ..
+            } => Some((endpoint.clone(), principal.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_authenticated_peer_registers_only_as_its_credential_says() {
+    let mut w = World::new();
+    w.core.set_security_policy(Arc::new(MetersNeedDtls));
+    // Peer 1 holds meter-a's credential; peer 2 holds none.
+    let addr: std::net::SocketAddr = "192.0.2.7:4000".parse().unwrap();
+    w.core.peer_authenticated(1, Arc::from("meter-a"), addr);
+    let forbidden = MessageClass::Response(ResponseType::Forbidden);
+    assert_eq!(try_register(&mut w, 1, "meter-b").header.code, forbidden);
+    assert_eq!(try_register(&mut w, 2, "meter-a").header.code, forbidden);
+    assert_eq!(
+        auth_failures(&w),
+        vec![
+            ("meter-b".to_string(), Some("meter-a".to_string())),
+            ("meter-a".to_string(), None)
+        ]
+    );
+    assert_eq!(w.core.device_count(), 0);
+    // The right name works, and the registration shows the device's address.
+    let loc = w.register(1, "meter-a", 300, false);
+    assert_eq!(
+        w.core.registration("meter-a").unwrap().address,
+        addr.to_string()
+    );
+    // Another peer cannot update or de-register it, even knowing its location.
+    let update = Update::default().to_coap(&loc);
+    let id = w.send_from(2, update);
+    assert_eq!(w.reply(2, id).unwrap().header.code, forbidden);
+    let mut delete = msg::request(lwm2m::coap::RequestType::Delete, &loc);
+    delete
+        .header
+        .set_type(lwm2m::coap::MessageType::Confirmable);
+    let id = w.send_from(2, delete);
+    assert_eq!(w.reply(2, id).unwrap().header.code, forbidden);
+    assert_eq!(w.core.device_count(), 1);
+    // A NoSec device without a credential is unaffected.
+    w.register(3, "sensor-1", 300, false);
+    assert_eq!(w.core.device_count(), 2);
+}
+
+#[test]
+fn a_moved_session_updates_the_address_and_revocation_deregisters() {
+    let mut w = World::new();
+    let a: std::net::SocketAddr = "192.0.2.7:4000".parse().unwrap();
+    let b: std::net::SocketAddr = "198.51.100.9:5000".parse().unwrap();
+    w.core.peer_authenticated(1, Arc::from("meter-a"), a);
+    w.register(1, "meter-a", 300, false);
+    w.core.peer_moved(1, b);
+    assert_eq!(
+        w.core.registration("meter-a").unwrap().address,
+        b.to_string()
+    );
+    let now = w.now;
+    assert!(w.core.revoke(now, "meter-a"));
+    w.flush();
+    assert!(w.events.iter().any(|e| matches!(e,
+        DeviceEvent::Deregistered { endpoint, reason: DeregisterReason::Revoked } if endpoint == "meter-a")));
+    assert_eq!(w.core.device_count(), 0);
+}

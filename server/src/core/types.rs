@@ -90,6 +90,8 @@ pub enum DeregisterReason {
     Expired,
     /// It registered again; the new registration replaces this one.
     Replaced,
+    /// Its credential was revoked.
+    Revoked,
 }
 
 /// A registration as stored and reported.
@@ -139,6 +141,18 @@ pub enum Content {
 /// stream, metrics, audit log).
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeviceEvent {
+    /// A device was refused for who it is: its credential does not allow the endpoint name it
+    /// used, or it has a credential and came without DTLS. Goes to the audit log.
+    AuthFailed {
+        /// The endpoint name the device used.
+        endpoint: String,
+        /// Where the request came from.
+        peer: String,
+        /// Who its DTLS credential says it is, if it had one.
+        principal: Option<String>,
+        /// Why it was refused.
+        reason: &'static str,
+    },
     /// A device registered.
     Registered {
         /// The registration.
@@ -204,4 +218,35 @@ pub enum DeviceEvent {
         /// The observation.
         observation: ObservationId,
     },
+}
+
+/// How a device reaches the server: plain CoAP from an address, or a DTLS session (whose
+/// address may change under a Connection ID, so the session itself is the peer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Link {
+    /// CoAP without security (LwM2M NoSec).
+    Udp(std::net::SocketAddr),
+    /// CoAP over a DTLS session.
+    Dtls(dtls::ConnId),
+}
+
+impl std::fmt::Display for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Link::Udp(a) => a.fmt(f),
+            Link::Dtls(c) => c.fmt(f),
+        }
+    }
+}
+
+impl std::str::FromStr for Link {
+    type Err = std::net::AddrParseError;
+
+    /// The inverse of `Display`: `dtls#N` or a socket address.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.strip_prefix("dtls#").map(str::parse::<u64>) {
+            Some(Ok(n)) => Ok(Link::Dtls(dtls::ConnId(n))),
+            _ => s.parse().map(Link::Udp),
+        }
+    }
 }

@@ -1,0 +1,349 @@
+//! The security audit log: who was let in or turned away, and which credentials changed.
+//!
+//! Every event goes to two places: the store (table `audit`, so `lwm2m-server audit` can show
+//! it after the fact, across restarts) and a tracing event (warn for refusals, info for the
+//! rest) for the operator's log pipeline. Keys are the event time in nanoseconds (big-endian)
+//! and a process-wide counter, so a scan returns events in time order and two events in the
+//! same nanosecond do not overwrite each other.
+//!
+//! The table is bounded: events can be caused by anyone on the network (failed handshakes,
+//! refused registrations), so an unbounded log would be a way to fill the disk. Every
+//! [`PRUNE_EVERY`] events a background thread deletes the oldest beyond [`MAX_EVENTS`].
+//! Fields that can carry attacker-chosen text are cut to a bounded length and stripped of
+//! control characters before they reach the store or the log, so they cannot forge log lines.
+use crate::credentials::unix_ms;
+use crate::store::{Store, StoreError, Table};
+use minicbor::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Events kept at most (the newest); older ones are pruned in batches.
+pub const MAX_EVENTS: usize = 100_000;
+/// Events recorded between two prunes.
+pub const PRUNE_EVERY: u64 = 1000;
+/// Longest `detail` kept, in bytes.
+pub const MAX_DETAIL_LEN: usize = 512;
+/// Longest `endpoint` or `peer` kept, in bytes.
+pub const MAX_FIELD_LEN: usize = 256;
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditKind {
+    /// A credential was added or replaced.
+    CredentialAdded,
+    /// A credential was revoked.
+    CredentialRevoked,
+    /// A DTLS handshake failed authentication (unknown identity, wrong key, untrusted
+    /// certificate).
+    AuthFailed,
+    /// A device authenticated as one endpoint and tried to register as another.
+    EndpointMismatch,
+    /// A device that has a credential tried to register over NoSec, or NoSec is disabled.
+    NoSecRefused,
+    /// A DTLS session was closed (revoked credential, alert, eviction).
+    SessionClosed,
+}
+
+impl AuditKind {
+    /// The kebab-case name, as in JSON.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::CredentialAdded => "credential-added",
+            AuditKind::CredentialRevoked => "credential-revoked",
+            AuditKind::AuthFailed => "auth-failed",
+            AuditKind::EndpointMismatch => "endpoint-mismatch",
+            AuditKind::NoSecRefused => "no-sec-refused",
+            AuditKind::SessionClosed => "session-closed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [
+            AuditKind::CredentialAdded,
+            AuditKind::CredentialRevoked,
+            AuditKind::AuthFailed,
+            AuditKind::EndpointMismatch,
+            AuditKind::NoSecRefused,
+            AuditKind::SessionClosed,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+    }
+
+    /// Whether the event is a refusal (logged as a warning).
+    pub const fn is_refusal(self) -> bool {
+        matches!(
+            self,
+            AuditKind::AuthFailed | AuditKind::EndpointMismatch | AuditKind::NoSecRefused
+        )
+    }
+}
+
+impl std::fmt::Display for AuditKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One audit event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    /// When (Unix milliseconds in JSON; nanoseconds in the store).
+    #[serde(with = "unix_ms")]
+    pub at: SystemTime,
+    /// What.
+    pub kind: AuditKind,
+    /// The endpoint concerned, if known.
+    pub endpoint: Option<String>,
+    /// The network peer (`address:port`), if any.
+    pub peer: Option<String>,
+    /// Free text: the reason, the identity tried, the fingerprint...
+    pub detail: String,
+}
+
+impl AuditEvent {
+    /// An event happening now.
+    pub fn new(kind: AuditKind, detail: impl Into<String>) -> Self {
+        Self {
+            at: SystemTime::now(),
+            kind,
+            endpoint: None,
+            peer: None,
+            detail: detail.into(),
+        }
+    }
+
+    /// The same event about `endpoint`.
+    pub fn with_endpoint(mut self, endpoint: impl Into<String>) -> Self {
+        self.endpoint = Some(endpoint.into());
+        self
+    }
+
+    /// The same event from `peer`.
+    pub fn with_peer(mut self, peer: impl std::fmt::Display) -> Self {
+        self.peer = Some(peer.to_string());
+        self
+    }
+}
+
+#[derive(Debug, Encode, Decode)]
+struct AuditRecord {
+    #[n(0)]
+    at_ns: u64,
+    #[n(1)]
+    kind: String,
+    #[n(2)]
+    endpoint: Option<String>,
+    #[n(3)]
+    peer: Option<String>,
+    #[n(4)]
+    detail: String,
+}
+
+/// Cuts `s` to at most `max` bytes (on a character boundary) and replaces control
+/// characters, so that attacker-chosen text can neither bloat the log nor forge lines in it.
+fn clean(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for c in s.chars() {
+        let c = if c.is_control() { '\u{fffd}' } else { c };
+        if out.len() + c.len_utf8() > max {
+            out.push('…');
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn nanos(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// Counts keys within one process so events in the same nanosecond stay distinct.
+static SEQUENCE: AtomicU32 = AtomicU32::new(0);
+/// Events recorded by this process, to pace the pruning.
+static RECORDED: AtomicU64 = AtomicU64::new(0);
+/// Whether a prune is running, so that a burst of events starts at most one.
+static PRUNING: AtomicBool = AtomicBool::new(false);
+
+/// Records an event: in the store (durable after the next commit) and as a tracing event.
+/// Never fails the caller: a store error is logged, since refusing the device or the
+/// operator's command because the log is unavailable would help no one.
+pub fn record(store: &Store, event: &AuditEvent) {
+    let endpoint = event.endpoint.as_deref().map(|e| clean(e, MAX_FIELD_LEN));
+    let peer = event.peer.as_deref().map(|p| clean(p, MAX_FIELD_LEN));
+    let detail = clean(&event.detail, MAX_DETAIL_LEN);
+    {
+        let endpoint = endpoint.as_deref().unwrap_or("-");
+        let peer = peer.as_deref().unwrap_or("-");
+        let kind = event.kind.as_str();
+        if event.kind.is_refusal() {
+            tracing::warn!(kind, endpoint, peer, "audit: {detail}");
+        } else {
+            tracing::info!(kind, endpoint, peer, "audit: {detail}");
+        }
+    }
+    let at_ns = nanos(event.at);
+    let mut key = at_ns.to_be_bytes().to_vec();
+    key.extend_from_slice(&SEQUENCE.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    let rec = AuditRecord {
+        at_ns,
+        kind: event.kind.as_str().to_string(),
+        endpoint,
+        peer,
+        detail,
+    };
+    let value = minicbor::to_vec(&rec).unwrap_or_default();
+    if let Err(e) = store.put(Table::Audit, key, value) {
+        tracing::error!(error = %e, "audit event not stored");
+        return;
+    }
+    let n = RECORDED.fetch_add(1, Ordering::Relaxed) + 1;
+    if n.is_multiple_of(PRUNE_EVERY) && !PRUNING.swap(true, Ordering::AcqRel) {
+        // A prune reads the whole table; off the caller's thread, so a flood of refused
+        // handshakes does not stall the event loop that records them.
+        let store = store.clone();
+        let spawned = std::thread::Builder::new()
+            .name("audit-prune".into())
+            .spawn(move || {
+                if let Err(e) = prune(&store, MAX_EVENTS) {
+                    tracing::warn!(error = %e, "audit log prune failed");
+                }
+                PRUNING.store(false, Ordering::Release);
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "audit log prune not started");
+            PRUNING.store(false, Ordering::Release);
+        }
+    }
+}
+
+/// Deletes the oldest events beyond the newest `keep` (as of the last commit); returns how
+/// many it queued for deletion.
+pub fn prune(store: &Store, keep: usize) -> Result<usize, StoreError> {
+    let entries = store.scan(Table::Audit, b"")?;
+    let excess = entries.len().saturating_sub(keep);
+    for (k, _) in entries.into_iter().take(excess) {
+        store.delete(Table::Audit, k)?;
+    }
+    if excess > 0 {
+        tracing::debug!(pruned = excess, kept = keep, "audit log pruned");
+    }
+    Ok(excess)
+}
+
+/// The newest `n` events (as of the last commit), oldest first. Records this version cannot
+/// read are skipped.
+pub fn recent(store: &Store, n: usize) -> Result<Vec<AuditEvent>, StoreError> {
+    let entries = store.scan(Table::Audit, b"")?;
+    let skip = entries.len().saturating_sub(n);
+    Ok(entries
+        .into_iter()
+        .skip(skip)
+        .filter_map(|(_, v)| {
+            let rec: AuditRecord = minicbor::decode(&v).ok()?;
+            Some(AuditEvent {
+                at: UNIX_EPOCH + Duration::from_nanos(rec.at_ns),
+                kind: AuditKind::parse(&rec.kind)?,
+                endpoint: rec.endpoint,
+                peer: rec.peer,
+                detail: rec.detail,
+            })
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    #[tokio::test]
+    async fn events_are_stored_in_time_order_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.redb"), StoreConfig::default()).unwrap();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        // Recorded out of order and two at the same instant: read back by time, none lost.
+        let events = [
+            (t0 + Duration::from_secs(2), AuditKind::AuthFailed),
+            (t0, AuditKind::CredentialAdded),
+            (t0, AuditKind::SessionClosed),
+            (t0 + Duration::from_secs(1), AuditKind::NoSecRefused),
+        ];
+        for (at, kind) in events {
+            let mut e = AuditEvent::new(kind, format!("{kind}"))
+                .with_endpoint("dev-1")
+                .with_peer("192.0.2.1:5684");
+            e.at = at;
+            record(&store, &e);
+        }
+        store.flush().await.unwrap();
+        let got = recent(&store, 10).unwrap();
+        let kinds: Vec<_> = got.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds.len(), 4);
+        assert_eq!(kinds[3], AuditKind::AuthFailed);
+        assert_eq!(kinds[2], AuditKind::NoSecRefused);
+        assert_eq!(got[0].at, t0);
+        assert_eq!(got[3].endpoint.as_deref(), Some("dev-1"));
+        assert_eq!(got[3].peer.as_deref(), Some("192.0.2.1:5684"));
+        assert_eq!(got[3].detail, "auth-failed");
+        let last2 = recent(&store, 2).unwrap();
+        assert_eq!(last2, got[2..].to_vec());
+        store.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn prune_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.redb"), StoreConfig::default()).unwrap();
+        let t0 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        for i in 0..50u64 {
+            let mut e = AuditEvent::new(AuditKind::AuthFailed, format!("{i}"));
+            e.at = t0 + Duration::from_millis(i);
+            record(&store, &e);
+        }
+        store.flush().await.unwrap();
+        assert_eq!(prune(&store, 20).unwrap(), 30);
+        store.flush().await.unwrap();
+        let left = recent(&store, 100).unwrap();
+        assert_eq!(left.len(), 20);
+        assert_eq!(left[0].detail, "30");
+        assert_eq!(left[19].detail, "49");
+        assert_eq!(prune(&store, 20).unwrap(), 0);
+        store.close().unwrap();
+    }
+
+    #[test]
+    fn attacker_text_is_bounded_and_cannot_forge_lines() {
+        assert_eq!(
+            clean("dev\n2024 fake line", 100),
+            "dev\u{fffd}2024 fake line"
+        );
+        let long = clean(&"é".repeat(1000), MAX_DETAIL_LEN);
+        assert!(long.len() <= MAX_DETAIL_LEN + '…'.len_utf8());
+        assert!(long.ends_with('…'));
+    }
+
+    #[test]
+    fn kinds_serialize_kebab_case() {
+        assert_eq!(
+            serde_json::to_string(&AuditKind::NoSecRefused).unwrap(),
+            "\"no-sec-refused\""
+        );
+        for k in [
+            AuditKind::CredentialAdded,
+            AuditKind::CredentialRevoked,
+            AuditKind::AuthFailed,
+            AuditKind::EndpointMismatch,
+            AuditKind::NoSecRefused,
+            AuditKind::SessionClosed,
+        ] {
+            assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
+            assert_eq!(AuditKind::parse(k.as_str()), Some(k));
+        }
+    }
+}

@@ -1,0 +1,277 @@
+//! End to end over loopback with DTLS (OMA LwM2M TS 1.2 Transport §5.2; DESIGN.md principle
+//! 4): devices running the real `lwm2m::client` behind the real `dtls` client register with
+//! the real server runtime; the endpoint name is bound to the credential; revocation closes
+//! the session; sessions survive a server restart without a handshake.
+use lwm2m::client::{ClientConfig, ClientEvent};
+use lwm2m::model::Path;
+use lwm2m::net::secure::LinkEvent;
+use lwm2m::ops::dm::{DmResponse, DownlinkRequest};
+use lwm2m_e2e_tests::{Device, TestServer};
+use lwm2m_server::admin::{AdminOp, AdminReply};
+use lwm2m_server::audit::AuditKind;
+use lwm2m_server::core::types::{Command, DeregisterReason, DeviceEvent};
+use lwm2m_server::credentials::{NewCredential, Secret};
+
+async fn provision(s: &TestServer, endpoint: &str, identity: &str, key: &[u8]) {
+    let reply = s
+        .handle()
+        .admin(AdminOp::DeviceAdd {
+            credential: NewCredential {
+                endpoint: endpoint.into(),
+                secret: Secret::Psk {
+                    identity: identity.as_bytes().to_vec(),
+                    key: key.to_vec(),
+                },
+            },
+        })
+        .await
+        .expect("server running");
+    assert!(reply.ok, "{reply:?}");
+}
+
+async fn audit(s: &TestServer) -> AdminReply {
+    s.handle()
+        .admin(AdminOp::Audit { limit: 100 })
+        .await
+        .expect("server running")
+}
+
+fn psk(identity: &str, key: &[u8]) -> dtls::ClientConfig {
+    dtls::ClientConfig::psk(identity, key.to_vec())
+}
+
+async fn registered_at(s: &mut TestServer, endpoint: &str) -> String {
+    let ep = endpoint.to_string();
+    s.wait_for(|e| match e {
+        DeviceEvent::Registered { registration, .. } if registration.endpoint == ep => {
+            Some(registration.address.clone())
+        }
+        _ => None,
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_psk_device_registers_and_is_managed_over_dtls() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
+    provision(&s, "secure-1", "id-1", b"0123456789abcdef").await;
+    let mut dev = Device::start_secure(
+        s.secure_addr,
+        ClientConfig::new("secure-1"),
+        psk("id-1", b"0123456789abcdef"),
+    )
+    .await
+    .unwrap();
+    // The registration shows where the device is, not the session's handle.
+    assert_eq!(
+        registered_at(&mut s, "secure-1").await,
+        dev.addr.to_string()
+    );
+    dev.wait_for(|e| matches!(e, ClientEvent::Registered { .. }).then_some(()))
+        .await;
+    let read = s
+        .handle()
+        .execute(Command::new(
+            "secure-1",
+            DownlinkRequest::Read {
+                path: Path::instance(3, 0),
+            },
+        ))
+        .await
+        .unwrap()
+        .1;
+    assert!(matches!(read, Ok(DmResponse::Content { .. })), "{read:?}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_name_is_bound_to_the_credential() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
+    provision(&s, "meter-a", "id-a", b"aaaaaaaaaaaaaaaa").await;
+    // Meter A's key, another meter's name.
+    let mut thief = Device::start_secure(
+        s.secure_addr,
+        ClientConfig::new("meter-b"),
+        psk("id-a", b"aaaaaaaaaaaaaaaa"),
+    )
+    .await
+    .unwrap();
+    let failure = thief
+        .wait_for(|e| match e {
+            ClientEvent::RegistrationFailed { error } => Some(error.to_string()),
+            _ => None,
+        })
+        .await;
+    assert!(failure.contains("4.03"), "{failure}");
+    let (endpoint, principal) = s
+        .wait_for(|e| match e {
+            DeviceEvent::AuthFailed {
+                endpoint,
+                principal,
+                ..
+            } => Some((endpoint.clone(), principal.clone())),
+            _ => None,
+        })
+        .await;
+    assert_eq!(
+        (endpoint.as_str(), principal.as_deref()),
+        ("meter-b", Some("meter-a"))
+    );
+    thief.kill();
+    // Meter A itself over NoSec: refused, it has a credential.
+    let mut plain = Device::start(s.addr, ClientConfig::new("meter-a"))
+        .await
+        .unwrap();
+    let failure = plain
+        .wait_for(|e| match e {
+            ClientEvent::RegistrationFailed { error } => Some(error.to_string()),
+            _ => None,
+        })
+        .await;
+    assert!(failure.contains("4.03"), "{failure}");
+    plain.kill();
+    // Both refusals are in the audit log.
+    let events = audit(&s).await.events.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == AuditKind::EndpointMismatch
+                && e.endpoint.as_deref() == Some("meter-b"))
+    );
+    assert!(events
+        .iter()
+        .any(|e| e.kind == AuditKind::NoSecRefused && e.endpoint.as_deref() == Some("meter-a")));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_key_is_refused_and_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(dir.path(), 0, "").await.unwrap();
+    provision(&s, "meter-k", "id-k", b"kkkkkkkkkkkkkkkk").await;
+    let mut dev = Device::start_secure(
+        s.secure_addr,
+        ClientConfig::new("meter-k"),
+        psk("id-k", b"not-the-key-0000"),
+    )
+    .await
+    .unwrap();
+    let reason = dev
+        .wait_link(|e| match e {
+            LinkEvent::Down { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(reason.contains("handshake failed"), "{reason}");
+    dev.kill();
+    let events = audit(&s).await.events.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.kind == AuditKind::AuthFailed && e.endpoint.as_deref() == Some("meter-k")),
+        "{events:?}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_closes_the_session_and_ends_the_registration() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
+    provision(&s, "meter-r", "id-r", b"rrrrrrrrrrrrrrrr").await;
+    let mut dev = Device::start_secure(
+        s.secure_addr,
+        ClientConfig::new("meter-r"),
+        psk("id-r", b"rrrrrrrrrrrrrrrr"),
+    )
+    .await
+    .unwrap();
+    registered_at(&mut s, "meter-r").await;
+    let reply = s
+        .handle()
+        .admin(AdminOp::DeviceRevoke {
+            endpoint: "meter-r".into(),
+        })
+        .await
+        .unwrap();
+    assert!(reply.ok, "{reply:?}");
+    let reason = s
+        .wait_for(|e| match e {
+            DeviceEvent::Deregistered { endpoint, reason } if endpoint == "meter-r" => {
+                Some(*reason)
+            }
+            _ => None,
+        })
+        .await;
+    assert_eq!(reason, DeregisterReason::Revoked);
+    // The device is told at once (close_notify), and cannot come back.
+    let down = dev
+        .wait_link(|e| match e {
+            LinkEvent::Down { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .await;
+    assert!(down.contains("closed"), "{down}");
+    dev.kill();
+    let events = audit(&s).await.events.unwrap();
+    assert!(events
+        .iter()
+        .any(|e| e.kind == AuditKind::CredentialRevoked));
+    assert!(events.iter().any(|e| e.kind == AuditKind::SessionClosed));
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dtls_sessions_survive_a_server_restart_without_a_handshake() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
+    provision(&s, "meter-s", "id-s", b"ssssssssssssssss").await;
+    let (port, secure_port) = (s.addr.port(), s.secure_addr.port());
+    let dev = Device::start_secure(
+        s.secure_addr,
+        ClientConfig::new("meter-s"),
+        psk("id-s", b"ssssssssssssssss"),
+    )
+    .await
+    .unwrap();
+    registered_at(&mut s, "meter-s").await;
+    s.stop().await;
+
+    let mut s = TestServer::start_on(dir.path(), port, secure_port, "")
+        .await
+        .unwrap();
+    // The device updates on the session it had: the restarted server reads it.
+    dev.with(|c, now| {
+        let _ = c.update(now);
+    })
+    .await;
+    let updated = s
+        .wait_for(|e| match e {
+            DeviceEvent::Updated { registration } => Some(registration.endpoint.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(updated, "meter-s");
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    dev.with_link(move |link, _| {
+        let _ = tx.send(link.handshakes());
+    })
+    .await;
+    assert_eq!(rx.await.unwrap(), 1, "no second handshake");
+    // And the server can reach it the other way.
+    let read = s
+        .handle()
+        .execute(Command::new(
+            "meter-s",
+            DownlinkRequest::Read {
+                path: Path::resource(3, 0, 0),
+            },
+        ))
+        .await
+        .unwrap()
+        .1;
+    assert!(matches!(read, Ok(DmResponse::Content { .. })), "{read:?}");
+    s.stop().await;
+}
