@@ -5,7 +5,9 @@
 //!   end; reports registration throughput and latency.
 //! - `coap-bench`: the raw CoAP load generator used to measure the CoAP core against other
 //!   servers.
+//! - `dtls-bench`: PSK handshakes/s or CoAP-over-DTLS requests/s against any DTLS server.
 mod coap_bench;
+mod dtls_bench;
 mod fleet;
 
 use clap::{Parser, Subcommand};
@@ -27,6 +29,9 @@ enum Command {
     /// and latency. Speaks plain CoAP over UDP with no help from the project's own stack, so
     /// the same load can be pointed at another implementation for comparison.
     CoapBench(coap_bench::Args),
+    /// DTLS PSK handshakes/s (with cookie exchange) or CoAP-over-DTLS requests/s against any
+    /// CoAP server speaking DTLS with a pre-shared key (this server, libcoap, ...).
+    DtlsBench(dtls_bench::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,5 +44,6 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Fleet(args) => fleet::run(args),
         Command::CoapBench(args) => coap_bench::run(args),
+        Command::DtlsBench(args) => dtls_bench::run(args),
     }
 }

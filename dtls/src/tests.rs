@@ -307,6 +307,24 @@ fn no_state_is_kept_before_the_cookie_returns() {
 }
 
 #[test]
+fn a_first_client_hello_in_record_version_fe00_is_answered() {
+    // mbedTLS 2.x sends its first ClientHello in a record of version 0xFE00.
+    let mut net = Net::new(ServerConfig::default(), creds(1), 15);
+    net.add_client(psk_client(0));
+    net.flush();
+    let (_, _, from, mut data) = net.wire.remove(0);
+    data[1..3].copy_from_slice(&[0xFE, 0x00]);
+    net.server.handle_datagram(net.now, from, &data, &net.creds);
+    let (_, hvr) = net.server.poll_transmit().expect("HelloVerifyRequest");
+    assert_eq!(hvr[0], 22, "a handshake record");
+    assert_eq!(hvr[13], 3, "HelloVerifyRequest");
+    // The rest of the handshake proceeds as usual.
+    net.clients[0].1.handle_datagram(net.now, &hvr);
+    net.run(Duration::from_secs(2));
+    assert!(net.clients[0].1.is_established());
+}
+
+#[test]
 fn handshakes_survive_loss_reordering_and_duplication() {
     for seed in 0..12 {
         let mut net = Net::new(ServerConfig::default(), creds(8), seed);

@@ -41,6 +41,9 @@ use std::time::{Duration, Instant};
 
 type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 
+/// Source addresses whose handshake rate is tracked per second (a few MB at most).
+const RATE_SOURCES: usize = 1 << 16;
+
 /// An established session of this server. Stable for the session's life, across address
 /// changes, resumption and restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -409,8 +412,10 @@ impl Server {
             }
         }
         let ip = from.ip();
-        if !self.rate.contains_key(&ip) && self.rate.len() >= self.config.max_handshakes.max(1024) {
-            return false;
+        if !self.rate.contains_key(&ip) && self.rate.len() >= RATE_SOURCES {
+            // More distinct sources this second than tracked: every one of them answered a
+            // cookie, so they are real; `max_handshakes` still bounds the work.
+            return true;
         }
         let n = self.rate.entry(ip).or_insert(0);
         if *n >= self.config.handshakes_per_source_per_sec {
