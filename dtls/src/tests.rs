@@ -353,6 +353,36 @@ fn handshakes_survive_loss_reordering_and_duplication() {
 }
 
 #[test]
+fn a_lost_final_flight_is_sent_again_when_the_client_repeats_its_own() {
+    let mut net = Net::new(ServerConfig::default(), creds(1), 16);
+    net.add_client(psk_client(0));
+    let from = net.clients[0].0;
+    let now = net.now;
+    // Pump by hand: every client datagram reaches the server, every server datagram reaches
+    // the client, except the server's final flight (ChangeCipherSpec, Finished).
+    let mut dropped = false;
+    for _ in 0..6 {
+        while let Some(d) = net.clients[0].1.poll_transmit() {
+            net.server.handle_datagram(now, from, &d, &net.creds);
+        }
+        while let Some((_, d)) = net.server.poll_transmit() {
+            if net.server.usage().sessions == 1 && !dropped {
+                dropped = true;
+                continue;
+            }
+            net.clients[0].1.handle_datagram(now, &d);
+        }
+    }
+    assert!(dropped && net.server.usage().sessions == 1);
+    assert!(!net.clients[0].1.is_established());
+    // The client's retransmission timer repeats its flight; the server answers it again.
+    net.run(Duration::from_secs(3));
+    assert!(net.clients[0].1.is_established());
+    assert_eq!(net.server.usage().sessions, 1);
+    echo_round_trip(&mut net, 0, "ep-0");
+}
+
+#[test]
 fn replayed_records_are_rejected() {
     let mut net = Net::new(ServerConfig::default(), creds(1), 3);
     net.add_client(psk_client(0));

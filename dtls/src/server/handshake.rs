@@ -99,6 +99,8 @@ pub(crate) struct Established {
     pub resumed: bool,
     /// Our final Finished, kept to answer a client that did not get it.
     pub final_verify: [u8; 12],
+    /// Its handshake message_seq.
+    pub final_seq: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -750,6 +752,7 @@ impl ServerHandshake {
             },
             resumed: self.resumed,
             final_verify,
+            final_seq: self.out_seq.wrapping_sub(1),
         })
     }
 

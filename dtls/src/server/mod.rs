@@ -144,7 +144,10 @@ struct Entry {
 
 struct FinalFlight {
     verify: [u8; 12],
+    /// The next epoch-0 record sequence number (for the ChangeCipherSpec).
     seq0: u64,
+    /// Our Finished's handshake message_seq.
+    message_seq: u16,
 }
 
 /// A DTLS server endpoint for one socket.
@@ -568,6 +571,7 @@ impl Server {
                     Box::new(FinalFlight {
                         verify: est.final_verify,
                         seq0,
+                        message_seq: est.final_seq,
                     })
                 }),
             },
@@ -614,17 +618,9 @@ impl Server {
         };
         if record.epoch == 0 {
             // The client repeating its last flight: our Finished was lost.
-            if record.content_type == ContentType::Handshake as u8 {
-                if let Some(ff) = &entry.final_flight {
-                    let (verify, seq0) = (ff.verify, ff.seq0);
-                    let out = final_flight(entry, verify, seq0, &mut self.rng);
-                    if let Some(ff) = entry.final_flight.as_mut() {
-                        ff.seq0 += 1;
-                    }
-                    let peer = entry.peer;
-                    self.transmits.push_back((peer, out));
-                    return;
-                }
+            if record.content_type == ContentType::Handshake as u8 && entry.final_flight.is_some() {
+                self.resend_final_flight(id);
+                return;
             }
             self.stats.records_dropped += 1;
             return;
@@ -677,17 +673,39 @@ impl Server {
             Some(ContentType::Handshake) => {
                 // An encrypted handshake message after the handshake: the client's Finished
                 // again (ours was lost), or a renegotiation we do not do.
-                if let Some(ff) = &entry.final_flight {
-                    let (verify, seq0) = (ff.verify, ff.seq0);
-                    let out = final_flight(entry, verify, seq0, &mut self.rng);
-                    if let Some(ff) = entry.final_flight.as_mut() {
-                        ff.seq0 += 1;
-                    }
-                    let peer = entry.peer;
-                    self.transmits.push_back((peer, out));
-                }
+                self.resend_final_flight(id);
             }
             _ => {}
+        }
+    }
+
+    /// Seals our ChangeCipherSpec and Finished again for a client that did not get them
+    /// (RFC 6347 §4.2.4: the last flight is answered by retransmission, not by a timer).
+    fn resend_final_flight(&mut self, id: u64) {
+        let Some(entry) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        let Some(ff) = entry.final_flight.as_mut() else {
+            return;
+        };
+        let mut out = Vec::new();
+        write_plaintext(
+            ContentType::ChangeCipherSpec,
+            crate::record::DTLS_1_2,
+            0,
+            ff.seq0,
+            &[1],
+            &mut out,
+        );
+        ff.seq0 += 1;
+        let fin =
+            crate::handshake::full_message(HandshakeType::Finished, ff.message_seq, &ff.verify);
+        if entry
+            .session
+            .seal(ContentType::Handshake, &fin, &mut self.rng, &mut out)
+            .is_ok()
+        {
+            self.transmits.push_back((entry.peer, out));
         }
     }
 
@@ -943,44 +961,6 @@ impl Server {
         );
         self.next_id = self.next_id.max(id + 1);
         Ok(ConnId(id))
-    }
-}
-
-/// Seals our CCS and Finished again for a client that did not get them.
-fn final_flight(entry: &mut Entry, verify: [u8; 12], seq0: u64, rng: &mut StdRng) -> Vec<u8> {
-    let mut out = Vec::new();
-    write_plaintext(
-        ContentType::ChangeCipherSpec,
-        crate::record::DTLS_1_2,
-        0,
-        seq0,
-        &[1],
-        &mut out,
-    );
-    let mut fin = Vec::with_capacity(24);
-    fin.put_u8(HandshakeType::Finished as u8);
-    fin.put_u24(12);
-    // Our Finished's message_seq is not kept; clients match the Finished by type and the
-    // reassembler sequence they expect, which for a retransmission they already passed,
-    // so they only need the records to resynchronize (RFC 6347 §4.2.4).
-    fin.put_u16(entry.final_message_seq());
-    fin.put_u24(0);
-    fin.put_u24(12);
-    fin.extend_from_slice(&verify);
-    let _ = entry
-        .session
-        .seal(ContentType::Handshake, &fin, rng, &mut out);
-    out
-}
-
-impl Entry {
-    fn final_message_seq(&self) -> u16 {
-        // Full handshake: ServerHello..ServerHelloDone (2 or 5 messages after the hello at
-        // seq 1), then Finished. PSK: 1 SH, 2 SHD, 3 Finished; ECDHE: 1..5, 6 Finished.
-        match self.session.suite.key_exchange() {
-            crate::suite::KeyExchange::Psk => 3,
-            crate::suite::KeyExchange::EcdheEcdsa => 6,
-        }
     }
 }
 
