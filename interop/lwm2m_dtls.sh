@@ -57,6 +57,9 @@ data_dir = "$WORK/data"
 [security]
 certificate = "$CREDS/server-chain.pem"
 private_key = "$CREDS/server.key"
+
+[mqtt]
+enabled = false
 ${2:-}
 TOML
 }

@@ -25,7 +25,11 @@ SERVER="${CARGO_TARGET_DIR:-$ROOT/target}/debug/lwm2m-server"
 cat >"$WORK/server.toml" <<TOML
 [server]
 coap_bind = ["127.0.0.1:0"]
+coaps_bind = []
 data_dir = "$WORK/data"
+
+[mqtt]
+enabled = false
 TOML
 start_server "$SERVER" --config "$WORK/server.toml"
 BASE="$ADDR"

@@ -3,7 +3,9 @@
 //! Unknown keys are rejected with the key's name, so a misspelt setting fails loudly.
 //!
 //! The `[security]` and `[dtls]` sections are plain typed structs: the runtime maps them onto
-//! the DTLS engine, so this module carries no dependency on it.
+//! the DTLS engine, so this module carries no dependency on it. `[mqtt]` is checked here with
+//! the same function the MQTT client options are built with ([`crate::bridge::connect::check`]),
+//! so a setting the bridge could not use is refused at start.
 use crate::core::CoreConfig;
 use lwm2m::coap::{EndpointConfig, TransmissionParams};
 use serde::Deserialize;
@@ -36,6 +38,9 @@ pub struct Config {
     /// `[dtls]`
     #[serde(default)]
     pub dtls: DtlsSection,
+    /// `[mqtt]`
+    #[serde(default)]
+    pub mqtt: MqttSection,
     /// `[log]`
     #[serde(default)]
     pub log: LogSection,
@@ -275,6 +280,134 @@ impl Default for DtlsSection {
 /// beyond any collision risk.
 pub const MAX_CONNECTION_ID_LENGTH: u8 = 16;
 
+/// `[mqtt]`: the MQTT bridge (MQTT 5 or 3.1.1) and the embedded broker.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttSection {
+    /// Run the bridge.
+    pub enabled: bool,
+    /// The broker's `host:port` (an IPv6 address in brackets).
+    pub broker: String,
+    /// Run an embedded broker (rumqttd) on `broker`'s address, which must then be an IP:port.
+    pub embedded_broker: bool,
+    /// MQTT version: 5 or 3 (3.1.1).
+    pub version: u8,
+    /// MQTT client identifier; the broker keeps the persistent session under it.
+    pub client_id: String,
+    /// First topic level(s): `{topic_prefix}/{endpoint}/up/...`.
+    pub topic_prefix: String,
+    /// QoS of uplink publishes: 0, 1 or 2.
+    pub qos: u8,
+    /// User name; empty: none.
+    pub username: String,
+    /// Password; only with a user name.
+    pub password: String,
+    /// Connect over TLS (rustls).
+    pub tls: bool,
+    /// PEM file of the CAs the broker's certificate must chain to; required with `tls`.
+    pub ca_file: PathBuf,
+    /// PEM client certificate chain for mutual TLS; empty: none.
+    pub client_cert: PathBuf,
+    /// PEM private key of `client_cert`.
+    pub client_key: PathBuf,
+    /// MQTT keep-alive in seconds (5 to 65535).
+    pub keep_alive_secs: u64,
+    /// MQTT 5 Session Expiry Interval in seconds (positive).
+    pub session_expiry_secs: u32,
+    /// Messages kept in the outbox while the broker is away; beyond it new ones are dropped
+    /// and counted.
+    pub max_outbox: usize,
+    /// First reconnect delay in milliseconds.
+    pub reconnect_min_ms: u64,
+    /// Cap of the doubling reconnect delay in milliseconds.
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for MqttSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            broker: "127.0.0.1:1883".into(),
+            embedded_broker: true,
+            version: 5,
+            client_id: "lwm2m-server".into(),
+            topic_prefix: "lwm2m".into(),
+            qos: 1,
+            username: String::new(),
+            password: String::new(),
+            tls: false,
+            ca_file: PathBuf::new(),
+            client_cert: PathBuf::new(),
+            client_key: PathBuf::new(),
+            keep_alive_secs: 30,
+            session_expiry_secs: 86_400,
+            max_outbox: 1_000_000,
+            reconnect_min_ms: 500,
+            reconnect_max_ms: 30_000,
+        }
+    }
+}
+
+// By hand, so that the password never reaches a log line.
+impl std::fmt::Debug for MqttSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MqttSection")
+            .field("enabled", &self.enabled)
+            .field("broker", &self.broker)
+            .field("embedded_broker", &self.embedded_broker)
+            .field("version", &self.version)
+            .field("client_id", &self.client_id)
+            .field("topic_prefix", &self.topic_prefix)
+            .field("qos", &self.qos)
+            .field("username", &self.username)
+            .field(
+                "password",
+                &if self.password.is_empty() {
+                    ""
+                } else {
+                    "<redacted>"
+                },
+            )
+            .field("tls", &self.tls)
+            .field("ca_file", &self.ca_file)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
+            .field("keep_alive_secs", &self.keep_alive_secs)
+            .field("session_expiry_secs", &self.session_expiry_secs)
+            .field("max_outbox", &self.max_outbox)
+            .field("reconnect_min_ms", &self.reconnect_min_ms)
+            .field("reconnect_max_ms", &self.reconnect_max_ms)
+            .finish()
+    }
+}
+
+impl MqttSection {
+    /// The embedded broker's listening address: `broker` when the bridge and the embedded
+    /// broker are both enabled (checked to be an IP:port at parse time).
+    pub fn embedded_broker_addr(&self) -> Option<SocketAddr> {
+        if self.enabled && self.embedded_broker {
+            self.broker.parse().ok()
+        } else {
+            None
+        }
+    }
+
+    /// The MQTT keep-alive.
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_secs(self.keep_alive_secs)
+    }
+
+    /// The first reconnect delay.
+    pub fn reconnect_min(&self) -> Duration {
+        Duration::from_millis(self.reconnect_min_ms)
+    }
+
+    /// The cap of the reconnect delay.
+    pub fn reconnect_max(&self) -> Duration {
+        Duration::from_millis(self.reconnect_max_ms)
+    }
+}
+
 /// `[log]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -356,7 +489,61 @@ impl Config {
                 "security.certificate and security.private_key must be set together (or both left empty for a generated self-signed certificate)",
             );
         }
-        self.validate_dtls()
+        self.validate_dtls()?;
+        self.validate_mqtt()
+    }
+
+    fn validate_mqtt(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let m = &self.mqtt;
+        if m.version != 5 && m.version != 3 {
+            return bad(format!(
+                "mqtt.version must be 5 (MQTT 5) or 3 (MQTT 3.1.1), not {}",
+                m.version
+            ));
+        }
+        if m.qos > 2 {
+            return bad(format!("mqtt.qos must be 0, 1 or 2, not {}", m.qos));
+        }
+        let p = &m.topic_prefix;
+        if p.is_empty()
+            || p.starts_with('/')
+            || p.ends_with('/')
+            || p.split('/').any(str::is_empty)
+            || p.contains(['+', '#', '\0'])
+            || p.starts_with('$')
+        {
+            return bad(format!(
+                "mqtt.topic_prefix = {p:?} must be one or more non-empty topic levels (e.g. \"lwm2m\" or \"acme/lwm2m\"), without wildcards (+, #), a leading $ or slashes at either end"
+            ));
+        }
+        if m.max_outbox == 0 {
+            return bad("mqtt.max_outbox must be positive".into());
+        }
+        if m.reconnect_min_ms == 0 {
+            return bad("mqtt.reconnect_min_ms must be positive".into());
+        }
+        if m.reconnect_max_ms < m.reconnect_min_ms {
+            return bad(format!(
+                "mqtt.reconnect_max_ms ({}) must be at least mqtt.reconnect_min_ms ({})",
+                m.reconnect_max_ms, m.reconnect_min_ms
+            ));
+        }
+        // Broker address, client id, keep-alive, session expiry, credentials, TLS settings:
+        // the very checks the client options are built with (files are read only then).
+        crate::bridge::connect::check(m).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        if m.embedded_broker {
+            m.broker.parse::<SocketAddr>().map_err(|_| {
+                ConfigError::Invalid(format!(
+                    "mqtt.broker = {:?}: the embedded broker (mqtt.embedded_broker = true) listens on an IP address and port, e.g. \"127.0.0.1:1883\", not a host name",
+                    m.broker
+                ))
+            })?;
+            if m.tls {
+                return bad("mqtt.tls = true with mqtt.embedded_broker = true: the embedded broker speaks plain TCP only (keep it on loopback), or point mqtt.broker at an external broker with TLS".into());
+            }
+        }
+        Ok(())
     }
 
     fn validate_dtls(&self) -> Result<(), ConfigError> {
@@ -565,6 +752,95 @@ mod tests {
         assert_eq!(c.session_save_interval(), None);
         let c = Config::parse("[security]\nsecrets_key_file = \"/etc/lwm2m/key\"\n").unwrap();
         assert_eq!(c.secrets_key_path(), PathBuf::from("/etc/lwm2m/key"));
+    }
+
+    #[test]
+    fn embedded_mqtt_defaults_match_the_struct_defaults() {
+        let c = Config::embedded().unwrap();
+        let (m, d) = (&c.mqtt, MqttSection::default());
+        // Field by field, through Debug (which covers every field and redacts the password).
+        assert_eq!(format!("{m:?}"), format!("{d:?}"));
+        assert_eq!(m.password, d.password);
+        assert!(m.enabled && m.embedded_broker && !m.tls);
+        assert_eq!(m.broker, "127.0.0.1:1883");
+        assert_eq!(
+            m.embedded_broker_addr(),
+            Some(SocketAddr::from(([127, 0, 0, 1], 1883)))
+        );
+        assert_eq!((m.version, m.qos), (5, 1));
+        assert_eq!(
+            (m.client_id.as_str(), m.topic_prefix.as_str()),
+            ("lwm2m-server", "lwm2m")
+        );
+        assert_eq!(m.keep_alive(), Duration::from_secs(30));
+        assert_eq!(m.session_expiry_secs, 86_400);
+        assert_eq!(m.max_outbox, 1_000_000);
+        assert_eq!(m.reconnect_min(), Duration::from_millis(500));
+        assert_eq!(m.reconnect_max(), Duration::from_secs(30));
+        assert_eq!(
+            format!("{:?}", Config::parse("").unwrap().mqtt),
+            format!("{d:?}")
+        );
+
+        let p = Config::parse(include_str!("../../config/production.toml")).unwrap();
+        assert!(p.mqtt.enabled && !p.mqtt.embedded_broker && p.mqtt.tls);
+        assert_eq!(p.mqtt.embedded_broker_addr(), None);
+        assert!(!p.mqtt.ca_file.as_os_str().is_empty());
+    }
+
+    #[test]
+    fn bad_mqtt_values_are_refused_with_their_key() {
+        for (text, key) in [
+            ("version = 4", "mqtt.version"),
+            ("qos = 3", "mqtt.qos"),
+            ("broker = \"localhost\"", "mqtt.broker"),
+            ("broker = \"mqtt://localhost:1883\"", "mqtt.broker"),
+            ("broker = \"localhost:1883\"", "IP address and port"),
+            ("client_id = \"\"", "mqtt.client_id"),
+            ("topic_prefix = \"\"", "mqtt.topic_prefix"),
+            ("topic_prefix = \"lwm2m/\"", "mqtt.topic_prefix"),
+            ("topic_prefix = \"a/+/b\"", "mqtt.topic_prefix"),
+            ("topic_prefix = \"$SYS\"", "mqtt.topic_prefix"),
+            ("keep_alive_secs = 0", "mqtt.keep_alive_secs"),
+            ("session_expiry_secs = 0", "mqtt.session_expiry_secs"),
+            ("max_outbox = 0", "mqtt.max_outbox"),
+            ("reconnect_min_ms = 0", "mqtt.reconnect_min_ms"),
+            (
+                "reconnect_min_ms = 5000\nreconnect_max_ms = 1000",
+                "mqtt.reconnect_max_ms",
+            ),
+            ("password = \"x\"", "mqtt.username"),
+            ("tls = true\nembedded_broker = false", "mqtt.ca_file"),
+            (
+                "tls = true\nembedded_broker = false\nca_file = \"/ca.pem\"\nclient_key = \"/k.pem\"",
+                "mqtt.client_cert",
+            ),
+            ("tls = true\nca_file = \"/ca.pem\"", "embedded broker speaks plain TCP"),
+            ("brokr = \"127.0.0.1:1883\"", "brokr"),
+        ] {
+            let e = err(&format!("[mqtt]\n{text}\n"));
+            assert!(e.contains(key), "{text}: {e}");
+        }
+        let c = Config::parse(
+            "[mqtt]\nversion = 3\nqos = 0\nbroker = \"[::1]:1884\"\ntopic_prefix = \"acme/lwm2m\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.mqtt.embedded_broker_addr(),
+            Some("[::1]:1884".parse().unwrap())
+        );
+        let c = Config::parse(
+            "[mqtt]\nembedded_broker = false\nbroker = \"mqtt.example.com:8883\"\ntls = true\nca_file = \"/etc/ca.pem\"\nusername = \"u\"\npassword = \"secret\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.mqtt.embedded_broker_addr(), None);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("\"secret\"") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        let c = Config::parse("[mqtt]\nenabled = false\n").unwrap();
+        assert_eq!(c.mqtt.embedded_broker_addr(), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! - [`credentials`]: device credentials (PSK, raw public key, certificate) and their index.
 //! - [`secrets`]: encryption at rest of the secrets in the store.
 //! - [`audit`]: the security audit log.
+//! - [`bridge`]: the MQTT bridge (EMQX LwM2M gateway JSON).
 //! - [`security`]: the DTLS engine's view of credentials, the server's key, its settings.
 //! - [`admin`]: the admin socket through which the CLI reaches a running server.
 #![warn(missing_docs, unreachable_pub)]
@@ -16,6 +17,7 @@
 #[cfg(unix)]
 pub mod admin;
 pub mod audit;
+pub mod bridge;
 pub mod config;
 pub mod core;
 pub mod credentials;

@@ -96,7 +96,7 @@ fn main() -> anyhow::Result<()> {
     // and the creation of a secrets key (which the operator must back up).
     let default_level = match admin_cmd {
         Some(_) => "warn,lwm2m_server::secrets=info".to_string(),
-        None => config.log.level.clone(),
+        None => lwm2m_server::bridge::broker::quiet_log_filter(&config.log.level),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| default_level.into());

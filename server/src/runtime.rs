@@ -7,6 +7,8 @@
 //! and to callers waiting for a result, security events to the audit log.
 use crate::admin::{self, AdminOp, AdminReply, AdminRequest};
 use crate::audit::{self, AuditEvent, AuditKind};
+use crate::bridge::link::Downlink;
+use crate::bridge::sink::{Bridge, CommandPath};
 use crate::config::Config;
 use crate::core::types::{Command, CommandId, DeviceEvent, Link, Outcome, Registration};
 use crate::core::ServerCore;
@@ -44,7 +46,7 @@ const SAVE_CHUNK: usize = 2000;
 #[error("the server has stopped")]
 pub struct ServerStopped;
 
-enum Control {
+pub(crate) enum Control {
     Submit(
         Command,
         oneshot::Sender<CommandId>,
@@ -58,6 +60,10 @@ enum Control {
     ),
     Registrations(oneshot::Sender<Vec<Registration>>),
     Admin(AdminRequest),
+    /// A message from the MQTT broker.
+    Downlink(Downlink),
+    /// The store committed every write queued up to this hold generation.
+    Committed(u64),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -206,8 +212,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     core_config.rng_seed = rand::random();
     core_config.coap.rng_seed = rand::random();
     let now = Instant::now().into_std();
+    let schema_arc = Arc::new(schema);
     let mut core: ServerCore<Link> =
-        ServerCore::new(core_config, Arc::new(schema), (now, SystemTime::now()));
+        ServerCore::new(core_config, schema_arc.clone(), (now, SystemTime::now()));
     core.set_security_policy(Arc::new(creds.clone()));
 
     let mut dtls = None;
@@ -268,6 +275,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         secure_addrs: Arc::new(secure_addrs),
         store_stats: store.stats_handle(),
     };
+    let control_tx_for_shell = control_tx.clone();
+    let (bridge, mqtt) =
+        match crate::bridge::start(config, &store, schema_arc.clone(), control_tx.clone()) {
+            Ok(Some((b, r))) => (Some(b), Some(r)),
+            Ok(None) => (None, None),
+            Err(e) => return Err(e.context("starting the MQTT bridge")),
+        };
     #[cfg(unix)]
     let admin_tasks = spawn_admin(config, control_tx)?;
     #[cfg(not(unix))]
@@ -287,6 +301,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         next_save: save_every.map(|d| now + d),
         saving: Vec::new(),
         admin_tasks,
+        bridge,
+        mqtt,
+        control: control_tx_for_shell,
+        hold: Hold {
+            open: 1,
+            ..Hold::default()
+        },
     };
     let task = tokio::spawn(async move {
         let shell = machine::run(sockets, shell, control).await;
@@ -382,6 +403,55 @@ struct Shell {
     saving: Vec<ConnId>,
     /// The admin socket's tasks, stopped with the server.
     admin_tasks: Vec<JoinHandle<()>>,
+    /// The MQTT bridge, if enabled.
+    bridge: Option<Bridge>,
+    /// The MQTT link's and the embedded broker's lifetimes.
+    mqtt: Option<crate::bridge::Running>,
+    /// For the store's commit notices (see [`Hold`]).
+    control: mpsc::Sender<Control>,
+    hold: Hold,
+}
+
+/// Durable before acknowledged: while MQTT messages caused by a datagram are not yet
+/// committed to the outbox, nothing the core sends (its ACK above all) leaves; a device whose
+/// notification was acknowledged can rely on it reaching the broker even if the server is
+/// killed the next moment. Transmits are tagged with the commit generation that covers
+/// them and released when that commit is done, so under steady load one commit releases a
+/// whole batch while the next gathers.
+#[derive(Default)]
+struct Hold {
+    /// Outbox writes since the last commit request.
+    dirty: bool,
+    /// Generation the next commit request will have.
+    open: u64,
+    /// Last generation requested and last committed.
+    requested: u64,
+    committed: u64,
+    in_flight: bool,
+    held: std::collections::VecDeque<(u64, Transmit<Link>)>,
+    ready: std::collections::VecDeque<Transmit<Link>>,
+}
+
+impl Hold {
+    fn active(&self) -> bool {
+        self.dirty || self.committed < self.requested
+    }
+}
+
+/// The core as the bridge's command path, at one instant.
+struct CoreAt<'a> {
+    core: &'a mut ServerCore<Link>,
+    now: std::time::Instant,
+}
+
+impl CommandPath for CoreAt<'_> {
+    fn submit(&mut self, command: Command) -> CommandId {
+        self.core.submit(self.now, command)
+    }
+
+    fn cancel_observation(&mut self, endpoint: &str, path: Path) -> CommandId {
+        self.core.cancel_observation(self.now, endpoint, path)
+    }
 }
 
 impl Machine for Shell {
@@ -396,6 +466,7 @@ impl Machine for Shell {
     ) {
         if l == PLAIN {
             self.core.handle_datagram(now, Link::Udp(peer), data);
+            self.drain(now);
             return;
         }
         let Some(server) = self.dtls.as_mut() else {
@@ -412,6 +483,7 @@ impl Machine for Shell {
             Err(_) => return,
         }
         self.dtls_events(now);
+        self.drain(now);
     }
 
     fn handle_timeout(&mut self, now: std::time::Instant) {
@@ -423,6 +495,7 @@ impl Machine for Shell {
         if self.next_save.is_some_and(|t| t <= now) {
             self.save_some(now);
         }
+        self.drain(now);
     }
 
     fn handle_command(&mut self, now: std::time::Instant, c: Control) -> ControlFlow<()> {
@@ -477,11 +550,22 @@ impl Machine for Shell {
                     }
                 }
             }
+            Control::Downlink(d) => {
+                if let Some(bridge) = self.bridge.as_mut() {
+                    let mut path = CoreAt {
+                        core: &mut self.core,
+                        now,
+                    };
+                    bridge.on_downlink(d, &mut path);
+                }
+            }
+            Control::Committed(generation) => self.committed(generation),
             Control::Shutdown(done) => {
                 self.done = Some(done);
                 return ControlFlow::Break(());
             }
         }
+        self.drain(now);
         ControlFlow::Continue(())
     }
 
@@ -491,7 +575,22 @@ impl Machine for Shell {
             {
                 return Some((SECURE, Transmit { peer, payload }));
             }
-            let t = self.core.poll_transmit()?;
+            let t = match self.hold.ready.pop_front() {
+                Some(t) => t,
+                None => {
+                    let t = self.core.poll_transmit()?;
+                    if self.hold.active() {
+                        let generation = if self.hold.dirty {
+                            self.hold.open
+                        } else {
+                            self.hold.requested
+                        };
+                        self.hold.held.push_back((generation, t));
+                        continue;
+                    }
+                    t
+                }
+            };
             match t.peer {
                 Link::Udp(peer) => {
                     return Some((
@@ -528,6 +627,17 @@ impl Machine for Shell {
     /// Store writes go to the group-committing writer; events to the broadcast and to the
     /// callers waiting for a result; refusals to the audit log.
     fn flush(&mut self) {
+        self.drain(std::time::Instant::now());
+        if self.hold.dirty && !self.hold.in_flight {
+            self.request_commit();
+        }
+    }
+}
+
+impl Shell {
+    /// Store writes go to the group-committing writer; events to the broadcast, to the
+    /// callers waiting for a result, to the audit log and to the MQTT bridge.
+    fn drain(&mut self, now: std::time::Instant) {
         while let Some(op) = self.core.poll_store() {
             let r = match op {
                 crate::core::persist::StoreOp::Put(t, k, v) => self.store.put(t, k, v),
@@ -569,13 +679,62 @@ impl Machine for Shell {
                 }
                 _ => {}
             }
+            if let Some(bridge) = self.bridge.as_mut() {
+                let mut path = CoreAt {
+                    core: &mut self.core,
+                    now,
+                };
+                bridge.on_event(&ev, &mut path);
+            }
             // No subscriber is not an error: events are for whoever listens.
             let _ = self.events.send(ev);
         }
+        if self.bridge.as_mut().is_some_and(Bridge::take_written) {
+            self.hold.dirty = true;
+        }
     }
-}
 
-impl Shell {
+    /// Asks the store to commit what is queued, and to tell us (and the MQTT link) when done.
+    fn request_commit(&mut self) {
+        let generation = self.hold.open;
+        self.hold.open += 1;
+        self.hold.requested = generation;
+        self.hold.dirty = false;
+        self.hold.in_flight = true;
+        let committed = self.store.committed();
+        let shared = self.bridge.as_ref().map(Bridge::shared);
+        let control = self.control.clone();
+        tokio::spawn(async move {
+            match committed {
+                Ok(c) => {
+                    if let Err(e) = c.await {
+                        tracing::error!(error = %e, "store commit failed; releasing held datagrams");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "store unavailable; releasing held datagrams")
+                }
+            }
+            if let Some(shared) = shared {
+                shared.committed.notify_one();
+            }
+            let _ = control.send(Control::Committed(generation)).await;
+        });
+    }
+
+    /// Releases what a finished commit covers.
+    fn committed(&mut self, generation: u64) {
+        self.hold.committed = self.hold.committed.max(generation);
+        self.hold.in_flight = false;
+        while let Some((g, _)) = self.hold.held.front() {
+            if *g > self.hold.committed {
+                break;
+            }
+            if let Some((_, t)) = self.hold.held.pop_front() {
+                self.hold.ready.push_back(t);
+            }
+        }
+    }
     /// Hands the DTLS engine's events to the core, the store and the audit log.
     fn dtls_events(&mut self, now: std::time::Instant) {
         let Some(server) = self.dtls.as_mut() else {
@@ -720,6 +879,9 @@ impl Shell {
         }
         for t in self.admin_tasks {
             let _ = t.await;
+        }
+        if let Some(mqtt) = self.mqtt {
+            mqtt.stop().await;
         }
         if let Some(server) = &self.dtls {
             let conns = server.conns();

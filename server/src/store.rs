@@ -34,6 +34,12 @@ pub enum Table {
     /// Established DTLS sessions by handle, sealed with the secrets key, so devices continue
     /// after a restart without a handshake.
     Sessions,
+    /// MQTT messages not yet acknowledged by the broker, by sequence number (see
+    /// [`crate::bridge`]).
+    Outbox,
+    /// The MQTT bridge's own state: requests awaiting their result, observations' request
+    /// ids, device shadows.
+    Bridge,
 }
 
 impl Table {
@@ -46,10 +52,12 @@ impl Table {
             Table::Credentials => "credentials",
             Table::Audit => "audit",
             Table::Sessions => "dtls_sessions",
+            Table::Outbox => "mqtt_outbox",
+            Table::Bridge => "mqtt_bridge",
         })
     }
 
-    const ALL: [Table; 7] = [
+    const ALL: [Table; 9] = [
         Table::Registrations,
         Table::Observations,
         Table::Queue,
@@ -57,6 +65,8 @@ impl Table {
         Table::Credentials,
         Table::Audit,
         Table::Sessions,
+        Table::Outbox,
+        Table::Bridge,
     ];
 }
 
@@ -96,8 +106,11 @@ enum Op {
     Stop,
 }
 
+/// One entry of a table: key and value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// Entries of a table, as (key, value) pairs in key order.
-pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+pub type Entries = Vec<Entry>;
 
 /// Tuning of the writer.
 #[derive(Debug, Clone, Copy)]
@@ -222,6 +235,37 @@ impl Store {
 
     /// Every entry whose key starts with `prefix` (all entries for an empty prefix), in key
     /// order, as of the last commit.
+    /// Up to `limit` entries with keys from `from` on, in key order, as of the last commit.
+    pub fn range(&self, table: Table, from: &[u8], limit: usize) -> Result<Entries, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table.def())?;
+        let mut out = Vec::new();
+        for entry in t.range(from..)?.take(limit) {
+            let (k, v) = entry?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Number of entries in a table, as of the last commit.
+    pub fn len(&self, table: Table) -> Result<u64, StoreError> {
+        use redb::ReadableTableMetadata;
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table.def())?;
+        Ok(t.len()?)
+    }
+
+    /// The last entry of a table, as of the last commit.
+    pub fn last(&self, table: Table) -> Result<Option<Entry>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let t = txn.open_table(table.def())?;
+        let last = t
+            .last()?
+            .map(|(k, v)| (k.value().to_vec(), v.value().to_vec()));
+        Ok(last)
+    }
+
+    /// Entries of `table` whose keys start with `prefix`, in key order, as of the last commit.
     pub fn scan(&self, table: Table, prefix: &[u8]) -> Result<Entries, StoreError> {
         let txn = self.db.begin_read()?;
         let t = txn.open_table(table.def())?;

@@ -54,6 +54,13 @@ impl TestServer {
             "[server]\ncoap_bind = [\"127.0.0.1:{port}\"]\ncoaps_bind = [\"127.0.0.1:{secure_port}\"]\ndata_dir = \"{}\"\n{extra}",
             data_dir.display()
         );
+        // The MQTT bridge and its embedded broker only where a test asks for them, so tests
+        // in parallel do not fight over one broker port.
+        let text = if extra.contains("[mqtt]") {
+            text
+        } else {
+            format!("{text}\n[mqtt]\nenabled = false\n")
+        };
         let config = Config::parse(&text)?;
         let server = lwm2m_server::start(&config).await?;
         let events = server.handle.subscribe();

@@ -1,0 +1,322 @@
+//! The bridge's MQTT connection (MQTT 5 or 3.1.1, through rumqttc): publishes the outbox in
+//! order, removes each message when the broker acknowledges it, and hands downlink messages
+//! (`{prefix}/+/dn/#`, `{prefix}/+/shadow/desired`) to the server task.
+//!
+//! Ordering and acknowledgement: a broker acknowledges QoS 1 publishes in the order it got
+//! them (MQTT 3.1.1 §4.6, MQTT 5 §4.6), so each PUBACK retires the oldest message in flight.
+//! When the broker comes back with our session, rumqttc resends what was in flight itself;
+//! when it comes back without it (a broker restarted without persistence), rumqttc has
+//! dropped them, so the link rewinds to the oldest unacknowledged message and publishes
+//! everything again from there. A consumer may then see a message twice, with the same
+//! `msgId`; it never misses one.
+use super::outbox::{self, Shared};
+use crate::store::{Store, Table};
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Messages read from the outbox per batch.
+const BATCH: usize = 256;
+
+/// A downlink message, for the server task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Downlink {
+    /// The endpoint from the topic.
+    pub endpoint: String,
+    /// A command (`dn/...`) or the shadow's desired state.
+    pub kind: DownlinkKind,
+    /// The payload.
+    pub payload: Vec<u8>,
+    /// MQTT 5 Message Expiry Interval: how long the command may wait for a sleeping device.
+    pub expiry: Option<Duration>,
+}
+
+/// Which kind of downlink message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownlinkKind {
+    /// An EMQX command envelope.
+    Command,
+    /// A shadow's desired state.
+    Desired,
+}
+
+/// Where a downlink message goes, from its topic: `{prefix}/{ep}/dn/...` or
+/// `{prefix}/{ep}/shadow/desired`.
+pub fn route(prefix: &str, topic: &str) -> Option<(String, DownlinkKind)> {
+    let rest = topic.strip_prefix(prefix)?.strip_prefix('/')?;
+    let (endpoint, what) = rest.split_once('/')?;
+    if endpoint.is_empty() {
+        return None;
+    }
+    let kind = if what == "dn" || what.starts_with("dn/") {
+        DownlinkKind::Command
+    } else if what == "shadow/desired" {
+        DownlinkKind::Desired
+    } else {
+        return None;
+    };
+    Some((endpoint.to_string(), kind))
+}
+
+/// Settings of the link.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// Topic prefix (`lwm2m`).
+    pub prefix: String,
+    /// QoS of uplink messages (0, 1 or 2).
+    pub qos: u8,
+    /// Messages in flight at most.
+    pub window: usize,
+    /// Pause after the first failed connection; doubled after each further failure.
+    pub reconnect_min: Duration,
+    /// The pause stops doubling here.
+    pub reconnect_max: Duration,
+}
+
+/// The two protocol versions behind one face.
+enum Client {
+    V5(rumqttc::v5::AsyncClient, Box<rumqttc::v5::EventLoop>),
+    V311(rumqttc::AsyncClient, Box<rumqttc::EventLoop>),
+}
+
+/// What the event loop reported, in either version.
+enum Ev {
+    Connected {
+        session_present: bool,
+    },
+    /// The broker acknowledged the oldest publish in flight (PUBACK, or PUBCOMP for QoS 2).
+    Acked,
+    /// A QoS 0 publish left.
+    SentQos0,
+    Message(String, Vec<u8>, Option<Duration>),
+    Other,
+    Down(String),
+}
+
+impl Client {
+    async fn poll(&mut self, qos: u8) -> Ev {
+        match self {
+            Client::V5(_, el) => {
+                use rumqttc::v5::mqttbytes::v5::Packet;
+                use rumqttc::v5::Event;
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(c))) => Ev::Connected {
+                        session_present: c.session_present,
+                    },
+                    Ok(Event::Incoming(Packet::PubAck(_))) if qos == 1 => Ev::Acked,
+                    Ok(Event::Incoming(Packet::PubComp(_))) if qos == 2 => Ev::Acked,
+                    Ok(Event::Incoming(Packet::Publish(p))) => Ev::Message(
+                        String::from_utf8_lossy(&p.topic).into_owned(),
+                        p.payload.to_vec(),
+                        p.properties
+                            .and_then(|pr| pr.message_expiry_interval)
+                            .map(|s| Duration::from_secs(u64::from(s))),
+                    ),
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(0))) if qos == 0 => Ev::SentQos0,
+                    Ok(_) => Ev::Other,
+                    Err(e) => Ev::Down(e.to_string()),
+                }
+            }
+            Client::V311(_, el) => {
+                use rumqttc::{Event, Packet};
+                match el.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(c))) => Ev::Connected {
+                        session_present: c.session_present,
+                    },
+                    Ok(Event::Incoming(Packet::PubAck(_))) if qos == 1 => Ev::Acked,
+                    Ok(Event::Incoming(Packet::PubComp(_))) if qos == 2 => Ev::Acked,
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
+                        Ev::Message(p.topic, p.payload.to_vec(), None)
+                    }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(0))) if qos == 0 => Ev::SentQos0,
+                    Ok(_) => Ev::Other,
+                    Err(e) => Ev::Down(e.to_string()),
+                }
+            }
+        }
+    }
+
+    /// Hands one publish to the client without waiting; false if its queue is full.
+    fn try_publish(&self, topic: String, qos: u8, payload: Vec<u8>) -> bool {
+        match self {
+            Client::V5(c, _) => c.try_publish(topic, v5_qos(qos), false, payload).is_ok(),
+            Client::V311(c, _) => c.try_publish(topic, v4_qos(qos), false, payload).is_ok(),
+        }
+    }
+
+    fn try_subscribe(&self, topic: String) -> bool {
+        match self {
+            Client::V5(c, _) => c
+                .try_subscribe(topic, rumqttc::v5::mqttbytes::QoS::AtLeastOnce)
+                .is_ok(),
+            Client::V311(c, _) => c.try_subscribe(topic, rumqttc::QoS::AtLeastOnce).is_ok(),
+        }
+    }
+}
+
+fn v5_qos(q: u8) -> rumqttc::v5::mqttbytes::QoS {
+    use rumqttc::v5::mqttbytes::QoS;
+    match q {
+        0 => QoS::AtMostOnce,
+        2 => QoS::ExactlyOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+fn v4_qos(q: u8) -> rumqttc::QoS {
+    use rumqttc::QoS;
+    match q {
+        0 => QoS::AtMostOnce,
+        2 => QoS::ExactlyOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+/// The MQTT client to run, by version.
+pub enum Options {
+    /// MQTT 5.
+    V5(Box<rumqttc::v5::MqttOptions>),
+    /// MQTT 3.1.1.
+    V311(Box<rumqttc::MqttOptions>),
+}
+
+/// Runs the link until `downlink` closes (the server stopped).
+pub async fn run(
+    options: Options,
+    config: LinkConfig,
+    store: Store,
+    shared: Arc<Shared>,
+    downlink: mpsc::Sender<Downlink>,
+) {
+    let cap = config.window.max(16) * 2;
+    let mut client = match options {
+        Options::V5(o) => {
+            let (c, el) = rumqttc::v5::AsyncClient::new(*o, cap);
+            Client::V5(c, Box::new(el))
+        }
+        Options::V311(o) => {
+            let (c, mut el) = rumqttc::AsyncClient::new(*o, cap);
+            // MQTT 3.1.1 keeps its TCP settings on the event loop (v5 has them in options).
+            el.set_network_options(super::connect::network_options());
+            Client::V311(c, Box::new(el))
+        }
+    };
+    let stats = &shared.stats;
+    // Sequence numbers handed to the client and not yet acknowledged, oldest first.
+    let mut in_flight: VecDeque<u64> = VecDeque::new();
+    // The next sequence number to read from the outbox.
+    let mut cursor = 1u64;
+    let mut connected = false;
+    let mut backoff = config.reconnect_min;
+    loop {
+        // Publish what is committed and fits the window.
+        while connected && in_flight.len() < config.window {
+            let room = (config.window - in_flight.len()).min(BATCH);
+            let batch = match outbox::read(&store, cursor, room) {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the MQTT outbox failed");
+                    break;
+                }
+            };
+            if batch.is_empty() {
+                break;
+            }
+            let mut stalled = false;
+            for (seq, msg) in batch {
+                if !client.try_publish(msg.topic, config.qos, msg.payload) {
+                    stalled = true;
+                    break;
+                }
+                stats.published.fetch_add(1, Relaxed);
+                in_flight.push_back(seq);
+                cursor = seq + 1;
+            }
+            if stalled {
+                break;
+            }
+        }
+        tokio::select! {
+            ev = client.poll(config.qos) => match ev {
+                Ev::Connected { session_present } => {
+                    connected = true;
+                    backoff = config.reconnect_min;
+                    stats.connects.fetch_add(1, Relaxed);
+                    tracing::info!(session_present, "MQTT bridge connected");
+                    if !session_present {
+                        // The broker kept nothing of ours: everything unacknowledged again.
+                        if let Some(oldest) = in_flight.front() {
+                            cursor = *oldest;
+                        }
+                        in_flight.clear();
+                    }
+                    for t in ["+/dn/#", "+/shadow/desired"] {
+                        client.try_subscribe(format!("{}/{t}", config.prefix));
+                    }
+                }
+                Ev::Acked | Ev::SentQos0 => {
+                    if let Some(seq) = in_flight.pop_front() {
+                        let _ = store.delete(Table::Outbox, outbox::key(seq).to_vec());
+                        stats.acked.fetch_add(1, Relaxed);
+                        stats.outbox_len.fetch_sub(1, Relaxed);
+                    }
+                }
+                Ev::Message(topic, payload, expiry) => {
+                    if let Some((endpoint, kind)) = route(&config.prefix, &topic) {
+                        stats.downlink.fetch_add(1, Relaxed);
+                        let d = Downlink { endpoint, kind, payload, expiry };
+                        if downlink.send(d).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Ev::Other => {}
+                Ev::Down(e) => {
+                    if connected {
+                        tracing::warn!(error = %e, "MQTT bridge disconnected; messages wait in the outbox");
+                    } else {
+                        tracing::debug!(error = %e, "MQTT broker not reachable");
+                    }
+                    connected = false;
+                    tokio::select! {
+                        () = tokio::time::sleep(backoff) => {}
+                        () = downlink.closed() => return,
+                    }
+                    backoff = (backoff * 2).min(config.reconnect_max);
+                }
+            },
+            () = shared.committed.notified(), if connected => {}
+            () = downlink.closed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_route_to_endpoint_and_kind() {
+        assert_eq!(
+            route("lwm2m", "lwm2m/dev-1/dn/cmd"),
+            Some(("dev-1".into(), DownlinkKind::Command))
+        );
+        assert_eq!(
+            route("lwm2m", "lwm2m/dev-1/dn"),
+            Some(("dev-1".into(), DownlinkKind::Command))
+        );
+        assert_eq!(
+            route("lwm2m", "lwm2m/dev-1/shadow/desired"),
+            Some(("dev-1".into(), DownlinkKind::Desired))
+        );
+        assert_eq!(route("lwm2m", "lwm2m/dev-1/up/resp"), None);
+        assert_eq!(route("lwm2m", "lwm2m//dn"), None);
+        assert_eq!(route("lwm2m", "other/dev/dn"), None);
+        assert_eq!(
+            route("a/b", "a/b/ep/dn/x"),
+            Some(("ep".into(), DownlinkKind::Command))
+        );
+    }
+}

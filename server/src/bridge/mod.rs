@@ -1,0 +1,138 @@
+//! The MQTT bridge (issue 6; DESIGN.md "External interfaces"): every device event becomes an
+//! MQTT message on `{prefix}/{endpoint}/up/...`, every command on `{prefix}/+/dn/#` an LwM2M
+//! operation through the one command path, in the JSON of the EMQX LwM2M gateway, plus
+//! device shadows. Nothing is lost while the broker is away: messages wait in a durable
+//! outbox in the store until the broker acknowledges them.
+//!
+//! - [`envelope`]: the EMQX JSON envelope, both ways.
+//! - [`outbox`]: the durable outbox and the bridge's counters.
+//! - [`sink`]: the part on the server task: events in, outbox and commands out.
+//! - [`shadow`]: desired and reported state, and the delta between them.
+//! - [`link`]: the MQTT connection (rumqttc, MQTT 5 or 3.1.1).
+//! - [`connect`]: client options from the configuration (TLS, credentials, session).
+//! - [`broker`]: the embedded broker (rumqttd) of the default configuration.
+pub mod broker;
+pub mod connect;
+pub mod envelope;
+pub mod link;
+pub mod outbox;
+pub mod shadow;
+pub mod sink;
+
+use crate::config::Config;
+use crate::runtime::Control;
+use crate::store::Store;
+use anyhow::Context;
+use lwm2m::model::Registry;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// The bridge's tasks and embedded broker, stopped with the server.
+pub struct Running {
+    link: JoinHandle<()>,
+    forward: JoinHandle<()>,
+    broker: Option<broker::EmbeddedBroker>,
+    stats: Arc<outbox::Shared>,
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").finish_non_exhaustive()
+    }
+}
+
+impl Running {
+    /// The bridge's counters.
+    pub fn shared(&self) -> Arc<outbox::Shared> {
+        self.stats.clone()
+    }
+
+    /// Stops the link (messages not yet acknowledged stay in the outbox for the next run).
+    pub async fn stop(self) {
+        self.forward.abort();
+        self.link.abort();
+        let _ = self.forward.await;
+        let _ = self.link.await;
+        drop(self.broker);
+    }
+}
+
+/// Starts the bridge if `[mqtt] enabled`: the embedded broker if configured, the MQTT link,
+/// and the bridge state for the server task.
+pub(crate) fn start(
+    config: &Config,
+    store: &Store,
+    schema: Arc<Registry>,
+    control: mpsc::Sender<Control>,
+) -> anyhow::Result<Option<(sink::Bridge, Running)>> {
+    let m = &config.mqtt;
+    if !m.enabled {
+        return Ok(None);
+    }
+    let broker = if m.embedded_broker {
+        let addr: std::net::SocketAddr = m.broker.parse().with_context(|| {
+            format!(
+                "[mqtt] broker {:?}: the embedded broker needs an IP:port",
+                m.broker
+            )
+        })?;
+        let (v4, v5) = if m.version == 5 {
+            (None, Some(addr))
+        } else {
+            (Some(addr), None)
+        };
+        let b = broker::EmbeddedBroker::start(v4, v5)
+            .with_context(|| format!("embedded MQTT broker on {addr}"))?;
+        tracing::info!(%addr, version = m.version, "embedded MQTT broker listening");
+        Some(b)
+    } else {
+        None
+    };
+    let bridge = sink::Bridge::open(
+        store.clone(),
+        m.topic_prefix.clone(),
+        m.max_outbox as u64,
+        schema,
+    )
+    .context("opening the MQTT outbox")?;
+    let options = if m.version == 5 {
+        link::Options::V5(Box::new(connect::options_v5(m)?))
+    } else {
+        link::Options::V311(Box::new(connect::options_v311(m)?))
+    };
+    let link_config = link::LinkConfig {
+        prefix: m.topic_prefix.clone(),
+        qos: m.qos,
+        window: 1000,
+        reconnect_min: Duration::from_millis(m.reconnect_min_ms),
+        reconnect_max: Duration::from_millis(m.reconnect_max_ms),
+    };
+    let shared = bridge.shared();
+    let (tx, mut rx) = mpsc::channel::<link::Downlink>(1024);
+    let link = tokio::spawn(link::run(
+        options,
+        link_config,
+        store.clone(),
+        shared.clone(),
+        tx,
+    ));
+    let forward = tokio::spawn(async move {
+        while let Some(d) = rx.recv().await {
+            if control.send(Control::Downlink(d)).await.is_err() {
+                return;
+            }
+        }
+    });
+    tracing::info!(broker = %m.broker, version = m.version, prefix = %m.topic_prefix, "MQTT bridge started");
+    Ok(Some((
+        bridge,
+        Running {
+            link,
+            forward,
+            broker,
+            stats: shared,
+        },
+    )))
+}

@@ -1,0 +1,353 @@
+//! The bridge's part on the server task (DESIGN.md principle 2): device events in, MQTT
+//! messages into the durable outbox; downlink commands in, typed `Command`s into the one
+//! command path; each command's one result back out on `up/resp` with the caller's `reqID`.
+//!
+//! Runs synchronously in the server task's flush, so no event can be missed (the broadcast
+//! channel other sinks use may lag) and the outbox write is ordered with the event itself.
+//! What must survive a restart — requests awaiting their result, the `reqID` of each
+//! observation, shadows — is kept in the store's bridge table.
+use super::envelope::{self, Action};
+use super::link::{Downlink, DownlinkKind};
+use super::outbox::{Outbox, Shared};
+use super::shadow::{self, Shadows};
+use crate::core::types::{Command, CommandId, DeviceEvent, ObservationId};
+use crate::store::{Store, StoreError, Table};
+use lwm2m::model::{Path, Registry};
+use lwm2m::ops::dm::DmResponse;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+/// The command path, as the bridge uses it.
+pub trait CommandPath {
+    /// Submits a command; its result comes back as a `CommandResult` event.
+    fn submit(&mut self, command: Command) -> CommandId;
+    /// Cancels the observation of `path` on `endpoint`; the result comes back likewise.
+    fn cancel_observation(&mut self, endpoint: &str, path: Path) -> CommandId;
+}
+
+/// A command from MQTT awaiting its result.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Pending {
+    req_id: serde_json::Value,
+    msg_type: String,
+    path: Option<String>,
+}
+
+const PENDING: &[u8] = b"req/";
+const OBSERVATION: &[u8] = b"obs/";
+const SHADOW: &[u8] = b"shadow/";
+
+fn key(prefix: &[u8], id: &[u8]) -> Vec<u8> {
+    let mut k = prefix.to_vec();
+    k.extend_from_slice(id);
+    k
+}
+
+/// The bridge state on the server task.
+pub struct Bridge {
+    outbox: Outbox,
+    store: Store,
+    prefix: String,
+    schema: Arc<Registry>,
+    pending: HashMap<CommandId, Pending>,
+    observations: HashMap<ObservationId, serde_json::Value>,
+    shadows: Shadows,
+    wrote: bool,
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge")
+            .field("pending", &self.pending.len())
+            .field("observations", &self.observations.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bridge {
+    /// Opens the bridge's state in `store`.
+    pub fn open(
+        store: Store,
+        prefix: String,
+        max_outbox: u64,
+        schema: Arc<Registry>,
+    ) -> Result<Self, StoreError> {
+        let outbox = Outbox::open(store.clone(), max_outbox)?;
+        let mut pending = HashMap::new();
+        for (k, v) in store.scan(Table::Bridge, PENDING)? {
+            let id = k
+                .get(PENDING.len()..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            if let (Some(id), Ok(p)) = (id, serde_json::from_slice::<Pending>(&v)) {
+                pending.insert(CommandId(id), p);
+            }
+        }
+        let mut observations = HashMap::new();
+        for (k, v) in store.scan(Table::Bridge, OBSERVATION)? {
+            let id = k
+                .get(OBSERVATION.len()..)
+                .and_then(|b| b.try_into().ok())
+                .map(u64::from_be_bytes);
+            if let (Some(id), Ok(r)) = (id, serde_json::from_slice(&v)) {
+                observations.insert(ObservationId(id), r);
+            }
+        }
+        let mut shadows = Shadows::default();
+        for (k, v) in store.scan(Table::Bridge, SHADOW)? {
+            let ep = k.get(SHADOW.len()..).map(String::from_utf8_lossy);
+            if let (Some(ep), Ok(doc)) = (ep, serde_json::from_slice::<shadow::Doc>(&v)) {
+                shadows.insert(ep.into_owned(), doc);
+            }
+        }
+        Ok(Self {
+            outbox,
+            store,
+            prefix,
+            schema,
+            pending,
+            observations,
+            shadows,
+            wrote: false,
+        })
+    }
+
+    /// What the MQTT link shares with the outbox.
+    pub fn shared(&self) -> Arc<Shared> {
+        self.outbox.shared()
+    }
+
+    /// Whether messages were queued since the last call (they must be committed before the
+    /// server acknowledges what caused them).
+    pub fn take_written(&mut self) -> bool {
+        std::mem::take(&mut self.wrote)
+    }
+
+    fn publish(&mut self, endpoint: &str, suffix: &str, payload: serde_json::Value) {
+        let topic = format!("{}/{endpoint}/{suffix}", self.prefix);
+        self.outbox.push(topic, payload);
+        self.wrote = true;
+    }
+
+    fn remember(&mut self, id: CommandId, p: Pending) {
+        if let Ok(v) = serde_json::to_vec(&p) {
+            let _ = self
+                .store
+                .put(Table::Bridge, key(PENDING, &id.0.to_be_bytes()), v);
+        }
+        self.pending.insert(id, p);
+    }
+
+    /// Turns one device event into MQTT messages (and shadow writes).
+    pub fn on_event(&mut self, event: &DeviceEvent, core: &mut dyn CommandPath) {
+        match event {
+            DeviceEvent::Registered { registration, .. } => {
+                self.publish(
+                    &registration.endpoint,
+                    "up/register",
+                    envelope::registered(registration),
+                );
+                self.wake(&registration.endpoint, core);
+            }
+            DeviceEvent::Updated { registration } => {
+                self.publish(
+                    &registration.endpoint,
+                    "up/update",
+                    envelope::updated(registration),
+                );
+                self.wake(&registration.endpoint, core);
+            }
+            DeviceEvent::Deregistered { endpoint, reason } => {
+                self.publish(
+                    endpoint,
+                    "up/deregister",
+                    envelope::deregistered(endpoint, *reason),
+                );
+            }
+            DeviceEvent::Awake { endpoint } => self.wake(endpoint, core),
+            DeviceEvent::Notification {
+                endpoint,
+                observation,
+                path,
+                content,
+                seq,
+            } => {
+                let req = self.observations.get(observation).cloned();
+                self.publish(
+                    endpoint,
+                    "up/notify",
+                    envelope::notify(req.as_ref(), path, content, *seq),
+                );
+                let fx = self
+                    .shadows
+                    .reported(endpoint, envelope::flatten(path, content));
+                self.apply(endpoint, fx, core);
+            }
+            DeviceEvent::Send { endpoint, records } => {
+                self.publish(endpoint, "up/send", envelope::send(endpoint, records));
+                let values = records
+                    .iter()
+                    .filter_map(|r| Some((r.path, r.value.clone()?)))
+                    .collect();
+                let fx = self.shadows.reported(endpoint, values);
+                self.apply(endpoint, fx, core);
+            }
+            DeviceEvent::CommandResult {
+                id,
+                endpoint,
+                observation,
+                outcome,
+                ..
+            } => {
+                if let Some(p) = self.pending.remove(id) {
+                    let _ = self
+                        .store
+                        .delete(Table::Bridge, key(PENDING, &id.0.to_be_bytes()));
+                    let path = p.path.as_deref().and_then(|s| Path::parse(s).ok());
+                    if let (Some(obs), Ok(_)) = (observation, outcome) {
+                        if let Ok(v) = serde_json::to_vec(&p.req_id) {
+                            let _ = self.store.put(
+                                Table::Bridge,
+                                key(OBSERVATION, &obs.0.to_be_bytes()),
+                                v,
+                            );
+                        }
+                        self.observations.insert(*obs, p.req_id.clone());
+                    }
+                    self.publish(
+                        endpoint,
+                        "up/resp",
+                        envelope::response(&p.req_id, &p.msg_type, outcome, path.as_ref()),
+                    );
+                    if let (Ok(DmResponse::Content { node, .. }), Some(path)) = (outcome, path) {
+                        let content = crate::core::types::Content::Node(node.clone());
+                        let fx = self
+                            .shadows
+                            .reported(endpoint, envelope::flatten(&path, &content));
+                        self.apply(endpoint, fx, core);
+                    }
+                } else if let Some((ep, fx)) = self.shadows.write_result(*id, outcome.is_ok()) {
+                    self.apply(&ep, fx, core);
+                }
+            }
+            DeviceEvent::ObservationEnded { observation, .. } => {
+                if self.observations.remove(observation).is_some() {
+                    let _ = self.store.delete(
+                        Table::Bridge,
+                        key(OBSERVATION, &observation.0.to_be_bytes()),
+                    );
+                }
+            }
+            DeviceEvent::AuthFailed { .. } => {}
+        }
+    }
+
+    fn wake(&mut self, endpoint: &str, core: &mut dyn CommandPath) {
+        let fx = self.shadows.wake(endpoint, &self.schema);
+        self.apply(endpoint, fx, core);
+    }
+
+    /// Carries out a shadow change: submit its writes, publish its state, store it.
+    fn apply(&mut self, endpoint: &str, fx: shadow::Effects, core: &mut dyn CommandPath) {
+        for (path, cmd) in fx.writes {
+            let id = core.submit(cmd);
+            self.shadows.track(id, endpoint, path);
+        }
+        if let Some(state) = fx.reported {
+            self.publish(
+                endpoint,
+                "shadow/reported",
+                shadow_message("shadow-reported", state),
+            );
+        }
+        if let Some(state) = fx.delta {
+            self.publish(
+                endpoint,
+                "shadow/delta",
+                shadow_message("shadow-delta", state),
+            );
+        }
+        if fx.changed {
+            if let Some(doc) = self.shadows.get(endpoint) {
+                if let Ok(v) = serde_json::to_vec(doc) {
+                    let _ = self
+                        .store
+                        .put(Table::Bridge, key(SHADOW, endpoint.as_bytes()), v);
+                }
+            }
+        }
+    }
+
+    /// A message from the broker: a command to carry out, or a shadow's desired state.
+    pub fn on_downlink(&mut self, d: Downlink, core: &mut dyn CommandPath) {
+        match d.kind {
+            DownlinkKind::Command => {
+                match envelope::parse_command(&d.endpoint, &d.payload, &self.schema) {
+                    Ok(parsed) => {
+                        let path = parsed_path(&parsed.action);
+                        let id = match parsed.action {
+                            Action::Command(mut cmd) => {
+                                // MQTT 5 Message Expiry: the command may wait that long for a
+                                // sleeping device, and no longer.
+                                if d.expiry.is_some() {
+                                    cmd.ttl = d.expiry;
+                                }
+                                core.submit(cmd)
+                            }
+                            Action::CancelObserve(path) => {
+                                core.cancel_observation(&d.endpoint, path)
+                            }
+                        };
+                        self.remember(
+                            id,
+                            Pending {
+                                req_id: parsed.req_id,
+                                msg_type: parsed.msg_type,
+                                path,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        self.shared().stats.downlink_errors.fetch_add(1, Relaxed);
+                        tracing::info!(endpoint = %d.endpoint, error = %e.message, "malformed MQTT command");
+                        let payload = envelope::error_response(
+                            e.req_id.as_ref(),
+                            e.msg_type.as_deref(),
+                            "4.00",
+                            &e.message,
+                        );
+                        self.publish(&d.endpoint, "up/resp", payload);
+                    }
+                }
+            }
+            DownlinkKind::Desired => {
+                match self.shadows.desired(&d.endpoint, &d.payload, &self.schema) {
+                    Ok(fx) => self.apply(&d.endpoint, fx, core),
+                    Err(message) => {
+                        self.shared().stats.downlink_errors.fetch_add(1, Relaxed);
+                        let payload = envelope::error_response(
+                            None,
+                            Some("shadow-desired"),
+                            "4.00",
+                            &message,
+                        );
+                        self.publish(&d.endpoint, "up/resp", payload);
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn parsed_path(action: &Action) -> Option<String> {
+    match action {
+        Action::Command(cmd) => Some(cmd.request.path().to_string()),
+        Action::CancelObserve(p) => Some(p.to_string()),
+    }
+}
+
+fn shadow_message(kind: &str, state: BTreeMap<String, serde_json::Value>) -> serde_json::Value {
+    serde_json::json!({ "msgType": kind, "state": state })
+}
