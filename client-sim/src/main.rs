@@ -6,9 +6,12 @@
 //! - `coap-bench`: the raw CoAP load generator used to measure the CoAP core against other
 //!   servers.
 //! - `dtls-bench`: PSK handshakes/s or CoAP-over-DTLS requests/s against any DTLS server.
+//! - `mqtt-telemetry`: notifications from devices through the server's MQTT bridge to an MQTT
+//!   subscriber: notifications/s, loss, and latency from the device's send to the receive.
 mod coap_bench;
 mod dtls_bench;
 mod fleet;
+mod telemetry;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +35,9 @@ enum Command {
     /// DTLS PSK handshakes/s (with cookie exchange) or CoAP-over-DTLS requests/s against any
     /// CoAP server speaking DTLS with a pre-shared key (this server, libcoap, ...).
     DtlsBench(dtls_bench::Args),
+    /// Devices reporting a value at a fixed rate, observed through the server's MQTT bridge by
+    /// an MQTT client that times every notification from the device's send to its receive.
+    MqttTelemetry(telemetry::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -45,5 +51,6 @@ fn main() -> anyhow::Result<()> {
         Command::Fleet(args) => fleet::run(args),
         Command::CoapBench(args) => coap_bench::run(args),
         Command::DtlsBench(args) => dtls_bench::run(args),
+        Command::MqttTelemetry(args) => telemetry::run(args),
     }
 }
