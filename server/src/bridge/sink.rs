@@ -27,6 +27,14 @@ pub trait CommandPath {
     fn cancel_observation(&mut self, endpoint: &str, path: Path) -> CommandId;
 }
 
+/// An observation started from MQTT: whose, on what, and the `reqID` its notifications carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Observed {
+    endpoint: String,
+    path: Option<String>,
+    req_id: serde_json::Value,
+}
+
 /// A command from MQTT awaiting its result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Pending {
@@ -52,7 +60,9 @@ pub struct Bridge {
     prefix: String,
     schema: Arc<Registry>,
     pending: HashMap<CommandId, Pending>,
-    observations: HashMap<ObservationId, serde_json::Value>,
+    observations: HashMap<ObservationId, Observed>,
+    /// The observations of each endpoint, so a departing device's go without a scan.
+    observed_by: HashMap<String, Vec<ObservationId>>,
     shadows: Shadows,
     wrote: bool,
 }
@@ -91,7 +101,7 @@ impl Bridge {
                 .get(OBSERVATION.len()..)
                 .and_then(|b| b.try_into().ok())
                 .map(u64::from_be_bytes);
-            if let (Some(id), Ok(r)) = (id, serde_json::from_slice(&v)) {
+            if let (Some(id), Ok(r)) = (id, serde_json::from_slice::<Observed>(&v)) {
                 observations.insert(ObservationId(id), r);
             }
         }
@@ -108,6 +118,13 @@ impl Bridge {
             prefix,
             schema,
             pending,
+            observed_by: observations.iter().fold(
+                HashMap::new(),
+                |mut m: HashMap<String, Vec<ObservationId>>, (id, o)| {
+                    m.entry(o.endpoint.clone()).or_default().push(*id);
+                    m
+                },
+            ),
             observations,
             shadows,
             wrote: false,
@@ -165,6 +182,8 @@ impl Bridge {
                     "up/deregister",
                     envelope::deregistered(endpoint, *reason),
                 );
+                // The core ends a departing device's observations without an event each.
+                self.forget_observations(endpoint, None);
             }
             DeviceEvent::Awake { endpoint } => self.wake(endpoint, core),
             DeviceEvent::Notification {
@@ -174,7 +193,7 @@ impl Bridge {
                 content,
                 seq,
             } => {
-                let req = self.observations.get(observation).cloned();
+                let req = self.observations.get(observation).map(|o| o.req_id.clone());
                 self.publish(
                     endpoint,
                     "up/notify",
@@ -207,14 +226,26 @@ impl Bridge {
                         .delete(Table::Bridge, key(PENDING, &id.0.to_be_bytes()));
                     let path = p.path.as_deref().and_then(|s| Path::parse(s).ok());
                     if let (Some(obs), Ok(_)) = (observation, outcome) {
-                        if let Ok(v) = serde_json::to_vec(&p.req_id) {
+                        let o = Observed {
+                            endpoint: endpoint.clone(),
+                            path: p.path.clone(),
+                            req_id: p.req_id.clone(),
+                        };
+                        if let Ok(v) = serde_json::to_vec(&o) {
                             let _ = self.store.put(
                                 Table::Bridge,
                                 key(OBSERVATION, &obs.0.to_be_bytes()),
                                 v,
                             );
                         }
-                        self.observations.insert(*obs, p.req_id.clone());
+                        self.observed_by
+                            .entry(endpoint.clone())
+                            .or_default()
+                            .push(*obs);
+                        self.observations.insert(*obs, o);
+                    }
+                    if p.msg_type == "cancel-observe" && outcome.is_ok() {
+                        self.forget_observations(endpoint, p.path.as_deref());
                     }
                     self.publish(
                         endpoint,
@@ -233,14 +264,42 @@ impl Bridge {
                 }
             }
             DeviceEvent::ObservationEnded { observation, .. } => {
-                if self.observations.remove(observation).is_some() {
+                if let Some(o) = self.observations.remove(observation) {
                     let _ = self.store.delete(
                         Table::Bridge,
                         key(OBSERVATION, &observation.0.to_be_bytes()),
                     );
+                    if let Some(ids) = self.observed_by.get_mut(&o.endpoint) {
+                        ids.retain(|id| id != observation);
+                        if ids.is_empty() {
+                            self.observed_by.remove(&o.endpoint);
+                        }
+                    }
                 }
             }
             DeviceEvent::AuthFailed { .. } => {}
+        }
+    }
+
+    /// Drops the `reqID`s of `endpoint`'s observations (of `path` only, if given).
+    fn forget_observations(&mut self, endpoint: &str, path: Option<&str>) {
+        let Some(ids) = self.observed_by.get_mut(endpoint) else {
+            return;
+        };
+        let observations = &mut self.observations;
+        let store = &self.store;
+        ids.retain(|id| {
+            let matches = observations
+                .get(id)
+                .is_none_or(|o| path.is_none() || o.path.as_deref() == path);
+            if matches {
+                observations.remove(id);
+                let _ = store.delete(Table::Bridge, key(OBSERVATION, &id.0.to_be_bytes()));
+            }
+            !matches
+        });
+        if ids.is_empty() {
+            self.observed_by.remove(endpoint);
         }
     }
 
@@ -350,4 +409,84 @@ fn parsed_path(action: &Action) -> Option<String> {
 
 fn shadow_message(kind: &str, state: BTreeMap<String, serde_json::Value>) -> serde_json::Value {
     serde_json::json!({ "msgType": kind, "state": state })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+    use lwm2m::ops::dm::DmResponse;
+
+    struct Counter(u64);
+
+    impl CommandPath for Counter {
+        fn submit(&mut self, _: Command) -> CommandId {
+            self.0 += 1;
+            CommandId(self.0)
+        }
+        fn cancel_observation(&mut self, _: &str, _: Path) -> CommandId {
+            self.0 += 1;
+            CommandId(self.0)
+        }
+    }
+
+    fn observe(bridge: &mut Bridge, core: &mut Counter, ep: &str, req: u64) -> ObservationId {
+        let payload =
+            format!(r#"{{"reqID": {req}, "msgType": "observe", "data": {{"path": "/3/0/9"}}}}"#);
+        bridge.on_downlink(
+            Downlink {
+                endpoint: ep.into(),
+                kind: DownlinkKind::Command,
+                payload: payload.into_bytes(),
+                expiry: None,
+            },
+            core,
+        );
+        let obs = ObservationId(100 + req);
+        bridge.on_event(
+            &DeviceEvent::CommandResult {
+                id: CommandId(core.0),
+                endpoint: ep.into(),
+                operation: "observe",
+                observation: Some(obs),
+                outcome: Ok(DmResponse::Changed),
+            },
+            core,
+        );
+        obs
+    }
+
+    #[test]
+    fn observation_request_ids_are_kept_across_a_restart_and_dropped_with_the_device() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), StoreConfig::default()).unwrap();
+        let schema = Arc::new(Registry::bundled());
+        let mut core = Counter(0);
+        let mut bridge = Bridge::open(store.clone(), "lwm2m".into(), 1000, schema.clone()).unwrap();
+        observe(&mut bridge, &mut core, "a", 1);
+        observe(&mut bridge, &mut core, "b", 2);
+        assert!(bridge.take_written());
+        assert_eq!(bridge.observations.len(), 2);
+        // A restart finds them in the store.
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(store.flush())
+            .unwrap();
+        let mut bridge = Bridge::open(store, "lwm2m".into(), 1000, schema).unwrap();
+        assert_eq!(bridge.observations.len(), 2);
+        assert!(
+            bridge.pending.is_empty(),
+            "answered commands are not pending"
+        );
+        bridge.on_event(
+            &DeviceEvent::Deregistered {
+                endpoint: "a".into(),
+                reason: crate::core::types::DeregisterReason::Requested,
+            },
+            &mut core,
+        );
+        assert_eq!(bridge.observations.len(), 1);
+        assert!(!bridge.observed_by.contains_key("a"));
+    }
 }
