@@ -4,8 +4,11 @@
 //!
 //! rumqttc keeps unacknowledged publishes only in memory, and drops them outright when the
 //! broker comes back without our session; the outbox is what makes "nothing lost" true
-//! across a broker outage, a server crash, or both. Messages carry their sequence number as
-//! `msgId`, so the few a consumer may see twice after a crash are recognisable.
+//! across a broker outage, a server crash, or both. Every message carries a `msgId` (a string),
+//! so the few a consumer may see twice are recognisable: redelivered from the outbox, a
+//! message keeps its id; a notification a device sends again after a server crash (its ACK was
+//! lost with the server) gets the same id too, made of its observation and Observe sequence
+//! number.
 use crate::store::{Store, StoreError, Table};
 use minicbor::{Decode, Encode};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -106,9 +109,16 @@ impl Outbox {
         self.shared.clone()
     }
 
-    /// Queues a message; its payload gets `msgId` = its sequence number. Returns false if
-    /// the outbox is full and the message was dropped (counted, and logged once per episode).
-    pub fn push(&mut self, topic: String, mut payload: serde_json::Value) -> bool {
+    /// Queues a message. Its payload gets `msgId`: `id` if given (a notification's, derived
+    /// from what the device sent, so a device's retransmission after a server crash gets the
+    /// same one), else the message's sequence number. Returns false if the outbox is full and
+    /// the message was dropped (counted, and logged once per episode).
+    pub fn push(
+        &mut self,
+        topic: String,
+        mut payload: serde_json::Value,
+        id: Option<String>,
+    ) -> bool {
         let stats = &self.shared.stats;
         if stats.outbox_len.load(Relaxed) >= self.max {
             stats.dropped.fetch_add(1, Relaxed);
@@ -125,7 +135,7 @@ impl Outbox {
         let seq = self.next_seq;
         self.next_seq += 1;
         if let Some(obj) = payload.as_object_mut() {
-            obj.insert("msgId".into(), seq.into());
+            obj.insert("msgId".into(), id.unwrap_or_else(|| seq.to_string()).into());
         }
         let message = Message {
             topic,

@@ -143,8 +143,18 @@ impl Bridge {
     }
 
     fn publish(&mut self, endpoint: &str, suffix: &str, payload: serde_json::Value) {
+        self.publish_as(endpoint, suffix, payload, None);
+    }
+
+    fn publish_as(
+        &mut self,
+        endpoint: &str,
+        suffix: &str,
+        payload: serde_json::Value,
+        id: Option<String>,
+    ) {
         let topic = format!("{}/{endpoint}/{suffix}", self.prefix);
-        self.outbox.push(topic, payload);
+        self.outbox.push(topic, payload, id);
         self.wrote = true;
     }
 
@@ -194,10 +204,14 @@ impl Bridge {
                 seq,
             } => {
                 let req = self.observations.get(observation).map(|o| o.req_id.clone());
-                self.publish(
+                // The same notification sent again (its ACK lost in a server crash) carries
+                // the same observation and sequence number: same id.
+                let id = seq.map(|n| format!("n{}-{n}", observation.0));
+                self.publish_as(
                     endpoint,
                     "up/notify",
                     envelope::notify(req.as_ref(), path, content, *seq),
+                    id,
                 );
                 let fx = self
                     .shadows
