@@ -37,6 +37,10 @@ const EVENT_CAPACITY: usize = 16_384;
 const PLAIN: Listener = 0;
 /// The socket group of CoAP over DTLS.
 const SECURE: Listener = 1;
+/// Datagrams held for an outbox commit at most. A store that stops committing must not hold
+/// the server's memory hostage: beyond this, datagrams leave unheld (and a crash in that
+/// window could lose notifications the devices saw acknowledged).
+const MAX_HELD: usize = 65_536;
 /// Sessions saved per timer tick during a periodic save, so a large fleet's save never
 /// stalls the server for long.
 const SAVE_CHUNK: usize = 2000;
@@ -579,7 +583,7 @@ impl Machine for Shell {
                 Some(t) => t,
                 None => {
                     let t = self.core.poll_transmit()?;
-                    if self.hold.active() {
+                    if self.hold.active() && self.hold.held.len() < MAX_HELD {
                         let generation = if self.hold.dirty {
                             self.hold.open
                         } else {
