@@ -102,6 +102,7 @@ enum Op {
     Put(Table, Vec<u8>, Vec<u8>),
     Delete(Table, Vec<u8>),
     DeletePrefix(Table, Vec<u8>),
+    DeleteRange(Table, Vec<u8>, Vec<u8>),
     Flush(tokio::sync::oneshot::Sender<Result<(), String>>),
     Stop,
 }
@@ -194,6 +195,11 @@ impl Store {
     /// Queues the removal of `key`.
     pub fn delete(&self, table: Table, key: Vec<u8>) -> Result<(), StoreError> {
         self.send(Op::Delete(table, key))
+    }
+
+    /// Queues the removal of every key from `from` (included) to `to` (excluded).
+    pub fn delete_range(&self, table: Table, from: Vec<u8>, to: Vec<u8>) -> Result<(), StoreError> {
+        self.send(Op::DeleteRange(table, from, to))
     }
 
     /// Queues the removal of every key that starts with `prefix`.
@@ -345,6 +351,11 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Op>, max_batch: usize, stats: 
                         }
                         writes += 1;
                     }
+                    Op::DeleteRange(t, from, to) => {
+                        let mut table = txn.open_table(t.def())?;
+                        table.retain_in(from.as_slice()..to.as_slice(), |_, _| false)?;
+                        writes += 1;
+                    }
                     Op::Flush(done) => flushes.push(done),
                     Op::Stop => stop = true,
                 }
@@ -412,6 +423,39 @@ mod tests {
             s.put(Table::Queue, vec![1], vec![1]),
             Err(StoreError::Closed)
         ));
+    }
+
+    #[tokio::test]
+    async fn ranges_read_and_delete_in_key_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("r.redb"), StoreConfig::default()).unwrap();
+        for n in 1u64..=10 {
+            s.put(Table::Outbox, n.to_be_bytes().to_vec(), vec![n as u8])
+                .unwrap();
+        }
+        s.flush().await.unwrap();
+        assert_eq!(s.len(Table::Outbox).unwrap(), 10);
+        let page = s.range(Table::Outbox, &4u64.to_be_bytes(), 3).unwrap();
+        assert_eq!(
+            page.iter().map(|(_, v)| v[0]).collect::<Vec<_>>(),
+            vec![4, 5, 6]
+        );
+        s.delete_range(
+            Table::Outbox,
+            2u64.to_be_bytes().to_vec(),
+            9u64.to_be_bytes().to_vec(),
+        )
+        .unwrap();
+        s.flush().await.unwrap();
+        let left: Vec<u8> = s
+            .scan(Table::Outbox, b"")
+            .unwrap()
+            .iter()
+            .map(|(_, v)| v[0])
+            .collect();
+        assert_eq!(left, vec![1, 9, 10]);
+        assert_eq!(s.last(Table::Outbox).unwrap().map(|(_, v)| v[0]), Some(10));
+        s.close().unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

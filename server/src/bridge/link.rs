@@ -19,6 +19,8 @@ use tokio::sync::mpsc;
 
 /// Messages read from the outbox per batch.
 const BATCH: usize = 256;
+/// Acknowledged messages deleted from the outbox in one store operation at most.
+const DELETE_BATCH: u64 = 256;
 
 /// A downlink message, for the server task.
 #[derive(Debug, Clone, PartialEq)]
@@ -210,6 +212,8 @@ pub async fn run(
     let mut cursor = 1u64;
     let mut connected = false;
     let mut backoff = config.reconnect_min;
+    // The first acknowledged message not yet deleted from the outbox.
+    let mut acked_from: Option<u64> = None;
     loop {
         // Publish what is committed and fits the window.
         while connected && in_flight.len() < config.window {
@@ -258,9 +262,20 @@ pub async fn run(
                 }
                 Ev::Acked | Ev::SentQos0 => {
                     if let Some(seq) = in_flight.pop_front() {
-                        let _ = store.delete(Table::Outbox, outbox::key(seq).to_vec());
                         stats.acked.fetch_add(1, Relaxed);
                         stats.outbox_len.fetch_sub(1, Relaxed);
+                        // Acknowledged messages leave the outbox in ranges: one store
+                        // operation per batch instead of one per message. A crash before the
+                        // range is deleted redelivers them, with their msgIds.
+                        let from = *acked_from.get_or_insert(seq);
+                        if seq + 1 - from >= DELETE_BATCH || in_flight.is_empty() {
+                            let _ = store.delete_range(
+                                Table::Outbox,
+                                outbox::key(from).to_vec(),
+                                outbox::key(seq + 1).to_vec(),
+                            );
+                            acked_from = None;
+                        }
                     }
                 }
                 Ev::Message(topic, payload, expiry) => {
