@@ -507,3 +507,34 @@ async fn nothing_is_lost_while_the_broker_is_away() {
     }
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bridge_speaks_mqtt_3_1_1_too() {
+    let dir = tempfile::tempdir().unwrap();
+    // One broker, two listeners: MQTT 3.1.1 for the bridge, MQTT 5 for the backend.
+    let v4: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let v5: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _broker = EmbeddedBroker::start(Some(v4), Some(v5)).unwrap();
+    let config = format!(
+        "[mqtt]\nenabled = true\nbroker = \"{v4}\"\nembedded_broker = false\nversion = 3\nreconnect_min_ms = 100\n"
+    );
+    let s = TestServer::start(dir.path(), 0, &config).await.unwrap();
+    let mut backend = Backend::connect(v5, "backend-311").await;
+    let dev = Device::start_with(s.addr, ClientConfig::new("old-1"), sensor("old-1"))
+        .await
+        .unwrap();
+    backend.wait_for("old-1/up/register", |_| Some(())).await;
+    backend
+        .command(
+            "old-1",
+            json!({"reqID": "r1", "msgType": "read", "data": {"path": "/3303/0/5700"}}),
+            None,
+        )
+        .await;
+    let resp = backend
+        .wait_for("old-1/up/resp", |j| (j["reqID"] == "r1").then(|| j.clone()))
+        .await;
+    assert_eq!(resp["data"]["content"][0]["value"], json!(20.0));
+    dev.kill();
+    s.stop().await;
+}
