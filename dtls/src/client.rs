@@ -809,15 +809,12 @@ impl Handshake {
                 let master = self.master.ok_or_else(|| {
                     self.fail(AlertDescription::InternalError, "no master secret")
                 })?;
-                let expected = crypto::verify_data(
+                if !crypto::finished_matches(
                     &master,
                     b"server finished",
-                    &crypto::sha256(&[&self.transcript]),
-                );
-                if !bool::from(subtle::ConstantTimeEq::ct_eq(
-                    &expected[..],
-                    &fin.verify_data[..],
-                )) {
+                    &self.transcript,
+                    &fin.verify_data,
+                ) {
                     return Err(self.fail(
                         AlertDescription::DecryptError,
                         "server Finished does not verify",
@@ -825,11 +822,7 @@ impl Handshake {
                 }
                 self.transcript.extend_from_slice(&full);
                 if self.resumed {
-                    let verify = crypto::verify_data(
-                        &master,
-                        b"client finished",
-                        &crypto::sha256(&[&self.transcript]),
-                    );
+                    let verify = crypto::finished(&master, b"client finished", &self.transcript);
                     let seq = self.next_seq();
                     let items = vec![
                         Item::ChangeCipherSpec,
@@ -952,11 +945,7 @@ impl Handshake {
         self.derive_keys();
         items.push(Item::ChangeCipherSpec);
         let master = self.master.unwrap_or([0; 48]);
-        let verify = crypto::verify_data(
-            &master,
-            b"client finished",
-            &crypto::sha256(&[&self.transcript]),
-        );
+        let verify = crypto::finished(&master, b"client finished", &self.transcript);
         self.push(
             &mut items,
             1,

@@ -97,6 +97,27 @@ pub fn verify_data(
     out
 }
 
+/// The Finished `verify_data` over the raw handshake messages `transcript` (both roles keep
+/// the transcript as bytes, since CertificateVerify signs it whole).
+pub fn finished(
+    master: &[u8; MASTER_SECRET_LEN],
+    label: &[u8],
+    transcript: &[u8],
+) -> [u8; VERIFY_DATA_LEN] {
+    verify_data(master, label, &super::sha256(&[transcript]))
+}
+
+/// Whether a peer's Finished is the one `transcript` calls for, compared in constant time.
+pub fn finished_matches(
+    master: &[u8; MASTER_SECRET_LEN],
+    label: &[u8],
+    transcript: &[u8],
+    got: &[u8; VERIFY_DATA_LEN],
+) -> bool {
+    use subtle::ConstantTimeEq;
+    finished(master, label, transcript).ct_eq(got).into()
+}
+
 /// The pre-master secret of plain PSK key exchange (RFC 4279 §2): `uint16 N`, `N` zero
 /// bytes, `uint16 N`, the PSK, where `N` is the PSK length.
 ///

@@ -271,11 +271,7 @@ impl ServerHandshake {
             let sh = hs.server_hello(&extensions);
             items.push(hs.message(0, HandshakeType::ServerHello, sh));
             hs.derive_keys();
-            let verify = crypto::verify_data(
-                &r.master,
-                b"server finished",
-                &crypto::sha256(&[&hs.transcript]),
-            );
+            let verify = crypto::finished(&r.master, b"server finished", &hs.transcript);
             items.push(Item::ChangeCipherSpec);
             items.push(
                 hs.message(
@@ -656,15 +652,12 @@ impl ServerHandshake {
                 let master = self.master.ok_or_else(|| {
                     self.fail(AlertDescription::InternalError, "no master secret")
                 })?;
-                let expected = crypto::verify_data(
+                if !crypto::finished_matches(
                     &master,
                     b"client finished",
-                    &crypto::sha256(&[&self.transcript]),
-                );
-                if !bool::from(subtle::ConstantTimeEq::ct_eq(
-                    &expected[..],
-                    &fin.verify_data[..],
-                )) {
+                    &self.transcript,
+                    &fin.verify_data,
+                ) {
                     return Err(self.fail(
                         AlertDescription::DecryptError,
                         "client Finished does not verify (wrong key?)",
@@ -682,11 +675,7 @@ impl ServerHandshake {
                         _ => [0; 12],
                     }
                 } else {
-                    let verify = crypto::verify_data(
-                        &master,
-                        b"server finished",
-                        &crypto::sha256(&[&self.transcript]),
-                    );
+                    let verify = crypto::finished(&master, b"server finished", &self.transcript);
                     let fin = self.message(
                         1,
                         HandshakeType::Finished,
