@@ -122,14 +122,7 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn bench(args: Args) -> anyhow::Result<Report> {
-    let mut template = Packet::new();
-    template.header.set_type(MessageType::Confirmable);
-    template.header.code = MessageClass::Request(RequestType::Get);
-    for seg in args.path.split('/').filter(|s| !s.is_empty()) {
-        template.add_option(coap_lite::CoapOption::UriPath, seg.as_bytes().to_vec());
-    }
-    template.set_token(vec![0; 4]);
-    let template = template.to_bytes()?;
+    let template = get_request(&args.path)?;
     let start = Instant::now();
     let measure_from = start + Duration::from_secs(args.warmup);
     let end = measure_from + Duration::from_secs(args.duration);
@@ -181,6 +174,30 @@ async fn bench(args: Args) -> anyhow::Result<Report> {
     })
 }
 
+/// A confirmable GET of `path` with a 4-byte token, encoded once; [`set_id`] stamps each copy.
+pub(crate) fn get_request(path: &str) -> anyhow::Result<Vec<u8>> {
+    let mut p = Packet::new();
+    p.header.set_type(MessageType::Confirmable);
+    p.header.code = MessageClass::Request(RequestType::Get);
+    for seg in path.split('/').filter(|s| !s.is_empty()) {
+        p.add_option(coap_lite::CoapOption::UriPath, seg.as_bytes().to_vec());
+    }
+    p.set_token(vec![0; 4]);
+    Ok(p.to_bytes()?)
+}
+
+/// Sets the message ID of a request from [`get_request`], and its token to the same value,
+/// so a server that answers separately is matched too.
+pub(crate) fn set_id(msg: &mut [u8], mid: u16) {
+    let [hi, lo] = mid.to_be_bytes();
+    if let Some(h) = msg.get_mut(2..4) {
+        h.copy_from_slice(&[hi, lo]);
+    }
+    if let Some(t) = msg.get_mut(4..8) {
+        t.copy_from_slice(&[hi, lo, 0, 0]);
+    }
+}
+
 /// One socket's message IDs and what it has outstanding.
 struct Sender {
     sock: UdpSocket,
@@ -199,14 +216,7 @@ impl Sender {
         }
         self.mid = self.mid.wrapping_add(1);
         self.sent += 1;
-        let [hi, lo] = self.mid.to_be_bytes();
-        if let Some(h) = self.msg.get_mut(2..4) {
-            h.copy_from_slice(&[hi, lo]);
-        }
-        // Token = message ID, so a server that answers separately is matched too.
-        if let Some(t) = self.msg.get_mut(4..8) {
-            t.copy_from_slice(&[hi, lo, 0, 0]);
-        }
+        set_id(&mut self.msg, self.mid);
         if self.sock.try_send(&self.msg).is_ok() {
             self.outstanding.insert(self.mid, Instant::now());
             true

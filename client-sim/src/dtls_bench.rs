@@ -11,7 +11,7 @@
 //! It uses the project's `dtls` client; the same load can be pointed at libcoap's
 //! `coap-server-openssl -k KEY` for comparison.
 use anyhow::{bail, Context};
-use coap_lite::{MessageClass, MessageType, Packet, RequestType};
+use coap_lite::Packet;
 use dtls::client::{Client, ClientEvent};
 use dtls::{CipherSuite, ClientConfig};
 use hdrhistogram::Histogram;
@@ -331,26 +331,13 @@ async fn requests(
         c.failures += 1;
         return Ok(c);
     }
-    let mut template = Packet::new();
-    template.header.set_type(MessageType::Confirmable);
-    template.header.code = MessageClass::Request(RequestType::Get);
-    for seg in args.path.split('/').filter(|s| !s.is_empty()) {
-        template.add_option(coap_lite::CoapOption::UriPath, seg.as_bytes().to_vec());
-    }
-    template.set_token(vec![0; 4]);
-    let mut msg = template.to_bytes()?;
+    let mut msg = crate::coap_bench::get_request(&args.path)?;
     let mut mid = (slot as u16).wrapping_mul(7919);
     let mut sent_count = 0u32;
     while Instant::now() < end && sent_count < 60_000 {
         mid = mid.wrapping_add(1);
         sent_count += 1;
-        let [hi, lo] = mid.to_be_bytes();
-        if let Some(h) = msg.get_mut(2..4) {
-            h.copy_from_slice(&[hi, lo]);
-        }
-        if let Some(t) = msg.get_mut(4..8) {
-            t.copy_from_slice(&[hi, lo, 0, 0]);
-        }
+        crate::coap_bench::set_id(&mut msg, mid);
         let t0 = Instant::now();
         client.send(&msg)?;
         flush(&sock, &mut client).await?;

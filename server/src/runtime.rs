@@ -428,17 +428,21 @@ struct Hold {
     dirty: bool,
     /// Generation the next commit request will have.
     open: u64,
-    /// Last generation requested and last committed.
+    /// Last generation requested and last committed (a commit is in flight while they
+    /// differ).
     requested: u64,
     committed: u64,
-    in_flight: bool,
     held: std::collections::VecDeque<(u64, Transmit<Link>)>,
     ready: std::collections::VecDeque<Transmit<Link>>,
 }
 
 impl Hold {
     fn active(&self) -> bool {
-        self.dirty || self.committed < self.requested
+        self.dirty || self.in_flight()
+    }
+
+    fn in_flight(&self) -> bool {
+        self.committed < self.requested
     }
 }
 
@@ -632,7 +636,7 @@ impl Machine for Shell {
     /// callers waiting for a result; refusals to the audit log.
     fn flush(&mut self) {
         self.drain(std::time::Instant::now());
-        if self.hold.dirty && !self.hold.in_flight {
+        if self.hold.dirty && !self.hold.in_flight() {
             self.request_commit();
         }
     }
@@ -704,7 +708,6 @@ impl Shell {
         self.hold.open += 1;
         self.hold.requested = generation;
         self.hold.dirty = false;
-        self.hold.in_flight = true;
         let committed = self.store.committed();
         let shared = self.bridge.as_ref().map(Bridge::shared);
         let control = self.control.clone();
@@ -729,7 +732,6 @@ impl Shell {
     /// Releases what a finished commit covers.
     fn committed(&mut self, generation: u64) {
         self.hold.committed = self.hold.committed.max(generation);
-        self.hold.in_flight = false;
         while let Some((g, _)) = self.hold.held.front() {
             if *g > self.hold.committed {
                 break;

@@ -19,6 +19,12 @@ use lwm2m::ops::dm::{DownlinkRequest, WriteMode};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+/// Shadows kept at most: anyone who may publish on `shadow/desired` could otherwise make one
+/// per made-up endpoint name.
+pub const MAX_SHADOWS: usize = 1_000_000;
+/// Desired paths per shadow at most.
+pub const MAX_DESIRED: usize = 256;
+
 /// One device's shadow.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Doc {
@@ -103,7 +109,17 @@ impl Shadows {
                 envelope::value_from_json(None, &v, kind).map_err(|e| format!("{p}: {e}"))?;
             updates.push((path.to_string(), Some(envelope::value_to_json(&value).1)));
         }
+        if !self.docs.contains_key(endpoint) && self.docs.len() >= MAX_SHADOWS {
+            return Err(format!("too many shadows (at most {MAX_SHADOWS})"));
+        }
         let doc = self.docs.entry(endpoint.to_string()).or_default();
+        let added = updates
+            .iter()
+            .filter(|(p, v)| v.is_some() && !doc.desired.contains_key(p))
+            .count();
+        if doc.desired.len() + added > MAX_DESIRED {
+            return Err(format!("too many desired paths (at most {MAX_DESIRED})"));
+        }
         for (p, v) in updates {
             match v {
                 Some(v) => doc.desired.insert(p, v),
@@ -282,6 +298,14 @@ mod tests {
         assert!(sh.desired("d", b"[1,2]", &s).is_err());
         assert!(sh.desired("d", br#"{"/3/0": 1}"#, &s).is_err());
         assert!(sh.desired("d", br#"{"/x/y": 1}"#, &s).is_err());
+        let many: serde_json::Map<String, serde_json::Value> = (0..=MAX_DESIRED)
+            .map(|i| (format!("/3/0/{}", 1000 + i), serde_json::json!(1)))
+            .collect();
+        let too_many = serde_json::to_vec(&many).unwrap();
+        assert!(sh
+            .desired("d", &too_many, &s)
+            .unwrap_err()
+            .contains("too many"));
     }
 
     #[test]
