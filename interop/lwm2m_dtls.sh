@@ -60,6 +60,9 @@ private_key = "$CREDS/server.key"
 
 [mqtt]
 enabled = false
+
+[http]
+bind = "127.0.0.1:0"
 ${2:-}
 TOML
 }

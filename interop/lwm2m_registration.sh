@@ -30,6 +30,9 @@ data_dir = "$WORK/data"
 
 [mqtt]
 enabled = false
+
+[http]
+bind = "127.0.0.1:0"
 TOML
 start_server "$SERVER" --config "$WORK/server.toml"
 BASE="$ADDR"

@@ -98,6 +98,9 @@ embedded_broker = false
 version = 5
 client_id = "lwm2m-bench"
 qos = 1
+
+[http]
+bind = "127.0.0.1:0"
 TOML
 RUST_LOG=warn start_server "$SERVER" --config "$WORK/server.toml"
 COAP="${ADDR#coap://}"

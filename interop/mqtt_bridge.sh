@@ -186,6 +186,9 @@ qos = 1
 session_expiry_secs = 3600
 reconnect_min_ms = 200
 reconnect_max_ms = 1000
+
+[http]
+bind = "127.0.0.1:0"
 TOML
 }
 write_config 0

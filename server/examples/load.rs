@@ -232,7 +232,7 @@ async fn bench(args: &Args) -> anyhow::Result<Report> {
     let rss_before_server = rss()?;
     let dir = tempfile::tempdir()?;
     let config = Config::parse(&format!(
-        "[server]\ncoap_bind = [\"127.0.0.1:{}\"]\ncoaps_bind = []\ndata_dir = \"{}\"\n[mqtt]\nenabled = false\n",
+        "[server]\ncoap_bind = [\"127.0.0.1:{}\"]\ncoaps_bind = []\ndata_dir = \"{}\"\n[mqtt]\nenabled = false\n[http]\nbind = \"127.0.0.1:0\"\n",
         args.port,
         dir.path().display()
     ))?;

@@ -13,6 +13,7 @@
 //! {"op":"device-add","credential":{"endpoint":"E","kind":"x509","cert_der":"3082.."}}
 //! {"op":"device-list"}
 //! {"op":"device-revoke","endpoint":"E"}
+//! {"op":"device-import","credentials":[{"endpoint":"E","kind":"psk","identity":"I","key":"00ff.."},...],"check":false}
 //! {"op":"audit","limit":50}
 //! -> {"ok":true,...}  or  {"ok":false,"error":"..."}
 //! ```
@@ -21,13 +22,21 @@
 //! the sessions; the runtime applies the store part with [`apply_offline`], the same function
 //! the CLI uses when no server is running, so both paths behave (and audit) alike.
 //!
+//! `device-import` adds up to [`MAX_IMPORT_CHUNK`] credentials as one store transaction, with
+//! the semantics of as many `device-add`s (rotation, audit entries); with `"check":true` it
+//! only says what it would refuse. `lwm2m-server device import` (see [`crate::import`]) sends
+//! a large file as a series of such chunks.
+//!
 //! Bounds: a request line is at most [`MAX_REQUEST_LEN`] bytes, at most
 //! [`MAX_CONNECTIONS`] connections are served at once (others get a "busy" reply), and an
 //! idle connection is closed after [`IDLE_TIMEOUT`].
 use crate::audit::{self, AuditEvent, AuditKind};
-use crate::credentials::{CredentialSummary, Credentials, DeviceCredential, NewCredential};
+use crate::config::Config;
+use crate::credentials::{
+    CredentialError, CredentialSummary, Credentials, DeviceCredential, NewCredential,
+};
 use crate::secrets::SecretsKey;
-use crate::store::Store;
+use crate::store::{Store, StoreConfig, StoreError};
 use serde::{Deserialize, Serialize};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -39,8 +48,12 @@ use tokio::io::{
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-/// Longest request line, in bytes.
-pub const MAX_REQUEST_LEN: usize = 64 * 1024;
+/// Longest request line, in bytes: a `device-import` chunk of [`MAX_IMPORT_CHUNK`] typical
+/// PSK credentials (about 100-130 bytes of JSON each) fits; the CLI makes chunks of longer
+/// ones smaller. With [`MAX_CONNECTIONS`], the admin socket buffers at most 4 MiB.
+pub const MAX_REQUEST_LEN: usize = 1024 * 1024;
+/// Most credentials in one `device-import` request.
+pub const MAX_IMPORT_CHUNK: usize = 5000;
 /// Longest reply line the client reads (a list of a million devices fits).
 pub const MAX_REPLY_LEN: usize = 512 * 1024 * 1024;
 /// Connections served at once.
@@ -74,6 +87,15 @@ pub enum AdminOp {
         /// The endpoint.
         endpoint: String,
     },
+    /// Add or replace many credentials in one store transaction, as many `DeviceAdd`s would
+    /// (at most [`MAX_IMPORT_CHUNK`]); refused whole if any one is refused.
+    DeviceImport {
+        /// The credentials.
+        credentials: Vec<NewCredential>,
+        /// Only check: say what would be refused, change nothing.
+        #[serde(default)]
+        check: bool,
+    },
     /// The newest audit events, oldest first.
     Audit {
         /// How many (default 50, at most [`MAX_AUDIT_LIMIT`]).
@@ -102,6 +124,33 @@ pub struct AdminReply {
     /// audit: the events, oldest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<AuditEvent>>,
+    /// device-import: what was imported (or, with `check`, would be), or what was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportReport>,
+}
+
+/// What a `device-import` request did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportReport {
+    /// Credentials added or replaced (with `check`: that would be).
+    pub imported: usize,
+    /// Of those, the ones that replaced an endpoint's credential.
+    pub replaced: usize,
+    /// The entries refused, if any (then nothing was imported).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedEntry>,
+}
+
+/// One refused entry of a `device-import` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedEntry {
+    /// Its index in the request's `credentials`.
+    pub index: usize,
+    /// Why.
+    pub error: String,
+    /// For a PSK identity (public key, certificate) already bound elsewhere: that endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_to: Option<String>,
 }
 
 impl AdminReply {
@@ -157,14 +206,7 @@ pub fn apply_offline(
             let Some(device) = creds.get(&endpoint).map(DeviceCredential::summary) else {
                 return AdminReply::error("credential vanished after it was added");
             };
-            let mut detail = format!("{} {}", device.kind, device.id);
-            if let Some(r) = &replaced {
-                detail.push_str(&format!(" (replaces {} {})", r.kind, r.id));
-            }
-            audit::record(
-                store,
-                &AuditEvent::new(AuditKind::CredentialAdded, detail).with_endpoint(&endpoint),
-            );
+            audit::record(store, &added_event(&device, replaced.as_ref()));
             AdminReply {
                 device: Some(device),
                 replaced,
@@ -194,6 +236,9 @@ pub fn apply_offline(
             Ok(None) => AdminReply::error(format!("endpoint {endpoint:?} has no credential")),
             Err(e) => AdminReply::error(e.to_string()),
         },
+        AdminOp::DeviceImport { credentials, check } => {
+            apply_import(store, key, creds, credentials, check).0
+        }
         AdminOp::Audit { limit } => match audit::recent(store, limit.min(MAX_AUDIT_LIMIT)) {
             Ok(events) => AdminReply {
                 events: Some(events),
@@ -201,6 +246,165 @@ pub fn apply_offline(
             },
             Err(e) => AdminReply::error(e.to_string()),
         },
+    }
+}
+
+/// The audit event of an added credential, as `device-add` and `device-import` record it.
+fn added_event(device: &CredentialSummary, replaced: Option<&CredentialSummary>) -> AuditEvent {
+    let mut detail = format!("{} {}", device.kind, device.id);
+    if let Some(r) = replaced {
+        detail.push_str(&format!(" (replaces {} {})", r.kind, r.id));
+    }
+    AuditEvent::new(AuditKind::CredentialAdded, detail).with_endpoint(&device.endpoint)
+}
+
+/// Applies a `device-import` request (with `check`, only checks it): every credential, and
+/// its audit entry, in one store transaction. Also returns the endpoints whose credential was
+/// replaced, whose live sessions the runtime closes as it does for `device-add`.
+pub fn apply_import(
+    store: &Store,
+    key: &SecretsKey,
+    creds: &mut Credentials,
+    credentials: Vec<NewCredential>,
+    check: bool,
+) -> (AdminReply, Vec<String>) {
+    if credentials.len() > MAX_IMPORT_CHUNK {
+        return (
+            AdminReply::error(format!(
+                "{} credentials in one device-import request; at most {MAX_IMPORT_CHUNK}",
+                credentials.len()
+            )),
+            Vec::new(),
+        );
+    }
+    let now = SystemTime::now();
+    let batch: Vec<DeviceCredential> = credentials
+        .into_iter()
+        .map(|c| DeviceCredential {
+            endpoint: c.endpoint,
+            secret: c.secret,
+            added_at: now,
+        })
+        .collect();
+    let refused: Vec<RefusedEntry> = creds
+        .check_batch(&batch)
+        .into_iter()
+        .map(|(index, e)| RefusedEntry {
+            index,
+            bound_to: match &e {
+                CredentialError::Conflict { endpoint, .. } => Some(endpoint.clone()),
+                _ => None,
+            },
+            error: e.to_string(),
+        })
+        .collect();
+    if !refused.is_empty() {
+        let mut reply = AdminReply::error(format!(
+            "{} of {} credentials refused; none imported",
+            refused.len(),
+            batch.len()
+        ));
+        reply.import = Some(ImportReport {
+            refused,
+            ..ImportReport::default()
+        });
+        return (reply, Vec::new());
+    }
+    let imported = batch.len();
+    if check {
+        let replaced = batch
+            .iter()
+            .filter(|c| creds.has_credential(&c.endpoint))
+            .count();
+        let reply = AdminReply {
+            import: Some(ImportReport {
+                imported,
+                replaced,
+                refused: Vec::new(),
+            }),
+            ..AdminReply::ok()
+        };
+        return (reply, Vec::new());
+    }
+    let events: Vec<AuditEvent> = batch
+        .iter()
+        .map(|c| {
+            let replaced = creds.get(&c.endpoint).map(DeviceCredential::summary);
+            added_event(&c.summary(), replaced.as_ref())
+        })
+        .collect();
+    let entries = events.iter().map(audit::entry).collect();
+    match creds.add_batch(store, key, batch, entries) {
+        Ok(replaced) => {
+            audit::recorded(store, &events);
+            let reply = AdminReply {
+                import: Some(ImportReport {
+                    imported,
+                    replaced: replaced.len(),
+                    refused: Vec::new(),
+                }),
+                ..AdminReply::ok()
+            };
+            (reply, replaced.into_iter().map(|c| c.endpoint).collect())
+        }
+        Err(e) => (AdminReply::error(e.to_string()), Vec::new()),
+    }
+}
+
+/// Why the store could not be opened by a CLI command with no server running.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OfflineError {
+    /// Another process (a server whose admin socket does not answer) holds the store.
+    #[error(
+        "the store {} is in use by a running server, but its admin socket {} does not answer: \
+         is that server older than the admin channel, or was the socket removed? \
+         Restart the server, or stop it to manage devices offline",
+        store.display(),
+        socket.display()
+    )]
+    InUse {
+        /// The store file.
+        store: PathBuf,
+        /// The admin socket that did not answer.
+        socket: PathBuf,
+    },
+    /// The data directory could not be created.
+    #[error("creating {}: {source}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The store would not open.
+    #[error("opening {}: {source}", path.display())]
+    Store {
+        /// The store file.
+        path: PathBuf,
+        /// Why.
+        source: StoreError,
+    },
+}
+
+/// Opens the store of `config` for a CLI command while no server runs (creating the data
+/// directory if `create`).
+pub fn open_offline(config: &Config, create: bool) -> Result<Store, OfflineError> {
+    if create {
+        let dir = &config.server.data_dir;
+        std::fs::create_dir_all(dir).map_err(|source| OfflineError::CreateDir {
+            path: dir.clone(),
+            source,
+        })?;
+    }
+    let path = config.store_path();
+    match Store::open(&path, StoreConfig::default()) {
+        Ok(s) => Ok(s),
+        Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => Err(OfflineError::InUse {
+            store: path,
+            socket: config.admin_socket_path(),
+        }),
+        Err(source) => Err(OfflineError::Store { path, source }),
     }
 }
 
@@ -484,6 +688,20 @@ mod tests {
             serde_json::from_str::<AdminOp>(r#"{"op":"audit"}"#).unwrap(),
             AdminOp::Audit { limit: 50 }
         );
+        let import: AdminOp = serde_json::from_str(
+            r#"{"op":"device-import","credentials":[{"endpoint":"E","kind":"psk","identity":"I","key":"00ff"}]}"#,
+        )
+        .unwrap();
+        let AdminOp::DeviceAdd { credential } = add_psk("E", "I", &[0, 0xff]) else {
+            unreachable!()
+        };
+        assert_eq!(
+            import,
+            AdminOp::DeviceImport {
+                credentials: vec![credential],
+                check: false
+            }
+        );
         assert!(serde_json::from_str::<AdminOp>(r#"{"op":"shutdown"}"#).is_err());
         assert_eq!(
             serde_json::to_string(&AdminReply::error("no")).unwrap(),
@@ -533,6 +751,75 @@ mod tests {
                 AuditKind::CredentialRevoked
             ]
         );
+        store.close().unwrap();
+    }
+
+    fn new_psk(endpoint: &str, identity: &str, key: &[u8]) -> NewCredential {
+        NewCredential {
+            endpoint: endpoint.into(),
+            secret: psk(endpoint, identity, key).secret,
+        }
+    }
+
+    #[tokio::test]
+    async fn an_import_is_checked_whole_then_applied_with_an_audit_entry_each() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), StoreConfig::default()).unwrap();
+        let key = SecretsKey::generate().unwrap();
+        let mut creds = Credentials::new();
+        assert!(apply_offline(&store, &key, &mut creds, add_psk("old", "id-old", b"k")).ok);
+        let chunk = vec![
+            new_psk("old", "id-old2", b"k2"),
+            new_psk("new-1", "id-1", b"k1"),
+            new_psk("new-2", "id-2", b"k2"),
+        ];
+
+        // A check changes nothing and says what would happen.
+        let (r, closing) = apply_import(&store, &key, &mut creds, chunk.clone(), true);
+        assert!(r.ok, "{r:?}");
+        let report = r.import.unwrap();
+        assert_eq!((report.imported, report.replaced), (3, 1));
+        assert!(closing.is_empty());
+        assert_eq!(creds.len(), 1);
+
+        // One bad entry refuses the chunk, naming it and the endpoint in the way.
+        let mut bad = chunk.clone();
+        bad.push(new_psk("thief", "id-old", b"k"));
+        assert!(apply_offline(&store, &key, &mut creds, add_psk("keeper", "id-k", b"k")).ok);
+        bad.push(new_psk("thief-2", "id-k", b"k"));
+        let (r, _) = apply_import(&store, &key, &mut creds, bad, false);
+        assert!(!r.ok);
+        assert!(r.error.unwrap().contains("1 of 5 credentials refused"));
+        let refused = r.import.unwrap().refused;
+        assert_eq!(
+            refused.len(),
+            1,
+            "id-old is freed by the same chunk: {refused:?}"
+        );
+        assert_eq!(refused[0].index, 4);
+        assert_eq!(refused[0].bound_to.as_deref(), Some("keeper"));
+        assert_eq!(creds.len(), 2);
+
+        let (r, closing) = apply_import(&store, &key, &mut creds, chunk, false);
+        assert!(r.ok, "{r:?}");
+        assert_eq!(r.import.map(|i| (i.imported, i.replaced)), Some((3, 1)));
+        assert_eq!(closing, ["old"]);
+        assert_eq!(creds.psk(b"id-old2"), Some(("old", &b"k2"[..])));
+        assert_eq!(creds.psk(b"id-old"), None);
+        store.flush().await.unwrap();
+        let events = audit::recent(&store, 100).unwrap();
+        let added: Vec<_> = events
+            .iter()
+            .filter(|e| e.kind == AuditKind::CredentialAdded)
+            .map(|e| (e.endpoint.clone().unwrap(), e.detail.clone()))
+            .collect();
+        assert_eq!(added.len(), 5, "{added:?}");
+        assert!(added.contains(&("old".into(), "psk id-old2 (replaces psk id-old)".into())));
+        assert!(added.contains(&("new-2".into(), "psk id-2".into())));
+
+        let too_many = vec![new_psk("x", "y", b"z"); MAX_IMPORT_CHUNK + 1];
+        let (r, _) = apply_import(&store, &key, &mut creds, too_many, true);
+        assert!(r.error.unwrap().contains("at most 5000"));
         store.close().unwrap();
     }
 

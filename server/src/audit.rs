@@ -170,40 +170,103 @@ static RECORDED: AtomicU64 = AtomicU64::new(0);
 /// Whether a prune is running, so that a burst of events starts at most one.
 static PRUNING: AtomicBool = AtomicBool::new(false);
 
-/// Records an event: in the store (durable after the next commit) and as a tracing event.
-/// Never fails the caller: a store error is logged, since refusing the device or the
-/// operator's command because the log is unavailable would help no one.
-pub fn record(store: &Store, event: &AuditEvent) {
-    let endpoint = event.endpoint.as_deref().map(|e| clean(e, MAX_FIELD_LEN));
-    let peer = event.peer.as_deref().map(|p| clean(p, MAX_FIELD_LEN));
-    let detail = clean(&event.detail, MAX_DETAIL_LEN);
-    {
-        let endpoint = endpoint.as_deref().unwrap_or("-");
-        let peer = peer.as_deref().unwrap_or("-");
-        let kind = event.kind.as_str();
-        if event.kind.is_refusal() {
-            tracing::warn!(kind, endpoint, peer, "audit: {detail}");
-        } else {
-            tracing::info!(kind, endpoint, peer, "audit: {detail}");
-        }
+/// An event's fields as they are kept: bounded and without control characters.
+struct Cleaned {
+    endpoint: Option<String>,
+    peer: Option<String>,
+    detail: String,
+}
+
+fn cleaned(event: &AuditEvent) -> Cleaned {
+    Cleaned {
+        endpoint: event.endpoint.as_deref().map(|e| clean(e, MAX_FIELD_LEN)),
+        peer: event.peer.as_deref().map(|p| clean(p, MAX_FIELD_LEN)),
+        detail: clean(&event.detail, MAX_DETAIL_LEN),
     }
+}
+
+/// The tracing side of an event: a warning for refusals, info for the rest.
+fn log(kind: AuditKind, c: &Cleaned) {
+    let endpoint = c.endpoint.as_deref().unwrap_or("-");
+    let peer = c.peer.as_deref().unwrap_or("-");
+    let detail = &c.detail;
+    let kind_name = kind.as_str();
+    if kind.is_refusal() {
+        tracing::warn!(kind = kind_name, endpoint, peer, "audit: {detail}");
+    } else {
+        tracing::info!(kind = kind_name, endpoint, peer, "audit: {detail}");
+    }
+}
+
+fn encode(event: &AuditEvent, c: Cleaned) -> (Vec<u8>, Vec<u8>) {
     let at_ns = nanos(event.at);
     let mut key = at_ns.to_be_bytes().to_vec();
     key.extend_from_slice(&SEQUENCE.fetch_add(1, Ordering::Relaxed).to_be_bytes());
     let rec = AuditRecord {
         at_ns,
         kind: event.kind.as_str().to_string(),
-        endpoint,
-        peer,
-        detail,
+        endpoint: c.endpoint,
+        peer: c.peer,
+        detail: c.detail,
     };
-    let value = minicbor::to_vec(&rec).unwrap_or_default();
+    (key, minicbor::to_vec(&rec).unwrap_or_default())
+}
+
+/// Records an event: in the store (durable after the next commit) and as a tracing event.
+/// Never fails the caller: a store error is logged, since refusing the device or the
+/// operator's command because the log is unavailable would help no one.
+pub fn record(store: &Store, event: &AuditEvent) {
+    let c = cleaned(event);
+    log(event.kind, &c);
+    let (key, value) = encode(event, c);
     if let Err(e) = store.put(Table::Audit, key, value) {
         tracing::error!(error = %e, "audit event not stored");
         return;
     }
-    let n = RECORDED.fetch_add(1, Ordering::Relaxed) + 1;
-    if n.is_multiple_of(PRUNE_EVERY) && !PRUNING.swap(true, Ordering::AcqRel) {
+    counted(store, 1);
+}
+
+/// The store write of an event, for a caller that commits it in one transaction with the
+/// change it records ([`Store::put_batch`]); once that is queued, [`recorded`] logs it.
+pub fn entry(event: &AuditEvent) -> (Table, Vec<u8>, Vec<u8>) {
+    let (key, value) = encode(event, cleaned(event));
+    (Table::Audit, key, value)
+}
+
+/// Batches larger than this are logged as one line (each event at debug): a bulk import of
+/// 100,000 devices would otherwise bury the log. The store keeps every event either way.
+const LOG_EACH_UP_TO: usize = 16;
+
+/// Logs events whose [`entry`]s were written, and counts them towards the next prune.
+pub fn recorded(store: &Store, events: &[AuditEvent]) {
+    if events.len() <= LOG_EACH_UP_TO {
+        for e in events {
+            log(e.kind, &cleaned(e));
+        }
+    } else {
+        tracing::info!(
+            events = events.len(),
+            "audit: batch recorded (`lwm2m-server audit` lists them)"
+        );
+        for e in events {
+            let c = cleaned(e);
+            tracing::debug!(
+                kind = e.kind.as_str(),
+                endpoint = c.endpoint.as_deref().unwrap_or("-"),
+                "audit: {}",
+                c.detail
+            );
+        }
+    }
+    counted(store, u64::try_from(events.len()).unwrap_or(u64::MAX));
+}
+
+/// Counts `n` stored events and starts a prune each time the count passes a multiple of
+/// [`PRUNE_EVERY`].
+fn counted(store: &Store, n: u64) {
+    let before = RECORDED.fetch_add(n, Ordering::Relaxed);
+    let after = before.saturating_add(n);
+    if before / PRUNE_EVERY != after / PRUNE_EVERY && !PRUNING.swap(true, Ordering::AcqRel) {
         // A prune reads the whole table; off the caller's thread, so a flood of refused
         // handshakes does not stall the event loop that records them.
         let store = store.clone();

@@ -41,6 +41,9 @@ pub struct Config {
     /// `[mqtt]`
     #[serde(default)]
     pub mqtt: MqttSection,
+    /// `[http]`
+    #[serde(default)]
+    pub http: HttpSection,
     /// `[log]`
     #[serde(default)]
     pub log: LogSection,
@@ -405,6 +408,25 @@ impl MqttSection {
     /// The cap of the reconnect delay.
     pub fn reconnect_max(&self) -> Duration {
         Duration::from_millis(self.reconnect_max_ms)
+    }
+}
+
+/// `[http]`: the HTTP API (for now `GET /metrics`, Prometheus).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpSection {
+    /// Serve the HTTP API.
+    pub enabled: bool,
+    /// TCP address to listen on (port 0: any free port).
+    pub bind: SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            bind: SocketAddr::from(([127, 0, 0, 1], 8080)),
+        }
     }
 }
 
@@ -841,6 +863,24 @@ mod tests {
         );
         let c = Config::parse("[mqtt]\nenabled = false\n").unwrap();
         assert_eq!(c.mqtt.embedded_broker_addr(), None);
+    }
+
+    #[test]
+    fn http_defaults_match_the_file_and_bad_keys_are_named() {
+        let c = Config::embedded().unwrap();
+        let d = HttpSection::default();
+        assert_eq!((c.http.enabled, c.http.bind), (d.enabled, d.bind));
+        assert!(d.enabled);
+        assert_eq!(d.bind, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        let p = Config::parse(include_str!("../../config/production.toml")).unwrap();
+        assert!(p.http.enabled);
+        let c = Config::parse("[http]\nenabled = false\nbind = \"[::1]:0\"\n").unwrap();
+        assert!(!c.http.enabled);
+        assert_eq!(c.http.bind.port(), 0);
+        let e = err("[http]\nport = 9090\n");
+        assert!(e.contains("port"), "{e}");
+        let e = err("[http]\nbind = \"localhost:8080\"\n");
+        assert!(e.contains("bind") || e.contains("address"), "{e}");
     }
 
     #[test]

@@ -564,6 +564,106 @@ impl Credentials {
         Ok(())
     }
 
+    /// Checks credentials meant to be added together ([`add_batch`](Self::add_batch)): each
+    /// valid, no endpoint and no PSK identity, public key or certificate twice in the batch,
+    /// and none bound to an endpoint outside the batch (one inside it gets another credential
+    /// from the same batch, so it lets go of its old one). Returns the refused entries by
+    /// their index in `batch`, with why; empty if the whole batch can be added.
+    pub fn check_batch(&self, batch: &[DeviceCredential]) -> Vec<(usize, CredentialError)> {
+        use std::collections::hash_map::Entry;
+        let endpoints: std::collections::HashSet<&str> =
+            batch.iter().map(|c| c.endpoint.as_str()).collect();
+        let mut seen_endpoints = HashMap::new();
+        let mut seen_ids: HashMap<PublicKey<'_>, &DeviceCredential> = HashMap::new();
+        let mut refused = Vec::new();
+        for (i, c) in batch.iter().enumerate() {
+            if let Err(e) = validate(&c.endpoint, &c.secret) {
+                refused.push((i, e));
+                continue;
+            }
+            if let Entry::Vacant(v) = seen_endpoints.entry(c.endpoint.as_str()) {
+                v.insert(i);
+            } else {
+                refused.push((
+                    i,
+                    invalid(format!(
+                        "endpoint {:?} is in the batch more than once",
+                        c.endpoint
+                    )),
+                ));
+                continue;
+            }
+            let (what, owner) = self.binding(&c.secret);
+            match seen_ids.entry(public_key_of(&c.secret)) {
+                Entry::Occupied(o) => {
+                    let first = o.get();
+                    refused.push((
+                        i,
+                        invalid(format!(
+                            "{what} is also given to endpoint {:?} in the batch",
+                            first.endpoint
+                        )),
+                    ));
+                    continue;
+                }
+                Entry::Vacant(v) => {
+                    v.insert(c);
+                }
+            }
+            if let Some(owner) = owner {
+                if *owner != c.endpoint && !endpoints.contains(owner.as_str()) {
+                    refused.push((
+                        i,
+                        CredentialError::Conflict {
+                            what,
+                            endpoint: owner.clone(),
+                        },
+                    ));
+                }
+            }
+        }
+        refused
+    }
+
+    /// Adds or replaces (rotation) every credential of `batch`, in the store and the index,
+    /// as one store transaction together with `also` (the audit entries that record them): a
+    /// crash leaves all of it or none. Refused whole, with the first reason, if
+    /// [`check_batch`](Self::check_batch) refuses any entry. Returns the credentials it
+    /// replaced. Durable after the next commit.
+    pub fn add_batch(
+        &mut self,
+        store: &Store,
+        key: &SecretsKey,
+        mut batch: Vec<DeviceCredential>,
+        also: Vec<crate::store::Write>,
+    ) -> Result<Vec<DeviceCredential>, CredentialError> {
+        if let Some((_, e)) = self.check_batch(&batch).into_iter().next() {
+            return Err(e);
+        }
+        let mut writes = Vec::with_capacity(batch.len() + also.len());
+        for cred in &mut batch {
+            // The store keeps milliseconds; keep the same here so a reload compares equal.
+            cred.added_at = from_millis(millis(cred.added_at));
+            writes.push((
+                Table::Credentials,
+                cred.endpoint.as_bytes().to_vec(),
+                encode_record(key, cred),
+            ));
+        }
+        writes.extend(also);
+        store.put_batch(writes)?;
+        // Every old binding goes before any new one is made: within a batch an identity may
+        // move from one endpoint to another.
+        let replaced: Vec<DeviceCredential> = batch
+            .iter()
+            .filter_map(|c| self.unindex(&c.endpoint))
+            .collect();
+        for cred in batch {
+            self.index(cred);
+        }
+        Ok(replaced)
+    }
+
     /// Removes an endpoint's credential; `None` if it had none.
     pub fn revoke(
         &mut self,
@@ -590,7 +690,15 @@ impl Credentials {
 
     /// What of `cred` is already bound to another endpoint, and that endpoint.
     fn conflict(&self, cred: &DeviceCredential) -> Option<(String, String)> {
-        let (what, owner) = match &cred.secret {
+        let (what, owner) = self.binding(&cred.secret);
+        owner
+            .filter(|o| **o != cred.endpoint)
+            .map(|o| (what, o.clone()))
+    }
+
+    /// What identifies `secret` (for messages), and the endpoint it is bound to, if any.
+    fn binding(&self, secret: &Secret) -> (String, Option<&String>) {
+        match secret {
             Secret::Psk { identity, .. } => (
                 format!("PSK identity {:?}", display_identity(identity)),
                 self.by_psk_identity.get(identity),
@@ -609,10 +717,7 @@ impl Credentials {
                     self.by_certificate.get(&f),
                 )
             }
-        };
-        owner
-            .filter(|o| **o != cred.endpoint)
-            .map(|o| (what, o.clone()))
+        }
     }
 
     fn index(&mut self, cred: DeviceCredential) {
@@ -645,6 +750,23 @@ impl Credentials {
             }
         }
         Some(old)
+    }
+}
+
+/// What a handshake finds a credential by, as one key: two credentials with the same one
+/// cannot both be bound.
+#[derive(PartialEq, Eq, Hash)]
+enum PublicKey<'a> {
+    Psk(&'a [u8]),
+    Rpk([u8; 32]),
+    X509([u8; 32]),
+}
+
+fn public_key_of(secret: &Secret) -> PublicKey<'_> {
+    match secret {
+        Secret::Psk { identity, .. } => PublicKey::Psk(identity),
+        Secret::Rpk { spki_der } => PublicKey::Rpk(fingerprint(spki_der)),
+        Secret::X509 { cert_der } => PublicKey::X509(fingerprint(cert_der)),
     }
 }
 
@@ -892,6 +1014,71 @@ AwC1vtXyOp28CzxOhhICIGLCr2dwJ54NDRDRq460WnlBEkq8mQGZaNtl73RxcGaw
         let reloaded = Credentials::load(&store, &key).unwrap();
         assert_eq!(reloaded.list(), c.list());
         assert_eq!(reloaded.len(), 1);
+        store.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_checked_whole_and_added_in_one_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("s.redb");
+        let key = SecretsKey::generate().unwrap();
+        let store = Store::open(&db, StoreConfig::default()).unwrap();
+        let mut c = Credentials::new();
+        c.add(&store, &key, psk("a", "id-a", b"ka")).unwrap();
+        c.add(&store, &key, psk("b", "id-b", b"kb")).unwrap();
+        c.add(&store, &key, psk("outsider", "id-o", b"ko")).unwrap();
+
+        // Refusals name the entry: bad value, endpoint or identity twice, an identity held
+        // by an endpoint the batch does not touch. Nothing is added.
+        let bad = vec![
+            psk("n1", "id-n1", b"k"),
+            psk("n2", "", b"k"),
+            psk("n1", "id-n1b", b"k"),
+            psk("n3", "id-n1", b"k"),
+            psk("n4", "id-o", b"k"),
+        ];
+        let refused = c.check_batch(&bad);
+        let got: Vec<(usize, String)> = refused.iter().map(|(i, e)| (*i, e.to_string())).collect();
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert_eq!(got[0].0, 1);
+        assert!(got[0].1.contains("PSK identity"), "{got:?}");
+        assert!(
+            got[1].0 == 2 && got[1].1.contains("more than once"),
+            "{got:?}"
+        );
+        assert!(got[2].0 == 3 && got[2].1.contains("also given to endpoint \"n1\""));
+        assert!(
+            matches!(&refused[3], (4, CredentialError::Conflict { endpoint, .. }) if endpoint == "outsider"),
+            "{got:?}"
+        );
+        assert!(c.add_batch(&store, &key, bad, Vec::new()).is_err());
+        assert!(!c.has_credential("n1"));
+
+        // Rotation of a, a swap of identities between a and b (fine within one batch: each
+        // lets go of its old one), and a new endpoint.
+        let batch = vec![
+            psk("a", "id-b", b"ka2"),
+            psk("b", "id-a", b"kb2"),
+            psk("c", "id-c", b"kc"),
+        ];
+        assert!(c.check_batch(&batch).is_empty());
+        let note = (Table::Audit, b"note".to_vec(), b"x".to_vec());
+        let replaced = c.add_batch(&store, &key, batch, vec![note]).unwrap();
+        let mut ids: Vec<_> = replaced.iter().map(|r| r.secret.public_id()).collect();
+        ids.sort();
+        assert_eq!(ids, ["id-a", "id-b"]);
+        assert_eq!(c.psk(b"id-b"), Some(("a", &b"ka2"[..])));
+        assert_eq!(c.psk(b"id-a"), Some(("b", &b"kb2"[..])));
+        assert_eq!(c.psk(b"id-c"), Some(("c", &b"kc"[..])));
+        assert_eq!(c.len(), 4);
+        store.flush().await.unwrap();
+        assert_eq!(
+            store.get(Table::Audit, b"note").unwrap(),
+            Some(b"x".to_vec())
+        );
+        let reloaded = Credentials::load(&store, &key).unwrap();
+        assert_eq!(reloaded.list(), c.list());
+        assert_eq!(reloaded.psk(b"id-a"), Some(("b", &b"kb2"[..])));
         store.close().unwrap();
     }
 

@@ -12,6 +12,9 @@
 //! - [`bridge`]: the MQTT bridge (EMQX LwM2M gateway JSON).
 //! - [`security`]: the DTLS engine's view of credentials, the server's key, its settings.
 //! - [`admin`]: the admin socket through which the CLI reaches a running server.
+//! - [`import`]: bulk import of PSK credentials from CSV (`lwm2m-server device import`).
+//! - [`metrics`]: the server's counters and their Prometheus text.
+//! - [`http`]: the HTTP API (`GET /metrics` for now).
 #![warn(missing_docs, unreachable_pub)]
 
 #[cfg(unix)]
@@ -21,6 +24,10 @@ pub mod bridge;
 pub mod config;
 pub mod core;
 pub mod credentials;
+pub mod http;
+#[cfg(unix)]
+pub mod import;
+pub mod metrics;
 pub mod runtime;
 pub mod secrets;
 pub mod security;

@@ -51,6 +51,16 @@ enum DeviceCmd {
         #[arg(long)]
         endpoint: String,
     },
+    /// Add or replace many PSK credentials from a CSV file; all or nothing.
+    ///
+    /// One `endpoint,psk-identity,psk-key-hex` per line; `#` comments, blank lines and an
+    /// `endpoint,psk_identity,psk_key` header are skipped. Every line is checked first: if any
+    /// is bad, nothing is imported and every bad line is reported.
+    Import {
+        /// The CSV file; `-` reads standard input.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -123,6 +133,9 @@ fn main() -> anyhow::Result<()> {
         for a in server.handle.secure_addrs() {
             println!("listening on coaps://{a}");
         }
+        if let Some(a) = server.handle.http_addr() {
+            println!("listening on http://{a}");
+        }
         shutdown_signal().await;
         tracing::info!("shutting down");
         server.handle.shutdown().await;
@@ -174,6 +187,9 @@ mod admin_cli {
             Cmd::Device {
                 command: DeviceCmd::Revoke { endpoint },
             } => AdminOp::DeviceRevoke { endpoint },
+            Cmd::Device {
+                command: DeviceCmd::Import { file },
+            } => return import(config, &file),
             Cmd::Audit { limit } => AdminOp::Audit { limit },
             Cmd::Run | Cmd::PrintConfig => bail!("not an admin command"),
         };
@@ -216,6 +232,30 @@ mod admin_cli {
         })
     }
 
+    /// `device import`: the lines are checked before the server or the store is touched.
+    fn import(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+        use std::io::Read;
+        let mut text = String::new();
+        if file.as_os_str() == "-" {
+            std::io::stdin()
+                .read_to_string(&mut text)
+                .context("reading the credentials from standard input")?;
+        } else {
+            text = std::fs::read_to_string(file)
+                .with_context(|| format!("reading {}", file.display()))?;
+        }
+        let lines = lwm2m_server::import::parse_csv(&text)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let summary = rt.block_on(lwm2m_server::import::import(config, &lines))?;
+        println!(
+            "imported {} credentials ({} replaced)",
+            summary.imported, summary.replaced
+        );
+        Ok(())
+    }
+
     fn admin_command(config: &Config, op: AdminOp) -> anyhow::Result<()> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -252,7 +292,6 @@ mod admin_cli {
 
     /// Applies `op` directly to the store: no server is running.
     async fn offline(config: &Config, op: AdminOp) -> anyhow::Result<AdminReply> {
-        use lwm2m_server::store::{Store, StoreConfig, StoreError};
         let path = config.store_path();
         if !path.exists() {
             // Only adding a device creates the data directory; reading or revoking in a
@@ -278,21 +317,11 @@ mod admin_cli {
                         ..AdminReply::ok()
                     })
                 }
+                // `device import` goes through `import` above, which creates the directory.
+                AdminOp::DeviceImport { .. } => {}
             }
         }
-        let store = match Store::open(&path, StoreConfig::default()) {
-            Ok(s) => s,
-            Err(StoreError::Db(redb::Error::DatabaseAlreadyOpen)) => bail!(
-            "the store {} is in use by a running server, but its admin socket {} does not answer: \
-             is that server older than the admin channel, or was the socket removed? \
-             Restart the server, or stop it to manage devices offline",
-            path.display(),
-            config.admin_socket_path().display()
-        ),
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!("opening {}", path.display())))
-            }
-        };
+        let store = admin::open_offline(config, false)?;
         let reply = if let AdminOp::Audit { limit } = op {
             // The audit log needs no key: it holds no secrets.
             AdminReply {
@@ -336,6 +365,14 @@ mod admin_cli {
                 }
             }
             AdminOp::DeviceList => print_devices(&reply.devices.unwrap_or_default()),
+            AdminOp::DeviceImport { .. } => {
+                if let Some(r) = reply.import {
+                    println!(
+                        "imported {} credentials ({} replaced)",
+                        r.imported, r.replaced
+                    );
+                }
+            }
             AdminOp::Audit { .. } => {
                 for e in reply.events.unwrap_or_default() {
                     println!(
@@ -497,6 +534,9 @@ mod tests {
         ])
         .is_err());
         assert!(parse(&["s", "device", "revoke", "--endpoint", "e"]).is_ok());
+        assert!(parse(&["s", "device", "import", "fleet.csv"]).is_ok());
+        assert!(parse(&["s", "device", "import", "-"]).is_ok());
+        assert!(parse(&["s", "device", "import"]).is_err());
         assert!(parse(&["s", "audit", "--limit", "5"]).is_ok());
     }
 }

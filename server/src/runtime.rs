@@ -4,7 +4,8 @@
 //! shell on two socket groups — plain CoAP and CoAP over DTLS — and this file only says where
 //! things go: secure datagrams through [`dtls::Server`] to the core as [`Link::Dtls`] peers,
 //! store writes to the group-committing writer, device events to a bounded broadcast channel
-//! and to callers waiting for a result, security events to the audit log.
+//! and to callers waiting for a result, security events to the audit log, and every fact the
+//! metrics count to [`Metrics`] as it happens (served by the HTTP task, [`crate::http`]).
 use crate::admin::{self, AdminOp, AdminReply, AdminRequest};
 use crate::audit::{self, AuditEvent, AuditKind};
 use crate::bridge::link::Downlink;
@@ -13,6 +14,7 @@ use crate::config::Config;
 use crate::core::types::{Command, CommandId, DeviceEvent, Link, Outcome, Registration};
 use crate::core::ServerCore;
 use crate::credentials::Credentials;
+use crate::metrics::{Metrics, MetricsSnapshot, Transport};
 use crate::secrets::SecretsKey;
 use crate::security::{self, Lookup, SharedCredentials};
 use crate::store::{Store, StoreConfig, StoreError, StoreStats, Table};
@@ -79,6 +81,10 @@ pub struct ServerHandle {
     local_addrs: Arc<Vec<SocketAddr>>,
     secure_addrs: Arc<Vec<SocketAddr>>,
     store_stats: Arc<StoreStats>,
+    /// The counters the server task writes and `/metrics` reads.
+    metrics: Arc<Metrics>,
+    /// Where the HTTP API listens, if it runs.
+    http_addr: Option<SocketAddr>,
 }
 
 impl ServerHandle {
@@ -144,6 +150,16 @@ impl ServerHandle {
     /// The addresses the CoAP-over-DTLS sockets are bound to.
     pub fn secure_addrs(&self) -> &[SocketAddr] {
         &self.secure_addrs
+    }
+
+    /// The address the HTTP API (`/metrics`) is bound to; `None` if `[http] enabled = false`.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// The server's counters and gauges now: the numbers `GET /metrics` shows.
+    pub fn metrics(&self) -> MetricsSnapshot {
+        self.metrics.snapshot()
     }
 
     /// Applies an admin operation (device credentials, audit log) as the admin socket does.
@@ -272,13 +288,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     );
     let (control_tx, control) = mpsc::channel(1024);
     let (events, _) = broadcast::channel(EVENT_CAPACITY);
-    let handle = ServerHandle {
-        control: control_tx.clone(),
-        events: events.clone(),
-        local_addrs: Arc::new(addrs),
-        secure_addrs: Arc::new(secure_addrs),
-        store_stats: store.stats_handle(),
-    };
     let control_tx_for_shell = control_tx.clone();
     let (bridge, mqtt) =
         match crate::bridge::start(config, &store, schema_arc.clone(), control_tx.clone()) {
@@ -286,10 +295,45 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
             Ok(None) => (None, None),
             Err(e) => return Err(e.context("starting the MQTT bridge")),
         };
+    let metrics = Arc::new(Metrics::new(
+        store.stats_handle(),
+        mqtt.as_ref().map(crate::bridge::Running::shared),
+    ));
+    metrics.set_registered_clients(core.device_count());
+    if let Some(server) = &dtls {
+        metrics.set_dtls_sessions(server.usage().sessions);
+    }
+    let http_listener = if config.http.enabled {
+        let listener = tokio::net::TcpListener::bind(config.http.bind)
+            .await
+            .with_context(|| format!("binding the HTTP API on {}", config.http.bind))?;
+        Some(listener)
+    } else {
+        None
+    };
     #[cfg(unix)]
     let admin_tasks = spawn_admin(config, control_tx)?;
     #[cfg(not(unix))]
     let admin_tasks = Vec::new();
+    let (http_addr, http_task) = match http_listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "HTTP API listening (GET /metrics)");
+            let app = crate::http::router(metrics.clone());
+            let task = tokio::spawn(crate::http::serve(listener, app));
+            (Some(addr), Some(task))
+        }
+        None => (None, None),
+    };
+    let handle = ServerHandle {
+        control: control_tx_for_shell.clone(),
+        events: events.clone(),
+        local_addrs: Arc::new(addrs),
+        secure_addrs: Arc::new(secure_addrs),
+        store_stats: store.stats_handle(),
+        metrics: metrics.clone(),
+        http_addr,
+    };
     let save_every = config.session_save_interval();
     let shell = Shell {
         core,
@@ -305,6 +349,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         next_save: save_every.map(|d| now + d),
         saving: Vec::new(),
         admin_tasks,
+        http_task,
+        metrics,
         bridge,
         mqtt,
         control: control_tx_for_shell,
@@ -407,6 +453,10 @@ struct Shell {
     saving: Vec<ConnId>,
     /// The admin socket's tasks, stopped with the server.
     admin_tasks: Vec<JoinHandle<()>>,
+    /// The HTTP API's task (its connections with it), stopped with the server.
+    http_task: Option<JoinHandle<()>>,
+    /// Counted here, where the facts are; read by the HTTP task and [`ServerHandle::metrics`].
+    metrics: Arc<Metrics>,
     /// The MQTT bridge, if enabled.
     bridge: Option<Bridge>,
     /// The MQTT link's and the embedded broker's lifetimes.
@@ -473,6 +523,7 @@ impl Machine for Shell {
         data: &[u8],
     ) {
         if l == PLAIN {
+            self.metrics.datagram_received(Transport::Udp);
             self.core.handle_datagram(now, Link::Udp(peer), data);
             self.drain(now);
             return;
@@ -480,6 +531,7 @@ impl Machine for Shell {
         let Some(server) = self.dtls.as_mut() else {
             return;
         };
+        self.metrics.datagram_received(Transport::Dtls);
         match self.creds.0.read() {
             Ok(creds) => {
                 let lookup = Lookup {
@@ -581,6 +633,7 @@ impl Machine for Shell {
         loop {
             if let Some((peer, payload)) = self.dtls.as_mut().and_then(dtls::Server::poll_transmit)
             {
+                self.metrics.datagram_sent(Transport::Dtls);
                 return Some((SECURE, Transmit { peer, payload }));
             }
             let t = match self.hold.ready.pop_front() {
@@ -601,13 +654,14 @@ impl Machine for Shell {
             };
             match t.peer {
                 Link::Udp(peer) => {
+                    self.metrics.datagram_sent(Transport::Udp);
                     return Some((
                         PLAIN,
                         Transmit {
                             peer,
                             payload: t.payload,
                         },
-                    ))
+                    ));
                 }
                 Link::Dtls(conn) => {
                     if let Some(server) = self.dtls.as_mut() {
@@ -656,6 +710,9 @@ impl Shell {
                 tracing::error!(error = %e, "store write failed");
             }
         }
+        // Before any event is broadcast: whoever sees an event sees a gauge at least as new.
+        self.metrics
+            .set_registered_clients(self.core.device_count());
         while let Some(ev) = self.core.poll_event() {
             match &ev {
                 DeviceEvent::CommandResult { id, outcome, .. } => {
@@ -694,6 +751,8 @@ impl Shell {
                 };
                 bridge.on_event(&ev, &mut path);
             }
+            // Counted before the broadcast, which a lagging subscriber may miss events of.
+            self.metrics.on_event(&ev);
             // No subscriber is not an error: events are for whoever listens.
             let _ = self.events.send(ev);
         }
@@ -759,6 +818,7 @@ impl Shell {
                     resumed,
                 } => {
                     tracing::debug!(endpoint = %principal, %peer, suite = suite.name(), resumed, "DTLS session established");
+                    self.metrics.dtls_handshake(true);
                     self.core
                         .peer_authenticated(Link::Dtls(conn), principal, peer);
                     save_session(server, &self.store, &self.secrets, conn);
@@ -779,6 +839,7 @@ impl Shell {
                         .delete(Table::Sessions, conn.0.to_be_bytes().to_vec());
                 }
                 ServerEvent::HandshakeFailed { peer, failure } => {
+                    self.metrics.dtls_handshake(false);
                     // Timeouts and clients that give up are noise, not security events.
                     if failure.alert != dtls::AlertDescription::CloseNotify
                         || failure.reason.starts_with("client reports")
@@ -810,49 +871,90 @@ impl Shell {
                 }
             }
         }
+        self.metrics.set_dtls_sessions(server.usage().sessions);
     }
 
     /// Applies an admin operation: the store part as offline, then what only the running
     /// server can do — close the sessions of a revoked or rotated credential, end the
     /// revoked device's registration.
     fn admin(&mut self, now: std::time::Instant, op: AdminOp) -> AdminReply {
-        let reply = match self.creds.0.write() {
-            Ok(mut creds) => {
-                admin::apply_offline(&self.store, &self.secrets, &mut creds, op.clone())
-            }
-            Err(_) => return AdminReply::error("credential index unavailable"),
+        let Ok(mut creds) = self.creds.0.write() else {
+            return AdminReply::error("credential index unavailable");
         };
-        if !reply.ok {
-            return reply;
-        }
-        let endpoint = match &op {
+        let revoked = match &op {
             AdminOp::DeviceRevoke { endpoint } => Some(endpoint.clone()),
-            AdminOp::DeviceAdd { credential } if reply.replaced.is_some() => {
-                Some(credential.endpoint.clone())
-            }
             _ => None,
         };
-        if let Some(endpoint) = endpoint {
-            let closed = self
-                .dtls
-                .as_mut()
-                .map_or(0, |s| s.close_principal(&endpoint));
-            self.dtls_events(now);
-            if matches!(op, AdminOp::DeviceRevoke { .. }) {
-                self.core.revoke(now, &endpoint);
+        let (reply, changed) = match op {
+            AdminOp::DeviceImport { credentials, check } => {
+                admin::apply_import(&self.store, &self.secrets, &mut creds, credentials, check)
             }
-            if closed > 0 {
-                audit::record(
-                    &self.store,
-                    &AuditEvent::new(
-                        AuditKind::SessionClosed,
-                        format!("{closed} DTLS session(s) closed: credential changed"),
-                    )
-                    .with_endpoint(&endpoint),
-                );
+            op => {
+                let endpoint = match &op {
+                    AdminOp::DeviceRevoke { endpoint } => Some(endpoint.clone()),
+                    AdminOp::DeviceAdd { credential } => Some(credential.endpoint.clone()),
+                    _ => None,
+                };
+                let reply = admin::apply_offline(&self.store, &self.secrets, &mut creds, op);
+                // A new credential closes sessions only if it replaced one (rotation).
+                let changed = match endpoint {
+                    Some(_) if revoked.is_none() && reply.replaced.is_none() => Vec::new(),
+                    Some(e) => vec![e],
+                    None => Vec::new(),
+                };
+                (reply, changed)
             }
+        };
+        drop(creds);
+        if !reply.ok || changed.is_empty() {
+            return reply;
+        }
+        let closed = self.close_sessions(&changed);
+        self.dtls_events(now);
+        if let Some(endpoint) = &revoked {
+            self.core.revoke(now, endpoint);
+        }
+        for (endpoint, n) in closed {
+            audit::record(
+                &self.store,
+                &AuditEvent::new(
+                    AuditKind::SessionClosed,
+                    format!("{n} DTLS session(s) closed: credential changed"),
+                )
+                .with_endpoint(endpoint),
+            );
         }
         reply
+    }
+
+    /// Closes the DTLS sessions of `endpoints`; returns how many each had (those with any).
+    /// One endpoint is looked up directly; many (an import's rotations) in a single pass over
+    /// the sessions, not one pass each.
+    fn close_sessions(&mut self, endpoints: &[String]) -> Vec<(String, usize)> {
+        let Some(server) = self.dtls.as_mut() else {
+            return Vec::new();
+        };
+        if let [endpoint] = endpoints {
+            let n = server.close_principal(endpoint);
+            return if n > 0 {
+                vec![(endpoint.clone(), n)]
+            } else {
+                Vec::new()
+            };
+        }
+        let wanted: std::collections::HashSet<&str> =
+            endpoints.iter().map(String::as_str).collect();
+        let mut closed: HashMap<String, usize> = HashMap::new();
+        for conn in server.conns() {
+            let Some(principal) = server.principal(conn) else {
+                continue;
+            };
+            if wanted.contains(&**principal) {
+                *closed.entry(principal.to_string()).or_default() += 1;
+                server.close(conn);
+            }
+        }
+        closed.into_iter().collect()
     }
 
     /// Saves the next chunk of a periodic save of the DTLS sessions.
@@ -884,6 +986,10 @@ impl Shell {
             t.abort();
         }
         for t in self.admin_tasks {
+            let _ = t.await;
+        }
+        if let Some(t) = self.http_task {
+            t.abort();
             let _ = t.await;
         }
         if let Some(mqtt) = self.mqtt {

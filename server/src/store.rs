@@ -100,6 +100,8 @@ from_redb!(
 
 enum Op {
     Put(Table, Vec<u8>, Vec<u8>),
+    /// Writes that must commit together: one op is never split across transactions.
+    PutBatch(Vec<Write>),
     Delete(Table, Vec<u8>),
     DeletePrefix(Table, Vec<u8>),
     DeleteRange(Table, Vec<u8>, Vec<u8>),
@@ -112,6 +114,9 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 
 /// Entries of a table, as (key, value) pairs in key order.
 pub type Entries = Vec<Entry>;
+
+/// One write of a batch: table, key, value.
+pub type Write = (Table, Vec<u8>, Vec<u8>);
 
 /// Tuning of the writer.
 #[derive(Debug, Clone, Copy)]
@@ -190,6 +195,12 @@ impl Store {
     /// Queues a write of `value` under `key`. Durable after the next commit.
     pub fn put(&self, table: Table, key: Vec<u8>, value: Vec<u8>) -> Result<(), StoreError> {
         self.send(Op::Put(table, key, value))
+    }
+
+    /// Queues writes that are applied in one transaction: after a crash either all of them
+    /// are in the store or none is. Durable after the next commit.
+    pub fn put_batch(&self, writes: Vec<Write>) -> Result<(), StoreError> {
+        self.send(Op::PutBatch(writes))
     }
 
     /// Queues the removal of `key`.
@@ -335,6 +346,13 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Op>, max_batch: usize, stats: 
                             .insert(k.as_slice(), v.as_slice())?;
                         writes += 1;
                     }
+                    Op::PutBatch(batch) => {
+                        for (t, k, v) in batch {
+                            txn.open_table(t.def())?
+                                .insert(k.as_slice(), v.as_slice())?;
+                            writes += 1;
+                        }
+                    }
                     Op::Delete(t, k) => {
                         txn.open_table(t.def())?.remove(k.as_slice())?;
                         writes += 1;
@@ -455,6 +473,31 @@ mod tests {
             .collect();
         assert_eq!(left, vec![1, 9, 10]);
         assert_eq!(s.last(Table::Outbox).unwrap().map(|(_, v)| v[0]), Some(10));
+        s.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_batch_commits_in_one_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        // One op per transaction: the batch still commits whole, in a single transaction.
+        let config = StoreConfig {
+            queue_capacity: 16,
+            max_batch: 1,
+        };
+        let s = Store::open(&dir.path().join("b.redb"), config).unwrap();
+        s.flush().await.unwrap();
+        let (_, commits_before) = s.stats();
+        let batch: Vec<Write> = (0..3000u32)
+            .map(|i| (Table::Credentials, i.to_be_bytes().to_vec(), vec![1]))
+            .chain([(Table::Audit, b"a".to_vec(), b"x".to_vec())])
+            .collect();
+        s.put_batch(batch).unwrap();
+        s.flush().await.unwrap();
+        let (writes, commits) = s.stats();
+        assert_eq!(writes, 3001);
+        assert_eq!(commits - commits_before, 2, "the batch's and the flush's");
+        assert_eq!(s.len(Table::Credentials).unwrap(), 3000);
+        assert_eq!(s.get(Table::Audit, b"a").unwrap(), Some(b"x".to_vec()));
         s.close().unwrap();
     }
 

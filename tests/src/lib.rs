@@ -61,6 +61,12 @@ impl TestServer {
         } else {
             format!("{text}\n[mqtt]\nenabled = false\n")
         };
+        // The HTTP API on any free port, for the same reason.
+        let text = if extra.contains("[http]") {
+            text
+        } else {
+            format!("{text}\n[http]\nbind = \"127.0.0.1:0\"\n")
+        };
         let config = Config::parse(&text)?;
         let server = lwm2m_server::start(&config).await?;
         let events = server.handle.subscribe();
