@@ -62,7 +62,7 @@ impl Path {
     }
 
     /// `/o`
-    pub fn object(o: u16) -> Self {
+    pub const fn object(o: u16) -> Self {
         Path {
             ids: [o, 0, 0, 0],
             len: 1,
@@ -70,7 +70,7 @@ impl Path {
     }
 
     /// `/o/i`
-    pub fn instance(o: u16, i: u16) -> Self {
+    pub const fn instance(o: u16, i: u16) -> Self {
         Path {
             ids: [o, i, 0, 0],
             len: 2,
@@ -78,7 +78,7 @@ impl Path {
     }
 
     /// `/o/i/r`
-    pub fn resource(o: u16, i: u16, r: u16) -> Self {
+    pub const fn resource(o: u16, i: u16, r: u16) -> Self {
         Path {
             ids: [o, i, r, 0],
             len: 3,
@@ -86,7 +86,7 @@ impl Path {
     }
 
     /// `/o/i/r/ri`
-    pub fn resource_instance(o: u16, i: u16, r: u16, ri: u16) -> Self {
+    pub const fn resource_instance(o: u16, i: u16, r: u16, ri: u16) -> Self {
         Path {
             ids: [o, i, r, ri],
             len: 4,

@@ -1,0 +1,1017 @@
+//! One shard: a task that drives a few hundred simulated devices, each a real
+//! [`lwm2m::client::Client`] (and, over DTLS, a [`SecureLink`]) on a UDP socket of its own.
+//!
+//! # Why shards and not a task per device
+//! A task per device would work (tokio tasks are cheap), but each would carry its own
+//! receive buffer, its own timer in tokio's wheel and its own future; a shard has one receive
+//! buffer, one timer over a heap of its devices' deadlines, and one loop that paces starts,
+//! behaviours and de-registrations. Readiness stays O(1) per datagram: each socket is polled
+//! with a waker of its own that lists the device as ready for its shard (module `wake`), so
+//! the shard reads only the sockets that have data.
+//!
+//! # Behaviours
+//! Periodic behaviours (sensor changes, Sends, queue-mode wake-ups, reboots, NAT rebindings)
+//! each run once per device per period, spread evenly over the shard's devices, so a fleet
+//! produces a steady load rather than bursts on the period's boundary.
+//!
+//! # Bounds
+//! Devices per shard, datagrams read per device per turn, timers run per turn, error kinds
+//! kept, the time a stop may take. Peer bytes only ever reach the DTLS and LwM2M clients,
+//! whose parsers return errors.
+use super::live::Live;
+use super::names::{Keys, NamePattern};
+use super::objects::{self, SensorKind, REBOOT};
+use super::report::{epoch_us, DeviceCounts};
+use super::scenario::{Scenario, Security, SensorValues};
+use super::wake::{DeviceWake, ShardWake};
+use anyhow::Context as _;
+use lwm2m::client::{Client, ClientConfig, ClientError, ClientEvent, ClientStats};
+use lwm2m::coap::ExchangeError;
+use lwm2m::model::{Path, Value};
+use lwm2m::net::secure::{LinkEvent, SecureLink};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::ops::Range;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll, Waker};
+use std::time::{Duration, Instant};
+use tokio::io::ReadBuf;
+use tokio::net::UdpSocket;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+
+/// Datagrams read from one socket before the shard turns to others.
+const DATAGRAMS_PER_TURN: usize = 16;
+/// Device timers run in one turn of a shard before it yields.
+const TIMERS_PER_TURN: usize = 1024;
+/// Receive buffer of a shard: the largest UDP payload, so nothing is truncated.
+const RECV_BUFFER: usize = 65_536;
+
+/// What every shard of a process shares: the scenario turned into what devices need.
+pub(crate) struct Setup {
+    pub server: SocketAddr,
+    server_uri: String,
+    security: Security,
+    cid: bool,
+    pattern: NamePattern,
+    keys: Keys,
+    sensors: Vec<u16>,
+    client: ClientConfig,
+    distinct_ips: bool,
+    timestamps: bool,
+    /// Seeds every device's randomness, so two runs differ but a device's own streams do
+    /// not collide with another's.
+    seed: u64,
+}
+
+impl Setup {
+    pub(crate) fn new(s: &Scenario) -> anyhow::Result<Self> {
+        let keys = match (&s.psk.file, s.server.security) {
+            (Some(path), Security::Psk) => Keys::read(path)?,
+            _ => Keys::derived(&s.psk.seed),
+        };
+        let b = &s.behaviour;
+        let mut client = ClientConfig::new(String::new());
+        client.lifetime = s.fleet.lifetime_secs;
+        client.queue_mode = b.queue_mode;
+        client.awake_time = Duration::from_secs(b.awake_secs);
+        client.notify_con_every = b.notify_con_every;
+        let scheme = match s.server.security {
+            Security::NoSec => "coap",
+            Security::Psk => "coaps",
+        };
+        Ok(Self {
+            server: s.server.address,
+            server_uri: format!("{scheme}://{}", s.server.address),
+            security: s.server.security,
+            cid: s.psk.connection_id,
+            pattern: NamePattern::parse(&s.fleet.name_pattern)?,
+            keys,
+            sensors: b.sensors.clone(),
+            client,
+            distinct_ips: s.fleet.distinct_ips,
+            timestamps: b.sensor_values == SensorValues::Timestamp,
+            seed: rand::random(),
+        })
+    }
+
+    /// The local address of device number `n` (its index in the whole fleet).
+    pub(crate) fn bind_addr(&self, n: u64) -> SocketAddr {
+        if !self.server.is_ipv4() {
+            return SocketAddr::new(IpAddr::from(Ipv6Addr::LOCALHOST), 0);
+        }
+        if !self.distinct_ips {
+            return SocketAddr::new(IpAddr::from(Ipv4Addr::LOCALHOST), 0);
+        }
+        // 127.b.c.d with d in 1..=254: all of 127/8 is loopback on Linux.
+        let d = (n % 254) as u8 + 1;
+        let c = ((n / 254) % 256) as u8;
+        let b = ((n / (254 * 256)) % 256) as u8;
+        SocketAddr::new(IpAddr::from(Ipv4Addr::new(127, b, c, d)), 0)
+    }
+
+    /// A fresh client for device `n`, as at power-on.
+    fn client(&self, name: &str, n: u64, boot: u32) -> anyhow::Result<Client<SocketAddr>> {
+        let psk = match self.security {
+            Security::Psk => Some(
+                self.keys
+                    .get(name)
+                    .with_context(|| format!("no PSK for endpoint {name} in the key file"))?,
+            ),
+            Security::NoSec => None,
+        };
+        let store = objects::device_store(name, n, &self.server_uri, psk.as_ref(), &self.sensors)?;
+        let mut config = self.client.clone();
+        config.endpoint = name.to_owned();
+        config.rng_seed = self.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(boot);
+        Ok(Client::new(config, self.server, store))
+    }
+
+    fn dtls_config(&self, name: &str, n: u64) -> anyhow::Result<Option<Arc<dtls::ClientConfig>>> {
+        if self.security != Security::Psk {
+            return Ok(None);
+        }
+        let psk = self
+            .keys
+            .get(name)
+            .with_context(|| format!("no PSK for endpoint {name} in the key file"))?;
+        let mut c = dtls::ClientConfig::psk(psk.identity.into_bytes(), psk.key);
+        if self.cid {
+            // The CID this device wants on records to it; unique per device only for
+            // readability of captures, the device's socket already tells them apart.
+            c.connection_id = Some((n as u32).to_be_bytes().to_vec());
+        }
+        Ok(Some(Arc::new(c)))
+    }
+}
+
+/// The run's schedule, the same for every shard.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    /// When device 0 may start.
+    pub t0: Instant,
+    /// Devices started per second; 0 for no pacing.
+    pub rate: f64,
+    /// When the fleet stops.
+    pub end: Instant,
+    pub stop_timeout: Duration,
+    pub deregister: bool,
+    pub sensor_every: Option<Duration>,
+    pub send_every: Option<Duration>,
+    pub wake_every: Option<Duration>,
+    pub reboot_every: Option<Duration>,
+    pub rebind_every: Option<Duration>,
+}
+
+impl Plan {
+    pub(crate) fn new(s: &Scenario, t0: Instant) -> Self {
+        let every = |d: Duration| (!d.is_zero()).then_some(d);
+        let b = &s.behaviour;
+        Self {
+            t0,
+            rate: s.fleet.ramp_rate,
+            end: t0 + Duration::from_secs(s.duration_secs),
+            stop_timeout: Duration::from_secs(s.fleet.stop_timeout_secs),
+            deregister: s.fleet.deregister,
+            sensor_every: every(Duration::from_millis(b.sensor_interval_ms)),
+            send_every: every(Duration::from_secs(b.send_interval_secs)),
+            wake_every: every(Duration::from_secs(b.wake_interval_secs)).filter(|_| b.queue_mode),
+            reboot_every: every(Duration::from_secs(b.reboot_interval_secs)),
+            rebind_every: every(Duration::from_secs(b.rebind_interval_secs)),
+        }
+    }
+
+    /// When device `global` (counted from 0 in this run) may start.
+    fn start_at(&self, global: u64) -> Instant {
+        if self.rate > 0.0 {
+            Duration::try_from_secs_f64(global as f64 / self.rate)
+                .ok()
+                .and_then(|d| self.t0.checked_add(d))
+                // Past the end: the device never starts.
+                .map_or(self.end, |t| t.min(self.end))
+        } else {
+            self.t0
+        }
+    }
+}
+
+/// A behaviour that runs once per device per period, spread evenly over the shard.
+#[derive(Debug, Clone, Copy)]
+struct Cadence {
+    every: Duration,
+    /// Runs done so far; run number k is device k mod n's.
+    done: u64,
+}
+
+impl Cadence {
+    fn new(every: Option<Duration>) -> Option<Self> {
+        every.map(|every| Self { every, done: 0 })
+    }
+
+    /// The runs due now (numbers, not devices), skipping ahead rather than bursting if the
+    /// shard fell more than one round behind.
+    fn due(&mut self, now: Instant, t0: Instant, n: usize) -> Range<u64> {
+        let n = n.max(1) as u128;
+        let elapsed = now.saturating_duration_since(t0).as_micros();
+        let due = u64::try_from(elapsed * n / self.every.as_micros().max(1)).unwrap_or(u64::MAX);
+        let from = self.done.max(due.saturating_sub(n as u64));
+        self.done = due.max(self.done);
+        from..due
+    }
+
+    /// When run number `done` falls due.
+    fn next(&self, t0: Instant, n: usize) -> Instant {
+        let us = self.every.as_micros() * (u128::from(self.done) + 1) / n.max(1) as u128;
+        u64::try_from(us)
+            .ok()
+            .and_then(|us| t0.checked_add(Duration::from_micros(us)))
+            .unwrap_or(t0 + Duration::from_secs(86_400 * 365))
+    }
+}
+
+/// Where a device is in the run, as the simulator accounts for it (the client holds the
+/// protocol state).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Not started.
+    Idle,
+    /// Register sent, not yet answered 2.01.
+    Registering,
+    /// Registered.
+    Up,
+    /// De-register sent.
+    Leaving,
+    /// De-registered.
+    Gone,
+}
+
+/// One simulated device.
+struct Device {
+    /// Its number in the fleet (the `{n}` of its name).
+    n: u64,
+    name: String,
+    client: Client<SocketAddr>,
+    /// Over DTLS: its session with the server, once started.
+    link: Option<SecureLink>,
+    dtls: Option<Arc<dtls::ClientConfig>>,
+    socket: UdpSocket,
+    /// Its readiness flag on the shard's ready list, and the same as the socket's waker.
+    wake: Arc<DeviceWake>,
+    waker: Waker,
+    /// The earliest deadline of this device on the shard's timer heap.
+    armed: Option<Instant>,
+    /// When its current Register (first, or after a reboot) went out.
+    registering_since: Option<Instant>,
+    /// When its current handshake started.
+    handshaking_since: Option<Instant>,
+    ever_registered: bool,
+    ever_connected: bool,
+    phase: Phase,
+    /// Its slot of the fleet's window while a Register or De-register is outstanding.
+    permit: Option<OwnedSemaphorePermit>,
+    sensors: Vec<f64>,
+    boots: u32,
+    /// The client's counters already accounted for.
+    seen: ClientStats,
+    reboot_due: bool,
+}
+
+/// A shard and what it measures.
+pub(crate) struct Shard {
+    devices: Vec<Device>,
+    /// Index in the run of its first device.
+    first: u64,
+    setup: Arc<Setup>,
+    shared: Arc<ShardWake>,
+    timers: BinaryHeap<Reverse<(Instant, u32)>>,
+    buf: Vec<u8>,
+    datagrams: Vec<Vec<u8>>,
+    counts: DeviceCounts,
+    rng: StdRng,
+    live: Arc<Live>,
+}
+
+impl Shard {
+    /// Binds the sockets of devices `first..first + count` of this run, whose numbers start
+    /// at `first_number`. Binding everything first makes a shortage of descriptors or ports
+    /// fail the run before a single Register is sent.
+    pub(crate) fn new(
+        setup: Arc<Setup>,
+        first: u64,
+        first_number: u64,
+        count: usize,
+        live: Arc<Live>,
+    ) -> anyhow::Result<Self> {
+        let shared = Arc::new(ShardWake::default());
+        let mut devices = Vec::with_capacity(count);
+        for k in 0..count {
+            let n = first_number + first + k as u64;
+            let name = setup.pattern.name(n);
+            let socket = bind(setup.bind_addr(n))?;
+            let (wake, waker) = DeviceWake::waker(k as u32, shared.clone());
+            devices.push(Device {
+                n,
+                client: setup.client(&name, n, 0)?,
+                dtls: setup.dtls_config(&name, n)?,
+                name,
+                link: None,
+                socket,
+                wake,
+                waker,
+                armed: None,
+                registering_since: None,
+                handshaking_since: None,
+                ever_registered: false,
+                ever_connected: false,
+                phase: Phase::Idle,
+                permit: None,
+                sensors: setup
+                    .sensors
+                    .iter()
+                    .map(|&o| SensorKind::of(o).start)
+                    .collect(),
+                boots: 0,
+                seen: ClientStats::default(),
+                reboot_due: false,
+            });
+        }
+        Ok(Self {
+            devices,
+            first,
+            rng: StdRng::seed_from_u64(setup.seed ^ first),
+            setup,
+            shared,
+            timers: BinaryHeap::new(),
+            buf: vec![0; RECV_BUFFER],
+            datagrams: Vec::new(),
+            counts: DeviceCounts::default(),
+            live,
+        })
+    }
+
+    /// Runs the shard to the end of the plan and its stop.
+    pub(crate) async fn run(
+        mut self,
+        plan: Plan,
+        window: Option<Arc<Semaphore>>,
+        mut stop: watch::Receiver<bool>,
+    ) -> DeviceCounts {
+        // Poll each socket once so that its waker is registered with the driver.
+        for i in 0..self.devices.len() {
+            self.receive(i, Instant::now());
+        }
+        let n = self.devices.len();
+        let mut cadences = [
+            Cadence::new(plan.sensor_every),
+            Cadence::new(plan.send_every),
+            Cadence::new(plan.wake_every),
+            Cadence::new(plan.reboot_every),
+            Cadence::new(plan.rebind_every),
+        ];
+        let mut ready = Vec::new();
+        let mut next_start = 0usize;
+        let mut next_leave = 0usize;
+        let mut permit: Option<OwnedSemaphorePermit> = None;
+        let mut stopping: Option<Instant> = None;
+        let mut stop_open = true;
+        loop {
+            let now = Instant::now();
+            self.shared.take(&mut ready);
+            for &i in &ready {
+                self.receive(i as usize, now);
+            }
+            self.run_timers(now);
+            if stopping.is_none() && (now >= plan.end || *stop.borrow()) {
+                tracing::debug!(shard = self.first, "stopping");
+                stopping = Some(now + plan.stop_timeout);
+                self.counts.registered_at_stop = self
+                    .devices
+                    .iter()
+                    .filter(|d| d.client.is_registered())
+                    .count() as u64;
+            }
+            // The next thing that wants a slot of the window, and when.
+            let mut wants_slot: Option<Instant> = None;
+            if let Some(deadline) = stopping {
+                if !plan.deregister || now >= deadline || self.all_gone() {
+                    break;
+                }
+                while let Some(d) = self.devices.get(next_leave) {
+                    match d.phase {
+                        Phase::Up => {}
+                        // Not registered yet: stopping cancels the Register, no exchange.
+                        Phase::Registering => {
+                            self.leave(next_leave, now, None);
+                            next_leave += 1;
+                            continue;
+                        }
+                        _ => {
+                            next_leave += 1;
+                            continue;
+                        }
+                    }
+                    if window.is_some() && permit.is_none() {
+                        wants_slot = Some(now);
+                        break;
+                    }
+                    self.leave(next_leave, now, permit.take());
+                    next_leave += 1;
+                }
+            } else {
+                while next_start < n {
+                    let at = plan.start_at(self.first + next_start as u64);
+                    if at > now {
+                        wants_slot = Some(at);
+                        break;
+                    }
+                    if window.is_some() && permit.is_none() {
+                        wants_slot = Some(now);
+                        break;
+                    }
+                    self.start(next_start, now, permit.take());
+                    next_start += 1;
+                }
+                self.behaviours(now, plan.t0, &mut cadences);
+            }
+            if self.shared.any_ready() || self.timers_due(now) {
+                // More work already: let the driver and the other shards have a turn first.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            let behaviour_at = if stopping.is_none() {
+                cadences.iter().flatten().map(|c| c.next(plan.t0, n)).min()
+            } else {
+                None
+            };
+            let wake_at = [
+                self.timers.peek().map(|Reverse((t, _))| *t),
+                wants_slot.filter(|t| *t > now),
+                stopping.or(Some(plan.end)),
+                behaviour_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let want_permit = wants_slot.is_some_and(|t| t <= now) && permit.is_none();
+            let sleep_to = wake_at.unwrap_or(now + Duration::from_secs(3600));
+            tokio::select! {
+                () = self.shared.ready() => {}
+                () = tokio::time::sleep_until(sleep_to.into()) => {}
+                p = acquire(window.clone()), if want_permit => permit = p,
+                r = stop.changed(), if stop_open && stopping.is_none() => {
+                    if r.is_err() {
+                        stop_open = false;
+                    }
+                }
+            }
+        }
+        self.finish()
+    }
+
+    fn all_gone(&self) -> bool {
+        self.devices
+            .iter()
+            .all(|d| matches!(d.phase, Phase::Idle | Phase::Gone))
+    }
+
+    fn timers_due(&self, now: Instant) -> bool {
+        self.timers.peek().is_some_and(|Reverse((t, _))| *t <= now)
+    }
+
+    /// Starts device `i`: over DTLS the handshake begins and the Register waits for it.
+    fn start(&mut self, i: usize, now: Instant, permit: Option<OwnedSemaphorePermit>) {
+        let Some(d) = self.devices.get_mut(i) else {
+            return;
+        };
+        d.permit = permit;
+        self.counts.started += 1;
+        if self.counts.first_sent_us == 0 {
+            self.counts.first_sent_us = epoch_us();
+        }
+        self.boot(i, now);
+    }
+
+    /// Powers device `i` on: a new session (over DTLS) and a Register.
+    fn boot(&mut self, i: usize, now: Instant) {
+        let Some(d) = self.devices.get_mut(i) else {
+            return;
+        };
+        d.phase = Phase::Registering;
+        d.registering_since = Some(now);
+        if let Some(config) = &d.dtls {
+            let seed = self.setup.seed ^ d.n.rotate_left(17) ^ u64::from(d.boots);
+            d.link = Some(SecureLink::connect(config.clone(), now, seed, None));
+            d.handshaking_since = Some(now);
+        }
+        if let Err(e) = d.client.start(now) {
+            self.counts.errors.add(format!("start: {e}"));
+        }
+        self.flush(i, now);
+    }
+
+    /// Reboots device `i`: what it held in RAM is gone (registration, observations,
+    /// session), and it comes back from a new source port as a modem does.
+    fn reboot(&mut self, i: usize, now: Instant) {
+        let setup = self.setup.clone();
+        let Some(d) = self.devices.get_mut(i) else {
+            return;
+        };
+        if matches!(d.phase, Phase::Idle | Phase::Leaving | Phase::Gone) {
+            return;
+        }
+        account(&mut self.counts, &self.live, &mut d.seen, d.client.stats());
+        d.boots = d.boots.wrapping_add(1);
+        match setup.client(&d.name, d.n, d.boots) {
+            Ok(c) => d.client = c,
+            Err(e) => {
+                self.counts.errors.add(format!("reboot: {e:#}"));
+                return;
+            }
+        }
+        d.seen = ClientStats::default();
+        if d.phase == Phase::Up {
+            self.live.registered_now_sub();
+        }
+        d.link = None;
+        d.armed = None;
+        d.reboot_due = false;
+        self.counts.reboots += 1;
+        self.rebind_socket(i, now);
+        self.boot(i, now);
+    }
+
+    /// A NAT rebinding: device `i`'s traffic now comes from a new source port. Over DTLS
+    /// with a Connection ID the session carries on; without one the device resumes its
+    /// session (an abbreviated handshake); either way an Update tells the server where the
+    /// device is now.
+    fn rebind(&mut self, i: usize, now: Instant) {
+        let cid = self.setup.cid;
+        let Some(d) = self.devices.get(i) else {
+            return;
+        };
+        if d.phase != Phase::Up || !d.client.is_awake() {
+            return;
+        }
+        if !self.rebind_socket(i, now) {
+            return;
+        }
+        self.counts.rebinds += 1;
+        let Some(d) = self.devices.get_mut(i) else {
+            return;
+        };
+        if let Some(link) = &mut d.link {
+            if !cid {
+                link.reconnect(now);
+                d.handshaking_since = Some(now);
+            }
+        }
+        if let Err(e) = d.client.update(now) {
+            self.counts.errors.add(format!("update: {e}"));
+        }
+        self.flush(i, now);
+    }
+
+    /// Moves device `i` to a new socket on the same address; false if none could be bound.
+    fn rebind_socket(&mut self, i: usize, now: Instant) -> bool {
+        let Some(d) = self.devices.get_mut(i) else {
+            return false;
+        };
+        match bind(self.setup.bind_addr(d.n)) {
+            Ok(s) => {
+                d.socket = s;
+                // Poll the new socket once so that its waker is registered.
+                self.receive(i, now);
+                true
+            }
+            Err(e) => {
+                self.counts.errors.add(format!("rebind: {e:#}"));
+                false
+            }
+        }
+    }
+
+    /// De-registers device `i` (or stops its registering).
+    fn leave(&mut self, i: usize, now: Instant, permit: Option<OwnedSemaphorePermit>) {
+        let Some(d) = self.devices.get_mut(i) else {
+            return;
+        };
+        d.permit = permit;
+        // Only a registered device has a De-register to send; one still registering just
+        // stops.
+        d.phase = if d.phase == Phase::Up {
+            Phase::Leaving
+        } else {
+            Phase::Gone
+        };
+        if d.client.deregister(now).is_err() {
+            d.phase = Phase::Gone;
+            d.permit = None;
+        }
+        self.flush(i, now);
+    }
+
+    /// The periodic behaviours due now.
+    fn behaviours(&mut self, now: Instant, t0: Instant, cadences: &mut [Option<Cadence>; 5]) {
+        let n = self.devices.len().max(1) as u64;
+        let [sensor, send, wake, reboot, rebind] = cadences;
+        if let Some(c) = sensor {
+            for k in c.due(now, t0, n as usize) {
+                self.sense((k % n) as usize, now);
+            }
+        }
+        if let Some(c) = send {
+            for k in c.due(now, t0, n as usize) {
+                self.send((k % n) as usize, now);
+            }
+        }
+        if let Some(c) = wake {
+            for k in c.due(now, t0, n as usize) {
+                let i = (k % n) as usize;
+                if let Some(d) = self.devices.get_mut(i) {
+                    if d.phase == Phase::Up && !d.client.is_awake() {
+                        d.client.wake(now);
+                        self.flush(i, now);
+                    }
+                }
+            }
+        }
+        if let Some(c) = reboot {
+            for k in c.due(now, t0, n as usize) {
+                self.reboot((k % n) as usize, now);
+            }
+        }
+        if let Some(c) = rebind {
+            for k in c.due(now, t0, n as usize) {
+                self.rebind((k % n) as usize, now);
+            }
+        }
+    }
+
+    /// New readings on device `i`'s sensors; observed ones are notified by the client.
+    fn sense(&mut self, i: usize, now: Instant) {
+        let timestamps = self.setup.timestamps;
+        let Some(d) = self.devices.get_mut(i) else {
+            return;
+        };
+        if d.phase != Phase::Up {
+            return;
+        }
+        for (k, &object) in self.setup.sensors.iter().enumerate() {
+            let Some(v) = d.sensors.get_mut(k) else {
+                continue;
+            };
+            *v = if timestamps {
+                epoch_us() as f64
+            } else {
+                SensorKind::of(object).walk(*v, self.rng.random_range(-1.0..=1.0))
+            };
+            match d
+                .client
+                .set_value(now, &objects::sensor_value(object), Value::Float(*v))
+            {
+                Ok(_) => self.counts.sensor_changes += 1,
+                Err(e) => self.counts.errors.add(format!("sensor: {e}")),
+            }
+        }
+        self.flush(i, now);
+    }
+
+    /// An LwM2M Send of device `i`'s sensor values.
+    fn send(&mut self, i: usize, now: Instant) {
+        let Some(d) = self.devices.get_mut(i) else {
+            return;
+        };
+        if d.phase != Phase::Up {
+            return;
+        }
+        let paths: Vec<Path> = self
+            .setup
+            .sensors
+            .iter()
+            .map(|&o| objects::sensor_value(o))
+            .collect();
+        match d.client.send_paths(now, &paths) {
+            Ok(_) => {
+                self.counts.sends += 1;
+                self.live.add_send();
+            }
+            Err(ClientError::Busy) => self.counts.errors.add("send: too many pending"),
+            Err(e) => self.counts.errors.add(format!("send: {e}")),
+        }
+        self.flush(i, now);
+    }
+
+    /// Reads what device `i`'s socket holds (a bounded number of datagrams).
+    fn receive(&mut self, i: usize, now: Instant) {
+        let server = self.setup.server;
+        let Some(d) = self.devices.get_mut(i) else {
+            return;
+        };
+        d.wake.clear();
+        let mut cx = TaskContext::from_waker(&d.waker);
+        let mut got = 0;
+        loop {
+            if got == DATAGRAMS_PER_TURN {
+                // More may be waiting: come back after the others had their turn.
+                d.waker.wake_by_ref();
+                break;
+            }
+            let mut rb = ReadBuf::new(&mut self.buf);
+            match d.socket.poll_recv_from(&mut cx, &mut rb) {
+                Poll::Ready(Ok(peer)) => {
+                    got += 1;
+                    match &mut d.link {
+                        Some(link) if peer == server => {
+                            link.handle_datagram(now, rb.filled(), &mut self.datagrams);
+                            for data in self.datagrams.drain(..) {
+                                d.client.handle_datagram(now, server, &data);
+                            }
+                        }
+                        // Anyone else's datagram, or any over DTLS before the device
+                        // started: dropped as the client would drop a stranger's.
+                        Some(_) => {}
+                        None if d.dtls.is_some() => {}
+                        None => d.client.handle_datagram(now, peer, rb.filled()),
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    self.counts.errors.add(format!("recv: {}", e.kind()));
+                    d.waker.wake_by_ref();
+                    break;
+                }
+                Poll::Pending => break,
+            }
+        }
+        if got > 0 {
+            self.flush(i, now);
+        }
+    }
+
+    /// Runs the device timers that are due, a bounded number per turn.
+    fn run_timers(&mut self, now: Instant) {
+        for _ in 0..TIMERS_PER_TURN {
+            let Some(&Reverse((t, i))) = self.timers.peek() else {
+                break;
+            };
+            if t > now {
+                break;
+            }
+            self.timers.pop();
+            let i = i as usize;
+            let Some(d) = self.devices.get_mut(i) else {
+                continue;
+            };
+            if d.armed != Some(t) {
+                continue; // superseded by an earlier deadline that already ran
+            }
+            d.armed = None;
+            d.client.handle_timeout(now);
+            if let Some(link) = &mut d.link {
+                link.handle_timeout(now);
+            }
+            self.flush(i, now);
+        }
+        // Stale entries pile up only when deadlines keep moving earlier; keep the heap
+        // proportional to the shard anyway.
+        if self.timers.len() > 4 * self.devices.len() + 64 {
+            self.timers = self
+                .devices
+                .iter()
+                .enumerate()
+                .filter_map(|(i, d)| d.armed.map(|t| Reverse((t, i as u32))))
+                .collect();
+        }
+    }
+
+    /// Sends what device `i` produced, handles its events and re-arms its timer.
+    fn flush(&mut self, i: usize, now: Instant) {
+        let server = self.setup.server;
+        let Some(d) = self.devices.get_mut(i) else {
+            return;
+        };
+        while let Some(t) = d.client.poll_transmit() {
+            match &mut d.link {
+                Some(link) => link.send(t.payload),
+                None => {
+                    if let Err(e) = send_to(&d.socket, &t.payload, t.peer) {
+                        // Dropped like a lost datagram: CoAP retransmits confirmable ones.
+                        self.counts.errors.add(format!("send: {}", e.kind()));
+                    }
+                }
+            }
+        }
+        if let Some(link) = &mut d.link {
+            while let Some(datagram) = link.poll_transmit() {
+                if let Err(e) = send_to(&d.socket, &datagram, server) {
+                    self.counts.errors.add(format!("send: {}", e.kind()));
+                }
+            }
+        }
+        while let Some(ev) = d.link.as_mut().and_then(|l| l.poll_event()) {
+            on_link_event(d, &mut self.counts, &self.live, ev, now);
+        }
+        while let Some(ev) = d.client.poll_event() {
+            on_event(d, &mut self.counts, &self.live, ev, now);
+        }
+        account(&mut self.counts, &self.live, &mut d.seen, d.client.stats());
+        let reboot = std::mem::take(&mut d.reboot_due);
+        let deadline = match (
+            d.client.poll_timeout(),
+            d.link.as_ref().and_then(|l| l.poll_timeout()),
+        ) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(t) = deadline {
+            if d.armed.is_none_or(|a| t < a) {
+                d.armed = Some(t);
+                self.timers.push(Reverse((t, i as u32)));
+            }
+        }
+        if reboot {
+            self.reboot(i, now);
+        }
+    }
+
+    /// What is left to count at the end.
+    fn finish(mut self) -> DeviceCounts {
+        for d in &self.devices {
+            let s = d.client.stats();
+            self.counts
+                .errors
+                .add_n("dropped_foreign_datagram".into(), s.dropped_foreign);
+            self.counts
+                .errors
+                .add_n("dropped_client_event".into(), s.dropped_events);
+            if d.phase != Phase::Idle && !d.ever_registered {
+                self.counts.errors.add("never_registered");
+            }
+            if d.phase == Phase::Leaving {
+                self.counts.errors.add("deregister_unfinished");
+            }
+        }
+        self.counts
+    }
+}
+
+/// Sends a datagram now. tokio's `try_send_to` refuses until the reactor has seen the
+/// socket writable once, which a socket bound a moment ago (a reboot, a rebinding) has not;
+/// a UDP send never waits for anything but buffer space, so the simulator makes the system
+/// call directly on the same descriptor.
+fn send_to(socket: &UdpSocket, data: &[u8], to: SocketAddr) -> std::io::Result<usize> {
+    socket2::SockRef::from(socket).send_to(data, &to.into())
+}
+
+fn bind(addr: SocketAddr) -> anyhow::Result<UdpSocket> {
+    let s = std::net::UdpSocket::bind(addr).with_context(|| {
+        format!("binding a device socket to {addr} (is `ulimit -n` high enough?)")
+    })?;
+    s.set_nonblocking(true)?;
+    Ok(UdpSocket::from_std(s)?)
+}
+
+async fn acquire(window: Option<Arc<Semaphore>>) -> Option<OwnedSemaphorePermit> {
+    match window {
+        Some(w) => w.acquire_owned().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Adds what the client counted since last time.
+fn account(counts: &mut DeviceCounts, live: &Live, seen: &mut ClientStats, now: ClientStats) {
+    let requests = now.requests.saturating_sub(seen.requests);
+    let notifications = now.notifications.saturating_sub(seen.notifications);
+    counts.requests_answered += requests;
+    counts.notifications_sent += notifications;
+    live.add_notifications(notifications);
+    *seen = now;
+}
+
+fn is_timeout(e: &ClientError) -> bool {
+    matches!(e, ClientError::Exchange(ExchangeError::Timeout))
+}
+
+/// Accounts for one event of a device's DTLS session.
+fn on_link_event(d: &mut Device, c: &mut DeviceCounts, live: &Live, ev: LinkEvent, now: Instant) {
+    match ev {
+        LinkEvent::Connected { resumed } => {
+            if resumed {
+                c.handshakes_resumed += 1;
+            } else {
+                c.handshakes_full += 1;
+            }
+            live.add_handshake();
+            if !d.ever_connected {
+                d.ever_connected = true;
+                c.first_handshakes += 1;
+                c.last_first_handshake_us = epoch_us();
+            }
+            if let Some(t0) = d.handshaking_since.take() {
+                c.handshake_latency
+                    .record(now.saturating_duration_since(t0));
+            }
+        }
+        LinkEvent::Down { reason } => {
+            c.sessions_lost += 1;
+            c.errors.add(format!("session: {reason}"));
+            live.add_error();
+            d.handshaking_since = Some(now);
+        }
+    }
+}
+
+/// Accounts for one event of a device's client.
+fn on_event(d: &mut Device, c: &mut DeviceCounts, live: &Live, ev: ClientEvent, now: Instant) {
+    match ev {
+        ClientEvent::Registered { .. } => {
+            if d.phase != Phase::Registering {
+                // Registered again after the server forgot it (an Update answered 4.04).
+                c.errors.add("registered_again");
+                live.add_error();
+                return;
+            }
+            d.phase = Phase::Up;
+            d.permit = None;
+            c.registrations += 1;
+            live.registered_now_add();
+            if !d.ever_registered {
+                d.ever_registered = true;
+                c.registered += 1;
+                c.last_registered_us = epoch_us();
+            }
+            if let Some(t0) = d.registering_since.take() {
+                c.registration_latency
+                    .record(now.saturating_duration_since(t0));
+            }
+        }
+        ClientEvent::Updated => c.updates += 1,
+        ClientEvent::RegistrationFailed { error } => {
+            c.registration_failures += 1;
+            let what = if d.phase == Phase::Registering {
+                // The client retries later by itself; the slot goes to the next device.
+                d.permit = None;
+                "register"
+            } else {
+                "update"
+            };
+            if is_timeout(&error) {
+                c.timeouts += 1;
+            } else {
+                c.errors.add(format!("{what}: {error}"));
+                live.add_error();
+            }
+        }
+        ClientEvent::Deregistered => {
+            if d.phase == Phase::Leaving {
+                c.deregistered += 1;
+                live.registered_now_sub();
+            }
+            d.phase = Phase::Gone;
+            d.permit = None;
+        }
+        ClientEvent::Executed { path, .. } if path == REBOOT => d.reboot_due = true,
+        // FIRMWARE_UPDATE: acknowledged by the client; the firmware behaviours (download,
+        // state machine, result) plug in here.
+        ClientEvent::SendCompleted { result, .. } => match result {
+            Ok(()) => c.sends_acknowledged += 1,
+            Err(e) if is_timeout(&e) => c.timeouts += 1,
+            Err(e) => {
+                c.errors.add(format!("send: {e}"));
+                live.add_error();
+            }
+        },
+        ClientEvent::Sleeping => c.sleeps += 1,
+        ClientEvent::Woke => c.wakes += 1,
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distinct_addresses_are_loopback_and_distinct() {
+        let mut s = Scenario::default();
+        s.fleet.distinct_ips = true;
+        let setup = Setup::new(&s).unwrap();
+        let all: std::collections::HashSet<_> =
+            (0..70_000).map(|n| setup.bind_addr(n).ip()).collect();
+        assert_eq!(all.len(), 70_000);
+        assert!(all.iter().all(|a| a.is_loopback()));
+    }
+
+    #[test]
+    fn cadences_spread_runs_and_skip_ahead() {
+        let t0 = Instant::now();
+        let mut c = Cadence::new(Some(Duration::from_secs(1))).unwrap();
+        // 4 devices, once a second each: a run every 250 ms.
+        assert_eq!(c.due(t0 + Duration::from_millis(260), t0, 4), 0..1);
+        assert_eq!(c.next(t0, 4), t0 + Duration::from_millis(500));
+        assert_eq!(c.due(t0 + Duration::from_millis(1010), t0, 4), 1..4);
+        // Ten seconds late: one round, not forty runs.
+        assert_eq!(c.due(t0 + Duration::from_secs(11), t0, 4), 40..44);
+    }
+}
