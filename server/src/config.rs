@@ -63,6 +63,8 @@ pub struct ServerSection {
     pub objects_dir: PathBuf,
     /// Receive buffer of each UDP socket, in bytes (0: the kernel's default).
     pub udp_recv_buffer_bytes: usize,
+    /// Page cache of the store, in bytes.
+    pub store_cache_bytes: usize,
 }
 
 impl Default for ServerSection {
@@ -79,6 +81,7 @@ impl Default for ServerSection {
             data_dir: PathBuf::from("./lwm2m-data"),
             objects_dir: PathBuf::new(),
             udp_recv_buffer_bytes: 4 << 20,
+            store_cache_bytes: 32 << 20,
         }
     }
 }

@@ -220,7 +220,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     std::fs::create_dir_all(&config.server.data_dir)
         .with_context(|| format!("creating {}", config.server.data_dir.display()))?;
     let store_path = config.store_path();
-    let store = Store::open(&store_path, StoreConfig::default())
+    let store_config = StoreConfig {
+        cache_bytes: config.server.store_cache_bytes,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(&store_path, store_config)
         .with_context(|| format!("opening the store at {}", store_path.display()))?;
     let secrets = SecretsKey::load_or_create(&config.secrets_key_path())
         .with_context(|| format!("secrets key {}", config.secrets_key_path().display()))?;

@@ -125,6 +125,10 @@ pub struct StoreConfig {
     pub queue_capacity: usize,
     /// Writes applied in one transaction at most.
     pub max_batch: usize,
+    /// redb's page cache. Its default (1 GiB) would keep every page ever written in memory;
+    /// the server holds its live state itself and reads the store only at start, so a small
+    /// cache costs nothing and keeps memory per device small.
+    pub cache_bytes: usize,
 }
 
 impl Default for StoreConfig {
@@ -132,6 +136,7 @@ impl Default for StoreConfig {
         Self {
             queue_capacity: 65_536,
             max_batch: 8192,
+            cache_bytes: 32 << 20,
         }
     }
 }
@@ -163,7 +168,11 @@ impl std::fmt::Debug for Store {
 impl Store {
     /// Opens (or creates) the database at `path` and starts its writer thread.
     pub fn open(path: &Path, config: StoreConfig) -> Result<Self, StoreError> {
-        let db = Arc::new(Database::create(path)?);
+        let db = Arc::new(
+            redb::Builder::new()
+                .set_cache_size(config.cache_bytes)
+                .create(path)?,
+        );
         // Create every table up front so that readers never meet a missing one.
         let txn = db.begin_write()?;
         for t in Table::ALL {
@@ -483,6 +492,7 @@ mod tests {
         let config = StoreConfig {
             queue_capacity: 16,
             max_batch: 1,
+            ..StoreConfig::default()
         };
         let s = Store::open(&dir.path().join("b.redb"), config).unwrap();
         s.flush().await.unwrap();

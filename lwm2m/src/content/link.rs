@@ -220,6 +220,10 @@ pub fn parse_registration_links(bytes: &[u8]) -> Result<ObjectLinks, CodecError>
         out.objects
             .push((path, link.lwm2m_version().map(str::to_owned)));
     }
+    // A server keeps one of these per registered device for the registration's life: no
+    // spare capacity (it would be up to half the list again, per device).
+    out.objects.shrink_to_fit();
+    out.content_formats.shrink_to_fit();
     Ok(out)
 }
 

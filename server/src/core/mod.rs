@@ -129,7 +129,9 @@ pub struct ServerCore<P: Peer> {
     /// Maps monotonic time to wall-clock time for what is persisted.
     clock_base: (Instant, SystemTime),
     rng: StdRng,
-    devices: HashMap<String, Device<P>>,
+    /// Boxed: a map keeps spare slots (up to a third empty after it grows), and a slot of a
+    /// few hundred bytes per spare would cost more than the pointer.
+    devices: HashMap<String, Box<Device<P>>>,
     /// Location id (`/rd/{id}`) to endpoint name.
     locations: HashMap<String, String>,
     /// Peer to endpoint name, for Send (`/dp` carries no location).

@@ -122,7 +122,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         let formats = ClientFormats::new(reg.version, &reg.links.content_formats);
         self.devices.insert(
             endpoint,
-            Device {
+            Box::new(Device {
                 reg,
                 peer,
                 formats,
@@ -130,7 +130,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
                 awake_until: None,
                 queue,
                 observations: Vec::new(),
-            },
+            }),
         );
     }
 
@@ -257,7 +257,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             endpoint: endpoint.to_string(),
             reason,
         });
-        Some(dev)
+        Some(*dev)
     }
 
     pub(super) fn expire_registrations(&mut self, now: Instant) {
