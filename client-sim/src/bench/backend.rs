@@ -108,6 +108,11 @@ async fn run(
     );
     options.set_keep_alive(Duration::from_secs(30));
     options.set_max_packet_size(Some(1 << 20));
+    // No Nagle delay: a lone command would otherwise wait for the broker's delayed ACK (40 ms
+    // on Linux), and that would be measured as the server's latency.
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    options.set_network_options(network);
     let (client, mut eventloop) = AsyncClient::new(options, MQTT_QUEUE);
     client
         .subscribe(format!("{}/+/up/#", s.prefix), QoS::AtLeastOnce)
