@@ -183,6 +183,24 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #[test]
+        fn patterns_never_panic_and_numbers_round_trip(p in ".{0,24}", n in 0u64..10_000_000) {
+            if let Ok(pat) = NamePattern::parse(&p) {
+                let name = pat.name(n);
+                proptest::prop_assert_eq!(pat.number(&name), Some(n));
+            }
+        }
+
+        #[test]
+        fn key_files_never_panic(text in "[a-f0-9,#\\n x-]{0,200}") {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("k.csv");
+            std::fs::write(&path, &text).unwrap();
+            let _ = Keys::read(&path);
+        }
+    }
+
     #[test]
     fn derived_keys_differ_per_device_and_seed() {
         let a = Keys::derived("s1");

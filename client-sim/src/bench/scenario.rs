@@ -473,6 +473,15 @@ mod tests {
         assert!(Scenario::load_with("no-such-scenario", &[]).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn command_and_override_parsers_never_panic(c in ".{0,40}", set in ".{0,40}") {
+            let _ = Command::parse(&c);
+            let mut t = toml::Table::new();
+            let _ = apply_set(&mut t, &set);
+        }
+    }
+
     #[test]
     fn commands_parse() {
         assert_eq!(
