@@ -104,6 +104,8 @@ impl Children {
                 done: None,
             });
         }
+        // Only the readers hold senders now: the inbox closes when every child is gone.
+        drop(tx);
         let mut c = Self {
             procs,
             inbox,
@@ -112,11 +114,16 @@ impl Children {
         let mut ready = 0;
         let until = tokio::time::Instant::now() + READY_WITHIN;
         while ready < c.procs.len() {
-            match tokio::time::timeout_at(until, c.inbox.recv()).await {
+            // Look at the children at least once a second: one that failed (no sockets left,
+            // say) has printed why on standard error and must end the run now.
+            match tokio::time::timeout(Duration::from_secs(1), c.inbox.recv()).await {
                 Ok(Some((_, Message::Ready(_)))) => ready += 1,
                 Ok(Some((k, m))) => c.take(k, m),
-                Ok(None) => bail!("a child process ended before it was ready"),
-                Err(_) => bail!("child processes not ready within {READY_WITHIN:?}"),
+                Ok(None) => bail!("the child processes ended before they were ready"),
+                Err(_) if tokio::time::Instant::now() >= until => {
+                    bail!("child processes not ready within {READY_WITHIN:?}")
+                }
+                Err(_) => {}
             }
             for p in &mut c.procs {
                 if let Ok(Some(status)) = p.child.try_wait() {

@@ -435,6 +435,19 @@ mod tests {
     }
 
     #[test]
+    fn the_reference_file_documents_the_defaults() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../config/scenarios/reference.toml"
+        );
+        let reference = Scenario::load_with(path, &[]).unwrap();
+        assert_eq!(
+            toml::to_string(&reference).unwrap(),
+            toml::to_string(&Scenario::default()).unwrap()
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_rejected() {
         let e = Scenario::parse("[fleet]\ndevises = 3\n").unwrap_err();
         assert!(format!("{e:#}").contains("devises"), "{e:#}");
