@@ -183,62 +183,28 @@ impl Default for SecuritySection {
     }
 }
 
-/// A DTLS 1.2 cipher suite, named in the configuration by its IANA name.
-///
-/// The variants mirror the DTLS engine's own enum; [`CipherSuite::id`] gives the IANA code
-/// point, so the runtime maps one onto the other without a name table of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-pub enum CipherSuite {
-    /// TLS_PSK_WITH_AES_128_CCM_8 (RFC 6655), the LwM2M mandatory PSK suite.
-    #[serde(rename = "TLS_PSK_WITH_AES_128_CCM_8")]
-    PskAes128Ccm8,
-    /// TLS_PSK_WITH_AES_128_CBC_SHA256 (RFC 5487), for older stacks without CCM.
-    #[serde(rename = "TLS_PSK_WITH_AES_128_CBC_SHA256")]
-    PskAes128CbcSha256,
-    /// TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8 (RFC 7251), the LwM2M mandatory RPK/X.509 suite.
-    #[serde(rename = "TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8")]
-    EcdheEcdsaAes128Ccm8,
-    /// TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 (RFC 5289).
-    #[serde(rename = "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256")]
-    EcdheEcdsaAes128GcmSha256,
-}
+/// The DTLS engine's cipher suites, named in the configuration by their IANA names.
+pub use dtls::CipherSuite;
 
-impl CipherSuite {
-    /// Every suite, in the default order of preference.
-    pub const ALL: [CipherSuite; 4] = [
-        CipherSuite::PskAes128Ccm8,
-        CipherSuite::PskAes128CbcSha256,
-        CipherSuite::EcdheEcdsaAes128Ccm8,
-        CipherSuite::EcdheEcdsaAes128GcmSha256,
-    ];
-
-    /// The IANA code point.
-    pub const fn id(self) -> u16 {
-        match self {
-            CipherSuite::PskAes128Ccm8 => 0xC0A8,
-            CipherSuite::PskAes128CbcSha256 => 0x00AE,
-            CipherSuite::EcdheEcdsaAes128Ccm8 => 0xC0AE,
-            CipherSuite::EcdheEcdsaAes128GcmSha256 => 0xC02B,
-        }
-    }
-
-    /// The IANA name, as written in the configuration.
-    pub const fn name(self) -> &'static str {
-        match self {
-            CipherSuite::PskAes128Ccm8 => "TLS_PSK_WITH_AES_128_CCM_8",
-            CipherSuite::PskAes128CbcSha256 => "TLS_PSK_WITH_AES_128_CBC_SHA256",
-            CipherSuite::EcdheEcdsaAes128Ccm8 => "TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8",
-            CipherSuite::EcdheEcdsaAes128GcmSha256 => "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-        }
-    }
-
-    /// Whether the suite authenticates with a pre-shared key (else ECDHE-ECDSA).
-    pub const fn is_psk(self) -> bool {
-        matches!(
-            self,
-            CipherSuite::PskAes128Ccm8 | CipherSuite::PskAes128CbcSha256
-        )
-    }
+/// Reads `cipher_suites` as IANA names into the engine's own enum, so the configuration
+/// has no second list of suites to keep in step with the engine.
+fn cipher_suites<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<CipherSuite>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    names
+        .iter()
+        .map(|n| {
+            CipherSuite::ALL
+                .into_iter()
+                .find(|s| s.name() == n)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = CipherSuite::ALL.iter().map(|s| s.name()).collect();
+                    serde::de::Error::custom(format!(
+                        "unknown cipher suite {n:?} (known: {})",
+                        known.join(", ")
+                    ))
+                })
+        })
+        .collect()
 }
 
 /// `[dtls]`: the DTLS engine's limits and timers.
@@ -260,6 +226,7 @@ pub struct DtlsSection {
     /// Seconds between saves of the established sessions (0: only at shutdown).
     pub session_save_interval_secs: u64,
     /// Cipher suites offered, in order of preference.
+    #[serde(deserialize_with = "cipher_suites")]
     pub cipher_suites: Vec<CipherSuite>,
     /// Refuse clients that do not offer Extended Master Secret (RFC 7627).
     pub require_extended_master_secret: bool,

@@ -139,11 +139,7 @@ pub fn trusted_roots(path: &PathBuf) -> anyhow::Result<Roots> {
 pub fn dtls_config(config: &Config, key: Option<Arc<OwnKey>>) -> dtls::ServerConfig {
     let d = &config.dtls;
     dtls::ServerConfig {
-        suites: d
-            .cipher_suites
-            .iter()
-            .filter_map(|s| dtls::CipherSuite::from_id(s.id()))
-            .collect(),
+        suites: d.cipher_suites.clone(),
         cid_len: usize::from(d.connection_id_length),
         timers: dtls::Timers {
             initial: Duration::from_millis(d.retransmit_initial_ms),
