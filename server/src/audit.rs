@@ -59,17 +59,18 @@ impl AuditKind {
         }
     }
 
+    /// Every kind.
+    const ALL: [AuditKind; 6] = [
+        AuditKind::CredentialAdded,
+        AuditKind::CredentialRevoked,
+        AuditKind::AuthFailed,
+        AuditKind::EndpointMismatch,
+        AuditKind::NoSecRefused,
+        AuditKind::SessionClosed,
+    ];
+
     fn parse(s: &str) -> Option<Self> {
-        [
-            AuditKind::CredentialAdded,
-            AuditKind::CredentialRevoked,
-            AuditKind::AuthFailed,
-            AuditKind::EndpointMismatch,
-            AuditKind::NoSecRefused,
-            AuditKind::SessionClosed,
-        ]
-        .into_iter()
-        .find(|k| k.as_str() == s)
+        Self::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
     /// Whether the event is a refusal (logged as a warning).
@@ -397,14 +398,7 @@ mod tests {
             serde_json::to_string(&AuditKind::NoSecRefused).unwrap(),
             "\"no-sec-refused\""
         );
-        for k in [
-            AuditKind::CredentialAdded,
-            AuditKind::CredentialRevoked,
-            AuditKind::AuthFailed,
-            AuditKind::EndpointMismatch,
-            AuditKind::NoSecRefused,
-            AuditKind::SessionClosed,
-        ] {
+        for k in AuditKind::ALL {
             assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
             assert_eq!(AuditKind::parse(k.as_str()), Some(k));
         }
