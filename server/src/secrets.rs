@@ -162,7 +162,7 @@ impl SecretsKey {
             )));
         }
         let mut key = [0u8; 32];
-        if hex_decode_into(digits, &mut key).is_none() {
+        if hex::decode_to_slice(digits, &mut key).is_err() {
             key.zeroize();
             return Err(malformed("expected 64 hex digits, found other characters"));
         }
@@ -217,36 +217,12 @@ impl SecretsKey {
 
 /// Lower-case hex of `bytes`.
 pub fn hex_encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(char::from(DIGITS[usize::from(b >> 4)]));
-        s.push(char::from(DIGITS[usize::from(b & 15)]));
-    }
-    s
-}
-
-/// Decodes hex digits (either case) into `out`, which must be exactly half as long.
-fn hex_decode_into(digits: &[u8], out: &mut [u8]) -> Option<()> {
-    if digits.len() != out.len() * 2 {
-        return None;
-    }
-    for (o, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        let hi = char::from(pair[0]).to_digit(16)?;
-        let lo = char::from(pair[1]).to_digit(16)?;
-        *o = u8::try_from((hi << 4) | lo).ok()?;
-    }
-    Some(())
+    hex::encode(bytes)
 }
 
 /// Decodes hex digits (either case); `None` for an odd length or a non-hex character.
 pub fn hex_decode(digits: &str) -> Option<Vec<u8>> {
-    if !digits.len().is_multiple_of(2) {
-        return None;
-    }
-    let mut out = vec![0u8; digits.len() / 2];
-    hex_decode_into(digits.as_bytes(), &mut out)?;
-    Some(out)
+    hex::decode(digits).ok()
 }
 
 #[cfg(test)]

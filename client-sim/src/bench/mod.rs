@@ -140,7 +140,7 @@ pub(crate) fn credentials(args: CredentialArgs) -> anyhow::Result<()> {
         let psk = keys
             .get(&ep)
             .with_context(|| format!("no key for {ep} in the key file"))?;
-        writeln!(out, "{ep},{},{}", psk.identity, names::to_hex(&psk.key))?;
+        writeln!(out, "{ep},{},{}", psk.identity, hex::encode(&psk.key))?;
     }
     out.flush()?;
     Ok(())

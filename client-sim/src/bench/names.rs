@@ -2,7 +2,6 @@
 //! a seed or read from the CSV file that `lwm2m-server device import` also reads.
 use anyhow::{bail, Context};
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::path::Path;
 
 /// Length of a derived key: AES-128, as TLS_PSK_WITH_AES_128_CCM_8 uses it.
@@ -113,7 +112,9 @@ impl Keys {
                     n + 1
                 );
             };
-            let key = from_hex(hex.trim())
+            let key = hex::decode(hex.trim())
+                .ok()
+                .filter(|k| !k.is_empty())
                 .with_context(|| format!("{}:{}: bad key", path.display(), n + 1))?;
             keys.insert(
                 ep.trim().to_owned(),
@@ -139,28 +140,6 @@ impl Keys {
             Self::File(map) => map.get(endpoint).cloned(),
         }
     }
-}
-
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
-}
-
-fn from_hex(s: &str) -> anyhow::Result<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || s.is_empty() {
-        bail!("hex of even, non-zero length expected");
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| {
-            s.get(i..i + 2)
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .context("not hex")
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -222,7 +201,7 @@ mod tests {
             &path,
             format!(
                 "endpoint,psk_identity,psk_key\n# c\n\nd1,id-1,{}\n",
-                to_hex(&k.key)
+                hex::encode(&k.key)
             ),
         )
         .unwrap();

@@ -796,21 +796,13 @@ fn float_of(json: &Json) -> Option<f64> {
 
 fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
     let s = s.trim();
-    let digit = |b: u8| char::from(b).to_digit(16);
-    if !s.len().is_multiple_of(2) {
-        return Err("a hex value needs an even number of digits".into());
-    }
-    s.as_bytes()
-        .chunks_exact(2)
-        .map(|pair| match pair {
-            [hi, lo] => match (digit(*hi), digit(*lo)) {
-                (Some(h), Some(l)) => u8::try_from(h * 16 + l).ok(),
-                _ => None,
-            },
-            _ => None,
-        })
-        .collect::<Option<Vec<u8>>>()
-        .ok_or_else(|| format!("not hex: {:?}", truncate(s)))
+    crate::secrets::hex_decode(s).ok_or_else(|| {
+        if s.len().is_multiple_of(2) {
+            format!("not hex: {:?}", truncate(s))
+        } else {
+            "a hex value needs an even number of digits".into()
+        }
+    })
 }
 
 /// A short description of a JSON value for error messages.
