@@ -18,7 +18,7 @@ use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use serde_json::{json, Value as Json};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -85,6 +85,11 @@ struct Backend {
     live: Arc<BackendLive>,
     counts: BackendCounts,
     pending: HashMap<u64, Pending>,
+    /// Request ids in the order sent: every request has the same timeout, so the oldest
+    /// are at the front and a sweep stops at the first one still in time. Ids already
+    /// answered are dropped when they reach the front, so it holds at most the ids sent
+    /// within one timeout, and no more than [`MAX_PENDING`] (checked before sending).
+    sent_order: VecDeque<u64>,
     next_req: u64,
     /// Registered devices of the run, to pick command targets from in O(1).
     registered: Vec<String>,
@@ -125,6 +130,7 @@ async fn run(
         live,
         counts: BackendCounts::default(),
         pending: HashMap::new(),
+        sent_order: VecDeque::new(),
         next_req: 1,
         registered: Vec::new(),
         index: HashMap::new(),
@@ -215,7 +221,7 @@ impl Backend {
     }
 
     fn publish(&mut self, ep: &str, kind: Kind, msg_type: &str, data: Json) {
-        if self.pending.len() >= MAX_PENDING {
+        if self.sent_order.len() >= MAX_PENDING {
             self.counts.errors.add("backend: too many pending commands");
             return;
         }
@@ -235,6 +241,7 @@ impl Backend {
                         sent: Instant::now(),
                     },
                 );
+                self.sent_order.push_back(req);
                 if kind == Kind::Command {
                     self.counts.commands_sent += 1;
                     self.live.pending_commands.fetch_add(1, Relaxed);
@@ -340,12 +347,16 @@ impl Backend {
             return;
         }
         let sent = v as u64;
-        let last = self.last_value.entry(ep.to_owned()).or_insert(0);
-        if sent <= *last {
-            self.counts.notification_duplicates += 1;
-            return;
+        match self.last_value.get_mut(ep) {
+            Some(last) if sent <= *last => {
+                self.counts.notification_duplicates += 1;
+                return;
+            }
+            Some(last) => *last = sent,
+            None => {
+                self.last_value.insert(ep.to_owned(), sent);
+            }
         }
-        *last = sent;
         let now = epoch_us();
         self.counts
             .notification_latency
@@ -386,13 +397,16 @@ impl Backend {
 
     /// Counts what waited longer than `timeout` as timed out.
     fn sweep(&mut self, now: Instant, timeout: Duration) {
-        let mut expired = Vec::new();
-        for (req, p) in &self.pending {
-            if now.saturating_duration_since(p.sent) > timeout {
-                expired.push((*req, p.kind));
+        while let Some(&req) = self.sent_order.front() {
+            let Some(p) = self.pending.get(&req) else {
+                self.sent_order.pop_front(); // answered
+                continue;
+            };
+            if now.saturating_duration_since(p.sent) <= timeout {
+                break;
             }
-        }
-        for (req, kind) in expired {
+            let kind = p.kind;
+            self.sent_order.pop_front();
             self.pending.remove(&req);
             match kind {
                 Kind::Command => {

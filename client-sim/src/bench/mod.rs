@@ -301,7 +301,7 @@ fn parent(s: &Scenario, args: &Args) -> anyhow::Result<Report> {
         let t0_epoch = epoch_us();
         let fleet_task = match &mut children {
             Some(c) => {
-                c.go(t0_epoch).await?;
+                c.go(t0_epoch).await;
                 None
             }
             None => {
@@ -317,7 +317,6 @@ fn parent(s: &Scenario, args: &Args) -> anyhow::Result<Report> {
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut sample = tokio::time::interval(procstat::Sampler::EVERY);
         let mut stopped = false;
-        let mut registered_at_stop = 0i64;
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -349,9 +348,8 @@ fn parent(s: &Scenario, args: &Args) -> anyhow::Result<Report> {
             let now = Instant::now();
             if now >= end && *issuing_tx.borrow() {
                 let _ = issuing_tx.send(false);
-                registered_at_stop = snap.registered_now;
                 if let Some(sm) = &mut sampler {
-                    sm.mark_stop();
+                    sm.mark_stop(u64::try_from(snap.registered_now).unwrap_or(0));
                 }
             }
             let drained =
@@ -379,7 +377,7 @@ fn parent(s: &Scenario, args: &Args) -> anyhow::Result<Report> {
             (None, Some(c)) => c.finish().await?,
             (None, None) => DeviceCounts::default(),
         };
-        anyhow::Ok((counts, registered_at_stop))
+        anyhow::Ok(counts)
     });
     display.finish();
     let _ = stop_tx.send(true);
@@ -389,14 +387,8 @@ fn parent(s: &Scenario, args: &Args) -> anyhow::Result<Report> {
             .map_err(|_| anyhow::anyhow!("the backend thread panicked"))??,
         None => BackendCounts::default(),
     };
-    let (counts, registered_at_stop) = result?;
-    let server_process = sampler.map(|sm| {
-        sm.finish(
-            u64::try_from(registered_at_stop)
-                .unwrap_or(0)
-                .max(counts.registered_at_stop),
-        )
-    });
+    let counts = result?;
+    let server_process = sampler.map(|sm| sm.finish(counts.registered_at_stop));
     Ok(report(
         s,
         processes,

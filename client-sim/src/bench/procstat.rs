@@ -60,7 +60,8 @@ pub(crate) struct Sampler {
     last: Sample,
     max_percent: f64,
     max_rss: u64,
-    at_stop: Option<Sample>,
+    /// The sample when the stop began, with the devices registered then.
+    at_stop: Option<(Sample, u64)>,
 }
 
 impl Sampler {
@@ -94,15 +95,16 @@ impl Sampler {
         self.last = s;
     }
 
-    /// The stop begins: the memory now is that of the registered fleet.
-    pub(crate) fn mark_stop(&mut self) {
+    /// The stop begins with `registered` devices registered: the memory now is theirs.
+    pub(crate) fn mark_stop(&mut self, registered: u64) {
         self.tick();
-        self.at_stop = Some(self.last);
+        self.at_stop = Some((self.last, registered));
     }
 
-    pub(crate) fn finish(mut self, registered_at_stop: u64) -> ServerUsage {
+    /// The figures; `registered` counts for a run stopped before [`mark_stop`](Self::mark_stop).
+    pub(crate) fn finish(mut self, registered: u64) -> ServerUsage {
         self.tick();
-        let stop = self.at_stop.unwrap_or(self.last);
+        let (stop, registered_at_stop) = self.at_stop.unwrap_or((self.last, registered));
         let cpu = self.last.cpu_seconds - self.first.cpu_seconds;
         let secs = self.last.at.duration_since(self.first.at).as_secs_f64();
         ServerUsage {
@@ -135,8 +137,8 @@ mod tests {
             x = x.wrapping_mul(31).wrapping_add(i);
         }
         std::hint::black_box(x);
-        s.mark_stop();
-        let u = s.finish(1);
+        s.mark_stop(1);
+        let u = s.finish(0);
         assert!(u.rss_start_bytes > 0 && u.rss_max_bytes >= u.rss_start_bytes);
         assert!(u.cpu_seconds >= 0.0);
         assert!(Sampler::start(u32::MAX).is_err());

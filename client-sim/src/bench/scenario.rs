@@ -386,7 +386,7 @@ impl Scenario {
         Ok(())
     }
 
-    /// The seconds a command may wait, or none without a backend.
+    /// The backend's commands, parsed (none without a backend).
     pub(crate) fn commands(&self) -> anyhow::Result<Vec<Command>> {
         self.backend
             .iter()

@@ -58,6 +58,8 @@ pub(crate) struct Setup {
     pattern: NamePattern,
     keys: Keys,
     sensors: Vec<u16>,
+    /// Their Sensor Values, what a Send carries.
+    sensor_paths: Vec<Path>,
     client: ClientConfig,
     distinct_ips: bool,
     timestamps: bool,
@@ -90,6 +92,11 @@ impl Setup {
             pattern: NamePattern::parse(&s.fleet.name_pattern)?,
             keys,
             sensors: b.sensors.clone(),
+            sensor_paths: b
+                .sensors
+                .iter()
+                .map(|&o| objects::sensor_value(o))
+                .collect(),
             client,
             distinct_ips: s.fleet.distinct_ips,
             timestamps: b.sensor_values == SensorValues::Timestamp,
@@ -658,19 +665,19 @@ impl Shard {
         if d.phase != Phase::Up {
             return;
         }
-        for (k, &object) in self.setup.sensors.iter().enumerate() {
-            let Some(v) = d.sensors.get_mut(k) else {
-                continue;
-            };
+        let setup = &self.setup;
+        for ((&object, path), v) in setup
+            .sensors
+            .iter()
+            .zip(&setup.sensor_paths)
+            .zip(&mut d.sensors)
+        {
             *v = if timestamps {
                 epoch_us() as f64
             } else {
                 SensorKind::of(object).walk(*v, self.rng.random_range(-1.0..=1.0))
             };
-            match d
-                .client
-                .set_value(now, &objects::sensor_value(object), Value::Float(*v))
-            {
+            match d.client.set_value(now, path, Value::Float(*v)) {
                 Ok(_) => self.counts.sensor_changes += 1,
                 Err(e) => self.counts.errors.add(format!("sensor: {e}")),
             }
@@ -686,13 +693,7 @@ impl Shard {
         if d.phase != Phase::Up {
             return;
         }
-        let paths: Vec<Path> = self
-            .setup
-            .sensors
-            .iter()
-            .map(|&o| objects::sensor_value(o))
-            .collect();
-        match d.client.send_paths(now, &paths) {
+        match d.client.send_paths(now, &self.setup.sensor_paths) {
             Ok(_) => {
                 self.counts.sends += 1;
                 self.live.add_send();
