@@ -1,5 +1,5 @@
 # Shared by the interop suites (sourced, not run): installing libcoap, a work directory, one
-# server process started and waited for, and PASS/FAIL bookkeeping. Each suite ends with
+# server process started and waited for, mosquitto, and PASS/FAIL bookkeeping. Each suite ends with
 # `summary`, which prints "N passed, M failed" and sets the exit status.
 
 # libcoap's command-line tools (Debian libcoap3-bin), installed if missing.
@@ -8,6 +8,17 @@ ensure_libcoap() {
         echo "coap-client-openssl missing: installing libcoap3-bin"
         apt-get update
         apt-get install -y libcoap3-bin
+    fi
+}
+
+# mosquitto and its clients (Debian mosquitto, mosquitto-clients), installed if missing; sets
+# MOSQUITTO to the broker, which lives in /usr/sbin, not on every user's PATH.
+ensure_mosquitto() {
+    MOSQUITTO="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
+    if [ ! -x "$MOSQUITTO" ] || ! command -v mosquitto_sub >/dev/null 2>&1 || ! command -v mosquitto_pub >/dev/null 2>&1; then
+        echo "mosquitto missing: installing mosquitto mosquitto-clients"
+        apt-get update && apt-get install -y mosquitto mosquitto-clients
+        MOSQUITTO="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
     fi
 }
 

@@ -43,12 +43,7 @@ if [ "$DEVICES" -lt 1 ] || [ "$DEVICES" -gt 200 ] || [ "$DURATION" -lt 1 ] || [ 
     exit 2
 fi
 
-MOSQUITTO="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
-if [ ! -x "$MOSQUITTO" ] || ! command -v mosquitto_sub >/dev/null 2>&1 || ! command -v mosquitto_pub >/dev/null 2>&1; then
-    echo "mosquitto missing: installing mosquitto mosquitto-clients"
-    apt-get update && apt-get install -y mosquitto mosquitto-clients
-    MOSQUITTO="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
-fi
+ensure_mosquitto
 if [ -n "${LWM2M_SERVER:-}" ]; then
     SERVER="$LWM2M_SERVER"
 else

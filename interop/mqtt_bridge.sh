@@ -37,14 +37,7 @@ source "$ROOT/interop/lib.sh"
 OUTAGE_COUNT="${OUTAGE_COUNT:-10000}"
 CRASH_COUNT="${CRASH_COUNT:-3000}"
 
-# mosquitto and its clients (Debian mosquitto, mosquitto-clients), installed if missing. The
-# broker lives in /usr/sbin, which is not on every user's PATH.
-MOSQUITTO="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
-if [ ! -x "$MOSQUITTO" ] || ! command -v mosquitto_sub >/dev/null 2>&1 || ! command -v mosquitto_pub >/dev/null 2>&1; then
-    echo "mosquitto missing: installing mosquitto mosquitto-clients"
-    apt-get update && apt-get install -y mosquitto mosquitto-clients
-    MOSQUITTO="$(command -v mosquitto || echo /usr/sbin/mosquitto)"
-fi
+ensure_mosquitto
 
 if [ -n "${LWM2M_SERVER:-}" ]; then
     SERVER="$LWM2M_SERVER"

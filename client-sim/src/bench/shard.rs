@@ -19,7 +19,7 @@
 //! kept, the time a stop may take. Peer bytes only ever reach the DTLS and LwM2M clients,
 //! whose parsers return errors.
 use super::live::Live;
-use super::names::{Keys, NamePattern};
+use super::names::{Keys, NamePattern, Psk};
 use super::objects::{self, SensorKind, REBOOT};
 use super::report::{epoch_us, DeviceCounts};
 use super::scenario::{Scenario, Security, SensorValues};
@@ -119,16 +119,21 @@ impl Setup {
         SocketAddr::new(IpAddr::from(Ipv4Addr::new(127, b, c, d)), 0)
     }
 
+    /// The PSK of device `name` over DTLS; none for NoSec.
+    fn psk(&self, name: &str) -> anyhow::Result<Option<Psk>> {
+        match self.security {
+            Security::Psk => {
+                Ok(Some(self.keys.get(name).with_context(|| {
+                    format!("no PSK for endpoint {name} in the key file")
+                })?))
+            }
+            Security::NoSec => Ok(None),
+        }
+    }
+
     /// A fresh client for device `n`, as at power-on.
     fn client(&self, name: &str, n: u64, boot: u32) -> anyhow::Result<Client<SocketAddr>> {
-        let psk = match self.security {
-            Security::Psk => Some(
-                self.keys
-                    .get(name)
-                    .with_context(|| format!("no PSK for endpoint {name} in the key file"))?,
-            ),
-            Security::NoSec => None,
-        };
+        let psk = self.psk(name)?;
         let store = objects::device_store(name, n, &self.server_uri, psk.as_ref(), &self.sensors)?;
         let mut config = self.client.clone();
         config.endpoint = name.to_owned();
@@ -137,13 +142,9 @@ impl Setup {
     }
 
     fn dtls_config(&self, name: &str, n: u64) -> anyhow::Result<Option<Arc<dtls::ClientConfig>>> {
-        if self.security != Security::Psk {
+        let Some(psk) = self.psk(name)? else {
             return Ok(None);
-        }
-        let psk = self
-            .keys
-            .get(name)
-            .with_context(|| format!("no PSK for endpoint {name} in the key file"))?;
+        };
         let mut c = dtls::ClientConfig::psk(psk.identity.into_bytes(), psk.key);
         if self.cid {
             // The CID this device wants on records to it; unique per device only for
