@@ -122,7 +122,14 @@ impl Alert {
         let level = match r.u8()? {
             1 => AlertLevel::Warning,
             2 => AlertLevel::Fatal,
-            _ => return Err(DecodeError),
+            other => {
+                return Err(DecodeError::OutOfRange {
+                    field: "AlertLevel",
+                    value: other.into(),
+                    min: 1,
+                    max: 2,
+                })
+            }
         };
         let description = AlertDescription::from_code(r.u8()?);
         r.finish()?;

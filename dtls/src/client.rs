@@ -6,7 +6,15 @@
 //! public key or certificate), asks for a Connection ID if configured, resumes by session id
 //! when given a [`Resumption`], and retransmits its flights with backoff until the server's
 //! next flight arrives.
+//!
+//! Everything the server sends is range-checked where it is parsed (see
+//! [`crate::handshake::messages`]); on top of that a server Connection ID longer than
+//! [`MAX_CID_LEN`](crate::config::MAX_CID_LEN) ends the handshake, since this engine could not
+//! put it in its records. Values from the configuration that a field cannot carry (a PSK
+//! identity over 65535 bytes, a certificate chain over 2^24) end the handshake with a
+//! `Failed` event instead of being sent cut short.
 use crate::alert::{Alert, AlertDescription, AlertLevel};
+use crate::codec::{DecodeError, EncodeError};
 use crate::config::{ClientAuth, ClientConfig, ServerTrust};
 use crate::crypto::{self, DirectionKeys, KeyBlock};
 use crate::flight::{Flight, Item, Writer};
@@ -14,6 +22,7 @@ use crate::handshake::extensions::{
     ClientExtensions, CERT_TYPE_RAW_PUBLIC_KEY, CERT_TYPE_X509, GROUP_SECP256R1,
     POINT_FORMAT_UNCOMPRESSED, SIG_ECDSA_SECP256R1_SHA256,
 };
+use crate::handshake::messages::MAX_SESSION_ID_LEN;
 use crate::handshake::messages::{
     CertificateBody, CertificateVerify, ClientHello, EcdheClientKeyExchange,
     EcdheServerKeyExchange, Finished, HelloVerifyRequest, PskClientKeyExchange, ServerHello,
@@ -26,6 +35,7 @@ use crate::replay::ReplayWindow;
 use crate::server::Failure;
 use crate::session::{Cid, Session, SessionError};
 use crate::suite::{CipherSuite, KeyExchange, RecordCipher};
+use crate::time::deadline;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
 use std::collections::VecDeque;
@@ -173,11 +183,20 @@ impl Client {
             .suites
             .iter()
             .any(|s| s.key_exchange() == KeyExchange::EcdheEcdsa);
+        // A configured CID this engine cannot hold is not offered at all: offering it and
+        // then receiving without it would lose every record the server sends.
+        let own_cid = cfg.connection_id.as_deref().and_then(Cid::new);
+        if cfg.connection_id.is_some() && own_cid.is_none() {
+            tracing::warn!(
+                max = crate::config::MAX_CID_LEN,
+                "configured Connection ID too long; not asking for one"
+            );
+        }
         let mut ext = ClientExtensions {
             present: true,
             extended_master_secret: cfg.extended_master_secret,
             renegotiation_info: Some(Vec::new()),
-            connection_id: cfg.connection_id.clone(),
+            connection_id: own_cid.map(|c| c.as_bytes().to_vec()),
             ..Default::default()
         };
         if ecdhe {
@@ -196,6 +215,22 @@ impl Client {
                 _ => vec![CERT_TYPE_RAW_PUBLIC_KEY, CERT_TYPE_X509],
             });
         }
+        // A session id the hello cannot carry (RFC 5246 §7.4.1.2: at most 32 bytes) cannot
+        // be resumed; the handshake is a full one instead.
+        if self
+            .resumption
+            .as_ref()
+            .is_some_and(|r| r.session_id.len() > MAX_SESSION_ID_LEN)
+        {
+            self.resumption = None;
+        }
+        let mut cipher_suites: Vec<u16> = Vec::with_capacity(cfg.suites.len());
+        for id in cfg.suites.iter().map(|s| s.id()) {
+            // Repeats add nothing, and without them the list is a handful of entries.
+            if !cipher_suites.contains(&id) {
+                cipher_suites.push(id);
+            }
+        }
         let hello = ClientHello {
             client_version: DTLS_1_2,
             random,
@@ -205,11 +240,17 @@ impl Client {
                 .map(|r| r.session_id.clone())
                 .unwrap_or_default(),
             cookie: Vec::new(),
-            cipher_suites: cfg.suites.iter().map(|s| s.id()).collect(),
+            cipher_suites,
             compression_methods: vec![0],
             extensions: ext,
         };
-        let body = hello.encode();
+        let body = match hello.encode() {
+            Ok(body) => body,
+            Err(e) => {
+                self.fail(unencodable(e));
+                return;
+            }
+        };
         let mut hs = Box::new(Handshake {
             started: now,
             expect: Expect::HelloVerifyOrServerHello,
@@ -236,10 +277,16 @@ impl Client {
             out_seq: 1,
             writer: Writer::new(0),
             flight: Flight::new(Vec::new(), now, &cfg.timers, true),
-            own_cid: cfg.connection_id.as_deref().and_then(Cid::new),
+            own_cid,
             peer_cid: None,
         });
-        hs.transcript = full_message(HandshakeType::ClientHello, 0, &body);
+        hs.transcript = match full_message(HandshakeType::ClientHello, 0, &body) {
+            Ok(t) => t,
+            Err(e) => {
+                self.fail(unencodable(e));
+                return;
+            }
+        };
         hs.flight = Flight::new(
             vec![Item::Handshake {
                 epoch: 0,
@@ -252,8 +299,13 @@ impl Client {
             true,
         );
         let mut out = Vec::new();
-        hs.writer
-            .encode(&hs.flight.items, cfg.max_datagram, &mut self.rng, &mut out);
+        if let Err(e) =
+            hs.writer
+                .encode(&hs.flight.items, cfg.max_datagram, &mut self.rng, &mut out)
+        {
+            self.fail(unencodable(e));
+            return;
+        }
         self.transmits.extend(out);
         self.state = State::Handshaking(hs);
     }
@@ -300,11 +352,40 @@ impl Client {
                 final_flight,
             } => {
                 if record.epoch == 0 {
+                    // Until the server's first application data confirms an abbreviated
+                    // handshake, the server may still fail it (our Finished arrived damaged,
+                    // say), and then its fatal alert comes unencrypted. Without this the
+                    // device would count itself connected to a server that is not.
+                    if final_flight.is_some() && record.content_type == ContentType::Alert as u8 {
+                        if let Ok(a) = Alert::decode(record.fragment) {
+                            if a.level == AlertLevel::Fatal {
+                                self.state = State::Closed;
+                                self.events.push_back(ClientEvent::Closed(a.description));
+                            }
+                        }
+                        return;
+                    }
                     // The server repeating its last flight: ours was lost.
                     if let Some((items, writer)) = final_flight {
+                        // The resent Finished is sealed under the session's key, so it takes
+                        // its number from the session's counter: numbering it from the
+                        // handshake's copy would give the next application record the same
+                        // number, which is the same AEAD nonce (and a record the server drops
+                        // as a replay).
+                        if let Some(seq) = writer.seq.get_mut(1) {
+                            *seq = session.write_seq;
+                        }
                         let mut out = Vec::new();
-                        writer.encode(items, self.config.max_datagram, &mut self.rng, &mut out);
-                        self.transmits.extend(out);
+                        // Fails only once the sequence numbers run out; then nothing is resent.
+                        if writer
+                            .encode(items, self.config.max_datagram, &mut self.rng, &mut out)
+                            .is_ok()
+                        {
+                            if let Some(&next) = writer.seq.get(1) {
+                                session.write_seq = next;
+                            }
+                            self.transmits.extend(out);
+                        }
                     }
                     return;
                 }
@@ -354,15 +435,20 @@ impl Client {
                     Err(f) => {
                         if f.alert != AlertDescription::CloseNotify {
                             let mut out = Vec::new();
-                            crate::record::write_plaintext(
+                            // Not written once the epoch-0 numbers ran out; the handshake
+                            // fails all the same.
+                            if crate::record::write_plaintext(
                                 ContentType::Alert,
                                 DTLS_1_2,
                                 0,
                                 hs.writer.seq[0],
                                 &Alert::fatal(f.alert).encode(),
                                 &mut out,
-                            );
-                            self.transmits.push_back(out);
+                            )
+                            .is_ok()
+                            {
+                                self.transmits.push_back(out);
+                            }
                         }
                         // A server that refuses a resumption must get a full handshake next.
                         if f.alert != AlertDescription::CloseNotify {
@@ -385,7 +471,7 @@ impl Client {
         let State::Handshaking(hs) = &mut self.state else {
             return;
         };
-        if now >= hs.started + self.config.timers.handshake_timeout {
+        if now >= deadline(hs.started, self.config.timers.handshake_timeout) {
             self.fail(Failure {
                 alert: AlertDescription::CloseNotify,
                 reason: "handshake timed out",
@@ -395,12 +481,15 @@ impl Client {
         }
         if hs.flight.retransmit_at.is_some_and(|t| t <= now) {
             let mut out = Vec::new();
-            hs.writer.encode(
+            if let Err(e) = hs.writer.encode(
                 &hs.flight.items,
                 self.config.max_datagram,
                 &mut self.rng,
                 &mut out,
-            );
+            ) {
+                self.fail(unencodable(e));
+                return;
+            }
             hs.flight.backoff(now, &self.config.timers);
             self.transmits.extend(out);
         }
@@ -409,12 +498,8 @@ impl Client {
     pub fn poll_timeout(&self) -> Option<Instant> {
         match &self.state {
             State::Handshaking(hs) => {
-                let deadline = hs.started + self.config.timers.handshake_timeout;
-                Some(
-                    hs.flight
-                        .retransmit_at
-                        .map_or(deadline, |r| r.min(deadline)),
-                )
+                let give_up = deadline(hs.started, self.config.timers.handshake_timeout);
+                Some(hs.flight.retransmit_at.map_or(give_up, |r| r.min(give_up)))
             }
             _ => None,
         }
@@ -456,6 +541,27 @@ impl Client {
             }
         }
         self.state = State::Closed;
+    }
+}
+
+/// The failure for a message or flight of ours that cannot be encoded (a configured value
+/// too large for its field); the field is logged, since the failure reason cannot say it.
+fn unencodable(e: EncodeError) -> Failure {
+    tracing::warn!(error = %e, "DTLS handshake message cannot be encoded");
+    Failure {
+        alert: AlertDescription::InternalError,
+        reason: "handshake message cannot be encoded",
+        identity: None,
+    }
+}
+
+/// The failure for a server message that does not parse, with the field logged.
+fn malformed(reason: &'static str, e: DecodeError) -> Failure {
+    tracing::debug!(error = %e, reason, "malformed DTLS handshake message");
+    Failure {
+        alert: AlertDescription::DecodeError,
+        reason,
+        identity: None,
     }
 }
 
@@ -601,26 +707,29 @@ impl Handshake {
                 "unknown handshake message",
             ));
         };
-        let full = full_message(t, seq, &body);
+        // The reassembler caps bodies at 16 KiB, far below the 2^24 the header can carry.
+        let full = full_message(t, seq, &body).map_err(unencodable)?;
         match (self.expect, t) {
             (Expect::HelloVerifyOrServerHello, HandshakeType::HelloVerifyRequest) => {
-                let hvr = HelloVerifyRequest::parse(&body).map_err(|_| {
-                    self.fail(
-                        AlertDescription::DecodeError,
-                        "malformed HelloVerifyRequest",
-                    )
-                })?;
+                let hvr = HelloVerifyRequest::parse(&body)
+                    .map_err(|e| malformed("malformed HelloVerifyRequest", e))?;
                 self.hello.cookie = hvr.cookie;
-                let body = self.hello.encode();
+                let body = self.hello.encode().map_err(unencodable)?;
                 // RFC 6347 §4.2.1: the hello and HelloVerifyRequest before it are not hashed.
-                self.hello_seq = 1;
-                self.transcript = full_message(HandshakeType::ClientHello, 1, &body);
-                self.out_seq = 2;
+                // The new hello takes the next message_seq (RFC 6347 §4.2.2), which is the
+                // one the server answers with: 1 after the usual single HelloVerifyRequest,
+                // more when the server asks again (its cookie secret rotated, or it
+                // restarted). Reusing 1 then would leave the reassembler expecting the
+                // ServerHello at a number the server never uses.
+                self.hello_seq = seq.wrapping_add(1);
+                self.transcript = full_message(HandshakeType::ClientHello, self.hello_seq, &body)
+                    .map_err(unencodable)?;
+                self.out_seq = self.hello_seq.wrapping_add(1);
                 self.flight = Flight::new(
                     vec![Item::Handshake {
                         epoch: 0,
                         msg_type: HandshakeType::ClientHello,
-                        seq: 1,
+                        seq: self.hello_seq,
                         body,
                     }],
                     now,
@@ -628,16 +737,24 @@ impl Handshake {
                     true,
                 );
                 self.writer
-                    .encode(&self.flight.items, cfg.max_datagram, rng, out);
+                    .encode(&self.flight.items, cfg.max_datagram, rng, out)
+                    .map_err(unencodable)?;
             }
             (Expect::HelloVerifyOrServerHello, HandshakeType::ServerHello) => {
-                let sh = ServerHello::parse(&body).map_err(|_| {
-                    self.fail(AlertDescription::DecodeError, "malformed ServerHello")
-                })?;
+                let sh =
+                    ServerHello::parse(&body).map_err(|e| malformed("malformed ServerHello", e))?;
                 if sh.server_version != DTLS_1_2 {
                     return Err(self.fail(
                         AlertDescription::ProtocolVersion,
                         "server does not speak DTLS 1.2",
+                    ));
+                }
+                if sh.compression_method != 0 {
+                    // We offer only null compression (RFC 5246 §7.4.1.3: the server picks
+                    // one the client offered).
+                    return Err(self.fail(
+                        AlertDescription::IllegalParameter,
+                        "server chose a compression method we did not offer",
                     ));
                 }
                 let suite = CipherSuite::from_id(sh.cipher_suite)
@@ -655,7 +772,16 @@ impl Handshake {
                 self.ems = sh.extensions.extended_master_secret;
                 if let Some(cid) = &sh.extensions.connection_id {
                     if self.own_cid.is_some() && suite.record_cipher() != RecordCipher::CbcSha256 {
-                        self.peer_cid = Cid::new(cid);
+                        // RFC 9146 allows up to 255 bytes; records we send must carry it, and
+                        // this engine holds at most MAX_CID_LEN. Failing beats sending records
+                        // the server cannot route.
+                        let Some(peer) = Cid::new(cid) else {
+                            return Err(self.fail(
+                                AlertDescription::HandshakeFailure,
+                                "server's Connection ID is longer than 16 bytes",
+                            ));
+                        };
+                        self.peer_cid = Some(peer);
                         self.writer.cid = self.peer_cid;
                     }
                 } else {
@@ -702,12 +828,7 @@ impl Handshake {
                 } else {
                     CertificateBody::parse_x509(&body)
                 }
-                .map_err(|_| {
-                    self.fail(
-                        AlertDescription::DecodeError,
-                        "malformed server Certificate",
-                    )
-                })?;
+                .map_err(|e| malformed("malformed server Certificate", e))?;
                 let key = match parsed {
                     CertificateBody::RawPublicKey(spki) => {
                         match &cfg.trust {
@@ -752,9 +873,8 @@ impl Handshake {
             }
             (Expect::ServerKeyExchange, HandshakeType::ServerKeyExchange) => {
                 if self.suite.key_exchange() == KeyExchange::EcdheEcdsa {
-                    let ske = EcdheServerKeyExchange::parse(&body).map_err(|_| {
-                        self.fail(AlertDescription::DecodeError, "malformed ServerKeyExchange")
-                    })?;
+                    let ske = EcdheServerKeyExchange::parse(&body)
+                        .map_err(|e| malformed("malformed ServerKeyExchange", e))?;
                     if ske.params.named_curve != GROUP_SECP256R1
                         || ske.signature_scheme != SIG_ECDSA_SECP256R1_SHA256
                     {
@@ -763,12 +883,10 @@ impl Handshake {
                             "unsupported curve or signature",
                         ));
                     }
-                    let signed = [
-                        &self.hello.random[..],
-                        &self.server_random[..],
-                        &ske.params.encode_params(),
-                    ]
-                    .concat();
+                    let signed = ske
+                        .params
+                        .signed_data(&self.hello.random, &self.server_random)
+                        .map_err(unencodable)?;
                     let ok = match &self.server_key {
                         Some(ServerKey::Spki(spki)) => {
                             pki::verify_with_spki(spki, &signed, &ske.signature)
@@ -804,8 +922,7 @@ impl Handshake {
                 return self.send_flight5(cfg, rng, now, out).map(Some);
             }
             (Expect::Finished, HandshakeType::Finished) => {
-                let fin = Finished::parse(&body)
-                    .map_err(|_| self.fail(AlertDescription::DecodeError, "malformed Finished"))?;
+                let fin = Finished::parse(&body).map_err(|e| malformed("malformed Finished", e))?;
                 let master = self.master.ok_or_else(|| {
                     self.fail(AlertDescription::InternalError, "no master secret")
                 })?;
@@ -833,10 +950,13 @@ impl Handshake {
                             body: Finished {
                                 verify_data: verify,
                             }
-                            .encode(),
+                            .encode()
+                            .map_err(unencodable)?,
                         },
                     ];
-                    self.writer.encode(&items, cfg.max_datagram, rng, out);
+                    self.writer
+                        .encode(&items, cfg.max_datagram, rng, out)
+                        .map_err(unencodable)?;
                     return Ok(Some(HsStep::Done {
                         out: std::mem::take(out),
                         final_flight: Some((items, self.writer.clone())),
@@ -863,16 +983,26 @@ impl Handshake {
         s
     }
 
-    fn push(&mut self, items: &mut Vec<Item>, epoch: u16, msg_type: HandshakeType, body: Vec<u8>) {
+    /// Numbers a message of ours, adds it to the transcript and to `items`. `body` is its
+    /// encoding, which fails only for a configured value too large for its field.
+    fn push(
+        &mut self,
+        items: &mut Vec<Item>,
+        epoch: u16,
+        msg_type: HandshakeType,
+        body: Result<Vec<u8>, EncodeError>,
+    ) -> Result<(), Failure> {
+        let body = body.map_err(unencodable)?;
+        let full = full_message(msg_type, self.out_seq, &body).map_err(unencodable)?;
         let seq = self.next_seq();
-        self.transcript
-            .extend_from_slice(&full_message(msg_type, seq, &body));
+        self.transcript.extend_from_slice(&full);
         items.push(Item::Handshake {
             epoch,
             msg_type,
             seq,
             body,
         });
+        Ok(())
     }
 
     fn send_flight5(
@@ -885,6 +1015,14 @@ impl Handshake {
         let mut items = Vec::new();
         let pre_master = match (&cfg.auth, self.suite.key_exchange()) {
             (ClientAuth::Psk { identity, key }, KeyExchange::Psk) => {
+                if key.len() > crypto::MAX_PSK_LEN {
+                    // RFC 4279 §5.3; refused rather than cut, which would fail at the server
+                    // as a wrong key.
+                    return Err(self.fail(
+                        AlertDescription::InternalError,
+                        "PSK longer than 65535 bytes",
+                    ));
+                }
                 let cke = PskClientKeyExchange {
                     identity: identity.clone(),
                 };
@@ -893,7 +1031,7 @@ impl Handshake {
                     0,
                     HandshakeType::ClientKeyExchange,
                     cke.encode(),
-                );
+                )?;
                 crypto::psk_pre_master(key)
             }
             (ClientAuth::Key(key), KeyExchange::EcdheEcdsa) => {
@@ -903,7 +1041,7 @@ impl Handshake {
                     } else {
                         CertificateBody::X509(key.chain.clone())
                     };
-                    self.push(&mut items, 0, HandshakeType::Certificate, cert.encode());
+                    self.push(&mut items, 0, HandshakeType::Certificate, cert.encode())?;
                 }
                 let point = self.server_point.clone().ok_or_else(|| {
                     self.fail(AlertDescription::UnexpectedMessage, "no ServerKeyExchange")
@@ -920,7 +1058,7 @@ impl Handshake {
                     0,
                     HandshakeType::ClientKeyExchange,
                     cke.encode(),
-                );
+                )?;
                 pm.to_vec()
             }
             _ => {
@@ -940,7 +1078,7 @@ impl Handshake {
                 signature_scheme: SIG_ECDSA_SECP256R1_SHA256,
                 signature: key.sign(&self.transcript),
             };
-            self.push(&mut items, 0, HandshakeType::CertificateVerify, cv.encode());
+            self.push(&mut items, 0, HandshakeType::CertificateVerify, cv.encode())?;
         }
         self.derive_keys();
         items.push(Item::ChangeCipherSpec);
@@ -954,10 +1092,11 @@ impl Handshake {
                 verify_data: verify,
             }
             .encode(),
-        );
+        )?;
         self.flight = Flight::new(items, now, &cfg.timers, true);
         self.writer
-            .encode(&self.flight.items, cfg.max_datagram, rng, out);
+            .encode(&self.flight.items, cfg.max_datagram, rng, out)
+            .map_err(unencodable)?;
         self.expect = Expect::ChangeCipherSpec;
         Ok(HsStep::Send(std::mem::take(out)))
     }

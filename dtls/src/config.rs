@@ -37,7 +37,8 @@ impl Default for Timers {
 pub struct ServerConfig {
     /// Suites in order of preference.
     pub suites: Vec<CipherSuite>,
-    /// Length of the Connection IDs issued to clients that ask (0: never).
+    /// Length of the Connection IDs issued to clients that ask (0: never). Capped at
+    /// [`MAX_CID_LEN`]; a larger value issues and expects CIDs of that length.
     pub cid_len: usize,
     pub timers: Timers,
     /// Handshakes in progress at once; beyond it new ones are refused (after the cookie).

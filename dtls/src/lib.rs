@@ -26,6 +26,7 @@ mod flight;
 pub mod pki;
 pub mod server;
 pub mod session;
+mod time;
 
 pub use config::{
     ClientAuth, ClientConfig, PeerKey, PskEntry, ServerConfig, ServerCredentials, ServerTrust,

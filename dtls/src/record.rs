@@ -35,7 +35,7 @@ use subtle::{
     Choice, ConditionallySelectable, ConstantTimeEq, ConstantTimeGreater, ConstantTimeLess,
 };
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{wide, DecodeError, EncodeError, Reader, Writer, MAX_U48};
 use crate::crypto::{hmac_keyed, DirectionKeys};
 use crate::suite::RecordCipher;
 
@@ -51,6 +51,8 @@ pub const MAX_PLAINTEXT_LEN: usize = 1 << 14;
 pub const MAX_CIPHERTEXT_LEN: usize = (1 << 14) + 2048;
 /// Longest Connection ID (RFC 9146 §3: `opaque cid<0..2^8-1>`).
 pub const MAX_CID_LEN: usize = 255;
+/// Highest record sequence number: the field has 48 bits (RFC 6347 §4.1).
+pub const MAX_SEQ: u64 = MAX_U48;
 
 /// AES-128-CCM with an 8-byte tag and 12-byte nonce, as RFC 6655 uses it.
 type Aes128Ccm8 = Ccm<Aes128, U8, U12>;
@@ -127,6 +129,14 @@ pub struct Records<'a> {
 /// is yielded as one `Err` and the iterator then ends, because after a bad length field
 /// there is no way to find where the next record would start (RFC 6347 §4.1.2.7 lets the
 /// receiver drop the rest of the datagram).
+///
+/// The length field is range-checked before anything is taken: at most 2^14 + 2048
+/// (`DTLSCiphertext`, RFC 5246 §6.2.3), else [`DecodeError::OutOfRange`] (the
+/// `record_overflow` case). The framing does not know whether a record is protected, so the
+/// tighter 2^14 of plaintext (RFC 5246 §6.2.1) is enforced where plaintext is used:
+/// [`DirectionKeys::open`] checks what it decrypts, and the handshake reassembler caps
+/// epoch-0 messages. The 48-bit sequence number and the 16-bit epoch fill their fields, so
+/// every value is in range.
 pub fn split_records(datagram: &[u8], cid_len: usize) -> Records<'_> {
     Records {
         rest: datagram,
@@ -147,10 +157,7 @@ impl<'a> Records<'a> {
         } else {
             &[]
         };
-        let fragment = r.vec16()?;
-        if fragment.len() > MAX_CIPHERTEXT_LEN {
-            return Err(DecodeError);
-        }
+        let fragment = r.vec16_in("DTLSCiphertext.length", 0, wide(MAX_CIPHERTEXT_LEN))?;
         self.rest = r.rest();
         Ok(Record {
             content_type,
@@ -180,9 +187,9 @@ impl std::iter::FusedIterator for Records<'_> {}
 
 /// Appends one unprotected record (`DTLSPlaintext`, RFC 6347 §4.1), as used in epoch 0.
 ///
-/// `payload` must not exceed [`MAX_PLAINTEXT_LEN`]; callers fragment handshake messages
-/// well below that. A longer payload is a bug in the caller: it trips a debug assertion,
-/// and in release builds nothing is written rather than a record with a wrong length.
+/// A `payload` longer than [`MAX_PLAINTEXT_LEN`] or a `seq` above [`MAX_SEQ`] is refused and
+/// nothing is written: the record would either break RFC 5246 §6.2.1 or carry a sequence
+/// number cut to its low 48 bits.
 pub fn write_plaintext(
     content_type: ContentType,
     version: u16,
@@ -190,16 +197,24 @@ pub fn write_plaintext(
     seq: u64,
     payload: &[u8],
     out: &mut Vec<u8>,
-) {
-    if payload.len() > MAX_PLAINTEXT_LEN {
-        debug_assert!(false, "record payload of {} bytes", payload.len());
-        return;
+) -> Result<(), EncodeError> {
+    EncodeError::check(
+        "DTLSPlaintext.length",
+        payload.len(),
+        wide(MAX_PLAINTEXT_LEN),
+    )?;
+    let start = out.len();
+    let written = (|| {
+        out.put_u8(content_type as u8);
+        out.put_u16(version);
+        out.put_u16(epoch);
+        out.put_u48("record sequence_number", seq)?;
+        out.put_vec16("DTLSPlaintext.length", payload)
+    })();
+    if written.is_err() {
+        out.truncate(start);
     }
-    out.put_u8(content_type as u8);
-    out.put_u16(version);
-    out.put_u16(epoch);
-    out.put_u48(seq);
-    out.put_vec16(payload);
+    written
 }
 
 /// Why a protected record could not be opened.
@@ -231,37 +246,66 @@ pub enum RecordError {
 /// placeholder and the leading type and CID length make this input unambiguous against
 /// non-CID records and against CIDs of other lengths.
 ///
-/// `length` is the plaintext (inner plaintext) length, at most 2^14 + 2048, so it fits the
-/// two-byte field.
+/// `length` is the plaintext (inner plaintext) length. A caller converts it with
+/// `u16::try_from` and treats failure as a record too large; it is at most 2^14 + 2048 for
+/// any record that passed the length checks.
+///
+/// Refuses a `seq` above 48 bits or a `cid` longer than 255 bytes (which the fields cannot
+/// carry) rather than authenticate a header that differs from the one on the wire.
 fn additional_data(
     content_type: u8,
     version: u16,
     epoch: u16,
     seq: u64,
     cid: Option<&[u8]>,
-    length: usize,
-) -> Vec<u8> {
+    length: u16,
+) -> Result<Vec<u8>, EncodeError> {
     let mut ad = Vec::with_capacity(23 + cid.map_or(0, <[u8]>::len));
     match cid {
         None => {
             ad.put_u16(epoch);
-            ad.put_u48(seq);
+            ad.put_u48("record sequence_number", seq)?;
             ad.put_u8(content_type);
             ad.put_u16(version);
         }
         Some(cid) => {
+            let cid_len = u8::try_from(cid.len())
+                .map_err(|_| EncodeError::new("cid length", cid.len(), u8::MAX.into()))?;
             ad.extend_from_slice(&[0xff; 8]);
             ad.put_u8(ContentType::Tls12Cid as u8);
-            ad.put_u8(cid.len() as u8);
+            ad.put_u8(cid_len);
             ad.put_u8(ContentType::Tls12Cid as u8);
             ad.put_u16(version);
             ad.put_u16(epoch);
-            ad.put_u48(seq);
+            ad.put_u48("record sequence_number", seq)?;
             ad.extend_from_slice(cid);
         }
     }
-    ad.put_u16(length as u16);
-    ad
+    ad.put_u16(length);
+    Ok(ad)
+}
+
+/// [`additional_data`] for a received record whose plaintext is `length` bytes.
+///
+/// [`DirectionKeys::open`] has checked the fragment against [`MAX_CIPHERTEXT_LEN`], so the
+/// length fits its field and the CID its length byte; a hand-built [`Record`] that breaks
+/// either (or carries a sequence number above 48 bits) is refused, not authenticated under a
+/// header that differs from the one it claims.
+fn record_additional_data(
+    record: &Record<'_>,
+    cid: Option<&[u8]>,
+    length: usize,
+) -> Result<Vec<u8>, RecordError> {
+    let length = u16::try_from(length).map_err(|_| RecordError::TooLarge)?;
+    additional_data(
+        record.content_type,
+        record.version,
+        record.epoch,
+        record.seq,
+        cid,
+        length,
+    )
+    .map_err(|_| RecordError::Malformed)
 }
 
 /// The 12-byte AEAD nonce: implicit salt || explicit part (RFC 5288 §3, RFC 6655 §3).
@@ -285,9 +329,9 @@ impl DirectionKeys {
     /// `rng` supplies the CBC explicit IV (RFC 5246 §6.2.3.2 requires it unpredictable);
     /// AEAD suites do not use it.
     ///
-    /// `payload` must not exceed [`MAX_PLAINTEXT_LEN`] and `cid` [`MAX_CID_LEN`] bytes;
-    /// callers guarantee both. Violating that is a caller bug: a debug assertion fires and
-    /// in release builds nothing is appended.
+    /// A `payload` longer than [`MAX_PLAINTEXT_LEN`], a `cid` longer than [`MAX_CID_LEN`] or
+    /// a `seq` above [`MAX_SEQ`] is refused with an [`EncodeError`] and nothing is appended:
+    /// the fields could not carry them.
     #[allow(clippy::too_many_arguments)]
     pub fn seal(
         &self,
@@ -299,13 +343,31 @@ impl DirectionKeys {
         payload: &[u8],
         rng: &mut impl rand::Rng,
         out: &mut Vec<u8>,
-    ) {
+    ) -> Result<(), EncodeError> {
         let cid = cid.filter(|c| !c.is_empty());
-        if payload.len() > MAX_PLAINTEXT_LEN || cid.is_some_and(|c| c.len() > MAX_CID_LEN) {
-            debug_assert!(false, "record payload or CID too long");
-            return;
-        }
+        EncodeError::check("record payload", payload.len(), wide(MAX_PLAINTEXT_LEN))?;
+        EncodeError::check("cid length", cid.map_or(0, <[u8]>::len), wide(MAX_CID_LEN))?;
         let start = out.len();
+        let sealed = self.seal_inner(content_type, version, epoch, seq, cid, payload, rng, out);
+        if sealed.is_err() {
+            out.truncate(start);
+        }
+        sealed
+    }
+
+    /// [`Self::seal`] after its checks; on error the caller drops what was appended.
+    #[allow(clippy::too_many_arguments)]
+    fn seal_inner(
+        &self,
+        content_type: ContentType,
+        version: u16,
+        epoch: u16,
+        seq: u64,
+        cid: Option<&[u8]>,
+        payload: &[u8],
+        rng: &mut impl rand::Rng,
+        out: &mut Vec<u8>,
+    ) -> Result<(), EncodeError> {
         let wire_type = if cid.is_some() {
             ContentType::Tls12Cid
         } else {
@@ -314,7 +376,7 @@ impl DirectionKeys {
         out.put_u8(wire_type as u8);
         out.put_u16(version);
         out.put_u16(epoch);
-        out.put_u48(seq);
+        out.put_u48("record sequence_number", seq)?;
         if let Some(cid) = cid {
             out.extend_from_slice(cid);
         }
@@ -323,7 +385,9 @@ impl DirectionKeys {
         // With a CID the content is followed by the real type (DTLSInnerPlaintext).
         let inner_type = cid.map(|_| content_type as u8);
         let inner_len = payload.len() + usize::from(inner_type.is_some());
-        let ad = additional_data(wire_type as u8, version, epoch, seq, cid, inner_len);
+        let inner_len = u16::try_from(inner_len)
+            .map_err(|_| EncodeError::new("record payload", inner_len, u16::MAX.into()))?;
+        let ad = additional_data(wire_type as u8, version, epoch, seq, cid, inner_len)?;
 
         let sealed = match self.cipher {
             RecordCipher::Ccm8 => {
@@ -337,11 +401,15 @@ impl DirectionKeys {
                 true
             }
         };
-        if sealed {
-            out.patch_len16(len_at);
-        } else {
-            out.truncate(start);
+        if !sealed {
+            return Err(EncodeError::new(
+                "record payload",
+                payload.len(),
+                wide(MAX_PLAINTEXT_LEN),
+            ));
         }
+        // At most 2^14 + 1 + 256 (tag, CBC MAC and padding) bytes follow the length.
+        out.patch_len16("DTLSCiphertext.length", len_at)
     }
 
     /// AEAD part of [`Self::seal`]: appends explicit nonce || ciphertext || tag.
@@ -410,7 +478,9 @@ impl DirectionKeys {
         // bring content || MAC up to a whole number of blocks (RFC 5246 §6.2.3.2).
         let unpadded = out.len() - body_start + 1;
         let pad = (BLOCK_LEN - unpadded % BLOCK_LEN) % BLOCK_LEN;
-        out.resize(out.len() + pad + 1, pad as u8);
+        // `pad` is below BLOCK_LEN (16), so it fits the padding byte.
+        let pad_byte = u8::try_from(pad).unwrap_or_default();
+        out.resize(out.len() + pad + 1, pad_byte);
 
         if let Some(body) = out.get_mut(body_start..) {
             let (blocks, tail) = Array::<u8, U16>::slice_as_chunks_mut(body);
@@ -482,14 +552,7 @@ impl DirectionKeys {
         let ciphertext = r.take(ct_len).map_err(bad)?;
         let tag = Tag::<A>::try_from(r.rest()).map_err(|_| RecordError::BadRecordMac)?;
 
-        let ad = additional_data(
-            record.content_type,
-            record.version,
-            record.epoch,
-            record.seq,
-            cid,
-            ct_len,
-        );
+        let ad = record_additional_data(record, cid, ct_len)?;
         let nonce = Nonce::<A>::from(aead_nonce(&self.fixed_iv, &explicit));
         let cipher = A::new(&Array::from(self.enc_key));
         let mut buf = ciphertext.to_vec();
@@ -526,15 +589,17 @@ impl DirectionKeys {
 
         let len = buf.len();
         let pad = buf.last().copied().unwrap_or_default();
-        let pad_total = u64::from(pad) + 1; // padding bytes including the length byte
-                                            // Valid iff pad_total + MAC_LEN <= len and the last pad_total bytes all equal `pad`.
-                                            // Scan the last 256 bytes (the most padding can span) regardless of `pad`.
-        let mut good = !(pad_total + MAC_LEN as u64).ct_gt(&(len as u64));
+        // Padding bytes including the length byte: 1..=256.
+        let pad_total = u64::from(pad) + 1;
+        // Valid iff pad_total + MAC_LEN <= len and the last pad_total bytes all equal `pad`.
+        // Scan the last 256 bytes (the most padding can span) regardless of `pad`.
+        let mut good = !(pad_total + wide(MAC_LEN)).ct_gt(&wide(len));
         for (i, &b) in buf.iter().rev().take(256).enumerate() {
-            let in_padding = (i as u64).ct_lt(&pad_total);
+            let in_padding = wide(i).ct_lt(&pad_total);
             good &= !in_padding | b.ct_eq(&pad);
         }
-        let strip = u64::conditional_select(&0, &pad_total, good) as usize;
+        // At most 256, so it fits any usize and the fallback is never taken.
+        let strip = usize::try_from(u64::conditional_select(&0, &pad_total, good)).unwrap_or(0);
         // `len >= 48` and, when `good`, `strip + 32 <= len`; so this never saturates.
         let content_len = len.saturating_sub(MAC_LEN + strip);
 
@@ -542,14 +607,7 @@ impl DirectionKeys {
         let received_mac = buf
             .get(content_len..content_len + MAC_LEN)
             .unwrap_or_default();
-        let header = additional_data(
-            record.content_type,
-            record.version,
-            record.epoch,
-            record.seq,
-            cid,
-            content_len,
-        );
+        let header = record_additional_data(record, cid, content_len)?;
         let mut mac = hmac_keyed(&self.mac_key);
         mac.update(&header);
         mac.update(content);
@@ -630,7 +688,8 @@ mod tests {
             payload,
             &mut FixedRng(0x42),
             &mut out,
-        );
+        )
+        .unwrap();
         out
     }
 
@@ -745,7 +804,8 @@ mod tests {
                         &payload,
                         &mut rng,
                         &mut out,
-                    );
+                    )
+                    .unwrap();
                     let rec = only_record(&out, CID.len());
                     assert_eq!(rec.epoch, 3);
                     assert_eq!(rec.seq, 0xABCDEF012345);
@@ -871,7 +931,7 @@ mod tests {
             vec![0xff],               // longer than the record
             vec![1u8, 2],             // value and length disagree
         ] {
-            let header = additional_data(23, DTLS_1_2, 1, 5, None, payload.len());
+            let header = additional_data(23, DTLS_1_2, 1, 5, None, payload.len() as u16).unwrap();
             let mac = crate::crypto::hmac_sha256(&k.mac_key, &[&header, payload]);
             let mut body = payload.to_vec();
             body.extend_from_slice(&mac);
@@ -941,7 +1001,7 @@ mod tests {
         let k = keys(RecordCipher::Gcm);
         let explicit = [0u8, 1, 0, 0, 0, 0, 0, 5];
         let inner = [0u8; 4];
-        let ad = additional_data(25, DTLS_1_2, 1, 5, Some(CID), inner.len());
+        let ad = additional_data(25, DTLS_1_2, 1, 5, Some(CID), inner.len() as u16).unwrap();
         let mut body = inner.to_vec();
         let tag = Aes128Gcm::new(&Array::from(k.enc_key))
             .encrypt_inout_detached(
@@ -970,7 +1030,7 @@ mod tests {
         let k = keys(RecordCipher::Ccm8);
         let explicit = [0u8, 1, 0, 0, 0, 0, 0, 5];
         let inner = [b'h', b'i', 0, 23, 0, 0, 0];
-        let ad = additional_data(25, DTLS_1_2, 1, 5, Some(CID), inner.len());
+        let ad = additional_data(25, DTLS_1_2, 1, 5, Some(CID), inner.len() as u16).unwrap();
         let mut body = inner.to_vec();
         let tag = Aes128Ccm8::new(&Array::from(k.enc_key))
             .encrypt_inout_detached(
@@ -1004,7 +1064,8 @@ mod tests {
             7,
             &[1],
             &mut dgram,
-        );
+        )
+        .unwrap();
         k.seal(
             ContentType::Handshake,
             DTLS_1_2,
@@ -1014,7 +1075,8 @@ mod tests {
             b"finished",
             &mut FixedRng(0),
             &mut dgram,
-        );
+        )
+        .unwrap();
         k.seal(
             ContentType::ApplicationData,
             DTLS_1_2,
@@ -1024,7 +1086,8 @@ mod tests {
             b"data",
             &mut FixedRng(0),
             &mut dgram,
-        );
+        )
+        .unwrap();
         let recs: Vec<_> = split_records(&dgram, CID.len())
             .collect::<Result<_, _>>()
             .unwrap();
@@ -1049,7 +1112,8 @@ mod tests {
             0x010203040506,
             b"abc",
             &mut out,
-        );
+        )
+        .unwrap();
         assert_eq!(
             out,
             [22, 0xfe, 0xff, 0, 0, 1, 2, 3, 4, 5, 6, 0, 3, b'a', b'b', b'c']
@@ -1060,11 +1124,11 @@ mod tests {
     #[test]
     fn truncated_and_malformed_datagrams() {
         let mut good = Vec::new();
-        write_plaintext(ContentType::Handshake, DTLS_1_2, 0, 1, b"hello", &mut good);
+        write_plaintext(ContentType::Handshake, DTLS_1_2, 0, 1, b"hello", &mut good).unwrap();
         // Every strict prefix of one record (except empty) is one error, then the end.
         for n in 1..good.len() {
             let mut it = split_records(&good[..n], 0);
-            assert_eq!(it.next(), Some(Err(DecodeError)), "{n}");
+            assert_eq!(it.next(), Some(Err(DecodeError::Malformed)), "{n}");
             assert_eq!(it.next(), None);
             assert_eq!(it.next(), None);
         }
@@ -1079,17 +1143,99 @@ mod tests {
 
         // A CID record shorter than its CID.
         let cid_rec = [25u8, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0xc1, 0xd0];
-        assert_eq!(split_records(&cid_rec, 4).next(), Some(Err(DecodeError)));
+        assert_eq!(
+            split_records(&cid_rec, 4).next(),
+            Some(Err(DecodeError::Malformed))
+        );
 
         // Over-long length field.
         let mut huge = vec![23u8, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1];
         huge.put_u16((MAX_CIPHERTEXT_LEN + 1) as u16);
         huge.resize(huge.len() + MAX_CIPHERTEXT_LEN + 1, 0);
-        assert_eq!(split_records(&huge, 0).next(), Some(Err(DecodeError)));
+        assert_eq!(
+            split_records(&huge, 0).next(),
+            Some(Err(DecodeError::OutOfRange {
+                field: "DTLSCiphertext.length",
+                value: wide(MAX_CIPHERTEXT_LEN + 1),
+                min: 0,
+                max: wide(MAX_CIPHERTEXT_LEN),
+            }))
+        );
         // Exactly the maximum is fine.
         let mut max = vec![23u8, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1];
-        max.put_vec16(&vec![0; MAX_CIPHERTEXT_LEN]);
+        max.put_vec16("fragment", &vec![0; MAX_CIPHERTEXT_LEN])
+            .unwrap();
         assert!(matches!(split_records(&max, 0).next(), Some(Ok(_))));
+    }
+
+    #[test]
+    fn refuses_to_write_what_the_record_fields_cannot_carry() {
+        let k = keys(RecordCipher::Gcm);
+        let mut out = Vec::new();
+        let mut rng = FixedRng(0);
+        let too_long = vec![0u8; MAX_PLAINTEXT_LEN + 1];
+        assert!(
+            write_plaintext(ContentType::Handshake, DTLS_1_2, 0, 1, &too_long, &mut out).is_err()
+        );
+        assert!(write_plaintext(
+            ContentType::Handshake,
+            DTLS_1_2,
+            0,
+            MAX_SEQ + 1,
+            b"x",
+            &mut out
+        )
+        .is_err());
+        assert!(k
+            .seal(
+                ContentType::ApplicationData,
+                DTLS_1_2,
+                1,
+                1,
+                None,
+                &too_long,
+                &mut rng,
+                &mut out
+            )
+            .is_err());
+        assert!(k
+            .seal(
+                ContentType::ApplicationData,
+                DTLS_1_2,
+                1,
+                MAX_SEQ + 1,
+                None,
+                b"x",
+                &mut rng,
+                &mut out
+            )
+            .is_err());
+        assert!(k
+            .seal(
+                ContentType::ApplicationData,
+                DTLS_1_2,
+                1,
+                1,
+                Some(&[1; 256]),
+                b"x",
+                &mut rng,
+                &mut out
+            )
+            .is_err());
+        assert!(out.is_empty(), "a refused record leaves nothing behind");
+        // A hand-built record with a sequence number the header cannot carry does not open.
+        let rec = Record {
+            content_type: 23,
+            version: DTLS_1_2,
+            epoch: 1,
+            seq: MAX_SEQ + 1,
+            cid: &[],
+            fragment: &[0; 40],
+        };
+        assert!(k.open(&rec).is_err());
+        // The largest sequence number is written whole.
+        write_plaintext(ContentType::Alert, DTLS_1_2, 0, MAX_SEQ, &[1, 0], &mut out).unwrap();
+        assert_eq!(only_record(&out, 0).seq, MAX_SEQ);
     }
 
     #[test]
@@ -1161,7 +1307,7 @@ mod tests {
         ) {
             let mut out = Vec::new();
             let mut rng = StdRng::seed_from_u64(rng_seed);
-            k.seal(ContentType::ApplicationData, DTLS_1_2, epoch, seq, cid.as_deref(), &payload, &mut rng, &mut out);
+            k.seal(ContentType::ApplicationData, DTLS_1_2, epoch, seq, cid.as_deref(), &payload, &mut rng, &mut out).unwrap();
             let cid_len = cid.as_ref().map_or(0, Vec::len);
             let rec = only_record(&out, cid_len);
             prop_assert_eq!(k.open(&rec), Ok((23, payload)));

@@ -3,6 +3,13 @@
 //! numbers, the replay window, the Connection IDs and who the peer is. About 250 bytes, so a
 //! server holds a large fleet's sessions in little memory, and [`Session::save`] turns one into
 //! a few hundred bytes that survive a restart.
+//!
+//! Saved bytes come back from a store that may have been damaged or written by another
+//! version, so [`Session::restore`] checks every field against the range a live session can
+//! have (a 48-bit sequence number, epoch 1 or later, Connection IDs of at most
+//! [`MAX_CID_LEN`](crate::config::MAX_CID_LEN) bytes) and refuses the rest with a
+//! [`RestoreError`] naming the field.
+use crate::codec::{wide, EncodeError};
 use crate::crypto::DirectionKeys;
 use crate::record::{ContentType, Record, RecordError, DTLS_1_2};
 use crate::replay::ReplayWindow;
@@ -11,7 +18,7 @@ use std::sync::Arc;
 
 /// Highest record sequence number (48 bits); a session that reaches it must end, since a
 /// sequence number must never repeat under one key.
-const MAX_SEQ: u64 = (1 << 48) - 1;
+const MAX_SEQ: u64 = crate::record::MAX_SEQ;
 
 /// After a restore, the write sequence number jumps this far ahead of the saved one: the
 /// session may have sent records after it was last saved (periodic saves; a crash), and
@@ -31,7 +38,8 @@ impl Cid {
     pub fn new(bytes: &[u8]) -> Option<Self> {
         let mut out = Self::default();
         out.bytes.get_mut(..bytes.len())?.copy_from_slice(bytes);
-        out.len = bytes.len() as u8;
+        // The slice above succeeded, so the length is at most MAX_CID_LEN (16).
+        out.len = u8::try_from(bytes.len()).ok()?;
         Some(out)
     }
 
@@ -62,6 +70,9 @@ pub enum SessionError {
     Unknown,
     #[error("payload too large for one record")]
     TooLarge,
+    /// The record could not be written (a field too large for the record header).
+    #[error("record not written: {0}")]
+    Encode(#[from] EncodeError),
 }
 
 /// The record-layer state of one established DTLS session.
@@ -131,7 +142,8 @@ impl Session {
             payload,
             rng,
             out,
-        );
+        )?;
+        // Below MAX_SEQ (checked above), so this cannot overflow.
         self.write_seq += 1;
         Ok(())
     }
@@ -178,6 +190,10 @@ impl Session {
     }
 
     /// The inverse of [`save`](Self::save); the write sequence jumps [`RESTORE_SEQ_GAP`] ahead.
+    ///
+    /// Accepted ranges: epoch 1..=65535 (epoch 0 has no keys), write sequence number and
+    /// replay window top 0..=2^48-1, keys exactly 52 bytes, Connection IDs 0..=16 bytes,
+    /// principal 0..=[`MAX_PRINCIPAL_LEN`] bytes, format version 1.
     pub fn restore(d: &mut minicbor::Decoder<'_>) -> Result<Self, RestoreError> {
         if d.array()? != Some(11) {
             return Err(RestoreError::Format);
@@ -187,14 +203,26 @@ impl Session {
         let read = keys_from(cipher, d.bytes()?)?;
         let write = keys_from(cipher, d.bytes()?)?;
         let epoch = d.u16()?;
-        let write_seq = d.u64()?.saturating_add(RESTORE_SEQ_GAP).min(MAX_SEQ);
+        RestoreError::check("epoch", epoch, 1, u16::MAX.into())?;
+        let write_seq = d.u64()?;
+        RestoreError::check("write_seq", write_seq, 0, MAX_SEQ)?;
+        // Saturates at MAX_SEQ: such a session can restore but not send (SeqExhausted).
+        let write_seq = write_seq.saturating_add(RESTORE_SEQ_GAP).min(MAX_SEQ);
         let replay = ReplayWindow {
             top: d.u64()?,
             bitmap: d.u64()?,
         };
-        let send_cid = opt_cid(d)?;
-        let recv_cid = opt_cid(d)?;
-        let principal: Arc<str> = d.str()?.into();
+        RestoreError::check("replay window top", replay.top, 0, MAX_SEQ)?;
+        let send_cid = opt_cid(d, "send_cid length")?;
+        let recv_cid = opt_cid(d, "recv_cid length")?;
+        let principal = d.str()?;
+        RestoreError::check(
+            "principal length",
+            wide(principal.len()),
+            0,
+            MAX_PRINCIPAL_LEN,
+        )?;
+        let principal: Arc<str> = principal.into();
         if d.u8()? != 1 {
             return Err(RestoreError::Format);
         }
@@ -212,12 +240,27 @@ impl Session {
     }
 }
 
-fn opt_cid(d: &mut minicbor::Decoder<'_>) -> Result<Option<Cid>, RestoreError> {
+/// Longest principal a restored session may name. Principals are endpoint names or
+/// identities, far shorter; the bound keeps a damaged record from pinning megabytes per
+/// session.
+pub const MAX_PRINCIPAL_LEN: u64 = 4096;
+
+fn opt_cid(
+    d: &mut minicbor::Decoder<'_>,
+    field: &'static str,
+) -> Result<Option<Cid>, RestoreError> {
     if d.datatype()? == minicbor::data::Type::Null {
         d.skip()?;
         return Ok(None);
     }
-    Cid::new(d.bytes()?).map(Some).ok_or(RestoreError::Format)
+    let bytes = d.bytes()?;
+    RestoreError::check(
+        field,
+        wide(bytes.len()),
+        0,
+        wide(crate::config::MAX_CID_LEN),
+    )?;
+    Cid::new(bytes).map(Some).ok_or(RestoreError::Format)
 }
 
 fn keys_bytes(k: &DirectionKeys) -> Vec<u8> {
@@ -229,9 +272,7 @@ fn keys_bytes(k: &DirectionKeys) -> Vec<u8> {
 }
 
 fn keys_from(cipher: crate::suite::RecordCipher, b: &[u8]) -> Result<DirectionKeys, RestoreError> {
-    if b.len() != 52 {
-        return Err(RestoreError::Format);
-    }
+    RestoreError::check("keys length", wide(b.len()), 52, 52)?;
     let mut k = DirectionKeys {
         cipher,
         enc_key: [0; 16],
@@ -259,4 +300,40 @@ pub enum RestoreError {
     Decode(#[from] minicbor::decode::Error),
     #[error("saved session has an unknown format")]
     Format,
+    /// A field holds a value no live session can have.
+    #[error("saved session's {field} is {value}, outside {min}..={max}")]
+    OutOfRange {
+        field: &'static str,
+        value: u64,
+        min: u64,
+        max: u64,
+    },
+    /// Bytes follow the session.
+    #[error("saved session is followed by {0} unread bytes")]
+    Trailing(usize),
+    /// The session would take a handle or Connection ID another session already has.
+    #[error("saved session's {0} is already in use")]
+    InUse(&'static str),
+}
+
+impl RestoreError {
+    /// `Ok` if `min <= value <= max`, else [`RestoreError::OutOfRange`] naming `field`.
+    pub fn check(
+        field: &'static str,
+        value: impl Into<u64>,
+        min: u64,
+        max: u64,
+    ) -> Result<(), Self> {
+        let value = value.into();
+        if (min..=max).contains(&value) {
+            Ok(())
+        } else {
+            Err(Self::OutOfRange {
+                field,
+                value,
+                min,
+                max,
+            })
+        }
+    }
 }

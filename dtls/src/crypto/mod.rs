@@ -13,7 +13,7 @@ mod prf;
 pub use keys::{key_block, DirectionKeys, KeyBlock};
 pub use prf::{
     extended_master_secret, finished, finished_matches, master_secret, prf, psk_pre_master,
-    verify_data, MASTER_SECRET_LEN, VERIFY_DATA_LEN,
+    verify_data, MASTER_SECRET_LEN, MAX_PSK_LEN, VERIFY_DATA_LEN,
 };
 
 use hmac::{Hmac, KeyInit, Mac};

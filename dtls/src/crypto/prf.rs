@@ -5,7 +5,6 @@
 use hmac::Mac;
 
 use super::hmac_keyed;
-use crate::codec::Writer;
 
 /// Bytes in a master secret (RFC 5246 §8.1).
 pub const MASTER_SECRET_LEN: usize = 48;
@@ -121,16 +120,24 @@ pub fn finished_matches(
 /// The pre-master secret of plain PSK key exchange (RFC 4279 §2): `uint16 N`, `N` zero
 /// bytes, `uint16 N`, the PSK, where `N` is the PSK length.
 ///
-/// RFC 4279 §5.3 caps PSKs at 2^16 - 1 bytes, the most the length field can say; a longer
-/// key (which the PSK store must refuse) is cut to that length so the encoding stays
-/// well-formed rather than wrapping the length field.
+/// RFC 4279 §5.3 caps PSKs at 2^16 - 1 bytes, the most the length field can say. Both
+/// handshake roles refuse a longer key before calling this ([`MAX_PSK_LEN`]); should one
+/// reach here anyway it is cut to that length so the encoding stays well-formed rather than
+/// wrapping the length field.
 pub fn psk_pre_master(psk: &[u8]) -> Vec<u8> {
-    let psk = psk.get(..usize::from(u16::MAX)).unwrap_or(psk);
+    let psk = psk.get(..MAX_PSK_LEN).unwrap_or(psk);
+    // At most MAX_PSK_LEN (u16::MAX) after the cut above, so the fallback is never taken.
+    let n = u16::try_from(psk.len()).unwrap_or(u16::MAX).to_be_bytes();
     let mut out = Vec::with_capacity(4 + 2 * psk.len());
-    out.put_vec16(&vec![0u8; psk.len()]);
-    out.put_vec16(psk);
+    out.extend_from_slice(&n);
+    out.resize(out.len() + psk.len(), 0);
+    out.extend_from_slice(&n);
+    out.extend_from_slice(psk);
     out
 }
+
+/// Longest PSK the pre-master secret can carry (RFC 4279 §5.3: 2^16 - 1 bytes).
+pub const MAX_PSK_LEN: usize = u16::MAX as usize;
 
 #[cfg(test)]
 mod tests {

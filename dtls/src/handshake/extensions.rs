@@ -19,8 +19,15 @@
 //! (RFC 5246 §7.4.1.4), and a client must reject any extension it did not offer.
 //! A type appearing twice is a decode error (RFC 5246 §7.4.1.4: "There MUST NOT be more
 //! than one extension of the same type").
+//!
+//! Lengths: each extension's data is a `vec16` inside the block, so it cannot outrun it; the
+//! lists inside are checked against their RFC ranges (`<1..2^8-1>` for byte lists,
+//! `<2..2^16-2>` and even for lists of two-byte values) and refused as
+//! [`DecodeError::OutOfRange`] naming the extension. The Connection ID is taken at its RFC
+//! 9146 range `<0..2^8-1>`; whether this engine can use one that long
+//! ([`MAX_CID_LEN`](crate::config::MAX_CID_LEN)) is decided where CIDs are negotiated.
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{DecodeError, EncodeError, Reader, Writer};
 
 pub const EXT_SUPPORTED_GROUPS: u16 = 10;
 pub const EXT_EC_POINT_FORMATS: u16 = 11;
@@ -115,7 +122,7 @@ fn for_each_extension(
     }
     seen.sort_unstable();
     if seen.windows(2).any(|w| w.first() == w.get(1)) {
-        return Err(DecodeError);
+        return Err(DecodeError::Malformed);
     }
     Ok(())
 }
@@ -134,22 +141,21 @@ fn one_vec8(data: &[u8]) -> Result<Vec<u8>, DecodeError> {
     Ok(v)
 }
 
-/// Reads extension data that is one non-empty vec8 list of u8 values.
-fn u8_list(data: &[u8]) -> Result<Vec<u8>, DecodeError> {
-    let v = one_vec8(data)?;
-    if v.is_empty() {
-        return Err(DecodeError);
-    }
+/// Reads extension data that is one non-empty vec8 list of u8 values (`<1..2^8-1>`).
+fn u8_list(data: &[u8], field: &'static str) -> Result<Vec<u8>, DecodeError> {
+    let mut r = Reader::new(data);
+    let v = r.vec8_in(field, 1, u8::MAX.into())?.to_vec();
+    r.finish()?;
     Ok(v)
 }
 
-/// Reads extension data that is one non-empty vec16 list of u16 values.
-fn u16_list(data: &[u8]) -> Result<Vec<u16>, DecodeError> {
+/// Reads extension data that is one vec16 list of u16 values (`<2..2^16-2>`, even).
+fn u16_list(data: &[u8], field: &'static str) -> Result<Vec<u16>, DecodeError> {
     let mut outer = Reader::new(data);
-    let mut r = Reader::new(outer.vec16()?);
+    let mut r = Reader::new(outer.vec16_in(field, 2, 0xfffe)?);
     outer.finish()?;
-    if r.is_empty() || !r.remaining().is_multiple_of(2) {
-        return Err(DecodeError);
+    if !r.remaining().is_multiple_of(2) {
+        return Err(DecodeError::Malformed);
     }
     let mut out = Vec::with_capacity(r.remaining() / 2);
     while !r.is_empty() {
@@ -167,19 +173,23 @@ fn one_u8(data: &[u8]) -> Result<u8, DecodeError> {
 }
 
 /// Appends one extension, its data produced by `f`.
-fn put_ext(out: &mut Vec<u8>, ext_type: u16, f: impl FnOnce(&mut Vec<u8>)) {
+fn put_ext(
+    out: &mut Vec<u8>,
+    ext_type: u16,
+    f: impl FnOnce(&mut Vec<u8>) -> Result<(), EncodeError>,
+) -> Result<(), EncodeError> {
     out.put_u16(ext_type);
     let at = out.begin_len16();
-    f(out);
-    out.patch_len16(at);
+    f(out)?;
+    out.patch_len16("extension_data", at)
 }
 
-fn put_u16_list(out: &mut Vec<u8>, list: &[u16]) {
+fn put_u16_list(out: &mut Vec<u8>, field: &'static str, list: &[u16]) -> Result<(), EncodeError> {
     let at = out.begin_len16();
     for v in list {
         out.put_u16(*v);
     }
-    out.patch_len16(at);
+    out.patch_len16(field, at)
 }
 
 impl ClientExtensions {
@@ -194,11 +204,23 @@ impl ClientExtensions {
                 EXT_EXTENDED_MASTER_SECRET => e.extended_master_secret = empty(data)?,
                 EXT_RENEGOTIATION_INFO => e.renegotiation_info = Some(one_vec8(data)?),
                 EXT_CONNECTION_ID => e.connection_id = Some(one_vec8(data)?),
-                EXT_SUPPORTED_GROUPS => e.supported_groups = Some(u16_list(data)?),
-                EXT_EC_POINT_FORMATS => e.ec_point_formats = Some(u8_list(data)?),
-                EXT_SIGNATURE_ALGORITHMS => e.signature_algorithms = Some(u16_list(data)?),
-                EXT_CLIENT_CERTIFICATE_TYPE => e.client_certificate_types = Some(u8_list(data)?),
-                EXT_SERVER_CERTIFICATE_TYPE => e.server_certificate_types = Some(u8_list(data)?),
+                EXT_SUPPORTED_GROUPS => {
+                    e.supported_groups = Some(u16_list(data, "supported_groups length")?)
+                }
+                EXT_EC_POINT_FORMATS => {
+                    e.ec_point_formats = Some(u8_list(data, "ec_point_formats length")?)
+                }
+                EXT_SIGNATURE_ALGORITHMS => {
+                    e.signature_algorithms = Some(u16_list(data, "signature_algorithms length")?)
+                }
+                EXT_CLIENT_CERTIFICATE_TYPE => {
+                    e.client_certificate_types =
+                        Some(u8_list(data, "client_certificate_types length")?)
+                }
+                EXT_SERVER_CERTIFICATE_TYPE => {
+                    e.server_certificate_types =
+                        Some(u8_list(data, "server_certificate_types length")?)
+                }
                 EXT_ENCRYPT_THEN_MAC => e.encrypt_then_mac = empty(data)?,
                 // Any ticket content is accepted and dropped (see the field's doc).
                 EXT_SESSION_TICKET => e.session_ticket = true,
@@ -225,42 +247,54 @@ impl ClientExtensions {
 
     /// Appends the extensions block with its vec16 length, or nothing when no extension is
     /// set and `present` is false. Unknown types are not written: their data was not kept.
-    pub fn write(&self, out: &mut Vec<u8>) {
+    pub fn write(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         if !self.present && self.is_empty() {
-            return;
+            return Ok(());
         }
         let at = out.begin_len16();
         if let Some(v) = &self.supported_groups {
-            put_ext(out, EXT_SUPPORTED_GROUPS, |o| put_u16_list(o, v));
+            put_ext(out, EXT_SUPPORTED_GROUPS, |o| {
+                put_u16_list(o, "supported_groups", v)
+            })?;
         }
         if let Some(v) = &self.ec_point_formats {
-            put_ext(out, EXT_EC_POINT_FORMATS, |o| o.put_vec8(v));
+            put_ext(out, EXT_EC_POINT_FORMATS, |o| {
+                o.put_vec8("ec_point_formats", v)
+            })?;
         }
         if let Some(v) = &self.signature_algorithms {
-            put_ext(out, EXT_SIGNATURE_ALGORITHMS, |o| put_u16_list(o, v));
+            put_ext(out, EXT_SIGNATURE_ALGORITHMS, |o| {
+                put_u16_list(o, "signature_algorithms", v)
+            })?;
         }
         if let Some(v) = &self.client_certificate_types {
-            put_ext(out, EXT_CLIENT_CERTIFICATE_TYPE, |o| o.put_vec8(v));
+            put_ext(out, EXT_CLIENT_CERTIFICATE_TYPE, |o| {
+                o.put_vec8("client_certificate_types", v)
+            })?;
         }
         if let Some(v) = &self.server_certificate_types {
-            put_ext(out, EXT_SERVER_CERTIFICATE_TYPE, |o| o.put_vec8(v));
+            put_ext(out, EXT_SERVER_CERTIFICATE_TYPE, |o| {
+                o.put_vec8("server_certificate_types", v)
+            })?;
         }
         if self.encrypt_then_mac {
-            put_ext(out, EXT_ENCRYPT_THEN_MAC, |_| {});
+            put_ext(out, EXT_ENCRYPT_THEN_MAC, |_| Ok(()))?;
         }
         if self.extended_master_secret {
-            put_ext(out, EXT_EXTENDED_MASTER_SECRET, |_| {});
+            put_ext(out, EXT_EXTENDED_MASTER_SECRET, |_| Ok(()))?;
         }
         if self.session_ticket {
-            put_ext(out, EXT_SESSION_TICKET, |_| {});
+            put_ext(out, EXT_SESSION_TICKET, |_| Ok(()))?;
         }
         if let Some(v) = &self.connection_id {
-            put_ext(out, EXT_CONNECTION_ID, |o| o.put_vec8(v));
+            put_ext(out, EXT_CONNECTION_ID, |o| o.put_vec8("connection_id", v))?;
         }
         if let Some(v) = &self.renegotiation_info {
-            put_ext(out, EXT_RENEGOTIATION_INFO, |o| o.put_vec8(v));
+            put_ext(out, EXT_RENEGOTIATION_INFO, |o| {
+                o.put_vec8("renegotiation_info", v)
+            })?;
         }
-        out.patch_len16(at);
+        out.patch_len16("extensions", at)
     }
 }
 
@@ -276,7 +310,9 @@ impl ServerExtensions {
                 EXT_EXTENDED_MASTER_SECRET => e.extended_master_secret = empty(data)?,
                 EXT_RENEGOTIATION_INFO => e.renegotiation_info = Some(one_vec8(data)?),
                 EXT_CONNECTION_ID => e.connection_id = Some(one_vec8(data)?),
-                EXT_EC_POINT_FORMATS => e.ec_point_formats = Some(u8_list(data)?),
+                EXT_EC_POINT_FORMATS => {
+                    e.ec_point_formats = Some(u8_list(data, "ec_point_formats length")?)
+                }
                 EXT_CLIENT_CERTIFICATE_TYPE => e.client_certificate_type = Some(one_u8(data)?),
                 EXT_SERVER_CERTIFICATE_TYPE => e.server_certificate_type = Some(one_u8(data)?),
                 EXT_ENCRYPT_THEN_MAC => e.encrypt_then_mac = empty(data)?,
@@ -300,33 +336,43 @@ impl ServerExtensions {
 
     /// Appends the extensions block with its vec16 length, or nothing when no extension is
     /// set and `present` is false. Unknown types are not written.
-    pub fn write(&self, out: &mut Vec<u8>) {
+    pub fn write(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         if !self.present && self.is_empty() {
-            return;
+            return Ok(());
         }
         let at = out.begin_len16();
         if let Some(v) = &self.renegotiation_info {
-            put_ext(out, EXT_RENEGOTIATION_INFO, |o| o.put_vec8(v));
+            put_ext(out, EXT_RENEGOTIATION_INFO, |o| {
+                o.put_vec8("renegotiation_info", v)
+            })?;
         }
         if let Some(v) = &self.ec_point_formats {
-            put_ext(out, EXT_EC_POINT_FORMATS, |o| o.put_vec8(v));
+            put_ext(out, EXT_EC_POINT_FORMATS, |o| {
+                o.put_vec8("ec_point_formats", v)
+            })?;
         }
         if let Some(v) = self.client_certificate_type {
-            put_ext(out, EXT_CLIENT_CERTIFICATE_TYPE, |o| o.put_u8(v));
+            put_ext(out, EXT_CLIENT_CERTIFICATE_TYPE, |o| {
+                o.put_u8(v);
+                Ok(())
+            })?;
         }
         if let Some(v) = self.server_certificate_type {
-            put_ext(out, EXT_SERVER_CERTIFICATE_TYPE, |o| o.put_u8(v));
+            put_ext(out, EXT_SERVER_CERTIFICATE_TYPE, |o| {
+                o.put_u8(v);
+                Ok(())
+            })?;
         }
         if self.encrypt_then_mac {
-            put_ext(out, EXT_ENCRYPT_THEN_MAC, |_| {});
+            put_ext(out, EXT_ENCRYPT_THEN_MAC, |_| Ok(()))?;
         }
         if self.extended_master_secret {
-            put_ext(out, EXT_EXTENDED_MASTER_SECRET, |_| {});
+            put_ext(out, EXT_EXTENDED_MASTER_SECRET, |_| Ok(()))?;
         }
         if let Some(v) = &self.connection_id {
-            put_ext(out, EXT_CONNECTION_ID, |o| o.put_vec8(v));
+            put_ext(out, EXT_CONNECTION_ID, |o| o.put_vec8("connection_id", v))?;
         }
-        out.patch_len16(at);
+        out.patch_len16("extensions", at)
     }
 }
 
@@ -351,9 +397,9 @@ mod tests {
         }
     }
 
-    fn encoded_block<F: Fn(&mut Vec<u8>)>(f: F) -> Vec<u8> {
+    fn encoded_block<F: Fn(&mut Vec<u8>) -> Result<(), EncodeError>>(f: F) -> Vec<u8> {
         let mut out = Vec::new();
-        f(&mut out);
+        f(&mut out).unwrap();
         out
     }
 

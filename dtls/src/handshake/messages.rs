@@ -5,11 +5,19 @@
 //! `parse` takes a reassembled body (no handshake header) and rejects trailing bytes and
 //! lengths outside the ranges the RFCs give; `encode` produces the body only. Lists the RFCs
 //! require to be non-empty are rejected when empty, since a peer sending one is broken and
-//! `decode_error` is the specified answer (RFC 5246 §7.2.2).
+//! `decode_error` is the specified answer (RFC 5246 §7.2.2). A length outside its range is
+//! [`DecodeError::OutOfRange`] naming the field (the names below are the RFCs'); the ranges
+//! are the `<min..max>` of the RFC's structure, tightened where this engine has a limit of
+//! its own ([`MAX_CERTIFICATES`]). Every body reaches `parse` through the reassembler, which
+//! already caps a message at 16 KiB, so no accepted length can make a parser allocate more.
+//!
+//! `encode` refuses, with an [`EncodeError`] naming the field, a value too long for its
+//! length prefix (say a PSK identity over 65535 bytes from the configuration), rather than
+//! write a prefix cut to its low bytes.
 
 use super::extensions::{ClientExtensions, ServerExtensions};
 use super::HandshakeType;
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{wide, DecodeError, EncodeError, Reader, Writer, MAX_U24};
 
 /// TLS_EMPTY_RENEGOTIATION_INFO_SCSV (RFC 5746 §3.3): a client's way of saying it supports
 /// secure renegotiation without sending the extension.
@@ -23,12 +31,18 @@ pub const MAX_SESSION_ID_LEN: usize = 32;
 
 /// Bytes of Finished.verify_data for every TLS 1.2 suite this engine speaks (RFC 5246 §7.4.9).
 pub const VERIFY_DATA_LEN: usize = 12;
+/// Most certificates accepted in one Certificate message. RFC 5246 sets no count, only the
+/// 2^24 - 1 byte total; LwM2M devices present 1 to 3, webpki builds paths of at most 6
+/// intermediates, and the application's credential check sees the whole list, so more than
+/// this is refused before anyone looks at them.
+pub const MAX_CERTIFICATES: usize = 10;
 
-/// Reads a vec16 of u16 values; `non_empty` for lists whose RFC range starts at 2.
-fn read_u16_list(r: &mut Reader<'_>, non_empty: bool) -> Result<Vec<u16>, DecodeError> {
-    let mut list = Reader::new(r.vec16()?);
-    if !list.remaining().is_multiple_of(2) || (non_empty && list.is_empty()) {
-        return Err(DecodeError);
+/// Reads a vec16 list of u16 values whose byte length must lie in `2..=65534` (the
+/// `<2..2^16-2>` of RFC 5246's lists of two-byte values) and be even.
+fn read_u16_list(r: &mut Reader<'_>, field: &'static str) -> Result<Vec<u16>, DecodeError> {
+    let mut list = Reader::new(r.vec16_in(field, 2, 0xfffe)?);
+    if !list.remaining().is_multiple_of(2) {
+        return Err(DecodeError::Malformed);
     }
     let mut out = Vec::with_capacity(list.remaining() / 2);
     while !list.is_empty() {
@@ -37,29 +51,25 @@ fn read_u16_list(r: &mut Reader<'_>, non_empty: bool) -> Result<Vec<u16>, Decode
     Ok(out)
 }
 
-fn write_u16_list(out: &mut Vec<u8>, list: &[u16]) {
+fn write_u16_list(out: &mut Vec<u8>, field: &'static str, list: &[u16]) -> Result<(), EncodeError> {
     let at = out.begin_len16();
     for v in list {
         out.put_u16(*v);
     }
-    out.patch_len16(at);
+    out.patch_len16(field, at)
 }
 
-/// Reads a vec8 that must not be empty.
-fn read_non_empty_vec8<'a>(r: &mut Reader<'a>) -> Result<&'a [u8], DecodeError> {
-    let v = r.vec8()?;
-    if v.is_empty() {
-        return Err(DecodeError);
-    }
-    Ok(v)
+/// Reads a vec8 that must not be empty (`<1..2^8-1>`).
+fn read_non_empty_vec8<'a>(
+    r: &mut Reader<'a>,
+    field: &'static str,
+) -> Result<&'a [u8], DecodeError> {
+    r.vec8_in(field, 1, u8::MAX.into())
 }
 
-fn read_session_id(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
-    let id = r.vec8()?;
-    if id.len() > MAX_SESSION_ID_LEN {
-        return Err(DecodeError);
-    }
-    Ok(id.to_vec())
+/// `SessionID session_id<0..32>` (RFC 5246 §7.4.1.2).
+fn read_session_id(r: &mut Reader<'_>, field: &'static str) -> Result<Vec<u8>, DecodeError> {
+    Ok(r.vec8_in(field, 0, wide(MAX_SESSION_ID_LEN))?.to_vec())
 }
 
 /// ClientHello (RFC 6347 §4.2.1: the TLS 1.2 ClientHello with a cookie after the session ID).
@@ -83,11 +93,13 @@ impl ClientHello {
         let mut r = Reader::new(body);
         let client_version = r.u16()?;
         let random = r.array()?;
-        let session_id = read_session_id(&mut r)?;
+        let session_id = read_session_id(&mut r, "ClientHello.session_id length")?;
+        // `opaque cookie<0..2^8-1>` (RFC 6347 §4.2.1): every value of the length byte.
         let cookie = r.vec8()?.to_vec();
         // CipherSuite cipher_suites<2..2^16-2>, CompressionMethod compression_methods<1..2^8-1>.
-        let cipher_suites = read_u16_list(&mut r, true)?;
-        let compression_methods = read_non_empty_vec8(&mut r)?.to_vec();
+        let cipher_suites = read_u16_list(&mut r, "ClientHello.cipher_suites length")?;
+        let compression_methods =
+            read_non_empty_vec8(&mut r, "ClientHello.compression_methods length")?.to_vec();
         // RFC 5246 §7.4.1.2: the extensions block may be absent altogether.
         let extensions = if r.is_empty() {
             ClientExtensions::default()
@@ -107,16 +119,16 @@ impl ClientHello {
         })
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(64 + 2 * self.cipher_suites.len());
         out.put_u16(self.client_version);
         out.extend_from_slice(&self.random);
-        out.put_vec8(&self.session_id);
-        out.put_vec8(&self.cookie);
-        write_u16_list(&mut out, &self.cipher_suites);
-        out.put_vec8(&self.compression_methods);
-        self.extensions.write(&mut out);
-        out
+        out.put_vec8("ClientHello.session_id", &self.session_id)?;
+        out.put_vec8("ClientHello.cookie", &self.cookie)?;
+        write_u16_list(&mut out, "ClientHello.cipher_suites", &self.cipher_suites)?;
+        out.put_vec8("ClientHello.compression_methods", &self.compression_methods)?;
+        self.extensions.write(&mut out)?;
+        Ok(out)
     }
 
     /// Whether the client offered TLS_EMPTY_RENEGOTIATION_INFO_SCSV (RFC 5746 §3.3), which
@@ -141,6 +153,7 @@ impl HelloVerifyRequest {
     pub fn parse(body: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
         let server_version = r.u16()?;
+        // `opaque cookie<0..2^8-1>`: every value of the length byte.
         let cookie = r.vec8()?.to_vec();
         r.finish()?;
         Ok(Self {
@@ -149,11 +162,11 @@ impl HelloVerifyRequest {
         })
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(3 + self.cookie.len());
         out.put_u16(self.server_version);
-        out.put_vec8(&self.cookie);
-        out
+        out.put_vec8("HelloVerifyRequest.cookie", &self.cookie)?;
+        Ok(out)
     }
 }
 
@@ -176,7 +189,7 @@ impl ServerHello {
         let mut r = Reader::new(body);
         let server_version = r.u16()?;
         let random = r.array()?;
-        let session_id = read_session_id(&mut r)?;
+        let session_id = read_session_id(&mut r, "ServerHello.session_id length")?;
         let cipher_suite = r.u16()?;
         let compression_method = r.u8()?;
         let extensions = if r.is_empty() {
@@ -196,15 +209,15 @@ impl ServerHello {
         })
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(80);
         out.put_u16(self.server_version);
         out.extend_from_slice(&self.random);
-        out.put_vec8(&self.session_id);
+        out.put_vec8("ServerHello.session_id", &self.session_id)?;
         out.put_u16(self.cipher_suite);
         out.put_u8(self.compression_method);
-        self.extensions.write(&mut out);
-        out
+        self.extensions.write(&mut out)?;
+        Ok(out)
     }
 }
 
@@ -224,48 +237,51 @@ pub enum CertificateBody {
 impl CertificateBody {
     pub const MSG_TYPE: HandshakeType = HandshakeType::Certificate;
 
-    /// Parses the X.509 form.
+    /// Parses the X.509 form: at most [`MAX_CERTIFICATES`] certificates, each 1..=2^24-1
+    /// bytes.
     pub fn parse_x509(body: &[u8]) -> Result<Self, DecodeError> {
         let mut outer = Reader::new(body);
         let mut list = Reader::new(outer.vec24()?);
         outer.finish()?;
         let mut certs = Vec::new();
         while !list.is_empty() {
-            let cert = list.vec24()?;
-            if cert.is_empty() {
-                return Err(DecodeError);
-            }
+            let cert = list.vec24_in("ASN.1Cert length", 1, MAX_U24.into())?;
             certs.push(cert.to_vec());
+            DecodeError::check(
+                "certificate_list count",
+                wide(certs.len()),
+                0,
+                wide(MAX_CERTIFICATES),
+            )?;
         }
         Ok(Self::X509(certs))
     }
 
-    /// Parses the raw public key form.
+    /// Parses the raw public key form (`ASN.1_subjectPublicKeyInfo<1..2^24-1>`).
     pub fn parse_raw_public_key(body: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
-        let spki = r.vec24()?;
+        let spki = r.vec24_in("ASN.1_subjectPublicKeyInfo length", 1, MAX_U24.into())?;
         r.finish()?;
-        if spki.is_empty() {
-            return Err(DecodeError);
-        }
         Ok(Self::RawPublicKey(spki.to_vec()))
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         match self {
             Self::X509(certs) => {
                 let total: usize = certs.iter().map(|c| 3 + c.len()).sum();
                 let mut out = Vec::with_capacity(3 + total);
-                out.put_u24(total as u32);
+                let total = u32::try_from(total)
+                    .map_err(|_| EncodeError::new("certificate_list", total, MAX_U24.into()))?;
+                out.put_u24("certificate_list", total)?;
                 for cert in certs {
-                    out.put_vec24(cert);
+                    out.put_vec24("ASN.1Cert", cert)?;
                 }
-                out
+                Ok(out)
             }
             Self::RawPublicKey(spki) => {
                 let mut out = Vec::with_capacity(3 + spki.len());
-                out.put_vec24(spki);
-                out
+                out.put_vec24("ASN.1_subjectPublicKeyInfo", spki)?;
+                Ok(out)
             }
         }
     }
@@ -284,11 +300,10 @@ impl EcdheParams {
     /// Reads the params; only the named_curve curve type is accepted (RFC 8422 §5.4 deprecates
     /// the explicit ones).
     pub fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        if r.u8()? != CURVE_TYPE_NAMED_CURVE {
-            return Err(DecodeError);
-        }
+        let named = u64::from(CURVE_TYPE_NAMED_CURVE);
+        DecodeError::check("ECParameters.curve_type", r.u8()?, named, named)?;
         let named_curve = r.u16()?;
-        let public_key = read_non_empty_vec8(r)?.to_vec();
+        let public_key = read_non_empty_vec8(r, "ServerECDHParams.point length")?.to_vec();
         Ok(Self {
             named_curve,
             public_key,
@@ -297,22 +312,26 @@ impl EcdheParams {
 
     /// curve_type(3) || named_curve || vec8 point: the wire form of the params, which is
     /// also what the server signs after the two randoms.
-    pub fn encode_params(&self) -> Vec<u8> {
+    pub fn encode_params(&self) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(4 + self.public_key.len());
         out.put_u8(CURVE_TYPE_NAMED_CURVE);
         out.put_u16(self.named_curve);
-        out.put_vec8(&self.public_key);
-        out
+        out.put_vec8("ServerECDHParams.point", &self.public_key)?;
+        Ok(out)
     }
 
     /// The bytes the ServerKeyExchange signature covers (RFC 8422 §5.4):
     /// `client_random || server_random || ServerECDHParams`.
-    pub fn signed_data(&self, client_random: &[u8; 32], server_random: &[u8; 32]) -> Vec<u8> {
+    pub fn signed_data(
+        &self,
+        client_random: &[u8; 32],
+        server_random: &[u8; 32],
+    ) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(68 + self.public_key.len());
         out.extend_from_slice(client_random);
         out.extend_from_slice(server_random);
-        out.extend_from_slice(&self.encode_params());
-        out
+        out.extend_from_slice(&self.encode_params()?);
+        Ok(out)
     }
 }
 
@@ -344,11 +363,11 @@ impl EcdheServerKeyExchange {
         })
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        let mut out = self.params.encode_params();
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        let mut out = self.params.encode_params()?;
         out.put_u16(self.signature_scheme);
-        out.put_vec16(&self.signature);
-        out
+        out.put_vec16("ServerKeyExchange.signature", &self.signature)?;
+        Ok(out)
     }
 }
 
@@ -370,10 +389,10 @@ impl PskServerKeyExchange {
         Ok(Self { identity_hint })
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(2 + self.identity_hint.len());
-        out.put_vec16(&self.identity_hint);
-        out
+        out.put_vec16("psk_identity_hint", &self.identity_hint)?;
+        Ok(out)
     }
 }
 
@@ -393,16 +412,17 @@ impl CertificateRequest {
 
     pub fn parse(body: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
-        let certificate_types = read_non_empty_vec8(&mut r)?.to_vec();
-        let signature_schemes = read_u16_list(&mut r, true)?;
+        let certificate_types =
+            read_non_empty_vec8(&mut r, "CertificateRequest.certificate_types length")?.to_vec();
+        let signature_schemes = read_u16_list(
+            &mut r,
+            "CertificateRequest.supported_signature_algorithms length",
+        )?;
         let mut list = Reader::new(r.vec16()?);
         r.finish()?;
         let mut authorities = Vec::new();
         while !list.is_empty() {
-            let dn = list.vec16()?;
-            if dn.is_empty() {
-                return Err(DecodeError);
-            }
+            let dn = list.vec16_in("DistinguishedName length", 1, u16::MAX.into())?;
             authorities.push(dn.to_vec());
         }
         Ok(Self {
@@ -412,16 +432,23 @@ impl CertificateRequest {
         })
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::new();
-        out.put_vec8(&self.certificate_types);
-        write_u16_list(&mut out, &self.signature_schemes);
+        out.put_vec8(
+            "CertificateRequest.certificate_types",
+            &self.certificate_types,
+        )?;
+        write_u16_list(
+            &mut out,
+            "CertificateRequest.supported_signature_algorithms",
+            &self.signature_schemes,
+        )?;
         let at = out.begin_len16();
         for dn in &self.authorities {
-            out.put_vec16(dn);
+            out.put_vec16("DistinguishedName", dn)?;
         }
-        out.patch_len16(at);
-        out
+        out.patch_len16("CertificateRequest.certificate_authorities", at)?;
+        Ok(out)
     }
 }
 
@@ -437,8 +464,8 @@ impl ServerHelloDone {
         Ok(Self)
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        Vec::new()
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        Ok(Vec::new())
     }
 }
 
@@ -452,6 +479,8 @@ pub struct PskClientKeyExchange {
 impl PskClientKeyExchange {
     pub const MSG_TYPE: HandshakeType = HandshakeType::ClientKeyExchange;
 
+    /// `opaque psk_identity<0..2^16-1>`: every value of the length field is the RFC's, and
+    /// the 16 KiB message limit bounds it further.
     pub fn parse(body: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
         let identity = r.vec16()?.to_vec();
@@ -459,10 +488,10 @@ impl PskClientKeyExchange {
         Ok(Self { identity })
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(2 + self.identity.len());
-        out.put_vec16(&self.identity);
-        out
+        out.put_vec16("psk_identity", &self.identity)?;
+        Ok(out)
     }
 }
 
@@ -478,15 +507,16 @@ impl EcdheClientKeyExchange {
 
     pub fn parse(body: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(body);
-        let public_key = read_non_empty_vec8(&mut r)?.to_vec();
+        let public_key =
+            read_non_empty_vec8(&mut r, "ClientECDiffieHellmanPublic.point length")?.to_vec();
         r.finish()?;
         Ok(Self { public_key })
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(1 + self.public_key.len());
-        out.put_vec8(&self.public_key);
-        out
+        out.put_vec8("ClientECDiffieHellmanPublic.point", &self.public_key)?;
+        Ok(out)
     }
 }
 
@@ -511,11 +541,11 @@ impl CertificateVerify {
         })
     }
 
-    pub fn encode(&self) -> Vec<u8> {
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
         let mut out = Vec::with_capacity(4 + self.signature.len());
         out.put_u16(self.signature_scheme);
-        out.put_vec16(&self.signature);
-        out
+        out.put_vec16("CertificateVerify.signature", &self.signature)?;
+        Ok(out)
     }
 }
 
@@ -535,7 +565,7 @@ impl Finished {
         Ok(Self { verify_data })
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        self.verify_data.to_vec()
+    pub fn encode(&self) -> Result<Vec<u8>, EncodeError> {
+        Ok(self.verify_data.to_vec())
     }
 }

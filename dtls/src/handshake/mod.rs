@@ -19,13 +19,13 @@ pub use messages::{
 };
 pub use reassembly::{Inserted, Reassembler, ReassemblyError};
 
-use crate::codec::{DecodeError, Reader, Writer};
+use crate::codec::{DecodeError, EncodeError, Reader, Writer};
 
 /// Bytes in a DTLS handshake header (RFC 6347 §4.2.2).
 pub const HEADER_LEN: usize = 12;
 
 /// Largest value of the 24-bit length fields.
-pub const MAX_U24: u32 = (1 << 24) - 1;
+pub const MAX_U24: u32 = crate::codec::MAX_U24;
 
 /// `ProtocolVersion` of DTLS 1.2 on the wire (RFC 6347 §4.1: the one's complement of 1.2).
 pub const DTLS_1_2: u16 = 0xFEFD;
@@ -86,8 +86,10 @@ pub struct HandshakeHeader {
 }
 
 impl HandshakeHeader {
-    /// Reads a header and checks that the fragment lies within the message. The fragment
-    /// data itself is not read.
+    /// Reads a header and checks that the fragment lies within the message: the end of the
+    /// fragment, `fragment_offset + fragment_length`, must lie in `0..=length`
+    /// ([`DecodeError::OutOfRange`] otherwise). The fragment data itself is not read. How
+    /// long a message may be is the reassembler's limit, not the framing's.
     pub fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let header = Self {
             msg_type: r.u8()?,
@@ -96,20 +98,24 @@ impl HandshakeHeader {
             fragment_offset: r.u24()?,
             fragment_length: r.u24()?,
         };
-        // The u24 fields cannot exceed MAX_U24, so the sum cannot overflow a u32.
-        if header.fragment_offset + header.fragment_length > header.length {
-            return Err(DecodeError);
-        }
+        // Both are at most 2^24 - 1, so the sum fits a u64 (and a u32) without overflow.
+        let end = u64::from(header.fragment_offset) + u64::from(header.fragment_length);
+        DecodeError::check(
+            "handshake fragment_offset + fragment_length",
+            end,
+            0,
+            header.length.into(),
+        )?;
         Ok(header)
     }
 
-    /// Appends the 12 header bytes.
-    pub fn write(&self, out: &mut Vec<u8>) {
+    /// Appends the 12 header bytes; a length or offset above 2^24 - 1 is refused.
+    pub fn write(&self, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         out.put_u8(self.msg_type);
-        out.put_u24(self.length);
+        out.put_u24("handshake length", self.length)?;
         out.put_u16(self.message_seq);
-        out.put_u24(self.fragment_offset);
-        out.put_u24(self.fragment_length);
+        out.put_u24("handshake fragment_offset", self.fragment_offset)?;
+        out.put_u24("handshake fragment_length", self.fragment_length)
     }
 
     /// Whether this fragment carries the whole message.
@@ -143,7 +149,8 @@ impl<'a> Iterator for Fragments<'a> {
             return None;
         }
         let item = HandshakeHeader::read(&mut self.reader).and_then(|header| {
-            let data = self.reader.take(header.fragment_length as usize)?;
+            let n = usize::try_from(header.fragment_length).map_err(|_| DecodeError::Malformed)?;
+            let data = self.reader.take(n)?;
             Ok((header, data))
         });
         // After a malformed fragment the rest of the record cannot be framed, so it is dropped.
@@ -152,61 +159,85 @@ impl<'a> Iterator for Fragments<'a> {
     }
 }
 
+/// The length of a handshake body as its 24-bit field, or the error for a longer one.
+fn body_length(body: &[u8]) -> Result<u32, EncodeError> {
+    u32::try_from(body.len())
+        .ok()
+        .filter(|n| *n <= MAX_U24)
+        .ok_or_else(|| EncodeError::new("handshake length", body.len(), MAX_U24.into()))
+}
+
 /// The message as one unfragmented handshake message: header with offset 0 and
 /// fragment_length = length, then the body. This is the form that enters the handshake
-/// transcript whatever fragmentation was used on the wire (RFC 6347 §4.2.6).
-pub fn full_message(msg_type: HandshakeType, message_seq: u16, body: &[u8]) -> Vec<u8> {
-    let length = body.len() as u32;
-    debug_assert!(length <= MAX_U24);
+/// transcript whatever fragmentation was used on the wire (RFC 6347 §4.2.6). A body longer
+/// than 2^24 - 1 bytes cannot be described by the header and is refused.
+///
+/// `msg_type` is a raw byte so that a peer's message of a type this engine does not name
+/// can be hashed as received.
+pub fn full_message_raw(
+    msg_type: u8,
+    message_seq: u16,
+    body: &[u8],
+) -> Result<Vec<u8>, EncodeError> {
+    let length = body_length(body)?;
     let mut out = Vec::with_capacity(HEADER_LEN + body.len());
     HandshakeHeader {
-        msg_type: msg_type as u8,
+        msg_type,
         length,
         message_seq,
         fragment_offset: 0,
         fragment_length: length,
     }
-    .write(&mut out);
+    .write(&mut out)?;
     out.extend_from_slice(body);
-    out
+    Ok(out)
+}
+
+/// [`full_message_raw`] for a type this engine knows.
+pub fn full_message(
+    msg_type: HandshakeType,
+    message_seq: u16,
+    body: &[u8],
+) -> Result<Vec<u8>, EncodeError> {
+    full_message_raw(msg_type as u8, message_seq, body)
 }
 
 /// Splits a message into fragments of at most `max_fragment` bytes each, header included,
 /// so that each fits a record within the path MTU (RFC 6347 §4.2.3, §4.1.1.1). An empty body
 /// gives one header-only fragment. `max_fragment` below 13 is treated as 13 so every
-/// fragment carries at least one byte of body.
+/// fragment carries at least one byte of body. A body longer than 2^24 - 1 bytes is refused.
 pub fn fragment(
     msg_type: HandshakeType,
     message_seq: u16,
     body: &[u8],
     max_fragment: usize,
-) -> Vec<Vec<u8>> {
-    let length = body.len() as u32;
-    debug_assert!(length <= MAX_U24);
+) -> Result<Vec<Vec<u8>>, EncodeError> {
+    let length = body_length(body)?;
     let per_fragment = max_fragment.saturating_sub(HEADER_LEN).max(1);
     let chunks: Vec<&[u8]> = if body.is_empty() {
         vec![body]
     } else {
         body.chunks(per_fragment).collect()
     };
-    let mut offset = 0u32;
-    chunks
-        .into_iter()
-        .map(|chunk| {
-            let mut out = Vec::with_capacity(HEADER_LEN + chunk.len());
-            HandshakeHeader {
-                msg_type: msg_type as u8,
-                length,
-                message_seq,
-                fragment_offset: offset,
-                fragment_length: chunk.len() as u32,
-            }
-            .write(&mut out);
-            out.extend_from_slice(chunk);
-            offset += chunk.len() as u32;
-            out
-        })
-        .collect()
+    let mut out = Vec::with_capacity(chunks.len());
+    let mut offset = 0usize;
+    for chunk in chunks {
+        let mut frag = Vec::with_capacity(HEADER_LEN + chunk.len());
+        // Offsets and chunk lengths are at most the body length, which fits 24 bits.
+        let wide_err = |n: usize| EncodeError::new("handshake fragment", n, MAX_U24.into());
+        HandshakeHeader {
+            msg_type: msg_type as u8,
+            length,
+            message_seq,
+            fragment_offset: u32::try_from(offset).map_err(|_| wide_err(offset))?,
+            fragment_length: u32::try_from(chunk.len()).map_err(|_| wide_err(chunk.len()))?,
+        }
+        .write(&mut frag)?;
+        frag.extend_from_slice(chunk);
+        offset += chunk.len();
+        out.push(frag);
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -28,8 +28,9 @@ pub enum Inserted {
 /// A fragment that cannot be accepted; the handshake should fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum ReassemblyError {
-    /// The message is longer than allowed, or buffering it would exceed the memory limit.
-    #[error("handshake message too large")]
+    /// The message's `length` field is above the reassembler's `max_message_len`, or
+    /// buffering it would exceed `max_buffered_bytes`.
+    #[error("handshake message length above the limit, or buffer full")]
     TooLarge,
     /// A fragment disagrees with earlier ones of the same message on its type or length, or
     /// its data does not match its header.
@@ -121,13 +122,18 @@ impl Reassembler {
         if header.message_seq - self.next_seq >= WINDOW {
             return Ok(Inserted::Ignored);
         }
-        let length = header.length as usize;
+        // The 24-bit fields fit usize on every target with 32-bit or wider pointers; where
+        // they would not, the message could not fit memory either.
+        let length = usize::try_from(header.length).map_err(|_| ReassemblyError::TooLarge)?;
         if length > self.max_message_len {
             return Err(ReassemblyError::TooLarge);
         }
-        let offset = header.fragment_offset as usize;
+        let offset =
+            usize::try_from(header.fragment_offset).map_err(|_| ReassemblyError::Inconsistent)?;
+        let fragment_length =
+            usize::try_from(header.fragment_length).map_err(|_| ReassemblyError::Inconsistent)?;
         // The header may not come from `parse_fragments`, so its ranges are checked again.
-        if data.len() != header.fragment_length as usize
+        if data.len() != fragment_length
             || offset
                 .checked_add(data.len())
                 .is_none_or(|end| end > length)
@@ -229,7 +235,7 @@ mod tests {
     #[test]
     fn empty_message_is_complete_at_once() {
         let mut r = Reassembler::new(0, 100, 100);
-        let frags = fragment(HandshakeType::ServerHelloDone, 0, &[], 100);
+        let frags = fragment(HandshakeType::ServerHelloDone, 0, &[], 100).unwrap();
         let (h, d) = parse_fragments(&frags[0]).next().unwrap().unwrap();
         assert_eq!(r.insert(&h, d), Ok(Inserted::Buffered));
         assert_eq!(r.pop(), Some((14, 0, vec![])));

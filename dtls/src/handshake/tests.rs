@@ -48,7 +48,7 @@ fn handshake_type_codes() {
 
 #[test]
 fn full_message_header() {
-    let m = full_message(HandshakeType::Finished, 5, &[0xaa; 12]);
+    let m = full_message(HandshakeType::Finished, 5, &[0xaa; 12]).unwrap();
     assert_eq!(
         m[..12],
         [20, 0, 0, 12, 0, 5, 0, 0, 0, 0, 0, 12],
@@ -63,7 +63,7 @@ fn full_message_header() {
 #[test]
 fn fragment_sizes_and_headers() {
     let body: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
-    let frags = fragment(HandshakeType::Certificate, 3, &body, 100);
+    let frags = fragment(HandshakeType::Certificate, 3, &body, 100).unwrap();
     assert_eq!(frags.len(), 12); // 88 body bytes per fragment
     let mut rebuilt = Vec::new();
     for f in &frags {
@@ -77,22 +77,24 @@ fn fragment_sizes_and_headers() {
     }
     assert_eq!(rebuilt, body);
     // An empty body is one header-only fragment, equal to the full message.
-    let empty = fragment(HandshakeType::ServerHelloDone, 4, &[], 13);
+    let empty = fragment(HandshakeType::ServerHelloDone, 4, &[], 13).unwrap();
     assert_eq!(
         empty,
-        vec![full_message(HandshakeType::ServerHelloDone, 4, &[])]
+        vec![full_message(HandshakeType::ServerHelloDone, 4, &[]).unwrap()]
     );
     // The smallest useful size carries one body byte per fragment.
     assert_eq!(
-        fragment(HandshakeType::Finished, 0, &[1, 2, 3], 13).len(),
+        fragment(HandshakeType::Finished, 0, &[1, 2, 3], 13)
+            .unwrap()
+            .len(),
         3
     );
 }
 
 #[test]
 fn several_fragments_in_one_record() {
-    let mut payload = full_message(HandshakeType::ServerHello, 1, b"abc");
-    payload.extend(full_message(HandshakeType::ServerHelloDone, 2, &[]));
+    let mut payload = full_message(HandshakeType::ServerHello, 1, b"abc").unwrap();
+    payload.extend(full_message(HandshakeType::ServerHelloDone, 2, &[]).unwrap());
     let items: Vec<_> = parse_fragments(&payload).collect();
     assert_eq!(items.len(), 2);
     assert_eq!(items[0].as_ref().unwrap().1, b"abc");
@@ -101,7 +103,7 @@ fn several_fragments_in_one_record() {
 
 #[test]
 fn malformed_fragments_stop_the_iterator() {
-    let good = full_message(HandshakeType::Finished, 0, &[0; 12]);
+    let good = full_message(HandshakeType::Finished, 0, &[0; 12]).unwrap();
     // Fragment beyond the message length.
     let mut bad = good.clone();
     bad[11] = 13; // fragment_length 13 > length 12
@@ -112,15 +114,23 @@ fn malformed_fragments_stop_the_iterator() {
     let items: Vec<_> = parse_fragments(&payload).collect();
     assert_eq!(items.len(), 2);
     assert!(items[0].is_ok());
-    assert_eq!(items[1], Err(DecodeError));
+    assert_eq!(
+        items[1],
+        Err(DecodeError::OutOfRange {
+            field: "handshake fragment_offset + fragment_length",
+            value: 13,
+            min: 0,
+            max: 12,
+        })
+    );
     // Truncated data and truncated header.
     assert_eq!(
         parse_fragments(&good[..20]).collect::<Vec<_>>(),
-        vec![Err(DecodeError)]
+        vec![Err(DecodeError::Malformed)]
     );
     assert_eq!(
         parse_fragments(&good[..5]).collect::<Vec<_>>(),
-        vec![Err(DecodeError)]
+        vec![Err(DecodeError::Malformed)]
     );
     assert_eq!(parse_fragments(&[]).count(), 0);
 }
@@ -156,14 +166,14 @@ fn sample_client_hello() -> ClientHello {
 fn client_hello_round_trip() {
     let ch = sample_client_hello();
     assert!(ch.has_scsv());
-    assert_eq!(ClientHello::parse(&ch.encode()), Ok(ch.clone()));
+    assert_eq!(ClientHello::parse(&ch.encode().unwrap()), Ok(ch.clone()));
     // Without any extensions block.
     let bare = ClientHello {
         extensions: ClientExtensions::default(),
         cipher_suites: vec![0xC0A8],
         ..ch
     };
-    let bytes = bare.encode();
+    let bytes = bare.encode().unwrap();
     assert_eq!(bytes.len(), 2 + 32 + 33 + 256 + 4 + 2);
     assert_eq!(ClientHello::parse(&bytes), Ok(bare.clone()));
     assert!(!bare.has_scsv());
@@ -172,24 +182,24 @@ fn client_hello_round_trip() {
 #[test]
 fn client_hello_rejects_bad_lengths() {
     let ch = sample_client_hello();
-    let mut bytes = ch.encode();
+    let mut bytes = ch.encode().unwrap();
     bytes.push(0);
     assert!(ClientHello::parse(&bytes).is_err(), "trailing byte");
     let long_session = ClientHello {
         session_id: vec![0; 33],
         ..ch.clone()
     };
-    assert!(ClientHello::parse(&long_session.encode()).is_err());
+    assert!(ClientHello::parse(&long_session.encode().unwrap()).is_err());
     let no_suites = ClientHello {
         cipher_suites: vec![],
         ..ch.clone()
     };
-    assert!(ClientHello::parse(&no_suites.encode()).is_err());
+    assert!(ClientHello::parse(&no_suites.encode().unwrap()).is_err());
     let no_compression = ClientHello {
         compression_methods: vec![],
         ..ch
     };
-    assert!(ClientHello::parse(&no_compression.encode()).is_err());
+    assert!(ClientHello::parse(&no_compression.encode().unwrap()).is_err());
 }
 
 #[test]
@@ -222,7 +232,7 @@ fn client_hello_by_spec() {
         Some(vec![CERT_TYPE_RAW_PUBLIC_KEY])
     );
     assert!(ch.extensions.extended_master_secret);
-    assert!(ClientHello::parse(&ch.encode()).unwrap() == ch);
+    assert!(ClientHello::parse(&ch.encode().unwrap()).unwrap() == ch);
 }
 
 #[test]
@@ -245,13 +255,13 @@ fn server_hello_round_trip() {
             unknown: vec![],
         },
     };
-    assert_eq!(ServerHello::parse(&sh.encode()), Ok(sh.clone()));
+    assert_eq!(ServerHello::parse(&sh.encode().unwrap()), Ok(sh.clone()));
     let bare = ServerHello {
         extensions: ServerExtensions::default(),
         ..sh
     };
-    assert_eq!(bare.encode().len(), 2 + 32 + 17 + 3);
-    assert_eq!(ServerHello::parse(&bare.encode()), Ok(bare));
+    assert_eq!(bare.encode().unwrap().len(), 2 + 32 + 17 + 3);
+    assert_eq!(ServerHello::parse(&bare.encode().unwrap()), Ok(bare));
 }
 
 #[test]
@@ -260,7 +270,7 @@ fn hello_verify_request_round_trip() {
         server_version: DTLS_1_0,
         cookie: vec![0x55; 32],
     };
-    assert_eq!(HelloVerifyRequest::parse(&hvr.encode()), Ok(hvr));
+    assert_eq!(HelloVerifyRequest::parse(&hvr.encode().unwrap()), Ok(hvr));
     assert!(HelloVerifyRequest::parse(&[0xfe, 0xff, 0x02, 0x00]).is_err());
     assert!(HelloVerifyRequest::parse(&[0xfe, 0xff, 0x00, 0x00]).is_err());
 }
@@ -268,11 +278,11 @@ fn hello_verify_request_round_trip() {
 #[test]
 fn certificate_round_trip() {
     let x509 = CertificateBody::X509(vec![vec![0x30; 300], vec![0x31; 5]]);
-    let bytes = x509.encode();
+    let bytes = x509.encode().unwrap();
     assert_eq!(bytes[..3], [0, 1, 0x37]); // 300 + 5 + 2 * 3 = 311
     assert_eq!(CertificateBody::parse_x509(&bytes), Ok(x509));
     let empty = CertificateBody::X509(vec![]);
-    assert_eq!(empty.encode(), vec![0, 0, 0]);
+    assert_eq!(empty.encode().unwrap(), vec![0, 0, 0]);
     assert_eq!(CertificateBody::parse_x509(&[0, 0, 0]), Ok(empty));
     // An empty certificate inside the list is not allowed (ASN.1Cert<1..2^24-1>).
     assert!(CertificateBody::parse_x509(&[0, 0, 3, 0, 0, 0]).is_err());
@@ -293,7 +303,7 @@ fn raw_public_key_certificate_by_spec() {
     body.extend_from_slice(&spki);
     let rpk = CertificateBody::parse_raw_public_key(&body).unwrap();
     assert_eq!(rpk, CertificateBody::RawPublicKey(spki));
-    assert_eq!(rpk.encode(), body);
+    assert_eq!(rpk.encode().unwrap(), body);
     assert!(CertificateBody::parse_raw_public_key(&[0, 0, 0]).is_err());
     let mut trailing = body.clone();
     trailing.push(0);
@@ -310,12 +320,12 @@ fn server_key_exchange_round_trip() {
         signature_scheme: SIG_ECDSA_SECP256R1_SHA256,
         signature: vec![0x30; 71],
     };
-    let bytes = ske.encode();
+    let bytes = ske.encode().unwrap();
     assert_eq!(bytes[..5], [3, 0, 23, 65, 4]);
     assert_eq!(EcdheServerKeyExchange::parse(&bytes), Ok(ske.clone()));
-    let signed = ske.params.signed_data(&[1; 32], &[2; 32]);
+    let signed = ske.params.signed_data(&[1; 32], &[2; 32]).unwrap();
     assert_eq!(signed.len(), 64 + 4 + 65);
-    assert_eq!(signed[64..], ske.params.encode_params()[..]);
+    assert_eq!(signed[64..], ske.params.encode_params().unwrap()[..]);
     // Explicit curves (curve_type 1, 2) are refused.
     let mut explicit = bytes;
     explicit[0] = 1;
@@ -324,8 +334,8 @@ fn server_key_exchange_round_trip() {
     let psk = PskServerKeyExchange {
         identity_hint: b"hint".to_vec(),
     };
-    assert_eq!(psk.encode(), b"\x00\x04hint");
-    assert_eq!(PskServerKeyExchange::parse(&psk.encode()), Ok(psk));
+    assert_eq!(psk.encode().unwrap(), b"\x00\x04hint");
+    assert_eq!(PskServerKeyExchange::parse(&psk.encode().unwrap()), Ok(psk));
     assert_eq!(
         PskServerKeyExchange::parse(&[0, 0]),
         Ok(PskServerKeyExchange {
@@ -341,53 +351,62 @@ fn certificate_request_round_trip() {
         signature_schemes: vec![SIG_ECDSA_SECP256R1_SHA256, 0x0503],
         authorities: vec![vec![0x30, 0x00], vec![0x30; 20]],
     };
-    assert_eq!(CertificateRequest::parse(&cr.encode()), Ok(cr.clone()));
+    assert_eq!(
+        CertificateRequest::parse(&cr.encode().unwrap()),
+        Ok(cr.clone())
+    );
     let no_cas = CertificateRequest {
         authorities: vec![],
         ..cr.clone()
     };
-    assert_eq!(CertificateRequest::parse(&no_cas.encode()), Ok(no_cas));
+    assert_eq!(
+        CertificateRequest::parse(&no_cas.encode().unwrap()),
+        Ok(no_cas)
+    );
     let no_types = CertificateRequest {
         certificate_types: vec![],
         ..cr.clone()
     };
-    assert!(CertificateRequest::parse(&no_types.encode()).is_err());
+    assert!(CertificateRequest::parse(&no_types.encode().unwrap()).is_err());
     let no_schemes = CertificateRequest {
         signature_schemes: vec![],
         ..cr
     };
-    assert!(CertificateRequest::parse(&no_schemes.encode()).is_err());
+    assert!(CertificateRequest::parse(&no_schemes.encode().unwrap()).is_err());
 }
 
 #[test]
 fn small_messages_round_trip() {
-    assert_eq!(ServerHelloDone.encode(), Vec::<u8>::new());
+    assert_eq!(ServerHelloDone.encode().unwrap(), Vec::<u8>::new());
     assert_eq!(ServerHelloDone::parse(&[]), Ok(ServerHelloDone));
     assert!(ServerHelloDone::parse(&[0]).is_err());
 
     let psk = PskClientKeyExchange {
         identity: b"urn:imei:123456789012345".to_vec(),
     };
-    assert_eq!(PskClientKeyExchange::parse(&psk.encode()), Ok(psk));
+    assert_eq!(PskClientKeyExchange::parse(&psk.encode().unwrap()), Ok(psk));
 
     let ecdhe = EcdheClientKeyExchange {
         public_key: p256_point(7),
     };
-    assert_eq!(ecdhe.encode()[0], 65);
-    assert_eq!(EcdheClientKeyExchange::parse(&ecdhe.encode()), Ok(ecdhe));
+    assert_eq!(ecdhe.encode().unwrap()[0], 65);
+    assert_eq!(
+        EcdheClientKeyExchange::parse(&ecdhe.encode().unwrap()),
+        Ok(ecdhe)
+    );
     assert!(EcdheClientKeyExchange::parse(&[0]).is_err());
 
     let cv = CertificateVerify {
         signature_scheme: SIG_ECDSA_SECP256R1_SHA256,
         signature: vec![0x30; 70],
     };
-    assert_eq!(CertificateVerify::parse(&cv.encode()), Ok(cv));
+    assert_eq!(CertificateVerify::parse(&cv.encode().unwrap()), Ok(cv));
 
     let fin = Finished {
         verify_data: *b"0123456789ab",
     };
-    assert_eq!(fin.encode(), b"0123456789ab");
-    assert_eq!(Finished::parse(&fin.encode()), Ok(fin));
+    assert_eq!(fin.encode().unwrap(), b"0123456789ab");
+    assert_eq!(Finished::parse(&fin.encode().unwrap()), Ok(fin));
     assert!(Finished::parse(&[0; 11]).is_err());
     assert!(Finished::parse(&[0; 13]).is_err());
 }
@@ -463,7 +482,7 @@ fn openssl_psk_client_flights() {
     assert_eq!(sigalgs.len(), 20);
     assert_eq!(sigalgs[0], SIG_ECDSA_SECP256R1_SHA256);
     assert!(ext.unknown.is_empty() && ext.connection_id.is_none());
-    assert_eq!(ClientHello::parse(&first.encode()).unwrap(), first);
+    assert_eq!(ClientHello::parse(&first.encode().unwrap()).unwrap(), first);
 
     let second = ClientHello::parse(&msgs[1].2).unwrap();
     assert_eq!(second.random, first.random);
@@ -471,7 +490,7 @@ fn openssl_psk_client_flights() {
 
     let cke = PskClientKeyExchange::parse(&msgs[2].2).unwrap();
     assert_eq!(cke.identity, b"myid");
-    assert_eq!(cke.encode(), msgs[2].2);
+    assert_eq!(cke.encode().unwrap(), msgs[2].2);
 }
 
 #[test]
@@ -483,7 +502,7 @@ fn openssl_psk_server_flights() {
 
     let hvr = HelloVerifyRequest::parse(&msgs[0].2).unwrap();
     assert_eq!(hvr.server_version, DTLS_1_0);
-    assert_eq!(hvr.encode(), msgs[0].2);
+    assert_eq!(hvr.encode().unwrap(), msgs[0].2);
     let second_hello = ClientHello::parse(&messages(PSK_CAPTURE, true)[1].2).unwrap();
     assert_eq!(second_hello.cookie, hvr.cookie);
 
@@ -522,7 +541,7 @@ fn openssl_ecdhe_fragmented_flights() {
     assert_eq!(chain.len(), 1);
     assert_eq!(chain[0].len(), 379);
     assert_eq!(chain[0][..4], [0x30, 0x82, 0x01, 0x77]);
-    assert_eq!(CertificateBody::X509(chain).encode(), server[2].2);
+    assert_eq!(CertificateBody::X509(chain).encode().unwrap(), server[2].2);
 
     let ske = EcdheServerKeyExchange::parse(&server[3].2).unwrap();
     assert_eq!(ske.params.named_curve, GROUP_SECP256R1);
@@ -530,7 +549,7 @@ fn openssl_ecdhe_fragmented_flights() {
     assert_eq!(ske.params.public_key[0], 4);
     assert_eq!(ske.signature_scheme, SIG_ECDSA_SECP256R1_SHA256);
     assert_eq!(ske.signature[0], 0x30, "DER ECDSA signature");
-    assert_eq!(ske.encode(), server[3].2);
+    assert_eq!(ske.encode().unwrap(), server[3].2);
 
     let cr = CertificateRequest::parse(&server[4].2).unwrap();
     assert!(cr.certificate_types.contains(&64), "ecdsa_sign");
@@ -538,7 +557,7 @@ fn openssl_ecdhe_fragmented_flights() {
     // The one acceptable CA is the client's self-signed certificate: CN=client.
     assert_eq!(cr.authorities.len(), 1);
     assert!(cr.authorities[0].ends_with(b"client"));
-    assert_eq!(cr.encode(), server[4].2);
+    assert_eq!(cr.encode().unwrap(), server[4].2);
     assert_eq!(ServerHelloDone::parse(&server[5].2), Ok(ServerHelloDone));
 
     let client = messages(ECDHE_CAPTURE, true);
@@ -554,7 +573,7 @@ fn openssl_ecdhe_fragmented_flights() {
     assert_eq!(cke.public_key.len(), 65);
     let cv = CertificateVerify::parse(&client[4].2).unwrap();
     assert_eq!(cv.signature_scheme, SIG_ECDSA_SECP256R1_SHA256);
-    assert_eq!(cv.encode(), client[4].2);
+    assert_eq!(cv.encode().unwrap(), client[4].2);
 }
 
 #[test]
@@ -691,7 +710,7 @@ proptest! {
             compression_methods: compression,
             extensions,
         };
-        let parsed = ClientHello::parse(&ch.encode()).unwrap();
+        let parsed = ClientHello::parse(&ch.encode().unwrap()).unwrap();
         prop_assert_eq!(parsed, ClientHello { extensions: parsed_client(ch.extensions.clone()), ..ch });
     }
 
@@ -712,7 +731,7 @@ proptest! {
             compression_method: compression,
             extensions,
         };
-        let parsed = ServerHello::parse(&sh.encode()).unwrap();
+        let parsed = ServerHello::parse(&sh.encode().unwrap()).unwrap();
         prop_assert_eq!(parsed, ServerHello { extensions: parsed_server(sh.extensions.clone()), ..sh });
     }
 
@@ -721,43 +740,43 @@ proptest! {
         // Every result is acceptable; a parser only must not panic, and what it accepts
         // must survive a re-encode.
         if let Ok(m) = ClientHello::parse(&bytes) {
-            let _ = ClientHello::parse(&m.encode()).unwrap();
+            let _ = ClientHello::parse(&m.encode().unwrap()).unwrap();
         }
         if let Ok(m) = ServerHello::parse(&bytes) {
-            let _ = ServerHello::parse(&m.encode()).unwrap();
+            let _ = ServerHello::parse(&m.encode().unwrap()).unwrap();
         }
         if let Ok(m) = HelloVerifyRequest::parse(&bytes) {
-            prop_assert_eq!(m.encode(), bytes.clone());
+            prop_assert_eq!(m.encode().unwrap(), bytes.clone());
         }
         if let Ok(m) = CertificateBody::parse_x509(&bytes) {
-            prop_assert_eq!(m.encode(), bytes.clone());
+            prop_assert_eq!(m.encode().unwrap(), bytes.clone());
         }
         if let Ok(m) = CertificateBody::parse_raw_public_key(&bytes) {
-            prop_assert_eq!(m.encode(), bytes.clone());
+            prop_assert_eq!(m.encode().unwrap(), bytes.clone());
         }
         if let Ok(m) = EcdheServerKeyExchange::parse(&bytes) {
-            prop_assert_eq!(m.encode(), bytes.clone());
+            prop_assert_eq!(m.encode().unwrap(), bytes.clone());
         }
         if let Ok(m) = PskServerKeyExchange::parse(&bytes) {
-            prop_assert_eq!(m.encode(), bytes.clone());
+            prop_assert_eq!(m.encode().unwrap(), bytes.clone());
         }
         if let Ok(m) = CertificateRequest::parse(&bytes) {
-            prop_assert_eq!(m.encode(), bytes.clone());
+            prop_assert_eq!(m.encode().unwrap(), bytes.clone());
         }
         if let Ok(m) = ServerHelloDone::parse(&bytes) {
-            prop_assert_eq!(m.encode(), bytes.clone());
+            prop_assert_eq!(m.encode().unwrap(), bytes.clone());
         }
         if let Ok(m) = PskClientKeyExchange::parse(&bytes) {
-            prop_assert_eq!(m.encode(), bytes.clone());
+            prop_assert_eq!(m.encode().unwrap(), bytes.clone());
         }
         if let Ok(m) = EcdheClientKeyExchange::parse(&bytes) {
-            prop_assert_eq!(m.encode(), bytes.clone());
+            prop_assert_eq!(m.encode().unwrap(), bytes.clone());
         }
         if let Ok(m) = CertificateVerify::parse(&bytes) {
-            prop_assert_eq!(m.encode(), bytes.clone());
+            prop_assert_eq!(m.encode().unwrap(), bytes.clone());
         }
         if let Ok(m) = Finished::parse(&bytes) {
-            prop_assert_eq!(m.encode(), bytes.clone());
+            prop_assert_eq!(m.encode().unwrap(), bytes.clone());
         }
         let _ = ClientExtensions::parse(&bytes);
         let _ = ServerExtensions::parse(&bytes);
@@ -769,7 +788,7 @@ proptest! {
         cut in any::<Index>(),
     ) {
         // Structured inputs reach deeper than random bytes: corrupt a valid ClientHello.
-        let mut bytes = sample_client_hello().encode();
+        let mut bytes = sample_client_hello().encode().unwrap();
         for (at, v) in flips {
             let i = at.index(bytes.len());
             bytes[i] = v;
@@ -846,7 +865,7 @@ proptest! {
         let msg_type = |i: usize| types[i % types.len()];
         let mut fragments: Vec<Vec<u8>> = Vec::new();
         for (i, body) in bodies.iter().enumerate() {
-            fragments.extend(fragment(msg_type(i), first_seq + i as u16, body, max_fragment));
+            fragments.extend(fragment(msg_type(i), first_seq + i as u16, body, max_fragment).unwrap());
         }
         // Extra fragments covering arbitrary, overlapping ranges of a message.
         for (m, a, b) in &pieces {
@@ -861,7 +880,7 @@ proptest! {
                 message_seq: first_seq + i as u16,
                 fragment_offset: start as u32,
                 fragment_length: (end - start) as u32,
-            }.write(&mut f);
+            }.write(&mut f).unwrap();
             f.extend_from_slice(&body[start..end]);
             fragments.push(f);
         }
@@ -924,12 +943,14 @@ fn openssl_signatures_verify_over_our_encodings() {
 
     let ske = EcdheServerKeyExchange::parse(&server[3].2).unwrap();
     let sig = Signature::from_der(&ske.signature).unwrap();
-    let signed = ske.params.signed_data(&ch.random, &sh.random);
+    let signed = ske.params.signed_data(&ch.random, &sh.random).unwrap();
     assert!(server_key.verify(&signed, &sig).is_ok());
     assert!(server_key.verify(&signed[1..], &sig).is_err());
 
     let mut transcript = Vec::new();
-    let t = |m: &(u8, u16, Vec<u8>)| full_message(HandshakeType::from_u8(m.0).unwrap(), m.1, &m.2);
+    let t = |m: &(u8, u16, Vec<u8>)| {
+        full_message(HandshakeType::from_u8(m.0).unwrap(), m.1, &m.2).unwrap()
+    };
     transcript.extend(t(&client[1]));
     for m in &server[1..6] {
         transcript.extend(t(m));

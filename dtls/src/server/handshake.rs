@@ -11,6 +11,7 @@
 //! Client authentication is always required for ECDHE-ECDSA (the LwM2M profile, RFC 7925
 //! §4.4): the server sends CertificateRequest and refuses an empty Certificate.
 use crate::alert::AlertDescription;
+use crate::codec::{DecodeError, EncodeError};
 use crate::config::{PeerKey, ServerConfig, ServerCredentials};
 use crate::crypto::{self, DirectionKeys, KeyBlock};
 use crate::flight::{Flight, Item, Writer};
@@ -23,7 +24,7 @@ use crate::handshake::messages::{
     EcdheParams, EcdheServerKeyExchange, Finished, PskClientKeyExchange, ServerHello,
 };
 use crate::handshake::reassembly::{Inserted, Reassembler};
-use crate::handshake::{full_message, parse_fragments, HandshakeType};
+use crate::handshake::{full_message, full_message_raw, parse_fragments, HandshakeType};
 use crate::pki::{self, Ephemeral};
 use crate::record::{ContentType, Record, DTLS_1_2};
 use crate::replay::ReplayWindow;
@@ -269,7 +270,7 @@ impl ServerHandshake {
             hs.identity = Some(r.principal.to_string());
             hs.master = Some(r.master);
             let sh = hs.server_hello(&extensions);
-            items.push(hs.message(0, HandshakeType::ServerHello, sh));
+            items.push(hs.message(0, HandshakeType::ServerHello, sh)?);
             hs.derive_keys();
             let verify = crypto::finished(&r.master, b"server finished", &hs.transcript);
             items.push(Item::ChangeCipherSpec);
@@ -281,7 +282,7 @@ impl ServerHandshake {
                         verify_data: verify,
                     }
                     .encode(),
-                ),
+                )?,
             );
             hs.expect = Expect::ChangeCipherSpec;
         } else {
@@ -319,45 +320,47 @@ impl ServerHandshake {
                     extensions.ec_point_formats = Some(vec![POINT_FORMAT_UNCOMPRESSED]);
                 }
                 let sh = hs.server_hello(&extensions);
-                items.push(hs.message(0, HandshakeType::ServerHello, sh));
+                items.push(hs.message(0, HandshakeType::ServerHello, sh)?);
                 let cert = if server_type == CERT_TYPE_RAW_PUBLIC_KEY {
                     CertificateBody::RawPublicKey(key.spki.clone())
                 } else {
                     CertificateBody::X509(key.chain.clone())
                 };
-                items.push(hs.message(0, HandshakeType::Certificate, cert.encode()));
+                items.push(hs.message(0, HandshakeType::Certificate, cert.encode())?);
                 let eph = Ephemeral::generate(ctx.rng);
                 let params = EcdheParams {
                     named_curve: GROUP_SECP256R1,
                     public_key: eph.public.clone(),
                 };
-                let signed = params.encode_params();
-                let signature =
-                    key.sign(&[&hs.client_random[..], &hs.server_random[..], &signed].concat());
+                let signed = params
+                    .signed_data(&hs.client_random, &hs.server_random)
+                    .map_err(|e| hs.unencodable(e))?;
+                let signature = key.sign(&signed);
                 let ske = EcdheServerKeyExchange {
                     params,
                     signature_scheme: SIG_ECDSA_SECP256R1_SHA256,
                     signature,
                 };
-                items.push(hs.message(0, HandshakeType::ServerKeyExchange, ske.encode()));
+                items.push(hs.message(0, HandshakeType::ServerKeyExchange, ske.encode())?);
                 hs.ephemeral = Some(eph);
                 let req = CertificateRequest {
                     certificate_types: vec![64], // ecdsa_sign
                     signature_schemes: vec![SIG_ECDSA_SECP256R1_SHA256],
                     authorities: Vec::new(),
                 };
-                items.push(hs.message(0, HandshakeType::CertificateRequest, req.encode()));
+                items.push(hs.message(0, HandshakeType::CertificateRequest, req.encode())?);
                 hs.expect = Expect::Certificate;
             } else {
                 let sh = hs.server_hello(&extensions);
-                items.push(hs.message(0, HandshakeType::ServerHello, sh));
+                items.push(hs.message(0, HandshakeType::ServerHello, sh)?);
             }
-            items.push(hs.message(0, HandshakeType::ServerHelloDone, Vec::new()));
+            items.push(hs.message(0, HandshakeType::ServerHelloDone, Ok(Vec::new()))?);
         }
         hs.flight = Flight::new(items, ctx.now, &config.timers, true);
         let mut out = Vec::new();
         hs.writer
-            .encode(&hs.flight.items, config.max_datagram, ctx.rng, &mut out);
+            .encode(&hs.flight.items, config.max_datagram, ctx.rng, &mut out)
+            .map_err(|e| hs.unencodable(e))?;
         Ok((hs, out))
     }
 
@@ -386,7 +389,7 @@ impl ServerHandshake {
         }
     }
 
-    fn server_hello(&self, extensions: &ServerExtensions) -> Vec<u8> {
+    fn server_hello(&self, extensions: &ServerExtensions) -> Result<Vec<u8>, EncodeError> {
         ServerHello {
             server_version: DTLS_1_2,
             random: self.server_random,
@@ -399,17 +402,43 @@ impl ServerHandshake {
     }
 
     /// Numbers a message of ours, adds it to the transcript, and makes it a flight item.
-    fn message(&mut self, epoch: u16, msg_type: HandshakeType, body: Vec<u8>) -> Item {
+    /// `body` is the message's encoding, which fails only for a value too large for its
+    /// field (a configured certificate chain over 2^24 bytes, say): the handshake then ends
+    /// with `internal_error` rather than send a message the client would misread.
+    fn message(
+        &mut self,
+        epoch: u16,
+        msg_type: HandshakeType,
+        body: Result<Vec<u8>, EncodeError>,
+    ) -> Result<Item, Failure> {
+        let body = body.map_err(|e| self.unencodable(e))?;
         let seq = self.out_seq;
+        let full = full_message(msg_type, seq, &body).map_err(|e| self.unencodable(e))?;
         self.out_seq = self.out_seq.wrapping_add(1);
-        self.transcript
-            .extend_from_slice(&full_message(msg_type, seq, &body));
-        Item::Handshake {
+        self.transcript.extend_from_slice(&full);
+        Ok(Item::Handshake {
             epoch,
             msg_type,
             seq,
             body,
-        }
+        })
+    }
+
+    /// The failure for a message or flight of ours that cannot be encoded; the field is
+    /// logged, since the alert cannot say it.
+    fn unencodable(&self, e: EncodeError) -> Failure {
+        tracing::warn!(error = %e, "DTLS handshake message cannot be encoded");
+        self.fail(
+            AlertDescription::InternalError,
+            "handshake message cannot be encoded",
+        )
+    }
+
+    /// The failure for a client message that does not parse; the field, when the error
+    /// names one, is logged at debug level (the peer chose it, so it is not worth more).
+    fn malformed(&self, reason: &'static str, e: DecodeError) -> Failure {
+        tracing::debug!(error = %e, reason, "malformed DTLS handshake message");
+        self.fail(AlertDescription::DecodeError, reason)
     }
 
     fn derive_keys(&mut self) {
@@ -452,10 +481,15 @@ impl ServerHandshake {
                     plaintext = p;
                     (ct, &plaintext)
                 }
-                Err(_) if self.expect == Expect::Finished => {
+                Err(_) if self.expect == Expect::Finished && !self.resumed => {
                     // The Finished does not decrypt: the client derived other keys, which
                     // means another PSK (or a forged record). Failing now beats letting the
-                    // client retransmit into silence for a minute.
+                    // client retransmit into silence for a minute. Not so in a resumed
+                    // handshake: its keys come from the master secret both sides already
+                    // share, so such a record is damaged or forged, and it is dropped like
+                    // any invalid record (RFC 6347 §4.1.2.7) while retransmission recovers.
+                    // Failing would also strand the client, which finishes an abbreviated
+                    // handshake first and already counts itself connected.
                     return Err(self.fail(
                         AlertDescription::BadRecordMac,
                         "client Finished does not decrypt (wrong key?)",
@@ -470,7 +504,9 @@ impl ServerHandshake {
             Some(ContentType::Handshake) => self.handle_handshake(ctx, payload, record.epoch, out),
             Some(ContentType::ChangeCipherSpec) => {
                 if payload != [1] {
-                    return Err(self.fail(AlertDescription::DecodeError, "bad ChangeCipherSpec"));
+                    // An unauthenticated record that is not a ChangeCipherSpec: invalid, so
+                    // dropped (RFC 6347 §4.1.2.7); the client's retransmission brings a good one.
+                    return Ok(Step::Continue);
                 }
                 if self.expect == Expect::ChangeCipherSpec {
                     self.read_epoch = 1;
@@ -479,9 +515,12 @@ impl ServerHandshake {
                 Ok(Step::Continue)
             }
             Some(ContentType::Alert) => {
-                let desc = crate::alert::Alert::decode(payload)
-                    .map(|a| a.description)
-                    .unwrap_or(AlertDescription::DecodeError);
+                // A record that is not a well-formed alert is invalid and dropped (RFC 6347
+                // §4.1.2.7), not taken as the client giving up.
+                let Ok(alert) = crate::alert::Alert::decode(payload) else {
+                    return Ok(Step::Continue);
+                };
+                let desc = alert.description;
                 Err(Failure {
                     alert: AlertDescription::CloseNotify,
                     reason: alert_reason(desc),
@@ -501,12 +540,8 @@ impl ServerHandshake {
     ) -> Result<Step, Failure> {
         let mut old = false;
         for frag in parse_fragments(payload) {
-            let (header, data) = frag.map_err(|_| {
-                self.fail(
-                    AlertDescription::DecodeError,
-                    "malformed handshake fragment",
-                )
-            })?;
+            let (header, data) =
+                frag.map_err(|e| self.malformed("malformed handshake fragment", e))?;
             // Only the Finished may travel in epoch 1, and only once we expect it.
             if epoch == 1 && header.msg_type != HandshakeType::Finished as u8 {
                 return Err(self.fail(
@@ -545,7 +580,8 @@ impl ServerHandshake {
         body: Vec<u8>,
         out: &mut Vec<Vec<u8>>,
     ) -> Result<Option<Box<Established>>, Failure> {
-        let full = full_message_raw(msg_type, seq, &body);
+        // The reassembler caps bodies at MAX_MESSAGE (16 KiB), far below 2^24.
+        let full = full_message_raw(msg_type, seq, &body).map_err(|e| self.unencodable(e))?;
         let t = HandshakeType::from_u8(msg_type);
         match (self.expect, t) {
             (Expect::Certificate, Some(HandshakeType::Certificate)) => {
@@ -554,7 +590,7 @@ impl ServerHandshake {
                 } else {
                     CertificateBody::parse_x509(&body)
                 }
-                .map_err(|_| self.fail(AlertDescription::DecodeError, "malformed Certificate"))?;
+                .map_err(|e| self.malformed("malformed Certificate", e))?;
                 let (principal, key) = match parsed {
                     CertificateBody::RawPublicKey(spki) => {
                         let p = ctx.creds.verify_client(PeerKey::RawPublicKey(&spki));
@@ -582,20 +618,25 @@ impl ServerHandshake {
             (Expect::ClientKeyExchange, Some(HandshakeType::ClientKeyExchange)) => {
                 let pre_master = match self.suite.key_exchange() {
                     KeyExchange::Psk => {
-                        let cke = PskClientKeyExchange::parse(&body).map_err(|_| {
-                            self.fail(AlertDescription::DecodeError, "malformed ClientKeyExchange")
-                        })?;
+                        let cke = PskClientKeyExchange::parse(&body)
+                            .map_err(|e| self.malformed("malformed ClientKeyExchange", e))?;
                         self.identity = Some(String::from_utf8_lossy(&cke.identity).into_owned());
                         let entry = ctx.creds.psk(&cke.identity).ok_or_else(|| {
                             self.fail(AlertDescription::UnknownPskIdentity, "unknown PSK identity")
                         })?;
+                        if entry.key.len() > crypto::MAX_PSK_LEN {
+                            // RFC 4279 §5.3; the credential store should never hold one.
+                            return Err(self.fail(
+                                AlertDescription::InternalError,
+                                "PSK longer than 65535 bytes",
+                            ));
+                        }
                         self.principal = Some(entry.principal);
                         crypto::psk_pre_master(&entry.key)
                     }
                     KeyExchange::EcdheEcdsa => {
-                        let cke = EcdheClientKeyExchange::parse(&body).map_err(|_| {
-                            self.fail(AlertDescription::DecodeError, "malformed ClientKeyExchange")
-                        })?;
+                        let cke = EcdheClientKeyExchange::parse(&body)
+                            .map_err(|e| self.malformed("malformed ClientKeyExchange", e))?;
                         let eph = self.ephemeral.take().ok_or_else(|| {
                             self.fail(AlertDescription::InternalError, "no ephemeral key")
                         })?;
@@ -621,9 +662,8 @@ impl ServerHandshake {
                 };
             }
             (Expect::CertificateVerify, Some(HandshakeType::CertificateVerify)) => {
-                let cv = CertificateVerify::parse(&body).map_err(|_| {
-                    self.fail(AlertDescription::DecodeError, "malformed CertificateVerify")
-                })?;
+                let cv = CertificateVerify::parse(&body)
+                    .map_err(|e| self.malformed("malformed CertificateVerify", e))?;
                 if cv.signature_scheme != SIG_ECDSA_SECP256R1_SHA256 {
                     return Err(self.fail(
                         AlertDescription::IllegalParameter,
@@ -647,8 +687,8 @@ impl ServerHandshake {
                 self.expect = Expect::ChangeCipherSpec;
             }
             (Expect::Finished, Some(HandshakeType::Finished)) => {
-                let fin = Finished::parse(&body)
-                    .map_err(|_| self.fail(AlertDescription::DecodeError, "malformed Finished"))?;
+                let fin =
+                    Finished::parse(&body).map_err(|e| self.malformed("malformed Finished", e))?;
                 let master = self.master.ok_or_else(|| {
                     self.fail(AlertDescription::InternalError, "no master secret")
                 })?;
@@ -683,7 +723,7 @@ impl ServerHandshake {
                             verify_data: verify,
                         }
                         .encode(),
-                    );
+                    )?;
                     self.flight = Flight::new(
                         vec![Item::ChangeCipherSpec, fin],
                         ctx.now,
@@ -691,7 +731,8 @@ impl ServerHandshake {
                         false,
                     );
                     self.writer
-                        .encode(&self.flight.items, ctx.config.max_datagram, ctx.rng, out);
+                        .encode(&self.flight.items, ctx.config.max_datagram, ctx.rng, out)
+                        .map_err(|e| self.unencodable(e))?;
                     verify
                 };
                 return Ok(Some(Box::new(self.establish(master, final_verify)?)));
@@ -745,11 +786,18 @@ impl ServerHandshake {
         })
     }
 
-    /// Sends the last flight again and backs the timer off.
-    pub fn retransmit<R: rand::Rng>(&mut self, ctx: &mut Ctx<'_, R>, out: &mut Vec<Vec<u8>>) {
+    /// Sends the last flight again and backs the timer off. Fails when the flight can no
+    /// longer be encoded (the epoch-0 sequence numbers ran out), which ends the handshake.
+    pub fn retransmit<R: rand::Rng>(
+        &mut self,
+        ctx: &mut Ctx<'_, R>,
+        out: &mut Vec<Vec<u8>>,
+    ) -> Result<(), Failure> {
         self.writer
-            .encode(&self.flight.items, ctx.config.max_datagram, ctx.rng, out);
+            .encode(&self.flight.items, ctx.config.max_datagram, ctx.rng, out)
+            .map_err(|e| self.unencodable(e))?;
         self.flight.backoff(ctx.now, &ctx.config.timers);
+        Ok(())
     }
 
     pub fn retransmit_at(&self) -> Option<Instant> {
@@ -767,18 +815,6 @@ impl ServerHandshake {
     pub fn client_random(&self) -> [u8; 32] {
         self.client_random
     }
-}
-
-fn full_message_raw(msg_type: u8, seq: u16, body: &[u8]) -> Vec<u8> {
-    use crate::codec::Writer as _;
-    let mut v = Vec::with_capacity(12 + body.len());
-    v.put_u8(msg_type);
-    v.put_u24(body.len() as u32);
-    v.put_u16(seq);
-    v.put_u24(0);
-    v.put_u24(body.len() as u32);
-    v.extend_from_slice(body);
-    v
 }
 
 fn alert_reason(desc: AlertDescription) -> &'static str {

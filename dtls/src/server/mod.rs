@@ -23,14 +23,15 @@ mod handshake;
 pub use handshake::{Failure, Resumable, SESSION_ID_LEN};
 
 use crate::alert::{Alert, AlertDescription, AlertLevel};
-use crate::codec::{Reader, Writer as _};
+use crate::codec::Reader;
 use crate::config::{ServerConfig, ServerCredentials};
 use crate::cookie::CookieJar;
 use crate::handshake::messages::{ClientHello, HelloVerifyRequest};
-use crate::handshake::{parse_fragments, HandshakeType};
+use crate::handshake::{full_message, parse_fragments, HandshakeType};
 use crate::record::{split_records, write_plaintext, ContentType, Record, DTLS_1_0};
 use crate::session::{Cid, Session, SessionError};
 use crate::suite::CipherSuite;
+use crate::time::deadline;
 use handshake::{Ctx, ServerHandshake, Step};
 use rand::rngs::StdRng;
 use rand::{Rng, RngCore, SeedableRng};
@@ -43,6 +44,11 @@ type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
 
 /// Source addresses whose handshake rate is tracked per second (a few MB at most).
 const RATE_SOURCES: usize = 1 << 16;
+
+/// Highest session handle accepted from saved bytes. New handles count up by one from below
+/// 2^32 or from the highest restored one, so with this bound the counter needs more than
+/// 2^63 handshakes to reach `u64::MAX`: it never runs out, and a damaged store cannot make it.
+pub const MAX_CONN_ID: u64 = 1 << 62;
 
 /// An established session of this server. Stable for the session's life, across address
 /// changes, resumption and restarts.
@@ -212,6 +218,15 @@ impl Server {
         &self.config
     }
 
+    /// The length of the Connection IDs this server issues, which is also the length it
+    /// splits `tls12_cid` records by: `cid_len` capped at
+    /// [`MAX_CID_LEN`](crate::config::MAX_CID_LEN). One value for both, or a configured
+    /// length above the cap would issue 16-byte CIDs and then misread every record carrying
+    /// one.
+    fn cid_len(&self) -> usize {
+        self.config.cid_len.min(crate::config::MAX_CID_LEN)
+    }
+
     /// One datagram from `from`.
     pub fn handle_datagram(
         &mut self,
@@ -220,8 +235,7 @@ impl Server {
         data: &[u8],
         creds: &dyn ServerCredentials,
     ) {
-        let cid_len = self.config.cid_len;
-        for record in split_records(data, cid_len) {
+        for record in split_records(data, self.cid_len()) {
             let Ok(record) = record else {
                 self.stats.records_dropped += 1;
                 return;
@@ -302,29 +316,38 @@ impl Server {
         self.cookies.maybe_rotate(now, || rng.random());
         if !self.cookies.verify(from, &cookie_input, &hello.cookie) {
             let cookie = self.cookies.make(from, &cookie_input);
+            // A 16-byte cookie in a 19-byte body: nothing here can exceed its field, and the
+            // record number is the hello's, which parsed as 48 bits.
             let hvr = HelloVerifyRequest {
                 server_version: DTLS_1_0,
                 cookie: cookie.to_vec(),
             }
-            .encode();
-            let mut frag = Vec::with_capacity(12 + hvr.len());
-            frag.put_u8(HandshakeType::HelloVerifyRequest as u8);
-            frag.put_u24(hvr.len() as u32);
-            frag.put_u16(header.message_seq);
-            frag.put_u24(0);
-            frag.put_u24(hvr.len() as u32);
-            frag.extend_from_slice(&hvr);
-            let mut out = Vec::with_capacity(frag.len() + 13);
-            write_plaintext(
-                ContentType::Handshake,
-                DTLS_1_0,
-                0,
-                record.seq,
-                &frag,
-                &mut out,
-            );
-            self.transmits.push_back((from, out));
-            self.stats.cookies_sent += 1;
+            .encode()
+            .and_then(|body| {
+                full_message(HandshakeType::HelloVerifyRequest, header.message_seq, &body)
+            })
+            .and_then(|frag| {
+                let mut out = Vec::with_capacity(frag.len() + 13);
+                write_plaintext(
+                    ContentType::Handshake,
+                    DTLS_1_0,
+                    0,
+                    record.seq,
+                    &frag,
+                    &mut out,
+                )
+                .map(|()| out)
+            });
+            match hvr {
+                Ok(out) => {
+                    self.transmits.push_back((from, out));
+                    self.stats.cookies_sent += 1;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "HelloVerifyRequest cannot be encoded");
+                    self.stats.records_dropped += 1;
+                }
+            }
             return;
         }
         if !self.admit(now, from) {
@@ -347,7 +370,13 @@ impl Server {
             }
             None => {
                 let id = self.next_id;
-                self.next_id += 1;
+                let Some(next) = id.checked_add(1) else {
+                    // Unreachable (see MAX_CONN_ID); refusing beats wrapping to a handle that
+                    // may belong to a live session.
+                    self.stats.handshakes_refused += 1;
+                    return;
+                };
+                self.next_id = next;
                 let mut sid = [0u8; SESSION_ID_LEN];
                 sid[..8].copy_from_slice(&id.to_be_bytes());
                 self.rng.fill_bytes(&mut sid[8..]);
@@ -358,7 +387,11 @@ impl Server {
         let own_cid = (self.config.cid_len > 0)
             .then(|| self.fresh_cid())
             .flatten();
-        let msg = full_hello(header.message_seq, body);
+        // The hello came whole in one record, so it is far below the 2^24 a header can carry.
+        let Ok(msg) = full_message(HandshakeType::ClientHello, header.message_seq, body) else {
+            self.stats.records_dropped += 1;
+            return;
+        };
         let mut ctx = Ctx {
             config: &self.config,
             creds,
@@ -384,17 +417,7 @@ impl Server {
                 self.schedule(from);
             }
             Err(failure) => {
-                let mut out = Vec::new();
-                let alert = Alert::fatal(failure.alert).encode();
-                write_plaintext(
-                    ContentType::Alert,
-                    crate::record::DTLS_1_2,
-                    0,
-                    record.seq,
-                    &alert,
-                    &mut out,
-                );
-                self.transmits.push_back((from, out));
+                self.send_plain_alert(from, failure.alert, record.seq);
                 self.fail(from, failure);
             }
         }
@@ -429,7 +452,7 @@ impl Server {
     }
 
     fn fresh_cid(&mut self) -> Option<Cid> {
-        let len = self.config.cid_len.min(crate::config::MAX_CID_LEN);
+        let len = self.cid_len();
         for _ in 0..8 {
             let mut b = [0u8; crate::config::MAX_CID_LEN];
             self.rng.fill_bytes(&mut b);
@@ -477,10 +500,10 @@ impl Server {
             now,
         };
         let mut out = Vec::new();
-        let result = hs.handle_record(&mut ctx, record, &mut out);
-        if let Ok(Step::Retransmit) = result {
-            hs.retransmit(&mut ctx, &mut out);
-        }
+        let result = match hs.handle_record(&mut ctx, record, &mut out) {
+            Ok(Step::Retransmit) => hs.retransmit(&mut ctx, &mut out).map(|()| Step::Retransmit),
+            other => other,
+        };
         for d in out {
             self.transmits.push_back((from, d));
         }
@@ -496,22 +519,30 @@ impl Server {
             Err(failure) => {
                 self.unschedule(from);
                 if failure.alert != AlertDescription::CloseNotify {
-                    let mut out = Vec::new();
-                    let alert = Alert::fatal(failure.alert).encode();
                     // Before the client's CCS it reads epoch 0; an alert it can read beats
                     // one sealed under keys it may not have.
-                    write_plaintext(
-                        ContentType::Alert,
-                        crate::record::DTLS_1_2,
-                        0,
-                        hs.writer.seq[0],
-                        &alert,
-                        &mut out,
-                    );
-                    self.transmits.push_back((from, out));
+                    self.send_plain_alert(from, failure.alert, hs.writer.seq[0]);
                 }
                 self.fail(from, failure);
             }
+        }
+    }
+
+    /// Queues a fatal alert in an epoch-0 record numbered `seq`. A number past 48 bits
+    /// (the peer started its sequence at the top) cannot be written, so no alert goes out;
+    /// the handshake ends all the same.
+    fn send_plain_alert(&mut self, to: SocketAddr, alert: AlertDescription, seq: u64) {
+        let mut out = Vec::new();
+        match write_plaintext(
+            ContentType::Alert,
+            crate::record::DTLS_1_2,
+            0,
+            seq,
+            &Alert::fatal(alert).encode(),
+            &mut out,
+        ) {
+            Ok(()) => self.transmits.push_back((to, out)),
+            Err(e) => tracing::debug!(peer = %to, error = %e, "alert not sent"),
         }
     }
 
@@ -591,7 +622,7 @@ impl Server {
 
     /// Evicts the least recently active session if the table is full.
     fn make_room(&mut self) {
-        let mut budget = self.clock.len() * 2 + 1;
+        let mut budget = self.clock.len().saturating_mul(2).saturating_add(1);
         while self.sessions.len() >= self.config.max_sessions.max(1) && budget > 0 {
             budget -= 1;
             let Some(id) = self.clock.pop_front() else {
@@ -689,17 +720,25 @@ impl Server {
             return;
         };
         let mut out = Vec::new();
-        write_plaintext(
+        // Each resend takes an epoch-0 number; once they run out (2^48, or a client that
+        // started near the top) the CCS cannot be written and nothing is resent.
+        if write_plaintext(
             ContentType::ChangeCipherSpec,
             crate::record::DTLS_1_2,
             0,
             ff.seq0,
             &[1],
             &mut out,
-        );
-        ff.seq0 += 1;
-        let fin =
-            crate::handshake::full_message(HandshakeType::Finished, ff.message_seq, &ff.verify);
+        )
+        .is_err()
+        {
+            return;
+        }
+        ff.seq0 = ff.seq0.saturating_add(1);
+        // A 12-byte body always fits.
+        let Ok(fin) = full_message(HandshakeType::Finished, ff.message_seq, &ff.verify) else {
+            return;
+        };
         if entry
             .session
             .seal(ContentType::Handshake, &fin, &mut self.rng, &mut out)
@@ -745,8 +784,8 @@ impl Server {
         let Some(hs) = self.handshakes.get(&peer) else {
             return;
         };
-        let deadline = hs.started + self.config.timers.handshake_timeout;
-        let at = hs.retransmit_at().map_or(deadline, |r| r.min(deadline));
+        let give_up = deadline(hs.started, self.config.timers.handshake_timeout);
+        let at = hs.retransmit_at().map_or(give_up, |r| r.min(give_up));
         self.timers.insert((at, peer));
         self.scheduled.insert(peer, at);
     }
@@ -768,7 +807,7 @@ impl Server {
             let Some(mut hs) = self.handshakes.remove(&peer) else {
                 continue;
             };
-            if now >= hs.started + self.config.timers.handshake_timeout {
+            if now >= deadline(hs.started, self.config.timers.handshake_timeout) {
                 self.fail(
                     peer,
                     Failure {
@@ -786,7 +825,10 @@ impl Server {
                 rng: &mut self.rng,
                 now,
             };
-            hs.retransmit(&mut ctx, &mut out);
+            if let Err(failure) = hs.retransmit(&mut ctx, &mut out) {
+                self.fail(peer, failure);
+                continue;
+            }
             for d in out {
                 self.transmits.push_back((peer, d));
             }
@@ -923,6 +965,13 @@ impl Server {
     }
 
     /// Brings back a session saved by [`save_sessions`](Self::save_sessions).
+    ///
+    /// The bytes may come from a damaged store, so besides [`Session::restore`]'s checks the
+    /// handle must lie in 1..=[`MAX_CONN_ID`], nothing may follow the session, and neither
+    /// the handle nor the Connection ID may belong to a session already here. A Connection
+    /// ID must also have this server's `cid_len`: records are split by that length, so a
+    /// session with another could never be found by its CID (the device does a new
+    /// handshake instead).
     pub fn restore_session(
         &mut self,
         bytes: &[u8],
@@ -933,13 +982,26 @@ impl Server {
             return Err(RestoreError::Format);
         }
         let id = d.u64()?;
+        RestoreError::check("connection handle", id, 1, MAX_CONN_ID)?;
         let peer: SocketAddr = d.str()?.parse().map_err(|_| RestoreError::Format)?;
         let check: [u8; 8] = d.bytes()?.try_into().map_err(|_| RestoreError::Format)?;
         let master: [u8; 48] = d.bytes()?.try_into().map_err(|_| RestoreError::Format)?;
         let ems = d.bool()?;
         let session = Session::restore(&mut d)?;
+        let unread = bytes.len().saturating_sub(d.position());
+        if unread > 0 {
+            return Err(RestoreError::Trailing(unread));
+        }
         if self.sessions.contains_key(&id) {
-            return Err(RestoreError::Format);
+            return Err(RestoreError::InUse("connection handle"));
+        }
+        if let Some(c) = session.recv_cid.filter(|c| !c.is_empty()) {
+            let len = crate::codec::wide(c.as_bytes().len());
+            let want = crate::codec::wide(self.cid_len());
+            RestoreError::check("recv_cid length", len, want, want)?;
+            if self.by_cid.contains_key(&c) {
+                return Err(RestoreError::InUse("connection ID"));
+            }
         }
         self.make_room();
         if let Some(c) = session.recv_cid {
@@ -959,7 +1021,8 @@ impl Server {
                 final_flight: None,
             },
         );
-        self.next_id = self.next_id.max(id + 1);
+        // `id` is at most MAX_CONN_ID, so this cannot overflow.
+        self.next_id = self.next_id.max(id.saturating_add(1));
         Ok(ConnId(id))
     }
 }
@@ -981,10 +1044,6 @@ fn hello_without_cookie(body: &[u8]) -> Option<Vec<u8>> {
     out.push(0);
     out.extend_from_slice(body.get(after..)?);
     Some(out)
-}
-
-fn full_hello(seq: u16, body: &[u8]) -> Vec<u8> {
-    crate::handshake::full_message(HandshakeType::ClientHello, seq, body)
 }
 
 /// Used where no credential can be asked for (timers).
