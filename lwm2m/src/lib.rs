@@ -17,6 +17,7 @@
 //!   CoAP form (TS Core §6, Transport §6).
 //! - [`client`]: the LwM2M client role (registration, DM, observe, Send, queue mode) over
 //!   one [`coap::Endpoint`], for the end-to-end tests and the device simulator.
+//! - [`time`]: deadline and duration arithmetic that saturates instead of panicking.
 //! - [`net`] (feature `net`, on by default): the only code that touches sockets, a tokio UDP
 //!   driver around [`coap::Endpoint`].
 #![warn(missing_docs, unreachable_pub)]
@@ -29,5 +30,6 @@ pub mod model;
 pub mod net;
 pub mod ops;
 mod reader;
+pub mod time;
 
 pub use coap_lite;

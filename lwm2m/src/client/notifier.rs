@@ -88,8 +88,12 @@ impl Observation {
 
     /// When this observation next needs attention.
     pub(super) fn deadline(&self) -> Option<Instant> {
-        let pending = self.pending.then(|| self.last_sent + self.pmin());
-        let periodic = self.pmax().map(|p| self.last_sent + p);
+        let pending = self
+            .pending
+            .then(|| crate::time::deadline(self.last_sent, self.pmin()));
+        let periodic = self
+            .pmax()
+            .map(|p| crate::time::deadline(self.last_sent, p));
         pending.into_iter().chain(periodic).min()
     }
 
@@ -216,7 +220,7 @@ impl<P: Peer> Client<P> {
             if !o.counts(current.as_ref()) {
                 continue;
             }
-            due.push((idx, now >= o.last_sent + o.pmin()));
+            due.push((idx, now >= crate::time::deadline(o.last_sent, o.pmin())));
         }
         let mut notify = Vec::new();
         for (idx, at_once) in due {
@@ -240,7 +244,9 @@ impl<P: Peer> Client<P> {
             .iter()
             .filter(|o| o.deadline().is_some_and(|d| d <= now))
             .map(|o| {
-                let periodic = o.pmax().is_some_and(|p| o.last_sent + p <= now);
+                let periodic = o
+                    .pmax()
+                    .is_some_and(|p| crate::time::deadline(o.last_sent, p) <= now);
                 (o.observer, periodic)
             })
             .collect();

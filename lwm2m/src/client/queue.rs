@@ -43,7 +43,7 @@ impl<P: Peer> Client<P> {
         if !self.config.queue_mode {
             return;
         }
-        self.radio.awake_until = Some(now + self.config.awake_time);
+        self.radio.awake_until = Some(crate::time::deadline(now, self.config.awake_time));
         if !self.radio.asleep {
             return;
         }
@@ -58,7 +58,7 @@ impl<P: Peer> Client<P> {
     /// Traffic went out or came in: the awake time starts again.
     pub(super) fn touch_radio(&mut self, now: Instant) {
         if self.config.queue_mode && !self.radio.asleep {
-            self.radio.awake_until = Some(now + self.config.awake_time);
+            self.radio.awake_until = Some(crate::time::deadline(now, self.config.awake_time));
         }
     }
 
@@ -74,7 +74,7 @@ impl<P: Peer> Client<P> {
         let u = self.endpoint.usage();
         let busy = u.unacked > 0 || u.outgoing > 0 || u.incoming > 0 || u.transmits > 0;
         if busy {
-            self.radio.awake_until = Some(now + Duration::from_secs(1));
+            self.radio.awake_until = Some(crate::time::deadline(now, Duration::from_secs(1)));
             return;
         }
         tracing::debug!(endpoint = %self.config.endpoint, "sleeping");

@@ -243,7 +243,7 @@ impl<P: Peer> Client<P> {
         let delay = self.retry_delay(self.reg.failures);
         tracing::info!(endpoint = %self.config.endpoint, %error, ?delay, "registration failed");
         self.reg.state = RegState::Waiting;
-        self.reg.timer = Some(now + delay);
+        self.reg.timer = Some(crate::time::deadline(now, delay));
         self.push_event(ClientEvent::RegistrationFailed { error });
     }
 
@@ -297,7 +297,7 @@ impl<P: Peer> Client<P> {
             }
             Err(e) => {
                 tracing::warn!(endpoint = %self.config.endpoint, error = %e, "update not sent");
-                self.reg.timer = Some(now + Duration::from_secs(1));
+                self.reg.timer = Some(crate::time::deadline(now, Duration::from_secs(1)));
             }
         }
     }
@@ -343,7 +343,10 @@ impl<P: Peer> Client<P> {
                     Ok(location) => {
                         tracing::info!(endpoint = %self.config.endpoint, %location, "registered");
                         self.reg.failures = 0;
-                        self.reg.timer = Some(now + update_delay(self.reg.sent_lifetime));
+                        self.reg.timer = Some(crate::time::deadline(
+                            now,
+                            update_delay(self.reg.sent_lifetime),
+                        ));
                         self.reg.state = RegState::Registered {
                             location: location.clone(),
                         };
@@ -371,7 +374,10 @@ impl<P: Peer> Client<P> {
                     .and_then(|resp| outcome(resp, ResponseType::Changed));
                 match result {
                     Ok(()) => {
-                        self.reg.timer = Some(now + update_delay(self.reg.sent_lifetime));
+                        self.reg.timer = Some(crate::time::deadline(
+                            now,
+                            update_delay(self.reg.sent_lifetime),
+                        ));
                         self.push_event(ClientEvent::Updated);
                         if self.reg.again || self.reg.links_dirty {
                             self.send_update(now);

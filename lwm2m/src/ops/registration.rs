@@ -131,10 +131,18 @@ fn query_params(packet: &Packet) -> Result<Vec<(String, Option<String>)>, Lwm2mE
     Ok(out)
 }
 
+/// `lt` (Core §6.2.1: the Lifetime resource, an unsigned 32-bit number of seconds) must be
+/// 1..=4294967295; 0 would expire at once.
 fn parse_lifetime(v: Option<&str>) -> Result<u32, Lwm2mError> {
     v.and_then(|v| v.parse::<u32>().ok())
         .filter(|lt| *lt > 0)
-        .ok_or_else(|| Lwm2mError::BadRequest(format!("invalid lifetime {v:?}")))
+        .ok_or_else(|| {
+            Lwm2mError::BadRequest(format!(
+                "lt must be a whole number of seconds from 1 to {}, not {:?}",
+                u32::MAX,
+                v.unwrap_or_default().chars().take(32).collect::<String>()
+            ))
+        })
 }
 
 fn parse_links(packet: &Packet) -> Result<Option<ObjectLinks>, Lwm2mError> {
@@ -184,12 +192,17 @@ impl Register {
         let endpoint = endpoint
             .filter(|e| !e.is_empty() && e.len() <= MAX_ENDPOINT_LEN)
             .ok_or_else(|| {
-                Lwm2mError::BadRequest("missing or invalid endpoint name (ep)".into())
+                Lwm2mError::BadRequest(format!(
+                    "ep (the endpoint name) must be 1 to {MAX_ENDPOINT_LEN} bytes"
+                ))
             })?;
         let version = match version {
             None => Lwm2mVersion::V1_0,
             Some(v) => Lwm2mVersion::parse(v.as_deref()).ok_or_else(|| {
-                Lwm2mError::BadRequest(format!("unsupported LwM2M version {v:?}"))
+                Lwm2mError::BadRequest(format!(
+                    "unsupported LwM2M version {:?}: only 1.x is served",
+                    v.unwrap_or_default().chars().take(16).collect::<String>()
+                ))
             })?,
         };
         let (binding, binding_queue) = binding.unwrap_or((Binding::UDP, false));

@@ -418,12 +418,12 @@ impl<P: Peer> Endpoint<P> {
             return;
         };
         if let Some(r) = self.requests.get_mut(&id) {
-            r.deadline_at = now + timeout;
+            r.deadline_at = crate::time::deadline(now, timeout);
             r.current_mid = con.then_some(mid);
         }
         // A CON message's deadline is armed when an empty ACK says a separate response is
         // coming; until then its retransmission timer watches `deadline_at`.
-        self.set_deadline(id, (!con).then_some(now + timeout));
+        self.set_deadline(id, (!con).then_some(crate::time::deadline(now, timeout)));
         if con {
             self.send_con(now, peer, mid, bytes, Owner::Request(id));
         } else {

@@ -300,7 +300,8 @@ impl<P: Peer> Endpoint<P> {
                 continue;
             };
             if ps.active > 0 || !ps.queue.is_empty() {
-                self.peer_expiry.push(now + lifetime, peer);
+                self.peer_expiry
+                    .push(crate::time::deadline(now, lifetime), peer);
             } else if ps.expires > now {
                 self.peer_expiry.push(ps.expires, peer);
             } else {
@@ -336,12 +337,12 @@ impl<P: Peer> Endpoint<P> {
         let rng = &mut self.rng;
         let peer_expiry = &mut self.peer_expiry;
         self.peers.entry(peer).or_insert_with(|| {
-            peer_expiry.push(now + lifetime, peer);
+            peer_expiry.push(crate::time::deadline(now, lifetime), peer);
             PeerState {
                 next_mid: rng.random(),
                 active: 0,
                 queue: VecDeque::new(),
-                expires: now + lifetime,
+                expires: crate::time::deadline(now, lifetime),
             }
         })
     }
@@ -351,7 +352,7 @@ impl<P: Peer> Endpoint<P> {
         let ps = self.peer_state(now, peer);
         let mid = ps.next_mid;
         ps.next_mid = ps.next_mid.wrapping_add(1);
-        ps.expires = now + lifetime;
+        ps.expires = crate::time::deadline(now, lifetime);
         mid
     }
 
@@ -405,8 +406,10 @@ impl<P: Peer> Endpoint<P> {
         timeout: Duration,
     ) {
         let id = self.timers.next_id();
-        self.timers
-            .arm(now + timeout, Timer::Retransmit { peer, mid, id });
+        self.timers.arm(
+            crate::time::deadline(now, timeout),
+            Timer::Retransmit { peer, mid, id },
+        );
         self.transmit(peer, bytes.clone());
         self.unacked.insert(
             (peer, mid),
@@ -415,7 +418,7 @@ impl<P: Peer> Endpoint<P> {
                 attempt,
                 timeout,
                 timer: id,
-                due: now + timeout,
+                due: crate::time::deadline(now, timeout),
                 owner,
             },
         );
@@ -491,10 +494,10 @@ impl<P: Peer> Endpoint<P> {
         u.timeout = timeout;
         let new_id = self.timers.next_id();
         u.timer = new_id;
-        u.due = now + timeout;
+        u.due = crate::time::deadline(now, timeout);
         let bytes = u.bytes.clone();
         self.timers.arm(
-            now + timeout,
+            crate::time::deadline(now, timeout),
             Timer::Retransmit {
                 peer,
                 mid,
@@ -563,7 +566,11 @@ impl<P: Peer> Endpoint<P> {
                 } else {
                     t.non_lifetime()
                 };
-                let evicted = self.dedup.insert((peer, mid), Reply::Nothing, now + life);
+                let evicted = self.dedup.insert(
+                    (peer, mid),
+                    Reply::Nothing,
+                    crate::time::deadline(now, life),
+                );
                 self.stats.dedup_evictions += u64::from(evicted.is_some());
                 false
             }

@@ -231,12 +231,14 @@ impl<P: Peer> Endpoint<P> {
                 observe_register: observe == Some(0),
             },
             // An unanswered request is forgotten after EXCHANGE_LIFETIME; the peer gave up.
-            now + self.config.transmission.exchange_lifetime(),
+            crate::time::deadline(now, self.config.transmission.exchange_lifetime()),
         );
         self.remember_reply(now, peer, mid, Reply::Pending(id));
         if con {
-            self.ack_due
-                .push(now + self.config.separate_response_after, id);
+            self.ack_due.push(
+                crate::time::deadline(now, self.config.separate_response_after),
+                id,
+            );
         }
         self.events.push_back(Event::Request(IncomingRequest {
             id,
@@ -282,10 +284,11 @@ impl<P: Peer> Endpoint<P> {
                 completed: false,
                 done: None,
             };
-            if let Some((_, ev)) = self
-                .block1
-                .insert(k, fresh, now + self.config.block_lifetime)
-            {
+            if let Some((_, ev)) = self.block1.insert(
+                k,
+                fresh,
+                crate::time::deadline(now, self.config.block_lifetime),
+            ) {
                 self.block1_bytes -= ev.body.len();
             }
         }
@@ -331,7 +334,8 @@ impl<P: Peer> Endpoint<P> {
         self.block1_bytes += len;
         st.last = Some(b1);
         // A slow upload lives as long as blocks keep coming, not a fixed span from its start.
-        self.block1.touch(&k, now + self.config.block_lifetime);
+        self.block1
+            .touch(&k, crate::time::deadline(now, self.config.block_lifetime));
         let Some(st) = self.block1.get_mut(&k, now) else {
             return Block1Step::Reply(msg::response(ResponseType::RequestEntityIncomplete));
         };
@@ -519,10 +523,11 @@ impl<P: Peer> Endpoint<P> {
                 template: response,
                 body,
             };
-            if let Some((_, ev)) = self
-                .block2
-                .insert(k, entry, now + self.config.block_lifetime)
-            {
+            if let Some((_, ev)) = self.block2.insert(
+                k,
+                entry,
+                crate::time::deadline(now, self.config.block_lifetime),
+            ) {
                 self.block2_bytes -= ev.body.len();
             }
         }
@@ -592,7 +597,8 @@ impl<P: Peer> Endpoint<P> {
                 .map_err(|_| RespondError::Encode)?;
             self.transmit(peer, bytes);
             let life = self.config.transmission.non_lifetime();
-            self.non_notified.insert((peer, mid), observer, now + life);
+            self.non_notified
+                .insert((peer, mid), observer, crate::time::deadline(now, life));
         }
         if ends {
             self.drop_observer(observer, None);
