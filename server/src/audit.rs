@@ -129,19 +129,23 @@ impl AuditEvent {
     }
 }
 
+/// An audit event as stored.
 #[derive(Debug, Encode, Decode)]
-struct AuditRecord {
+pub(crate) struct AuditRecord {
     #[n(0)]
-    at_ns: u64,
+    pub(crate) at_ns: u64,
     #[n(1)]
-    kind: String,
+    pub(crate) kind: String,
     #[n(2)]
-    endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     #[n(3)]
-    peer: Option<String>,
+    pub(crate) peer: Option<String>,
     #[n(4)]
-    detail: String,
+    pub(crate) detail: String,
 }
+
+/// Bytes of a key: the time in nanoseconds and the process-wide sequence, both big-endian.
+const KEY_LEN: usize = 12;
 
 /// Cuts `s` to at most `max` bytes (on a character boundary) and replaces control
 /// characters, so that attacker-chosen text can neither bloat the log nor forge lines in it.
@@ -300,25 +304,69 @@ pub fn prune(store: &Store, keep: usize) -> Result<usize, StoreError> {
     Ok(excess)
 }
 
-/// The newest `n` events (as of the last commit), oldest first. Records this version cannot
-/// read are skipped.
+/// The newest `n` events (as of the last commit), oldest first. A record this version cannot
+/// read, or whose fields are out of range, is skipped and logged (see [`read_event`]).
 pub fn recent(store: &Store, n: usize) -> Result<Vec<AuditEvent>, StoreError> {
+    Ok(recent_counted(store, n)?.0)
+}
+
+/// [`recent`] with the number of records skipped.
+pub(crate) fn recent_counted(
+    store: &Store,
+    n: usize,
+) -> Result<(Vec<AuditEvent>, usize), StoreError> {
     let entries = store.scan(Table::Audit, b"")?;
     let skip = entries.len().saturating_sub(n);
-    Ok(entries
-        .into_iter()
-        .skip(skip)
-        .filter_map(|(_, v)| {
-            let rec: AuditRecord = minicbor::decode(&v).ok()?;
-            Some(AuditEvent {
-                at: UNIX_EPOCH + Duration::from_nanos(rec.at_ns),
-                kind: AuditKind::parse(&rec.kind)?,
-                endpoint: rec.endpoint,
-                peer: rec.peer,
-                detail: rec.detail,
-            })
-        })
-        .collect())
+    let mut skipped = 0;
+    let mut events = Vec::new();
+    for (k, v) in entries.into_iter().skip(skip) {
+        match read_event(&k, &v) {
+            Ok(e) => events.push(e),
+            Err(reason) => {
+                skipped += 1;
+                tracing::warn!(table = Table::Audit.name(), key = %crate::store::display_key(&k), reason, "stored audit event skipped");
+            }
+        }
+    }
+    Ok((events, skipped))
+}
+
+/// Reads one stored event, checking what [`record`] guarantees: a key of the event's time
+/// and a sequence number, a known kind, and fields cut to their bounds without control
+/// characters. The time is only shown, never computed with, so one far off is shown as it
+/// is (any `u64` of nanoseconds is a representable time).
+fn read_event(key: &[u8], value: &[u8]) -> Result<AuditEvent, String> {
+    let rec: AuditRecord = minicbor::decode(value)
+        .map_err(|e| format!("not an audit record this version can read: {e}"))?;
+    if key.len() != KEY_LEN || !key.starts_with(&rec.at_ns.to_be_bytes()) {
+        return Err("stored under another key than its time".into());
+    }
+    let at = lwm2m::time::wall_deadline(UNIX_EPOCH, Duration::from_nanos(rec.at_ns));
+    let kind = AuditKind::parse(&rec.kind).ok_or_else(|| format!("unknown kind {:?}", rec.kind))?;
+    // `clean` may end a cut field with an ellipsis past the bound.
+    let check = |field: &str, s: &str, max: usize| {
+        if s.len() > max + '…'.len_utf8() || s.chars().any(char::is_control) {
+            Err(format!(
+                "{field} is not at most {max} bytes without control characters"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    if let Some(e) = &rec.endpoint {
+        check("endpoint", e, MAX_FIELD_LEN)?;
+    }
+    if let Some(p) = &rec.peer {
+        check("peer", p, MAX_FIELD_LEN)?;
+    }
+    check("detail", &rec.detail, MAX_DETAIL_LEN)?;
+    Ok(AuditEvent {
+        at,
+        kind,
+        endpoint: rec.endpoint,
+        peer: rec.peer,
+        detail: rec.detail,
+    })
 }
 
 #[cfg(test)]
@@ -402,5 +450,49 @@ mod tests {
             assert_eq!(serde_json::to_string(&k).unwrap(), format!("\"{k}\""));
             assert_eq!(AuditKind::parse(k.as_str()), Some(k));
         }
+    }
+
+    #[tokio::test]
+    async fn stored_events_out_of_range_are_skipped_and_counted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("a.redb"), StoreConfig::default()).unwrap();
+        record(&store, &AuditEvent::new(AuditKind::AuthFailed, "kept"));
+        let raw = |at_ns: u64, kind: &str, detail: String| {
+            minicbor::to_vec(AuditRecord {
+                at_ns,
+                kind: kind.into(),
+                endpoint: None,
+                peer: None,
+                detail,
+            })
+            .unwrap()
+        };
+        let key = |at_ns: u64| {
+            let mut k = at_ns.to_be_bytes().to_vec();
+            k.extend_from_slice(&[0, 0, 0, 1]);
+            k
+        };
+        let put = |k: Vec<u8>, v: Vec<u8>| store.put(Table::Audit, k, v).unwrap();
+        put(key(1), b"\xff".to_vec());
+        put(key(2), raw(2, "no-such-kind", "x".into()));
+        put(key(3), raw(3, "auth-failed", "forged\nline".into()));
+        put(
+            key(4),
+            raw(4, "auth-failed", "d".repeat(MAX_DETAIL_LEN + 4)),
+        );
+        put(
+            key(5),
+            raw(6, "auth-failed", "time differs from the key".into()),
+        );
+        put(b"short".to_vec(), raw(7, "auth-failed", "x".into()));
+        // The extremes of the time: shown as they are.
+        put(key(u64::MAX), raw(u64::MAX, "auth-failed", "far".into()));
+        store.flush().await.unwrap();
+        let (events, skipped) = recent_counted(&store, 100).unwrap();
+        assert_eq!(skipped, 6);
+        let details: Vec<&str> = events.iter().map(|e| e.detail.as_str()).collect();
+        assert_eq!(details, ["kept", "far"]);
+        assert_eq!(recent(&store, 100).unwrap().len(), 2);
+        store.close().unwrap();
     }
 }

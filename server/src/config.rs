@@ -53,17 +53,20 @@ pub struct Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
-    /// UDP addresses for CoAP (NoSec); served only if `security.allow_nosec`.
+    /// UDP addresses for CoAP (NoSec); served only if `security.allow_nosec`. At most 64
+    /// ([`limits::BIND_ADDRESSES`]): each is a socket.
     pub coap_bind: Vec<SocketAddr>,
-    /// UDP addresses for CoAP over DTLS.
+    /// UDP addresses for CoAP over DTLS; at most 64 ([`limits::BIND_ADDRESSES`]).
     pub coaps_bind: Vec<SocketAddr>,
     /// Directory of the durable state.
     pub data_dir: PathBuf,
     /// Directory of extra DDF object definitions; empty for none.
     pub objects_dir: PathBuf,
-    /// Receive buffer of each UDP socket, in bytes (0: the kernel's default).
+    /// Receive buffer of each UDP socket, in bytes (0: the kernel's default); 0..=1073741824
+    /// ([`limits::UDP_RECV_BUFFER_BYTES`]), what the kernel's `int` option holds.
     pub udp_recv_buffer_bytes: usize,
-    /// Page cache of the store, in bytes.
+    /// Page cache of the store, in bytes; 1048576..=17179869184 (1 MiB to 16 GiB,
+    /// [`limits::STORE_CACHE_BYTES`]).
     pub store_cache_bytes: usize,
 }
 
@@ -90,9 +93,10 @@ impl Default for ServerSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrationSection {
-    /// Seconds kept past the lifetime.
+    /// Seconds kept past the lifetime; 0..=86400 ([`limits::GRACE_SECS`]).
     pub grace_secs: u64,
-    /// Registrations held at most.
+    /// Registrations held at most; 1..=10000000 ([`limits::MAX_REGISTRATIONS`]), so the
+    /// bound is one the memory can keep.
     pub max_registrations: usize,
 }
 
@@ -109,12 +113,17 @@ impl Default for RegistrationSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueSection {
-    /// Seconds a queue-mode device counts as awake after an uplink.
+    /// Seconds a queue-mode device counts as awake after an uplink; 1..=86400
+    /// ([`limits::AWAKE_WINDOW_SECS`]).
     pub awake_window_secs: u64,
-    /// Commands queued per device at most.
+    /// Commands pending per device at most; 1..=1024 ([`limits::QUEUE_MAX_PER_DEVICE`]).
     pub max_per_device: usize,
-    /// Default seconds a command waits for a sleeping device.
+    /// Default seconds a command waits for a sleeping device; 1..=2592000 (30 days, the
+    /// longest `ttl` a command may ask for; [`limits::COMMAND_TTL_SECS`]).
     pub command_ttl_secs: u64,
+    /// Commands pending in the whole server at most (queued or awaiting an answer); more
+    /// fail with "overloaded". 1..=10000000 ([`limits::QUEUE_MAX_PENDING`]).
+    pub max_pending: usize,
 }
 
 impl Default for QueueSection {
@@ -123,6 +132,7 @@ impl Default for QueueSection {
             awake_window_secs: 93,
             max_per_device: 64,
             command_ttl_secs: 86_400,
+            max_pending: 100_000,
         }
     }
 }
@@ -131,15 +141,16 @@ impl Default for QueueSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CoapSection {
-    /// ACK_TIMEOUT in milliseconds.
+    /// ACK_TIMEOUT in milliseconds; 100..=600000 ([`limits::ACK_TIMEOUT_MS`]).
     pub ack_timeout_ms: u64,
-    /// ACK_RANDOM_FACTOR.
+    /// ACK_RANDOM_FACTOR; 1.0..=4.0 ([`limits::ACK_RANDOM_FACTOR`]; NaN is refused).
     pub ack_random_factor: f64,
-    /// MAX_RETRANSMIT.
+    /// MAX_RETRANSMIT; 0..=10 ([`limits::MAX_RETRANSMIT`]): the backoff doubles per
+    /// retransmission, so this bounds an exchange's lifetime.
     pub max_retransmit: u8,
-    /// NSTART.
+    /// NSTART; 1..=32 ([`limits::NSTART`]).
     pub nstart: u8,
-    /// Block size in bytes.
+    /// Block size in bytes: a power of two in 16..=1024 ([`limits::BLOCK_SIZE`]).
     pub block_size: usize,
 }
 
@@ -211,19 +222,25 @@ fn cipher_suites<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<CipherSui
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DtlsSection {
-    /// Length of the Connection IDs the server hands out (RFC 9146); 0 disables CID.
+    /// Length of the Connection IDs the server hands out (RFC 9146); 0 disables CID;
+    /// 0..=16 ([`limits::CONNECTION_ID_LENGTH`]).
     pub connection_id_length: u8,
-    /// First handshake flight retransmission timeout, in milliseconds (RFC 6347 §4.2.4.1).
+    /// First handshake flight retransmission timeout, in milliseconds (RFC 6347 §4.2.4.1);
+    /// 100..=60000 ([`limits::DTLS_RETRANSMIT_INITIAL_MS`]).
     pub retransmit_initial_ms: u64,
-    /// Upper bound of the doubling retransmission timeout, in milliseconds.
+    /// Upper bound of the doubling retransmission timeout, in milliseconds; from
+    /// `retransmit_initial_ms` to 600000 ([`limits::DTLS_RETRANSMIT_MAX_MS_CAP`]).
     pub retransmit_max_ms: u64,
-    /// Handshakes in progress at once, over all peers.
+    /// Handshakes in progress at once, over all peers; 1..=1000000
+    /// ([`limits::MAX_HANDSHAKES`]).
     pub max_handshakes: usize,
-    /// New handshakes accepted per source IP address per second.
+    /// New handshakes accepted per source IP address per second; 1..=100000
+    /// ([`limits::HANDSHAKES_PER_SOURCE_PER_SEC`]).
     pub handshakes_per_source_per_sec: u32,
-    /// Established sessions held at most.
+    /// Established sessions held at most; 1..=10000000 ([`limits::MAX_SESSIONS`]).
     pub max_sessions: usize,
-    /// Seconds between saves of the established sessions (0: only at shutdown).
+    /// Seconds between saves of the established sessions (0: only at shutdown); 0..=86400
+    /// ([`limits::SESSION_SAVE_INTERVAL_SECS`]).
     pub session_save_interval_secs: u64,
     /// Cipher suites offered, in order of preference.
     #[serde(deserialize_with = "cipher_suites")]
@@ -265,15 +282,18 @@ pub struct MqttSection {
     pub embedded_broker: bool,
     /// MQTT version: 5 or 3 (3.1.1).
     pub version: u8,
-    /// MQTT client identifier; the broker keeps the persistent session under it.
+    /// MQTT client identifier; the broker keeps the persistent session under it. 1..=65535
+    /// bytes ([`limits::MQTT_CLIENT_ID_BYTES`]).
     pub client_id: String,
-    /// First topic level(s): `{topic_prefix}/{endpoint}/up/...`.
+    /// First topic level(s): `{topic_prefix}/{endpoint}/up/...`; 1..=1024 bytes
+    /// ([`limits::MQTT_TOPIC_PREFIX_BYTES`]).
     pub topic_prefix: String,
-    /// QoS of uplink publishes: 0, 1 or 2.
+    /// QoS of uplink publishes: 0, 1 or 2 ([`limits::MQTT_QOS`]).
     pub qos: u8,
-    /// User name; empty: none.
+    /// User name; empty: none. 0..=65535 bytes ([`limits::MQTT_CREDENTIAL_BYTES`]).
     pub username: String,
-    /// Password; only with a user name.
+    /// Password; only with a user name. 0..=65535 bytes
+    /// ([`limits::MQTT_CREDENTIAL_BYTES`]).
     pub password: String,
     /// Connect over TLS (rustls).
     pub tls: bool,
@@ -283,16 +303,22 @@ pub struct MqttSection {
     pub client_cert: PathBuf,
     /// PEM private key of `client_cert`.
     pub client_key: PathBuf,
-    /// MQTT keep-alive in seconds (5 to 65535).
+    /// MQTT keep-alive in seconds; 5..=65535 ([`limits::MQTT_KEEP_ALIVE_SECS`]).
     pub keep_alive_secs: u64,
-    /// MQTT 5 Session Expiry Interval in seconds (positive).
+    /// MQTT 5 Session Expiry Interval in seconds; 1..=4294967295
+    /// ([`limits::MQTT_SESSION_EXPIRY_SECS`]).
     pub session_expiry_secs: u32,
     /// Messages kept in the outbox while the broker is away; beyond it new ones are dropped
-    /// and counted.
+    /// and counted. 1..=10000000 ([`limits::MQTT_MAX_OUTBOX`]).
     pub max_outbox: usize,
-    /// First reconnect delay in milliseconds.
+    /// Bytes of one command or desired shadow state from `dn/...`; larger ones are refused
+    /// `4.00` on `up/resp`. 256..=1048576 ([`limits::MQTT_MAX_COMMAND_BYTES`]).
+    pub max_command_bytes: usize,
+    /// First reconnect delay in milliseconds; 10..=600000
+    /// ([`limits::MQTT_RECONNECT_MIN_MS`]).
     pub reconnect_min_ms: u64,
-    /// Cap of the doubling reconnect delay in milliseconds.
+    /// Cap of the doubling reconnect delay in milliseconds; from `reconnect_min_ms` to
+    /// 3600000 ([`limits::MQTT_RECONNECT_MAX_MS_CAP`]).
     pub reconnect_max_ms: u64,
 }
 
@@ -315,6 +341,7 @@ impl Default for MqttSection {
             keep_alive_secs: 30,
             session_expiry_secs: 86_400,
             max_outbox: 1_000_000,
+            max_command_bytes: 64 * 1024,
             reconnect_min_ms: 500,
             reconnect_max_ms: 30_000,
         }
@@ -348,6 +375,7 @@ impl std::fmt::Debug for MqttSection {
             .field("keep_alive_secs", &self.keep_alive_secs)
             .field("session_expiry_secs", &self.session_expiry_secs)
             .field("max_outbox", &self.max_outbox)
+            .field("max_command_bytes", &self.max_command_bytes)
             .field("reconnect_min_ms", &self.reconnect_min_ms)
             .field("reconnect_max_ms", &self.reconnect_max_ms)
             .finish()
@@ -416,6 +444,130 @@ impl Default for LogSection {
     }
 }
 
+/// The range of every numeric key, checked when the file is loaded ([`Config::parse`]) and
+/// documented beside the key in `config/server.toml` (a test holds the file to these).
+///
+/// The bounds are chosen so that no value inside them can overflow what is computed from it
+/// (a CoAP exchange lasts up to `ack_timeout * (2^(max_retransmit + 1) - 1) *
+/// ack_random_factor`, a deadline is `now + secs`) or let one setting claim memory without end;
+/// a lower bound of 1 where 0 would mean "never" or "none" and nothing useful.
+pub mod limits {
+    use std::ops::RangeInclusive;
+
+    /// `[server] coap_bind`, `coaps_bind`: addresses per list; each is a socket.
+    pub const BIND_ADDRESSES: RangeInclusive<usize> = 0..=64;
+    /// `[server] udp_recv_buffer_bytes`: 0 (the kernel's default) to 1 GiB, which the kernel's
+    /// `int` socket option holds.
+    pub const UDP_RECV_BUFFER_BYTES: RangeInclusive<u64> = 0..=1 << 30;
+    /// `[server] store_cache_bytes`: 1 MiB to 16 GiB.
+    pub const STORE_CACHE_BYTES: RangeInclusive<u64> = 1 << 20..=16 << 30;
+    /// `[registration] grace_secs`: up to a day.
+    pub const GRACE_SECS: RangeInclusive<u64> = 0..=86_400;
+    /// `[registration] max_registrations`: ten times the default.
+    pub const MAX_REGISTRATIONS: RangeInclusive<u64> = 1..=10_000_000;
+    /// `[queue] awake_window_secs`: a second to a day.
+    pub const AWAKE_WINDOW_SECS: RangeInclusive<u64> = 1..=86_400;
+    /// `[queue] max_per_device`: commands pending per device.
+    pub const QUEUE_MAX_PER_DEVICE: RangeInclusive<u64> = 1..=1024;
+    /// `[queue] command_ttl_secs`: a second to 30 days, the longest `ttl` a command may ask for.
+    pub const COMMAND_TTL_SECS: RangeInclusive<u64> = 1..=2_592_000;
+    /// `[queue] max_pending`: commands pending in the whole server; each holds its CoAP
+    /// request (about 200 bytes), so ten million stay within a few GiB.
+    pub const QUEUE_MAX_PENDING: RangeInclusive<u64> = 1..=10_000_000;
+    /// `[coap] ack_timeout_ms`: 100 ms to 10 minutes.
+    pub const ACK_TIMEOUT_MS: RangeInclusive<u64> = 100..=600_000;
+    /// `[coap] ack_random_factor`: RFC 7252 requires at least 1.0; NaN is outside.
+    pub const ACK_RANDOM_FACTOR: RangeInclusive<f64> = 1.0..=4.0;
+    /// `[coap] max_retransmit`: with the largest ACK_TIMEOUT and factor, an exchange then
+    /// lasts at most about 57 days.
+    pub const MAX_RETRANSMIT: RangeInclusive<u8> = 0..=10;
+    /// `[coap] nstart`: requests in flight per device.
+    pub const NSTART: RangeInclusive<u8> = 1..=32;
+    /// `[coap] block_size`, a power of two.
+    pub const BLOCK_SIZE: RangeInclusive<usize> = 16..=1024;
+    /// `[dtls] connection_id_length`: see [`super::MAX_CONNECTION_ID_LENGTH`].
+    pub const CONNECTION_ID_LENGTH: RangeInclusive<u8> = 0..=super::MAX_CONNECTION_ID_LENGTH;
+    /// `[dtls] retransmit_initial_ms`: 100 ms to a minute.
+    pub const DTLS_RETRANSMIT_INITIAL_MS: RangeInclusive<u64> = 100..=60_000;
+    /// `[dtls] retransmit_max_ms`: from `retransmit_initial_ms` to this (10 minutes).
+    pub const DTLS_RETRANSMIT_MAX_MS_CAP: u64 = 600_000;
+    /// `[dtls] max_handshakes`: handshakes in progress at once.
+    pub const MAX_HANDSHAKES: RangeInclusive<u64> = 1..=1_000_000;
+    /// `[dtls] handshakes_per_source_per_sec`.
+    pub const HANDSHAKES_PER_SOURCE_PER_SEC: RangeInclusive<u32> = 1..=100_000;
+    /// `[dtls] max_sessions`: ten times the default.
+    pub const MAX_SESSIONS: RangeInclusive<u64> = 1..=10_000_000;
+    /// `[dtls] session_save_interval_secs`: 0 (only at shutdown) to a day.
+    pub const SESSION_SAVE_INTERVAL_SECS: RangeInclusive<u64> = 0..=86_400;
+    /// `[mqtt] qos`.
+    pub const MQTT_QOS: RangeInclusive<u8> = 0..=2;
+    /// `[mqtt] client_id` in bytes: an MQTT string holds 65535.
+    pub const MQTT_CLIENT_ID_BYTES: RangeInclusive<u64> = 1..=65_535;
+    /// `[mqtt] topic_prefix` in bytes, leaving room in a topic (65535 bytes) for the endpoint.
+    pub const MQTT_TOPIC_PREFIX_BYTES: RangeInclusive<u64> = 1..=1024;
+    /// `[mqtt] username` and `password` in bytes: an MQTT string holds 65535.
+    pub const MQTT_CREDENTIAL_BYTES: RangeInclusive<u64> = 0..=65_535;
+    /// `[mqtt] keep_alive_secs`: rumqttc's MQTT 5 client panics under 5 s; MQTT carries it in
+    /// 16 bits.
+    pub const MQTT_KEEP_ALIVE_SECS: RangeInclusive<u64> = 5..=65_535;
+    /// `[mqtt] session_expiry_secs`: MQTT 5 carries it in 32 bits; 0 would end the session at
+    /// each disconnect.
+    pub const MQTT_SESSION_EXPIRY_SECS: RangeInclusive<u32> = 1..=u32::MAX;
+    /// `[mqtt] max_outbox`: messages waiting in the store for the broker.
+    pub const MQTT_MAX_OUTBOX: RangeInclusive<u64> = 1..=10_000_000;
+    /// `[mqtt] max_command_bytes`: a command needs well under 256 bytes unless it writes a
+    /// large value; the top is the largest MQTT packet the bridge takes.
+    pub const MQTT_MAX_COMMAND_BYTES: RangeInclusive<u64> = 256..=1 << 20;
+    /// `[mqtt] reconnect_min_ms`: 10 ms to 10 minutes.
+    pub const MQTT_RECONNECT_MIN_MS: RangeInclusive<u64> = 10..=600_000;
+    /// `[mqtt] reconnect_max_ms`: from `reconnect_min_ms` to this (an hour).
+    pub const MQTT_RECONNECT_MAX_MS_CAP: u64 = 3_600_000;
+}
+
+/// `a..=b` as the error messages and `config/server.toml` show a range.
+fn range_text<T: std::fmt::Debug>(r: &std::ops::RangeInclusive<T>) -> String {
+    format!("{:?}..={:?}", r.start(), r.end())
+}
+
+/// A size or count as `u64` for its range check (every `usize` fits on the platforms Rust
+/// supports; saturating keeps a hypothetical wider one out of range instead of truncating).
+fn as_u64(v: usize) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
+}
+
+/// Refuses `value` of `key` outside `range`, naming both.
+fn check<T: PartialOrd + std::fmt::Debug>(
+    key: &'static str,
+    value: T,
+    range: &std::ops::RangeInclusive<T>,
+) -> Result<(), ConfigError> {
+    if range.contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::OutOfRange {
+        key,
+        value: format!("{value:?}"),
+        range: range_text(range),
+    })
+}
+
+/// Refuses `value` of `key` below the value of another key (`floor`) or above `cap`.
+fn check_from(
+    key: &'static str,
+    value: u64,
+    floor: (&'static str, u64),
+    cap: u64,
+) -> Result<(), ConfigError> {
+    if (floor.1..=cap).contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::OutOfRange {
+        key,
+        value: value.to_string(),
+        range: format!("{} ({})..={cap}", floor.0, floor.1),
+    })
+}
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -423,9 +575,19 @@ pub enum ConfigError {
     /// Not valid TOML, an unknown key, or a value of the wrong type.
     #[error("invalid configuration: {0}")]
     Parse(#[from] toml::de::Error),
-    /// A value out of range.
+    /// A value that is not allowed (a combination of keys, a name).
     #[error("invalid configuration: {0}")]
     Invalid(String),
+    /// A number (or a length or count) outside its documented range.
+    #[error("invalid configuration: {key} = {value}: must be {range}")]
+    OutOfRange {
+        /// The key, as `section.key`.
+        key: &'static str,
+        /// The value given.
+        value: String,
+        /// The range it must be in (`a..=b`).
+        range: String,
+    },
 }
 
 impl Config {
@@ -442,15 +604,72 @@ impl Config {
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
+        use limits::*;
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
-        if !(16..=1024).contains(&self.coap.block_size) || !self.coap.block_size.is_power_of_two() {
-            return bad("coap.block_size must be a power of two from 16 to 1024");
-        }
-        if self.coap.ack_random_factor < 1.0 {
-            return bad("coap.ack_random_factor must be at least 1.0");
-        }
-        if self.coap.ack_timeout_ms == 0 || self.coap.nstart == 0 {
-            return bad("coap.ack_timeout_ms and coap.nstart must be positive");
+        let s = &self.server;
+        check(
+            "server.coap_bind (addresses)",
+            s.coap_bind.len(),
+            &BIND_ADDRESSES,
+        )?;
+        check(
+            "server.coaps_bind (addresses)",
+            s.coaps_bind.len(),
+            &BIND_ADDRESSES,
+        )?;
+        check(
+            "server.udp_recv_buffer_bytes",
+            as_u64(s.udp_recv_buffer_bytes),
+            &UDP_RECV_BUFFER_BYTES,
+        )?;
+        check(
+            "server.store_cache_bytes",
+            as_u64(s.store_cache_bytes),
+            &STORE_CACHE_BYTES,
+        )?;
+        let r = &self.registration;
+        check("registration.grace_secs", r.grace_secs, &GRACE_SECS)?;
+        check(
+            "registration.max_registrations",
+            as_u64(r.max_registrations),
+            &MAX_REGISTRATIONS,
+        )?;
+        let q = &self.queue;
+        check(
+            "queue.awake_window_secs",
+            q.awake_window_secs,
+            &AWAKE_WINDOW_SECS,
+        )?;
+        check(
+            "queue.max_per_device",
+            as_u64(q.max_per_device),
+            &QUEUE_MAX_PER_DEVICE,
+        )?;
+        check(
+            "queue.command_ttl_secs",
+            q.command_ttl_secs,
+            &COMMAND_TTL_SECS,
+        )?;
+        check(
+            "queue.max_pending",
+            as_u64(q.max_pending),
+            &QUEUE_MAX_PENDING,
+        )?;
+        let c = &self.coap;
+        check("coap.ack_timeout_ms", c.ack_timeout_ms, &ACK_TIMEOUT_MS)?;
+        check(
+            "coap.ack_random_factor",
+            c.ack_random_factor,
+            &ACK_RANDOM_FACTOR,
+        )?;
+        check("coap.max_retransmit", c.max_retransmit, &MAX_RETRANSMIT)?;
+        check("coap.nstart", c.nstart, &NSTART)?;
+        if !BLOCK_SIZE.contains(&c.block_size) || !c.block_size.is_power_of_two() {
+            return Err(ConfigError::OutOfRange {
+                key: "coap.block_size",
+                value: c.block_size.to_string(),
+                range: format!("a power of two in {}", range_text(&BLOCK_SIZE)),
+            });
         }
         if self.security.allow_nosec && self.server.coap_bind.is_empty() {
             return bad(
@@ -486,6 +705,7 @@ impl Config {
     }
 
     fn validate_mqtt(&self) -> Result<(), ConfigError> {
+        use limits::*;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let m = &self.mqtt;
         if m.version != 5 && m.version != 3 {
@@ -494,9 +714,54 @@ impl Config {
                 m.version
             ));
         }
-        if m.qos > 2 {
-            return bad(format!("mqtt.qos must be 0, 1 or 2, not {}", m.qos));
-        }
+        check("mqtt.qos", m.qos, &MQTT_QOS)?;
+        check(
+            "mqtt.client_id (length in bytes)",
+            as_u64(m.client_id.len()),
+            &MQTT_CLIENT_ID_BYTES,
+        )?;
+        check(
+            "mqtt.topic_prefix (length in bytes)",
+            as_u64(m.topic_prefix.len()),
+            &MQTT_TOPIC_PREFIX_BYTES,
+        )?;
+        check(
+            "mqtt.username (length in bytes)",
+            as_u64(m.username.len()),
+            &MQTT_CREDENTIAL_BYTES,
+        )?;
+        check(
+            "mqtt.password (length in bytes)",
+            as_u64(m.password.len()),
+            &MQTT_CREDENTIAL_BYTES,
+        )?;
+        check(
+            "mqtt.keep_alive_secs",
+            m.keep_alive_secs,
+            &MQTT_KEEP_ALIVE_SECS,
+        )?;
+        check(
+            "mqtt.session_expiry_secs",
+            m.session_expiry_secs,
+            &MQTT_SESSION_EXPIRY_SECS,
+        )?;
+        check("mqtt.max_outbox", as_u64(m.max_outbox), &MQTT_MAX_OUTBOX)?;
+        check(
+            "mqtt.max_command_bytes",
+            as_u64(m.max_command_bytes),
+            &MQTT_MAX_COMMAND_BYTES,
+        )?;
+        check(
+            "mqtt.reconnect_min_ms",
+            m.reconnect_min_ms,
+            &MQTT_RECONNECT_MIN_MS,
+        )?;
+        check_from(
+            "mqtt.reconnect_max_ms",
+            m.reconnect_max_ms,
+            ("mqtt.reconnect_min_ms", m.reconnect_min_ms),
+            MQTT_RECONNECT_MAX_MS_CAP,
+        )?;
         let p = &m.topic_prefix;
         if p.is_empty()
             || p.starts_with('/')
@@ -507,18 +772,6 @@ impl Config {
         {
             return bad(format!(
                 "mqtt.topic_prefix = {p:?} must be one or more non-empty topic levels (e.g. \"lwm2m\" or \"acme/lwm2m\"), without wildcards (+, #), a leading $ or slashes at either end"
-            ));
-        }
-        if m.max_outbox == 0 {
-            return bad("mqtt.max_outbox must be positive".into());
-        }
-        if m.reconnect_min_ms == 0 {
-            return bad("mqtt.reconnect_min_ms must be positive".into());
-        }
-        if m.reconnect_max_ms < m.reconnect_min_ms {
-            return bad(format!(
-                "mqtt.reconnect_max_ms ({}) must be at least mqtt.reconnect_min_ms ({})",
-                m.reconnect_max_ms, m.reconnect_min_ms
             ));
         }
         // Broker address, client id, keep-alive, session expiry, credentials, TLS settings:
@@ -539,31 +792,49 @@ impl Config {
     }
 
     fn validate_dtls(&self) -> Result<(), ConfigError> {
+        use limits::*;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         let d = &self.dtls;
-        if d.connection_id_length > MAX_CONNECTION_ID_LENGTH {
-            return bad(format!(
-                "dtls.connection_id_length must be 0 (no Connection ID) to {MAX_CONNECTION_ID_LENGTH}, not {}",
-                d.connection_id_length
-            ));
-        }
-        if d.retransmit_initial_ms == 0 {
-            return bad("dtls.retransmit_initial_ms must be positive".into());
-        }
-        if d.retransmit_max_ms < d.retransmit_initial_ms {
-            return bad(format!(
-                "dtls.retransmit_max_ms ({}) must be at least dtls.retransmit_initial_ms ({})",
-                d.retransmit_max_ms, d.retransmit_initial_ms
-            ));
-        }
-        if d.max_handshakes == 0 || d.max_sessions == 0 || d.handshakes_per_source_per_sec == 0 {
-            return bad("dtls.max_handshakes, dtls.max_sessions and dtls.handshakes_per_source_per_sec must be positive".into());
-        }
+        check(
+            "dtls.connection_id_length",
+            d.connection_id_length,
+            &CONNECTION_ID_LENGTH,
+        )?;
+        check(
+            "dtls.retransmit_initial_ms",
+            d.retransmit_initial_ms,
+            &DTLS_RETRANSMIT_INITIAL_MS,
+        )?;
+        check_from(
+            "dtls.retransmit_max_ms",
+            d.retransmit_max_ms,
+            ("dtls.retransmit_initial_ms", d.retransmit_initial_ms),
+            DTLS_RETRANSMIT_MAX_MS_CAP,
+        )?;
+        check(
+            "dtls.max_handshakes",
+            as_u64(d.max_handshakes),
+            &MAX_HANDSHAKES,
+        )?;
+        check(
+            "dtls.handshakes_per_source_per_sec",
+            d.handshakes_per_source_per_sec,
+            &HANDSHAKES_PER_SOURCE_PER_SEC,
+        )?;
+        check("dtls.max_sessions", as_u64(d.max_sessions), &MAX_SESSIONS)?;
+        check(
+            "dtls.session_save_interval_secs",
+            d.session_save_interval_secs,
+            &SESSION_SAVE_INTERVAL_SECS,
+        )?;
         if d.cipher_suites.is_empty() {
             return bad("dtls.cipher_suites needs at least one suite".into());
         }
         for (i, s) in d.cipher_suites.iter().enumerate() {
-            if d.cipher_suites[..i].contains(s) {
+            if d.cipher_suites
+                .get(..i)
+                .is_some_and(|seen| seen.contains(s))
+            {
                 return bad(format!("dtls.cipher_suites lists {} twice", s.name()));
             }
         }
@@ -607,7 +878,10 @@ impl Config {
                 nstart: self.coap.nstart,
                 ..TransmissionParams::default()
             },
-            block_szx: (self.coap.block_size.trailing_zeros().saturating_sub(4)) as u8,
+            // 16..=1024 bytes (checked at load) are SZX 0..=6.
+            block_szx: u8::try_from(self.coap.block_size.trailing_zeros().saturating_sub(4))
+                .unwrap_or(6)
+                .min(6),
             ..EndpointConfig::default()
         }
     }
@@ -619,6 +893,7 @@ impl Config {
             registration_grace: Duration::from_secs(self.registration.grace_secs),
             awake_window: Duration::from_secs(self.queue.awake_window_secs),
             max_queue_per_device: self.queue.max_per_device,
+            max_pending_commands: self.queue.max_pending,
             default_command_ttl: Duration::from_secs(self.queue.command_ttl_secs),
             max_registrations: self.registration.max_registrations,
             ..CoreConfig::default()
@@ -865,5 +1140,323 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("block_size"), "{e}");
+    }
+
+    /// Every numeric key with its range as `config/server.toml` must show it.
+    fn documented_ranges() -> Vec<(&'static str, &'static str, String)> {
+        use limits::*;
+        let r = |section, key, text: String| (section, key, text);
+        vec![
+            r("server", "coap_bind", range_text(&BIND_ADDRESSES)),
+            r("server", "coaps_bind", range_text(&BIND_ADDRESSES)),
+            r(
+                "server",
+                "udp_recv_buffer_bytes",
+                range_text(&UDP_RECV_BUFFER_BYTES),
+            ),
+            r(
+                "server",
+                "store_cache_bytes",
+                range_text(&STORE_CACHE_BYTES),
+            ),
+            r("registration", "grace_secs", range_text(&GRACE_SECS)),
+            r(
+                "registration",
+                "max_registrations",
+                range_text(&MAX_REGISTRATIONS),
+            ),
+            r("queue", "awake_window_secs", range_text(&AWAKE_WINDOW_SECS)),
+            r("queue", "max_per_device", range_text(&QUEUE_MAX_PER_DEVICE)),
+            r("queue", "command_ttl_secs", range_text(&COMMAND_TTL_SECS)),
+            r("queue", "max_pending", range_text(&QUEUE_MAX_PENDING)),
+            r("coap", "ack_timeout_ms", range_text(&ACK_TIMEOUT_MS)),
+            r("coap", "ack_random_factor", range_text(&ACK_RANDOM_FACTOR)),
+            r("coap", "max_retransmit", range_text(&MAX_RETRANSMIT)),
+            r("coap", "nstart", range_text(&NSTART)),
+            r("coap", "block_size", range_text(&BLOCK_SIZE)),
+            r(
+                "dtls",
+                "connection_id_length",
+                range_text(&CONNECTION_ID_LENGTH),
+            ),
+            r(
+                "dtls",
+                "retransmit_initial_ms",
+                range_text(&DTLS_RETRANSMIT_INITIAL_MS),
+            ),
+            r(
+                "dtls",
+                "retransmit_max_ms",
+                format!("retransmit_initial_ms..={DTLS_RETRANSMIT_MAX_MS_CAP}"),
+            ),
+            r("dtls", "max_handshakes", range_text(&MAX_HANDSHAKES)),
+            r(
+                "dtls",
+                "handshakes_per_source_per_sec",
+                range_text(&HANDSHAKES_PER_SOURCE_PER_SEC),
+            ),
+            r("dtls", "max_sessions", range_text(&MAX_SESSIONS)),
+            r(
+                "dtls",
+                "session_save_interval_secs",
+                range_text(&SESSION_SAVE_INTERVAL_SECS),
+            ),
+            r("mqtt", "qos", range_text(&MQTT_QOS)),
+            r("mqtt", "client_id", range_text(&MQTT_CLIENT_ID_BYTES)),
+            r("mqtt", "topic_prefix", range_text(&MQTT_TOPIC_PREFIX_BYTES)),
+            r("mqtt", "username", range_text(&MQTT_CREDENTIAL_BYTES)),
+            r("mqtt", "password", range_text(&MQTT_CREDENTIAL_BYTES)),
+            r("mqtt", "keep_alive_secs", range_text(&MQTT_KEEP_ALIVE_SECS)),
+            r(
+                "mqtt",
+                "session_expiry_secs",
+                range_text(&MQTT_SESSION_EXPIRY_SECS),
+            ),
+            r("mqtt", "max_outbox", range_text(&MQTT_MAX_OUTBOX)),
+            r(
+                "mqtt",
+                "max_command_bytes",
+                range_text(&MQTT_MAX_COMMAND_BYTES),
+            ),
+            r(
+                "mqtt",
+                "reconnect_min_ms",
+                range_text(&MQTT_RECONNECT_MIN_MS),
+            ),
+            r(
+                "mqtt",
+                "reconnect_max_ms",
+                format!("reconnect_min_ms..={MQTT_RECONNECT_MAX_MS_CAP}"),
+            ),
+        ]
+    }
+
+    /// The comment lines right above `key` in `[section]` of the documented file.
+    fn comment_above(text: &str, section: &str, key: &str) -> Option<String> {
+        let lines: Vec<&str> = text.lines().collect();
+        let header = format!("[{section}]");
+        let start = lines.iter().position(|l| l.trim() == header)?;
+        let at = lines
+            .iter()
+            .enumerate()
+            .skip(start + 1)
+            .take_while(|(_, l)| !l.starts_with('['))
+            .find(|(_, l)| {
+                l.split_once('=')
+                    .is_some_and(|(k, _)| k.trim() == key && !l.starts_with('#'))
+            })?
+            .0;
+        let mut comment: Vec<&str> = lines[..at]
+            .iter()
+            .rev()
+            .take_while(|l| l.starts_with('#'))
+            .copied()
+            .collect();
+        comment.reverse();
+        Some(comment.join("\n"))
+    }
+
+    #[test]
+    fn every_range_is_documented_beside_its_key() {
+        for (section, key, range) in documented_ranges() {
+            let comment = comment_above(DEFAULT_CONFIG, section, key)
+                .unwrap_or_else(|| panic!("[{section}] {key} is not in config/server.toml"));
+            assert!(
+                comment.contains(&range),
+                "[{section}] {key}: its comment does not give the range {range}:\n{comment}"
+            );
+        }
+    }
+
+    /// The error of a config with `key = value` in `[section]`.
+    fn refused(section: &str, setting: &str) -> String {
+        err(&format!("[{section}]\n{setting}\n"))
+    }
+
+    #[test]
+    fn a_number_below_its_range_is_refused_with_the_key_and_the_range() {
+        let e = refused("queue", "awake_window_secs = 0");
+        assert!(
+            e.contains("queue.awake_window_secs = 0: must be 1..=86400"),
+            "{e}"
+        );
+        let e = refused("coap", "nstart = 0");
+        assert!(e.contains("coap.nstart = 0: must be 1..=32"), "{e}");
+        let e = refused("queue", "max_pending = 0");
+        assert!(e.contains("queue.max_pending = 0: must be 1..=10000000"), "{e}");
+        let e = refused("mqtt", "max_command_bytes = 100");
+        assert!(
+            e.contains("mqtt.max_command_bytes = 100: must be 256..=1048576"),
+            "{e}"
+        );
+        let e = refused("server", "store_cache_bytes = 1000");
+        assert!(
+            e.contains("server.store_cache_bytes = 1000: must be 1048576..=17179869184"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_number_above_its_range_is_refused_with_the_key_and_the_range() {
+        for (section, setting, says) in [
+            (
+                "registration",
+                "grace_secs = 86401",
+                "registration.grace_secs = 86401: must be 0..=86400",
+            ),
+            (
+                "queue",
+                "command_ttl_secs = 9223372036854775807",
+                "queue.command_ttl_secs = 9223372036854775807: must be 1..=2592000",
+            ),
+            (
+                "coap",
+                "max_retransmit = 64",
+                "coap.max_retransmit = 64: must be 0..=10",
+            ),
+            (
+                "coap",
+                "ack_timeout_ms = 600001",
+                "coap.ack_timeout_ms = 600001: must be 100..=600000",
+            ),
+            (
+                "dtls",
+                "max_sessions = 10000001",
+                "dtls.max_sessions = 10000001: must be 1..=10000000",
+            ),
+            (
+                "dtls",
+                "session_save_interval_secs = 86401",
+                "dtls.session_save_interval_secs = 86401: must be 0..=86400",
+            ),
+            (
+                "mqtt",
+                "max_outbox = 10000001",
+                "mqtt.max_outbox = 10000001: must be 1..=10000000",
+            ),
+            (
+                "mqtt",
+                "keep_alive_secs = 65536",
+                "mqtt.keep_alive_secs = 65536: must be 5..=65535",
+            ),
+        ] {
+            let e = refused(section, setting);
+            assert!(e.contains(says), "{setting}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_factor_that_is_not_a_number_in_range_is_refused() {
+        for (value, shown) in [
+            ("nan", "NaN"),
+            ("inf", "inf"),
+            ("0.5", "0.5"),
+            ("4.5", "4.5"),
+        ] {
+            let e = refused("coap", &format!("ack_random_factor = {value}"));
+            assert!(
+                e.contains(&format!(
+                    "coap.ack_random_factor = {shown}: must be 1.0..=4.0"
+                )),
+                "{value}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bound_set_by_another_key_is_refused_naming_both() {
+        let e = refused(
+            "dtls",
+            "retransmit_initial_ms = 5000\nretransmit_max_ms = 4000",
+        );
+        assert!(
+            e.contains(
+                "dtls.retransmit_max_ms = 4000: must be dtls.retransmit_initial_ms (5000)..=600000"
+            ),
+            "{e}"
+        );
+        let e = refused("mqtt", "reconnect_max_ms = 3600001");
+        assert!(
+            e.contains(
+                "mqtt.reconnect_max_ms = 3600001: must be mqtt.reconnect_min_ms (500)..=3600000"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn lengths_and_counts_are_refused_with_the_key_and_the_range() {
+        let e = refused("mqtt", &format!("topic_prefix = \"{}\"", "a".repeat(1025)));
+        assert!(
+            e.contains("mqtt.topic_prefix (length in bytes) = 1025: must be 1..=1024"),
+            "{e}"
+        );
+        let e = refused(
+            "mqtt",
+            &format!("username = \"u\"\npassword = \"{}\"", "p".repeat(65_536)),
+        );
+        assert!(
+            e.contains("mqtt.password (length in bytes) = 65536: must be 0..=65535"),
+            "{e}"
+        );
+        assert!(!e.contains("ppp"), "the password itself is not shown: {e}");
+        let many: Vec<String> = (0..65)
+            .map(|i| format!("\"127.0.0.1:{}\"", 10_000 + i))
+            .collect();
+        let e = refused("server", &format!("coaps_bind = [{}]", many.join(", ")));
+        assert!(
+            e.contains("server.coaps_bind (addresses) = 65: must be 0..=64"),
+            "{e}"
+        );
+        let e = refused("coap", "block_size = 2048");
+        assert!(
+            e.contains("coap.block_size = 2048: must be a power of two in 16..=1024"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_largest_values_allowed_compute_without_overflow() {
+        use limits::*;
+        let text = format!(
+            "[registration]\ngrace_secs = {}\n[queue]\nawake_window_secs = {}\ncommand_ttl_secs = {}\n\
+             [coap]\nack_timeout_ms = {}\nack_random_factor = {:?}\nmax_retransmit = {}\nnstart = {}\n\
+             [dtls]\nretransmit_initial_ms = {}\nretransmit_max_ms = {}\nsession_save_interval_secs = {}\n\
+             [mqtt]\nkeep_alive_secs = {}\nsession_expiry_secs = {}\nreconnect_min_ms = {}\nreconnect_max_ms = {}\n",
+            GRACE_SECS.end(),
+            AWAKE_WINDOW_SECS.end(),
+            COMMAND_TTL_SECS.end(),
+            ACK_TIMEOUT_MS.end(),
+            ACK_RANDOM_FACTOR.end(),
+            MAX_RETRANSMIT.end(),
+            NSTART.end(),
+            DTLS_RETRANSMIT_INITIAL_MS.end(),
+            DTLS_RETRANSMIT_MAX_MS_CAP,
+            SESSION_SAVE_INTERVAL_SECS.end(),
+            MQTT_KEEP_ALIVE_SECS.end(),
+            MQTT_SESSION_EXPIRY_SECS.end(),
+            MQTT_RECONNECT_MIN_MS.end(),
+            MQTT_RECONNECT_MAX_MS_CAP,
+        );
+        let c = Config::parse(&text).unwrap();
+        let t = c.endpoint().transmission;
+        // Far below the 100 years past which deadlines saturate.
+        assert!(t.exchange_lifetime() < Duration::from_secs(60 * 24 * 3600));
+        let core = c.core();
+        let now = std::time::Instant::now();
+        for d in [
+            core.awake_window,
+            core.default_command_ttl,
+            core.registration_grace,
+            t.max_transmit_wait(),
+        ] {
+            assert!(now.checked_add(d).is_some());
+        }
+        assert!(
+            Duration::from_secs(*COMMAND_TTL_SECS.end())
+                <= *crate::core::types::COMMAND_TTL_RANGE.end(),
+            "the default ttl is one a command could ask for"
+        );
+        assert_eq!(c.session_save_interval(), Some(Duration::from_secs(86_400)));
     }
 }

@@ -19,9 +19,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
 
 /// Longest endpoint name: a CoAP Uri-Query option holds 255 bytes, `ep=` included.
 pub const MAX_ENDPOINT_LEN: usize = 252;
@@ -31,6 +31,10 @@ pub const MAX_PSK_IDENTITY_LEN: usize = 128;
 pub const MAX_PSK_KEY_LEN: usize = 64;
 /// Longest certificate accepted, in DER bytes.
 pub const MAX_CERT_LEN: usize = 16 * 1024;
+/// Characters a new endpoint name may not contain besides control characters: the name is one
+/// topic level on the MQTT bridge (`{prefix}/{endpoint}/up/...`), which `/` would split and
+/// where `+` and `#` are wildcards.
+pub const ENDPOINT_FORBIDDEN_CHARS: [char; 3] = ['/', '+', '#'];
 
 /// The DER header of a P-256 SubjectPublicKeyInfo with an uncompressed point: SEQUENCE {
 /// AlgorithmIdentifier { id-ecPublicKey, prime256v1 }, BIT STRING (66 bytes, 0x04 first) }.
@@ -257,9 +261,23 @@ pub fn display_identity(identity: &[u8]) -> String {
     }
 }
 
-/// Checks an endpoint name: 1 to 252 bytes, no control characters (the store separates key
-/// parts with NUL, and names go into logs).
+/// Checks a new endpoint name: 1 to 252 bytes, no control characters (the store separates key
+/// parts with NUL, and names go into logs), none of [`ENDPOINT_FORBIDDEN_CHARS`] (the name is
+/// an MQTT topic level).
 pub fn validate_endpoint(endpoint: &str) -> Result<(), CredentialError> {
+    check_stored_endpoint(endpoint)?;
+    if endpoint.contains(ENDPOINT_FORBIDDEN_CHARS) {
+        return Err(invalid(
+            "endpoint name must not contain '/', '+' or '#': it is one MQTT topic level",
+        ));
+    }
+    Ok(())
+}
+
+/// What a stored endpoint name must be: 1 to 252 bytes without control characters. Looser than
+/// [`validate_endpoint`] by the MQTT characters, so a credential an earlier version accepted
+/// still loads.
+fn check_stored_endpoint(endpoint: &str) -> Result<(), CredentialError> {
     if endpoint.is_empty() || endpoint.len() > MAX_ENDPOINT_LEN {
         return Err(invalid(format!(
             "endpoint name must be 1 to {MAX_ENDPOINT_LEN} bytes, not {}",
@@ -295,6 +313,12 @@ pub fn validate_public_key(spki_der: &[u8]) -> Result<(), CredentialError> {
 /// Checks every field of a credential.
 pub fn validate(endpoint: &str, secret: &Secret) -> Result<(), CredentialError> {
     validate_endpoint(endpoint)?;
+    validate_secret(secret)
+}
+
+/// Checks the secret's fields: PSK identity 1 to 128 bytes and key 1 to 64 bytes, a P-256 raw
+/// public key, a DER certificate of at most 16 KiB.
+fn validate_secret(secret: &Secret) -> Result<(), CredentialError> {
     match secret {
         Secret::Psk { identity, key } => {
             if identity.is_empty() || identity.len() > MAX_PSK_IDENTITY_LEN {
@@ -371,22 +395,22 @@ pub fn read_certificate_pem(path: &Path) -> Result<Vec<u8>, CredentialError> {
 
 /// The CBOR record in the store.
 #[derive(Debug, Encode, Decode)]
-struct CredentialRecord {
+pub(crate) struct CredentialRecord {
     #[n(0)]
-    endpoint: String,
+    pub(crate) endpoint: String,
     /// `psk`, `rpk` or `x509`.
     #[n(1)]
-    kind: String,
+    pub(crate) kind: String,
     /// The PSK identity; empty for the others.
     #[n(2)]
     #[cbor(with = "minicbor::bytes")]
-    identity: Vec<u8>,
+    pub(crate) identity: Vec<u8>,
     /// The sealed PSK, the SubjectPublicKeyInfo DER or the certificate DER.
     #[n(3)]
     #[cbor(with = "minicbor::bytes")]
-    data: Vec<u8>,
+    pub(crate) data: Vec<u8>,
     #[n(4)]
-    added_at_ms: u64,
+    pub(crate) added_at_ms: u64,
 }
 
 /// Associated data of a sealed PSK: its purpose and its endpoint, so that it opens only as
@@ -398,13 +422,11 @@ fn psk_aad(endpoint: &str) -> Vec<u8> {
 }
 
 fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    lwm2m::time::unix_millis(t)
 }
 
 fn from_millis(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
+    lwm2m::time::from_unix_millis(ms)
 }
 
 fn encode_record(key: &SecretsKey, c: &DeviceCredential) -> Vec<u8> {
@@ -425,12 +447,16 @@ fn encode_record(key: &SecretsKey, c: &DeviceCredential) -> Vec<u8> {
     minicbor::to_vec(&rec).unwrap_or_default()
 }
 
+/// Reads a stored credential and checks every field's range as `device add` does (except the
+/// MQTT characters of the name, see [`check_stored_endpoint`]). `added_at` is only shown,
+/// never computed with, and any `u64` of milliseconds is a representable time, so it is
+/// taken as it is.
 fn decode_record(
     key: &SecretsKey,
     store_key: &[u8],
     bytes: &[u8],
 ) -> Result<DeviceCredential, CredentialError> {
-    let name = String::from_utf8_lossy(store_key).into_owned();
+    let name = crate::store::display_key(store_key);
     let corrupt = |reason: String| CredentialError::Corrupt {
         endpoint: name.clone(),
         reason,
@@ -442,6 +468,8 @@ fn decode_record(
             rec.endpoint
         )));
     }
+    check_stored_endpoint(&rec.endpoint).map_err(|e| corrupt(e.to_string()))?;
+    let added_at = from_millis(rec.added_at_ms);
     let secret = match CredentialKind::parse(&rec.kind) {
         Some(CredentialKind::Psk) => Secret::Psk {
             key: key
@@ -456,10 +484,11 @@ fn decode_record(
         Some(CredentialKind::X509) => Secret::X509 { cert_der: rec.data },
         None => return Err(corrupt(format!("unknown kind {:?}", rec.kind))),
     };
+    validate_secret(&secret).map_err(|e| corrupt(e.to_string()))?;
     Ok(DeviceCredential {
         endpoint: rec.endpoint,
         secret,
-        added_at: from_millis(rec.added_at_ms),
+        added_at,
     })
 }
 
@@ -471,6 +500,12 @@ pub struct Credentials {
     by_psk_identity: HashMap<Vec<u8>, String>,
     by_public_key: HashMap<[u8; 32], String>,
     by_certificate: HashMap<[u8; 32], String>,
+    /// Endpoints whose stored credential could not be loaded: they must still come over DTLS
+    /// (skipping the record must not let anyone register over NoSec in their name), but no
+    /// credential lets them in until one is added again.
+    locked: HashSet<String>,
+    /// Stored records skipped by [`load`](Self::load).
+    unreadable: usize,
 }
 
 impl Credentials {
@@ -479,21 +514,87 @@ impl Credentials {
         Self::default()
     }
 
-    /// Reads every credential from the store. Fails on any record it cannot read, rather than
-    /// skip it: a skipped credential would let its endpoint register over NoSec.
+    /// Reads every credential from the store. A record that cannot be read or holds a value
+    /// out of range is skipped, counted ([`unreadable`](Self::unreadable)) and logged, and its
+    /// endpoint is locked ([`has_credential`](Self::has_credential) stays true, so it cannot
+    /// register over NoSec, while no credential lets it in) until a credential is added or it
+    /// is revoked; so are both endpoints of two records that claim one PSK identity, public
+    /// key or certificate. Fails only if the store cannot be read, or if the secrets key opens
+    /// none of the stored PSKs: the key file was replaced or lost, and going on would lock out
+    /// every PSK device.
     pub fn load(store: &Store, key: &SecretsKey) -> Result<Self, CredentialError> {
         let mut creds = Self::new();
+        let mut good = Vec::new();
+        let mut opened = 0usize;
+        let mut wrong_key = None;
         for (k, v) in store.scan(Table::Credentials, b"")? {
-            let c = decode_record(key, &k, &v)?;
-            if let Some((what, other)) = creds.conflict(&c) {
-                return Err(CredentialError::Corrupt {
-                    endpoint: c.endpoint.clone(),
-                    reason: format!("{what} is also bound to endpoint {other:?}"),
-                });
+            match decode_record(key, &k, &v) {
+                Ok(c) => {
+                    opened += usize::from(c.secret.kind() == CredentialKind::Psk);
+                    good.push(c);
+                }
+                Err(e) => {
+                    creds.skip(&k, &e);
+                    if matches!(
+                        e,
+                        CredentialError::Secrets {
+                            source: SecretsError::WrongKey,
+                            ..
+                        }
+                    ) {
+                        wrong_key.get_or_insert(e);
+                    }
+                }
             }
-            creds.index(c);
+        }
+        if let (0, Some(e)) = (opened, wrong_key) {
+            return Err(e);
+        }
+        let mut claims: HashMap<PublicKey<'_>, usize> = HashMap::new();
+        for c in &good {
+            *claims.entry(public_key_of(&c.secret)).or_default() += 1;
+        }
+        let shared: Vec<bool> = good
+            .iter()
+            .map(|c| {
+                claims
+                    .get(&public_key_of(&c.secret))
+                    .is_some_and(|n| *n > 1)
+            })
+            .collect();
+        drop(claims);
+        for (c, shared) in good.into_iter().zip(shared) {
+            if shared {
+                let (what, _) = creds.binding(&c.secret);
+                let e = invalid(format!("{what} is claimed by another endpoint too"));
+                creds.skip(c.endpoint.as_bytes(), &e);
+            } else {
+                creds.index(c);
+            }
         }
         Ok(creds)
+    }
+
+    /// Skips a stored record: counted, logged with its key, and its endpoint locked.
+    fn skip(&mut self, store_key: &[u8], why: &CredentialError) {
+        self.unreadable += 1;
+        let key = crate::store::display_key(store_key);
+        tracing::warn!(table = "credentials", %key, error = %why, "stored credential skipped: its endpoint is locked out until a credential is added again or it is revoked");
+        if let Ok(endpoint) = std::str::from_utf8(store_key) {
+            self.locked.insert(endpoint.to_string());
+        }
+    }
+
+    /// Stored records [`load`](Self::load) skipped.
+    pub fn unreadable(&self) -> usize {
+        self.unreadable
+    }
+
+    /// Endpoints locked out because their stored credential was skipped, sorted.
+    pub fn locked(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = self.locked.iter().map(String::as_str).collect();
+        out.sort_unstable();
+        out
     }
 
     /// Credentials held.
@@ -534,9 +635,10 @@ impl Credentials {
         self.by_endpoint.get(endpoint)
     }
 
-    /// Whether the endpoint has a credential (and so must not register over NoSec).
+    /// Whether the endpoint has a credential, or had one the store could not give back (and
+    /// so must not register over NoSec).
     pub fn has_credential(&self, endpoint: &str) -> bool {
-        self.by_endpoint.contains_key(endpoint)
+        self.by_endpoint.contains_key(endpoint) || self.locked.contains(endpoint)
     }
 
     /// Adds or replaces (rotation) an endpoint's credential, in the store and the index.
@@ -560,6 +662,7 @@ impl Credentials {
             encode_record(key, &cred),
         )?;
         self.unindex(&cred.endpoint);
+        self.locked.remove(&cred.endpoint);
         self.index(cred);
         Ok(())
     }
@@ -659,12 +762,15 @@ impl Credentials {
             .filter_map(|c| self.unindex(&c.endpoint))
             .collect();
         for cred in batch {
+            self.locked.remove(&cred.endpoint);
             self.index(cred);
         }
         Ok(replaced)
     }
 
-    /// Removes an endpoint's credential; `None` if it had none.
+    /// Removes an endpoint's credential; `None` if it had none. A locked endpoint's unreadable
+    /// record is removed too (and the endpoint unlocked), with `None` since there was no
+    /// credential to give back.
     pub fn revoke(
         &mut self,
         store: &Store,
@@ -674,6 +780,7 @@ impl Credentials {
             return Ok(None);
         }
         store.delete(Table::Credentials, endpoint.as_bytes().to_vec())?;
+        self.locked.remove(endpoint);
         Ok(self.unindex(endpoint))
     }
 
@@ -819,6 +926,7 @@ pub(crate) mod unix_ms {
 pub(crate) mod tests {
     use super::*;
     use crate::store::StoreConfig;
+    use std::time::Duration;
 
     pub(crate) const RPK_PEM: &str = "-----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEZVJY6Z1EkUWjMhQNDtfMaLN6mJeD
@@ -1159,5 +1267,123 @@ AwC1vtXyOp28CzxOhhICIGLCr2dwJ54NDRDRq460WnlBEkq8mQGZaNtl73RxcGaw
             serde_json::from_str::<NewCredential>(r#"{"endpoint":"E","kind":"nope"}"#).is_err()
         );
         assert_eq!(display_identity(b"\x00\x01"), "0x0001");
+    }
+
+    /// Writes a record as `encode_record` does, under `store_key`, bypassing every check.
+    fn put_raw(store: &Store, store_key: &str, bytes: Vec<u8>) {
+        store
+            .put(Table::Credentials, store_key.as_bytes().to_vec(), bytes)
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn unreadable_or_out_of_range_records_are_skipped_and_lock_their_endpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), StoreConfig::default()).unwrap();
+        let key = SecretsKey::generate().unwrap();
+        let mut c = Credentials::new();
+        c.add(&store, &key, psk("good", "id-good", b"k")).unwrap();
+        put_raw(&store, "garbled", b"\xff\x00 not cbor".to_vec());
+        let long_key = psk("long-key", "id-long", &[7; MAX_PSK_KEY_LEN + 1]);
+        put_raw(&store, "long-key", encode_record(&key, &long_key));
+        let no_identity = psk("no-identity", "", b"k");
+        put_raw(&store, "no-identity", encode_record(&key, &no_identity));
+        let moved = psk("elsewhere", "id-moved", b"k");
+        put_raw(&store, "moved", encode_record(&key, &moved));
+        let odd_rpk = DeviceCredential {
+            endpoint: "odd-rpk".into(),
+            secret: Secret::Rpk {
+                spki_der: vec![0x30; 10],
+            },
+            added_at: SystemTime::now(),
+        };
+        put_raw(&store, "odd-rpk", encode_record(&key, &odd_rpk));
+        let future = DeviceCredential {
+            added_at: SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 1000),
+            ..psk("future", "id-future", b"k")
+        };
+        put_raw(&store, "future", encode_record(&key, &future));
+        store.flush().await.unwrap();
+
+        let mut c = Credentials::load(&store, &key).unwrap();
+        assert_eq!(c.unreadable(), 5, "every bad record is counted");
+        assert_eq!(c.psk(b"id-good"), Some(("good", &b"k"[..])));
+        assert!(
+            c.get("future").is_some(),
+            "added_at is only shown: any time is taken"
+        );
+        for locked in ["garbled", "long-key", "no-identity", "moved", "odd-rpk"] {
+            assert!(c.has_credential(locked), "{locked} must still use DTLS");
+            assert!(c.get(locked).is_none(), "{locked} has no usable credential");
+        }
+        assert_eq!(
+            c.locked(),
+            ["garbled", "long-key", "moved", "no-identity", "odd-rpk"]
+        );
+        assert_eq!(c.psk(b"id-long"), None);
+        // A new credential unlocks; a revocation removes the record and unlocks.
+        c.add(&store, &key, psk("garbled", "id-new", b"k2"))
+            .unwrap();
+        assert_eq!(c.psk(b"id-new"), Some(("garbled", &b"k2"[..])));
+        assert!(c.revoke(&store, "moved").unwrap().is_none());
+        assert!(!c.has_credential("moved"));
+        store.flush().await.unwrap();
+        let c = Credentials::load(&store, &key).unwrap();
+        assert_eq!(c.unreadable(), 3);
+        assert_eq!(c.locked(), ["long-key", "no-identity", "odd-rpk"]);
+        store.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn two_records_claiming_one_identity_lock_both_endpoints() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), StoreConfig::default()).unwrap();
+        let key = SecretsKey::generate().unwrap();
+        for ep in ["a", "b"] {
+            put_raw(&store, ep, encode_record(&key, &psk(ep, "shared", b"k")));
+        }
+        put_raw(&store, "c", encode_record(&key, &psk("c", "own", b"k")));
+        store.flush().await.unwrap();
+        let c = Credentials::load(&store, &key).unwrap();
+        assert_eq!(c.unreadable(), 2);
+        assert_eq!(c.psk(b"shared"), None, "neither may use it");
+        assert!(c.has_credential("a") && c.has_credential("b"));
+        assert_eq!(c.psk(b"own"), Some(("c", &b"k"[..])));
+        store.close().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_sealed_psk_that_does_not_open_beside_ones_that_do_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), StoreConfig::default()).unwrap();
+        let key = SecretsKey::generate().unwrap();
+        let other = SecretsKey::generate().unwrap();
+        put_raw(&store, "ok", encode_record(&key, &psk("ok", "id-ok", b"k")));
+        put_raw(
+            &store,
+            "alien",
+            encode_record(&other, &psk("alien", "id-a", b"k")),
+        );
+        store.flush().await.unwrap();
+        // The key opens one PSK, so it is the right key and the other record is damaged.
+        let c = Credentials::load(&store, &key).unwrap();
+        assert_eq!(c.unreadable(), 1);
+        assert!(c.has_credential("alien") && c.psk(b"id-a").is_none());
+        // A key that opens none is the wrong key: that stops the start.
+        let e = Credentials::load(&store, &SecretsKey::generate().unwrap()).unwrap_err();
+        assert!(e.to_string().contains("secrets key does not match"), "{e}");
+        store.close().unwrap();
+    }
+
+    #[test]
+    fn new_endpoint_names_are_one_mqtt_topic_level() {
+        for bad in ["a/b", "a+", "#", "dev/"] {
+            let e = validate_endpoint(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("endpoint name") && e.contains("'/'"),
+                "{bad}: {e}"
+            );
+        }
+        assert!(validate_endpoint("urn:dev:ops:32473-Widget 1").is_ok());
     }
 }

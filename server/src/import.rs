@@ -34,6 +34,12 @@ use std::path::PathBuf;
 
 /// Bad lines listed in an error message at most (the count says how many there were).
 pub const MAX_SHOWN_ERRORS: usize = 20;
+/// Longest line, in bytes: the longest valid one (a 252-byte endpoint name, a 128-byte
+/// identity, a 64-byte key in hex) is about 510 bytes; room for spaces around the fields.
+pub const MAX_LINE_LEN: usize = 1024;
+/// Devices in one file at most: as many registrations as the server can be set to hold
+/// ([`crate::config::limits::MAX_REGISTRATIONS`]).
+pub const MAX_DEVICES: usize = 10_000_000;
 /// Room in a request line for what surrounds the credentials' JSON.
 const REQUEST_OVERHEAD: usize = 256;
 
@@ -150,9 +156,28 @@ pub fn parse_csv(text: &str) -> Result<Vec<ImportLine>, ImportError> {
     let mut first = true;
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
+        if raw.len() > MAX_LINE_LEN {
+            errors.push(LineError {
+                line,
+                message: format!(
+                    "line is {} bytes: must be at most {MAX_LINE_LEN}",
+                    raw.len()
+                ),
+            });
+            continue;
+        }
         let trimmed = raw.trim();
         if trimmed.is_empty() || trimmed.starts_with('#') {
             continue;
+        }
+        if out.len() >= MAX_DEVICES {
+            errors.push(LineError {
+                line,
+                message: format!(
+                    "more than {MAX_DEVICES} devices in one file: split it and import the parts"
+                ),
+            });
+            break;
         }
         let fields: Vec<&str> = trimmed.split(',').map(str::trim).collect();
         if std::mem::take(&mut first) && is_header(&fields) {
@@ -166,6 +191,10 @@ pub fn parse_csv(text: &str) -> Result<Vec<ImportLine>, ImportError> {
             ));
             continue;
         };
+        if identity.chars().any(char::is_control) {
+            refuse("PSK identity must not contain control characters".into());
+            continue;
+        }
         let key = match credentials::parse_psk_key_hex(key) {
             Ok(k) => k,
             Err(e) => {
@@ -606,5 +635,38 @@ mod tests {
         assert_eq!(errors[0].0, 1);
         let (creds, _) = stored(&config).await;
         assert!(!creds.has_credential("dev-d") && !creds.has_credential("dev-10000"));
+    }
+
+    #[test]
+    fn every_field_out_of_range_is_refused_with_its_line_and_name() {
+        let text = [
+            &format!("{},id-1,00", "e".repeat(253)),
+            "dev/2,id-2,00",
+            "dev+3,id-3,00",
+            "dev-4,id\u{7}4,00",
+            &format!("dev-5,{},00", "i".repeat(129)),
+            "dev-6,id-6,",
+            &format!("dev-7,id-7,{}", "0".repeat(2000)),
+            "dev-8,id-8,00",
+        ]
+        .join("\n");
+        let errors = line_errors(parse_csv(&text).unwrap_err());
+        let says = |line: usize, what: &[&str]| {
+            let (_, m) = errors
+                .iter()
+                .find(|e| e.0 == line)
+                .unwrap_or_else(|| panic!("line {line} not refused: {errors:?}"));
+            for w in what {
+                assert!(m.contains(w), "line {line}: {m}");
+            }
+        };
+        says(1, &["endpoint name", "1 to 252 bytes", "253"]);
+        says(2, &["endpoint name", "'/'"]);
+        says(3, &["endpoint name", "'+'"]);
+        says(4, &["PSK identity", "control characters"]);
+        says(5, &["PSK identity", "1 to 128 bytes", "129"]);
+        says(6, &["PSK key", "empty"]);
+        says(7, &["line is 2011 bytes", "at most 1024"]);
+        assert_eq!(errors.len(), 7, "line 8 is fine: {errors:?}");
     }
 }

@@ -28,6 +28,7 @@ pub mod http;
 #[cfg(unix)]
 pub mod import;
 pub mod metrics;
+mod restore;
 pub mod runtime;
 pub mod secrets;
 pub mod security;

@@ -84,6 +84,37 @@ struct AddArgs {
     cert: Option<PathBuf>,
 }
 
+/// Ends the process on the first panic, from any thread, with one log line and status 101.
+///
+/// tokio catches a panic in a task and keeps the runtime going, so without this a bug in one
+/// code path leaves a process that a supervisor sees alive but that no longer serves: the
+/// server task is gone while the sockets stay bound. The release profile also sets
+/// `panic = "abort"`; this hook covers debug builds and says what happened before the
+/// process ends. The store is crash-safe, so systemd or Kubernetes restarting the process is
+/// the recovery.
+fn fail_fast_on_panic() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        let thread = std::thread::current()
+            .name()
+            .unwrap_or("unnamed")
+            .to_string();
+        tracing::error!(%location, %thread, %message, "panic: the server stops so that its supervisor restarts it");
+        default(info);
+        std::process::exit(101);
+    }));
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let admin_cmd = match cli.command {
@@ -121,6 +152,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(cmd) = admin_cmd {
         return admin_cli::run(&config, cmd);
     }
+    fail_fast_on_panic();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

@@ -13,11 +13,10 @@ use crate::bridge::sink::{Bridge, CommandPath};
 use crate::config::Config;
 use crate::core::types::{Command, CommandId, DeviceEvent, Link, Outcome, Registration};
 use crate::core::ServerCore;
-use crate::credentials::Credentials;
 use crate::metrics::{Metrics, MetricsSnapshot, Transport};
 use crate::secrets::SecretsKey;
 use crate::security::{self, Lookup, SharedCredentials};
-use crate::store::{Store, StoreConfig, StoreError, StoreStats, Table};
+use crate::store::{Store, StoreConfig, StoreStats, Table};
 use anyhow::Context;
 use dtls::pki::Roots;
 use dtls::{ConnId, ServerEvent};
@@ -228,9 +227,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         .with_context(|| format!("opening the store at {}", store_path.display()))?;
     let secrets = SecretsKey::load_or_create(&config.secrets_key_path())
         .with_context(|| format!("secrets key {}", config.secrets_key_path().display()))?;
-    let credentials = Credentials::load(&store, &secrets).context("loading device credentials")?;
-    tracing::info!(devices = credentials.len(), "device credentials loaded");
-    let creds = SharedCredentials(Arc::new(std::sync::RwLock::new(credentials)));
 
     let mut core_config = config.core();
     core_config.rng_seed = rand::random();
@@ -239,30 +235,35 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let schema_arc = Arc::new(schema);
     let mut core: ServerCore<Link> =
         ServerCore::new(core_config, schema_arc.clone(), (now, SystemTime::now()));
-    core.set_security_policy(Arc::new(creds.clone()));
 
     let mut dtls = None;
     let mut roots = Roots::default();
     if !config.server.coaps_bind.is_empty() {
         let key = security::server_key(config)?;
         roots = security::trusted_roots(&config.security.trusted_ca)?;
-        let mut server =
-            dtls::Server::new(security::dtls_config(config, Some(key)), rand::random());
-        let restored = restore_sessions(&mut server, &store, &secrets, &creds, &mut core);
-        tracing::info!(sessions = restored, "DTLS sessions restored");
-        dtls = Some(server);
+        dtls = Some(dtls::Server::new(
+            security::dtls_config(config, Some(key)),
+            rand::random(),
+        ));
     }
-
-    let values = |t: Table| -> Result<Vec<Vec<u8>>, StoreError> {
-        Ok(store.scan(t, b"")?.into_iter().map(|(_, v)| v).collect())
-    };
-    let report = core.restore(
+    let restored = crate::restore::restore_state(
+        config,
+        &store,
+        &secrets,
+        &mut core,
+        dtls.as_mut(),
+        schema_arc.clone(),
         now,
-        values(Table::Registrations)?,
-        values(Table::Observations)?,
-        values(Table::Queue)?,
+    )?;
+    tracing::info!(
+        devices = restored.credentials.len(),
+        sessions = restored.sessions,
+        report = ?restored.core,
+        skipped = restored.skipped,
+        "state restored"
     );
-    tracing::info!(?report, "state restored");
+    let creds = SharedCredentials(Arc::new(std::sync::RwLock::new(restored.credentials)));
+    core.set_security_policy(Arc::new(creds.clone()));
 
     let mut sockets = Sockets::empty();
     let recv_buffer = config.server.udp_recv_buffer_bytes;
@@ -294,7 +295,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let (events, _) = broadcast::channel(EVENT_CAPACITY);
     let control_tx_for_shell = control_tx.clone();
     let (bridge, mqtt) =
-        match crate::bridge::start(config, &store, schema_arc.clone(), control_tx.clone()) {
+        match crate::bridge::start(config, &store, restored.bridge, control_tx.clone()) {
             Ok(Some((b, r))) => (Some(b), Some(r)),
             Ok(None) => (None, None),
             Err(e) => return Err(e.context("starting the MQTT bridge")),
@@ -394,49 +395,6 @@ fn spawn_admin(
         }
     });
     Ok(vec![serve, forward])
-}
-
-/// Loads the DTLS sessions a previous run saved. A session whose credential is gone (revoked
-/// while the server was down) is dropped, not restored.
-fn restore_sessions(
-    server: &mut dtls::Server,
-    store: &Store,
-    secrets: &SecretsKey,
-    creds: &SharedCredentials,
-    core: &mut ServerCore<Link>,
-) -> usize {
-    let Ok(entries) = store.scan(Table::Sessions, b"") else {
-        return 0;
-    };
-    let mut restored = 0;
-    for (key, sealed) in entries {
-        let ok = secrets
-            .open(&key, &sealed)
-            .ok()
-            .and_then(|bytes| server.restore_session(&bytes).ok());
-        let Some(conn) = ok else {
-            let _ = store.delete(Table::Sessions, key);
-            continue;
-        };
-        let principal = server.principal(conn).cloned();
-        let known = principal
-            .as_deref()
-            .is_some_and(|p| creds.0.read().is_ok_and(|c| c.has_credential(p)));
-        match (principal, server.peer(conn)) {
-            (Some(p), Some(addr)) if known => {
-                core.peer_authenticated(Link::Dtls(conn), p, addr);
-                restored += 1;
-            }
-            _ => {
-                server.close(conn);
-                let _ = store.delete(Table::Sessions, key);
-            }
-        }
-    }
-    // Closing restored sessions queued alerts and events nobody needs.
-    while server.poll_transmit().is_some() {}
-    while server.poll_event().is_some() {}
-    restored
 }
 
 struct Shell {

@@ -44,7 +44,12 @@ pub enum Table {
 
 impl Table {
     fn def(self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
-        TableDefinition::new(match self {
+        TableDefinition::new(self.name())
+    }
+
+    /// The table's name in the database, as log lines show it.
+    pub fn name(self) -> &'static str {
+        match self {
             Table::Registrations => "registrations",
             Table::Observations => "observations",
             Table::Queue => "queue",
@@ -54,10 +59,11 @@ impl Table {
             Table::Sessions => "dtls_sessions",
             Table::Outbox => "mqtt_outbox",
             Table::Bridge => "mqtt_bridge",
-        })
+        }
     }
 
-    const ALL: [Table; 9] = [
+    /// Every table.
+    pub const ALL: [Table; 9] = [
         Table::Registrations,
         Table::Observations,
         Table::Queue,
@@ -68,6 +74,23 @@ impl Table {
         Table::Outbox,
         Table::Bridge,
     ];
+}
+
+/// Longest key shown whole in a log line.
+const MAX_SHOWN_KEY: usize = 64;
+
+/// A stored key as log lines show it: as text if it is short printable UTF-8, else as hex
+/// (cut after [`MAX_SHOWN_KEY`] bytes), so that a garbled key can neither flood the log nor
+/// forge a line in it.
+pub fn display_key(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(s) if key.len() <= MAX_SHOWN_KEY && !s.chars().any(char::is_control) => s.to_string(),
+        _ => {
+            let shown = key.get(..MAX_SHOWN_KEY).unwrap_or(key);
+            let more = if shown.len() < key.len() { "…" } else { "" };
+            format!("0x{}{more}", hex::encode(shown))
+        }
+    }
 }
 
 /// Why the store failed.

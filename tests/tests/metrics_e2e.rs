@@ -86,6 +86,10 @@ async fn a_registration_lifecycle_shows_in_the_metrics() {
         })
         .await;
     assert_eq!(reason, DeregisterReason::Requested);
+    // The server's Deregistered event can come before its answer is sent (and counted); the
+    // device seeing the answer proves it was.
+    dev.wait_for(|e| matches!(e, ClientEvent::Deregistered).then_some(()))
+        .await;
 
     let text = scrape(&s).await;
     assert_eq!(value(&text, "lwm2m_registrations_total"), 1);

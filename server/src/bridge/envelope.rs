@@ -53,8 +53,11 @@
 //!   instance), Core §6.3.8, §6.3.9, §6.4.3.
 //! - `write`: an optional `"mode": "replace" | "update"` over EMQX's choice; `write-attr`:
 //!   `epmin`, `epmax`, numbers as JSON numbers, and `"remove": ["pmin", ..]` to unset.
-//! - Optional top-level `"format"` (content format name or code), `"timeout"` and `"ttl"`
-//!   (seconds) for the command.
+//! - Optional top-level `"format"` (content format name or code), `"timeout"` (seconds,
+//!   0.001 to 86,400) and `"ttl"` (seconds, 0 to 2,592,000 = 30 days) for the command;
+//!   anything outside is refused `4.00` with the range in `message`.
+//! - A payload over 64 KiB (`[mqtt] max_command_bytes`) or nesting arrays and objects
+//!   deeper than 32 is refused `4.00` before it is parsed.
 //! - A `"type"` on every value going up (`Integer`, `Unsigned Integer`, `Float`, `Boolean`,
 //!   `String`, `Opaque`, `Time`, `Objlnk`, `Corelnk`) and a `"time"` on timestamped
 //!   values, so a consumer needs no object model.
@@ -76,7 +79,10 @@
 //!   gets exactly one result.
 //! - Every uplink message gets a `msgId` from the outbox (not here), so a consumer can drop
 //!   the duplicates a crash may cause.
-use crate::core::types::{Command, CommandError, Content, DeregisterReason, Outcome, Registration};
+use crate::core::types::{
+    Command, CommandError, Content, DeregisterReason, Outcome, Registration, COMMAND_TIMEOUT_RANGE,
+    COMMAND_TTL_RANGE,
+};
 use base64::engine::{general_purpose, DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
 use lwm2m::coap::link_format::{NotificationAttributes, NOTIFICATION_ATTRIBUTES};
@@ -295,6 +301,8 @@ pub fn send(endpoint: &str, records: &[Record]) -> Json {
 /// | `QueueFull` | `5.03` | `service_unavailable` | `queue_full` | as given |
 /// | `NotSupported` | `5.01` | `not_implemented` | `not_supported` | as given |
 /// | `Unavailable` | `5.03` | `service_unavailable` | `unavailable` | as given |
+/// | `Overloaded` (the server's total of pending commands) | `5.03` | `service_unavailable` | `overloaded` | as given |
+/// | `Invalid` (a `timeout` or `ttl` out of range) | `4.00` | `bad_request` | `bad_request` | as given |
 ///
 /// Every failure also carries `message`, the error as text.
 pub fn response(req_id: &Json, msg_type: &str, outcome: &Outcome, req_path: Option<&Path>) -> Json {
@@ -387,6 +395,11 @@ fn failure(e: &CommandError) -> Failure {
         CommandError::QueueFull => ours("5.03", "queue_full"),
         CommandError::NotSupported(_) => ours("5.01", "not_supported"),
         CommandError::Unavailable(_) => ours("5.03", "unavailable"),
+        CommandError::Overloaded(_) => ours("5.03", "overloaded"),
+        CommandError::Invalid(_) => ours("4.00", "bad_request"),
+        // A variant added to the core later still gets an answer.
+        #[allow(unreachable_patterns)]
+        _ => ours("5.00", "internal"),
     }
 }
 
@@ -832,19 +845,82 @@ fn truncate(s: &str) -> String {
 // Downlink
 // ---------------------------------------------------------------------------------------
 
-/// Reads a command published on `dn/...` for device `endpoint`. Values are typed and
-/// checked with `schema`. Never panics: any payload is a command or an error that says what
-/// is wrong and echoes the `reqID` and `msgType` it found.
+/// How large a command may be. A backend is trusted to be well meaning, not to be right: a
+/// runaway producer must cost the server one error answer, not its memory or its stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CommandLimits {
+    /// Bytes of one command's payload (`[mqtt] max_command_bytes`, 64 KiB by default).
+    pub max_bytes: usize,
+    /// Nesting of JSON arrays and objects: a command needs 4 (`{"data": {"content":
+    /// [{..}]}}`); 32 leaves room and keeps the parser's recursion short.
+    pub max_depth: usize,
+}
+
+impl CommandLimits {
+    /// Whether `payload` (a command or a shadow's desired state) is within the limits; the
+    /// error says which limit it broke.
+    pub fn check(&self, payload: &[u8]) -> Result<(), String> {
+        if payload.len() > self.max_bytes {
+            return Err(format!(
+                "the message is {} bytes, over the limit of {} bytes",
+                payload.len(),
+                self.max_bytes
+            ));
+        }
+        if let Some(depth) = too_deep(payload, self.max_depth) {
+            return Err(format!(
+                "the message nests arrays and objects {depth} levels deep, over the limit \
+                 of {}",
+                self.max_depth
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for CommandLimits {
+    fn default() -> Self {
+        Self {
+            max_bytes: 64 * 1024,
+            max_depth: 32,
+        }
+    }
+}
+
+/// Reads a command published on `dn/...` for device `endpoint` with the default
+/// [`CommandLimits`]; see [`parse_command_with`].
 pub fn parse_command(
     endpoint: &str,
     payload: &[u8],
     schema: &Registry,
+) -> Result<Parsed, EnvelopeError> {
+    parse_command_with(endpoint, payload, schema, &CommandLimits::default())
+}
+
+/// Reads a command published on `dn/...` for device `endpoint`. Values are typed and
+/// checked with `schema`. Never panics: any payload is a command or an error that says what
+/// is wrong and echoes the `reqID` and `msgType` it found. A payload over `limits` is
+/// refused before it is parsed into a tree; its `reqID` and `msgType` are still read (by a
+/// streaming pass that allocates nothing for the rest) so the refusal reaches its caller.
+pub fn parse_command_with(
+    endpoint: &str,
+    payload: &[u8],
+    schema: &Registry,
+    limits: &CommandLimits,
 ) -> Result<Parsed, EnvelopeError> {
     let blank = EnvelopeError {
         req_id: None,
         msg_type: None,
         message: String::new(),
     };
+    if let Err(message) = limits.check(payload) {
+        let echo = if payload.len() > limits.max_bytes {
+            head(payload)
+        } else {
+            blank
+        };
+        return Err(echo.with(message));
+    }
     let root: Json = serde_json::from_slice(payload)
         .map_err(|e| blank.with(format!("the command is not JSON: {e}")))?;
     let Json::Object(obj) = root else {
@@ -906,8 +982,8 @@ pub fn parse_command(
             Request::Cancel(p) => Ok(Action::CancelObserve(p)),
             Request::Dm(request) => Ok(Action::Command(Command {
                 format: format_option(obj.get("format"))?,
-                timeout: seconds_option(obj.get("timeout"), "timeout")?,
-                ttl: seconds_option(obj.get("ttl"), "ttl")?,
+                timeout: seconds_option(obj.get("timeout"), "timeout", COMMAND_TIMEOUT_RANGE)?,
+                ttl: seconds_option(obj.get("ttl"), "ttl", COMMAND_TTL_RANGE)?,
                 ..Command::new(endpoint, request)
             })),
         })
@@ -1460,15 +1536,81 @@ fn format_option(json: Option<&Json>) -> Result<Option<ContentFormat>, String> {
     })
 }
 
-/// Top-level `"timeout"` / `"ttl"` (ours), in seconds.
-fn seconds_option(json: Option<&Json>, key: &str) -> Result<Option<Duration>, String> {
+/// The `reqID` and `msgType` of a payload too large to parse whole, read by a streaming
+/// pass that skips every other field without building it.
+fn head(payload: &[u8]) -> EnvelopeError {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        #[serde(rename = "reqID")]
+        req_id: Option<Json>,
+        #[serde(rename = "msgType")]
+        msg_type: Option<Json>,
+    }
+    let (req_id, msg_type) = match serde_json::from_slice::<Head>(payload) {
+        Ok(h) => (h.req_id, h.msg_type),
+        Err(_) => (None, None),
+    };
+    EnvelopeError {
+        // Only what a valid command could carry is echoed: a number or a short string.
+        req_id: req_id.filter(|v| v.is_number() || v.as_str().is_some_and(|s| s.len() <= 256)),
+        msg_type: msg_type
+            .as_ref()
+            .and_then(Json::as_str)
+            .filter(|s| COMMAND_TYPES.contains(s))
+            .map(str::to_owned),
+        message: String::new(),
+    }
+}
+
+/// The depth past `max` that `json` reaches, if it does: arrays and objects counted outside
+/// strings, in one pass over the bytes, so a deep document is refused before the parser
+/// recurses into it.
+fn too_deep(json: &[u8], max: usize) -> Option<usize> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return Some(depth);
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
+/// Top-level `"timeout"` / `"ttl"` (ours), in seconds, within `range`.
+fn seconds_option(
+    json: Option<&Json>,
+    key: &str,
+    range: std::ops::RangeInclusive<Duration>,
+) -> Result<Option<Duration>, String> {
     match json {
         None | Some(Json::Null) => Ok(None),
         Some(Json::Number(n)) => n
             .as_f64()
-            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .and_then(|s| lwm2m::time::secs_f64_in(s, range.clone()))
             .map(Some)
-            .ok_or_else(|| format!("{key} must be a number of seconds ≥ 0, not {n}")),
+            .ok_or_else(|| {
+                format!(
+                    "{key} must be a number of seconds from {} to {}, not {n}",
+                    range.start().as_secs_f64(),
+                    range.end().as_secs_f64()
+                )
+            }),
         Some(other) => Err(format!(
             "{key} must be a number of seconds, not {}",
             describe(other)

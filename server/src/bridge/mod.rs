@@ -59,18 +59,39 @@ impl Running {
     }
 }
 
-/// Starts the bridge if `[mqtt] enabled`: the embedded broker if configured, the MQTT link,
-/// and the bridge state for the server task.
-pub(crate) fn start(
+/// Opens the bridge's stored state (outbox, requests awaiting results, observations' `reqID`s,
+/// shadows) if `[mqtt] enabled`, checking every record (see [`sink::Bridge::open`]).
+pub(crate) fn open_state(
     config: &Config,
     store: &Store,
     schema: Arc<Registry>,
-    control: mpsc::Sender<Control>,
-) -> anyhow::Result<Option<(sink::Bridge, Running)>> {
+) -> anyhow::Result<Option<sink::Bridge>> {
     let m = &config.mqtt;
     if !m.enabled {
         return Ok(None);
     }
+    let max_outbox = u64::try_from(m.max_outbox).unwrap_or(u64::MAX);
+    let bridge = sink::Bridge::open(store.clone(), m.topic_prefix.clone(), max_outbox, schema)
+        .context("opening the MQTT outbox")?
+        .with_limits(envelope::CommandLimits {
+            max_bytes: m.max_command_bytes,
+            ..envelope::CommandLimits::default()
+        });
+    Ok(Some(bridge))
+}
+
+/// Starts the bridge whose state [`open_state`] opened: the embedded broker if configured,
+/// the MQTT link, and the bridge state for the server task. `None` if there is none.
+pub(crate) fn start(
+    config: &Config,
+    store: &Store,
+    bridge: Option<sink::Bridge>,
+    control: mpsc::Sender<Control>,
+) -> anyhow::Result<Option<(sink::Bridge, Running)>> {
+    let m = &config.mqtt;
+    let Some(bridge) = bridge.filter(|_| m.enabled) else {
+        return Ok(None);
+    };
     let broker = if m.embedded_broker {
         let addr: std::net::SocketAddr = m.broker.parse().with_context(|| {
             format!(
@@ -90,13 +111,6 @@ pub(crate) fn start(
     } else {
         None
     };
-    let bridge = sink::Bridge::open(
-        store.clone(),
-        m.topic_prefix.clone(),
-        m.max_outbox as u64,
-        schema,
-    )
-    .context("opening the MQTT outbox")?;
     let options = if m.version == 5 {
         link::Options::V5(Box::new(connect::options_v5(m)?))
     } else {

@@ -57,6 +57,14 @@ pub struct Message {
     pub payload: Vec<u8>,
 }
 
+/// The largest sequence number a stored message may have. Numbers count up by one from 1; one
+/// near `u64::MAX` could only come from a damaged record, and counting on from it would
+/// overflow.
+pub const MAX_SEQ: u64 = 1 << 62;
+
+/// Messages read per store transaction while the outbox is checked at open.
+const CHECK_PAGE: usize = 4096;
+
 /// The writing end, owned by the server task.
 pub struct Outbox {
     store: Store,
@@ -64,6 +72,8 @@ pub struct Outbox {
     max: u64,
     shared: Arc<Shared>,
     warned_full: bool,
+    /// Stored messages [`open`](Self::open) skipped and deleted.
+    skipped: usize,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -85,23 +95,86 @@ pub fn seq_of(key: &[u8]) -> Option<u64> {
     key.try_into().ok().map(u64::from_be_bytes)
 }
 
+/// Why a stored message cannot be sent, if it cannot: its key is not a sequence number in
+/// 1..=[`MAX_SEQ`], it is not a message, or it is one the MQTT client would refuse (a topic
+/// that is empty, too long or has wildcards; a packet over the size the client accepts). Such
+/// a message would otherwise be counted in the outbox for ever, or block it at every
+/// reconnect.
+fn check_stored(key: &[u8], value: &[u8]) -> Result<(), String> {
+    let seq = seq_of(key).ok_or("the key is not a sequence number")?;
+    if !(1..=MAX_SEQ).contains(&seq) {
+        return Err(format!("sequence number {seq}: must be 1..={MAX_SEQ}"));
+    }
+    let m: Message =
+        minicbor::decode(value).map_err(|e| format!("not a message this version can read: {e}"))?;
+    if m.topic.is_empty()
+        || m.topic.len() > usize::from(u16::MAX)
+        || m.topic.contains(['+', '#', '\0'])
+    {
+        return Err("the topic is not 1..=65535 bytes without wildcards".into());
+    }
+    let size = m
+        .payload
+        .len()
+        .saturating_add(m.topic.len())
+        .saturating_add(64);
+    if size > super::connect::MAX_PACKET_BYTES {
+        return Err(format!(
+            "the message is {size} bytes: must be at most {}",
+            super::connect::MAX_PACKET_BYTES
+        ));
+    }
+    Ok(())
+}
+
 impl Outbox {
-    /// Opens the outbox in `store`, continuing after what a previous run left.
+    /// Opens the outbox in `store`, continuing after what a previous run left. Every stored
+    /// message is checked first: one that could never be sent ([`check_stored`]) is skipped,
+    /// counted ([`skipped`](Self::skipped)), logged and deleted.
     pub fn open(store: Store, max: u64) -> Result<Self, StoreError> {
-        let next_seq = store
-            .last(Table::Outbox)?
-            .and_then(|(k, _)| seq_of(&k))
-            .map_or(1, |s| s + 1);
+        let mut last = 0u64;
+        let mut len = 0u64;
+        let mut skipped = 0usize;
+        let mut from: Vec<u8> = Vec::new();
+        loop {
+            let page = store.range(Table::Outbox, &from, CHECK_PAGE)?;
+            let Some((k, _)) = page.last() else { break };
+            // The next page starts just after this one's last key.
+            from = k.clone();
+            from.push(0);
+            let full = page.len() == CHECK_PAGE;
+            for (k, v) in page {
+                match check_stored(&k, &v) {
+                    Ok(()) => {
+                        last = last.max(seq_of(&k).unwrap_or(0));
+                        len += 1;
+                    }
+                    Err(reason) => {
+                        skipped += 1;
+                        tracing::warn!(table = Table::Outbox.name(), key = %crate::store::display_key(&k), reason, "stored MQTT message skipped and deleted");
+                        store.delete(Table::Outbox, k)?;
+                    }
+                }
+            }
+            if !full {
+                break;
+            }
+        }
         let shared = Arc::new(Shared::default());
-        let len = store.len(Table::Outbox)?;
         shared.stats.outbox_len.store(len, Relaxed);
         Ok(Self {
             store,
-            next_seq,
+            next_seq: last.saturating_add(1),
             max,
             shared,
             warned_full: false,
+            skipped,
         })
+    }
+
+    /// Stored messages [`open`](Self::open) skipped.
+    pub fn skipped(&self) -> usize {
+        self.skipped
     }
 
     /// What the MQTT link needs.
@@ -133,7 +206,7 @@ impl Outbox {
         }
         self.warned_full = false;
         let seq = self.next_seq;
-        self.next_seq += 1;
+        self.next_seq = self.next_seq.saturating_add(1);
         if let Some(obj) = payload.as_object_mut() {
             obj.insert("msgId".into(), id.unwrap_or_else(|| seq.to_string()).into());
         }
@@ -158,11 +231,71 @@ impl Outbox {
     }
 }
 
-/// Reads committed messages from `from` on, at most `limit`.
+/// Reads committed messages from `from` on, at most `limit`. A message that could never be
+/// sent ([`check_stored`]; [`Outbox::open`] deletes those) is passed over.
 pub fn read(store: &Store, from: u64, limit: usize) -> Result<Vec<(u64, Message)>, StoreError> {
     Ok(store
         .range(Table::Outbox, &key(from), limit)?
         .into_iter()
+        .filter(|(k, v)| check_stored(k, v).is_ok())
         .filter_map(|(k, v)| Some((seq_of(&k)?, minicbor::decode(&v).ok()?)))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreConfig;
+
+    fn message(topic: &str, payload_len: usize) -> Vec<u8> {
+        minicbor::to_vec(&Message {
+            topic: topic.into(),
+            payload: vec![b'x'; payload_len],
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn messages_that_could_never_be_sent_are_skipped_and_deleted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), StoreConfig::default()).unwrap();
+        let put = |k: Vec<u8>, v: Vec<u8>| store.put(Table::Outbox, k, v).unwrap();
+        put(key(1).to_vec(), message("lwm2m/a/up/send", 10));
+        put(key(7).to_vec(), message("lwm2m/b/up/send", 10));
+        // Unreadable, out of range, or refused by the MQTT client.
+        put(key(3).to_vec(), b"\xff".to_vec());
+        put(key(0).to_vec(), message("lwm2m/c/up/send", 10));
+        put(key(MAX_SEQ + 1).to_vec(), message("lwm2m/d/up/send", 10));
+        put(key(u64::MAX).to_vec(), message("lwm2m/e/up/send", 10));
+        put(key(4).to_vec(), message("lwm2m/+/up/send", 10));
+        put(key(5).to_vec(), message("", 10));
+        put(
+            key(6).to_vec(),
+            message("lwm2m/f/up/send", super::super::connect::MAX_PACKET_BYTES),
+        );
+        put(b"short".to_vec(), message("lwm2m/g/up/send", 10));
+        store.flush().await.unwrap();
+
+        let mut outbox = Outbox::open(store.clone(), 100).unwrap();
+        assert_eq!(outbox.skipped(), 8);
+        assert_eq!(outbox.shared().stats.outbox_len.load(Relaxed), 2);
+        assert_eq!(outbox.next_seq, 8, "continues after the last valid message");
+        let sent: Vec<u64> = read(&store, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|(s, _)| *s)
+            .collect();
+        assert_eq!(sent, [1, 7]);
+        assert!(outbox.push("lwm2m/a/up/send".into(), serde_json::json!({}), None));
+        store.flush().await.unwrap();
+        assert_eq!(
+            store.len(Table::Outbox).unwrap(),
+            3,
+            "the skipped ones are gone"
+        );
+        let again = Outbox::open(store.clone(), 100).unwrap();
+        assert_eq!(again.skipped(), 0);
+        assert_eq!(again.next_seq, 9);
+        store.close().unwrap();
+    }
 }

@@ -74,6 +74,29 @@ impl Shadows {
         self.docs.insert(endpoint, doc);
     }
 
+    /// Loads a shadow read back from the store if it is one [`desired`](Self::desired) and
+    /// the reports could have made: within [`MAX_SHADOWS`] and [`MAX_DESIRED`], every path a
+    /// resource path. `Err` says what is wrong; the shadow is then not loaded.
+    pub fn restore(&mut self, endpoint: &str, doc: Doc) -> Result<(), String> {
+        if self.docs.len() >= MAX_SHADOWS {
+            return Err(format!("shadows are at the limit of {MAX_SHADOWS}"));
+        }
+        if doc.desired.len() > MAX_DESIRED {
+            return Err(format!(
+                "{} desired paths: must be 0..={MAX_DESIRED}",
+                doc.desired.len()
+            ));
+        }
+        for p in doc.desired.keys().chain(doc.reported.keys()) {
+            let path = Path::parse(p).map_err(|e| format!("path {p:?}: {e}"))?;
+            if path.resource_id().is_none() {
+                return Err(format!("path {p:?} is not a resource path"));
+            }
+        }
+        self.docs.insert(endpoint.to_string(), doc);
+        Ok(())
+    }
+
     /// A device's shadow.
     pub fn get(&self, endpoint: &str) -> Option<&Doc> {
         self.docs.get(endpoint)

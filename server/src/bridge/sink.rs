@@ -10,12 +10,13 @@ use super::envelope::{self, Action};
 use super::link::{Downlink, DownlinkKind};
 use super::outbox::{Outbox, Shared};
 use super::shadow::{self, Shadows};
-use crate::core::types::{Command, CommandId, DeviceEvent, ObservationId};
+use crate::core::persist::{check_endpoint, MAX_STORED_ID};
+use crate::core::types::{Command, CommandId, DeviceEvent, ObservationId, COMMAND_TTL_RANGE};
 use crate::store::{Store, StoreError, Table};
 use lwm2m::model::{Path, Registry};
 use lwm2m::ops::dm::DmResponse;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
@@ -64,7 +65,11 @@ pub struct Bridge {
     /// The observations of each endpoint, so a departing device's go without a scan.
     observed_by: HashMap<String, Vec<ObservationId>>,
     shadows: Shadows,
+    /// Stored records [`open`](Self::open) skipped (unreadable or out of range).
+    skipped: usize,
     wrote: bool,
+    /// How large a command may be.
+    limits: envelope::CommandLimits,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -85,33 +90,13 @@ impl Bridge {
         schema: Arc<Registry>,
     ) -> Result<Self, StoreError> {
         let outbox = Outbox::open(store.clone(), max_outbox)?;
-        let mut pending = HashMap::new();
-        for (k, v) in store.scan(Table::Bridge, PENDING)? {
-            let id = k
-                .get(PENDING.len()..)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes);
-            if let (Some(id), Ok(p)) = (id, serde_json::from_slice::<Pending>(&v)) {
-                pending.insert(CommandId(id), p);
-            }
-        }
-        let mut observations = HashMap::new();
-        for (k, v) in store.scan(Table::Bridge, OBSERVATION)? {
-            let id = k
-                .get(OBSERVATION.len()..)
-                .and_then(|b| b.try_into().ok())
-                .map(u64::from_be_bytes);
-            if let (Some(id), Ok(r)) = (id, serde_json::from_slice::<Observed>(&v)) {
-                observations.insert(ObservationId(id), r);
-            }
-        }
-        let mut shadows = Shadows::default();
-        for (k, v) in store.scan(Table::Bridge, SHADOW)? {
-            let ep = k.get(SHADOW.len()..).map(String::from_utf8_lossy);
-            if let (Some(ep), Ok(doc)) = (ep, serde_json::from_slice::<shadow::Doc>(&v)) {
-                shadows.insert(ep.into_owned(), doc);
-            }
-        }
+        let Stored {
+            pending,
+            observations,
+            shadows,
+            skipped,
+        } = Stored::load(&store)?;
+        let skipped = skipped + outbox.skipped();
         Ok(Self {
             outbox,
             store,
@@ -127,8 +112,16 @@ impl Bridge {
             ),
             observations,
             shadows,
+            skipped,
             wrote: false,
+            limits: envelope::CommandLimits::default(),
         })
+    }
+
+    /// Sets how large a command may be (`[mqtt] max_command_bytes`).
+    pub fn with_limits(mut self, limits: envelope::CommandLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// What the MQTT link shares with the outbox.
@@ -357,15 +350,22 @@ impl Bridge {
     pub fn on_downlink(&mut self, d: Downlink, core: &mut dyn CommandPath) {
         match d.kind {
             DownlinkKind::Command => {
-                match envelope::parse_command(&d.endpoint, &d.payload, &self.schema) {
+                match envelope::parse_command_with(
+                    &d.endpoint,
+                    &d.payload,
+                    &self.schema,
+                    &self.limits,
+                ) {
                     Ok(parsed) => {
                         let path = parsed_path(&parsed.action);
                         let id = match parsed.action {
                             Action::Command(mut cmd) => {
                                 // MQTT 5 Message Expiry: the command may wait that long for a
-                                // sleeping device, and no longer.
-                                if d.expiry.is_some() {
-                                    cmd.ttl = d.expiry;
+                                // sleeping device, and no longer. The broker allows up to 136
+                                // years; past the longest ttl a command may ask for, it means
+                                // "as long as allowed".
+                                if let Some(expiry) = d.expiry {
+                                    cmd.ttl = Some(expiry.min(*COMMAND_TTL_RANGE.end()));
                                 }
                                 core.submit(cmd)
                             }
@@ -396,7 +396,11 @@ impl Bridge {
                 }
             }
             DownlinkKind::Desired => {
-                match self.shadows.desired(&d.endpoint, &d.payload, &self.schema) {
+                let desired = self
+                    .limits
+                    .check(&d.payload)
+                    .and_then(|()| self.shadows.desired(&d.endpoint, &d.payload, &self.schema));
+                match desired {
                     Ok(fx) => self.apply(&d.endpoint, fx, core),
                     Err(message) => {
                         self.shared().stats.downlink_errors.fetch_add(1, Relaxed);
@@ -411,6 +415,163 @@ impl Bridge {
                 }
             }
         }
+    }
+}
+
+/// The bridge's state as read back from the store, every record checked: a record that cannot
+/// be read or is out of range is skipped, counted, logged with its key and deleted, so that it
+/// neither stops the start nor comes back at the next one.
+struct Stored {
+    pending: HashMap<CommandId, Pending>,
+    observations: HashMap<ObservationId, Observed>,
+    shadows: Shadows,
+    skipped: usize,
+}
+
+/// A `reqID` as a command may have it: a number, or a string no longer than a command.
+fn check_req_id(req_id: &serde_json::Value) -> Result<(), String> {
+    match req_id {
+        serde_json::Value::Number(_) => Ok(()),
+        serde_json::Value::String(s) if s.len() <= super::connect::MAX_PACKET_BYTES => Ok(()),
+        _ => Err("reqID is not a number or a string of at most 1 MiB".into()),
+    }
+}
+
+/// A stored path, if any, as commands give it.
+fn check_path(path: Option<&str>) -> Result<(), String> {
+    match path.map(Path::parse) {
+        Some(Err(e)) => Err(format!("path: {e}")),
+        _ => Ok(()),
+    }
+}
+
+/// The id after `prefix` in a key: 8 bytes, 1..=[`MAX_STORED_ID`].
+fn stored_id(key: &[u8], prefix: &[u8]) -> Result<u64, String> {
+    let id = key
+        .get(prefix.len()..)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or("the key does not end in an 8-byte id")?;
+    if (1..=MAX_STORED_ID).contains(&id) {
+        Ok(id)
+    } else {
+        Err(format!("id {id}: must be 1..={MAX_STORED_ID}"))
+    }
+}
+
+impl Stored {
+    fn load(store: &Store) -> Result<Self, StoreError> {
+        let mut state = Self {
+            pending: HashMap::new(),
+            observations: HashMap::new(),
+            shadows: Shadows::default(),
+            skipped: 0,
+        };
+        for (k, v) in store.scan(Table::Bridge, b"")? {
+            if let Err(reason) = state.read(&k, &v) {
+                state.skipped += 1;
+                tracing::warn!(table = Table::Bridge.name(), key = %crate::store::display_key(&k), reason, "stored MQTT bridge record skipped and deleted");
+                store.delete(Table::Bridge, k)?;
+            }
+        }
+        Ok(state)
+    }
+
+    fn read(&mut self, k: &[u8], v: &[u8]) -> Result<(), String> {
+        let json = |e: serde_json::Error| format!("not a record this version can read: {e}");
+        if k.starts_with(PENDING) {
+            let id = stored_id(k, PENDING)?;
+            let p: Pending = serde_json::from_slice(v).map_err(json)?;
+            check_req_id(&p.req_id)?;
+            if !envelope::COMMAND_TYPES.contains(&p.msg_type.as_str()) {
+                return Err(format!("unknown msgType {:?}", p.msg_type));
+            }
+            check_path(p.path.as_deref())?;
+            self.pending.insert(CommandId(id), p);
+        } else if k.starts_with(OBSERVATION) {
+            let id = stored_id(k, OBSERVATION)?;
+            let o: Observed = serde_json::from_slice(v).map_err(json)?;
+            check_req_id(&o.req_id)?;
+            check_path(o.path.as_deref())?;
+            check_endpoint(&o.endpoint)?;
+            self.observations.insert(ObservationId(id), o);
+        } else if let Some(ep) = k.strip_prefix(SHADOW) {
+            let ep = std::str::from_utf8(ep).map_err(|_| "the endpoint is not UTF-8")?;
+            check_endpoint(ep)?;
+            let doc: shadow::Doc = serde_json::from_slice(v).map_err(json)?;
+            self.shadows.restore(ep, doc)?;
+        } else {
+            return Err("no record of this bridge has such a key".into());
+        }
+        Ok(())
+    }
+}
+
+impl Bridge {
+    /// Stored records [`open`](Self::open) skipped (in the outbox and the bridge's own table).
+    pub fn skipped(&self) -> usize {
+        self.skipped
+    }
+
+    /// Whether a request awaits the result of command `id`.
+    #[cfg(test)]
+    pub(crate) fn has_pending(&self, id: CommandId) -> bool {
+        self.pending.contains_key(&id)
+    }
+
+    /// Whether the `reqID` of observation `id` is kept.
+    #[cfg(test)]
+    pub(crate) fn has_observation(&self, id: ObservationId) -> bool {
+        self.observations.contains_key(&id)
+    }
+
+    /// Whether `endpoint` has a shadow.
+    #[cfg(test)]
+    pub(crate) fn has_shadow(&self, endpoint: &str) -> bool {
+        self.shadows.get(endpoint).is_some()
+    }
+
+    /// After a restart: forgets (and deletes) the requests awaiting the result of a command
+    /// the core no longer has (it was in flight when the server stopped, so no result will
+    /// come) and the `reqID`s of observations the core did not restore. Returns how many.
+    pub(crate) fn forget_unknown(
+        &mut self,
+        commands: &HashSet<CommandId>,
+        observations: &HashSet<ObservationId>,
+    ) -> usize {
+        let gone: Vec<CommandId> = self
+            .pending
+            .keys()
+            .filter(|id| !commands.contains(id))
+            .copied()
+            .collect();
+        for id in &gone {
+            if let Some(p) = self.pending.remove(id) {
+                tracing::warn!(command = id.0, msg_type = %p.msg_type, "MQTT command lost in the restart: no result will come");
+            }
+            let _ = self
+                .store
+                .delete(Table::Bridge, key(PENDING, &id.0.to_be_bytes()));
+        }
+        let unobserved: Vec<(ObservationId, String)> = self
+            .observations
+            .iter()
+            .filter(|(id, _)| !observations.contains(id))
+            .map(|(id, o)| (*id, o.endpoint.clone()))
+            .collect();
+        for (id, endpoint) in &unobserved {
+            self.observations.remove(id);
+            if let Some(ids) = self.observed_by.get_mut(endpoint) {
+                ids.retain(|o| o != id);
+                if ids.is_empty() {
+                    self.observed_by.remove(endpoint);
+                }
+            }
+            let _ = self
+                .store
+                .delete(Table::Bridge, key(OBSERVATION, &id.0.to_be_bytes()));
+        }
+        gone.len() + unobserved.len()
     }
 }
 
@@ -502,5 +663,73 @@ mod tests {
         );
         assert_eq!(bridge.observations.len(), 1);
         assert!(!bridge.observed_by.contains_key("a"));
+    }
+
+    #[test]
+    fn stored_bridge_records_out_of_range_are_skipped_and_stale_ones_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), StoreConfig::default()).unwrap();
+        let put = |k: Vec<u8>, v: &str| store.put(Table::Bridge, k, v.into()).unwrap();
+        let pending = r#"{"req_id":1,"msg_type":"read","path":"/3/0/0"}"#;
+        put(key(PENDING, &5u64.to_be_bytes()), pending);
+        put(key(PENDING, &6u64.to_be_bytes()), pending);
+        put(
+            key(OBSERVATION, &8u64.to_be_bytes()),
+            r#"{"endpoint":"a","path":"/3/0/9","req_id":2}"#,
+        );
+        put(
+            key(SHADOW, b"a"),
+            r#"{"desired":{"/3/0/14":"+02:00"},"reported":{}}"#,
+        );
+        // Out of range or unreadable, each for its own reason.
+        put(key(PENDING, &0u64.to_be_bytes()), pending);
+        put(key(PENDING, &u64::MAX.to_be_bytes()), pending);
+        put(key(PENDING, b"short"), pending);
+        put(
+            key(PENDING, &9u64.to_be_bytes()),
+            r#"{"req_id":1,"msg_type":"format-disk"}"#,
+        );
+        put(
+            key(PENDING, &10u64.to_be_bytes()),
+            r#"{"req_id":[1],"msg_type":"read"}"#,
+        );
+        put(
+            key(OBSERVATION, &11u64.to_be_bytes()),
+            r#"{"endpoint":"","req_id":2}"#,
+        );
+        put(key(SHADOW, b"b"), r#"{"desired":{"/3/0":1},"reported":{}}"#);
+        put(key(SHADOW, b"c\n"), r#"{"desired":{},"reported":{}}"#);
+        let many: serde_json::Map<String, serde_json::Value> = (0..=shadow::MAX_DESIRED)
+            .map(|i| (format!("/3/0/{}", 1000 + i), serde_json::json!(1)))
+            .collect();
+        let doc = serde_json::json!({ "desired": many, "reported": {} }).to_string();
+        put(key(SHADOW, b"d"), &doc);
+        put(b"other/1".to_vec(), "{}");
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(store.flush())
+            .unwrap();
+        let schema = Arc::new(Registry::bundled());
+        let mut bridge = Bridge::open(store.clone(), "lwm2m".into(), 1000, schema).unwrap();
+        assert_eq!(bridge.skipped(), 10);
+        assert_eq!(bridge.pending.len(), 2);
+        assert!(bridge.has_observation(ObservationId(8)) && bridge.has_shadow("a"));
+        // The core restored command 5 only, and no observation: the rest will never end.
+        let forgotten = bridge.forget_unknown(&HashSet::from([CommandId(5)]), &HashSet::new());
+        assert_eq!(forgotten, 2);
+        assert!(bridge.has_pending(CommandId(5)) && !bridge.has_pending(CommandId(6)));
+        assert!(!bridge.has_observation(ObservationId(8)));
+        assert!(bridge.observed_by.is_empty());
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(store.flush())
+            .unwrap();
+        assert_eq!(
+            store.scan(Table::Bridge, b"").unwrap().len(),
+            2,
+            "pending 5 and shadow a"
+        );
     }
 }

@@ -2,7 +2,10 @@
 //! [`Command`], is sent at once to an awake device or queued durably for a sleeping one
 //! (Transport §6.5, queue mode), and ends in exactly one [`DeviceEvent::CommandResult`].
 use super::persist::{self, QueuedRecord, StoreOp};
-use super::types::{Command, CommandError, CommandId, DeviceEvent, ObservationId, Outcome};
+use super::types::{
+    Command, CommandError, CommandId, DeviceEvent, ObservationId, Outcome, COMMAND_TIMEOUT_RANGE,
+    COMMAND_TTL_RANGE,
+};
 use super::ServerCore;
 use crate::store::Table;
 use lwm2m::coap::{ExchangeError, Packet, Peer, RequestId, RequestOptions};
@@ -33,6 +36,27 @@ pub(super) struct InFlight {
     pub(super) request: DownlinkRequest,
     /// Kept for an Observe: the stored form of the observation.
     pub(super) packet: Option<Packet>,
+}
+
+/// Refuses a command whose `timeout` or `ttl` lies outside its documented range, whoever
+/// submitted it: the MQTT envelope checks the same ranges, this keeps any other source
+/// (HTTP, CLI, campaigns) from reaching the deadline arithmetic with them.
+fn check_ranges(cmd: &Command) -> Result<(), CommandError> {
+    let out = |name: &str, d: Duration, r: &std::ops::RangeInclusive<Duration>| {
+        CommandError::Invalid(format!(
+            "{name} {} s is outside {}..={} s",
+            d.as_secs_f64(),
+            r.start().as_secs_f64(),
+            r.end().as_secs_f64()
+        ))
+    };
+    match (cmd.timeout, cmd.ttl) {
+        (Some(t), _) if !COMMAND_TIMEOUT_RANGE.contains(&t) => {
+            Err(out("timeout", t, &COMMAND_TIMEOUT_RANGE))
+        }
+        (_, Some(t)) if !COMMAND_TTL_RANGE.contains(&t) => Err(out("ttl", t, &COMMAND_TTL_RANGE)),
+        _ => Ok(()),
+    }
 }
 
 /// The format for `request` to a device with `formats`.
@@ -71,6 +95,10 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
     pub fn submit(&mut self, now: Instant, cmd: Command) -> CommandId {
         let id = self.next_command_id();
         let op = cmd.request.name();
+        if let Err(e) = check_ranges(&cmd) {
+            self.finish(id, &cmd.endpoint, op, None, Err(e));
+            return id;
+        }
         let Some(dev) = self.devices.get(&cmd.endpoint) else {
             self.finish(
                 id,
@@ -81,6 +109,23 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             );
             return id;
         };
+        let pending = self.inflight.len() + self.queue_expiry.len();
+        if pending >= self.config.max_pending_commands {
+            tracing::warn!(endpoint = %cmd.endpoint, pending, "too many pending commands");
+            self.finish(
+                id,
+                &cmd.endpoint,
+                op,
+                None,
+                Err(CommandError::Overloaded(pending)),
+            );
+            return id;
+        }
+        if dev.queue.len() + dev.inflight >= self.config.max_queue_per_device {
+            tracing::warn!(endpoint = %cmd.endpoint, "too many pending commands for the device");
+            self.finish(id, &cmd.endpoint, op, None, Err(CommandError::QueueFull));
+            return id;
+        }
         if matches!(
             cmd.request,
             DownlinkRequest::Observe { .. } | DownlinkRequest::ObserveComposite { .. }
@@ -124,7 +169,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             request: cmd.request,
             packet,
             timeout: cmd.timeout,
-            expires: now + ttl,
+            expires: lwm2m::time::deadline(now, ttl),
         };
         self.enqueue(now, &cmd.endpoint, queued);
         id
@@ -132,7 +177,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
 
     fn enqueue(&mut self, now: Instant, endpoint: &str, q: Queued) {
         let max = self.config.max_queue_per_device;
-        let wall_expiry = persist::millis(self.wall(q.expires));
+        let wall_expiry = lwm2m::time::unix_millis(self.wall(q.expires));
         let Some(dev) = self.devices.get_mut(endpoint) else {
             return;
         };
@@ -148,7 +193,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             id: q.id.0,
             endpoint: endpoint.to_string(),
             request: bare.to_bytes_unlimited().unwrap_or_default(),
-            timeout_ms: q.timeout.map(|t| t.as_millis() as u64),
+            timeout_ms: q.timeout.map(lwm2m::time::millis),
             expires_at_ms: wall_expiry,
         };
         let key = persist::sub_key(endpoint, &q.id.0.to_be_bytes());
@@ -221,6 +266,9 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         };
         match self.coap.send_request(now, peer, packet, opts) {
             Ok(rid) => {
+                if let Some(dev) = self.devices.get_mut(endpoint) {
+                    dev.inflight += 1;
+                }
                 self.inflight.insert(
                     rid,
                     InFlight {
@@ -255,6 +303,9 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         let Some(f) = self.inflight.remove(&rid) else {
             return;
         };
+        if let Some(dev) = self.devices.get_mut(&f.endpoint) {
+            dev.inflight = dev.inflight.saturating_sub(1);
+        }
         let outcome: Outcome = match result {
             Ok(resp) => {
                 self.heard_from(now, &f.endpoint);

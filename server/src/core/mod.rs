@@ -18,6 +18,7 @@ mod commands;
 mod observations;
 pub mod persist;
 mod registration;
+mod restore;
 #[cfg(test)]
 mod tests;
 pub mod types;
@@ -61,8 +62,13 @@ pub struct CoreConfig {
     /// How long a queue-mode device counts as awake after it sent something
     /// (Transport §6.5; MAX_TRANSMIT_WAIT by default).
     pub awake_window: Duration,
-    /// Commands queued per sleeping device. Beyond it, new commands fail with `QueueFull`.
+    /// Commands pending per device: queued for it while it sleeps or sent and awaiting its
+    /// answer. Beyond it, new commands fail with `QueueFull`.
     pub max_queue_per_device: usize,
+    /// Commands pending in the whole server (queued or awaiting an answer). Beyond it, new
+    /// commands fail with `Overloaded`, so no backend can grow the server's memory without
+    /// end.
+    pub max_pending_commands: usize,
     /// How long a command may wait for a sleeping device when it says nothing itself.
     pub default_command_ttl: Duration,
     /// Registrations held. Beyond it, Register is answered 5.03.
@@ -80,6 +86,7 @@ impl Default for CoreConfig {
             registration_grace: Duration::from_secs(15),
             awake_window: coap.transmission.max_transmit_wait(),
             max_queue_per_device: 64,
+            max_pending_commands: 100_000,
             default_command_ttl: Duration::from_secs(24 * 3600),
             max_registrations: 1_000_000,
             max_observations_per_device: 64,
@@ -103,6 +110,9 @@ struct Device<P> {
     queue: VecDeque<commands::Queued>,
     /// Observations on this device.
     observations: Vec<ObservationId>,
+    /// Commands sent to it and awaiting its answer, counted against
+    /// [`CoreConfig::max_queue_per_device`] with the queue.
+    inflight: usize,
 }
 
 /// Decides which endpoints must come over DTLS (DESIGN.md principle 4): an endpoint with a
@@ -162,7 +172,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         schema: Arc<Registry>,
         clock_base: (Instant, SystemTime),
     ) -> Self {
-        let wall_ms = persist::millis(clock_base.1);
+        let wall_ms = lwm2m::time::unix_millis(clock_base.1);
         Self {
             coap: Endpoint::new(config.coap.clone()),
             rng: StdRng::seed_from_u64(config.rng_seed),
@@ -264,8 +274,10 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
     /// Wall-clock time at `now`.
     fn wall(&self, now: Instant) -> SystemTime {
         match now.checked_duration_since(self.clock_base.0) {
-            Some(d) => self.clock_base.1 + d,
-            None => self.clock_base.1 - self.clock_base.0.duration_since(now),
+            Some(d) => lwm2m::time::wall_deadline(self.clock_base.1, d),
+            None => {
+                lwm2m::time::wall_before(self.clock_base.1, self.clock_base.0.duration_since(now))
+            }
         }
     }
 
@@ -273,7 +285,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
     fn instant_of(&self, t: SystemTime, now: Instant) -> Instant {
         let wall_now = self.wall(now);
         match t.duration_since(wall_now) {
-            Ok(ahead) => now + ahead,
+            Ok(ahead) => lwm2m::time::deadline(now, ahead),
             Err(_) => now,
         }
     }
@@ -367,7 +379,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         };
         if dev.reg.queue_mode {
             let was_asleep = dev.awake_until.is_none_or(|t| t <= now);
-            dev.awake_until = Some(now + window);
+            dev.awake_until = Some(lwm2m::time::deadline(now, window));
             if was_asleep {
                 self.events.push_back(DeviceEvent::Awake {
                     endpoint: endpoint.to_string(),
@@ -380,7 +392,9 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
     /// Loads the state a previous run stored (registrations, observations, queued commands,
     /// each as the values of its table in key order). Registrations whose lifetime passed
     /// while the server was down expire at once; the others keep counting from their last
-    /// update. Records this version cannot read are skipped and counted.
+    /// update. Records this version cannot read, or whose values are out of range, are
+    /// skipped, counted and logged (see [`restore_entries`](Self::restore_entries), which
+    /// also checks and deletes them by their keys).
     pub fn restore(
         &mut self,
         now: Instant,
@@ -388,78 +402,13 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         observations: Vec<Vec<u8>>,
         queued: Vec<Vec<u8>>,
     ) -> RestoreReport {
-        let mut report = RestoreReport::default();
-        for bytes in registrations {
-            let Some((reg, peer)) = persist::decode_registration(&bytes) else {
-                report.unreadable += 1;
-                continue;
-            };
-            let Ok(peer) = peer.parse::<P>() else {
-                report.unreadable += 1;
-                continue;
-            };
-            let wall_now = self.wall(now);
-            if reg.expires_at() + self.config.registration_grace <= wall_now {
-                tracing::info!(endpoint = %reg.endpoint, "registration expired while the server was down");
-                self.store_ops.push_back(StoreOp::Delete(
-                    crate::store::Table::Registrations,
-                    reg.endpoint.as_bytes().to_vec(),
-                ));
-                self.store_ops.push_back(StoreOp::DeletePrefix(
-                    crate::store::Table::Observations,
-                    persist::device_prefix(&reg.endpoint),
-                ));
-                self.events.push_back(DeviceEvent::Deregistered {
-                    endpoint: reg.endpoint,
-                    reason: types::DeregisterReason::Expired,
-                });
-                report.expired += 1;
-                continue;
-            }
-            self.insert_device(now, reg, peer, VecDeque::new());
-            report.registrations += 1;
-        }
-        for bytes in observations {
-            let restored = persist::decode::<persist::ObservationRecord>(&bytes)
-                .ok_or_else(|| "unreadable".to_string())
-                .and_then(|r| self.restore_observation(now, r));
-            match restored {
-                Ok(()) => report.observations += 1,
-                Err(e) => {
-                    tracing::debug!(error = %e, "observation not restored");
-                    report.unreadable += 1;
-                }
-            }
-        }
-        for bytes in queued {
-            match persist::decode::<persist::QueuedRecord>(&bytes)
-                .and_then(|r| self.restore_queued(now, r))
-            {
-                Some(()) => report.queued += 1,
-                None => report.unreadable += 1,
-            }
-        }
-        // Clean out what was not restored, so it does not come back at the next start.
-        report
-    }
-
-    fn restore_queued(&mut self, now: Instant, r: persist::QueuedRecord) -> Option<()> {
-        use lwm2m::ops::dm::DownlinkRequest;
-        let packet = lwm2m::coap::Packet::from_bytes(&r.request).ok()?;
-        let (request, _) = DownlinkRequest::from_coap(&packet, self.schema.as_ref()).ok()?;
-        let expires = self.instant_of(persist::from_millis(r.expires_at_ms), now);
-        let id = CommandId(r.id);
-        self.next_command = self.next_command.max(r.id);
-        let dev = self.devices.get_mut(&r.endpoint)?;
-        dev.queue.push_back(commands::Queued {
-            id,
-            request,
-            packet,
-            timeout: r.timeout_ms.map(Duration::from_millis),
-            expires,
-        });
-        self.queue_expiry.insert((expires, id), r.endpoint);
-        Some(())
+        let keyless = |values: Vec<Vec<u8>>| values.into_iter().map(|v| (None, v)).collect();
+        self.restore_records(
+            now,
+            keyless(registrations),
+            keyless(observations),
+            keyless(queued),
+        )
     }
 
     fn next_command_id(&mut self) -> CommandId {

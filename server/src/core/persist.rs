@@ -15,7 +15,7 @@ use lwm2m::content::link::{parse_registration_links, ObjectLinks};
 use lwm2m::content::negotiate::Lwm2mVersion;
 use lwm2m::ops::registration::Binding;
 use minicbor::{Decode, Encode};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::ops::RangeInclusive;
 
 /// A write the shell applies to the store, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,15 +28,25 @@ pub enum StoreOp {
     DeletePrefix(Table, Vec<u8>),
 }
 
-pub(crate) fn millis(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-pub(crate) fn from_millis(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
-}
+/// The lifetime a stored registration may have, in seconds: what the registration interface
+/// accepts for `lt` (a positive 32-bit number; deadlines computed from it saturate).
+pub const LIFETIME_SECS: RangeInclusive<u32> = 1..=u32::MAX;
+/// Longest location id (`/rd/{id}`): the server makes 16 hex digits; the room above is for
+/// a later version's longer ones.
+pub const MAX_LOCATION_ID_LEN: usize = 64;
+/// Longest address text: an IPv6 socket address with a scope id is under 64 bytes.
+pub const MAX_ADDRESS_LEN: usize = 128;
+/// Longest MSISDN (`sms`): E.164 numbers have at most 15 digits; room for a prefix.
+pub const MAX_SMS_LEN: usize = 64;
+/// The largest command or observation id a record may carry. Ids start from the wall clock
+/// in milliseconds shifted by 8 bits (about 2^49 today) and count up by one; an id near
+/// `u64::MAX` could only come from a damaged record, and continuing the counter from it would
+/// overflow.
+pub const MAX_STORED_ID: u64 = 1 << 62;
+/// How far past the clock a stored time the core computes with (a registration's last
+/// update, a queued command's expiry) may lie: the clock of an earlier run may have been a
+/// little ahead, but a record from further in the future was not written as it is.
+pub const MAX_CLOCK_SKEW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Key of one device's records below `endpoint`.
 pub(crate) fn device_prefix(endpoint: &str) -> Vec<u8> {
@@ -51,34 +61,35 @@ pub(crate) fn sub_key(endpoint: &str, suffix: &[u8]) -> Vec<u8> {
     k
 }
 
+/// A registration as stored.
 #[derive(Debug, Encode, Decode)]
-struct RegistrationRecord {
+pub(crate) struct RegistrationRecord {
     #[n(0)]
-    endpoint: String,
+    pub(crate) endpoint: String,
     #[n(1)]
-    location: String,
+    pub(crate) location: String,
     #[n(2)]
-    address: String,
+    pub(crate) address: String,
     #[n(3)]
-    lifetime: u32,
+    pub(crate) lifetime: u32,
     #[n(4)]
-    version: String,
+    pub(crate) version: String,
     #[n(5)]
-    binding: String,
+    pub(crate) binding: String,
     #[n(6)]
-    queue_mode: bool,
+    pub(crate) queue_mode: bool,
     #[n(7)]
-    sms: Option<String>,
+    pub(crate) sms: Option<String>,
     #[n(8)]
-    links: String,
+    pub(crate) links: String,
     #[n(9)]
-    registered_at_ms: u64,
+    pub(crate) registered_at_ms: u64,
     #[n(10)]
-    updated_at_ms: u64,
+    pub(crate) updated_at_ms: u64,
     /// How the device is reached when it differs from `address` (a DTLS session); absent
     /// in records of earlier versions.
     #[n(11)]
-    peer: Option<String>,
+    pub(crate) peer: Option<String>,
 }
 
 /// Encodes a registration of a device reached through `peer`.
@@ -93,36 +104,103 @@ pub(crate) fn encode_registration(r: &Registration, peer: &str) -> Vec<u8> {
         queue_mode: r.queue_mode,
         sms: r.sms.clone(),
         links: r.links.to_link_format(),
-        registered_at_ms: millis(r.registered_at),
-        updated_at_ms: millis(r.updated_at),
+        registered_at_ms: lwm2m::time::unix_millis(r.registered_at),
+        updated_at_ms: lwm2m::time::unix_millis(r.updated_at),
         peer: (peer != r.address).then(|| peer.to_string()),
     };
     minicbor::to_vec(&rec).unwrap_or_default()
 }
 
 /// Decodes a registration and the peer it is reached through; `None` for a record this
-/// version cannot read.
+/// version cannot read or whose fields are out of range.
+#[cfg(test)]
 pub(crate) fn decode_registration(bytes: &[u8]) -> Option<(Registration, String)> {
-    let rec: RegistrationRecord = minicbor::decode(bytes).ok()?;
+    read_registration(bytes).ok()
+}
+
+/// Whether `s` is 1 to `max` bytes without control characters: a name, address or number that
+/// goes into store keys (split at NUL) and log lines.
+fn check_text(field: &str, s: &str, max: usize) -> Result<(), String> {
+    if s.is_empty() || s.len() > max {
+        return Err(format!("{field} is {} bytes: must be 1..={max}", s.len()));
+    }
+    if s.chars().any(char::is_control) {
+        return Err(format!("{field} contains control characters"));
+    }
+    Ok(())
+}
+
+/// Checks a stored endpoint name as the registration interface accepts it: 1 to 255 bytes,
+/// without control characters.
+pub(crate) fn check_endpoint(endpoint: &str) -> Result<(), String> {
+    check_text(
+        "endpoint",
+        endpoint,
+        lwm2m::ops::registration::MAX_ENDPOINT_LEN,
+    )
+}
+
+/// Decodes a registration and the peer it is reached through, checking every field that
+/// needs no context: the endpoint name as the registration interface accepts it (1 to 255
+/// bytes, no control characters), a location `/rd/{id}`, the address, the lifetime
+/// ([`LIFETIME_SECS`]), version, binding, MSISDN and links. The time stamps and the sizes the
+/// configuration bounds are checked by the restore. `Err` says which field is wrong.
+pub(crate) fn read_registration(bytes: &[u8]) -> Result<(Registration, String), String> {
+    let rec: RegistrationRecord = minicbor::decode(bytes)
+        .map_err(|e| format!("not a registration record this version can read: {e}"))?;
+    check_endpoint(&rec.endpoint)?;
+    let id = rec
+        .location
+        .strip_prefix("/rd/")
+        .ok_or_else(|| format!("location {:?} is not /rd/{{id}}", rec.location))?;
+    if id.is_empty()
+        || id.len() > MAX_LOCATION_ID_LEN
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Err(format!(
+            "location id is not 1..={MAX_LOCATION_ID_LEN} letters and digits"
+        ));
+    }
+    check_text("address", &rec.address, MAX_ADDRESS_LEN)?;
+    if let Some(peer) = &rec.peer {
+        check_text("peer", peer, MAX_ADDRESS_LEN)?;
+    }
+    if !LIFETIME_SECS.contains(&rec.lifetime) {
+        return Err(format!(
+            "lifetime = {}: must be {}..={}",
+            rec.lifetime,
+            LIFETIME_SECS.start(),
+            LIFETIME_SECS.end()
+        ));
+    }
+    if let Some(sms) = &rec.sms {
+        check_text("sms", sms, MAX_SMS_LEN)?;
+    }
+    let version = Lwm2mVersion::parse(Some(&rec.version))
+        .ok_or_else(|| format!("unknown LwM2M version {:?}", rec.version))?;
+    let binding = Binding::parse(&rec.binding)
+        .map_err(|e| format!("binding {:?}: {e}", rec.binding))?
+        .0;
+    let links = if rec.links.is_empty() {
+        ObjectLinks::default()
+    } else {
+        parse_registration_links(rec.links.as_bytes()).map_err(|e| format!("links: {e}"))?
+    };
     let peer = rec.peer.unwrap_or_else(|| rec.address.clone());
     let reg = Registration {
         endpoint: rec.endpoint,
         location: rec.location,
         address: rec.address,
         lifetime: rec.lifetime,
-        version: Lwm2mVersion::parse(Some(&rec.version))?,
-        binding: Binding::parse(&rec.binding).ok()?.0,
+        version,
+        binding,
         queue_mode: rec.queue_mode,
         sms: rec.sms,
-        links: if rec.links.is_empty() {
-            ObjectLinks::default()
-        } else {
-            parse_registration_links(rec.links.as_bytes()).ok()?
-        },
-        registered_at: from_millis(rec.registered_at_ms),
-        updated_at: from_millis(rec.updated_at_ms),
+        links,
+        registered_at: lwm2m::time::from_unix_millis(rec.registered_at_ms),
+        updated_at: lwm2m::time::from_unix_millis(rec.updated_at_ms),
     };
-    Some((reg, peer))
+    Ok((reg, peer))
 }
 
 /// An observation as stored.
@@ -182,8 +260,8 @@ mod tests {
             queue_mode: true,
             sms: None,
             links: parse_registration_links(b"</>;rt=\"oma.lwm2m\";ct=110,</1/0>,</3/0>").unwrap(),
-            registered_at: from_millis(1_700_000_000_000),
-            updated_at: from_millis(1_700_000_100_000),
+            registered_at: lwm2m::time::from_unix_millis(1_700_000_000_000),
+            updated_at: lwm2m::time::from_unix_millis(1_700_000_100_000),
         };
         let plain = decode_registration(&encode_registration(&r, &r.address));
         assert_eq!(plain, Some((r.clone(), r.address.clone())));

@@ -111,7 +111,10 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         peer: P,
         queue: VecDeque<super::commands::Queued>,
     ) {
-        let expires = self.instant_of(reg.expires_at(), now) + self.config.registration_grace;
+        let expires = lwm2m::time::deadline(
+            self.instant_of(reg.expires_at(), now),
+            self.config.registration_grace,
+        );
         let endpoint = reg.endpoint.clone();
         if let Some(id) = reg.location.strip_prefix("/rd/") {
             self.locations.insert(id.to_string(), endpoint.clone());
@@ -130,6 +133,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
                 awake_until: None,
                 queue,
                 observations: Vec::new(),
+                inflight: 0,
             }),
         );
     }
@@ -184,7 +188,10 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         dev.reg.address = address;
         dev.reg.updated_at = wall;
         let old_expiry = dev.expires;
-        dev.expires = now + Duration::from_secs(u64::from(dev.reg.lifetime)) + grace;
+        dev.expires = lwm2m::time::deadline(
+            now,
+            Duration::from_secs(u64::from(dev.reg.lifetime)).saturating_add(grace),
+        );
         self.expiry.remove(&(old_expiry, endpoint.clone()));
         self.expiry.insert((dev.expires, endpoint.clone()));
         let reg = dev.reg.clone();

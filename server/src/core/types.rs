@@ -26,11 +26,23 @@ pub struct Command {
     pub request: DownlinkRequest,
     /// Content format to use instead of the negotiated one.
     pub format: Option<ContentFormat>,
-    /// How long to wait for the device's answer once sent (CoAP exchange deadline).
+    /// How long to wait for the device's answer once sent (CoAP exchange deadline), within
+    /// [`COMMAND_TIMEOUT_RANGE`].
     pub timeout: Option<Duration>,
-    /// How long the command may wait for a sleeping device before it expires.
+    /// How long the command may wait for a sleeping device before it expires, within
+    /// [`COMMAND_TTL_RANGE`].
     pub ttl: Option<Duration>,
 }
+
+/// The `timeout` a command may ask for: 1 ms to 1 day. Longer than a day no CoAP exchange
+/// lives (EXCHANGE_LIFETIME is 247 s by default, an NB-IoT device's a few minutes).
+pub const COMMAND_TIMEOUT_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(1)..=Duration::from_secs(24 * 3600);
+
+/// The `ttl` a command may ask for: 0 (expire unless the device is awake) to 30 days, the
+/// longest a queue-mode device is expected to sleep between registration updates.
+pub const COMMAND_TTL_RANGE: std::ops::RangeInclusive<Duration> =
+    Duration::ZERO..=Duration::from_secs(30 * 24 * 3600);
 
 impl Command {
     /// A command with default format, timeout and time-to-live.
@@ -76,6 +88,13 @@ pub enum CommandError {
     /// The server is overloaded or shutting down.
     #[error("the server could not send the command: {0}")]
     Unavailable(String),
+    /// The command itself is out of range (a `timeout` or `ttl` outside
+    /// [`COMMAND_TIMEOUT_RANGE`] or [`COMMAND_TTL_RANGE`]).
+    #[error("invalid command: {0}")]
+    Invalid(String),
+    /// The server holds as many pending commands as it allows in total.
+    #[error("the server holds {0} pending commands, its limit; try again later")]
+    Overloaded(usize),
 }
 
 /// The result of a command.
@@ -124,7 +143,10 @@ pub struct Registration {
 impl Registration {
     /// When the registration expires (without the server's grace).
     pub fn expires_at(&self) -> SystemTime {
-        self.updated_at + Duration::from_secs(u64::from(self.lifetime))
+        lwm2m::time::wall_deadline(
+            self.updated_at,
+            Duration::from_secs(u64::from(self.lifetime)),
+        )
     }
 }
 

@@ -849,3 +849,5 @@ fn a_moved_session_updates_the_address_and_revocation_deregisters() {
         DeviceEvent::Deregistered { endpoint, reason: DeregisterReason::Revoked } if endpoint == "meter-a")));
     assert_eq!(w.core.device_count(), 0);
 }
+
+mod hostile;
