@@ -15,7 +15,8 @@
 #      subscriber gets every value the devices logged as ACKed, in order, none missing.
 #   6. kill -9 of the server mid-stream, restart on the same data dir and port: every ACKed
 #      value arrives, none missing.
-#   7. Every malformed command shape gets an error on up/resp, and the server keeps working.
+#   7. Every malformed command shape (absurd numbers, 1000-deep nesting, 100 KB) gets an error
+#      on up/resp, and the server keeps working: the device is read and a new one registers.
 #
 # mosquitto is stopped with SIGTERM, so it saves its persistence file (the subscriber's
 # session and its queued messages) as a broker configured this way does on a restart. The
@@ -437,6 +438,23 @@ malformed "write without value" $T '{"reqID": 76, "msgType": "write", "data": {"
 malformed "write with the wrong type" $T '{"reqID": 77, "msgType": "write", "data": {"path": "/3/0/9", "type": "String", "value": "full"}}' "$bad and m['reqID'] == 77"
 malformed "unknown device" lwm2m/no-such-device/dn/cmd '{"reqID": 78, "msgType": "read", "data": {"path": "/3/0/0"}}' \
     'd["code"] == "4.04" and d["error"] == "unknown_device" and m["reqID"] == 78'
+# Absurd numbers: a timeout of 1e19 s once stopped the server (an Instant overflow in a
+# worker); every duration is now range-checked where it is parsed.
+malformed "timeout 1e19" $T '{"reqID": 81, "msgType": "read", "timeout": 1e19, "data": {"path": "/3/0/0"}}' "$bad and m['reqID'] == 81 and 'timeout' in d['message']"
+malformed "ttl 1e19" $T '{"reqID": 82, "msgType": "read", "ttl": 1e19, "data": {"path": "/3/0/0"}}' "$bad and m['reqID'] == 82 and 'ttl' in d['message']"
+malformed "negative timeout" $T '{"reqID": 83, "msgType": "read", "timeout": -5, "data": {"path": "/3/0/0"}}' "$bad and m['reqID'] == 83"
+malformed "nesting 1000 deep" $T "{\"reqID\": 84, \"msgType\": \"read\", \"data\": {\"path\": \"/3/0/0\", \"x\": $(printf '[%.0s' $(seq 1 1000))$(printf ']%.0s' $(seq 1 1000))}}" "$bad and 'limit of 32' in d['message']"
+malformed "100 KB command" $T "{\"reqID\": 85, \"msgType\": \"write\", \"data\": {\"path\": \"/3/0/14\", \"type\": \"String\", \"value\": \"$(head -c 100000 /dev/zero | tr '\0' x)\"}}" "$bad and m['reqID'] == 85 and 'over the limit of 65536 bytes' in d['message']"
+# The MQTT 5 Message Expiry a broker allows (up to 136 years) is capped at the longest ttl.
+name="command with the largest MQTT message expiry is answered"
+since="$(lines)"
+publish $T '{"reqID": 86, "msgType": "read", "data": {"path": "/3/0/0"}}' -D publish message-expiry-interval 4294967295
+msg="$(wait_msg lwm2m/dev-1/up/resp --req-id 86 --since "$since" --timeout 10)"
+if jcheck "$msg" 'd["code"] == "2.05"'; then
+    pass "$name"
+else
+    fail "$name" "got '$msg'; $(server_gone)"
+fi
 
 name="server still running and answering after the malformed commands"
 since="$(lines)"
@@ -448,6 +466,13 @@ if kill -0 "$SERVER_PID" 2>/dev/null && jcheck "$w" 'd["code"] == "2.04"' && jch
     pass "$name"
 else
     fail "$name" "write '$w', read '$r'; $(server_gone)"
+fi
+
+name="a new device registers after the malformed commands"
+if start_device dev-late --count 0 --max-time 60; then
+    pass "$name"
+else
+    fail "$name" "device: $(tail -n 3 "$WORK/dev-late.out"); $(server_gone)"
 fi
 
 name="no panic in the server logs"
