@@ -630,6 +630,36 @@ fn a_stalled_handshake_is_abandoned_and_others_proceed() {
     assert_eq!(net.server.usage().timers, 0);
 }
 
+/// A flood of clients that return their cookie and then go silent must not keep a real
+/// device out: a full handshake table gives up its oldest handshake instead of refusing.
+#[test]
+fn a_full_handshake_table_gives_way_to_a_new_device() {
+    let mut cfg = ServerConfig::default();
+    cfg.max_handshakes = 4;
+    cfg.handshakes_per_source_per_sec = 1000;
+    let mut net = Net::new(cfg, creds(8), 15);
+    // Four clients return their cookie, so the server holds their handshakes, and vanish
+    // before its flight reaches them.
+    for i in 0..4u8 {
+        net.add_client(psk_client(i));
+    }
+    while net.server.usage().handshakes < 4 {
+        net.run(Duration::from_millis(1));
+    }
+    net.wire.clear();
+    net.clients.clear();
+    net.client_events.clear();
+    // A real device arrives from elsewhere: it gets in at once, long before the stalled ones
+    // would time out.
+    let dev = net.add_client(psk_client(4));
+    net.clients[dev].0 = "10.9.9.9:9".parse().unwrap();
+    net.run(Duration::from_secs(2));
+    assert!(net.clients[dev].1.is_established());
+    assert_eq!(net.server.stats().handshakes_evicted, 1);
+    assert_eq!(net.server.usage().handshakes, 3);
+    echo_round_trip(&mut net, dev, "ep-4");
+}
+
 #[test]
 fn closing_a_principal_ends_its_session_at_once() {
     let mut net = Net::new(ServerConfig::default(), creds(2), 12);

@@ -117,6 +117,8 @@ pub struct ServerStats {
     pub resumptions: u64,
     /// ClientHellos refused by `max_handshakes` or the per-source rate.
     pub handshakes_refused: u64,
+    /// Handshakes given up to make room for a new one in a full table.
+    pub handshakes_evicted: u64,
     /// Records dropped: undecryptable, replayed, for no session, malformed.
     pub records_dropped: u64,
     pub migrations: u64,
@@ -164,6 +166,11 @@ pub struct Server {
     handshakes: FastMap<SocketAddr, ServerHandshake>,
     /// (when, peer) for every handshake: retransmission or give-up time.
     timers: BTreeSet<(Instant, SocketAddr)>,
+    /// (start, peer) of handshakes, oldest first, to evict the longest-stalled one when the
+    /// table is full. Entries of handshakes that ended are dropped lazily (when met at the
+    /// front, or by a rebuild once they outnumber the live ones), so no removal path has to
+    /// remember it.
+    by_start: BTreeSet<(Instant, SocketAddr)>,
     scheduled: FastMap<SocketAddr, Instant>,
     sessions: FastMap<u64, Entry>,
     by_addr: FastMap<SocketAddr, u64>,
@@ -199,6 +206,7 @@ impl Server {
             cookies,
             handshakes: HashMap::with_hasher(hasher.clone()),
             timers: BTreeSet::new(),
+            by_start: BTreeSet::new(),
             scheduled: HashMap::with_hasher(hasher.clone()),
             sessions: HashMap::with_hasher(hasher.clone()),
             by_addr: HashMap::with_hasher(hasher.clone()),
@@ -413,6 +421,7 @@ impl Server {
                 for d in out {
                     self.transmits.push_back((from, d));
                 }
+                self.by_start.insert((hs.started, from));
                 self.handshakes.insert(from, hs);
                 self.schedule(from);
             }
@@ -424,12 +433,61 @@ impl Server {
     }
 
     /// Whether a new handshake from `from` may take a slot now.
+    ///
+    /// A full table does not refuse: it gives up the handshake that started longest ago.
+    /// Every hello here returned a valid cookie, so a flood from addresses it can receive at
+    /// can still start handshakes and then go silent; refusing new ones would lock every
+    /// real device out until the stalled ones time out (`handshake_timeout`, minutes for
+    /// NB-IoT). Evicting the oldest keeps the table turning over, so a device's handshake
+    /// only has to outlast `max_handshakes` newer ones (RFC 6347 §4.2.1 leaves this
+    /// resource management to the server).
     fn admit(&mut self, now: Instant, from: SocketAddr) -> bool {
+        if !self.rate_allows(now, from) {
+            return false;
+        }
         if self.handshakes.len() >= self.config.max_handshakes
             && !self.handshakes.contains_key(&from)
+            && !self.evict_oldest_handshake(from)
         {
             return false;
         }
+        true
+    }
+
+    /// Gives up the handshake that started longest ago (not `keep`'s), to make room.
+    fn evict_oldest_handshake(&mut self, keep: SocketAddr) -> bool {
+        if self.by_start.len() > 2 * self.handshakes.len() + 64 {
+            self.by_start = self
+                .handshakes
+                .iter()
+                .map(|(peer, hs)| (hs.started, *peer))
+                .collect();
+        }
+        while let Some((started, peer)) = self.by_start.pop_first() {
+            let live = peer != keep
+                && self
+                    .handshakes
+                    .get(&peer)
+                    .is_some_and(|hs| hs.started == started);
+            if live {
+                self.remove_handshake(peer);
+                self.stats.handshakes_evicted += 1;
+                self.fail(
+                    peer,
+                    Failure {
+                        alert: AlertDescription::CloseNotify,
+                        reason: "handshake evicted: the handshake table is full",
+                        identity: None,
+                    },
+                );
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether `from`'s address is within `handshakes_per_source_per_sec`.
+    fn rate_allows(&mut self, now: Instant, from: SocketAddr) -> bool {
         match self.rate_window {
             Some(start) if now.saturating_duration_since(start) < Duration::from_secs(1) => {}
             _ => {
