@@ -7,9 +7,12 @@
 //! - `coap-bench`: the raw CoAP load generator used to measure the CoAP core against other
 //!   servers.
 //! - `dtls-bench`: PSK handshakes/s or CoAP-over-DTLS requests/s against any DTLS server.
+//! - `flood`: garbage at a server's CoAP and DTLS ports (loopback only), to show that nothing
+//!   a peer sends stops the server or crowds out real devices.
 mod bench;
 mod coap_bench;
 mod dtls_bench;
+mod flood;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +43,11 @@ enum Command {
     /// DTLS PSK handshakes/s (with cookie exchange) or CoAP-over-DTLS requests/s against any
     /// CoAP server speaking DTLS with a pre-shared key (this server, libcoap, ...).
     DtlsBench(dtls_bench::Args),
+    /// Floods a server's CoAP and CoAP-over-DTLS ports with garbage at full speed for a
+    /// bounded time: random bytes, DTLS records with lying lengths, epoch 1 and Connection ID
+    /// records, ClientHellos from many loopback addresses (cookie exchanges completed), CoAP
+    /// with every option and absurd values. Loopback targets only; prints a JSON summary.
+    Flood(flood::Args),
 }
 
 /// Runs the command line `args` (the program name first, as `std::env::args` gives it).
@@ -53,5 +61,6 @@ where
         Command::Credentials(args) => bench::credentials(args),
         Command::CoapBench(args) => coap_bench::run(args),
         Command::DtlsBench(args) => dtls_bench::run(args),
+        Command::Flood(args) => flood::run(args),
     }
 }
