@@ -1283,7 +1283,10 @@ mod tests {
         let e = refused("coap", "nstart = 0");
         assert!(e.contains("coap.nstart = 0: must be 1..=32"), "{e}");
         let e = refused("queue", "max_pending = 0");
-        assert!(e.contains("queue.max_pending = 0: must be 1..=10000000"), "{e}");
+        assert!(
+            e.contains("queue.max_pending = 0: must be 1..=10000000"),
+            "{e}"
+        );
         let e = refused("mqtt", "max_command_bytes = 100");
         assert!(
             e.contains("mqtt.max_command_bytes = 100: must be 256..=1048576"),
