@@ -437,14 +437,14 @@ impl DownlinkRequest {
                 expect(ResponseType::Changed)?;
                 DmResponse::Changed
             }
-            DownlinkRequest::Create { .. } => {
+            DownlinkRequest::Create { path: object, .. } => {
                 expect(ResponseType::Created)?;
+                // Core §6.3.6: the Location-Path names the new instance, `/{object}/{id}`;
+                // anything else (the root, another object, a resource) names none.
                 let loc = msg::location_path(response);
-                DmResponse::Created(if loc.is_empty() {
-                    None
-                } else {
-                    Path::parse(&loc).ok()
-                })
+                DmResponse::Created(Path::parse(&loc).ok().filter(|p| {
+                    p.level() == PathLevel::Instance && p.object_id() == object.object_id()
+                }))
             }
             DownlinkRequest::Delete { .. } => {
                 expect(ResponseType::Deleted)?;

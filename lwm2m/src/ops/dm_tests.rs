@@ -141,6 +141,21 @@ fn answers_round_trip_and_wrong_codes_are_errors() {
         create.parse_response(&p, &NoSchema).unwrap(),
         DmResponse::Created(Some(Path::instance(3303, 4)))
     );
+    // A Location-Path that is not an instance of the object names no instance.
+    for location in ["", "/3/0", "/3303/4/5700"] {
+        let mut p = msg::response(ResponseType::Created);
+        for seg in location.split('/').skip(1) {
+            p.add_option(CoapOption::LocationPath, seg.as_bytes().to_vec());
+        }
+        if location.is_empty() {
+            p.add_option(CoapOption::LocationPath, Vec::new());
+        }
+        assert_eq!(
+            create.parse_response(&p, &NoSchema).unwrap(),
+            DmResponse::Created(None),
+            "{location:?}"
+        );
+    }
     // A 2.04 to a Create is a protocol error, not a success.
     assert!(create
         .parse_response(&msg::response(ResponseType::Changed), &NoSchema)

@@ -286,7 +286,13 @@ impl Update {
         }
         if let Some(links) = &self.links {
             p.set_content_format(CoapContentFormat::ApplicationLinkFormat);
-            p.payload = links.to_link_format().into_bytes();
+            // No objects is `</>`: an empty payload would mean "links unchanged".
+            let text = links.to_link_format();
+            p.payload = if text.is_empty() {
+                b"</>".to_vec()
+            } else {
+                text.into_bytes()
+            };
         }
         p
     }
@@ -330,6 +336,15 @@ mod tests {
         let back = Register::from_coap(&p).unwrap();
         assert!(back.queue_mode);
         assert_eq!(back.binding, Binding::UDP);
+    }
+
+    #[test]
+    fn an_update_to_no_objects_keeps_saying_so() {
+        let mut p = msg::request(RequestType::Post, "/rd/x");
+        p.payload = b"</>".to_vec();
+        let u = Update::from_coap(&p).unwrap();
+        assert!(u.links.is_some(), "</> replaces the object list");
+        assert_eq!(Update::from_coap(&u.to_coap("/rd/x")), Ok(u));
     }
 
     #[test]
