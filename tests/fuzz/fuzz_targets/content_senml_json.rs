@@ -1,0 +1,3 @@
+//! libFuzzer entry point of `content_senml_json` (coverage-guided runs; see the crate doc).
+#![no_main]
+libfuzzer_sys::fuzz_target!(|data: &[u8]| lwm2m_fuzz::targets::content_senml_json(data));
