@@ -43,6 +43,26 @@ fn key_matches(key: Option<&[u8]>, expected: impl FnOnce() -> Vec<u8>) -> Result
 }
 
 impl<P: Peer + Display + FromStr> ServerCore<P> {
+    /// The registered device a stored request belongs to, if the request has a size the
+    /// CoAP endpoint could have sent.
+    fn device_of_stored(
+        &self,
+        endpoint: &str,
+        request: &[u8],
+    ) -> Result<&super::Device<P>, String> {
+        let max = self.config.coap.max_message_size;
+        if request.len() > max {
+            return Err(format!(
+                "request is {} bytes: must be 0..={max}",
+                request.len()
+            ));
+        }
+        self.devices
+            .get(endpoint)
+            .map(|d| &**d)
+            .ok_or_else(|| format!("device {endpoint:?} is not registered"))
+    }
+
     /// [`restore`](Self::restore) with each record's store key, which is checked against the
     /// record, shown when a record is skipped, and used to delete it.
     pub fn restore_entries(
@@ -217,17 +237,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         if !ids.insert(r.id) || self.observations.contains_key(&ObservationId(r.id)) {
             return Err(format!("id {} is restored already", r.id));
         }
-        let max = self.config.coap.max_message_size;
-        if r.request.len() > max {
-            return Err(format!(
-                "request is {} bytes: must be 0..={max}",
-                r.request.len()
-            ));
-        }
-        let dev = self
-            .devices
-            .get(&r.endpoint)
-            .ok_or_else(|| format!("device {:?} is not registered", r.endpoint))?;
+        let dev = self.device_of_stored(&r.endpoint, &r.request)?;
         if dev.observations.len() >= self.config.max_observations_per_device {
             return Err(format!(
                 "device {:?} has max_observations_per_device ({}) already",
@@ -279,17 +289,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
                 r.expires_at_ms
             ));
         }
-        let max = self.config.coap.max_message_size;
-        if r.request.len() > max {
-            return Err(format!(
-                "request is {} bytes: must be 0..={max}",
-                r.request.len()
-            ));
-        }
-        let dev = self
-            .devices
-            .get(&r.endpoint)
-            .ok_or_else(|| format!("device {:?} is not registered", r.endpoint))?;
+        let dev = self.device_of_stored(&r.endpoint, &r.request)?;
         if dev.queue.len() >= self.config.max_queue_per_device {
             return Err(format!(
                 "device {:?} has max_per_device ({}) commands queued already",
