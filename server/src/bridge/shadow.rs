@@ -24,6 +24,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 pub const MAX_SHADOWS: usize = 1_000_000;
 /// Desired paths per shadow at most.
 pub const MAX_DESIRED: usize = 256;
+/// Reported paths kept per shadow: a device that Sends ever new paths must not grow its
+/// shadow without end; values of paths already kept still update past it.
+pub const MAX_REPORTED: usize = 1024;
 
 /// One device's shadow.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -237,6 +240,11 @@ impl Shadows {
         };
         let before = doc.delta();
         for (p, v) in values {
+            let known = doc.reported.contains_key(&p);
+            if !known && doc.reported.len() >= MAX_REPORTED {
+                tracing::debug!(endpoint, path = %p, "shadow full: reported path not kept");
+                continue;
+            }
             if doc.reported.get(&p) != Some(&v) {
                 doc.reported.insert(p, v);
                 fx.changed = true;
@@ -336,5 +344,24 @@ mod tests {
         let mut sh = Shadows::default();
         let fx = sh.reported("x", vec![(Path::resource(3, 0, 9), Value::Integer(80))]);
         assert!(!fx.changed && sh.get("x").is_none());
+    }
+
+    #[test]
+    fn reported_paths_are_bounded_per_shadow() {
+        let schema = Registry::bundled();
+        let mut sh = Shadows::default();
+        sh.desired("dev", br#"{"/3/0/14": "+01:00"}"#, &schema)
+            .unwrap();
+        let many = (0..MAX_REPORTED as u16 + 10)
+            .map(|i| (Path::resource(3303, i, 5700), Value::Float(1.0)))
+            .collect();
+        sh.reported("dev", many);
+        assert_eq!(sh.get("dev").unwrap().reported.len(), MAX_REPORTED);
+        // A kept path still updates.
+        let fx = sh.reported(
+            "dev",
+            vec![(Path::resource(3303, 0, 5700), Value::Float(2.0))],
+        );
+        assert!(fx.changed);
     }
 }
