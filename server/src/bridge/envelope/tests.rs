@@ -1005,6 +1005,18 @@ fn failures_follow_the_documented_mapping() {
         (CommandError::Expired, "5.04", "expired", "read"),
         (CommandError::QueueFull, "5.03", "queue_full", "read"),
         (
+            CommandError::Overloaded(100_000),
+            "5.03",
+            "overloaded",
+            "read",
+        ),
+        (
+            CommandError::Invalid("timeout 1e19 s is outside 0.001..=86400 s".into()),
+            "4.00",
+            "bad_request",
+            "read",
+        ),
+        (
             CommandError::NotSupported("composite".into()),
             "5.01",
             "not_supported",
