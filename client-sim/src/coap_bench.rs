@@ -277,7 +277,7 @@ async fn one_socket(
                     let now = Instant::now();
                     if now >= measure_from {
                         c.responses += 1;
-                        let us = now.duration_since(sent).as_micros() as u64;
+                        let us = lwm2m::time::micros(now.duration_since(sent));
                         c.latency.record(us.max(1)).ok();
                         if !matches!(p.header.code, MessageClass::Response(r) if !r.is_error()) {
                             c.errors += 1;

@@ -298,7 +298,7 @@ async fn handshakes(
                 Ok(()) => {
                     c.completed += 1;
                     c.latency
-                        .record((done.duration_since(t0).as_micros() as u64).max(1))
+                        .record(lwm2m::time::micros(done.duration_since(t0)).max(1))
                         .ok();
                 }
                 Err(true) => c.timeouts += 1,
@@ -369,7 +369,7 @@ async fn requests(
             if answered {
                 c.completed += 1;
                 c.latency
-                    .record((done.duration_since(t0).as_micros() as u64).max(1))
+                    .record(lwm2m::time::micros(done.duration_since(t0)).max(1))
                     .ok();
             } else {
                 c.timeouts += 1;
