@@ -1385,7 +1385,7 @@ mod props {
 }
 
 /// Property tests through the whole engine, both roles, against what a hostile network can
-/// send (issue 12: nothing a device sends can stop the server). Every case runs in virtual
+/// send: nothing a device sends may stop the server. Every case runs in virtual
 /// time and drains every output. The properties: no panic; the server's tables stay within
 /// their bounds; afterwards the same server instance still completes a handshake with a
 /// genuine PSK device and carries its data both ways; and a handshake whose flight was

@@ -1,6 +1,6 @@
 //! Fuzz targets for every parser that reads bytes from outside the server: devices (CoAP,
 //! DTLS, every content format, link format), backends (the MQTT command envelope) and
-//! operators' files (OMA DDF object definitions). Issue 12, item 4.
+//! operators' files (OMA DDF object definitions).
 //!
 //! # Targets
 //!
