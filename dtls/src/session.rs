@@ -317,23 +317,28 @@ pub enum RestoreError {
 }
 
 impl RestoreError {
-    /// `Ok` if `min <= value <= max`, else [`RestoreError::OutOfRange`] naming `field`.
+    /// `Ok` if `min <= value <= max`, else [`RestoreError::OutOfRange`] naming `field`: the
+    /// same check as the wire's [`DecodeError::check`](crate::codec::DecodeError::check),
+    /// reported as a restore error.
     pub fn check(
         field: &'static str,
         value: impl Into<u64>,
         min: u64,
         max: u64,
     ) -> Result<(), Self> {
-        let value = value.into();
-        if (min..=max).contains(&value) {
-            Ok(())
-        } else {
-            Err(Self::OutOfRange {
+        crate::codec::DecodeError::check(field, value, min, max).map_err(|e| match e {
+            crate::codec::DecodeError::OutOfRange {
                 field,
                 value,
                 min,
                 max,
-            })
-        }
+            } => Self::OutOfRange {
+                field,
+                value,
+                min,
+                max,
+            },
+            crate::codec::DecodeError::Malformed => Self::Format,
+        })
     }
 }
