@@ -256,25 +256,11 @@ async fn legitimate_devices_register_and_are_read_through_a_flood() {
     let rss_before = proc_status("VmRSS");
     let rss = RssPeak::start();
     let summary_path = dir.path().join("flood.json");
-    let flood_args: Vec<String> = [
-        "lwm2m-client-sim",
-        "flood",
-        "--target",
-        "127.0.0.1",
-        "--coap-port",
-        &s.addr.port().to_string(),
-        "--coaps-port",
-        &s.secure_addr.port().to_string(),
-        "--duration",
-        &FLOOD_SECS.to_string(),
-        "--seed",
-        &FLOOD_SEED.to_string(),
-        "--json",
-        &summary_path.display().to_string(),
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
+    let summary = summary_path.display().to_string();
+    let flood_args = flood_args(
+        &s,
+        &["--duration", &FLOOD_SECS.to_string(), "--json", &summary],
+    );
     let flood = tokio::task::spawn_blocking(move || lwm2m_client_sim::run(flood_args));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (flooded, failed) = fleet(&s, &flood_eps).await;
@@ -351,25 +337,7 @@ async fn a_device_gets_through_while_stalled_handshakes_are_flooded() {
     let s = TestServer::start(dir.path(), 0, "").await.unwrap();
     let endpoint = "legit-during-hellos".to_string();
     provision(&s, std::slice::from_ref(&endpoint)).await;
-    let args: Vec<String> = [
-        "lwm2m-client-sim",
-        "flood",
-        "--target",
-        "127.0.0.1",
-        "--coap-port",
-        &s.addr.port().to_string(),
-        "--coaps-port",
-        &s.secure_addr.port().to_string(),
-        "--duration",
-        "30",
-        "--only",
-        "dtls_client_hello",
-        "--seed",
-        &FLOOD_SEED.to_string(),
-    ]
-    .iter()
-    .map(|a| a.to_string())
-    .collect();
+    let args = flood_args(&s, &["--duration", "30", "--only", "dtls_client_hello"]);
     let mut flood = tokio::task::spawn_blocking(move || lwm2m_client_sim::run(args));
     // Time for the table to fill (about 8 s at the per-source rate). A slower machine fills
     // it later, and the test then passes without having shown anything; it cannot fail
@@ -388,4 +356,23 @@ async fn a_device_gets_through_while_stalled_handshakes_are_flooded() {
     }
     flood.await.unwrap().expect("the flood ran");
     s.stop().await;
+}
+
+/// The simulator's `flood` arguments against `s`'s two ports with the fixed seed, plus
+/// `extra`.
+fn flood_args(s: &TestServer, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "lwm2m-client-sim".into(),
+        "flood".into(),
+        "--target".into(),
+        "127.0.0.1".into(),
+        "--coap-port".into(),
+        s.addr.port().to_string(),
+        "--coaps-port".into(),
+        s.secure_addr.port().to_string(),
+        "--seed".into(),
+        FLOOD_SEED.to_string(),
+    ];
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
 }
