@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MQTT bridge throughput and latency (issue 6, "Measure and report"): notifications/s from
+# MQTT bridge throughput and latency: notifications/s from
 # devices to an MQTT subscriber end to end through lwm2m-server and a real mosquitto, and
 # p50/p99 latency from the device's send to the subscriber's receive. Not a pass/fail test;
 # not part of interop/run.sh.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MQTT bridge interop (issue 6): lwm2m-server's bridge against a real mosquitto (Debian
+# MQTT bridge interop: lwm2m-server's bridge against a real mosquitto (Debian
 # mosquitto, started here on a free loopback port with persistence in the work directory),
 # observed and driven with mosquitto_sub/mosquitto_pub (MQTT 5), with a raw CoAP device in
 # Python (interop/coap_device.py, standard library only) on the other side.

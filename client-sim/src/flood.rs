@@ -1,6 +1,5 @@
 //! `flood`: garbage at a server's CoAP and CoAP-over-DTLS ports, at full speed, for a bounded
-//! time, to show that nothing a peer sends can stop the server or crowd out real devices
-//! (DESIGN.md principle 5).
+//! time, to show that nothing a peer sends can stop the server or crowd out real devices.
 //!
 //! What it sends, from `--sources` sockets each bound to its own loopback address
 //! (127.0.0.2, 127.0.0.3, ... 127.0.x.y; all of 127.0.0.0/8 is routed to `lo` on Linux), round

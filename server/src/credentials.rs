@@ -1,7 +1,7 @@
 //! Device credentials: the one secret or public key each endpoint authenticates with over
 //! DTLS, kept in the store and indexed in memory for the handshake's lookups.
 //!
-//! Identity is the security boundary (issue 5): a DTLS handshake finds the credential by PSK
+//! Identity is the security boundary : a DTLS handshake finds the credential by PSK
 //! identity, raw public key or certificate, and the endpoint bound to that credential is the
 //! only name the device may register under. So one PSK identity, public key or certificate
 //! belongs to at most one endpoint, and an endpoint that has a credential never registers

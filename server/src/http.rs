@@ -1,4 +1,4 @@
-//! The HTTP API (DESIGN.md "External interfaces"): for now only `GET /metrics`, the
+//! The HTTP API: for now only `GET /metrics`, the
 //! Prometheus text of [`crate::metrics`]; anything else is 404 (405 for another method on
 //! `/metrics`). The REST resources and the event stream are to join [`router`] later.
 //!

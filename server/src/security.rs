@@ -1,4 +1,4 @@
-//! The server's side of DTLS (OMA LwM2M TS 1.2 Transport §5.2; DESIGN.md "Security"): how
+//! The server's side of DTLS (OMA LwM2M TS 1.2 Transport §5.2): how
 //! the engine finds device credentials, which endpoints must authenticate, the server's own
 //! key and certificate, and the engine's settings from the configuration.
 use crate::config::Config;

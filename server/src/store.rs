@@ -1,4 +1,4 @@
-//! The one durable store (DESIGN.md principle 3): everything that must survive a restart
+//! The one durable store: everything that must survive a restart
 //! lives in one redb database.
 //!
 //! Writes go through a single writer thread. It takes the first pending write, then every

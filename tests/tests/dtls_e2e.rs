@@ -1,6 +1,5 @@
-//! End to end over loopback with DTLS (OMA LwM2M TS 1.2 Transport §5.2; DESIGN.md principle
-//! 4): devices running the real `lwm2m::client` behind the real `dtls` client register with
-//! the real server runtime; the endpoint name is bound to the credential; revocation closes
+//! End to end over loopback with DTLS (OMA LwM2M TS 1.2 Transport §5.2): devices running the
+//! real `lwm2m::client` behind the real `dtls` client register with the real server runtime; the endpoint name is bound to the credential; revocation closes
 //! the session; sessions survive a server restart without a handshake.
 use lwm2m::client::{ClientConfig, ClientEvent};
 use lwm2m::model::Path;

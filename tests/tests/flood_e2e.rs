@@ -1,5 +1,4 @@
-//! Garbage at both ports does not stop the server or crowd out real devices (DESIGN.md
-//! principle 5).
+//! Garbage at both ports does not stop the server or crowd out real devices.
 //!
 //! The real server runtime runs in this process on free loopback ports. 100 legitimate
 //! devices (the real `lwm2m::client` behind the real `dtls` client, each with its own PSK)

@@ -1,4 +1,4 @@
-//! End to end through MQTT (issue 6): the real server runtime with its bridge, a real
+//! End to end through MQTT: the real server runtime with its bridge, a real
 //! broker (the embedded rumqttd), devices running the real `lwm2m::client`, and an MQTT
 //! client standing in for the operator's backend. Registration, read, observe, queue mode
 //! with MQTT 5 Message Expiry, malformed commands, shadows, and a broker outage during a

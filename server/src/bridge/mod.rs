@@ -1,4 +1,4 @@
-//! The MQTT bridge (issue 6; DESIGN.md "External interfaces"): every device event becomes an
+//! The MQTT bridge: every device event becomes an
 //! MQTT message on `{prefix}/{endpoint}/up/...`, every command on `{prefix}/+/dn/#` an LwM2M
 //! operation through the one command path, in the JSON of the EMQX LwM2M gateway, plus
 //! device shadows. Nothing is lost while the broker is away: messages wait in a durable

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
-/// Counters of the bridge, readable from any thread (the metrics of issue 6).
+/// Counters of the bridge, readable from any thread.
 #[derive(Debug, Default)]
 pub struct BridgeStats {
     /// Messages written to the outbox.

@@ -1,4 +1,4 @@
-//! Device shadows (the device twin of intermittently connected devices, issue 6): what the
+//! Device shadows (the device twin of intermittently connected devices): what the
 //! backend wants a device's resources to be (`desired`), what the device last said they are
 //! (`reported`), and the difference (`delta`).
 //!

@@ -1,4 +1,4 @@
-//! The bridge's part on the server task (DESIGN.md principle 2): device events in, MQTT
+//! The bridge's part on the server task: device events in, MQTT
 //! messages into the durable outbox; downlink commands in, typed `Command`s into the one
 //! command path; each command's one result back out on `up/resp` with the caller's `reqID`.
 //!

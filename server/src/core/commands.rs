@@ -1,4 +1,4 @@
-//! The command path (DESIGN.md principle 2): every northbound operation arrives as a
+//! The command path: every northbound operation arrives as a
 //! [`Command`], is sent at once to an awake device or queued durably for a sleeping one
 //! (Transport §6.5, queue mode), and ends in exactly one [`DeviceEvent::CommandResult`].
 use super::persist::{self, QueuedRecord, StoreOp};

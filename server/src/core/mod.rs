@@ -1,4 +1,4 @@
-//! The LwM2M server core, sans-IO (DESIGN.md principle 1): registrations, the command path
+//! The LwM2M server core, sans-IO: registrations, the command path
 //! with queue mode, observations and Send, on top of one [`coap::Endpoint`].
 //!
 //! Like the CoAP endpoint it wraps, it never touches a socket or reads the clock:
@@ -115,7 +115,7 @@ struct Device<P> {
     inflight: usize,
 }
 
-/// Decides which endpoints must come over DTLS (DESIGN.md principle 4): an endpoint with a
+/// Decides which endpoints must come over DTLS: an endpoint with a
 /// credential may not register, update or de-register without it.
 pub trait SecurityPolicy: Send + Sync {
     /// Whether `endpoint` has a credential and so must authenticate.

@@ -1,4 +1,4 @@
-//! The values that cross the server core's boundary: commands in (DESIGN.md "one path in"),
+//! The values that cross the server core's boundary: commands in,
 //! device events out ("one path out"), and the registration as the rest of the server sees it.
 use lwm2m::content::link::ObjectLinks;
 use lwm2m::content::negotiate::Lwm2mVersion;
