@@ -21,7 +21,11 @@ impl ServerCredentials for OneKey {
             principal: Arc::from("bench"),
         })
     }
-    fn verify_client(&self, _: dtls::PeerKey<'_>) -> Result<Arc<str>, dtls::AlertDescription> {
+    fn verify_client(
+        &self,
+        _: dtls::PeerKey<'_>,
+        _: Option<u64>,
+    ) -> Result<Arc<str>, dtls::AlertDescription> {
         Err(dtls::AlertDescription::AccessDenied)
     }
 }

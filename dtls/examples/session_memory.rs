@@ -19,7 +19,11 @@ impl ServerCredentials for OneKey {
             principal: Arc::from(String::from_utf8_lossy(identity).as_ref()),
         })
     }
-    fn verify_client(&self, _: dtls::PeerKey<'_>) -> Result<Arc<str>, dtls::AlertDescription> {
+    fn verify_client(
+        &self,
+        _: dtls::PeerKey<'_>,
+        _: Option<u64>,
+    ) -> Result<Arc<str>, dtls::AlertDescription> {
         Err(dtls::AlertDescription::AccessDenied)
     }
 }

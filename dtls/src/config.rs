@@ -3,6 +3,7 @@
 use crate::alert::AlertDescription;
 use crate::pki::{OwnKey, Roots};
 use crate::suite::CipherSuite;
+use crate::time::WallClock;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,6 +56,9 @@ pub struct ServerConfig {
     pub key: Option<Arc<OwnKey>>,
     /// How often the cookie secret changes.
     pub cookie_rotation: Duration,
+    /// The time of day, for [`ServerCredentials::verify_client`] to judge certificate
+    /// validity by (`None`: the callback gets no time).
+    pub wall_clock: Option<WallClock>,
 }
 
 impl Default for ServerConfig {
@@ -70,6 +74,7 @@ impl Default for ServerConfig {
             max_datagram: 1280,
             key: None,
             cookie_rotation: Duration::from_secs(120),
+            wall_clock: None,
         }
     }
 }
@@ -106,8 +111,14 @@ pub trait ServerCredentials {
     fn psk(&self, identity: &[u8]) -> Option<PskEntry>;
     /// Accepts a client's public key or certificate chain (already proven to hold the private
     /// key by the caller only after this returns) and says who it is, or refuses it with the
-    /// alert to send.
-    fn verify_client(&self, key: PeerKey<'_>) -> Result<Arc<str>, AlertDescription>;
+    /// alert to send. `unix_time` is the time of day (seconds since 1970) to judge a
+    /// certificate's validity at, from the server's [`WallClock`]; `None` when the
+    /// configuration gives none.
+    fn verify_client(
+        &self,
+        key: PeerKey<'_>,
+        unix_time: Option<u64>,
+    ) -> Result<Arc<str>, AlertDescription>;
 }
 
 /// How a client authenticates.
@@ -158,6 +169,9 @@ pub struct ClientConfig {
     pub max_datagram: usize,
     /// Offer Extended Master Secret (RFC 7627).
     pub extended_master_secret: bool,
+    /// The time of day, to check a server certificate chain's validity by
+    /// ([`ServerTrust::Roots`] refuses every chain without it).
+    pub wall_clock: Option<WallClock>,
 }
 
 impl ClientConfig {
@@ -174,6 +188,7 @@ impl ClientConfig {
             timers: Timers::default(),
             max_datagram: 1280,
             extended_master_secret: true,
+            wall_clock: None,
         }
     }
 
@@ -190,6 +205,7 @@ impl ClientConfig {
             timers: Timers::default(),
             max_datagram: 1280,
             extended_master_secret: true,
+            wall_clock: None,
         }
     }
 }

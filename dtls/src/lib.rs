@@ -13,6 +13,7 @@ pub mod alert;
 pub mod client;
 pub mod codec;
 pub mod crypto;
+pub mod error;
 pub mod handshake;
 pub mod record;
 pub mod replay;
@@ -27,6 +28,9 @@ pub mod pki;
 pub mod server;
 pub mod session;
 mod time;
+
+pub use error::{Failure, HandshakeError};
+pub use time::WallClock;
 
 pub use config::{
     ClientAuth, ClientConfig, PeerKey, PskEntry, ServerConfig, ServerCredentials, ServerTrust,

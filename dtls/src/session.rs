@@ -11,7 +11,7 @@
 //! [`RestoreError`] naming the field.
 use crate::codec::{wide, EncodeError};
 use crate::crypto::DirectionKeys;
-use crate::record::{ContentType, Record, RecordError, DTLS_1_2};
+use crate::record::{ContentType, EpochReader, Record, RecordError, Refused, DTLS_1_2};
 use crate::replay::ReplayWindow;
 use crate::suite::CipherSuite;
 use std::sync::Arc;
@@ -151,18 +151,17 @@ impl Session {
     /// Authenticates and decrypts a record of this session: the content type and plaintext.
     /// Replayed, stale-epoch and forged records are errors and leave the state unchanged.
     pub fn open(&mut self, record: &Record<'_>) -> Result<(u8, Vec<u8>), RecordError> {
-        if record.epoch != self.epoch || !self.replay.is_fresh(record.seq) {
-            return Err(RecordError::BadRecordMac);
+        EpochReader {
+            keys: &self.read,
+            epoch: self.epoch,
+            replay: &mut self.replay,
+            cid: self.recv_cid.as_ref(),
         }
-        if let Some(cid) = &self.recv_cid {
-            // A record without our CID (or with another) is not this session's.
-            if !cid.is_empty() && record.cid != cid.as_bytes() {
-                return Err(RecordError::BadRecordMac);
-            }
-        }
-        let out = self.read.open(record)?;
-        self.replay.mark(record.seq);
-        Ok(out)
+        .open(record)
+        .map_err(|refused| match refused {
+            Refused::NotOurs => RecordError::BadRecordMac,
+            Refused::Unauthentic(e) => e,
+        })
     }
 
     /// The session as bytes, for saving across a restart. Contains the session keys: store

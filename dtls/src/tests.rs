@@ -6,7 +6,7 @@ use crate::client::{Client, ClientEvent};
 use crate::config::*;
 use crate::pki::OwnKey;
 use crate::server::{CloseReason, ConnId, Server, ServerEvent};
-use crate::{AlertDescription, CipherSuite};
+use crate::{AlertDescription, CipherSuite, HandshakeError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
@@ -29,7 +29,11 @@ impl ServerCredentials for Creds {
             principal: p.clone(),
         })
     }
-    fn verify_client(&self, key: PeerKey<'_>) -> Result<Arc<str>, AlertDescription> {
+    fn verify_client(
+        &self,
+        key: PeerKey<'_>,
+        _unix_time: Option<u64>,
+    ) -> Result<Arc<str>, AlertDescription> {
         let k = match key {
             PeerKey::RawPublicKey(spki) => spki.to_vec(),
             PeerKey::Certificates(chain) => chain.first().cloned().unwrap_or_default(),
@@ -497,9 +501,10 @@ fn failure_of(net: &Net) -> (AlertDescription, String) {
     net.server_events
         .iter()
         .find_map(|e| match e {
-            ServerEvent::HandshakeFailed { failure, .. } => {
-                Some((failure.alert, failure.identity.clone().unwrap_or_default()))
-            }
+            ServerEvent::HandshakeFailed { failure, .. } => Some((
+                failure.error.alert(),
+                failure.identity.clone().unwrap_or_default(),
+            )),
             _ => None,
         })
         .expect("a handshake failure")
@@ -529,7 +534,13 @@ fn wrong_key_and_unknown_identity_are_refused_with_the_right_alert() {
         (AlertDescription::UnknownPskIdentity, "nobody".into())
     );
     match net.client_events[0].last() {
-        Some(ClientEvent::Failed(f)) => assert_eq!(f.reason, "server: unknown PSK identity"),
+        Some(ClientEvent::Failed(f)) => {
+            assert_eq!(
+                *f,
+                HandshakeError::ServerAlert(AlertDescription::UnknownPskIdentity)
+            );
+            assert_eq!(f.to_string(), "server: unknown PSK identity");
+        }
         e => panic!("{e:?}"),
     }
     // Nothing else disturbed.
@@ -811,7 +822,7 @@ fn a_hello_numbered_at_the_top_of_the_sequence_space_is_refused_not_wrapped() {
     );
     let failed = std::iter::from_fn(|| server.poll_event()).any(|e| {
         matches!(e, ServerEvent::HandshakeFailed { failure, .. }
-            if failure.alert == AlertDescription::InternalError)
+            if failure.error.alert() == AlertDescription::InternalError)
     });
     assert!(failed);
     assert_eq!(server.usage().handshakes, 0);
@@ -887,8 +898,9 @@ fn a_server_connection_id_longer_than_supported_fails_the_handshake() {
     client.handle_datagram(now, &d);
     match client.poll_event() {
         Some(ClientEvent::Failed(f)) => {
-            assert_eq!(f.alert, AlertDescription::HandshakeFailure);
-            assert!(f.reason.contains("Connection ID"), "{}", f.reason);
+            assert_eq!(f, HandshakeError::ServerConnectionIdTooLong);
+            assert_eq!(f.alert(), AlertDescription::HandshakeFailure);
+            assert!(f.to_string().contains("Connection ID"), "{f}");
         }
         e => panic!("{e:?}"),
     }

@@ -111,7 +111,6 @@ impl DirectionKeys {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::hex;
 
     const CR: [u8; 32] = [0xc1; 32];
     const SR: [u8; 32] = [0x5e; 32];
@@ -129,7 +128,7 @@ mod tests {
     #[test]
     fn cbc_key_block_layout() {
         let kb = key_block(&master(), &CR, &SR, CipherSuite::PskAes128CbcSha256);
-        let x = hex(EXPANSION);
+        let x = hex::decode(EXPANSION).unwrap();
         assert_eq!(kb.client_write.cipher, RecordCipher::CbcSha256);
         assert_eq!(kb.client_write.mac_key.to_vec(), x[0..32].to_vec());
         assert_eq!(kb.server_write.mac_key.to_vec(), x[32..64].to_vec());
@@ -141,7 +140,7 @@ mod tests {
 
     #[test]
     fn aead_key_block_layout() {
-        let x = hex(EXPANSION);
+        let x = hex::decode(EXPANSION).unwrap();
         for suite in [
             CipherSuite::PskAes128Ccm8,
             CipherSuite::EcdheEcdsaAes128Ccm8,

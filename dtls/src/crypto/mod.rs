@@ -88,14 +88,6 @@ impl std::fmt::Debug for Transcript {
 }
 
 #[cfg(test)]
-pub(crate) fn hex(s: &str) -> Vec<u8> {
-    let s: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    s.chunks(2)
-        .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
-        .collect()
-}
-
-#[cfg(test)]
 mod tests {
     use super::*;
 
@@ -104,7 +96,8 @@ mod tests {
         // FIPS 180-2 appendix B.1.
         assert_eq!(
             sha256(&[b"a", b"bc"]).to_vec(),
-            hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+            hex::decode("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")
+                .unwrap()
         );
         assert_eq!(sha256(&[b"abc"]), sha256(&[b"", b"ab", b"c"]));
     }
@@ -114,7 +107,8 @@ mod tests {
         // RFC 4231 §4.3.
         assert_eq!(
             hmac_sha256(b"Jefe", &[b"what do ya want ", b"for nothing?"]).to_vec(),
-            hex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+            hex::decode("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843")
+                .unwrap()
         );
     }
 
@@ -128,7 +122,8 @@ mod tests {
                 &[b"Test Using Larger Than Block-Size Key - Hash Key First"]
             )
             .to_vec(),
-            hex("60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
+            hex::decode("60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
+                .unwrap()
         );
     }
 

@@ -142,20 +142,20 @@ pub const MAX_PSK_LEN: usize = u16::MAX as usize;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::hex;
 
     #[test]
     fn prf_sha256_published_vector() {
         // The TLS 1.2 PRF-SHA256 vector posted to the IETF TLS list
         // (https://www.ietf.org/mail-archive/web/tls/current/msg03416.html).
-        let secret = hex("9bbe436ba940f017b17652849a71db35");
-        let seed = hex("a0ba9f936cda311827a6f796ffd5198c");
-        let expected = hex(
+        let secret = hex::decode("9bbe436ba940f017b17652849a71db35").unwrap();
+        let seed = hex::decode("a0ba9f936cda311827a6f796ffd5198c").unwrap();
+        let expected = hex::decode(
             "e3f229ba727be17b8d122620557cd453c2aab21d07c3d495329b52d4e61edb5a\
              6b301791e90d35c9c9a46b4e14baf9af0fa022f7077def17abfd3797c0564bab\
              4fbc91666e9def9b97fce34f796789baa48082d122ee42c5a72e5a5110fff701\
              87347b66",
-        );
+        )
+        .unwrap();
         let mut out = [0u8; 100];
         prf(&secret, b"test label", &[&seed], &mut out);
         assert_eq!(out.to_vec(), expected);
@@ -180,10 +180,11 @@ mod tests {
         // Computed independently (Python hmac/hashlib P_SHA256).
         assert_eq!(
             master_secret(&pms, &cr, &sr).to_vec(),
-            hex(
+            hex::decode(
                 "9331d2d08195a0996957082fac856c5c03ce595a638f422b810a0486097970df\
                  2f4ce6767d731753b5b92daa3e66f142"
             )
+            .unwrap()
         );
     }
 
@@ -194,17 +195,21 @@ mod tests {
         // Computed independently (Python hmac/hashlib P_SHA256).
         assert_eq!(
             extended_master_secret(&pms, &hash).to_vec(),
-            hex(
+            hex::decode(
                 "edac89465ad0d30eafe08e843aa20af4bd650c95e64aac4c1aead3433e2f6849\
                  3c95a1ea191db4eb7ea38b9e285a1570"
             )
+            .unwrap()
         );
         let master = [9u8; 48];
         let client = verify_data(&master, b"client finished", &hash);
         let server = verify_data(&master, b"server finished", &hash);
         assert_ne!(client, server);
         // Computed independently (Python hmac/hashlib P_SHA256).
-        assert_eq!(client.to_vec(), hex("e95131d1aa57bf54edbb7838"));
+        assert_eq!(
+            client.to_vec(),
+            hex::decode("e95131d1aa57bf54edbb7838").unwrap()
+        );
     }
 
     #[test]

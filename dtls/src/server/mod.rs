@@ -20,12 +20,13 @@
 //!   across a restart, so devices continue without a handshake.
 mod handshake;
 
-pub use handshake::{Failure, Resumable, SESSION_ID_LEN};
+pub use handshake::{Resumable, SESSION_ID_LEN};
 
 use crate::alert::{Alert, AlertDescription, AlertLevel};
 use crate::codec::Reader;
 use crate::config::{ServerConfig, ServerCredentials};
 use crate::cookie::CookieJar;
+use crate::error::{Failure, HandshakeError};
 use crate::handshake::messages::{ClientHello, HelloVerifyRequest};
 use crate::handshake::{full_message, parse_fragments, HandshakeType};
 use crate::record::{split_records, write_plaintext, ContentType, Record, DTLS_1_0};
@@ -421,12 +422,14 @@ impl Server {
                 for d in out {
                     self.transmits.push_back((from, d));
                 }
-                self.by_start.insert((hs.started, from));
+                self.by_start.insert((hs.started(), from));
                 self.handshakes.insert(from, hs);
                 self.schedule(from);
             }
             Err(failure) => {
-                self.send_plain_alert(from, failure.alert, record.seq);
+                if let Some(alert) = failure.error.alert_to_send() {
+                    self.send_plain_alert(from, alert, record.seq);
+                }
                 self.fail(from, failure);
             }
         }
@@ -460,7 +463,7 @@ impl Server {
             self.by_start = self
                 .handshakes
                 .iter()
-                .map(|(peer, hs)| (hs.started, *peer))
+                .map(|(peer, hs)| (hs.started(), *peer))
                 .collect();
         }
         while let Some((started, peer)) = self.by_start.pop_first() {
@@ -468,7 +471,7 @@ impl Server {
                 && self
                     .handshakes
                     .get(&peer)
-                    .is_some_and(|hs| hs.started == started);
+                    .is_some_and(|hs| hs.started() == started);
             if live {
                 self.remove_handshake(peer);
                 self.stats.handshakes_evicted += 1;
@@ -478,11 +481,7 @@ impl Server {
                 tracing::debug!(%peer, "DTLS handshake evicted: the handshake table is full");
                 self.events.push_back(ServerEvent::HandshakeFailed {
                     peer,
-                    failure: Failure {
-                        alert: AlertDescription::CloseNotify,
-                        reason: "handshake evicted: the handshake table is full",
-                        identity: None,
-                    },
+                    failure: Failure::anonymous(HandshakeError::Evicted),
                 });
                 return true;
             }
@@ -552,7 +551,7 @@ impl Server {
         record: &Record<'_>,
         creds: &dyn ServerCredentials,
     ) {
-        let Some(mut hs) = self.handshakes.remove(&from) else {
+        let Some(hs) = self.handshakes.remove(&from) else {
             return;
         };
         let mut ctx = Ctx {
@@ -562,28 +561,34 @@ impl Server {
             now,
         };
         let mut out = Vec::new();
-        let result = match hs.handle_record(&mut ctx, record, &mut out) {
-            Ok(Step::Retransmit) => hs.retransmit(&mut ctx, &mut out).map(|()| Step::Retransmit),
+        let step = match hs.handle_record(&mut ctx, record, &mut out) {
+            Step::Retransmit(mut hs) => match hs.retransmit(&mut ctx, &mut out) {
+                Ok(()) => Step::Retransmit(hs),
+                Err(failure) => Step::Failed {
+                    failure,
+                    seq0: hs.next_plain_seq(),
+                },
+            },
             other => other,
         };
         for d in out {
             self.transmits.push_back((from, d));
         }
-        match result {
-            Ok(Step::Continue) | Ok(Step::Retransmit) => {
+        match step {
+            Step::Continue(hs) | Step::Retransmit(hs) => {
                 self.handshakes.insert(from, hs);
                 self.schedule(from);
             }
-            Ok(Step::Done(est)) => {
+            Step::Done { established, seq0 } => {
                 self.unschedule(from);
-                self.establish(from, *est, hs.writer.seq[0]);
+                self.establish(from, *established, seq0);
             }
-            Err(failure) => {
+            Step::Failed { failure, seq0 } => {
                 self.unschedule(from);
-                if failure.alert != AlertDescription::CloseNotify {
+                if let Some(alert) = failure.error.alert_to_send() {
                     // Before the client's CCS it reads epoch 0; an alert it can read beats
                     // one sealed under keys it may not have.
-                    self.send_plain_alert(from, failure.alert, hs.writer.seq[0]);
+                    self.send_plain_alert(from, alert, seq0);
                 }
                 self.fail(from, failure);
             }
@@ -610,7 +615,7 @@ impl Server {
 
     fn fail(&mut self, peer: SocketAddr, failure: Failure) {
         self.stats.handshakes_failed += 1;
-        tracing::info!(%peer, identity = failure.identity.as_deref().unwrap_or(""), alert = %failure.alert, reason = failure.reason, "DTLS handshake failed");
+        tracing::info!(%peer, identity = failure.identity.as_deref().unwrap_or(""), alert = %failure.error.alert(), reason = %failure.error, "DTLS handshake failed");
         self.events
             .push_back(ServerEvent::HandshakeFailed { peer, failure });
     }
@@ -846,7 +851,7 @@ impl Server {
         let Some(hs) = self.handshakes.get(&peer) else {
             return;
         };
-        let give_up = deadline(hs.started, self.config.timers.handshake_timeout);
+        let give_up = deadline(hs.started(), self.config.timers.handshake_timeout);
         let at = hs.retransmit_at().map_or(give_up, |r| r.min(give_up));
         self.timers.insert((at, peer));
         self.scheduled.insert(peer, at);
@@ -869,15 +874,8 @@ impl Server {
             let Some(mut hs) = self.handshakes.remove(&peer) else {
                 continue;
             };
-            if now >= deadline(hs.started, self.config.timers.handshake_timeout) {
-                self.fail(
-                    peer,
-                    Failure {
-                        alert: AlertDescription::CloseNotify,
-                        reason: "handshake timed out",
-                        identity: None,
-                    },
-                );
+            if now >= deadline(hs.started(), self.config.timers.handshake_timeout) {
+                self.fail(peer, Failure::anonymous(HandshakeError::Timeout));
                 continue;
             }
             let mut out = Vec::new();
@@ -1118,6 +1116,7 @@ impl ServerCredentials for NoCredentials {
     fn verify_client(
         &self,
         _key: crate::config::PeerKey<'_>,
+        _unix_time: Option<u64>,
     ) -> Result<Arc<str>, AlertDescription> {
         Err(AlertDescription::InternalError)
     }
