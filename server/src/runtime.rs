@@ -803,9 +803,7 @@ impl Shell {
                 ServerEvent::HandshakeFailed { peer, failure } => {
                     self.metrics.dtls_handshake(false);
                     // Timeouts and clients that give up are noise, not security events.
-                    if failure.alert != dtls::AlertDescription::CloseNotify
-                        || failure.reason.starts_with("client reports")
-                    {
+                    if failure.error.is_security_event() {
                         // The identity a device presented names its endpoint if it is one of
                         // ours (a wrong key); the audit entry says both.
                         let endpoint = failure.identity.as_deref().and_then(|id| {
@@ -821,7 +819,8 @@ impl Shell {
                             AuditKind::AuthFailed,
                             format!(
                                 "DTLS handshake refused{who}: {} ({})",
-                                failure.reason, failure.alert
+                                failure.error,
+                                failure.error.alert()
                             ),
                         )
                         .with_peer(peer);

@@ -11,7 +11,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The credential index, shared by the DTLS lookups, the core's policy and the admin channel
 /// (all on the server task; the lock is never contended).
@@ -41,7 +41,11 @@ impl ServerCredentials for Lookup<'_> {
         })
     }
 
-    fn verify_client(&self, key: PeerKey<'_>) -> Result<Arc<str>, AlertDescription> {
+    fn verify_client(
+        &self,
+        key: PeerKey<'_>,
+        unix_time: Option<u64>,
+    ) -> Result<Arc<str>, AlertDescription> {
         match key {
             PeerKey::RawPublicKey(spki) => self
                 .creds
@@ -50,9 +54,9 @@ impl ServerCredentials for Lookup<'_> {
                 .ok_or(AlertDescription::AccessDenied),
             PeerKey::Certificates(chain) => {
                 if !self.roots.is_empty() {
-                    let now = SystemTime::now()
-                        .duration_since(UNIX_EPOCH)
-                        .map_or(0, |d| d.as_secs());
+                    // Validity needs the time of day; `dtls_config` always gives the engine
+                    // one, so its absence is a bug here, not the device's fault.
+                    let now = unix_time.ok_or(AlertDescription::InternalError)?;
                     self.roots.verify(chain, now, true)?;
                 }
                 let leaf = chain.first().ok_or(AlertDescription::BadCertificate)?;
@@ -151,6 +155,8 @@ pub fn dtls_config(config: &Config, key: Option<Arc<OwnKey>>) -> dtls::ServerCon
         max_sessions: d.max_sessions,
         require_extended_master_secret: d.require_extended_master_secret,
         key,
+        // Read once: the engine derives the time of day from the monotonic clock it is given.
+        wall_clock: Some(dtls::WallClock::new(Instant::now(), SystemTime::now())),
         ..dtls::ServerConfig::default()
     }
 }

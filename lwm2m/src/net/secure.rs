@@ -160,7 +160,7 @@ impl SecureLink {
                     self.retry_at = Some(now + RETRY_AFTER);
                 }
                 ClientEvent::Failed(f) => {
-                    self.down(format!("handshake failed: {}", f.reason));
+                    self.down(format!("handshake failed: {f}"));
                     self.retry_at = Some(now + RETRY_AFTER);
                 }
             }

@@ -283,7 +283,11 @@ impl ServerCredentials for Creds {
         })
     }
 
-    fn verify_client(&self, key: PeerKey<'_>) -> Result<Arc<str>, AlertDescription> {
+    fn verify_client(
+        &self,
+        key: PeerKey<'_>,
+        _unix_time: Option<u64>,
+    ) -> Result<Arc<str>, AlertDescription> {
         match key {
             PeerKey::RawPublicKey(_) => Ok(Arc::from("rpk-device")),
             PeerKey::Certificates(_) => Err(AlertDescription::AccessDenied),
