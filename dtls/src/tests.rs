@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 struct Creds {
     psk: HashMap<Vec<u8>, (Vec<u8>, Arc<str>)>,
     keys: HashMap<Vec<u8>, Arc<str>>,
+    /// When set, a certificate chain must also lead to these roots at the time the engine
+    /// gives.
+    roots: Option<crate::pki::Roots>,
 }
 
 impl ServerCredentials for Creds {
@@ -32,8 +35,15 @@ impl ServerCredentials for Creds {
     fn verify_client(
         &self,
         key: PeerKey<'_>,
-        _unix_time: Option<u64>,
+        unix_time: Option<u64>,
     ) -> Result<Arc<str>, AlertDescription> {
+        if let (Some(roots), PeerKey::Certificates(chain)) = (&self.roots, key) {
+            roots.verify(
+                chain,
+                unix_time.ok_or(AlertDescription::InternalError)?,
+                true,
+            )?;
+        }
         let k = match key {
             PeerKey::RawPublicKey(spki) => spki.to_vec(),
             PeerKey::Certificates(chain) => chain.first().cloned().unwrap_or_default(),
@@ -1318,6 +1328,8 @@ fn restored_sessions_are_refused_outside_their_ranges() {
     assert!(net.clients[i].1.is_established());
     assert_eq!(net.conn_of("ep-0"), ConnId(MAX_CONN_ID + 1));
 }
+
+mod validity;
 
 mod props {
     use super::*;
