@@ -16,7 +16,13 @@
 //!   with the 8-byte `seq_num_placeholder`. This follows the final RFC, not the drafts
 //!   (draft-ietf-tls-dtls-connection-id-05 and earlier used a different layout).
 //!
-//! Keys are kept raw in [`DirectionKeys`]; the AES key schedule is expanded per call.
+//! Keys are kept raw in [`DirectionKeys`](crate::crypto::DirectionKeys); the AES key
+//! schedule is expanded per call.
+//!
+//! This file holds the header codec (framing, plaintext records, content types); the
+//! `protection` submodule seals and opens records, and `inbound` is the one receive path
+//! both roles share: epoch check, replay window, Connection ID check, decryption, and what
+//! is dropped rather than answered.
 //!
 //! Every failure to open a record that an attacker could have caused by altering bytes
 //! returns [`RecordError::BadRecordMac`], so AEAD tag failures, CBC padding errors and CBC

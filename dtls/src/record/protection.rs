@@ -125,7 +125,7 @@ impl DirectionKeys {
     /// AEAD suites do not use it.
     ///
     /// A `payload` longer than [`MAX_PLAINTEXT_LEN`], a `cid` longer than [`MAX_CID_LEN`] or
-    /// a `seq` above [`MAX_SEQ`] is refused with an [`EncodeError`] and nothing is appended:
+    /// a `seq` above [`MAX_SEQ`](super::MAX_SEQ) is refused with an [`EncodeError`] and nothing is appended:
     /// the fields could not carry them.
     #[allow(clippy::too_many_arguments)]
     pub fn seal(

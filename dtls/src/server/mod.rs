@@ -104,7 +104,7 @@ pub enum ServerEvent {
         principal: Arc<str>,
         reason: CloseReason,
     },
-    /// A handshake failed; the alert in `failure` was sent (unless the peer sent one).
+    /// A handshake failed; the alert of `failure.error.alert_to_send()`, if any, was sent.
     HandshakeFailed { peer: SocketAddr, failure: Failure },
 }
 
