@@ -42,7 +42,7 @@ use crate::coap::{Endpoint, Event, ExchangeError, Peer, RequestId, RequestOption
 use crate::content::negotiate::Lwm2mVersion;
 use crate::content::Record;
 use crate::model::{Instance, Path, Value};
-use crate::ops::dm::SendRequest;
+use crate::ops::reporting::SendRequest;
 use crate::ops::Lwm2mError;
 use std::collections::VecDeque;
 use std::time::Instant;

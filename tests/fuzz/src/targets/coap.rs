@@ -13,8 +13,9 @@ use lwm2m::coap::{
 };
 use lwm2m::content::ContentFormat;
 use lwm2m::model::Path;
-use lwm2m::ops::dm::{DmResponse, DownlinkRequest, SendRequest};
+use lwm2m::ops::dm::{DmResponse, DownlinkRequest};
 use lwm2m::ops::registration::{Register, Update};
+use lwm2m::ops::reporting::SendRequest;
 use lwm2m::ops::Lwm2mError;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
