@@ -22,6 +22,7 @@
 //!   driver around [`coap::Endpoint`].
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod attributes;
 pub mod client;
 pub mod coap;
 pub mod content;

@@ -29,7 +29,7 @@
 use super::config::{ClientError, ClientEvent, SendId, StoreError};
 use super::objects::numeric;
 use super::Client;
-use crate::coap::link_format::NotificationAttributes;
+use crate::attributes::NotificationAttributes;
 use crate::coap::{msg, CoapOption, MessageClass, ObserverId, Packet, Peer, ResponseType};
 use crate::coap::{ExchangeError, RequestId, RequestOptions};
 use crate::content::negotiate::Lwm2mVersion;

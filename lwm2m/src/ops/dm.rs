@@ -24,7 +24,7 @@
 //! | Write-Composite | iPATCH / |
 use super::options::{option_format, request_path, set_format};
 use super::{reporting, Lwm2mError};
-use crate::coap::link_format::NotificationAttributes;
+use crate::attributes::NotificationAttributes;
 use crate::coap::{msg, CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use crate::content::link::{decode_discover, encode_discover, DiscoverEntry};
 use crate::content::{self, ContentFormat, Record};

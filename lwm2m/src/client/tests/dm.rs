@@ -2,8 +2,8 @@
 //! error codes for missing paths (4.04), forbidden operations (4.05), formats the client
 //! does not speak (4.06, 4.15), and content negotiation.
 use super::*;
+use crate::attributes::NotificationAttributes;
 use crate::client::config::ClientError;
-use crate::coap::link_format::NotificationAttributes;
 use crate::coap::CoapOption;
 use crate::content::negotiate::Lwm2mVersion;
 use crate::content::Record;
