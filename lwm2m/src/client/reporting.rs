@@ -348,7 +348,7 @@ impl<P: Peer> Client<P> {
     }
 
     /// Send (Core §6.4.4, LwM2M 1.1+): POSTs `records` to `/dp` in the composite format
-    /// ([`ClientConfig::composite_format`]). The answer comes as
+    /// ([`ClientConfig::composite_format`](super::ClientConfig::composite_format)). The answer comes as
     /// [`ClientEvent::SendCompleted`]. Refused when not registered, for LwM2M 1.0, when
     /// the server muted Send (`/1/x/23`), or with `max_pending_sends` outstanding.
     pub fn send(&mut self, now: Instant, records: Vec<Record>) -> Result<SendId, ClientError> {

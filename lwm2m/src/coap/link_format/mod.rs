@@ -10,12 +10,13 @@
 //! [`crate::content::link`].
 //!
 //! Why hand-written: coap-lite's `link_format` module does not handle
-//! quoted-string escaping or multi-value `ct="60 110"` lists, and no well-kept crate implements RFC 6690 with them. The
-//! grammar is small enough that a direct parser is the safest option: going
-//! through `crate::reader::Reader` it never indexes peer bytes, so a hostile
-//! payload can produce an error but never a panic.
+//! quoted-string escaping or multi-value `ct="60 110"` lists, and no well-kept
+//! crate implements RFC 6690 with them. The grammar is small enough that a
+//! direct parser is the safest option: going through `crate::reader::Reader`
+//! it never indexes peer bytes, so a hostile payload can produce an error but
+//! never a panic.
 //!
-//! The parser is liberal where real devices deviate harmlessly (whitespace
+//! The parser (in `parser`) is liberal where real devices deviate harmlessly (whitespace
 //! around separators, non-ASCII UTF-8 in unquoted values, any backslash escape
 //! in quoted strings) and strict about structure (`<`, `>`, closing quotes and
 //! attribute names must be there). Serialization is canonical: no whitespace,

@@ -47,6 +47,10 @@
 //! - `encode`: a [`Node`] to TLV entries;
 //! - `decode`: TLV entries to a [`Node`], accepting the shapes peers send;
 //! - `value`: the value bytes of Appendix C, typed by the [`Schema`].
+//!
+//! [`Node`]: crate::model::Node
+//! [`Schema`]: crate::model::Schema
+//! [`Value::Opaque`]: crate::model::Value::Opaque
 #![deny(clippy::indexing_slicing)]
 
 use super::{CodecError, ContentFormat};
