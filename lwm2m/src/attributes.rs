@@ -7,8 +7,10 @@
 //! (`</3303/0/5700>;pmin=10;gt=20.5`). [`NotificationAttributes`] reads and writes both
 //! forms; the RFC 6690 syntax around them is [`crate::coap::link_format`]'s.
 //!
-//! The attributes LwM2M 1.2 adds (`edge`, `con`, `hqmax`) are not interpreted: reading a
-//! query or a link skips them, so a request carrying them still succeeds for the others.
+//! The attributes LwM2M 1.2 adds (`edge`, `con`, `hqmax`) are not interpreted: with a value
+//! (`edge=1`) they are skipped, in a query and in a link, so a request carrying them still
+//! sets the others; only as a bare name in Write-Attributes, which would remove one, are they
+//! refused as unknown ([`NotificationAttributes::from_query_with_removals`]).
 use std::str::FromStr;
 
 use crate::coap::link_format::{Link, LinkAttribute};

@@ -1,6 +1,6 @@
 //! The client side of the Information Reporting interface (OMA LwM2M TS 1.2 Core §6.4,
 //! notification attributes of §5.1.2): the observations the server holds on us (Observe
-//! §6.4.1, Observe-Composite §6.4.3), when each one notifies (Notify §6.4.2), and Send
+//! §6.4.1, Observe-Composite §6.4.3), when each one notifies (Notify), and Send
 //! (§6.4.4). The Observe request itself arrives through the `dm` module, which answers it
 //! like a Read and hands the observation here; Cancel Observation is the endpoint's
 //! (RFC 7641), which reports a gone observer.

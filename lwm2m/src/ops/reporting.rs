@@ -5,8 +5,8 @@
 //! | --- | --- |
 //! | Observe (§6.4.1) | GET with Observe=0, Accept |
 //! | Observe-Composite (§6.4.3) | FETCH / with Observe=0 and a list of paths |
-//! | Notify (§6.4.2) | 2.05 responses to the Observe, same token, rising Observe numbers |
-//! | Cancel Observation (§6.4.1, §6.4.3) | RST to a notification, or GET/FETCH with Observe=1 |
+//! | Notify | 2.05 responses to the Observe, same token, rising Observe numbers |
+//! | Cancel Observation | RST to a notification, or GET/FETCH with Observe=1 |
 //! | Send (§6.4.4) | POST /dp from client to server, SenML or LwM2M CBOR |
 //!
 //! Observe and Observe-Composite are variants of
