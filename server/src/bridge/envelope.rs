@@ -85,7 +85,7 @@ use crate::core::types::{
 };
 use base64::engine::{general_purpose, DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine as _;
-use lwm2m::coap::link_format::{NotificationAttributes, NOTIFICATION_ATTRIBUTES};
+use lwm2m::attributes::{NotificationAttributes, NOTIFICATION_ATTRIBUTES};
 use lwm2m::coap::MessageClass;
 use lwm2m::content::link::encode_discover;
 use lwm2m::content::{ContentFormat, Record};

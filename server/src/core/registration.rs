@@ -8,8 +8,8 @@ use lwm2m::coap::{
     msg, CoapOption, IncomingRequest, MessageClass, Packet, Peer, RequestType, ResponseType,
 };
 use lwm2m::content::negotiate::ClientFormats;
-use lwm2m::ops::dm::SendRequest;
 use lwm2m::ops::registration::{Register, Update};
+use lwm2m::ops::reporting::SendRequest;
 use lwm2m::ops::Lwm2mError;
 use rand::Rng;
 use std::collections::VecDeque;

@@ -1,6 +1,9 @@
-//! Information Reporting on the client side (OMA LwM2M TS 1.2 Core §6.4, notification
-//! attributes of §5.1.2): the observations the server holds on us, and when each one
-//! notifies.
+//! The client side of the Information Reporting interface (OMA LwM2M TS 1.2 Core §6.4,
+//! notification attributes of §5.1.2): the observations the server holds on us (Observe
+//! §6.4.1, Observe-Composite §6.4.3), when each one notifies (Notify), and Send
+//! (§6.4.4). The Observe request itself arrives through the `dm` module, which answers it
+//! like a Read and hands the observation here; Cancel Observation is the endpoint's
+//! (RFC 7641), which reports a gone observer.
 //!
 //! The CoAP endpoint keeps the RFC 7641 state of each observer (token, sequence numbers,
 //! confirmable notifications replacing each other); this keeps the LwM2M state beside it:
@@ -23,12 +26,16 @@
 //! paths, with the largest `pmin` and the smallest `pmax` of their paths; gt/lt/st do not
 //! apply to them. `epmin`/`epmax` are not evaluated: values here change only when the
 //! application says so, so there is nothing to sample.
+use super::config::{ClientError, ClientEvent, SendId, StoreError};
 use super::objects::numeric;
 use super::Client;
-use crate::coap::link_format::NotificationAttributes;
-use crate::coap::{msg, CoapOption, ObserverId, Packet, Peer, ResponseType};
-use crate::content::{self, ContentFormat};
+use crate::attributes::NotificationAttributes;
+use crate::coap::{msg, CoapOption, MessageClass, ObserverId, Packet, Peer, ResponseType};
+use crate::coap::{ExchangeError, RequestId, RequestOptions};
+use crate::content::negotiate::Lwm2mVersion;
+use crate::content::{self, ContentFormat, Record};
 use crate::model::{Node, Path, PathLevel, Value};
+use crate::ops::reporting::SendRequest;
 use crate::ops::Lwm2mError;
 use std::time::{Duration, Instant};
 
@@ -338,6 +345,75 @@ impl<P: Peer> Client<P> {
         msg::set_uint_option(&mut p, CoapOption::ContentFormat, u32::from(format.code()));
         p.payload = payload;
         Ok(p)
+    }
+
+    /// Send (Core §6.4.4, LwM2M 1.1+): POSTs `records` to `/dp` in the composite format
+    /// ([`ClientConfig::composite_format`](super::ClientConfig::composite_format)). The answer comes as
+    /// [`ClientEvent::SendCompleted`]. Refused when not registered, for LwM2M 1.0, when
+    /// the server muted Send (`/1/x/23`), or with `max_pending_sends` outstanding.
+    pub fn send(&mut self, now: Instant, records: Vec<Record>) -> Result<SendId, ClientError> {
+        if self.config.version == Lwm2mVersion::V1_0 {
+            return Err(ClientError::Unsupported("Send"));
+        }
+        let format = self
+            .config
+            .composite_format()
+            .ok_or(ClientError::Unsupported("Send"))?;
+        if !self.is_registered() {
+            return Err(ClientError::NotRegistered);
+        }
+        if self.store.server_flag(self.config.short_server_id, 23) == Some(true) {
+            return Err(ClientError::Muted);
+        }
+        if self.sends.len() >= self.config.max_pending_sends {
+            return Err(ClientError::Busy);
+        }
+        let packet = SendRequest { records }
+            .to_coap(format)
+            .map_err(|e| match e {
+                Lwm2mError::BadRequest(d) => {
+                    ClientError::Codec(crate::content::CodecError::Malformed { format, reason: d })
+                }
+                other => ClientError::Rejected(other),
+            })?;
+        self.ensure_awake(now, true);
+        let id = self
+            .endpoint
+            .send_request(now, self.server, packet, RequestOptions::default())?;
+        self.next_send += 1;
+        let send = SendId(self.next_send);
+        self.sends.push((id, send));
+        tracing::debug!(endpoint = %self.config.endpoint, ?send, "send");
+        self.drive(now);
+        Ok(send)
+    }
+
+    /// Send of the current values under `paths` (without timestamps).
+    pub fn send_paths(&mut self, now: Instant, paths: &[Path]) -> Result<SendId, ClientError> {
+        let records = self.store.dm_read_composite(paths).map_err(|_| {
+            ClientError::Store(StoreError::NotFound(
+                paths.first().copied().unwrap_or(Path::ROOT),
+            ))
+        })?;
+        self.send(now, records)
+    }
+
+    /// Turns the server's answer to a Send into [`ClientEvent::SendCompleted`]; answers to
+    /// anything else are ignored.
+    pub(super) fn on_send_answer(&mut self, id: RequestId, answer: Result<&Packet, ExchangeError>) {
+        let Some(pos) = self.sends.iter().position(|(r, _)| *r == id) else {
+            return;
+        };
+        let (_, send) = self.sends.swap_remove(pos);
+        let result = match answer {
+            Ok(resp) if resp.header.code == MessageClass::Response(ResponseType::Changed) => Ok(()),
+            Ok(resp) => Err(ClientError::Rejected(
+                Lwm2mError::from_response(resp)
+                    .unwrap_or_else(|| Lwm2mError::Other(msg::code_string(resp))),
+            )),
+            Err(e) => Err(ClientError::Exchange(e)),
+        };
+        self.push_event(ClientEvent::SendCompleted { id: send, result });
     }
 
     /// How many observations are served.

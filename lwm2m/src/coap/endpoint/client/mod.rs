@@ -1,14 +1,19 @@
 //! The client role: requests this endpoint sends and their responses (RFC 7252 §5.2),
-//! Block1 uploads and Block2 downloads (RFC 7959 §2.5, §3), NSTART queuing (§4.7), and
-//! Observe as observer with reordering detection and cancellation (RFC 7641 §3).
+//! Block1 uploads (RFC 7959 §2.5) and NSTART queuing (RFC 7252 §4.7). Two parts of it have
+//! their own files: `download` fetches Block2 responses and notifications (RFC 7959 §3), and
+//! `observe` keeps the observations we hold (RFC 7641 §3).
+mod download;
+mod observe;
+
 use super::{Endpoint, Owner, Reply, Timer};
-use crate::coap::event::{
-    CancelMode, Event, ExchangeError, Peer, RequestId, RequestOptions, SendError,
-};
+use crate::coap::event::{Event, ExchangeError, Peer, RequestId, RequestOptions, SendError};
 use crate::coap::msg::{self, block_size, BlockOpt, Kind, Token};
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
 use rand::Rng;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use download::Download;
+use observe::ObserveState;
 
 /// A request from `send_request` until its last event.
 #[derive(Debug)]
@@ -75,43 +80,6 @@ struct Upload {
     body: Vec<u8>,
     num: u32,
     szx: u8,
-}
-
-#[derive(Debug)]
-struct Download {
-    body: Vec<u8>,
-    next: u32,
-    szx: u8,
-    /// Each block request has its own token, so a late answer to an earlier block cannot be
-    /// taken for the current one.
-    token: Token,
-    etag: Option<Vec<u8>>,
-    /// The first block's response without payload: code and options of the joined result.
-    head: Packet,
-    /// Set when the download completes a notification, with its Observe sequence number.
-    seq: Option<u32>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum ObserveState {
-    None,
-    Registering,
-    Established {
-        seq: u32,
-        at: Instant,
-    },
-    /// Restored from storage after a restart: the first notification is taken whatever
-    /// its sequence number, since the last one seen before the restart is unknown.
-    Restored,
-    Cancelling,
-}
-
-/// RFC 7641 §3.4: is notification `new` (received at `now`) fresher than `last` (at `at`)?
-fn is_fresher(last: u32, at: Instant, new: u32, now: Instant) -> bool {
-    const HALF: u32 = 1 << 23;
-    (last < new && new - last < HALF)
-        || (last > new && last - new > HALF)
-        || now > at + Duration::from_secs(128)
 }
 
 impl<P: Peer> Endpoint<P> {
@@ -217,70 +185,6 @@ impl<P: Peer> Endpoint<P> {
     /// to store so that the observation can be restored after a restart.
     pub fn request_token(&self, id: RequestId) -> Option<Token> {
         self.requests.get(&id).map(|r| r.token)
-    }
-
-    /// Re-creates an established observation without sending anything, after a restart
-    /// (the peer still notifies with `token`). `request` is the original registration
-    /// (method, path, options); it is used for an active cancellation and for fetching the
-    /// blocks of large notifications. The first notification is accepted whatever its
-    /// sequence number.
-    pub fn restore_observation(
-        &mut self,
-        now: Instant,
-        peer: P,
-        token: Token,
-        mut request: Packet,
-        opts: RequestOptions,
-    ) -> Result<RequestId, SendError> {
-        self.admit(&request)?;
-        if self.tokens.contains_key(&(peer, token)) {
-            return Err(SendError::Busy);
-        }
-        request.set_token(Vec::new());
-        let encoded = request
-            .to_bytes_with_limit(self.config.max_message_size)
-            .map_err(|_| SendError::Encode)?;
-        let id = self.next_request_id();
-        self.peer_state(now, peer);
-        self.tokens.insert((peer, token), id);
-        self.requests.insert(
-            id,
-            OutRequest {
-                observe: ObserveState::Restored,
-                ..OutRequest::new(peer, token, encoded, opts, self.config.block_retries, now)
-            },
-        );
-        Ok(id)
-    }
-
-    /// Cancels an observation (RFC 7641 §3.6). `Passive` forgets it at once (it ends with
-    /// `Failed { Cancelled }`); `Active` sends a GET with Observe=1, whose response ends it.
-    pub fn cancel_observe(
-        &mut self,
-        now: Instant,
-        id: RequestId,
-        mode: CancelMode,
-    ) -> Result<(), SendError> {
-        let Some(r) = self.requests.get_mut(&id) else {
-            return Err(SendError::UnknownRequest);
-        };
-        match mode {
-            CancelMode::Passive => self.fail_request(now, id, ExchangeError::Cancelled),
-            CancelMode::Active => {
-                r.observe = ObserveState::Cancelling;
-                let mut p = Packet::from_bytes(&r.request).unwrap_or_default();
-                msg::set_uint_option(&mut p, CoapOption::Observe, 1);
-                if let Ok(b) = p.to_bytes_unlimited() {
-                    r.request = b.into_boxed_slice();
-                }
-                let peer = r.peer;
-                if let Some(dl) = r.download.take() {
-                    self.tokens.remove(&(peer, dl.token));
-                }
-                self.acquire_slot(now, id);
-            }
-        }
-        Ok(())
     }
 
     /// Checks that `request` is one and that there is room for another outgoing request.
@@ -621,173 +525,6 @@ impl<P: Peer> Endpoint<P> {
         }
     }
 
-    fn on_notification(&mut self, now: Instant, req: RequestId, resp: Packet, seq: Option<u32>) {
-        let Some(r) = self.requests.get_mut(&req) else {
-            return;
-        };
-        if let Some(new) = seq {
-            if let ObserveState::Established { seq: last, at } = r.observe {
-                if !is_fresher(last, at, new, now) {
-                    return; // §3.4: older than what we have; drop it.
-                }
-            }
-            r.observe = ObserveState::Established { seq: new, at: now };
-            if msg::is_success(&resp) {
-                if let Some(b2) = msg::block_option(&resp, CoapOption::Block2).filter(|b| b.more) {
-                    self.start_download(now, req, resp, b2, Some(new));
-                } else {
-                    let peer = r.peer;
-                    self.events.push_back(Event::Notification {
-                        id: req,
-                        peer,
-                        response: resp,
-                        seq: Some(new),
-                    });
-                }
-                return;
-            }
-        }
-        // §3.2: a notification without Observe, or an error, ends the observation.
-        if let Some(r) = self.take_request(now, req) {
-            self.events.push_back(Event::Notification {
-                id: req,
-                peer: r.peer,
-                response: resp,
-                seq: None,
-            });
-        }
-    }
-
-    fn start_download(
-        &mut self,
-        now: Instant,
-        req: RequestId,
-        mut head: Packet,
-        b2: BlockOpt,
-        seq: Option<u32>,
-    ) {
-        let max_body = self.config.max_body_size;
-        let our_szx = self
-            .requests
-            .get(&req)
-            .and_then(|r| r.opts.block_szx)
-            .unwrap_or(self.config.block_szx);
-        let block_retries = self.config.block_retries;
-        let too_big =
-            msg::uint_option(&head, CoapOption::Size2).is_some_and(|s| s as usize > max_body);
-        if b2.num != 0 || head.payload.len() != b2.size() || too_big {
-            let error = if too_big {
-                ExchangeError::BodyTooLarge
-            } else {
-                ExchangeError::Block
-            };
-            self.fail_or_drop_download(now, req, error);
-            return;
-        }
-        let body = std::mem::take(&mut head.payload);
-        let szx = b2.szx.min(our_szx);
-        let Some(r) = self.requests.get_mut(&req) else {
-            return;
-        };
-        r.retries_left = block_retries;
-        r.download = Some(Box::new(Download {
-            next: (body.len() / block_size(szx)) as u32,
-            body,
-            szx,
-            token: r.token, // replaced by transmit_current
-            etag: head.get_first_option(CoapOption::ETag).cloned(),
-            head,
-            seq,
-        }));
-        self.transmit_current(now, req);
-    }
-
-    fn on_download_block(&mut self, now: Instant, req: RequestId, resp: Packet) {
-        let max_body = self.config.max_body_size;
-        let block_retries = self.config.block_retries;
-        let Some(r) = self.requests.get_mut(&req) else {
-            return;
-        };
-        let Some(dl) = r.download.as_mut() else {
-            return;
-        };
-        let b2 = msg::block_option(&resp, CoapOption::Block2);
-        let ok = msg::is_success(&resp)
-            && b2.is_some_and(|b| {
-                b.offset() == dl.body.len() && (!b.more || resp.payload.len() == b.size())
-            });
-        if !ok {
-            self.fail_or_drop_download(now, req, ExchangeError::Block);
-            return;
-        }
-        if resp.get_first_option(CoapOption::ETag) != dl.etag.as_ref() {
-            // §2.4: the representation changed under us; start over from the first block.
-            if r.retries_left == 0 {
-                self.fail_or_drop_download(now, req, ExchangeError::Block);
-                return;
-            }
-            r.retries_left -= 1;
-            dl.body.clear();
-            dl.next = 0;
-            dl.etag = resp.get_first_option(CoapOption::ETag).cloned();
-            self.transmit_current(now, req);
-            return;
-        }
-        if dl.body.len() + resp.payload.len() > max_body {
-            self.fail_or_drop_download(now, req, ExchangeError::BodyTooLarge);
-            return;
-        }
-        dl.body.extend_from_slice(&resp.payload);
-        let Some(b2) = b2 else { return };
-        if b2.more {
-            dl.szx = dl.szx.min(b2.szx);
-            dl.next = (dl.body.len() / block_size(dl.szx)) as u32;
-            r.retries_left = block_retries;
-            self.transmit_current(now, req);
-            return;
-        }
-        let peer = r.peer;
-        let Some(dl) = r.download.take() else { return };
-        self.tokens.remove(&(peer, dl.token));
-        let Download {
-            head: mut whole,
-            body,
-            seq,
-            ..
-        } = *dl;
-        whole.payload = body;
-        whole.clear_option(CoapOption::Block2);
-        whole.set_token(r.token.as_bytes().to_vec());
-        match seq {
-            Some(seq) => self.events.push_back(Event::Notification {
-                id: req,
-                peer,
-                response: whole,
-                seq: Some(seq),
-            }),
-            None => self.finish(now, req, whole),
-        }
-    }
-
-    /// A download failed: a notification's is dropped (the observation goes on), a
-    /// response's fails the request.
-    fn fail_or_drop_download(&mut self, now: Instant, req: RequestId, error: ExchangeError) {
-        let Some(r) = self.requests.get_mut(&req) else {
-            return;
-        };
-        if matches!(
-            r.observe,
-            ObserveState::Established { .. } | ObserveState::Restored
-        ) {
-            let peer = r.peer;
-            if let Some(dl) = r.download.take() {
-                self.tokens.remove(&(peer, dl.token));
-            }
-            return;
-        }
-        self.fail_request(now, req, error);
-    }
-
     /// The final response: the request ends, unless it is an observation now established.
     fn finish(&mut self, now: Instant, req: RequestId, response: Packet) {
         let Some(r) = self.requests.get(&req) else {
@@ -867,22 +604,5 @@ impl<P: Peer> Endpoint<P> {
                 return;
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn freshness_follows_rfc7641_section_3_4() {
-        let t = Instant::now();
-        assert!(is_fresher(5, t, 6, t));
-        assert!(!is_fresher(6, t, 5, t));
-        assert!(!is_fresher(6, t, 6, t));
-        // Wrap-around of the 24-bit space counts as newer.
-        assert!(is_fresher((1 << 24) - 1, t, 0, t));
-        // After 128 s anything is newer.
-        assert!(is_fresher(6, t, 5, t + Duration::from_secs(129)));
     }
 }
