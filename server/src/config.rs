@@ -855,7 +855,7 @@ impl Config {
         self.server.data_dir.join("lwm2m.redb")
     }
 
-    /// The admin channel's Unix socket in `data_dir` (see [`crate::admin`]).
+    /// The admin channel's Unix socket in `data_dir` (see [`crate::provisioning::admin`]).
     pub fn admin_socket_path(&self) -> PathBuf {
         self.server.data_dir.join("admin.sock")
     }

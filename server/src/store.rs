@@ -27,9 +27,9 @@ pub enum Table {
     Queue,
     /// Small facts about the store itself (schema version, counters).
     Meta,
-    /// Device credentials by endpoint name (see [`crate::credentials`]).
+    /// Device credentials by endpoint name (see [`crate::provisioning::credentials`]).
     Credentials,
-    /// The security audit log, keyed by time (see [`crate::audit`]).
+    /// The security audit log, keyed by time (see [`crate::provisioning::audit`]).
     Audit,
     /// Established DTLS sessions by handle, sealed with the secrets key, so devices continue
     /// after a restart without a handshake.
