@@ -1,6 +1,5 @@
-//! `[queue]`: commands for sleeping devices (queue mode, OMA LwM2M TS 1.2 Core §6.5 and
-//! Transport §6.4): how long a device counts as awake, and how many commands wait, for how
-//! long.
+//! `[queue]`: commands for sleeping devices (queue mode, OMA LwM2M TS 1.2 Transport §6.5):
+//! how long a device counts as awake, and how many commands wait, and for how long.
 use super::limits::{AWAKE_WINDOW_SECS, COMMAND_TTL_SECS, QUEUE_MAX_PENDING, QUEUE_MAX_PER_DEVICE};
 use super::{as_u64, check, ConfigError};
 use serde::Deserialize;
