@@ -4,7 +4,7 @@
 //! # Layout
 //! - [`core`]: the sans-IO server: registrations, command path, queue mode, observations.
 //! - [`store`]: the one durable store (redb, group-committed).
-//! - [`config`]: the configuration file.
+//! - [`config`]: the configuration file, checked once at load into typed settings.
 //! - [`runtime`]: the tokio shell: sockets, store, commands in, events out.
 //! - [`provisioning`]: device credentials, their encryption at rest, the audit log, the DTLS
 //!   engine's view of them, the admin channel and CSV import.

@@ -2,11 +2,11 @@
 //! call the same way: device credentials, DTLS sessions, the core's registrations,
 //! observations and queued commands, the MQTT bridge's outbox, requests and shadows.
 //!
-//! Nothing read back may stop the server (a corrupt or hostile store is input like any other): each record is checked
-//! against the ranges its writer keeps to, and one that fails is skipped, counted, logged with
-//! its table and key, and (except a credential, which locks its endpoint instead, see
-//! [`Credentials::load`]) deleted. What still fails the start is what no record can cause: a
-//! store that cannot be read, or a secrets key that opens none of the stored PSKs.
+//! Nothing read back may stop the server (a corrupt or hostile store is input like any other): each
+//! record is checked against the ranges its writer keeps to, and one that fails is skipped,
+//! counted, logged with its table and key, and (except a credential, which locks its endpoint
+//! instead, see [`Credentials::load`]) deleted. What still fails the start is what no record can
+//! cause: a store that cannot be read, or a secrets key that opens none of the stored PSKs.
 use crate::bridge::sink::Bridge;
 use crate::config::Config;
 use crate::core::persist::MAX_STORED_ID;

@@ -1,5 +1,6 @@
-//! The range of every numeric key, checked when the file is loaded ([`Config::parse`](super::Config::parse)) and
-//! documented beside the key in `config/server.toml` (a test holds the file to these).
+//! The range of every numeric key, checked when the file is loaded
+//! ([`Config::parse`](super::Config::parse)) and documented beside the key in
+//! `config/server.toml` (a test holds the file to these).
 //!
 //! The bounds are chosen so that no value inside them can overflow what is computed from it
 //! (a CoAP exchange lasts up to `ack_timeout * (2^(max_retransmit + 1) - 1) *

@@ -14,9 +14,9 @@
 //!    identity is bound to an endpoint the file does not give another credential
 //!    (`device-import` with `check`), and reports those lines;
 //! 3. only then are the credentials imported, in chunks of at most
-//!    [`MAX_IMPORT_CHUNK`](crate::provisioning::admin::MAX_IMPORT_CHUNK) per admin request, each chunk one
-//!    store transaction with its audit entries. A running server can use the new keys at
-//!    once, and closes the sessions of rotated ones, as for `device add`.
+//!    [`MAX_IMPORT_CHUNK`](crate::provisioning::admin::MAX_IMPORT_CHUNK) per admin request,
+//!    each chunk one store transaction with its audit entries. A running server can use the
+//!    new keys at once, and closes the sessions of rotated ones, as for `device add`.
 //!
 //! Between the check and the import another admin command could still bind an identity; the
 //! chunk it concerns is then refused whole and [`ImportError::Interrupted`] says which lines

@@ -30,8 +30,8 @@
 //!
 //! `device-import` adds up to [`MAX_IMPORT_CHUNK`] credentials as one store transaction, with
 //! the semantics of as many `device-add`s (rotation, audit entries); with `"check":true` it
-//! only says what it would refuse. `lwm2m-server device import` (see [`crate::provisioning::import`]) sends
-//! a large file as a series of such chunks.
+//! only says what it would refuse. `lwm2m-server device import` (see
+//! [`crate::provisioning::import`]) sends a large file as a series of such chunks.
 //!
 //! Bounds: a request line is at most [`MAX_REQUEST_LEN`] bytes, at most
 //! [`MAX_CONNECTIONS`] connections are served at once (others get a "busy" reply), and an

@@ -2,8 +2,8 @@
 //! CBOR record with numbered fields (as in `core::persist`). A PSK key is sealed with the
 //! [`SecretsKey`] (AES-256-GCM, associated data `"psk\0" + endpoint`, so a sealed key moved
 //! onto another record does not open); raw public keys and certificates are public and stored
-//! as DER.
-//! The PSK identity is stored in clear: it travels in clear in every handshake anyway.
+//! as DER. The PSK identity is stored in clear: it travels in clear in every handshake
+//! anyway.
 use super::model::{
     check_stored_endpoint, validate_secret, CredentialError, CredentialKind, DeviceCredential,
     Secret,
