@@ -80,7 +80,7 @@ impl Table {
 const MAX_SHOWN_KEY: usize = 64;
 
 /// A stored key as log lines show it: as text if it is short printable UTF-8, else as hex
-/// (cut after [`MAX_SHOWN_KEY`] bytes), so that a garbled key can neither flood the log nor
+/// (cut after `MAX_SHOWN_KEY` bytes), so that a garbled key can neither flood the log nor
 /// forge a line in it.
 pub fn display_key(key: &[u8]) -> String {
     match std::str::from_utf8(key) {

@@ -10,16 +10,16 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CoapSection {
-    /// ACK_TIMEOUT in milliseconds; 100..=600000 ([`limits::ACK_TIMEOUT_MS`]).
+    /// ACK_TIMEOUT in milliseconds; 100..=600000 ([`super::limits::ACK_TIMEOUT_MS`]).
     pub ack_timeout_ms: u64,
-    /// ACK_RANDOM_FACTOR; 1.0..=4.0 ([`limits::ACK_RANDOM_FACTOR`]; NaN is refused).
+    /// ACK_RANDOM_FACTOR; 1.0..=4.0 ([`super::limits::ACK_RANDOM_FACTOR`]; NaN is refused).
     pub ack_random_factor: f64,
-    /// MAX_RETRANSMIT; 0..=10 ([`limits::MAX_RETRANSMIT`]): the backoff doubles per
+    /// MAX_RETRANSMIT; 0..=10 ([`super::limits::MAX_RETRANSMIT`]): the backoff doubles per
     /// retransmission, so this bounds an exchange's lifetime.
     pub max_retransmit: u8,
-    /// NSTART; 1..=32 ([`limits::NSTART`]).
+    /// NSTART; 1..=32 ([`super::limits::NSTART`]).
     pub nstart: u8,
-    /// Block size in bytes: a power of two in 16..=1024 ([`limits::BLOCK_SIZE`]).
+    /// Block size in bytes: a power of two in 16..=1024 ([`super::limits::BLOCK_SIZE`]).
     pub block_size: usize,
 }
 

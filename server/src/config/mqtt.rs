@@ -33,17 +33,17 @@ pub struct MqttSection {
     /// MQTT version: 5 or 3 (3.1.1).
     pub version: u8,
     /// MQTT client identifier; the broker keeps the persistent session under it. 1..=65535
-    /// bytes ([`limits::MQTT_CLIENT_ID_BYTES`]).
+    /// bytes ([`super::limits::MQTT_CLIENT_ID_BYTES`]).
     pub client_id: String,
     /// First topic level(s): `{topic_prefix}/{endpoint}/up/...`; 1..=1024 bytes
-    /// ([`limits::MQTT_TOPIC_PREFIX_BYTES`]).
+    /// ([`super::limits::MQTT_TOPIC_PREFIX_BYTES`]).
     pub topic_prefix: String,
-    /// QoS of uplink publishes: 0, 1 or 2 ([`limits::MQTT_QOS`]).
+    /// QoS of uplink publishes: 0, 1 or 2 ([`super::limits::MQTT_QOS`]).
     pub qos: u8,
-    /// User name; empty: none. 0..=65535 bytes ([`limits::MQTT_CREDENTIAL_BYTES`]).
+    /// User name; empty: none. 0..=65535 bytes ([`super::limits::MQTT_CREDENTIAL_BYTES`]).
     pub username: String,
     /// Password; only with a user name. 0..=65535 bytes
-    /// ([`limits::MQTT_CREDENTIAL_BYTES`]).
+    /// ([`super::limits::MQTT_CREDENTIAL_BYTES`]).
     pub password: String,
     /// Connect over TLS (rustls).
     pub tls: bool,
@@ -53,22 +53,22 @@ pub struct MqttSection {
     pub client_cert: PathBuf,
     /// PEM private key of `client_cert`.
     pub client_key: PathBuf,
-    /// MQTT keep-alive in seconds; 5..=65535 ([`limits::MQTT_KEEP_ALIVE_SECS`]).
+    /// MQTT keep-alive in seconds; 5..=65535 ([`super::limits::MQTT_KEEP_ALIVE_SECS`]).
     pub keep_alive_secs: u64,
     /// MQTT 5 Session Expiry Interval in seconds; 1..=4294967295
-    /// ([`limits::MQTT_SESSION_EXPIRY_SECS`]).
+    /// ([`super::limits::MQTT_SESSION_EXPIRY_SECS`]).
     pub session_expiry_secs: u32,
     /// Messages kept in the outbox while the broker is away; beyond it new ones are dropped
-    /// and counted. 1..=10000000 ([`limits::MQTT_MAX_OUTBOX`]).
+    /// and counted. 1..=10000000 ([`super::limits::MQTT_MAX_OUTBOX`]).
     pub max_outbox: usize,
     /// Bytes of one command or desired shadow state from `dn/...`; larger ones are refused
-    /// `4.00` on `up/resp`. 256..=1048576 ([`limits::MQTT_MAX_COMMAND_BYTES`]).
+    /// `4.00` on `up/resp`. 256..=1048576 ([`super::limits::MQTT_MAX_COMMAND_BYTES`]).
     pub max_command_bytes: usize,
     /// First reconnect delay in milliseconds; 10..=600000
-    /// ([`limits::MQTT_RECONNECT_MIN_MS`]).
+    /// ([`super::limits::MQTT_RECONNECT_MIN_MS`]).
     pub reconnect_min_ms: u64,
     /// Cap of the doubling reconnect delay in milliseconds; from `reconnect_min_ms` to
-    /// 3600000 ([`limits::MQTT_RECONNECT_MAX_MS_CAP`]).
+    /// 3600000 ([`super::limits::MQTT_RECONNECT_MAX_MS_CAP`]).
     pub reconnect_max_ms: u64,
 }
 

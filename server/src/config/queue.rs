@@ -9,15 +9,15 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields, default)]
 pub struct QueueSection {
     /// Seconds a queue-mode device counts as awake after an uplink; 1..=86400
-    /// ([`limits::AWAKE_WINDOW_SECS`]).
+    /// ([`super::limits::AWAKE_WINDOW_SECS`]).
     pub awake_window_secs: u64,
-    /// Commands pending per device at most; 1..=1024 ([`limits::QUEUE_MAX_PER_DEVICE`]).
+    /// Commands pending per device at most; 1..=1024 ([`super::limits::QUEUE_MAX_PER_DEVICE`]).
     pub max_per_device: usize,
     /// Default seconds a command waits for a sleeping device; 1..=2592000 (30 days, the
-    /// longest `ttl` a command may ask for; [`limits::COMMAND_TTL_SECS`]).
+    /// longest `ttl` a command may ask for; [`super::limits::COMMAND_TTL_SECS`]).
     pub command_ttl_secs: u64,
     /// Commands pending in the whole server at most (queued or awaiting an answer); more
-    /// fail with "overloaded". 1..=10000000 ([`limits::QUEUE_MAX_PENDING`]).
+    /// fail with "overloaded". 1..=10000000 ([`super::limits::QUEUE_MAX_PENDING`]).
     pub max_pending: usize,
 }
 

@@ -79,24 +79,24 @@ fn cipher_suites<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<CipherSui
 #[serde(deny_unknown_fields, default)]
 pub struct DtlsSection {
     /// Length of the Connection IDs the server hands out (RFC 9146); 0 disables CID;
-    /// 0..=16 ([`limits::CONNECTION_ID_LENGTH`]).
+    /// 0..=16 ([`super::limits::CONNECTION_ID_LENGTH`]).
     pub connection_id_length: u8,
     /// First handshake flight retransmission timeout, in milliseconds (RFC 6347 §4.2.4.1);
-    /// 100..=60000 ([`limits::DTLS_RETRANSMIT_INITIAL_MS`]).
+    /// 100..=60000 ([`super::limits::DTLS_RETRANSMIT_INITIAL_MS`]).
     pub retransmit_initial_ms: u64,
     /// Upper bound of the doubling retransmission timeout, in milliseconds; from
-    /// `retransmit_initial_ms` to 600000 ([`limits::DTLS_RETRANSMIT_MAX_MS_CAP`]).
+    /// `retransmit_initial_ms` to 600000 ([`super::limits::DTLS_RETRANSMIT_MAX_MS_CAP`]).
     pub retransmit_max_ms: u64,
     /// Handshakes in progress at once, over all peers; 1..=1000000
-    /// ([`limits::MAX_HANDSHAKES`]).
+    /// ([`super::limits::MAX_HANDSHAKES`]).
     pub max_handshakes: usize,
     /// New handshakes accepted per source IP address per second; 1..=100000
-    /// ([`limits::HANDSHAKES_PER_SOURCE_PER_SEC`]).
+    /// ([`super::limits::HANDSHAKES_PER_SOURCE_PER_SEC`]).
     pub handshakes_per_source_per_sec: u32,
-    /// Established sessions held at most; 1..=10000000 ([`limits::MAX_SESSIONS`]).
+    /// Established sessions held at most; 1..=10000000 ([`super::limits::MAX_SESSIONS`]).
     pub max_sessions: usize,
     /// Seconds between saves of the established sessions (0: only at shutdown); 0..=86400
-    /// ([`limits::SESSION_SAVE_INTERVAL_SECS`]).
+    /// ([`super::limits::SESSION_SAVE_INTERVAL_SECS`]).
     pub session_save_interval_secs: u64,
     /// Cipher suites offered, in order of preference.
     #[serde(deserialize_with = "cipher_suites")]

@@ -13,19 +13,19 @@ use std::path::PathBuf;
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSection {
     /// UDP addresses for CoAP (NoSec); served only if `security.allow_nosec`. At most 64
-    /// ([`limits::BIND_ADDRESSES`]): each is a socket.
+    /// ([`super::limits::BIND_ADDRESSES`]): each is a socket.
     pub coap_bind: Vec<SocketAddr>,
-    /// UDP addresses for CoAP over DTLS; at most 64 ([`limits::BIND_ADDRESSES`]).
+    /// UDP addresses for CoAP over DTLS; at most 64 ([`super::limits::BIND_ADDRESSES`]).
     pub coaps_bind: Vec<SocketAddr>,
     /// Directory of the durable state.
     pub data_dir: PathBuf,
     /// Directory of extra DDF object definitions; empty for none.
     pub objects_dir: PathBuf,
     /// Receive buffer of each UDP socket, in bytes (0: the kernel's default); 0..=1073741824
-    /// ([`limits::UDP_RECV_BUFFER_BYTES`]), what the kernel's `int` option holds.
+    /// ([`super::limits::UDP_RECV_BUFFER_BYTES`]), what the kernel's `int` option holds.
     pub udp_recv_buffer_bytes: usize,
     /// Page cache of the store, in bytes; 1048576..=17179869184 (1 MiB to 16 GiB,
-    /// [`limits::STORE_CACHE_BYTES`]).
+    /// [`super::limits::STORE_CACHE_BYTES`]).
     pub store_cache_bytes: usize,
 }
 
@@ -77,9 +77,9 @@ impl ServerSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RegistrationSection {
-    /// Seconds kept past the lifetime; 0..=86400 ([`limits::GRACE_SECS`]).
+    /// Seconds kept past the lifetime; 0..=86400 ([`super::limits::GRACE_SECS`]).
     pub grace_secs: u64,
-    /// Registrations held at most; 1..=10000000 ([`limits::MAX_REGISTRATIONS`]), so the
+    /// Registrations held at most; 1..=10000000 ([`super::limits::MAX_REGISTRATIONS`]), so the
     /// bound is one the memory can keep.
     pub max_registrations: usize,
 }

@@ -305,7 +305,7 @@ pub fn prune(store: &Store, keep: usize) -> Result<usize, StoreError> {
 }
 
 /// The newest `n` events (as of the last commit), oldest first. A record this version cannot
-/// read, or whose fields are out of range, is skipped and logged (see [`read_event`]).
+/// read, or whose fields are out of range, is skipped and logged (see `read_event`).
 pub fn recent(store: &Store, n: usize) -> Result<Vec<AuditEvent>, StoreError> {
     Ok(recent_counted(store, n)?.0)
 }

@@ -14,7 +14,7 @@
 //!    identity is bound to an endpoint the file does not give another credential
 //!    (`device-import` with `check`), and reports those lines;
 //! 3. only then are the credentials imported, in chunks of at most
-//!    [`MAX_IMPORT_CHUNK`](crate::provisioning::admin::MAX_IMPORT_CHUNK) per admin request,
+//!    [`MAX_IMPORT_CHUNK`] per admin request,
 //!    each chunk one store transaction with its audit entries. A running server can use the
 //!    new keys at once, and closes the sessions of rotated ones, as for `device add`.
 //!

@@ -120,7 +120,7 @@ pub fn send(endpoint: &str, records: &[Record]) -> Json {
 
 /// `up/resp`: the one result of a command, echoing its `reqID` and `msgType`.
 ///
-/// `req_path` is the command's path ([`DownlinkRequest::path`]); it becomes `reqPath`, and
+/// `req_path` is the command's path ([`DownlinkRequest::path`](lwm2m::ops::dm::DownlinkRequest::path)); it becomes `reqPath`, and
 /// the values of a Read or Observe answer are placed below it, so give it for those.
 ///
 /// Success codes are EMQX's: Read, Observe, Discover and the composite reads `2.05

@@ -61,7 +61,7 @@ pub fn value_to_json(value: &Value) -> (&'static str, Json) {
 }
 
 /// Reads a value from JSON. The type is `type_name` when given, else the object model's
-/// `kind` (from [`Registry::resource`]), else guessed from the JSON (a boolean, an integer,
+/// `kind` (from [`Registry::resource`](lwm2m::model::Registry::resource)), else guessed from the JSON (a boolean, an integer,
 /// a float or a string). As EMQX, numbers and booleans are also accepted as strings
 /// (`"12345"`, `"true"`); Opaque is base64, Objlnk `"3:0"`. When both a type name and a
 /// `kind` are given, the value must fit the resource without loss (an Integer for a Time

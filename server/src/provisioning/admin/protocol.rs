@@ -9,7 +9,7 @@ use tokio::sync::oneshot;
 
 /// Longest request line, in bytes: a `device-import` chunk of [`MAX_IMPORT_CHUNK`] typical
 /// PSK credentials (about 100-130 bytes of JSON each) fits; the CLI makes chunks of longer
-/// ones smaller. With [`MAX_CONNECTIONS`], the admin socket buffers at most 4 MiB.
+/// ones smaller. With [`MAX_CONNECTIONS`](super::MAX_CONNECTIONS), the admin socket buffers at most 4 MiB.
 pub const MAX_REQUEST_LEN: usize = 1024 * 1024;
 /// Most credentials in one `device-import` request.
 pub const MAX_IMPORT_CHUNK: usize = 5000;
