@@ -11,7 +11,7 @@
 //! [`PRUNE_EVERY`] events a background thread deletes the oldest beyond [`MAX_EVENTS`].
 //! Fields that can carry attacker-chosen text are cut to a bounded length and stripped of
 //! control characters before they reach the store or the log, so they cannot forge log lines.
-use crate::credentials::unix_ms;
+use crate::provisioning::credentials::json::unix_ms;
 use crate::store::{Store, StoreError, Table};
 use minicbor::{Decode, Encode};
 use serde::{Deserialize, Serialize};
@@ -305,7 +305,7 @@ pub fn prune(store: &Store, keep: usize) -> Result<usize, StoreError> {
 }
 
 /// The newest `n` events (as of the last commit), oldest first. A record this version cannot
-/// read, or whose fields are out of range, is skipped and logged (see [`read_event`]).
+/// read, or whose fields are out of range, is skipped and logged (see `read_event`).
 pub fn recent(store: &Store, n: usize) -> Result<Vec<AuditEvent>, StoreError> {
     Ok(recent_counted(store, n)?.0)
 }

@@ -14,19 +14,19 @@
 //!    identity is bound to an endpoint the file does not give another credential
 //!    (`device-import` with `check`), and reports those lines;
 //! 3. only then are the credentials imported, in chunks of at most
-//!    [`MAX_IMPORT_CHUNK`](crate::admin::MAX_IMPORT_CHUNK) per admin request, each chunk one
-//!    store transaction with its audit entries. A running server can use the new keys at
-//!    once, and closes the sessions of rotated ones, as for `device add`.
+//!    [`MAX_IMPORT_CHUNK`] per admin request,
+//!    each chunk one store transaction with its audit entries. A running server can use the
+//!    new keys at once, and closes the sessions of rotated ones, as for `device add`.
 //!
 //! Between the check and the import another admin command could still bind an identity; the
 //! chunk it concerns is then refused whole and [`ImportError::Interrupted`] says which lines
 //! were imported before it.
-use crate::admin::{
+use crate::config::Config;
+use crate::provisioning::admin::{
     self, AdminOp, AdminReply, ImportReport, OfflineError, MAX_IMPORT_CHUNK, MAX_REQUEST_LEN,
 };
-use crate::config::Config;
-use crate::credentials::{self, CredentialError, Credentials, NewCredential, Secret};
-use crate::secrets::{SecretsError, SecretsKey};
+use crate::provisioning::credentials::{self, CredentialError, Credentials, NewCredential, Secret};
+use crate::provisioning::secrets::{SecretsError, SecretsKey};
 use crate::store::{Store, StoreError};
 use std::collections::HashMap;
 use std::io;
@@ -416,7 +416,7 @@ async fn check_then_import(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{self, AuditKind};
+    use crate::provisioning::audit::{self, AuditKind};
     use crate::store::StoreConfig;
 
     fn config(dir: &std::path::Path) -> Config {

@@ -1,12 +1,17 @@
-//! Observations the server holds on devices (OMA LwM2M TS 1.2 Core §6.4.1-6.4.3), persisted
-//! so that after a restart notifications still map to their observation.
+//! The Information Reporting interface, server side (OMA LwM2M TS 1.2 Core §6.4): the
+//! observations the server holds on devices (Observe, Notify, Cancel Observation,
+//! §6.4.1-6.4.3), persisted so that after a restart notifications still map to their
+//! observation, and Send (`POST /dp`, §6.4.4), the device's unsolicited report.
 use super::persist::{self, ObservationRecord, StoreOp};
 use super::types::{CommandError, CommandId, Content, DeviceEvent, ObservationId};
 use super::ServerCore;
 use crate::store::Table;
-use lwm2m::coap::{CancelMode, ExchangeError, Packet, Peer, RequestId, RequestOptions, Token};
+use lwm2m::coap::{
+    msg, CancelMode, ExchangeError, Packet, Peer, RequestId, RequestOptions, ResponseType, Token,
+};
 use lwm2m::model::Path;
 use lwm2m::ops::dm::{DmResponse, DownlinkRequest};
+use lwm2m::ops::reporting::SendRequest;
 use lwm2m::ops::Lwm2mError;
 use std::fmt::Display;
 use std::str::FromStr;
@@ -240,5 +245,26 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             dev.observations.push(id);
         }
         Ok(())
+    }
+
+    /// Send (`POST /dp`): the device is known by the peer it registered from — for DTLS its
+    /// session, which is its credential, not an address.
+    pub(super) fn on_send(
+        &mut self,
+        _now: Instant,
+        peer: P,
+        packet: &Packet,
+    ) -> Result<(Packet, String), Lwm2mError> {
+        let endpoint = self
+            .by_peer
+            .get(&peer)
+            .cloned()
+            .ok_or(Lwm2mError::NotFound)?;
+        let (send, _format) = SendRequest::from_coap(packet, self.schema.as_ref())?;
+        self.events.push_back(DeviceEvent::Send {
+            endpoint: endpoint.clone(),
+            records: send.records,
+        });
+        Ok((msg::response(ResponseType::Changed), endpoint))
     }
 }

@@ -3,7 +3,7 @@
 //! key and certificate, and the engine's settings from the configuration.
 use crate::config::Config;
 use crate::core::SecurityPolicy;
-use crate::credentials::Credentials;
+use crate::provisioning::credentials::Credentials;
 use anyhow::Context;
 use dtls::pki::{OwnKey, Roots};
 use dtls::{AlertDescription, PeerKey, PskEntry, ServerCredentials};
