@@ -1,13 +1,14 @@
 //! The crate's one byte cursor over untrusted input.
 //!
-//! Every codec in this crate (CoAP messages of RFC 7252 §3, CoRE Link Format
-//! of RFC 6690 §2, LwM2M content formats) decodes bytes that a peer chose.
-//! Indexing a slice with a peer-derived offset is how such code panics, so the
-//! codecs never index: they pull bytes through [`Reader`], whose every method
-//! returns `None` (or an empty slice) instead of panicking when the input runs
-//! short. This is the same split rustls makes with its `codec::Reader`: one
-//! small, exhaustively tested place that knows about bounds, and parsers that
-//! only express grammar.
+//! The decoders this crate writes by hand read bytes that a peer chose: LwM2M TLV (OMA
+//! LwM2M TS 1.2 Core §7.4.3), CoRE Link Format (RFC 6690 §2), and the two pieces of CBOR
+//! that minicbor does not cover (float16 and the RFC 3339 date of tag 0, RFC 8949 §3.4.1,
+//! Appendix D). Indexing a slice with a peer-derived offset is how such code panics, so they
+//! never index: they pull bytes through [`Reader`], whose every method returns `None` (or an
+//! empty slice) instead of panicking when the input runs short. This is the same split
+//! rustls makes with its `codec::Reader`: one small, exhaustively tested place that knows
+//! about bounds, and parsers that only express grammar. CoAP messages are parsed by
+//! coap-lite, the JSON formats by serde_json and the rest of CBOR by minicbor.
 
 /// A forward-only cursor over a borrowed byte slice.
 ///

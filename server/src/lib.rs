@@ -4,34 +4,23 @@
 //! # Layout
 //! - [`core`]: the sans-IO server: registrations, command path, queue mode, observations.
 //! - [`store`]: the one durable store (redb, group-committed).
-//! - [`config`]: the configuration file.
+//! - [`config`]: the configuration file, checked once at load into typed settings.
 //! - [`runtime`]: the tokio shell: sockets, store, commands in, events out.
-//! - [`credentials`]: device credentials (PSK, raw public key, certificate) and their index.
-//! - [`secrets`]: encryption at rest of the secrets in the store.
-//! - [`audit`]: the security audit log.
+//! - [`provisioning`]: device credentials, their encryption at rest, the audit log, the DTLS
+//!   engine's view of them, the admin channel and CSV import.
 //! - [`bridge`]: the MQTT bridge (EMQX LwM2M gateway JSON).
-//! - [`security`]: the DTLS engine's view of credentials, the server's key, its settings.
-//! - [`admin`]: the admin socket through which the CLI reaches a running server.
-//! - [`import`]: bulk import of PSK credentials from CSV (`lwm2m-server device import`).
 //! - [`metrics`]: the server's counters and their Prometheus text.
 //! - [`http`]: the HTTP API (`GET /metrics` for now).
 #![warn(missing_docs, unreachable_pub)]
 
-#[cfg(unix)]
-pub mod admin;
-pub mod audit;
 pub mod bridge;
 pub mod config;
 pub mod core;
-pub mod credentials;
 pub mod http;
-#[cfg(unix)]
-pub mod import;
 pub mod metrics;
+pub mod provisioning;
 mod restore;
 pub mod runtime;
-pub mod secrets;
-pub mod security;
 pub mod store;
 
 pub use runtime::{start, Server, ServerHandle};

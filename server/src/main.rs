@@ -136,7 +136,7 @@ fn main() -> anyhow::Result<()> {
     // The admin commands print their result; of the library's logs they show only warnings
     // and the creation of a secrets key (which the operator must back up).
     let default_level = match admin_cmd {
-        Some(_) => "warn,lwm2m_server::secrets=info".to_string(),
+        Some(_) => "warn,lwm2m_server::provisioning::secrets=info".to_string(),
         None => lwm2m_server::bridge::broker::quiet_log_filter(&config.log.level),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -203,9 +203,9 @@ async fn shutdown_signal() {
 mod admin_cli {
     use super::{AddArgs, Cmd, DeviceCmd};
     use anyhow::{bail, Context};
-    use lwm2m_server::admin::{self, AdminOp, AdminReply};
     use lwm2m_server::config::Config;
-    use lwm2m_server::credentials::{self, CredentialSummary, NewCredential, Secret};
+    use lwm2m_server::provisioning::admin::{self, AdminOp, AdminReply};
+    use lwm2m_server::provisioning::credentials::{self, CredentialSummary, NewCredential, Secret};
 
     /// Runs an admin command: through the running server if there is one, else on the store.
     pub(super) fn run(config: &Config, cmd: Cmd) -> anyhow::Result<()> {
@@ -276,11 +276,11 @@ mod admin_cli {
             text = std::fs::read_to_string(file)
                 .with_context(|| format!("reading {}", file.display()))?;
         }
-        let lines = lwm2m_server::import::parse_csv(&text)?;
+        let lines = lwm2m_server::provisioning::import::parse_csv(&text)?;
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let summary = rt.block_on(lwm2m_server::import::import(config, &lines))?;
+        let summary = rt.block_on(lwm2m_server::provisioning::import::import(config, &lines))?;
         println!(
             "imported {} credentials ({} replaced)",
             summary.imported, summary.replaced
@@ -357,7 +357,7 @@ mod admin_cli {
         let reply = if let AdminOp::Audit { limit } = op {
             // The audit log needs no key: it holds no secrets.
             AdminReply {
-                events: Some(lwm2m_server::audit::recent(
+                events: Some(lwm2m_server::provisioning::audit::recent(
                     &store,
                     limit.min(admin::MAX_AUDIT_LIMIT),
                 )?),
@@ -365,9 +365,10 @@ mod admin_cli {
             }
         } else {
             let key_path = config.secrets_key_path();
-            let key = lwm2m_server::secrets::SecretsKey::load_or_create(&key_path)?;
-            let mut creds = lwm2m_server::credentials::Credentials::load(&store, &key)
-                .with_context(|| format!("loading the credentials in {}", path.display()))?;
+            let key = lwm2m_server::provisioning::secrets::SecretsKey::load_or_create(&key_path)?;
+            let mut creds =
+                lwm2m_server::provisioning::credentials::Credentials::load(&store, &key)
+                    .with_context(|| format!("loading the credentials in {}", path.display()))?;
             admin::apply_offline(&store, &key, &mut creds, op)
         };
         store.flush().await.context("committing the store")?;

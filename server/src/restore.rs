@@ -2,18 +2,18 @@
 //! call the same way: device credentials, DTLS sessions, the core's registrations,
 //! observations and queued commands, the MQTT bridge's outbox, requests and shadows.
 //!
-//! Nothing read back may stop the server (a corrupt or hostile store is input like any other): each record is checked
-//! against the ranges its writer keeps to, and one that fails is skipped, counted, logged with
-//! its table and key, and (except a credential, which locks its endpoint instead, see
-//! [`Credentials::load`]) deleted. What still fails the start is what no record can cause: a
-//! store that cannot be read, or a secrets key that opens none of the stored PSKs.
+//! Nothing read back may stop the server (a corrupt or hostile store is input like any other): each
+//! record is checked against the ranges its writer keeps to, and one that fails is skipped,
+//! counted, logged with its table and key, and (except a credential, which locks its endpoint
+//! instead, see [`Credentials::load`]) deleted. What still fails the start is what no record can
+//! cause: a store that cannot be read, or a secrets key that opens none of the stored PSKs.
 use crate::bridge::sink::Bridge;
 use crate::config::Config;
 use crate::core::persist::MAX_STORED_ID;
 use crate::core::types::Link;
 use crate::core::{RestoreReport, ServerCore};
-use crate::credentials::Credentials;
-use crate::secrets::SecretsKey;
+use crate::provisioning::credentials::Credentials;
+use crate::provisioning::secrets::SecretsKey;
 use crate::store::{display_key, Store, Table};
 use anyhow::Context;
 use lwm2m::model::Registry;
@@ -159,7 +159,6 @@ fn restore_sessions(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::{self, AuditEvent, AuditKind, AuditRecord};
     use crate::bridge::outbox::{self, Message};
     use crate::bridge::shadow::Doc;
     use crate::core::persist::{
@@ -167,7 +166,9 @@ mod tests {
     };
     use crate::core::types::{CommandId, ObservationId};
     use crate::core::CoreConfig;
-    use crate::credentials::{tests::psk, CredentialRecord};
+    use crate::provisioning::audit::{self, AuditEvent, AuditKind, AuditRecord};
+    use crate::provisioning::credentials::record::CredentialRecord;
+    use crate::provisioning::credentials::tests::psk;
     use crate::store::StoreConfig;
     use lwm2m::content::ContentFormat;
     use lwm2m::model::Path;
@@ -318,11 +319,14 @@ mod tests {
         let now = Instant::now();
         let peer: std::net::SocketAddr = "192.0.2.1:40000".parse().unwrap();
         let roots = dtls::pki::Roots::default();
-        let lookup = crate::security::Lookup {
+        let lookup = crate::provisioning::security::Lookup {
             creds,
             roots: &roots,
         };
-        let mut server = dtls::Server::new(crate::security::dtls_config(&config(), None), [3; 32]);
+        let mut server = dtls::Server::new(
+            crate::provisioning::security::dtls_config(&config(), None),
+            [3; 32],
+        );
         let client_config = dtls::ClientConfig::psk(&b"id-ok"[..], &b"0123456789abcdef"[..]);
         let mut client = dtls::client::Client::connect(Arc::new(client_config), now, [4; 32], None);
         for _ in 0..20 {
@@ -657,7 +661,10 @@ mod tests {
             schema.clone(),
             (now, wall_now()),
         );
-        let mut server = dtls::Server::new(crate::security::dtls_config(&config, None), [5; 32]);
+        let mut server = dtls::Server::new(
+            crate::provisioning::security::dtls_config(&config, None),
+            [5; 32],
+        );
         let restored = restore_state(
             &config,
             store,

@@ -6,16 +6,16 @@
 //! store writes to the group-committing writer, device events to a bounded broadcast channel
 //! and to callers waiting for a result, security events to the audit log, and every fact the
 //! metrics count to [`Metrics`] as it happens (served by the HTTP task, [`crate::http`]).
-use crate::admin::{self, AdminOp, AdminReply, AdminRequest};
-use crate::audit::{self, AuditEvent, AuditKind};
 use crate::bridge::link::Downlink;
 use crate::bridge::sink::{Bridge, CommandPath};
 use crate::config::Config;
 use crate::core::types::{Command, CommandId, DeviceEvent, Link, Outcome, Registration};
 use crate::core::ServerCore;
 use crate::metrics::{Metrics, MetricsSnapshot, Transport};
-use crate::secrets::SecretsKey;
-use crate::security::{self, Lookup, SharedCredentials};
+use crate::provisioning::admin::{self, AdminOp, AdminReply, AdminRequest};
+use crate::provisioning::audit::{self, AuditEvent, AuditKind};
+use crate::provisioning::secrets::SecretsKey;
+use crate::provisioning::security::{self, Lookup, SharedCredentials};
 use crate::store::{Store, StoreConfig, StoreStats, Table};
 use anyhow::Context;
 use dtls::pki::Roots;

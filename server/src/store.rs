@@ -27,9 +27,9 @@ pub enum Table {
     Queue,
     /// Small facts about the store itself (schema version, counters).
     Meta,
-    /// Device credentials by endpoint name (see [`crate::credentials`]).
+    /// Device credentials by endpoint name (see [`crate::provisioning::credentials`]).
     Credentials,
-    /// The security audit log, keyed by time (see [`crate::audit`]).
+    /// The security audit log, keyed by time (see [`crate::provisioning::audit`]).
     Audit,
     /// Established DTLS sessions by handle, sealed with the secrets key, so devices continue
     /// after a restart without a handshake.
@@ -80,7 +80,7 @@ impl Table {
 const MAX_SHOWN_KEY: usize = 64;
 
 /// A stored key as log lines show it: as text if it is short printable UTF-8, else as hex
-/// (cut after [`MAX_SHOWN_KEY`] bytes), so that a garbled key can neither flood the log nor
+/// (cut after `MAX_SHOWN_KEY` bytes), so that a garbled key can neither flood the log nor
 /// forge a line in it.
 pub fn display_key(key: &[u8]) -> String {
     match std::str::from_utf8(key) {

@@ -6,10 +6,10 @@ use lwm2m::model::Path;
 use lwm2m::net::secure::LinkEvent;
 use lwm2m::ops::dm::{DmResponse, DownlinkRequest};
 use lwm2m_e2e_tests::{Device, TestServer};
-use lwm2m_server::admin::{AdminOp, AdminReply};
-use lwm2m_server::audit::AuditKind;
 use lwm2m_server::core::types::{Command, DeregisterReason, DeviceEvent};
-use lwm2m_server::credentials::{NewCredential, Secret};
+use lwm2m_server::provisioning::admin::{AdminOp, AdminReply};
+use lwm2m_server::provisioning::audit::AuditKind;
+use lwm2m_server::provisioning::credentials::{NewCredential, Secret};
 
 async fn provision(s: &TestServer, endpoint: &str, identity: &str, key: &[u8]) {
     let reply = s

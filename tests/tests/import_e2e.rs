@@ -5,11 +5,11 @@
 use lwm2m::client::ClientConfig;
 use lwm2m::net::secure::LinkEvent;
 use lwm2m_e2e_tests::{Device, TestServer};
-use lwm2m_server::admin::AdminOp;
-use lwm2m_server::audit::AuditKind;
 use lwm2m_server::config::Config;
 use lwm2m_server::core::types::DeviceEvent;
-use lwm2m_server::import::{self, ImportError, ImportSummary};
+use lwm2m_server::provisioning::admin::AdminOp;
+use lwm2m_server::provisioning::audit::AuditKind;
+use lwm2m_server::provisioning::import::{self, ImportError, ImportSummary};
 use std::path::Path;
 
 /// The configuration the CLI would be given for a test server's data directory.

@@ -4,9 +4,9 @@
 use lwm2m::client::{ClientConfig, ClientEvent};
 use lwm2m::net::secure::LinkEvent;
 use lwm2m_e2e_tests::{Device, TestServer, PATIENCE};
-use lwm2m_server::admin::AdminOp;
 use lwm2m_server::core::types::{DeregisterReason, DeviceEvent};
-use lwm2m_server::credentials::{NewCredential, Secret};
+use lwm2m_server::provisioning::admin::AdminOp;
+use lwm2m_server::provisioning::credentials::{NewCredential, Secret};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -2,8 +2,8 @@
 //! devices running the real `lwm2m::client`, each on its own UDP socket. Covers OMA LwM2M TS
 //! 1.2 Core §6.2 (registration), §6.3 (device management), §6.4 (reporting) and Transport
 //! §6.5 (queue mode), and a server restart.
+use lwm2m::attributes::NotificationAttributes;
 use lwm2m::client::{ClientConfig, ClientEvent, ObjectStore};
-use lwm2m::coap::link_format::NotificationAttributes;
 use lwm2m::content::negotiate::Lwm2mVersion;
 use lwm2m::content::{ContentFormat, Record};
 use lwm2m::model::{Instance, Node, Path, Resource, Value};

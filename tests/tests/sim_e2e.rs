@@ -5,7 +5,7 @@
 //! field filled, and its counts agree with what the server itself counted.
 use lwm2m_e2e_tests::TestServer;
 use lwm2m_server::config::Config;
-use lwm2m_server::import;
+use lwm2m_server::provisioning::import;
 use serde_json::Value;
 use std::net::SocketAddr;
 

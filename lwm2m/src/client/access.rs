@@ -30,7 +30,7 @@ use super::objects::{
     check_bounds, numeric, overlay, Def, ObjectStore, Stored, MAX_ATTRIBUTE_PATHS,
     MAX_INSTANCES_PER_OBJECT,
 };
-use crate::coap::link_format::NotificationAttributes;
+use crate::attributes::NotificationAttributes;
 use crate::content::link::DiscoverEntry;
 use crate::content::Record;
 use crate::model::{Instance, Node, Path, PathLevel, Resource, ResourceType, Value};

@@ -1,6 +1,9 @@
-//! Requests from the server (OMA LwM2M TS 1.2 Core §6.3 Device Management, §6.4
-//! Observe), turned into operations on the [`ObjectStore`](super::ObjectStore) and
-//! answered; and content negotiation on the client side (Core §7.4, Transport §6.3).
+//! The client side of the Device Management and Service Enablement interface (OMA LwM2M
+//! TS 1.2 Core §6.3): every request from the server is decoded here, turned into an
+//! operation on the [`ObjectStore`](super::ObjectStore) and answered, with content
+//! negotiation on the client side (Core §7.4, Transport §6.3). An Observe or
+//! Observe-Composite (Core §6.4.1, §6.4.3) is answered like a Read and then tracked by the
+//! `reporting` module.
 //!
 //! Formats:
 //! - an answer is in the Accept format when the server gives one and the client supports
@@ -12,7 +15,7 @@
 //!   format;
 //! - payloads are decoded in whatever supported format they come; an unsupported
 //!   Content-Format is answered 4.15.
-use super::notifier::Target;
+use super::reporting::Target;
 use super::Client;
 use crate::coap::{msg, CoapOption, IncomingRequest, MessageClass, Packet, Peer, RequestType};
 use crate::content::negotiate::Lwm2mVersion;

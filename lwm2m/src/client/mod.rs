@@ -12,13 +12,18 @@
 //! virtual time.
 //!
 //! # Layout
+//! One module per LwM2M interface, and the state they share:
+//! - `registration`: the Client Registration interface (Core §6.2): Register, Update,
+//!   De-register, retries.
+//! - `dm`: the Device Management and Service Enablement interface (Core §6.3) as the server
+//!   reaches it: requests decoded, dispatched and answered, with content negotiation; an
+//!   Observe arrives here too and is handed to `reporting`.
+//! - `reporting`: the Information Reporting interface (Core §6.4): observations and when
+//!   they notify (pmin/pmax/gt/lt/st); Send is [`Client::send`] in this file.
+//! - `queue`: queue mode's awake and sleep cycle (Transport §6.5).
+//! - `objects`: [`ObjectStore`], the object tree and its attributes (Core §7.1);
+//!   `access`: the DM operations on it with their permission checks (Core §6.3).
 //! - `config`: [`ClientConfig`], [`ClientEvent`], [`ClientError`], [`StoreError`].
-//! - `objects`: [`ObjectStore`], the object tree and its attributes;
-//!   `access`: the DM operations on it with their permission checks.
-//! - `dm`: requests from the server and content negotiation.
-//! - `registration`: Register, Update, De-register, retries.
-//! - `notifier`: observations and their pmin/pmax/gt/lt/st logic.
-//! - `queue`: queue mode's awake and sleep cycle.
 //!
 //! Bootstrap (Core §6.1) and firmware update (Object 5) are not implemented; the store takes
 //! any object (Object 5 included), Execute and Write reach the application as events, and
@@ -26,10 +31,10 @@
 mod access;
 mod config;
 mod dm;
-mod notifier;
 mod objects;
 mod queue;
 mod registration;
+mod reporting;
 
 pub use config::{ClientConfig, ClientError, ClientEvent, SendId, StoreError};
 pub use objects::{
@@ -37,19 +42,15 @@ pub use objects::{
     MAX_RESOURCES_PER_INSTANCE, MAX_RESOURCE_INSTANCES,
 };
 
-use crate::coap::{msg, MessageClass, ResponseType, Usage};
-use crate::coap::{Endpoint, Event, ExchangeError, Peer, RequestId, RequestOptions, Transmit};
-use crate::content::negotiate::Lwm2mVersion;
-use crate::content::Record;
+use crate::coap::Usage;
+use crate::coap::{Endpoint, Event, ExchangeError, Peer, RequestId, Transmit};
 use crate::model::{Instance, Path, Value};
-use crate::ops::dm::SendRequest;
-use crate::ops::Lwm2mError;
 use std::collections::VecDeque;
 use std::time::Instant;
 
-use notifier::Observation;
 use queue::Radio;
 use registration::Registration;
+use reporting::Observation;
 
 /// One LwM2M client (device) and its connection to one LwM2M server at address `P`.
 ///
@@ -286,57 +287,6 @@ impl<P: Peer> Client<P> {
         Ok(removed)
     }
 
-    /// Send (Core §6.4.4, LwM2M 1.1+): POSTs `records` to `/dp` in the composite format
-    /// ([`ClientConfig::composite_format`]). The answer comes as
-    /// [`ClientEvent::SendCompleted`]. Refused when not registered, for LwM2M 1.0, when
-    /// the server muted Send (`/1/x/23`), or with `max_pending_sends` outstanding.
-    pub fn send(&mut self, now: Instant, records: Vec<Record>) -> Result<SendId, ClientError> {
-        if self.config.version == Lwm2mVersion::V1_0 {
-            return Err(ClientError::Unsupported("Send"));
-        }
-        let format = self
-            .config
-            .composite_format()
-            .ok_or(ClientError::Unsupported("Send"))?;
-        if !self.is_registered() {
-            return Err(ClientError::NotRegistered);
-        }
-        if self.store.server_flag(self.config.short_server_id, 23) == Some(true) {
-            return Err(ClientError::Muted);
-        }
-        if self.sends.len() >= self.config.max_pending_sends {
-            return Err(ClientError::Busy);
-        }
-        let packet = SendRequest { records }
-            .to_coap(format)
-            .map_err(|e| match e {
-                Lwm2mError::BadRequest(d) => {
-                    ClientError::Codec(crate::content::CodecError::Malformed { format, reason: d })
-                }
-                other => ClientError::Rejected(other),
-            })?;
-        self.ensure_awake(now, true);
-        let id = self
-            .endpoint
-            .send_request(now, self.server, packet, RequestOptions::default())?;
-        self.next_send += 1;
-        let send = SendId(self.next_send);
-        self.sends.push((id, send));
-        tracing::debug!(endpoint = %self.config.endpoint, ?send, "send");
-        self.drive(now);
-        Ok(send)
-    }
-
-    /// Send of the current values under `paths` (without timestamps).
-    pub fn send_paths(&mut self, now: Instant, paths: &[Path]) -> Result<SendId, ClientError> {
-        let records = self.store.dm_read_composite(paths).map_err(|_| {
-            ClientError::Store(StoreError::NotFound(
-                paths.first().copied().unwrap_or(Path::ROOT),
-            ))
-        })?;
-        self.send(now, records)
-    }
-
     fn push_event(&mut self, event: ClientEvent) {
         if self.events.len() >= self.config.max_events.max(1) {
             self.events.pop_front();
@@ -390,19 +340,7 @@ impl<P: Peer> Client<P> {
         if self.on_registration_answer(now, id, answer) {
             return;
         }
-        let Some(pos) = self.sends.iter().position(|(r, _)| *r == id) else {
-            return;
-        };
-        let (_, send) = self.sends.swap_remove(pos);
-        let result = match answer {
-            Ok(resp) if resp.header.code == MessageClass::Response(ResponseType::Changed) => Ok(()),
-            Ok(resp) => Err(ClientError::Rejected(
-                Lwm2mError::from_response(resp)
-                    .unwrap_or_else(|| Lwm2mError::Other(msg::code_string(resp))),
-            )),
-            Err(e) => Err(ClientError::Exchange(e)),
-        };
-        self.push_event(ClientEvent::SendCompleted { id: send, result });
+        self.on_send_answer(id, answer);
     }
 }
 

@@ -10,7 +10,7 @@
 //! sensors) or even one it does not (taken as readable and writable) can be added, which is
 //! the seam for firmware and bootstrap.
 use super::config::StoreError;
-use crate::coap::link_format::NotificationAttributes;
+use crate::attributes::NotificationAttributes;
 use crate::model::{
     Instance, Node, ObjectDef, Path, PathLevel, Registry, Resource, ResourceDef, ResourceType,
     Value,

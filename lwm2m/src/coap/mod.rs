@@ -5,7 +5,8 @@
 //!   piggybacked and separate responses, empty ACK, RST and ping.
 //! - RFC 7959 (block-wise): Block1 and Block2 in both roles, with size negotiation.
 //! - RFC 7641 (Observe): as observer and as notifier.
-//! - RFC 6690 (CoRE link format) with the LwM2M attributes.
+//! - RFC 6690 (CoRE link format), the grammar only; the LwM2M attributes are
+//!   [`crate::attributes`].
 //!
 //! The central type is [`Endpoint`]: one value per socket serves any number of peers. See its
 //! documentation for the order in which to call it.

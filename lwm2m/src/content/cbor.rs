@@ -279,19 +279,12 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 mod tests {
     use super::*;
     use crate::content::testutil::{
-        arb_path, arb_single_value, arb_type, CyclingSchema, MapSchema,
+        arb_path, arb_single_value, arb_type, hex, CyclingSchema, MapSchema,
     };
     use crate::model::PathLevel;
     use crate::model::{NoSchema, ObjectLink, Resource, ValueError};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
 
     fn single(v: Value) -> Node {
         Node::Resource(Resource::Single(v))

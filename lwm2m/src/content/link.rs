@@ -15,9 +15,8 @@
 #![deny(clippy::indexing_slicing)]
 
 use super::{CodecError, ContentFormat};
-use crate::coap::link_format::{
-    self, Link, LinkAttribute, LinkFormatError, NotificationAttributes,
-};
+use crate::attributes::NotificationAttributes;
+use crate::coap::link_format::{self, Link, LinkAttribute, LinkFormatError};
 use crate::model::{Path, PathLevel};
 
 fn malformed(reason: impl Into<String>) -> CodecError {
@@ -86,7 +85,7 @@ impl DiscoverEntry {
     ///
     /// A malformed, valueless or repeated notification attribute.
     pub fn notification_attributes(&self) -> Result<NotificationAttributes, CodecError> {
-        NotificationAttributes::from_link(&self.to_link()).map_err(syntax)
+        NotificationAttributes::from_link(&self.to_link()).map_err(|e| malformed(e.to_string()))
     }
 
     fn to_link(&self) -> Link {

@@ -243,20 +243,13 @@ fn put_value(e: &mut Encoder<Vec<u8>>, value: &Value) -> Result<(), WriteError> 
 mod tests {
     use super::super::senml::test_support::*;
     use super::*;
+    use crate::content::testutil::hex;
     use crate::model::{Instance, NoSchema, ObjectLink, Resource, ResourceType};
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
     fn p(s: &str) -> Path {
         Path::parse(s).unwrap()
-    }
-
-    fn hex(s: &str) -> Vec<u8> {
-        let s: String = s.split_whitespace().collect();
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
     }
 
     fn single(v: Value) -> Node {

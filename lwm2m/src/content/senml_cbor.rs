@@ -515,18 +515,12 @@ fn write_record(e: &mut Encoder<Vec<u8>>, rec: &SenmlRecord) -> Result<(), Write
 mod tests {
     use super::super::senml::test_support::*;
     use super::*;
+    use crate::content::testutil::hex;
     use crate::model::{NoSchema, NodeError, ObjectLink, Resource, Value};
     use proptest::prelude::*;
 
     fn p(s: &str) -> Path {
         Path::parse(s).unwrap()
-    }
-
-    fn hex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
     }
 
     fn rec(path: &str, value: Option<Value>, time: Option<f64>) -> Record {

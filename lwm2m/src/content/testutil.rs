@@ -1,6 +1,7 @@
-//! Test support for the content-format codecs: a [`Schema`] backed by a map, and proptest
+//! Test support for the content-format codecs: a [`Schema`] backed by a map, proptest
 //! strategies for values and nodes whose types that schema knows, so round-trip properties
-//! can be stated as `decode(encode(x)) == x`.
+//! can be stated as `decode(encode(x)) == x`, and [`hex`] for the byte vectors of the
+//! specifications' examples.
 //!
 //! Compiled only for tests.
 use crate::model::{
@@ -8,6 +9,15 @@ use crate::model::{
 };
 use proptest::prelude::*;
 use std::collections::HashMap;
+
+/// The bytes a hex string spells; whitespace between bytes is allowed, so long vectors can
+/// be laid out as the specification prints them. Panics on anything else: a test's own
+/// constant is wrong.
+#[allow(clippy::unwrap_used)]
+pub(crate) fn hex(s: &str) -> Vec<u8> {
+    let digits: String = s.split_whitespace().collect();
+    hex::decode(digits).unwrap()
+}
 
 /// A schema that knows exactly the resources put into it.
 #[derive(Debug, Clone, Default)]

@@ -1,10 +1,14 @@
-//! Device Management and Information Reporting operations (OMA LwM2M TS 1.2 Core §6.3,
-//! §6.4; Transport §6.3-6.4 for their CoAP form) as typed requests and responses.
+//! The Device Management and Service Enablement interface (OMA LwM2M TS 1.2 Core §6.3;
+//! Transport §6.3 for its CoAP form) as typed requests and responses.
 //!
 //! The server turns a [`DownlinkRequest`] into CoAP with [`DownlinkRequest::to_coap`] and
 //! reads the answer with [`DownlinkRequest::parse_response`]; the client role reads the
 //! request with [`DownlinkRequest::from_coap`] and answers with [`DmResponse::to_coap`]. One
 //! mapping serves both ends, so they cannot disagree.
+//!
+//! [`DownlinkRequest`] is every request a server sends a client, so it also carries Observe
+//! and Observe-Composite; their CoAP form belongs to the Information Reporting interface and
+//! lives in [`super::reporting`].
 //!
 //! | operation | CoAP |
 //! | --- | --- |
@@ -18,9 +22,9 @@
 //! | Delete | DELETE |
 //! | Read-Composite | FETCH / with a SenML or LwM2M CBOR list of paths |
 //! | Write-Composite | iPATCH / |
-//! | Observe / Observe-Composite | GET / FETCH with Observe=0 |
-use super::Lwm2mError;
-use crate::coap::link_format::NotificationAttributes;
+use super::options::{option_format, request_path, set_format};
+use super::{reporting, Lwm2mError};
+use crate::attributes::NotificationAttributes;
 use crate::coap::{msg, CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use crate::content::link::{decode_discover, encode_discover, DiscoverEntry};
 use crate::content::{self, ContentFormat, Record};
@@ -135,39 +139,29 @@ pub enum DmResponse {
     Deleted,
 }
 
-fn option_format(packet: &Packet, opt: CoapOption) -> Result<Option<ContentFormat>, Lwm2mError> {
-    match msg::uint_option(packet, opt) {
-        None => Ok(None),
-        Some(code) => match u16::try_from(code).ok().and_then(ContentFormat::from_code) {
-            Some(f) => Ok(Some(f)),
-            None if opt == CoapOption::Accept => Err(Lwm2mError::NotAcceptable),
-            None => Err(Lwm2mError::UnsupportedContentFormat),
-        },
-    }
-}
-
-fn set_format(packet: &mut Packet, opt: CoapOption, format: ContentFormat) {
-    msg::set_uint_option(packet, opt, u32::from(format.code()));
-}
-
-fn request_path(packet: &Packet) -> Result<Path, Lwm2mError> {
-    let segs = packet.get_option(CoapOption::UriPath).into_iter().flatten();
-    Path::from_segments(segs).map_err(|e| Lwm2mError::BadRequest(e.to_string()))
-}
-
 fn composite_paths(records: Vec<Record>) -> Vec<Path> {
     records.into_iter().map(|r| r.path).collect()
 }
 
-fn path_records(paths: &[Path]) -> Vec<Record> {
-    paths
+/// Read-Composite (Core §6.3.8): FETCH / with the paths as records without values; the
+/// answer comes in the same format.
+pub(super) fn read_composite_request(
+    paths: &[Path],
+    format: ContentFormat,
+) -> Result<Packet, Lwm2mError> {
+    let records: Vec<Record> = paths
         .iter()
         .map(|p| Record {
             path: *p,
             value: None,
             time: None,
         })
-        .collect()
+        .collect();
+    let mut p = msg::request(RequestType::Fetch, "/");
+    p.payload = content::encode_composite(format, &records)?;
+    set_format(&mut p, CoapOption::ContentFormat, format);
+    set_format(&mut p, CoapOption::Accept, format);
+    Ok(p)
 }
 
 impl DownlinkRequest {
@@ -199,12 +193,7 @@ impl DownlinkRequest {
                 set_format(&mut p, CoapOption::Accept, format);
                 p
             }
-            DownlinkRequest::Observe { .. } => {
-                let mut p = msg::request(RequestType::Get, &path);
-                msg::set_uint_option(&mut p, CoapOption::Observe, 0);
-                set_format(&mut p, CoapOption::Accept, format);
-                p
-            }
+            DownlinkRequest::Observe { .. } => reporting::observe_request(&path, format),
             DownlinkRequest::Discover { .. } => {
                 let mut p = msg::request(RequestType::Get, &path);
                 set_format(&mut p, CoapOption::Accept, ContentFormat::LinkFormat);
@@ -251,16 +240,9 @@ impl DownlinkRequest {
                 p
             }
             DownlinkRequest::Delete { .. } => msg::request(RequestType::Delete, &path),
-            DownlinkRequest::ReadComposite { paths }
-            | DownlinkRequest::ObserveComposite { paths } => {
-                let mut p = msg::request(RequestType::Fetch, "/");
-                p.payload = content::encode_composite(format, &path_records(paths))?;
-                set_format(&mut p, CoapOption::ContentFormat, format);
-                set_format(&mut p, CoapOption::Accept, format);
-                if matches!(self, DownlinkRequest::ObserveComposite { .. }) {
-                    msg::set_uint_option(&mut p, CoapOption::Observe, 0);
-                }
-                p
+            DownlinkRequest::ReadComposite { paths } => read_composite_request(paths, format)?,
+            DownlinkRequest::ObserveComposite { paths } => {
+                reporting::observe_composite_request(paths, format)?
             }
             DownlinkRequest::WriteComposite { records } => {
                 let mut p = msg::request(RequestType::IPatch, "/");
@@ -291,13 +273,12 @@ impl DownlinkRequest {
         };
         let req = match packet.header.code {
             MessageClass::Request(RequestType::Get) => {
-                let observe = msg::observe(packet);
                 if path.is_root() {
                     return Err(Lwm2mError::MethodNotAllowed);
                 }
                 if accept == Some(ContentFormat::LinkFormat) {
                     DownlinkRequest::Discover { path }
-                } else if observe == Some(0) {
+                } else if reporting::registers_observation(packet) {
                     DownlinkRequest::Observe { path }
                 } else {
                     DownlinkRequest::Read { path }
@@ -366,7 +347,7 @@ impl DownlinkRequest {
                 let records =
                     content::decode_composite(payload_format()?, &packet.payload, schema)?;
                 let paths = composite_paths(records);
-                if msg::observe(packet) == Some(0) {
+                if reporting::registers_observation(packet) {
                     DownlinkRequest::ObserveComposite { paths }
                 } else {
                     DownlinkRequest::ReadComposite { paths }
@@ -508,35 +489,6 @@ impl DmResponse {
             }
             DmResponse::Deleted => msg::response(ResponseType::Deleted),
         })
-    }
-}
-
-/// A Send operation (Core §6.4.4, LwM2M 1.1+): `POST /dp` from client to server.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SendRequest {
-    /// The values sent, with their times when the client gave them.
-    pub records: Vec<Record>,
-}
-
-impl SendRequest {
-    /// Builds the CoAP request in `format` (SenML JSON/CBOR or LwM2M CBOR).
-    pub fn to_coap(&self, format: ContentFormat) -> Result<Packet, Lwm2mError> {
-        let mut p = msg::request(RequestType::Post, "/dp");
-        p.payload = content::encode_composite(format, &self.records)?;
-        set_format(&mut p, CoapOption::ContentFormat, format);
-        Ok(p)
-    }
-
-    /// Reads a Send request as the server receives it.
-    pub fn from_coap(
-        packet: &Packet,
-        schema: &dyn Schema,
-    ) -> Result<(Self, ContentFormat), Lwm2mError> {
-        let format = option_format(packet, CoapOption::ContentFormat)?
-            .filter(|f| f.supports_composite())
-            .ok_or(Lwm2mError::UnsupportedContentFormat)?;
-        let records = content::decode_composite(format, &packet.payload, schema)?;
-        Ok((Self { records }, format))
     }
 }
 

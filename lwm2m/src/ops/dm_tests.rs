@@ -196,36 +196,6 @@ fn request_refusals() {
 }
 
 #[test]
-fn send_round_trips() {
-    let send = SendRequest {
-        records: vec![
-            Record {
-                path: Path::resource(3303, 0, 5700),
-                value: Some(Value::Float(21.0)),
-                time: Some(1_700_000_000.0),
-            },
-            Record {
-                path: Path::resource(3303, 0, 5700),
-                value: Some(Value::Float(21.5)),
-                time: Some(1_700_000_060.0),
-            },
-        ],
-    };
-    for f in [ContentFormat::SenmlJson, ContentFormat::SenmlCbor] {
-        let p = send.to_coap(f).unwrap();
-        assert_eq!(msg::uri_path(&p), "/dp");
-        let (back, format) = SendRequest::from_coap(&p, &NoSchema).unwrap();
-        assert_eq!((back, format), (send.clone(), f));
-    }
-    let mut p = send.to_coap(ContentFormat::SenmlJson).unwrap();
-    msg::set_uint_option(&mut p, CoapOption::ContentFormat, 11542);
-    assert_eq!(
-        SendRequest::from_coap(&p, &NoSchema).map(|_| ()),
-        Err(Lwm2mError::UnsupportedContentFormat)
-    );
-}
-
-#[test]
 fn write_attributes_refuses_unknown_bare_names() {
     let p = msg::request(RequestType::Put, "/3303/0/5700?pmin=5&bogus");
     assert!(matches!(

@@ -25,7 +25,7 @@
 //! MQTT behaviour the bridge relies on, provided by rumqttd: QoS 1 (PUBACK once the router
 //! has the message) and QoS 2; persistent sessions (MQTT 3.1.1 `CleanSession = 0`, MQTT 5
 //! `Clean Start = 0`) that keep a disconnected client's subscriptions and the messages
-//! matching them, within the bounds of [`router_config`]. A publish on a topic nobody
+//! matching them, within the bounds of `router_config`. A publish on a topic nobody
 //! subscribes to is acknowledged and dropped. Each listener speaks one protocol version: a
 //! 3.1.1 client must use the v4 listener, an MQTT 5 client the v5 one.
 //!

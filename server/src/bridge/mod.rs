@@ -9,7 +9,8 @@
 //! - [`sink`]: the part on the server task: events in, outbox and commands out.
 //! - [`shadow`]: desired and reported state, and the delta between them.
 //! - [`link`]: the MQTT connection (rumqttc, MQTT 5 or 3.1.1).
-//! - [`connect`]: client options from the configuration (TLS, credentials, session).
+//! - [`connect`]: MQTT client options from the checked `[mqtt]` settings (TLS, credentials,
+//!   session).
 //! - [`broker`]: the embedded broker (rumqttd) of the default configuration.
 pub mod broker;
 pub mod connect;
@@ -19,13 +20,12 @@ pub mod outbox;
 pub mod shadow;
 pub mod sink;
 
-use crate::config::Config;
+use crate::config::{Config, MqttVersion};
 use crate::runtime::Control;
 use crate::store::Store;
 use anyhow::Context;
 use lwm2m::model::Registry;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -92,36 +92,30 @@ pub(crate) fn start(
     let Some(bridge) = bridge.filter(|_| m.enabled) else {
         return Ok(None);
     };
-    let broker = if m.embedded_broker {
-        let addr: std::net::SocketAddr = m.broker.parse().with_context(|| {
-            format!(
-                "[mqtt] broker {:?}: the embedded broker needs an IP:port",
-                m.broker
-            )
-        })?;
-        let (v4, v5) = if m.version == 5 {
+    let broker = if let Some(addr) = m.embedded_broker {
+        let (v4, v5) = if m.version == MqttVersion::V5 {
             (None, Some(addr))
         } else {
             (Some(addr), None)
         };
         let b = broker::EmbeddedBroker::start(v4, v5)
             .with_context(|| format!("embedded MQTT broker on {addr}"))?;
-        tracing::info!(%addr, version = m.version, "embedded MQTT broker listening");
+        tracing::info!(%addr, version = m.version.number(), "embedded MQTT broker listening");
         Some(b)
     } else {
         None
     };
-    let options = if m.version == 5 {
+    let options = if m.version == MqttVersion::V5 {
         link::Options::V5(Box::new(connect::options_v5(m)?))
     } else {
         link::Options::V311(Box::new(connect::options_v311(m)?))
     };
     let link_config = link::LinkConfig {
         prefix: m.topic_prefix.clone(),
-        qos: m.qos,
+        qos: m.qos.level(),
         window: 1000,
-        reconnect_min: Duration::from_millis(m.reconnect_min_ms),
-        reconnect_max: Duration::from_millis(m.reconnect_max_ms),
+        reconnect_min: m.reconnect_min,
+        reconnect_max: m.reconnect_max,
     };
     let shared = bridge.shared();
     let (tx, mut rx) = mpsc::channel::<link::Downlink>(1024);
@@ -139,7 +133,7 @@ pub(crate) fn start(
             }
         }
     });
-    tracing::info!(broker = %m.broker, version = m.version, prefix = %m.topic_prefix, "MQTT bridge started");
+    tracing::info!(broker = %m.broker, version = m.version.number(), prefix = %m.topic_prefix, "MQTT bridge started");
     Ok(Some((
         bridge,
         Running {

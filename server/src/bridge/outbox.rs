@@ -129,7 +129,7 @@ fn check_stored(key: &[u8], value: &[u8]) -> Result<(), String> {
 
 impl Outbox {
     /// Opens the outbox in `store`, continuing after what a previous run left. Every stored
-    /// message is checked first: one that could never be sent ([`check_stored`]) is skipped,
+    /// message is checked first: one that could never be sent (`check_stored`) is skipped,
     /// counted ([`skipped`](Self::skipped)), logged and deleted.
     pub fn open(store: Store, max: u64) -> Result<Self, StoreError> {
         let mut last = 0u64;
@@ -232,7 +232,7 @@ impl Outbox {
 }
 
 /// Reads committed messages from `from` on, at most `limit`. A message that could never be
-/// sent ([`check_stored`]; [`Outbox::open`] deletes those) is passed over.
+/// sent (`check_stored`; [`Outbox::open`] deletes those) is passed over.
 pub fn read(store: &Store, from: u64, limit: usize) -> Result<Vec<(u64, Message)>, StoreError> {
     Ok(store
         .range(Table::Outbox, &key(from), limit)?

@@ -1,6 +1,9 @@
-//! The command path: every northbound operation arrives as a
+//! The Device Management and Service Enablement interface, server side (OMA LwM2M TS 1.2
+//! Core §6.3: Read, Discover, Write, Write-Attributes, Execute, Create, Delete and the
+//! composites), as the one command path: every northbound operation arrives as a
 //! [`Command`], is sent at once to an awake device or queued durably for a sleeping one
 //! (Transport §6.5, queue mode), and ends in exactly one [`DeviceEvent::CommandResult`].
+//! Observe commands take this path too; what follows their first response is in `reporting`.
 use super::persist::{self, QueuedRecord, StoreOp};
 use super::types::{
     Command, CommandError, CommandId, DeviceEvent, ObservationId, Outcome, COMMAND_TIMEOUT_RANGE,

@@ -1,5 +1,5 @@
-//! The LwM2M server core, sans-IO: registrations, the command path
-//! with queue mode, observations and Send, on top of one [`coap::Endpoint`].
+//! The LwM2M server core, sans-IO: registrations, the command path with queue mode,
+//! observations and Send, on top of one [`coap::Endpoint`].
 //!
 //! Like the CoAP endpoint it wraps, it never touches a socket or reads the clock:
 //! - **Inputs**: [`handle_datagram`](ServerCore::handle_datagram),
@@ -10,22 +10,37 @@
 //!   [`poll_event`](ServerCore::poll_event) (the [`DeviceEvent`] stream), and
 //!   [`poll_timeout`](ServerCore::poll_timeout).
 //!
-//! OMA LwM2M TS 1.2 Core §6.2 (registration), §6.3-6.4 (device management, reporting) and
-//! Transport §6.5 (queue mode) are implemented here; the CoAP details live in `lwm2m`.
+//! One file per LwM2M interface (OMA LwM2M TS 1.2 Core), the CoAP details living in `lwm2m`:
+//! - `registration`: the Registration interface (Core §6.2): Register, Update, De-register,
+//!   lifetime expiry.
+//! - `commands`: the Device Management and Service Enablement interface (Core §6.3) as the
+//!   one command path, with queue mode (Transport §6.5) for sleeping devices.
+//! - `reporting`: the Information Reporting interface (Core §6.4): Observe, Notify, Cancel
+//!   Observation, and Send.
+//! - [`persist`] and `restore`: the core's records in the store and bringing them back.
+//! - [`types`]: the values crossing the core's boundary.
+//!
+//! This file routes what the CoAP endpoint produces: requests from devices to the
+//! Registration interface (`/rd`) or to Send (`/dp`), responses to the command path or to
+//! the observations.
 //!
 //! [`coap::Endpoint`]: lwm2m::coap::Endpoint
 mod commands;
-mod observations;
 pub mod persist;
 mod registration;
+mod reporting;
 mod restore;
 #[cfg(test)]
 mod tests;
 pub mod types;
 
-use lwm2m::coap::{Endpoint, EndpointConfig, Event, Peer, RequestId, Transmit};
+use lwm2m::coap::{
+    CoapOption, Endpoint, EndpointConfig, Event, IncomingRequest, MessageClass, Peer, RequestId,
+    RequestType, Transmit,
+};
 use lwm2m::content::negotiate::ClientFormats;
 use lwm2m::model::Registry;
+use lwm2m::ops::Lwm2mError;
 use persist::StoreOp;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -153,7 +168,7 @@ pub struct ServerCore<P: Peer> {
     queue_expiry: BTreeMap<(Instant, CommandId), String>,
     /// Commands sent and awaiting the device's answer.
     inflight: HashMap<RequestId, commands::InFlight>,
-    observations: HashMap<ObservationId, observations::Observation>,
+    observations: HashMap<ObservationId, reporting::Observation>,
     observation_by_request: HashMap<RequestId, ObservationId>,
     next_command: u64,
     next_observation: u64,
@@ -368,6 +383,43 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
                 // The server pings nobody and serves no observers.
                 Event::Pong { .. } | Event::ObserverGone { .. } => {}
             }
+        }
+    }
+
+    /// A request from a device: the Registration interface (`/rd`) or Send (`/dp`).
+    fn on_request(&mut self, now: Instant, req: IncomingRequest<P>) {
+        let segments: Vec<String> = req
+            .request
+            .get_option(CoapOption::UriPath)
+            .into_iter()
+            .flatten()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect();
+        let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let method = req.request.header.code;
+        let post = MessageClass::Request(RequestType::Post);
+        let delete = MessageClass::Request(RequestType::Delete);
+        let result = match segs.as_slice() {
+            ["rd"] if method == post => self.register(now, req.peer, &req.request),
+            ["rd", id] if method == post => self.update(now, req.peer, id, &req.request),
+            ["rd", id] if method == delete => self.deregister(now, req.peer, id),
+            ["dp"] if method == post => self.on_send(now, req.peer, &req.request),
+            ["rd"] | ["rd", _] | ["dp"] => Err(Lwm2mError::MethodNotAllowed),
+            _ => Err(Lwm2mError::NotFound),
+        };
+        let (response, heard) = match result {
+            Ok((response, endpoint)) => (response, Some(endpoint)),
+            Err(e) => {
+                tracing::debug!(peer = %req.peer, error = %e, "registration interface request refused");
+                (e.to_response(), None)
+            }
+        };
+        if let Err(e) = self.coap.respond(now, req.id, response) {
+            tracing::warn!(peer = %req.peer, error = %e, "could not answer");
+        }
+        // After the answer, so a queue-mode device gets its 2.01/2.04 before queued requests.
+        if let Some(endpoint) = heard {
+            self.heard_from(now, &endpoint);
         }
     }
 

@@ -1,14 +1,12 @@
 //! The Registration interface, server side (OMA LwM2M TS 1.2 Core §6.2; Transport §6.2):
-//! Register, Update, De-register, lifetime expiry, and routing of Send (`/dp`, Core §6.4.4).
+//! Register (`POST /rd`), Update (`POST /rd/{location}`), De-register
+//! (`DELETE /rd/{location}`), lifetime expiry, and the durable record of each registration.
 use super::persist::{self, StoreOp};
 use super::types::{DeregisterReason, DeviceEvent, Registration};
 use super::{Device, ServerCore};
 use crate::store::Table;
-use lwm2m::coap::{
-    msg, CoapOption, IncomingRequest, MessageClass, Packet, Peer, RequestType, ResponseType,
-};
+use lwm2m::coap::{msg, CoapOption, Packet, Peer, ResponseType};
 use lwm2m::content::negotiate::ClientFormats;
-use lwm2m::ops::dm::SendRequest;
 use lwm2m::ops::registration::{Register, Update};
 use lwm2m::ops::Lwm2mError;
 use rand::Rng;
@@ -23,44 +21,7 @@ fn location_id<R: Rng>(rng: &mut R) -> String {
 }
 
 impl<P: Peer + Display + FromStr> ServerCore<P> {
-    /// A request from a device: registration interface or Send.
-    pub(super) fn on_request(&mut self, now: Instant, req: IncomingRequest<P>) {
-        let segments: Vec<String> = req
-            .request
-            .get_option(CoapOption::UriPath)
-            .into_iter()
-            .flatten()
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect();
-        let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
-        let method = req.request.header.code;
-        let post = MessageClass::Request(RequestType::Post);
-        let delete = MessageClass::Request(RequestType::Delete);
-        let result = match segs.as_slice() {
-            ["rd"] if method == post => self.register(now, req.peer, &req.request),
-            ["rd", id] if method == post => self.update(now, req.peer, id, &req.request),
-            ["rd", id] if method == delete => self.deregister(now, req.peer, id),
-            ["dp"] if method == post => self.on_send(now, req.peer, &req.request),
-            ["rd"] | ["rd", _] | ["dp"] => Err(Lwm2mError::MethodNotAllowed),
-            _ => Err(Lwm2mError::NotFound),
-        };
-        let (response, heard) = match result {
-            Ok((response, endpoint)) => (response, Some(endpoint)),
-            Err(e) => {
-                tracing::debug!(peer = %req.peer, error = %e, "registration interface request refused");
-                (e.to_response(), None)
-            }
-        };
-        if let Err(e) = self.coap.respond(now, req.id, response) {
-            tracing::warn!(peer = %req.peer, error = %e, "could not answer");
-        }
-        // After the answer, so a queue-mode device gets its 2.01/2.04 before queued requests.
-        if let Some(endpoint) = heard {
-            self.heard_from(now, &endpoint);
-        }
-    }
-
-    fn register(
+    pub(super) fn register(
         &mut self,
         now: Instant,
         peer: P,
@@ -147,7 +108,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         ));
     }
 
-    fn update(
+    pub(super) fn update(
         &mut self,
         now: Instant,
         peer: P,
@@ -208,7 +169,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         Ok((msg::response(ResponseType::Changed), endpoint))
     }
 
-    fn deregister(
+    pub(super) fn deregister(
         &mut self,
         now: Instant,
         peer: P,
@@ -275,26 +236,5 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             tracing::info!(endpoint = %endpoint, "registration expired");
             self.remove_device(now, &endpoint, DeregisterReason::Expired);
         }
-    }
-
-    /// Send (`POST /dp`): the device is known by the peer it registered from — for DTLS its
-    /// session, which is its credential, not an address.
-    fn on_send(
-        &mut self,
-        _now: Instant,
-        peer: P,
-        packet: &Packet,
-    ) -> Result<(Packet, String), Lwm2mError> {
-        let endpoint = self
-            .by_peer
-            .get(&peer)
-            .cloned()
-            .ok_or(Lwm2mError::NotFound)?;
-        let (send, _format) = SendRequest::from_coap(packet, self.schema.as_ref())?;
-        self.events.push_back(DeviceEvent::Send {
-            endpoint: endpoint.clone(),
-            records: send.records,
-        });
-        Ok((msg::response(ResponseType::Changed), endpoint))
     }
 }

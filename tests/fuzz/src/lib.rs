@@ -12,7 +12,7 @@
 //! | `dtls_server` | a sequence of chunks | `dtls::Server` (PSK and ECDHE with a raw public key) in virtual time: raw datagrams from four addresses, the harness's cookie echo, a genuine PSK client's handshake, data, replays and corruptions, and saved sessions restored (see [`targets::dtls::chunk`] for the encoding) |
 //! | `content_text`, `content_opaque`, `content_cbor`, `content_tlv`, `content_lwm2m_json`, `content_senml_json`, `content_senml_cbor`, `content_lwm2m_cbor` | a payload | `lwm2m::content::decode` (the dispatch by `ContentFormat`) at twelve paths of every level, with the bundled registry and without a schema, and `decode_composite` |
 //! | `content_link` | a Discover answer | `lwm2m::content::link::decode_discover` and the attribute accessors |
-//! | `link_format` | link-format text | `lwm2m::coap::link_format::parse`, `parse_registration_links`, `NotificationAttributes` from links and from a query |
+//! | `link_format` | link-format text | `lwm2m::coap::link_format::parse`, `parse_registration_links`, `lwm2m::attributes::NotificationAttributes` from links and from a query |
 //! | `command_envelope` | an MQTT payload | `lwm2m_server::bridge::envelope::parse_command` (and `parse_command_with` under small limits), with the bundled registry as schema |
 //! | `ddf` | a file | `lwm2m::model::parse_ddf` and `Registry::load_file` (which also decodes UTF-16 and ISO-8859-1) |
 //!

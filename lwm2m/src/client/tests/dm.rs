@@ -2,8 +2,8 @@
 //! error codes for missing paths (4.04), forbidden operations (4.05), formats the client
 //! does not speak (4.06, 4.15), and content negotiation.
 use super::*;
+use crate::attributes::NotificationAttributes;
 use crate::client::config::ClientError;
-use crate::coap::link_format::NotificationAttributes;
 use crate::coap::CoapOption;
 use crate::content::negotiate::Lwm2mVersion;
 use crate::content::Record;
@@ -660,7 +660,8 @@ fn send_posts_records_and_reports_the_answer() {
     assert_eq!(msg::uri_path(dp), "/dp");
     assert_eq!(format_of(dp), Some(ContentFormat::SenmlCbor));
     let (send, _) =
-        crate::ops::dm::SendRequest::from_coap(dp, &*crate::client::bundled_registry()).unwrap();
+        crate::ops::reporting::SendRequest::from_coap(dp, &*crate::client::bundled_registry())
+            .unwrap();
     assert_eq!(send.records[0].value, Some(Value::Float(22.5)));
     assert_eq!(
         net.client_events(|e| match e {
@@ -675,7 +676,7 @@ fn send_posts_records_and_reports_the_answer() {
     let id2 = net.client.send_paths(now, &[p("/3/0/9")]).unwrap();
     net.flush();
     net.run_for(Duration::from_secs(1));
-    let (send, _) = crate::ops::dm::SendRequest::from_coap(
+    let (send, _) = crate::ops::reporting::SendRequest::from_coap(
         &net.seen[1].request,
         &*crate::client::bundled_registry(),
     )
@@ -732,7 +733,8 @@ fn lwm2m_1_2_client_speaks_lwm2m_cbor_when_configured() {
     let dp = &net.seen.last().unwrap().request;
     assert_eq!(format_of(dp), Some(ContentFormat::Lwm2mCbor));
     let (send, _) =
-        crate::ops::dm::SendRequest::from_coap(dp, &*crate::client::bundled_registry()).unwrap();
+        crate::ops::reporting::SendRequest::from_coap(dp, &*crate::client::bundled_registry())
+            .unwrap();
     assert_eq!(send.records[0].value, Some(Value::Integer(87)));
 }
 

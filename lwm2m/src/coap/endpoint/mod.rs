@@ -3,8 +3,8 @@
 //! The message layer lives here: message IDs per peer, confirmable retransmission with
 //! exponential backoff (§4.2), duplicate detection with replay of the cached answer (§4.5),
 //! ACK/RST matching, ping (§4.3) and all timers. The request/response roles are split out:
-//! [`client`] (requests we send, Block1 upload, Block2 download, Observe as observer) and
-//! [`server`] (requests we receive, Block1 reassembly, Block2 serving, Observe as notifier).
+//! `client` (requests we send, Block1 upload, Block2 download, Observe as observer) and
+//! `server` (requests we receive, Block1 reassembly, Block2 serving, Observe as notifier).
 mod client;
 mod server;
 

@@ -1,13 +1,24 @@
 //! Every command shape (EMQX's own examples first), every uplink shape, the value types
 //! both ways, and arbitrary input.
+use super::downlink::*;
+use super::uplink::*;
+use super::values::*;
 use super::*;
-use crate::core::types::Command;
+use crate::core::types::{Command, CommandError, Content, DeregisterReason, Outcome, Registration};
+use lwm2m::attributes::NotificationAttributes;
 use lwm2m::content::link::{DiscoverEntry, ObjectLinks};
 use lwm2m::content::negotiate::Lwm2mVersion;
+use lwm2m::content::{ContentFormat, Record};
 use lwm2m::model::ObjectLink;
+use lwm2m::model::{Instance, Node, Path, Registry, Resource, ResourceType, Value};
+use lwm2m::ops::dm::{DmResponse, DownlinkRequest, WriteMode};
 use lwm2m::ops::registration::Binding;
+use lwm2m::ops::Lwm2mError;
 use proptest::prelude::*;
 use serde_json::json;
+use serde_json::{Map, Value as Json};
+use std::collections::BTreeMap;
+use std::time::Duration;
 use std::time::SystemTime;
 
 fn schema() -> Registry {

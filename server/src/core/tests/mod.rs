@@ -588,7 +588,7 @@ fn observe_notifications_and_active_cancel() {
 fn send_is_reported_for_the_registered_device() {
     let mut w = World::new();
     w.register(1, "dev-1", 3600, false);
-    let send = lwm2m::ops::dm::SendRequest {
+    let send = lwm2m::ops::reporting::SendRequest {
         records: vec![lwm2m::content::Record {
             path: Path::resource(3303, 0, 5700),
             value: Some(Value::Float(19.5)),

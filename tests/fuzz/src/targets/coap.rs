@@ -13,8 +13,9 @@ use lwm2m::coap::{
 };
 use lwm2m::content::ContentFormat;
 use lwm2m::model::Path;
-use lwm2m::ops::dm::{DmResponse, DownlinkRequest, SendRequest};
+use lwm2m::ops::dm::{DmResponse, DownlinkRequest};
 use lwm2m::ops::registration::{Register, Update};
+use lwm2m::ops::reporting::SendRequest;
 use lwm2m::ops::Lwm2mError;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -77,11 +78,11 @@ fn options(packet: &Packet) {
     // What a Write-Attributes request carries (Core §5.1.2).
     let query = msg::uri_query(packet);
     let query: Vec<&str> = query.iter().map(String::as_str).collect();
-    if let Ok(attrs) = lwm2m::coap::link_format::NotificationAttributes::from_query(&query) {
+    if let Ok(attrs) = lwm2m::attributes::NotificationAttributes::from_query(&query) {
         let back: Vec<String> = attrs.to_query();
         let items: Vec<&str> = back.iter().map(String::as_str).collect();
         same(
-            &lwm2m::coap::link_format::NotificationAttributes::from_query(&items),
+            &lwm2m::attributes::NotificationAttributes::from_query(&items),
             &attrs,
             || format!("{attrs:?} written as {back:?}"),
         );

@@ -3,7 +3,8 @@
 //! generic parser, the registration payload reader built on it, and the notification
 //! attributes (from links and from Write-Attributes queries) are all fed.
 use super::same;
-use lwm2m::coap::link_format::{self, Link, NotificationAttributes, MAX_LINKS};
+use lwm2m::attributes::NotificationAttributes;
+use lwm2m::coap::link_format::{self, Link, MAX_LINKS};
 use lwm2m::content::link::parse_registration_links;
 
 /// The fuzz target.
@@ -14,7 +15,7 @@ pub fn link_format(data: &[u8]) {
         assert_eq!(from_str, parsed);
         if let Err(e) = &from_str {
             // link_format's tests: an error points inside the input.
-            assert!(e.position().is_none_or(|p| p <= text.len()), "{e:?}");
+            assert!(e.position() <= text.len(), "{e:?}");
         }
     }
     if let Ok(links) = &parsed {
@@ -55,7 +56,7 @@ pub fn link_format(data: &[u8]) {
     let _ = NotificationAttributes::from_query_with_removals(&items);
 }
 
-/// link_format's tests: notification attributes round-trip through a link and a query.
+/// attributes' tests: notification attributes round-trip through a link and a query.
 fn attributes(link: &Link) {
     let Ok(attrs) = NotificationAttributes::from_link(link) else {
         return;

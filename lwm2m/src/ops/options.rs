@@ -1,0 +1,33 @@
+//! The CoAP options every LwM2M interface reads and writes the same way (OMA LwM2M TS 1.2
+//! Transport §6): Content-Format and Accept as typed [`ContentFormat`]s, and Uri-Path as an
+//! object-model [`Path`].
+use super::Lwm2mError;
+use crate::coap::{msg, CoapOption, Packet};
+use crate::content::ContentFormat;
+use crate::model::Path;
+
+/// The Content-Format or Accept option. A format this crate does not know is refused the way
+/// Transport §6.3 says: 4.06 for Accept, 4.15 for Content-Format.
+pub(super) fn option_format(
+    packet: &Packet,
+    opt: CoapOption,
+) -> Result<Option<ContentFormat>, Lwm2mError> {
+    match msg::uint_option(packet, opt) {
+        None => Ok(None),
+        Some(code) => match u16::try_from(code).ok().and_then(ContentFormat::from_code) {
+            Some(f) => Ok(Some(f)),
+            None if opt == CoapOption::Accept => Err(Lwm2mError::NotAcceptable),
+            None => Err(Lwm2mError::UnsupportedContentFormat),
+        },
+    }
+}
+
+pub(super) fn set_format(packet: &mut Packet, opt: CoapOption, format: ContentFormat) {
+    msg::set_uint_option(packet, opt, u32::from(format.code()));
+}
+
+/// The request's Uri-Path as a path; one that is not an object-model path is a 4.00.
+pub(super) fn request_path(packet: &Packet) -> Result<Path, Lwm2mError> {
+    let segs = packet.get_option(CoapOption::UriPath).into_iter().flatten();
+    Path::from_segments(segs).map_err(|e| Lwm2mError::BadRequest(e.to_string()))
+}

@@ -1,0 +1,159 @@
+//! The admin channel's wire protocol: one request per line as JSON ([`AdminOp`]), one reply
+//! per line ([`AdminReply`]), the bounds on both, and how a line is read off the stream.
+use crate::provisioning::audit::AuditEvent;
+use crate::provisioning::credentials::{CredentialSummary, NewCredential};
+use serde::{Deserialize, Serialize};
+use std::io;
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
+use tokio::sync::oneshot;
+
+/// Longest request line, in bytes: a `device-import` chunk of [`MAX_IMPORT_CHUNK`] typical
+/// PSK credentials (about 100-130 bytes of JSON each) fits; the CLI makes chunks of longer
+/// ones smaller. With [`MAX_CONNECTIONS`](super::MAX_CONNECTIONS), the admin socket buffers at most 4 MiB.
+pub const MAX_REQUEST_LEN: usize = 1024 * 1024;
+/// Most credentials in one `device-import` request.
+pub const MAX_IMPORT_CHUNK: usize = 5000;
+/// Longest reply line the client reads (a list of a million devices fits).
+pub const MAX_REPLY_LEN: usize = 512 * 1024 * 1024;
+/// Most audit events returned by one request.
+pub const MAX_AUDIT_LIMIT: usize = 10_000;
+
+fn default_audit_limit() -> usize {
+    50
+}
+
+/// A request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum AdminOp {
+    /// Add a credential, or replace (rotate) the endpoint's current one.
+    DeviceAdd {
+        /// The credential.
+        credential: NewCredential,
+    },
+    /// List every credential (never the keys).
+    DeviceList,
+    /// Revoke an endpoint's credential; the runtime also closes its live session.
+    DeviceRevoke {
+        /// The endpoint.
+        endpoint: String,
+    },
+    /// Add or replace many credentials in one store transaction, as many `DeviceAdd`s would
+    /// (at most [`MAX_IMPORT_CHUNK`]); refused whole if any one is refused.
+    DeviceImport {
+        /// The credentials.
+        credentials: Vec<NewCredential>,
+        /// Only check: say what would be refused, change nothing.
+        #[serde(default)]
+        check: bool,
+    },
+    /// The newest audit events, oldest first.
+    Audit {
+        /// How many (default 50, at most [`MAX_AUDIT_LIMIT`]).
+        #[serde(default = "default_audit_limit")]
+        limit: usize,
+    },
+}
+
+/// A reply: `ok` and, by operation, the fields that apply.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminReply {
+    /// Whether the operation was applied.
+    pub ok: bool,
+    /// Why not, when `ok` is false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// device-add: the credential now in force; device-revoke: the one revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<CredentialSummary>,
+    /// device-add: the credential it replaced, if any (its session should be closed too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replaced: Option<CredentialSummary>,
+    /// device-list: every credential.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<Vec<CredentialSummary>>,
+    /// audit: the events, oldest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events: Option<Vec<AuditEvent>>,
+    /// device-import: what was imported (or, with `check`, would be), or what was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import: Option<ImportReport>,
+}
+
+/// What a `device-import` request did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportReport {
+    /// Credentials added or replaced (with `check`: that would be).
+    pub imported: usize,
+    /// Of those, the ones that replaced an endpoint's credential.
+    pub replaced: usize,
+    /// The entries refused, if any (then nothing was imported).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<RefusedEntry>,
+}
+
+/// One refused entry of a `device-import` request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefusedEntry {
+    /// Its index in the request's `credentials`.
+    pub index: usize,
+    /// Why.
+    pub error: String,
+    /// For a PSK identity (public key, certificate) already bound elsewhere: that endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bound_to: Option<String>,
+}
+
+impl AdminReply {
+    /// A success with no data.
+    pub fn ok() -> Self {
+        Self {
+            ok: true,
+            ..Self::default()
+        }
+    }
+
+    /// A refusal.
+    pub fn error(message: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            error: Some(message.into()),
+            ..Self::default()
+        }
+    }
+}
+
+/// A request forwarded to the runtime, with where to send its reply.
+#[derive(Debug)]
+pub struct AdminRequest {
+    /// What to do.
+    pub op: AdminOp,
+    /// Where the reply goes (dropping it answers "the server dropped the request").
+    pub reply: oneshot::Sender<AdminReply>,
+}
+
+/// One line of at most `max` bytes, without its newline; `None` at the end of the stream.
+/// A longer line is an `InvalidData` error.
+pub(super) async fn read_line<R: AsyncBufRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> io::Result<Option<Vec<u8>>> {
+    let mut line = Vec::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    let n = (&mut *reader)
+        .take(limit)
+        .read_until(b'\n', &mut line)
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    } else if line.len() > max {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("line longer than {max} bytes"),
+        ));
+    }
+    Ok(Some(line))
+}

@@ -1,0 +1,162 @@
+//! The server's side of DTLS (OMA LwM2M TS 1.2 Transport §5.2): how
+//! the engine finds device credentials, which endpoints must authenticate, the server's own
+//! key and certificate, and the engine's settings from the configuration.
+use crate::config::Config;
+use crate::core::SecurityPolicy;
+use crate::provisioning::credentials::Credentials;
+use anyhow::Context;
+use dtls::pki::{OwnKey, Roots};
+use dtls::{AlertDescription, PeerKey, PskEntry, ServerCredentials};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+/// The credential index, shared by the DTLS lookups, the core's policy and the admin channel
+/// (all on the server task; the lock is never contended).
+#[derive(Clone, Default)]
+pub struct SharedCredentials(pub Arc<RwLock<Credentials>>);
+
+impl SecurityPolicy for SharedCredentials {
+    fn requires_dtls(&self, endpoint: &str) -> bool {
+        // A poisoned lock means a panic elsewhere; refusing is the safe answer.
+        self.0.read().map_or(true, |c| c.has_credential(endpoint))
+    }
+}
+
+/// The view the DTLS engine judges clients through.
+pub struct Lookup<'a> {
+    /// The provisioned devices.
+    pub creds: &'a Credentials,
+    /// CAs device certificates must chain to (empty: pinned certificates only).
+    pub roots: &'a Roots,
+}
+
+impl ServerCredentials for Lookup<'_> {
+    fn psk(&self, identity: &[u8]) -> Option<PskEntry> {
+        self.creds.psk(identity).map(|(endpoint, key)| PskEntry {
+            key: key.to_vec(),
+            principal: Arc::from(endpoint),
+        })
+    }
+
+    fn verify_client(
+        &self,
+        key: PeerKey<'_>,
+        unix_time: Option<u64>,
+    ) -> Result<Arc<str>, AlertDescription> {
+        match key {
+            PeerKey::RawPublicKey(spki) => self
+                .creds
+                .by_public_key(spki)
+                .map(Arc::from)
+                .ok_or(AlertDescription::AccessDenied),
+            PeerKey::Certificates(chain) => {
+                if !self.roots.is_empty() {
+                    // Validity needs the time of day; `dtls_config` always gives the engine
+                    // one, so its absence is a bug here, not the device's fault.
+                    let now = unix_time.ok_or(AlertDescription::InternalError)?;
+                    self.roots.verify(chain, now, true)?;
+                }
+                let leaf = chain.first().ok_or(AlertDescription::BadCertificate)?;
+                self.creds
+                    .by_certificate(leaf)
+                    .map(Arc::from)
+                    .ok_or(AlertDescription::AccessDenied)
+            }
+        }
+    }
+}
+
+/// The server's ECDSA key and certificate: the configured files, or a P-256 key and
+/// self-signed certificate generated on first start and kept in the data directory (so a
+/// device that pinned the server's key keeps working across restarts).
+pub fn server_key(config: &Config) -> anyhow::Result<Arc<OwnKey>> {
+    let sec = &config.security;
+    let (cert_path, key_path) = if sec.certificate.as_os_str().is_empty() {
+        let dir = &config.server.data_dir;
+        let (c, k) = (dir.join("server-cert.pem"), dir.join("server-key.pem"));
+        if !c.exists() || !k.exists() {
+            generate_self_signed(&c, &k)?;
+        }
+        (c, k)
+    } else {
+        (sec.certificate.clone(), sec.private_key.clone())
+    };
+    let chain: Vec<Vec<u8>> = CertificateDer::pem_file_iter(&cert_path)
+        .with_context(|| format!("reading {}", cert_path.display()))?
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing {}", cert_path.display()))?;
+    let key = PrivateKeyDer::from_pem_file(&key_path)
+        .with_context(|| format!("reading {}", key_path.display()))?;
+    let PrivateKeyDer::Pkcs8(pkcs8) = key else {
+        anyhow::bail!(
+            "{}: the server key must be a PKCS#8 P-256 key (\"BEGIN PRIVATE KEY\")",
+            key_path.display()
+        );
+    };
+    let key = OwnKey::from_pkcs8_der(pkcs8.secret_pkcs8_der(), chain)
+        .with_context(|| format!("{} and {}", cert_path.display(), key_path.display()))?;
+    Ok(Arc::new(key))
+}
+
+fn generate_self_signed(cert: &Path, key: &Path) -> anyhow::Result<()> {
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = rcgen::CertificateParams::new(vec!["lwm2m-server".to_string()])?;
+    params.not_after = rcgen::date_time_ymd(2099, 12, 31);
+    let c = params.self_signed(&pair)?;
+    write_private(key, pair.serialize_pem().as_bytes())?;
+    std::fs::write(cert, c.pem()).with_context(|| format!("writing {}", cert.display()))?;
+    tracing::info!(certificate = %cert.display(), "generated a self-signed server certificate and key");
+    Ok(())
+}
+
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(data)?;
+    Ok(())
+}
+
+/// The CAs device certificates must chain to (empty: pinned certificates only).
+pub fn trusted_roots(path: &PathBuf) -> anyhow::Result<Roots> {
+    if path.as_os_str().is_empty() {
+        return Ok(Roots::default());
+    }
+    let certs: Vec<Vec<u8>> = CertificateDer::pem_file_iter(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .map(|c| c.map(|c| c.to_vec()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("parsing {}", path.display()))?;
+    Roots::from_der(&certs).with_context(|| format!("trust anchors in {}", path.display()))
+}
+
+/// The engine's settings from `[dtls]`.
+pub fn dtls_config(config: &Config, key: Option<Arc<OwnKey>>) -> dtls::ServerConfig {
+    let d = &config.dtls;
+    dtls::ServerConfig {
+        suites: d.cipher_suites.clone(),
+        cid_len: usize::from(d.connection_id_length),
+        timers: dtls::Timers {
+            initial: Duration::from_millis(d.retransmit_initial_ms),
+            max: Duration::from_millis(d.retransmit_max_ms),
+            ..dtls::Timers::default()
+        },
+        max_handshakes: d.max_handshakes,
+        handshakes_per_source_per_sec: d.handshakes_per_source_per_sec,
+        max_sessions: d.max_sessions,
+        require_extended_master_secret: d.require_extended_master_secret,
+        key,
+        // Read once: the engine derives the time of day from the monotonic clock it is given.
+        wall_clock: Some(dtls::WallClock::new(Instant::now(), SystemTime::now())),
+        ..dtls::ServerConfig::default()
+    }
+}
