@@ -1,4 +1,4 @@
-//! Virtual-time simulation of clients and a server over a lossy network: handshakes under
+//! Clients and a server on the shared simulated network (`netsim`, virtual time): handshakes under
 //! loss, reordering and duplication, replay, Connection ID address changes, resumption,
 //! sessions restored after a restart, refusals, bounds.
 #![allow(clippy::field_reassign_with_default)]
@@ -66,18 +66,17 @@ fn creds(n: u8) -> Creds {
     c
 }
 
-/// One simulated network: a server at SERVER and clients at their own addresses.
+/// One server at SERVER and clients at their own addresses on a simulated network
+/// ([`netsim`]: virtual time, loss, duplication, jitter).
 struct Net {
-    now: Instant,
+    sim: netsim::Net<SocketAddr>,
+    /// The test's own randomness (client seeds), apart from the network's.
     rng: StdRng,
     server: Server,
     creds: Creds,
     clients: Vec<(SocketAddr, Client)>,
-    /// Datagrams in flight: (deliver at, to server?, client index or server, from, bytes).
-    wire: Vec<(Instant, Option<usize>, SocketAddr, Vec<u8>)>,
-    loss: f64,
-    dup: f64,
-    jitter_ms: u64,
+    /// Datagrams "from the server" to put on the wire at a set time: (when, to, bytes).
+    injections: Vec<(Instant, SocketAddr, Vec<u8>)>,
     server_events: Vec<ServerEvent>,
     client_events: Vec<Vec<ClientEvent>>,
 }
@@ -94,23 +93,32 @@ fn client_addr(i: usize) -> SocketAddr {
         .unwrap()
 }
 
+/// A network with a millisecond of latency and nothing else wrong.
+fn quick_network() -> netsim::Faults {
+    netsim::Faults {
+        latency: Duration::from_millis(1),
+        ..netsim::Faults::default()
+    }
+}
+
 impl Net {
     fn new(config: ServerConfig, creds: Creds, seed: u64) -> Self {
         let mut seed_bytes = [0u8; 32];
         seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
         Self {
-            now: Instant::now(),
+            sim: netsim::Net::new(seed).with_faults(quick_network()),
             rng: StdRng::seed_from_u64(seed),
             server: Server::new(config, seed_bytes),
             creds,
             clients: Vec::new(),
-            wire: Vec::new(),
-            loss: 0.0,
-            dup: 0.0,
-            jitter_ms: 0,
+            injections: Vec::new(),
             server_events: Vec::new(),
             client_events: Vec::new(),
         }
+    }
+
+    fn now(&self) -> Instant {
+        self.sim.now()
     }
 
     fn add_client(&mut self, config: ClientConfig) -> usize {
@@ -124,36 +132,19 @@ impl Net {
     ) -> usize {
         let i = self.clients.len();
         let seed: [u8; 32] = self.rng.random();
-        let c = Client::connect(Arc::new(config), self.now, seed, resume);
+        let c = Client::connect(Arc::new(config), self.now(), seed, resume);
         self.clients.push((client_addr(i), c));
         self.client_events.push(Vec::new());
         i
     }
 
-    fn send(&mut self, to_client: Option<usize>, from: SocketAddr, data: Vec<u8>) {
-        if self.rng.random_bool(self.loss) {
-            return;
-        }
-        let copies = if self.rng.random_bool(self.dup) { 2 } else { 1 };
-        for _ in 0..copies {
-            let delay = Duration::from_millis(
-                1 + if self.jitter_ms > 0 {
-                    self.rng.random_range(0..self.jitter_ms)
-                } else {
-                    0
-                },
-            );
-            self.wire
-                .push((self.now + delay, to_client, from, data.clone()));
-        }
-    }
-
     /// Moves every output onto the wire.
     fn flush(&mut self) {
         while let Some((to, d)) = self.server.poll_transmit() {
-            let idx = self.clients.iter().position(|(a, _)| *a == to);
-            if let Some(i) = idx {
-                self.send(Some(i), server_addr(), d);
+            // Only to an address a client holds now: a datagram to one where nobody listens
+            // is gone, not kept for whoever takes the address later.
+            if self.clients.iter().any(|(a, _)| *a == to) {
+                self.sim.send(server_addr(), to, d);
             }
         }
         while let Some(e) = self.server.poll_event() {
@@ -162,7 +153,7 @@ impl Net {
         for i in 0..self.clients.len() {
             while let Some(d) = self.clients[i].1.poll_transmit() {
                 let from = self.clients[i].0;
-                self.send(None, from, d);
+                self.sim.send(from, server_addr(), d);
             }
             while let Some(e) = self.clients[i].1.poll_event() {
                 self.client_events[i].push(e);
@@ -170,39 +161,62 @@ impl Net {
         }
     }
 
+    /// The next datagram in flight, taken off the wire undelivered (the clock moves to its
+    /// arrival).
+    fn intercept(&mut self) -> netsim::Datagram<SocketAddr> {
+        match self.sim.step(None) {
+            Some(netsim::Step::Deliver(d)) => d,
+            other => panic!("no datagram in flight: {other:?}"),
+        }
+    }
+
+    /// Drops every datagram in flight (the clock moves to the last one's arrival).
+    fn drop_in_flight(&mut self) {
+        while let Some(at) = self.sim.next_delivery() {
+            self.sim.advance_to(at);
+            while self.sim.deliver_due().is_some() {}
+        }
+    }
+
+    fn deliver(&mut self, d: netsim::Datagram<SocketAddr>) {
+        let now = self.now();
+        if d.to == server_addr() {
+            self.server
+                .handle_datagram(now, d.from, &d.bytes, &self.creds);
+        } else if let Some((_, c)) = self.clients.iter_mut().find(|(a, _)| *a == d.to) {
+            c.handle_datagram(now, &d.bytes);
+        }
+    }
+
     /// Runs the network for `d` of virtual time.
     fn run(&mut self, d: Duration) {
-        let end = self.now + d;
+        let end = self.now() + d;
         loop {
             self.flush();
-            let next_wire = self.wire.iter().map(|w| w.0).min();
-            let mut next = [next_wire, self.server.poll_timeout()]
+            let deadline = [self.server.poll_timeout()]
                 .into_iter()
                 .flatten()
                 .chain(self.clients.iter().filter_map(|(_, c)| c.poll_timeout()))
+                .chain(self.injections.iter().map(|i| i.0))
                 .min();
+            let next = deadline.into_iter().chain(self.sim.next_delivery()).min();
             if next.is_none_or(|n| n > end) {
-                next = None;
-            }
-            let Some(at) = next else {
-                self.now = end;
+                self.sim.advance_to(end);
                 return;
-            };
-            self.now = self.now.max(at);
-            let now = self.now;
-            let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.wire)
-                .into_iter()
-                .partition(|w| w.0 <= now);
-            self.wire = rest;
-            for (_, to, from, data) in due {
-                match to {
-                    None => self.server.handle_datagram(now, from, &data, &self.creds),
-                    Some(i) => {
-                        if self.clients[i].0 == from || from == server_addr() {
-                            self.clients[i].1.handle_datagram(now, &data)
-                        }
-                    }
+            }
+            if let Some(netsim::Step::Deliver(d)) = self.sim.step(deadline) {
+                self.deliver(d);
+                while let Some(d) = self.sim.deliver_due() {
+                    self.deliver(d);
                 }
+            }
+            let now = self.now();
+            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.injections)
+                .into_iter()
+                .partition(|i| i.0 <= now);
+            self.injections = later;
+            for (_, to, bytes) in due {
+                self.sim.send(server_addr(), to, bytes);
             }
             if self.server.poll_timeout().is_some_and(|t| t <= now) {
                 self.server.handle_timeout(now);
@@ -303,8 +317,10 @@ fn no_state_is_kept_before_the_cookie_returns() {
     net.add_client(psk_client(0));
     // Deliver only the first ClientHello; drop everything the server says.
     net.flush();
-    let (_, _, from, data) = net.wire.remove(0);
-    net.server.handle_datagram(net.now, from, &data, &net.creds);
+    let hello = net.intercept();
+    let (from, data) = (hello.from, hello.bytes);
+    net.server
+        .handle_datagram(net.sim.now(), from, &data, &net.creds);
     assert!(
         net.server.poll_transmit().is_some(),
         "HelloVerifyRequest sent"
@@ -315,7 +331,7 @@ fn no_state_is_kept_before_the_cookie_returns() {
     for i in 0..1000u32 {
         let spoofed: SocketAddr = format!("192.0.2.{}:{}", i % 250, 1000 + i).parse().unwrap();
         net.server
-            .handle_datagram(net.now, spoofed, &data, &net.creds);
+            .handle_datagram(net.sim.now(), spoofed, &data, &net.creds);
     }
     assert_eq!(net.server.usage().handshakes, 0);
 }
@@ -326,14 +342,16 @@ fn a_first_client_hello_in_record_version_fe00_is_answered() {
     let mut net = Net::new(ServerConfig::default(), creds(1), 15);
     net.add_client(psk_client(0));
     net.flush();
-    let (_, _, from, mut data) = net.wire.remove(0);
+    let hello = net.intercept();
+    let (from, mut data) = (hello.from, hello.bytes);
     data[1..3].copy_from_slice(&[0xFE, 0x00]);
-    net.server.handle_datagram(net.now, from, &data, &net.creds);
+    net.server
+        .handle_datagram(net.sim.now(), from, &data, &net.creds);
     let (_, hvr) = net.server.poll_transmit().expect("HelloVerifyRequest");
     assert_eq!(hvr[0], 22, "a handshake record");
     assert_eq!(hvr[13], 3, "HelloVerifyRequest");
     // The rest of the handshake proceeds as usual.
-    net.clients[0].1.handle_datagram(net.now, &hvr);
+    net.clients[0].1.handle_datagram(net.sim.now(), &hvr);
     net.run(Duration::from_secs(2));
     assert!(net.clients[0].1.is_established());
 }
@@ -342,9 +360,12 @@ fn a_first_client_hello_in_record_version_fe00_is_answered() {
 fn handshakes_survive_loss_reordering_and_duplication() {
     for seed in 0..12 {
         let mut net = Net::new(ServerConfig::default(), creds(8), seed);
-        net.loss = 0.3;
-        net.dup = 0.2;
-        net.jitter_ms = 400;
+        net.sim.faults = netsim::Faults {
+            loss: 0.3,
+            duplicate: 0.2,
+            jitter: Duration::from_millis(400),
+            ..quick_network()
+        };
         for i in 0..8 {
             let mut cfg = psk_client(i);
             if i % 2 == 0 {
@@ -358,8 +379,7 @@ fn handshakes_survive_loss_reordering_and_duplication() {
         }
         // Every client is known exactly once to the server, whatever was duplicated.
         assert_eq!(net.server.usage().sessions, 8, "seed {seed}");
-        net.loss = 0.0;
-        net.dup = 0.0;
+        net.sim.faults = quick_network();
         for i in 0..8 {
             echo_round_trip(&mut net, i, &format!("ep-{i}"));
         }
@@ -371,7 +391,7 @@ fn a_lost_final_flight_is_sent_again_when_the_client_repeats_its_own() {
     let mut net = Net::new(ServerConfig::default(), creds(1), 16);
     net.add_client(psk_client(0));
     let from = net.clients[0].0;
-    let now = net.now;
+    let now = net.sim.now();
     // Pump by hand: every client datagram reaches the server, every server datagram reaches
     // the client, except the server's final flight (ChangeCipherSpec, Finished).
     let mut dropped = false;
@@ -405,7 +425,8 @@ fn replayed_records_are_rejected() {
     let d = net.clients[0].1.poll_transmit().unwrap();
     let from = net.clients[0].0;
     for _ in 0..3 {
-        net.server.handle_datagram(net.now, from, &d, &net.creds);
+        net.server
+            .handle_datagram(net.sim.now(), from, &d, &net.creds);
     }
     net.flush();
     assert_eq!(net.server_data().len(), 1);
@@ -444,7 +465,7 @@ fn address_change_with_cid_keeps_the_session_without_cid_needs_a_handshake() {
     assert_eq!(net.client_data(0), vec![b"to the new address".to_vec()]);
     // The device without CID resumes its session from the new address: same handle.
     let conn1 = net.conn_of("ep-1");
-    net.clients[1].1.reconnect(net.now);
+    net.clients[1].1.reconnect(net.sim.now());
     net.run(Duration::from_secs(2));
     assert!(net.clients[1].1.is_established());
     assert!(matches!(
@@ -667,7 +688,7 @@ fn a_full_handshake_table_gives_way_to_a_new_device() {
     while net.server.usage().handshakes < 4 {
         net.run(Duration::from_millis(1));
     }
-    net.wire.clear();
+    net.drop_in_flight();
     net.clients.clear();
     net.client_events.clear();
     // A real device arrives from elsewhere: it gets in at once, long before the stalled ones
@@ -861,13 +882,13 @@ fn huge_configured_timers_neither_panic_nor_fire() {
             timers,
             ..psk_client(0)
         }),
-        net.now,
+        net.sim.now(),
         [7; 32],
         None,
     );
     let at = stalled.poll_timeout().unwrap();
-    assert!(at > net.now + Duration::from_secs(1 << 30));
-    stalled.handle_timeout(net.now + Duration::from_secs(1 << 20));
+    assert!(at > net.sim.now() + Duration::from_secs(1 << 30));
+    stalled.handle_timeout(net.sim.now() + Duration::from_secs(1 << 20));
     assert!(
         stalled.poll_transmit().is_some(),
         "the hello, not a retransmission"
@@ -943,9 +964,9 @@ fn a_resent_final_flight_does_not_reuse_a_record_sequence_number() {
     let mut net = Net::new(ServerConfig::default(), creds(1), 40);
     net.add_client(psk_client(0));
     net.run(Duration::from_secs(2));
-    net.clients[0].1.reconnect(net.now);
+    net.clients[0].1.reconnect(net.sim.now());
     let from = net.clients[0].0;
-    let now = net.now;
+    let now = net.sim.now();
     let mut from_server = Vec::new();
     let mut from_client = Vec::new();
     for _ in 0..4 {
@@ -995,9 +1016,9 @@ fn a_resent_final_flight_does_not_reuse_a_record_sequence_number() {
 fn resume_until_the_clients_finished(net: &mut Net) -> Vec<Vec<u8>> {
     net.add_client(psk_client(0));
     net.run(Duration::from_secs(2));
-    net.clients[0].1.reconnect(net.now);
+    net.clients[0].1.reconnect(net.sim.now());
     let from = net.clients[0].0;
-    let now = net.now;
+    let now = net.sim.now();
     for _ in 0..3 {
         if net.clients[0].1.is_established() {
             break;
@@ -1028,7 +1049,8 @@ fn a_damaged_finished_in_a_resumed_handshake_is_dropped_and_recovered() {
     d[n - 1] ^= 0x40; // in the epoch-1 record's tag
     let from = net.clients[0].0;
     for d in &last {
-        net.server.handle_datagram(net.now, from, d, &net.creds);
+        net.server
+            .handle_datagram(net.sim.now(), from, d, &net.creds);
     }
     net.flush();
     assert!(
@@ -1056,7 +1078,7 @@ fn a_fatal_alert_before_a_resumption_is_confirmed_closes_the_client() {
     let mut alert = Vec::new();
     let fatal = Alert::fatal(AlertDescription::HandshakeFailure).encode();
     write_plaintext(ContentType::Alert, DTLS_1_2, 0, 9, &fatal, &mut alert).unwrap();
-    net.clients[0].1.handle_datagram(net.now, &alert);
+    net.clients[0].1.handle_datagram(net.sim.now(), &alert);
     assert!(!net.clients[0].1.is_established());
     assert!(matches!(
         net.clients[0].1.poll_event(),
@@ -1067,11 +1089,12 @@ fn a_fatal_alert_before_a_resumption_is_confirmed_closes_the_client() {
     let last = resume_until_the_clients_finished(&mut net);
     let from = net.clients[0].0;
     for d in &last {
-        net.server.handle_datagram(net.now, from, d, &net.creds);
+        net.server
+            .handle_datagram(net.sim.now(), from, d, &net.creds);
     }
     net.run(Duration::from_secs(1));
     echo_round_trip(&mut net, 0, "ep-0");
-    net.clients[0].1.handle_datagram(net.now, &alert);
+    net.clients[0].1.handle_datagram(net.sim.now(), &alert);
     assert!(net.clients[0].1.is_established());
     echo_round_trip(&mut net, 0, "ep-0");
 }
@@ -1352,7 +1375,8 @@ mod props {
         net.add_client(c);
         for _ in 0..20 {
             net.run(Duration::from_millis(5));
-            out.extend(net.wire.iter().map(|w| w.3.clone()));
+            out.extend(net.sim.sent().iter().map(|s| s.bytes.clone()));
+            net.sim.clear_sent();
         }
         out
     }
@@ -1611,14 +1635,15 @@ mod robustness {
     /// server holds a handshake for `from`.
     fn cookied_hello(net: &mut Net, from: SocketAddr, client: ClientConfig) {
         let seed: [u8; 32] = rand::Rng::random(&mut net.rng);
-        let mut c = Client::connect(Arc::new(client), net.now, seed, None);
+        let mut c = Client::connect(Arc::new(client), net.sim.now(), seed, None);
         for _ in 0..2 {
             while let Some(d) = c.poll_transmit() {
-                net.server.handle_datagram(net.now, from, &d, &net.creds);
+                net.server
+                    .handle_datagram(net.sim.now(), from, &d, &net.creds);
             }
             while let Some((to, d)) = net.server.poll_transmit() {
                 if to == from {
-                    c.handle_datagram(net.now, &d);
+                    c.handle_datagram(net.sim.now(), &d);
                 }
             }
         }
@@ -1712,19 +1737,19 @@ mod robustness {
                     }
                 };
                 if let Some(d) = datagram {
-                    net.server.handle_datagram(net.now, from, &d, &net.creds);
+                    net.server.handle_datagram(net.sim.now(), from, &d, &net.creds);
                 }
                 drain(&mut net);
                 check_bounds(&net, &bounds)?;
                 if pause > 0 {
-                    net.now += Duration::from_millis(pause);
-                    net.server.handle_timeout(net.now);
+                    net.sim.advance(Duration::from_millis(pause));
+                    net.server.handle_timeout(net.sim.now());
                     drain(&mut net);
                     check_bounds(&net, &bounds)?;
                 }
             }
             // The live device's session: nothing hostile could end it or steal it.
-            net.wire.clear();
+            net.drop_in_flight();
             echo_round_trip(&mut net, 0, "ep-0");
             // A new device, from an address the hostile input came from.
             let i = net.add_client(psk_client(1));
@@ -1773,8 +1798,8 @@ mod robustness {
             }
             net.add_client(cfg);
             for (at, bytes) in steps {
-                let when = net.now + Duration::from_millis(at);
-                net.wire.push((when, Some(0), server_addr(), bytes));
+                let when = net.sim.now() + Duration::from_millis(at);
+                net.injections.push((when, client_addr(0), bytes));
             }
             net.run(Duration::from_secs(6));
             if net.clients[0].1.is_established() {
@@ -1785,7 +1810,7 @@ mod robustness {
             let established = net.clients[0].1.is_established();
             prop_assert!(settled(&net.client_events[0], established));
             if !established {
-                net.clients[0].1.reconnect(net.now);
+                net.clients[0].1.reconnect(net.sim.now());
                 net.run(Duration::from_secs(10));
                 prop_assert!(net.clients[0].1.is_established());
             }

@@ -47,7 +47,7 @@ fn pki() -> Pki {
 /// The simulation's clock reads `unix` seconds at its start.
 fn clock_at(net: &Net, unix: u64) -> Option<WallClock> {
     Some(WallClock::new(
-        net.now,
+        net.sim.now(),
         UNIX_EPOCH + Duration::from_secs(unix),
     ))
 }
