@@ -449,7 +449,7 @@ impl ExpectServerKeyExchange {
 }
 
 impl ExpectServerHelloDone {
-    /// Our second flight: [Certificate], ClientKeyExchange, [CertificateVerify],
+    /// Our second flight: \[Certificate\], ClientKeyExchange, \[CertificateVerify\],
     /// ChangeCipherSpec, Finished.
     fn client_flight(self, c: &mut Common, ctx: &mut Ctx<'_>) -> Result<Expect, HandshakeError> {
         let cfg = ctx.cfg;

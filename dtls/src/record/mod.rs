@@ -114,7 +114,7 @@ pub struct Records<'a> {
 /// (`DTLSCiphertext`, RFC 5246 §6.2.3), else [`DecodeError::OutOfRange`] (the
 /// `record_overflow` case). The framing does not know whether a record is protected, so the
 /// tighter 2^14 of plaintext (RFC 5246 §6.2.1) is enforced where plaintext is used:
-/// [`DirectionKeys::open`] checks what it decrypts, and the handshake reassembler caps
+/// [`DirectionKeys::open`](crate::crypto::DirectionKeys::open) checks what it decrypts, and the handshake reassembler caps
 /// epoch-0 messages. The 48-bit sequence number and the 16-bit epoch fill their fields, so
 /// every value is in range.
 pub fn split_records(datagram: &[u8], cid_len: usize) -> Records<'_> {

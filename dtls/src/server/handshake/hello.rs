@@ -174,7 +174,7 @@ fn abbreviated(
     Ok((items, expect))
 }
 
-/// ServerHello, [Certificate, ServerKeyExchange, CertificateRequest], ServerHelloDone.
+/// ServerHello, \[Certificate, ServerKeyExchange, CertificateRequest\], ServerHelloDone.
 fn full<R: rand::Rng>(
     c: &mut Common,
     ctx: &mut Ctx<'_, R>,

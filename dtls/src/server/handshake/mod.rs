@@ -2,9 +2,9 @@
 //! RFC 5246 §7.4; RFC 4279 PSK; RFC 8422 ECDHE-ECDSA; RFC 7250 raw public keys; RFC 7627
 //! Extended Master Secret; RFC 5746 renegotiation_info; RFC 9146 Connection ID negotiation).
 //!
-//! Full handshake: ClientHello → ServerHello, [Certificate, ServerKeyExchange,
-//! CertificateRequest], ServerHelloDone → [Certificate], ClientKeyExchange,
-//! [CertificateVerify], ChangeCipherSpec, Finished → ChangeCipherSpec, Finished.
+//! Full handshake: ClientHello → ServerHello, \[Certificate, ServerKeyExchange,
+//! CertificateRequest\], ServerHelloDone → \[Certificate\], ClientKeyExchange,
+//! \[CertificateVerify\], ChangeCipherSpec, Finished → ChangeCipherSpec, Finished.
 //! Abbreviated (resumption by session id, RFC 5246 §7.3): ClientHello → ServerHello,
 //! ChangeCipherSpec, Finished → ChangeCipherSpec, Finished.
 //!
