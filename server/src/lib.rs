@@ -5,7 +5,11 @@
 //! - [`core`]: the sans-IO server: registrations, command path, queue mode, observations.
 //! - [`store`]: the one durable store (redb, group-committed).
 //! - [`config`]: the configuration file.
-//! - [`runtime`]: the tokio shell: sockets, store, commands in, events out.
+//! - [`stack`]: the sans-IO protocol stack: DTLS in front of the core, session saves, the
+//!   audit policy, and the hold of acknowledgements until the outbox is durable.
+//! - [`runtime`]: the tokio driver of the stack: sockets, store, commands in, events out.
+//! - [`handle`]: [`ServerHandle`], how the rest of the world talks to a running server.
+//! - [`startup`]: [`start`]: from the configuration to a running server.
 //! - [`credentials`]: device credentials (PSK, raw public key, certificate) and their index.
 //! - [`secrets`]: encryption at rest of the secrets in the store.
 //! - [`audit`]: the security audit log.
@@ -24,6 +28,7 @@ pub mod bridge;
 pub mod config;
 pub mod core;
 pub mod credentials;
+pub mod handle;
 pub mod http;
 #[cfg(unix)]
 pub mod import;
@@ -32,6 +37,9 @@ mod restore;
 pub mod runtime;
 pub mod secrets;
 pub mod security;
+pub mod stack;
+pub mod startup;
 pub mod store;
 
-pub use runtime::{start, Server, ServerHandle};
+pub use handle::{Server, ServerHandle, ServerStopped};
+pub use startup::start;

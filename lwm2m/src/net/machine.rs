@@ -12,7 +12,12 @@
 //! one bounded channel, and otherwise runs everything on the machine's task: receive in
 //! batches, run timers, take commands, send what the machine produced, then call
 //! [`Machine::flush`] so the machine can hand its events on. No task per peer.
+//!
+//! Commands come from an [`Inbox`]: one channel, or a machine's own merge of several
+//! sources (channels, futures it waits on) awaited directly, so no task has to copy one
+//! channel into another.
 use crate::coap::Transmit;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
@@ -46,6 +51,20 @@ pub trait Machine {
     /// Called after every input once the datagrams are sent: pass events on, write the
     /// store. Must not block.
     fn flush(&mut self) {}
+}
+
+/// Where a machine's commands come from.
+pub trait Inbox<C> {
+    /// The next command; `None` once no more can come, which stops the driver. The future
+    /// is dropped whenever a datagram or the timer comes first, so it must be cancel-safe:
+    /// dropping it may not lose a command.
+    fn recv(&mut self) -> impl Future<Output = Option<C>> + Send;
+}
+
+impl<C: Send> Inbox<C> for mpsc::Receiver<C> {
+    fn recv(&mut self) -> impl Future<Output = Option<C>> + Send {
+        mpsc::Receiver::recv(self)
+    }
 }
 
 /// The bound UDP sockets a machine is driven on.
@@ -233,12 +252,12 @@ async fn read_socket(
     }
 }
 
-/// Drives `machine` on `sockets` until a command breaks or every command sender is gone,
-/// then sends what is still queued and hands the machine back.
-pub async fn run<M: Machine>(
+/// Drives `machine` on `sockets` until a command breaks or the inbox is done, then sends
+/// what is still queued and hands the machine back.
+pub async fn run<M: Machine, I: Inbox<M::Command>>(
     sockets: Sockets,
     mut machine: M,
-    mut commands: mpsc::Receiver<M::Command>,
+    mut commands: I,
 ) -> M {
     let (inbound_tx, mut inbound) = mpsc::channel(INBOUND_CAPACITY);
     let readers: Vec<_> = sockets
