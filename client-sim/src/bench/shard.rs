@@ -19,22 +19,20 @@
 //! kept, the time a stop may take. Peer bytes only ever reach the DTLS and LwM2M clients,
 //! whose parsers return errors.
 use super::live::Live;
-use super::names::{Keys, NamePattern, Psk};
-use super::objects::{self, SensorKind, REBOOT};
+use super::objects::{SensorKind, REBOOT};
+use super::plan::{Cadence, Plan, Setup};
 use super::report::{epoch_us, DeviceCounts};
-use super::scenario::{Scenario, Security, SensorValues};
 use super::wake::{DeviceWake, ShardWake};
 use anyhow::Context as _;
-use lwm2m::client::{Client, ClientConfig, ClientError, ClientEvent, ClientStats};
+use lwm2m::client::{Client, ClientError, ClientEvent, ClientStats};
 use lwm2m::coap::ExchangeError;
-use lwm2m::model::{Path, Value};
+use lwm2m::model::Value;
 use lwm2m::net::secure::{LinkEvent, SecureLink};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::ops::Range;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -48,196 +46,6 @@ const DATAGRAMS_PER_TURN: usize = 16;
 const TIMERS_PER_TURN: usize = 1024;
 /// Receive buffer of a shard: the largest UDP payload, so nothing is truncated.
 const RECV_BUFFER: usize = 65_536;
-
-/// What every shard of a process shares: the scenario turned into what devices need.
-pub(crate) struct Setup {
-    pub server: SocketAddr,
-    server_uri: String,
-    security: Security,
-    cid: bool,
-    pattern: NamePattern,
-    keys: Keys,
-    sensors: Vec<u16>,
-    /// Their Sensor Values, what a Send carries.
-    sensor_paths: Vec<Path>,
-    client: ClientConfig,
-    distinct_ips: bool,
-    timestamps: bool,
-    /// Seeds every device's randomness, so two runs differ but a device's own streams do
-    /// not collide with another's.
-    seed: u64,
-}
-
-impl Setup {
-    pub(crate) fn new(s: &Scenario) -> anyhow::Result<Self> {
-        let keys = match (&s.psk.file, s.server.security) {
-            (Some(path), Security::Psk) => Keys::read(path)?,
-            _ => Keys::derived(&s.psk.seed),
-        };
-        let b = &s.behaviour;
-        let mut client = ClientConfig::new(String::new());
-        client.lifetime = s.fleet.lifetime_secs;
-        client.queue_mode = b.queue_mode;
-        client.awake_time = Duration::from_secs(b.awake_secs);
-        client.notify_con_every = b.notify_con_every;
-        let scheme = match s.server.security {
-            Security::NoSec => "coap",
-            Security::Psk => "coaps",
-        };
-        Ok(Self {
-            server: s.server.address,
-            server_uri: format!("{scheme}://{}", s.server.address),
-            security: s.server.security,
-            cid: s.psk.connection_id,
-            pattern: NamePattern::parse(&s.fleet.name_pattern)?,
-            keys,
-            sensors: b.sensors.clone(),
-            sensor_paths: b
-                .sensors
-                .iter()
-                .map(|&o| objects::sensor_value(o))
-                .collect(),
-            client,
-            distinct_ips: s.fleet.distinct_ips,
-            timestamps: b.sensor_values == SensorValues::Timestamp,
-            seed: rand::random(),
-        })
-    }
-
-    /// The local address of device number `n` (its index in the whole fleet).
-    pub(crate) fn bind_addr(&self, n: u64) -> SocketAddr {
-        if !self.server.is_ipv4() {
-            return SocketAddr::new(IpAddr::from(Ipv6Addr::LOCALHOST), 0);
-        }
-        if !self.distinct_ips {
-            return SocketAddr::new(IpAddr::from(Ipv4Addr::LOCALHOST), 0);
-        }
-        // 127.b.c.d with d in 1..=254: all of 127/8 is loopback on Linux.
-        let d = (n % 254) as u8 + 1;
-        let c = ((n / 254) % 256) as u8;
-        let b = ((n / (254 * 256)) % 256) as u8;
-        SocketAddr::new(IpAddr::from(Ipv4Addr::new(127, b, c, d)), 0)
-    }
-
-    /// The PSK of device `name` over DTLS; none for NoSec.
-    fn psk(&self, name: &str) -> anyhow::Result<Option<Psk>> {
-        match self.security {
-            Security::Psk => {
-                Ok(Some(self.keys.get(name).with_context(|| {
-                    format!("no PSK for endpoint {name} in the key file")
-                })?))
-            }
-            Security::NoSec => Ok(None),
-        }
-    }
-
-    /// A fresh client for device `n`, as at power-on.
-    fn client(&self, name: &str, n: u64, boot: u32) -> anyhow::Result<Client<SocketAddr>> {
-        let psk = self.psk(name)?;
-        let store = objects::device_store(name, n, &self.server_uri, psk.as_ref(), &self.sensors)?;
-        let mut config = self.client.clone();
-        config.endpoint = name.to_owned();
-        config.rng_seed = self.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(boot);
-        Ok(Client::new(config, self.server, store))
-    }
-
-    fn dtls_config(&self, name: &str, n: u64) -> anyhow::Result<Option<Arc<dtls::ClientConfig>>> {
-        let Some(psk) = self.psk(name)? else {
-            return Ok(None);
-        };
-        let mut c = dtls::ClientConfig::psk(psk.identity.into_bytes(), psk.key);
-        if self.cid {
-            // The CID this device wants on records to it; unique per device only for
-            // readability of captures, the device's socket already tells them apart.
-            c.connection_id = Some((n as u32).to_be_bytes().to_vec());
-        }
-        Ok(Some(Arc::new(c)))
-    }
-}
-
-/// The run's schedule, the same for every shard.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Plan {
-    /// When device 0 may start.
-    pub t0: Instant,
-    /// Devices started per second; 0 for no pacing.
-    pub rate: f64,
-    /// When the fleet stops.
-    pub end: Instant,
-    pub stop_timeout: Duration,
-    pub deregister: bool,
-    pub sensor_every: Option<Duration>,
-    pub send_every: Option<Duration>,
-    pub wake_every: Option<Duration>,
-    pub reboot_every: Option<Duration>,
-    pub rebind_every: Option<Duration>,
-}
-
-impl Plan {
-    pub(crate) fn new(s: &Scenario, t0: Instant) -> Self {
-        let every = |d: Duration| (!d.is_zero()).then_some(d);
-        let b = &s.behaviour;
-        Self {
-            t0,
-            rate: s.fleet.ramp_rate,
-            end: t0 + Duration::from_secs(s.duration_secs),
-            stop_timeout: Duration::from_secs(s.fleet.stop_timeout_secs),
-            deregister: s.fleet.deregister,
-            sensor_every: every(Duration::from_millis(b.sensor_interval_ms)),
-            send_every: every(Duration::from_secs(b.send_interval_secs)),
-            wake_every: every(Duration::from_secs(b.wake_interval_secs)).filter(|_| b.queue_mode),
-            reboot_every: every(Duration::from_secs(b.reboot_interval_secs)),
-            rebind_every: every(Duration::from_secs(b.rebind_interval_secs)),
-        }
-    }
-
-    /// When device `global` (counted from 0 in this run) may start.
-    fn start_at(&self, global: u64) -> Instant {
-        if self.rate > 0.0 {
-            Duration::try_from_secs_f64(global as f64 / self.rate)
-                .ok()
-                .and_then(|d| self.t0.checked_add(d))
-                // Past the end: the device never starts.
-                .map_or(self.end, |t| t.min(self.end))
-        } else {
-            self.t0
-        }
-    }
-}
-
-/// A behaviour that runs once per device per period, spread evenly over the shard.
-#[derive(Debug, Clone, Copy)]
-struct Cadence {
-    every: Duration,
-    /// Runs done so far; run number k is device k mod n's.
-    done: u64,
-}
-
-impl Cadence {
-    fn new(every: Option<Duration>) -> Option<Self> {
-        every.map(|every| Self { every, done: 0 })
-    }
-
-    /// The runs due now (numbers, not devices), skipping ahead rather than bursting if the
-    /// shard fell more than one round behind.
-    fn due(&mut self, now: Instant, t0: Instant, n: usize) -> Range<u64> {
-        let n = n.max(1) as u128;
-        let elapsed = now.saturating_duration_since(t0).as_micros();
-        let due = u64::try_from(elapsed * n / self.every.as_micros().max(1)).unwrap_or(u64::MAX);
-        let from = self.done.max(due.saturating_sub(n as u64));
-        self.done = due.max(self.done);
-        from..due
-    }
-
-    /// When run number `done` falls due.
-    fn next(&self, t0: Instant, n: usize) -> Instant {
-        let us = self.every.as_micros() * (u128::from(self.done) + 1) / n.max(1) as u128;
-        u64::try_from(us)
-            .ok()
-            .and_then(|us| t0.checked_add(Duration::from_micros(us)))
-            .unwrap_or(t0 + Duration::from_secs(86_400 * 365))
-    }
-}
 
 /// Where a device is in the run, as the simulator accounts for it (the client holds the
 /// protocol state).
@@ -987,33 +795,5 @@ fn on_event(d: &mut Device, c: &mut DeviceCounts, live: &Live, ev: ClientEvent, 
         ClientEvent::Sleeping => c.sleeps += 1,
         ClientEvent::Woke => c.wakes += 1,
         _ => {}
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn distinct_addresses_are_loopback_and_distinct() {
-        let mut s = Scenario::default();
-        s.fleet.distinct_ips = true;
-        let setup = Setup::new(&s).unwrap();
-        let all: std::collections::HashSet<_> =
-            (0..70_000).map(|n| setup.bind_addr(n).ip()).collect();
-        assert_eq!(all.len(), 70_000);
-        assert!(all.iter().all(|a| a.is_loopback()));
-    }
-
-    #[test]
-    fn cadences_spread_runs_and_skip_ahead() {
-        let t0 = Instant::now();
-        let mut c = Cadence::new(Some(Duration::from_secs(1))).unwrap();
-        // 4 devices, once a second each: a run every 250 ms.
-        assert_eq!(c.due(t0 + Duration::from_millis(260), t0, 4), 0..1);
-        assert_eq!(c.next(t0, 4), t0 + Duration::from_millis(500));
-        assert_eq!(c.due(t0 + Duration::from_millis(1010), t0, 4), 1..4);
-        // Ten seconds late: one round, not forty runs.
-        assert_eq!(c.due(t0 + Duration::from_secs(11), t0, 4), 40..44);
     }
 }
