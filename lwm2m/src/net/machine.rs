@@ -17,11 +17,11 @@
 //! sources (channels, futures it waits on) awaited directly, so no task has to copy one
 //! channel into another.
 use crate::coap::Transmit;
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -55,15 +55,15 @@ pub trait Machine {
 
 /// Where a machine's commands come from.
 pub trait Inbox<C> {
-    /// The next command; `None` once no more can come, which stops the driver. The future
-    /// is dropped whenever a datagram or the timer comes first, so it must be cancel-safe:
-    /// dropping it may not lose a command.
-    fn recv(&mut self) -> impl Future<Output = Option<C>> + Send;
+    /// The next command if one is ready; `Ready(None)` once no more can come, which stops
+    /// the driver. When `Pending`, `cx` is woken once a command may be ready, as for
+    /// [`Future::poll`](std::future::Future::poll).
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<C>>;
 }
 
-impl<C: Send> Inbox<C> for mpsc::Receiver<C> {
-    fn recv(&mut self) -> impl Future<Output = Option<C>> + Send {
-        mpsc::Receiver::recv(self)
+impl<C> Inbox<C> for mpsc::Receiver<C> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<C>> {
+        mpsc::Receiver::poll_recv(self, cx)
     }
 }
 
@@ -290,7 +290,7 @@ pub async fn run<M: Machine, I: Inbox<M::Command>>(
                 }
             }
             () = &mut sleep, if deadline.is_some() => machine.handle_timeout(Instant::now()),
-            cmd = commands.recv() => match cmd {
+            cmd = std::future::poll_fn(|cx| commands.poll_recv(cx)) => match cmd {
                 Some(c) => {
                     if machine.handle_command(Instant::now(), c).is_break() {
                         break;

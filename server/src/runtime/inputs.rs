@@ -1,6 +1,6 @@
 //! Everything the server task waits on besides its sockets and its timer, merged into one
 //! [`Inbox`]: the handle's requests, the admin socket's, the MQTT link's downlink messages,
-//! and the store commits the stack asked for. Each source is awaited where it is, with no
+//! and the store commits the stack asked for. Each source is polled where it is, with no
 //! task copying one channel into another.
 use crate::admin::AdminRequest;
 use crate::bridge::link::Downlink;
@@ -10,6 +10,7 @@ use lwm2m::net::machine::Inbox;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
 /// A store commit in progress: done when every write queued before it is committed.
@@ -39,6 +40,8 @@ pub(crate) struct Inputs {
     pub(crate) started: mpsc::UnboundedReceiver<(u64, CommitWait)>,
     /// Commits waited on, oldest first: the store commits in the order asked.
     pub(crate) waiting: VecDeque<(u64, CommitWait)>,
+    /// Which channel is polled first next time.
+    turn: u8,
 }
 
 /// Where the server task hands the commits it starts to [`Inputs`].
@@ -58,51 +61,60 @@ impl Inputs {
             downlink,
             started,
             waiting: VecDeque::new(),
+            turn: 0,
         };
         (inputs, commits)
     }
 }
 
-/// The next message of an optional channel; never, if there is none.
-async fn next<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
+/// The next message of an optional channel; a closed one is dropped (its source stopped,
+/// which does not stop the server).
+fn poll_optional<T>(rx: &mut Option<mpsc::Receiver<T>>, cx: &mut Context<'_>) -> Poll<Option<T>> {
+    let Some(r) = rx else {
+        return Poll::Pending;
+    };
+    match r.poll_recv(cx) {
+        Poll::Ready(None) => {
+            *rx = None;
+            Poll::Pending
+        }
+        p => p,
     }
 }
 
-/// The oldest commit's end. The commit leaves the queue only when it has ended, so a
-/// dropped wait loses nothing.
-async fn oldest(waiting: &mut VecDeque<(u64, CommitWait)>) -> (u64, Result<(), StoreError>) {
-    let Some((generation, wait)) = waiting.front_mut() else {
-        return std::future::pending().await;
-    };
-    let generation = *generation;
-    let result = wait.await;
-    waiting.pop_front();
-    (generation, result)
-}
-
 impl Inbox<Input> for Inputs {
-    fn recv(&mut self) -> impl Future<Output = Option<Input>> + Send {
-        let Self {
-            control,
-            admin,
-            downlink,
-            started,
-            waiting,
-        } = self;
-        // Commits are started by the server task between two calls, so they are all here.
-        while let Ok(c) = started.try_recv() {
-            waiting.push_back(c);
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Input>> {
+        // Commits are started by the server task between two polls, so they are all here.
+        while let Ok(c) = self.started.try_recv() {
+            self.waiting.push_back(c);
         }
-        async move {
-            tokio::select! {
-                c = control.recv() => c.map(Input::Control),
-                Some(a) = next(admin) => Some(Input::Admin(a)),
-                Some(d) = next(downlink) => Some(Input::Downlink(d)),
-                (g, r) = oldest(waiting) => Some(Input::Committed(g, r)),
+        // The oldest commit first: it releases held acknowledgements. A commit leaves the
+        // queue only once it has ended.
+        if let Some((generation, wait)) = self.waiting.front_mut() {
+            if let Poll::Ready(result) = wait.as_mut().poll(cx) {
+                let generation = *generation;
+                self.waiting.pop_front();
+                return Poll::Ready(Some(Input::Committed(generation, result)));
             }
         }
+        // Then the channels, starting with a different one each time, so a busy one cannot
+        // starve the others.
+        self.turn = (self.turn + 1) % 3;
+        for i in 0..3 {
+            let polled = match (self.turn + i) % 3 {
+                0 => self
+                    .control
+                    .poll_recv(cx)
+                    .map(|c| Some(c.map(Input::Control))),
+                1 => poll_optional(&mut self.admin, cx).map(|a| a.map(|a| Some(Input::Admin(a)))),
+                _ => poll_optional(&mut self.downlink, cx)
+                    .map(|d| d.map(|d| Some(Input::Downlink(d)))),
+            };
+            // `Ready(Some(None))`: every handle is gone; the server stops.
+            if let Poll::Ready(Some(input)) = polled {
+                return Poll::Ready(input);
+            }
+        }
+        Poll::Pending
     }
 }
