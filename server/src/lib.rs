@@ -7,7 +7,7 @@
 //! - [`config`]: the configuration file.
 //! - [`stack`]: the sans-IO protocol stack: DTLS in front of the core, session saves, the
 //!   audit policy, and the hold of acknowledgements until the outbox is durable.
-//! - [`runtime`]: the tokio driver of the stack: sockets, store, commands in, events out.
+//! - `runtime`: the tokio driver of the stack: sockets, store, commands in, events out.
 //! - [`handle`]: [`ServerHandle`], how the rest of the world talks to a running server.
 //! - [`startup`]: [`start`]: from the configuration to a running server.
 //! - [`credentials`]: device credentials (PSK, raw public key, certificate) and their index.
@@ -34,7 +34,7 @@ pub mod http;
 pub mod import;
 pub mod metrics;
 mod restore;
-pub mod runtime;
+mod runtime;
 pub mod secrets;
 pub mod security;
 pub mod stack;

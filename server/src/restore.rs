@@ -1,4 +1,4 @@
-//! What a start reads back from the store, in one sequence the runtime calls and the tests
+//! What a start reads back from the store, in one sequence the startup calls and the tests
 //! call the same way: device credentials, DTLS sessions, the core's registrations,
 //! observations and queued commands, the MQTT bridge's outbox, requests and shadows.
 //!

@@ -37,12 +37,15 @@ pub(crate) const SECURE: Listener = 1;
 
 /// The server task's state: the stack and the sinks of what it produces.
 pub(crate) struct Shell {
+    /// Everything protocol: the driver only feeds it and carries out what it asks.
     pub(crate) stack: Stack,
+    /// Where the stack's writes go, group-committed by the store's writer thread.
     pub(crate) store: Store,
     /// For the store part of admin operations (credentials are sealed with it).
     pub(crate) secrets: Arc<SecretsKey>,
     /// The credential index the admin operations change (the stack's DTLS lookups read it).
     pub(crate) creds: SharedCredentials,
+    /// Device events for the handles' subscribers.
     pub(crate) events: broadcast::Sender<DeviceEvent>,
     /// Callers of `execute` waiting for their command's result.
     pub(crate) waiters: HashMap<CommandId, oneshot::Sender<Outcome>>,

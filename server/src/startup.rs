@@ -1,7 +1,7 @@
 //! Starting a server: the object definitions, the store and the secrets key, the state a
 //! previous run left (credentials, DTLS sessions, registrations, the MQTT bridge's outbox),
 //! the sockets, the MQTT bridge, the HTTP API and the admin socket — then the server task,
-//! which drives the [`Stack`] (see [`crate::runtime`]).
+//! whose driver runs the [`Stack`] on the sockets.
 use crate::admin::{self, AdminRequest};
 use crate::config::Config;
 use crate::core::types::Link;

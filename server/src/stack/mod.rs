@@ -3,9 +3,10 @@
 //! is, which sessions are saved and when, what the audit log records, and the hold that
 //! keeps acknowledgements back until what they acknowledge is durable.
 //!
-//! Like the cores it wraps it never touches a socket, the store or the clock: every input
-//! takes `now`, and everything it wants done comes out of a `poll_*` method for the driver
-//! ([`crate::runtime`]) to carry out.
+//! Like the cores it wraps it never touches a socket or the store, and reads no clock: every
+//! input takes `now`, and everything it wants done comes out of a `poll_*` method for the
+//! driver (the server task's runtime) to carry out. (One exception remains below it: the
+//! credential lookup checks a device certificate's validity against the system clock.)
 //!
 //! - **Inputs**: [`handle_datagram`](Stack::handle_datagram),
 //!   [`handle_timeout`](Stack::handle_timeout), [`handle_committed`](Stack::handle_committed)
