@@ -14,7 +14,7 @@
 //! [`Machine::flush`] so the machine can hand its events on. No task per peer.
 //!
 //! Commands come from an [`Inbox`]: one channel, or a machine's own merge of several
-//! sources (channels, futures it waits on) awaited directly, so no task has to copy one
+//! sources (channels, futures it waits on) polled directly, so no task has to copy one
 //! channel into another.
 use crate::coap::Transmit;
 use std::io;

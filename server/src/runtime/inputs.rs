@@ -118,3 +118,53 @@ impl Inbox<Input> for Inputs {
         Poll::Pending
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bridge::link::DownlinkKind;
+    use std::future::poll_fn;
+
+    fn downlink() -> Downlink {
+        Downlink {
+            endpoint: "dev".into(),
+            kind: DownlinkKind::Command,
+            payload: Vec::new(),
+            expiry: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn every_source_is_taken_in_and_only_the_handles_going_stops_the_server() {
+        let (control_tx, control) = mpsc::channel(4);
+        let (admin_tx, admin) = mpsc::channel(4);
+        let (downlink_tx, downlink_rx) = mpsc::channel(4);
+        let (mut inputs, commits) = Inputs::new(control, Some(admin), Some(downlink_rx));
+
+        downlink_tx.send(downlink()).await.unwrap();
+        let got = poll_fn(|cx| inputs.poll_recv(cx)).await;
+        assert!(matches!(got, Some(Input::Downlink(d)) if d == downlink()));
+
+        // A commit started by the server task is awaited in place, and reported once.
+        let (done, wait) = tokio::sync::oneshot::channel::<()>();
+        let wait: CommitWait = Box::pin(async move {
+            let _ = wait.await;
+            Ok(())
+        });
+        commits.send((7, wait)).unwrap();
+        let pending = poll_fn(|cx| Poll::Ready(inputs.poll_recv(cx).is_pending())).await;
+        assert!(pending, "the commit has not ended");
+        done.send(()).unwrap();
+        let got = poll_fn(|cx| inputs.poll_recv(cx)).await;
+        assert!(matches!(got, Some(Input::Committed(7, Ok(())))));
+
+        // The admin socket and the MQTT link stopping does not stop the server.
+        drop(admin_tx);
+        drop(downlink_tx);
+        let pending = poll_fn(|cx| Poll::Ready(inputs.poll_recv(cx).is_pending())).await;
+        assert!(pending);
+
+        drop(control_tx);
+        assert!(poll_fn(|cx| inputs.poll_recv(cx)).await.is_none());
+    }
+}
