@@ -321,6 +321,7 @@ mod tests {
         let lookup = crate::security::Lookup {
             creds,
             roots: &roots,
+            now: SystemTime::now(),
         };
         let mut server = dtls::Server::new(crate::security::dtls_config(&config(), None), [3; 32]);
         let client_config = dtls::ClientConfig::psk(&b"id-ok"[..], &b"0123456789abcdef"[..]);

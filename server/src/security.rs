@@ -31,6 +31,9 @@ pub struct Lookup<'a> {
     pub creds: &'a Credentials,
     /// CAs device certificates must chain to (empty: pinned certificates only).
     pub roots: &'a Roots,
+    /// The wall-clock time certificates are checked against, from the caller (no clock
+    /// read here: the stack that looks up is sans-IO).
+    pub now: SystemTime,
 }
 
 impl ServerCredentials for Lookup<'_> {
@@ -50,7 +53,8 @@ impl ServerCredentials for Lookup<'_> {
                 .ok_or(AlertDescription::AccessDenied),
             PeerKey::Certificates(chain) => {
                 if !self.roots.is_empty() {
-                    let now = SystemTime::now()
+                    let now = self
+                        .now
                         .duration_since(UNIX_EPOCH)
                         .map_or(0, |d| d.as_secs());
                     self.roots.verify(chain, now, true)?;

@@ -49,8 +49,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     core_config.rng_seed = rand::random();
     core_config.coap.rng_seed = rand::random();
     let now = Instant::now().into_std();
-    let mut core: ServerCore<Link> =
-        ServerCore::new(core_config, schema.clone(), (now, SystemTime::now()));
+    let clock_base = (now, SystemTime::now());
+    let mut core: ServerCore<Link> = ServerCore::new(core_config, schema.clone(), clock_base);
 
     let mut dtls = None;
     let mut roots = Roots::default();
@@ -150,7 +150,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         roots,
         secrets: secrets.clone(),
     });
-    let stack = Stack::new(core, secure, metrics, config.session_save_interval(), now);
+    let stack = Stack::new(
+        core,
+        secure,
+        metrics,
+        config.session_save_interval(),
+        clock_base,
+    );
     let (bridge, mqtt, downlink) = match started {
         Some(s) => (Some(s.bridge), Some(s.running), Some(s.downlink)),
         None => (None, None, None),

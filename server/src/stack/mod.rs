@@ -4,9 +4,9 @@
 //! keeps acknowledgements back until what they acknowledge is durable.
 //!
 //! Like the cores it wraps it never touches a socket or the store, and reads no clock: every
-//! input takes `now`, and everything it wants done comes out of a `poll_*` method for the
-//! driver (the server task's runtime) to carry out. (One exception remains below it: the
-//! credential lookup checks a device certificate's validity against the system clock.)
+//! input takes `now` (wall-clock time, for certificate validity, is derived from it and the
+//! clock base it was made with), and everything it wants done comes out of a `poll_*` method
+//! for the driver (the server task's runtime) to carry out.
 //!
 //! - **Inputs**: [`handle_datagram`](Stack::handle_datagram),
 //!   [`handle_timeout`](Stack::handle_timeout), [`handle_committed`](Stack::handle_committed)
@@ -100,18 +100,23 @@ pub struct Stack<C: Role = ServerCore<Link>> {
     saves: sessions::Schedule,
     /// Store writes and audit notes of the DTLS side, ahead of the core's outputs.
     events: VecDeque<StackEvent<C::Event>>,
+    /// One monotonic instant and the wall-clock time then, to tell the wall-clock time at
+    /// any `now` without reading a clock.
+    clock_base: (Instant, SystemTime),
 }
 
 impl<C: Role> Stack<C> {
     /// A stack around `core` (restored already), serving DTLS through `secure` if given, saving
-    /// its sessions every `save_every` from `now` on.
+    /// its sessions every `save_every`. `clock_base` pairs the instant now with the
+    /// wall-clock time now.
     pub fn new(
         core: C,
         secure: Option<Secure>,
         metrics: Arc<Metrics>,
         save_every: Option<Duration>,
-        now: Instant,
+        clock_base: (Instant, SystemTime),
     ) -> Self {
+        let now = clock_base.0;
         let saves = match &secure {
             Some(_) => sessions::Schedule::new(save_every, now),
             None => sessions::Schedule::off(),
@@ -126,6 +131,16 @@ impl<C: Role> Stack<C> {
             hold: Hold::default(),
             saves,
             events: VecDeque::new(),
+            clock_base,
+        }
+    }
+
+    /// The wall-clock time at `now`.
+    fn wall(&self, now: Instant) -> SystemTime {
+        let (base, wall) = self.clock_base;
+        match now.checked_duration_since(base) {
+            Some(d) => lwm2m::time::wall_deadline(wall, d),
+            None => lwm2m::time::wall_before(wall, base.duration_since(now)),
         }
     }
 
@@ -159,11 +174,12 @@ impl<C: Role> Stack<C> {
                 self.core.handle_datagram(now, Link::Udp(from), data);
             }
             Transport::Dtls => {
+                let wall = self.wall(now);
                 let Some(secure) = self.secure.as_mut() else {
                     return;
                 };
                 self.metrics.datagram_received(Transport::Dtls);
-                secure.handle_datagram(now, from, data);
+                secure.handle_datagram(now, wall, from, data);
                 self.secure_events(now);
             }
         }

@@ -13,7 +13,7 @@ use dtls::{ConnId, ServerEvent};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// CoAP over DTLS: the engine and what it judges devices by.
 pub struct Secure {
@@ -38,7 +38,14 @@ impl std::fmt::Debug for Secure {
 
 impl Secure {
     /// One datagram for the engine, judged against the credential index.
-    pub(crate) fn handle_datagram(&mut self, now: Instant, from: SocketAddr, data: &[u8]) {
+    /// `wall` is the wall-clock time at `now`, for certificate validity.
+    pub(crate) fn handle_datagram(
+        &mut self,
+        now: Instant,
+        wall: SystemTime,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
         // A poisoned lock means a panic elsewhere; the datagram is dropped like a lost one.
         let Ok(creds) = self.creds.0.read() else {
             return;
@@ -46,6 +53,7 @@ impl Secure {
         let lookup = Lookup {
             creds: &creds,
             roots: &self.roots,
+            now: wall,
         };
         self.server.handle_datagram(now, from, data, &lookup);
     }

@@ -117,7 +117,7 @@ impl World {
             Some(secure),
             metrics.clone(),
             Some(SAVE_EVERY),
-            now,
+            (now, wall_at_start()),
         );
         Self {
             net,
@@ -361,7 +361,7 @@ impl World {
             Some(secure),
             self.metrics.clone(),
             Some(SAVE_EVERY),
-            now,
+            (now, self.wall()),
         );
         self.disk = Some(disk);
     }
