@@ -5,11 +5,12 @@
 mod world;
 
 use crate::audit::AuditKind;
-use crate::core::types::{DeregisterReason, DeviceEvent};
+use crate::core::types::{Command, DeregisterReason, DeviceEvent};
 use crate::store::Table;
 use lwm2m::client::{ClientError, ClientEvent};
-use lwm2m::model::Path;
+use lwm2m::model::{Path, Value};
 use lwm2m::net::secure::LinkEvent;
+use lwm2m::ops::dm::DownlinkRequest;
 use lwm2m::ops::Lwm2mError;
 use world::{World, MOMENT, SAVE_EVERY, SERVER};
 
@@ -65,6 +66,41 @@ fn an_acknowledgement_waits_for_the_commit_of_the_outbox_write_it_caused() {
         e,
         ClientEvent::SendCompleted { result: Ok(()), .. }
     )));
+}
+
+#[test]
+fn the_ack_of_a_confirmable_notification_waits_for_its_outbox_commit() {
+    let mut w = World::new(&[(EP, ID, KEY)]);
+    let dev = w.device_with(EP, ID, KEY, |c| c.notify_con_every = 1);
+    w.run_for(MOMENT);
+    let battery = Path::resource(3, 0, 9);
+    let now = w.net.now();
+    let observe = Command::new(EP, DownlinkRequest::Observe { path: battery });
+    let id = w.stack.core_mut().submit(now, observe);
+    w.run_for(MOMENT);
+    assert!(w.events.iter().any(|e| matches!(
+        e,
+        DeviceEvent::CommandResult { id: i, outcome: Ok(_), .. } if *i == id
+    )));
+
+    w.auto_commit = false;
+    let before = w.net.sent().len();
+    w.with_client(dev, |c, now| {
+        c.set_value(now, &battery, Value::Integer(42)).unwrap();
+    });
+    assert!(
+        w.events
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Notification { .. })),
+        "the server took the notification in"
+    );
+    assert_eq!(w.commits.len(), 1);
+    assert_eq!(server_sent_since(&w, before), 0, "no ACK before the commit");
+
+    let generation = w.commits.remove(0);
+    w.stack.handle_committed(generation);
+    w.run_for(MOMENT);
+    assert_eq!(server_sent_since(&w, before), 1, "the ACK, once");
 }
 
 #[test]

@@ -145,11 +145,23 @@ impl World {
     /// Adds a device named `endpoint` that authenticates with a PSK, and starts it (it
     /// handshakes, then registers). Returns its index.
     pub(super) fn device(&mut self, endpoint: &str, identity: &str, key: &[u8]) -> usize {
+        self.device_with(endpoint, identity, key, |_| {})
+    }
+
+    /// Like [`device`](Self::device), with `tune` applied to the client's configuration.
+    pub(super) fn device_with(
+        &mut self,
+        endpoint: &str,
+        identity: &str,
+        key: &[u8],
+        tune: impl FnOnce(&mut ClientConfig),
+    ) -> usize {
         let n = self.devices.len();
         let addr = SocketAddr::from(([198, 51, 100, 1 + n as u8], 40_000));
         let now = self.net.now();
         let mut config = ClientConfig::new(endpoint);
         config.rng_seed = 100 + n as u64;
+        tune(&mut config);
         let mut client = Client::new(config, SERVER, ObjectStore::standard(endpoint));
         client.start(now).unwrap();
         let dtls = dtls::ClientConfig::psk(identity.as_bytes(), key);
