@@ -5,7 +5,11 @@
 //! - [`core`]: the sans-IO server: registrations, command path, queue mode, observations.
 //! - [`store`]: the one durable store (redb, group-committed).
 //! - [`config`]: the configuration file, checked once at load into typed settings.
-//! - [`runtime`]: the tokio shell: sockets, store, commands in, events out.
+//! - [`stack`]: the sans-IO protocol stack: DTLS in front of the core, session saves, the
+//!   audit policy, and the hold of acknowledgements until the outbox is durable.
+//! - `runtime`: the tokio driver of the stack: sockets, store, commands in, events out.
+//! - [`handle`]: [`ServerHandle`], how the rest of the world talks to a running server.
+//! - [`startup`]: [`start`]: from the configuration to a running server.
 //! - [`provisioning`]: device credentials, their encryption at rest, the audit log, the DTLS
 //!   engine's view of them, the admin channel and CSV import.
 //! - [`bridge`]: the MQTT bridge (EMQX LwM2M gateway JSON).
@@ -16,11 +20,15 @@
 pub mod bridge;
 pub mod config;
 pub mod core;
+pub mod handle;
 pub mod http;
 pub mod metrics;
 pub mod provisioning;
 mod restore;
-pub mod runtime;
+mod runtime;
+pub mod stack;
+pub mod startup;
 pub mod store;
 
-pub use runtime::{start, Server, ServerHandle};
+pub use handle::{Server, ServerHandle, ServerStopped};
+pub use startup::start;

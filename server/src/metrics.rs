@@ -1,12 +1,12 @@
 //! The server's counters and gauges, and their rendering in the Prometheus text exposition
 //! format 0.0.4 for `GET /metrics` (see [`crate::http`]).
 //!
-//! The numbers are counted where the facts are: device events in the runtime as the core
-//! emits them (before they are broadcast, so a lagging subscriber cannot make the counts lose
-//! events), DTLS handshakes where the runtime handles the engine's events, datagrams where the
-//! runtime takes them in and hands them out. Each is a relaxed atomic behind an `Arc` shared
-//! with the HTTP task: counting costs one uncontended add on the server task, and a scrape
-//! never waits for it.
+//! The numbers are counted where the facts are, in the protocol stack ([`crate::stack`]):
+//! device events as the core emits them (before they are broadcast, so a lagging subscriber
+//! cannot make the counts lose events), DTLS handshakes where the stack handles the engine's
+//! events, datagrams where the stack takes them in and hands them out. Each is a relaxed
+//! atomic behind an `Arc` shared with the HTTP task: counting costs one uncontended add on
+//! the server task, and a scrape never waits for it.
 //!
 //! The text is written by hand rather than with the `prometheus` or `metrics` crates: about
 //! twenty series need no registry, and those crates keep a process-wide registry or recorder,

@@ -1,4 +1,4 @@
-//! What a start reads back from the store, in one sequence the runtime calls and the tests
+//! What a start reads back from the store, in one sequence the startup calls and the tests
 //! call the same way: device credentials, DTLS sessions, the core's registrations,
 //! observations and queued commands, the MQTT bridge's outbox, requests and shadows.
 //!
@@ -324,7 +324,11 @@ mod tests {
             roots: &roots,
         };
         let mut server = dtls::Server::new(
-            crate::provisioning::security::dtls_config(&config(), None),
+            crate::provisioning::security::dtls_config(
+                &config(),
+                None,
+                (Instant::now(), SystemTime::now()),
+            ),
             [3; 32],
         );
         let client_config = dtls::ClientConfig::psk(&b"id-ok"[..], &b"0123456789abcdef"[..]);
@@ -662,7 +666,11 @@ mod tests {
             (now, wall_now()),
         );
         let mut server = dtls::Server::new(
-            crate::provisioning::security::dtls_config(&config, None),
+            crate::provisioning::security::dtls_config(
+                &config,
+                None,
+                (Instant::now(), SystemTime::now()),
+            ),
             [5; 32],
         );
         let restored = restore_state(

@@ -12,11 +12,16 @@
 //! one bounded channel, and otherwise runs everything on the machine's task: receive in
 //! batches, run timers, take commands, send what the machine produced, then call
 //! [`Machine::flush`] so the machine can hand its events on. No task per peer.
+//!
+//! Commands come from an [`Inbox`]: one channel, or a machine's own merge of several
+//! sources (channels, futures it waits on) polled directly, so no task has to copy one
+//! channel into another.
 use crate::coap::Transmit;
 use std::io;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -46,6 +51,20 @@ pub trait Machine {
     /// Called after every input once the datagrams are sent: pass events on, write the
     /// store. Must not block.
     fn flush(&mut self) {}
+}
+
+/// Where a machine's commands come from.
+pub trait Inbox<C> {
+    /// The next command if one is ready; `Ready(None)` once no more can come, which stops
+    /// the driver. When `Pending`, `cx` is woken once a command may be ready, as for
+    /// [`Future::poll`](std::future::Future::poll).
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<C>>;
+}
+
+impl<C> Inbox<C> for mpsc::Receiver<C> {
+    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<C>> {
+        mpsc::Receiver::poll_recv(self, cx)
+    }
 }
 
 /// The bound UDP sockets a machine is driven on.
@@ -233,12 +252,12 @@ async fn read_socket(
     }
 }
 
-/// Drives `machine` on `sockets` until a command breaks or every command sender is gone,
-/// then sends what is still queued and hands the machine back.
-pub async fn run<M: Machine>(
+/// Drives `machine` on `sockets` until a command breaks or the inbox is done, then sends
+/// what is still queued and hands the machine back.
+pub async fn run<M: Machine, I: Inbox<M::Command>>(
     sockets: Sockets,
     mut machine: M,
-    mut commands: mpsc::Receiver<M::Command>,
+    mut commands: I,
 ) -> M {
     let (inbound_tx, mut inbound) = mpsc::channel(INBOUND_CAPACITY);
     let readers: Vec<_> = sockets
@@ -271,7 +290,7 @@ pub async fn run<M: Machine>(
                 }
             }
             () = &mut sleep, if deadline.is_some() => machine.handle_timeout(Instant::now()),
-            cmd = commands.recv() => match cmd {
+            cmd = std::future::poll_fn(|cx| commands.poll_recv(cx)) => match cmd {
                 Some(c) => {
                     if machine.handle_command(Instant::now(), c).is_break() {
                         break;

@@ -21,7 +21,6 @@ pub mod shadow;
 pub mod sink;
 
 use crate::config::{Config, MqttVersion};
-use crate::runtime::Control;
 use crate::store::Store;
 use anyhow::Context;
 use lwm2m::model::Registry;
@@ -32,7 +31,6 @@ use tokio::task::JoinHandle;
 /// The bridge's tasks and embedded broker, stopped with the server.
 pub struct Running {
     link: JoinHandle<()>,
-    forward: JoinHandle<()>,
     broker: Option<broker::EmbeddedBroker>,
     stats: Arc<outbox::Shared>,
 }
@@ -51,9 +49,7 @@ impl Running {
 
     /// Stops the link (messages not yet acknowledged stay in the outbox for the next run).
     pub async fn stop(self) {
-        self.forward.abort();
         self.link.abort();
-        let _ = self.forward.await;
         let _ = self.link.await;
         drop(self.broker);
     }
@@ -80,14 +76,24 @@ pub(crate) fn open_state(
     Ok(Some(bridge))
 }
 
+/// The bridge as [`start`] hands it to the server task.
+pub(crate) struct Started {
+    /// The bridge state, for the server task.
+    pub(crate) bridge: sink::Bridge,
+    /// The link's task and the embedded broker.
+    pub(crate) running: Running,
+    /// Downlink messages from the broker, for the server task to take in directly; the link
+    /// stops when this is dropped.
+    pub(crate) downlink: mpsc::Receiver<link::Downlink>,
+}
+
 /// Starts the bridge whose state [`open_state`] opened: the embedded broker if configured,
-/// the MQTT link, and the bridge state for the server task. `None` if there is none.
+/// and the MQTT link. `None` if there is none.
 pub(crate) fn start(
     config: &Config,
     store: &Store,
     bridge: Option<sink::Bridge>,
-    control: mpsc::Sender<Control>,
-) -> anyhow::Result<Option<(sink::Bridge, Running)>> {
+) -> anyhow::Result<Option<Started>> {
     let m = &config.mqtt;
     let Some(bridge) = bridge.filter(|_| m.enabled) else {
         return Ok(None);
@@ -118,7 +124,7 @@ pub(crate) fn start(
         reconnect_max: m.reconnect_max,
     };
     let shared = bridge.shared();
-    let (tx, mut rx) = mpsc::channel::<link::Downlink>(1024);
+    let (tx, downlink) = mpsc::channel::<link::Downlink>(1024);
     let link = tokio::spawn(link::run(
         options,
         link_config,
@@ -126,21 +132,14 @@ pub(crate) fn start(
         shared.clone(),
         tx,
     ));
-    let forward = tokio::spawn(async move {
-        while let Some(d) = rx.recv().await {
-            if control.send(Control::Downlink(d)).await.is_err() {
-                return;
-            }
-        }
-    });
     tracing::info!(broker = %m.broker, version = m.version.number(), prefix = %m.topic_prefix, "MQTT bridge started");
-    Ok(Some((
+    Ok(Some(Started {
         bridge,
-        Running {
+        running: Running {
             link,
-            forward,
             broker,
             stats: shared,
         },
-    )))
+        downlink,
+    }))
 }

@@ -139,8 +139,14 @@ pub fn trusted_roots(path: &PathBuf) -> anyhow::Result<Roots> {
     Roots::from_der(&certs).with_context(|| format!("trust anchors in {}", path.display()))
 }
 
-/// The engine's settings from `[dtls]`.
-pub fn dtls_config(config: &Config, key: Option<Arc<OwnKey>>) -> dtls::ServerConfig {
+/// The engine's settings from `[dtls]`. `clock_base` pairs an instant with the wall-clock time
+/// then: the engine derives the time of day certificates are checked against from it and the
+/// `now` of each call, and reads no clock itself.
+pub fn dtls_config(
+    config: &Config,
+    key: Option<Arc<OwnKey>>,
+    clock_base: (Instant, SystemTime),
+) -> dtls::ServerConfig {
     let d = &config.dtls;
     dtls::ServerConfig {
         suites: d.cipher_suites.clone(),
@@ -155,8 +161,7 @@ pub fn dtls_config(config: &Config, key: Option<Arc<OwnKey>>) -> dtls::ServerCon
         max_sessions: d.max_sessions,
         require_extended_master_secret: d.require_extended_master_secret,
         key,
-        // Read once: the engine derives the time of day from the monotonic clock it is given.
-        wall_clock: Some(dtls::WallClock::new(Instant::now(), SystemTime::now())),
+        wall_clock: Some(dtls::WallClock::new(clock_base.0, clock_base.1)),
         ..dtls::ServerConfig::default()
     }
 }

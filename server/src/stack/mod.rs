@@ -1,0 +1,322 @@
+//! The server's protocol stack, sans-IO: DTLS (RFC 6347, RFC 9146) in front of a role core
+//! (the LwM2M server's, OMA LwM2M TS 1.2), with the policies between them — who a DTLS peer
+//! is, which sessions are saved and when, what the audit log records, and the hold that
+//! keeps acknowledgements back until what they acknowledge is durable.
+//!
+//! Like the cores it wraps it never touches a socket or the store, and reads no clock: every
+//! input takes `now` (the DTLS engine derives the time of day certificates are checked against
+//! from it and the clock base in its configuration), and everything it wants done comes out of a `poll_*` method
+//! for the driver (the server task's runtime) to carry out.
+//!
+//! - **Inputs**: [`handle_datagram`](Stack::handle_datagram),
+//!   [`handle_timeout`](Stack::handle_timeout), [`handle_committed`](Stack::handle_committed)
+//!   (the store finished a commit the stack asked for), [`outbox_written`](Stack::outbox_written)
+//!   (a sink queued MQTT messages caused by the last input), and the application commands
+//!   [`credentials_changed`](Stack::credentials_changed) and, for the role's own commands,
+//!   [`core_mut`](Stack::core_mut).
+//! - **Outputs**, after each input, in this order: [`poll_event`](Stack::poll_event) until
+//!   `None` (store writes, audit notes, the core's events — a sink that writes the outbox
+//!   calls `outbox_written` before going on), then [`poll_transmit`](Stack::poll_transmit),
+//!   then [`poll_commit`](Stack::poll_commit) (a commit to request, reported back through
+//!   `handle_committed`), then [`poll_timeout`](Stack::poll_timeout). Events first: whether a
+//!   datagram is held is decided when it is polled, by the outbox writes reported so far.
+//!
+//! Metrics are counted as the facts happen, in the shared [`Metrics`].
+//!
+//! # Layout
+//! - [`role`]: what the stack needs from a role core.
+//! - `secure`: the DTLS engine's events to the core, refused handshakes to the audit log.
+//! - `sessions`: saved DTLS sessions and the periodic save's schedule.
+//! - `hold`: durable before acknowledged.
+mod hold;
+pub mod role;
+mod secure;
+mod sessions;
+#[cfg(test)]
+mod tests;
+
+pub use role::Role;
+pub use secure::Secure;
+
+use crate::core::persist::StoreOp;
+use crate::core::types::{DeviceEvent, Link};
+use crate::core::ServerCore;
+use crate::metrics::{Metrics, Transport};
+use crate::provisioning::audit::{AuditEvent, AuditKind};
+use hold::Hold;
+use lwm2m::coap::Transmit;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Something for the driver to carry out.
+#[derive(Debug)]
+pub enum StackEvent<E = DeviceEvent> {
+    /// A write for the durable store, in order with the others.
+    Store(StoreOp),
+    /// An entry for the audit log.
+    Audit(AuditNote),
+    /// An event of the role core, for the sinks (MQTT bridge, subscribers, waiting callers).
+    Device(E),
+}
+
+/// An audit event without its time: the driver stamps it as it records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditNote {
+    /// What happened.
+    pub kind: AuditKind,
+    /// The endpoint concerned, if known.
+    pub endpoint: Option<String>,
+    /// The network peer, if any.
+    pub peer: Option<String>,
+    /// The reason, the identity tried...
+    pub detail: String,
+}
+
+impl AuditNote {
+    /// The audit event, as happened at `at`.
+    pub fn at(self, at: SystemTime) -> AuditEvent {
+        AuditEvent {
+            at,
+            kind: self.kind,
+            endpoint: self.endpoint,
+            peer: self.peer,
+            detail: self.detail,
+        }
+    }
+}
+
+/// DTLS and a role core between the sockets and the rest of the server.
+pub struct Stack<C: Role = ServerCore<Link>> {
+    core: C,
+    /// CoAP over DTLS, if the server serves it.
+    secure: Option<Secure>,
+    /// Counted where the facts are; read by `/metrics`.
+    metrics: Arc<Metrics>,
+    /// The core's datagrams waiting for an outbox commit.
+    hold: Hold<Transmit<Link>>,
+    /// The periodic session save.
+    saves: sessions::Schedule,
+    /// Store writes and audit notes of the DTLS side, ahead of the core's outputs.
+    events: VecDeque<StackEvent<C::Event>>,
+}
+
+impl<C: Role> Stack<C> {
+    /// A stack around `core` (restored already), serving DTLS through `secure` if given, saving
+    /// its sessions every `save_every` from `now`.
+    pub fn new(
+        core: C,
+        secure: Option<Secure>,
+        metrics: Arc<Metrics>,
+        save_every: Option<Duration>,
+        now: Instant,
+    ) -> Self {
+        let saves = match &secure {
+            Some(_) => sessions::Schedule::new(save_every, now),
+            None => sessions::Schedule::off(),
+        };
+        if let Some(s) = &secure {
+            metrics.set_dtls_sessions(s.server.usage().sessions);
+        }
+        Self {
+            core,
+            secure,
+            metrics,
+            hold: Hold::default(),
+            saves,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The role core, for its own queries.
+    pub fn core(&self) -> &C {
+        &self.core
+    }
+
+    /// The role core, for its own commands (their datagrams and events come out of this
+    /// stack's `poll_*` like any others).
+    pub fn core_mut(&mut self) -> &mut C {
+        &mut self.core
+    }
+
+    /// The DTLS engine, if the server serves DTLS.
+    pub fn dtls(&self) -> Option<&dtls::Server> {
+        self.secure.as_ref().map(|s| &s.server)
+    }
+
+    /// One datagram from `from`, received on a socket of `transport`.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        transport: Transport,
+        from: SocketAddr,
+        data: &[u8],
+    ) {
+        match transport {
+            Transport::Udp => {
+                self.metrics.datagram_received(Transport::Udp);
+                self.core.handle_datagram(now, Link::Udp(from), data);
+            }
+            Transport::Dtls => {
+                let Some(secure) = self.secure.as_mut() else {
+                    return;
+                };
+                self.metrics.datagram_received(Transport::Dtls);
+                secure.handle_datagram(now, from, data);
+                self.secure_events(now);
+            }
+        }
+    }
+
+    /// Runs what is due at `now`: the core's timers, DTLS retransmissions, a chunk of the
+    /// periodic session save.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.core.handle_timeout(now);
+        let Some(secure) = self.secure.as_mut() else {
+            return;
+        };
+        secure.server.handle_timeout(now);
+        self.secure_events(now);
+        let Some(secure) = self.secure.as_ref() else {
+            return;
+        };
+        for conn in self.saves.due(now, &secure.server) {
+            self.events.extend(secure.save(conn).map(StackEvent::Store));
+        }
+    }
+
+    /// The credentials of `endpoints` changed (in the index the DTLS lookups share): their
+    /// sessions close, with an audit note per endpoint that had any. `revoked`, if given,
+    /// lost its credential altogether: its state in the core ends too.
+    pub fn credentials_changed(
+        &mut self,
+        now: Instant,
+        endpoints: &[String],
+        revoked: Option<&str>,
+    ) {
+        let closed = match self.secure.as_mut() {
+            Some(s) => s.close_sessions(endpoints),
+            None => Vec::new(),
+        };
+        self.secure_events(now);
+        if let Some(endpoint) = revoked {
+            self.core.revoke(now, endpoint);
+        }
+        for (endpoint, n) in closed {
+            self.events.push_back(StackEvent::Audit(AuditNote {
+                kind: AuditKind::SessionClosed,
+                endpoint: Some(endpoint),
+                peer: None,
+                detail: format!("{n} DTLS session(s) closed: credential changed"),
+            }));
+        }
+    }
+
+    /// A sink queued outbox writes caused by the input just handled: what the core sends
+    /// from now on waits for the commit that makes them durable.
+    pub fn outbox_written(&mut self) {
+        self.hold.written();
+    }
+
+    /// A commit to ask the store for: once every write handed out so far is committed,
+    /// report it with [`handle_committed`](Self::handle_committed).
+    pub fn poll_commit(&mut self) -> Option<u64> {
+        self.hold.poll_commit()
+    }
+
+    /// The store committed what was queued when `generation` was asked for (or failed to:
+    /// the held datagrams leave either way, as a store gone wrong must not silence the server).
+    pub fn handle_committed(&mut self, generation: u64) {
+        self.hold.committed(generation);
+    }
+
+    /// Every established session as store writes (at shutdown); returns how many.
+    pub fn save_sessions(&mut self) -> usize {
+        let Some(secure) = self.secure.as_ref() else {
+            return 0;
+        };
+        let conns = secure.server.conns();
+        for conn in &conns {
+            self.events
+                .extend(secure.save(*conn).map(StackEvent::Store));
+        }
+        conns.len()
+    }
+
+    /// The next thing for the driver to carry out.
+    pub fn poll_event(&mut self) -> Option<StackEvent<C::Event>> {
+        if let Some(ev) = self.events.pop_front() {
+            return Some(ev);
+        }
+        if let Some(op) = self.core.poll_store() {
+            return Some(StackEvent::Store(op));
+        }
+        let ev = self.core.poll_event()?;
+        match self.core.observe(&ev, &self.metrics) {
+            // The refusal is recorded before the sinks see the event.
+            Some(note) => {
+                self.events.push_back(StackEvent::Device(ev));
+                Some(StackEvent::Audit(note))
+            }
+            None => Some(StackEvent::Device(ev)),
+        }
+    }
+
+    /// The next datagram to send, and the socket group it leaves from.
+    pub fn poll_transmit(&mut self) -> Option<(Transport, Transmit<SocketAddr>)> {
+        loop {
+            if let Some((peer, payload)) =
+                self.secure.as_mut().and_then(|s| s.server.poll_transmit())
+            {
+                self.metrics.datagram_sent(Transport::Dtls);
+                return Some((Transport::Dtls, Transmit { peer, payload }));
+            }
+            let t = match self.hold.pop_ready() {
+                Some(t) => t,
+                None => match self.hold.admit(self.core.poll_transmit()?) {
+                    Some(t) => t,
+                    None => continue,
+                },
+            };
+            match t.peer {
+                Link::Udp(peer) => {
+                    self.metrics.datagram_sent(Transport::Udp);
+                    return Some((
+                        Transport::Udp,
+                        Transmit {
+                            peer,
+                            payload: t.payload,
+                        },
+                    ));
+                }
+                Link::Dtls(conn) => {
+                    if let Some(secure) = self.secure.as_mut() {
+                        if let Err(e) = secure.server.send(conn, &t.payload) {
+                            // The session is gone; CoAP retransmission gives up in its time.
+                            tracing::debug!(peer = %conn, error = %e, "no DTLS session to send on");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next run.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.core.poll_timeout(),
+            self.dtls().and_then(dtls::Server::poll_timeout),
+            self.saves.poll_timeout(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    fn secure_events(&mut self, now: Instant) {
+        if let Some(secure) = self.secure.as_mut() {
+            secure.events(now, &mut self.core, &self.metrics, &mut self.events);
+        }
+    }
+}

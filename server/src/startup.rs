@@ -1,0 +1,221 @@
+//! Starting a server: the object definitions, the store and the secrets key, the state a
+//! previous run left (credentials, DTLS sessions, registrations, the MQTT bridge's outbox),
+//! the sockets, the MQTT bridge, the HTTP API and the admin socket — then the server task,
+//! whose driver runs the [`Stack`] on the sockets.
+use crate::config::Config;
+use crate::core::types::Link;
+use crate::core::ServerCore;
+use crate::handle::{Server, ServerHandle};
+use crate::metrics::Metrics;
+use crate::provisioning::admin::{self, AdminRequest};
+use crate::provisioning::secrets::SecretsKey;
+use crate::provisioning::security::{self, SharedCredentials};
+use crate::runtime::inputs::Inputs;
+use crate::runtime::{Shell, Tasks, PLAIN, SECURE};
+use crate::stack::{Secure, Stack};
+use crate::store::{Store, StoreConfig};
+use anyhow::Context;
+use dtls::pki::Roots;
+use lwm2m::model::Registry;
+use lwm2m::net::machine::{self, Sockets};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::SystemTime;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// Device events a slow subscriber may fall behind by before it misses some.
+const EVENT_CAPACITY: usize = 16_384;
+
+/// Opens the store, restores the previous state (registrations, DTLS sessions), binds the
+/// sockets and the admin socket, and starts the server.
+pub async fn start(config: &Config) -> anyhow::Result<Server> {
+    let schema = Arc::new(load_schema(config)?);
+    std::fs::create_dir_all(&config.server.data_dir)
+        .with_context(|| format!("creating {}", config.server.data_dir.display()))?;
+    let store_path = config.store_path();
+    let store_config = StoreConfig {
+        cache_bytes: config.server.store_cache_bytes,
+        ..StoreConfig::default()
+    };
+    let store = Store::open(&store_path, store_config)
+        .with_context(|| format!("opening the store at {}", store_path.display()))?;
+    let secrets = SecretsKey::load_or_create(&config.secrets_key_path())
+        .with_context(|| format!("secrets key {}", config.secrets_key_path().display()))?;
+    let secrets = Arc::new(secrets);
+
+    let mut core_config = config.core();
+    core_config.rng_seed = rand::random();
+    core_config.coap.rng_seed = rand::random();
+    let now = Instant::now().into_std();
+    let clock_base = (now, SystemTime::now());
+    let mut core: ServerCore<Link> = ServerCore::new(core_config, schema.clone(), clock_base);
+
+    let mut dtls = None;
+    let mut roots = Roots::default();
+    if !config.server.coaps_bind.is_empty() {
+        let key = security::server_key(config)?;
+        roots = security::trusted_roots(&config.security.trusted_ca)?;
+        dtls = Some(dtls::Server::new(
+            security::dtls_config(config, Some(key), clock_base),
+            rand::random(),
+        ));
+    }
+    let restored = crate::restore::restore_state(
+        config,
+        &store,
+        &secrets,
+        &mut core,
+        dtls.as_mut(),
+        schema.clone(),
+        now,
+    )?;
+    tracing::info!(
+        devices = restored.credentials.len(),
+        sessions = restored.sessions,
+        report = ?restored.core,
+        skipped = restored.skipped,
+        "state restored"
+    );
+    let creds = SharedCredentials(Arc::new(std::sync::RwLock::new(restored.credentials)));
+    core.set_security_policy(Arc::new(creds.clone()));
+
+    let mut sockets = Sockets::empty();
+    let recv_buffer = config.server.udp_recv_buffer_bytes;
+    let mut addrs = Vec::new();
+    if config.security.allow_nosec && !config.server.coap_bind.is_empty() {
+        addrs = sockets
+            .bind_listener(&config.server.coap_bind, recv_buffer, PLAIN)
+            .with_context(|| format!("binding CoAP sockets {:?}", config.server.coap_bind))?;
+        for a in &addrs {
+            tracing::info!(addr = %a, "CoAP (NoSec) listening");
+        }
+    } else {
+        tracing::info!("NoSec disabled: plain CoAP is not served");
+    }
+    let mut secure_addrs = Vec::new();
+    if dtls.is_some() {
+        secure_addrs = sockets
+            .bind_listener(&config.server.coaps_bind, recv_buffer, SECURE)
+            .with_context(|| format!("binding CoAPs sockets {:?}", config.server.coaps_bind))?;
+        for a in &secure_addrs {
+            tracing::info!(addr = %a, "CoAP over DTLS listening");
+        }
+    }
+    anyhow::ensure!(
+        !addrs.is_empty() || !secure_addrs.is_empty(),
+        "nothing to listen on: configure server.coaps_bind, or server.coap_bind with security.allow_nosec"
+    );
+    let (control_tx, control) = mpsc::channel(1024);
+    let (events, _) = broadcast::channel(EVENT_CAPACITY);
+    let started = crate::bridge::start(config, &store, restored.bridge)
+        .map_err(|e| e.context("starting the MQTT bridge"))?;
+    let metrics = Arc::new(Metrics::new(
+        store.stats_handle(),
+        started.as_ref().map(|s| s.running.shared()),
+    ));
+    metrics.set_registered_clients(core.device_count());
+    let http_listener = if config.http.enabled {
+        let listener = tokio::net::TcpListener::bind(config.http.bind)
+            .await
+            .with_context(|| format!("binding the HTTP API on {}", config.http.bind))?;
+        Some(listener)
+    } else {
+        None
+    };
+    let (admin_task, admin_requests) = spawn_admin(config)?;
+    let (http_addr, http_task) = match http_listener {
+        Some(listener) => {
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "HTTP API listening (GET /metrics)");
+            let app = crate::http::router(metrics.clone());
+            let task = tokio::spawn(crate::http::serve(listener, app));
+            (Some(addr), Some(task))
+        }
+        None => (None, None),
+    };
+    let handle = ServerHandle {
+        control: control_tx,
+        events: events.clone(),
+        local_addrs: Arc::new(addrs),
+        secure_addrs: Arc::new(secure_addrs),
+        store_stats: store.stats_handle(),
+        metrics: metrics.clone(),
+        http_addr,
+    };
+    let secure = dtls.map(|server| Secure {
+        server,
+        creds: creds.clone(),
+        roots,
+        secrets: secrets.clone(),
+    });
+    let stack = Stack::new(
+        core,
+        secure,
+        metrics,
+        config.session_save_interval(),
+        clock_base.0,
+    );
+    let (bridge, mqtt, downlink) = match started {
+        Some(s) => (Some(s.bridge), Some(s.running), Some(s.downlink)),
+        None => (None, None, None),
+    };
+    let (inputs, commits) = Inputs::new(control, Some(admin_requests), downlink);
+    let shell = Shell {
+        stack,
+        store,
+        secrets,
+        creds,
+        events,
+        waiters: HashMap::new(),
+        done: None,
+        bridge,
+        commits,
+        tasks: Tasks {
+            admin: Some(admin_task),
+            http: http_task,
+            mqtt,
+        },
+    };
+    let task = tokio::spawn(async move {
+        let shell = machine::run(sockets, shell, inputs).await;
+        shell.finish().await
+    });
+    Ok(Server { handle, task })
+}
+
+/// The bundled object definitions and those in `objects_dir`.
+fn load_schema(config: &Config) -> anyhow::Result<Registry> {
+    let mut schema = Registry::bundled();
+    if !config.server.objects_dir.as_os_str().is_empty() {
+        let report = schema
+            .load_dir(&config.server.objects_dir)
+            .with_context(|| {
+                format!(
+                    "loading objects from {}",
+                    config.server.objects_dir.display()
+                )
+            })?;
+        for f in &report.failures {
+            tracing::warn!(error = %f, "object definition not loaded");
+        }
+        tracing::info!(loaded = report.loaded.len(), "object definitions loaded");
+    }
+    Ok(schema)
+}
+
+/// Serves the admin socket; its requests come out of the receiver, which the server task
+/// reads directly. The task is stopped (and the socket file removed) when the server stops.
+fn spawn_admin(config: &Config) -> anyhow::Result<(JoinHandle<()>, mpsc::Receiver<AdminRequest>)> {
+    let path = config.admin_socket_path();
+    let listener =
+        admin::bind(&path).with_context(|| format!("admin socket {}", path.display()))?;
+    let (tx, rx) = mpsc::channel::<AdminRequest>(16);
+    let serve = tokio::spawn(async move {
+        if let Err(e) = listener.run(tx).await {
+            tracing::warn!(error = %e, "admin socket stopped");
+        }
+    });
+    Ok((serve, rx))
+}
