@@ -9,24 +9,6 @@ use lwm2m_e2e_tests::{Device, TestServer};
 use lwm2m_server::admin::{AdminOp, AdminReply};
 use lwm2m_server::audit::AuditKind;
 use lwm2m_server::core::types::{Command, DeregisterReason, DeviceEvent};
-use lwm2m_server::credentials::{NewCredential, Secret};
-
-async fn provision(s: &TestServer, endpoint: &str, identity: &str, key: &[u8]) {
-    let reply = s
-        .handle()
-        .admin(AdminOp::DeviceAdd {
-            credential: NewCredential {
-                endpoint: endpoint.into(),
-                secret: Secret::Psk {
-                    identity: identity.as_bytes().to_vec(),
-                    key: key.to_vec(),
-                },
-            },
-        })
-        .await
-        .expect("server running");
-    assert!(reply.ok, "{reply:?}");
-}
 
 async fn audit(s: &TestServer) -> AdminReply {
     s.handle()
@@ -39,22 +21,12 @@ fn psk(identity: &str, key: &[u8]) -> dtls::ClientConfig {
     dtls::ClientConfig::psk(identity, key.to_vec())
 }
 
-async fn registered_at(s: &mut TestServer, endpoint: &str) -> String {
-    let ep = endpoint.to_string();
-    s.wait_for(|e| match e {
-        DeviceEvent::Registered { registration, .. } if registration.endpoint == ep => {
-            Some(registration.address.clone())
-        }
-        _ => None,
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_psk_device_registers_and_is_managed_over_dtls() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
-    provision(&s, "secure-1", "id-1", b"0123456789abcdef").await;
+    s.provision_psk("secure-1", "id-1", b"0123456789abcdef")
+        .await;
     let mut dev = Device::start_secure(
         s.secure_addr,
         ClientConfig::new("secure-1"),
@@ -63,10 +35,7 @@ async fn a_psk_device_registers_and_is_managed_over_dtls() {
     .await
     .unwrap();
     // The registration shows where the device is, not the session's handle.
-    assert_eq!(
-        registered_at(&mut s, "secure-1").await,
-        dev.addr.to_string()
-    );
+    assert_eq!(s.registered("secure-1").await, dev.addr.to_string());
     dev.wait_for(|e| matches!(e, ClientEvent::Registered { .. }).then_some(()))
         .await;
     let read = s
@@ -88,7 +57,8 @@ async fn a_psk_device_registers_and_is_managed_over_dtls() {
 async fn the_endpoint_name_is_bound_to_the_credential() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
-    provision(&s, "meter-a", "id-a", b"aaaaaaaaaaaaaaaa").await;
+    s.provision_psk("meter-a", "id-a", b"aaaaaaaaaaaaaaaa")
+        .await;
     // Meter A's key, another meter's name.
     let mut thief = Device::start_secure(
         s.secure_addr,
@@ -149,7 +119,8 @@ async fn the_endpoint_name_is_bound_to_the_credential() {
 async fn a_wrong_key_is_refused_and_audited() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path(), 0, "").await.unwrap();
-    provision(&s, "meter-k", "id-k", b"kkkkkkkkkkkkkkkk").await;
+    s.provision_psk("meter-k", "id-k", b"kkkkkkkkkkkkkkkk")
+        .await;
     let mut dev = Device::start_secure(
         s.secure_addr,
         ClientConfig::new("meter-k"),
@@ -179,7 +150,8 @@ async fn a_wrong_key_is_refused_and_audited() {
 async fn revocation_closes_the_session_and_ends_the_registration() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
-    provision(&s, "meter-r", "id-r", b"rrrrrrrrrrrrrrrr").await;
+    s.provision_psk("meter-r", "id-r", b"rrrrrrrrrrrrrrrr")
+        .await;
     let mut dev = Device::start_secure(
         s.secure_addr,
         ClientConfig::new("meter-r"),
@@ -187,7 +159,7 @@ async fn revocation_closes_the_session_and_ends_the_registration() {
     )
     .await
     .unwrap();
-    registered_at(&mut s, "meter-r").await;
+    s.registered("meter-r").await;
     let reply = s
         .handle()
         .admin(AdminOp::DeviceRevoke {
@@ -226,7 +198,8 @@ async fn revocation_closes_the_session_and_ends_the_registration() {
 async fn dtls_sessions_survive_a_server_restart_without_a_handshake() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
-    provision(&s, "meter-s", "id-s", b"ssssssssssssssss").await;
+    s.provision_psk("meter-s", "id-s", b"ssssssssssssssss")
+        .await;
     let (port, secure_port) = (s.addr.port(), s.secure_addr.port());
     let dev = Device::start_secure(
         s.secure_addr,
@@ -235,7 +208,7 @@ async fn dtls_sessions_survive_a_server_restart_without_a_handshake() {
     )
     .await
     .unwrap();
-    registered_at(&mut s, "meter-s").await;
+    s.registered("meter-s").await;
     s.stop().await;
 
     let mut s = TestServer::start_on(dir.path(), port, secure_port, "")

@@ -8,7 +8,6 @@ use lwm2m_e2e_tests::{Device, TestServer};
 use lwm2m_server::admin::AdminOp;
 use lwm2m_server::audit::AuditKind;
 use lwm2m_server::config::Config;
-use lwm2m_server::core::types::DeviceEvent;
 use lwm2m_server::import::{self, ImportError, ImportSummary};
 use std::path::Path;
 
@@ -41,16 +40,6 @@ fn device_psk(i: usize) -> dtls::ClientConfig {
     dtls::ClientConfig::psk(format!("imp-id-{i}"), key.to_vec())
 }
 
-async fn registered(s: &mut TestServer, endpoint: &str) {
-    s.wait_for(|e| match e {
-        DeviceEvent::Registered { registration, .. } if registration.endpoint == endpoint => {
-            Some(())
-        }
-        _ => None,
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_imported_offline_handshake_when_the_server_starts() {
     let dir = tempfile::tempdir().unwrap();
@@ -69,7 +58,7 @@ async fn devices_imported_offline_handshake_when_the_server_starts() {
     let dev = Device::start_secure(s.secure_addr, ClientConfig::new("imp-123"), device_psk(123))
         .await
         .unwrap();
-    registered(&mut s, "imp-123").await;
+    s.registered("imp-123").await;
     let list = s.handle().admin(AdminOp::DeviceList).await.unwrap();
     assert_eq!(list.devices.unwrap().len(), 300);
     dev.kill();
@@ -89,7 +78,7 @@ async fn an_import_into_a_running_server_works_at_once_and_rotation_closes_sessi
     let mut dev = Device::start_secure(s.secure_addr, ClientConfig::new("imp-7"), device_psk(7))
         .await
         .unwrap();
-    registered(&mut s, "imp-7").await;
+    s.registered("imp-7").await;
 
     // A new key for imp-7 (and the same ones for two others): its session is closed.
     let rotated = format!(

@@ -4,9 +4,7 @@
 use lwm2m::client::{ClientConfig, ClientEvent};
 use lwm2m::net::secure::LinkEvent;
 use lwm2m_e2e_tests::{Device, TestServer, PATIENCE};
-use lwm2m_server::admin::AdminOp;
 use lwm2m_server::core::types::{DeregisterReason, DeviceEvent};
-use lwm2m_server::credentials::{NewCredential, Secret};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -134,20 +132,8 @@ async fn a_registration_lifecycle_shows_in_the_metrics() {
 async fn dtls_handshakes_sessions_and_refusals_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
-    let reply = s
-        .handle()
-        .admin(AdminOp::DeviceAdd {
-            credential: NewCredential {
-                endpoint: "meter-m".into(),
-                secret: Secret::Psk {
-                    identity: b"id-m".to_vec(),
-                    key: b"mmmmmmmmmmmmmmmm".to_vec(),
-                },
-            },
-        })
-        .await
-        .unwrap();
-    assert!(reply.ok, "{reply:?}");
+    s.provision_psk("meter-m", "id-m", b"mmmmmmmmmmmmmmmm")
+        .await;
     let dev = Device::start_secure(
         s.secure_addr,
         ClientConfig::new("meter-m"),
