@@ -20,7 +20,7 @@ use crate::coap::{
 use crate::content::{self, ContentFormat};
 use crate::model::{Node, Path};
 use crate::ops::dm::DownlinkRequest;
-use netsim::{Faults, Step};
+use netsim::{Datagram, Faults, Harness};
 use std::time::{Duration, Instant};
 
 pub(super) type Addr = u8;
@@ -148,32 +148,6 @@ impl Net {
         self.flush();
     }
 
-    /// Moves every datagram onto the wire and every event where it belongs.
-    pub(super) fn flush(&mut self) {
-        loop {
-            let mut progressed = false;
-            while let Some(t) = self.client.poll_transmit() {
-                progressed = true;
-                self.wire.send(CLIENT, t.peer, t.payload);
-            }
-            while let Some(ev) = self.client.poll_event() {
-                progressed = true;
-                self.events.push((self.elapsed(), ev));
-            }
-            while let Some(t) = self.server.poll_transmit() {
-                progressed = true;
-                self.wire.send(SERVER, t.peer, t.payload);
-            }
-            while let Some(ev) = self.server.poll_event() {
-                progressed = true;
-                self.on_server_event(ev);
-            }
-            if !progressed {
-                break;
-            }
-        }
-    }
-
     fn on_server_event(&mut self, ev: Event<Addr>) {
         if let Event::Request(IncomingRequest { id, request, .. }) = &ev {
             let path = msg::uri_path(request);
@@ -190,73 +164,6 @@ impl Net {
             }
         }
         self.server_events.push((self.elapsed(), ev));
-    }
-
-    fn next_timer(&self) -> Option<Instant> {
-        [self.client.poll_timeout(), self.server.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
-    }
-
-    fn next_time(&self) -> Option<Instant> {
-        self.next_timer()
-            .into_iter()
-            .chain(self.wire.next_delivery())
-            .min()
-    }
-
-    /// Advances to the next moment something happens and processes it.
-    pub(super) fn step(&mut self) -> bool {
-        let deadline = self.next_timer();
-        let Some(step) = self.wire.step(deadline) else {
-            return false;
-        };
-        let now = self.now();
-        match step {
-            Step::Deliver(d) if d.to == CLIENT => {
-                self.client.handle_datagram(now, d.from, &d.bytes)
-            }
-            Step::Deliver(d) => self.server.handle_datagram(now, d.from, &d.bytes),
-            Step::Timeout => {
-                if self.client.poll_timeout().is_some_and(|t| t <= now) {
-                    self.client.handle_timeout(now);
-                }
-                if self.server.poll_timeout().is_some_and(|t| t <= now) {
-                    self.server.handle_timeout(now);
-                }
-            }
-        }
-        self.flush();
-        true
-    }
-
-    /// Steps until `done` holds or `limit` of virtual time has passed. Returns `done`.
-    pub(super) fn run_until(
-        &mut self,
-        limit: Duration,
-        mut done: impl FnMut(&mut Net) -> bool,
-    ) -> bool {
-        let end = self.now() + limit;
-        loop {
-            if done(self) {
-                return true;
-            }
-            match self.next_time() {
-                Some(t) if t <= end => {
-                    self.step();
-                }
-                _ => {
-                    self.wire.advance_to(end);
-                    return done(self);
-                }
-            }
-        }
-    }
-
-    /// Lets `d` of virtual time pass.
-    pub(super) fn run_for(&mut self, d: Duration) {
-        self.run_until(d, |_| false);
     }
 
     /// Sends a request from the server to the client.
@@ -324,6 +231,70 @@ impl Net {
             .filter(|s| msg::uri_path(&s.request) == path)
             .map(|s| s.at)
             .collect()
+    }
+}
+
+impl Harness for Net {
+    type Addr = Addr;
+
+    fn net(&self) -> &netsim::Net<Addr> {
+        &self.wire
+    }
+
+    fn net_mut(&mut self) -> &mut netsim::Net<Addr> {
+        &mut self.wire
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        [self.client.poll_timeout(), self.server.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn deliver(&mut self, d: Datagram<Addr>) {
+        let now = self.now();
+        if d.to == CLIENT {
+            self.client.handle_datagram(now, d.from, &d.bytes);
+        } else {
+            self.server.handle_datagram(now, d.from, &d.bytes);
+        }
+    }
+
+    fn timeout(&mut self) {
+        let now = self.now();
+        if self.client.poll_timeout().is_some_and(|t| t <= now) {
+            self.client.handle_timeout(now);
+        }
+        if self.server.poll_timeout().is_some_and(|t| t <= now) {
+            self.server.handle_timeout(now);
+        }
+    }
+
+    /// Moves every datagram onto the wire and every event where it belongs.
+    fn flush(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.client.poll_transmit() {
+                progressed = true;
+                self.wire.send(CLIENT, t.peer, t.payload);
+            }
+            while let Some(ev) = self.client.poll_event() {
+                progressed = true;
+                self.events.push((self.elapsed(), ev));
+            }
+            while let Some(t) = self.server.poll_transmit() {
+                progressed = true;
+                self.wire.send(SERVER, t.peer, t.payload);
+            }
+            while let Some(ev) = self.server.poll_event() {
+                progressed = true;
+                self.on_server_event(ev);
+            }
+            if !progressed {
+                break;
+            }
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use lwm2m::content::ContentFormat;
 use lwm2m::model::{Node, Path, Resource, Value};
 use lwm2m::ops::dm::{DmResponse, DownlinkRequest};
 use lwm2m::ops::registration::{Register, Update};
-use netsim::{Datagram, Faults, Step};
+use netsim::{Datagram, Faults, Harness};
 use std::collections::BTreeMap;
 
 const SERVER: u8 = 0;
@@ -125,6 +125,121 @@ impl World {
         })
     }
 
+    /// Advances virtual time by `d`, running every deadline on the way.
+    fn advance(&mut self, d: Duration) {
+        self.flush();
+        self.run_for(d);
+        self.flush();
+    }
+
+    fn send_from(&mut self, addr: u8, packet: Packet) -> lwm2m::coap::RequestId {
+        let now = self.now();
+        let id = self
+            .device(addr)
+            .send_request(now, SERVER, packet, RequestOptions::default())
+            .unwrap();
+        self.flush();
+        id
+    }
+
+    /// The device's response to its request `id`.
+    fn reply(&self, addr: u8, id: lwm2m::coap::RequestId) -> Option<Packet> {
+        self.device_events.iter().find_map(|(a, e)| match e {
+            Event::Response {
+                id: i, response, ..
+            } if *a == addr && *i == id => Some(response.clone()),
+            _ => None,
+        })
+    }
+
+    fn register(&mut self, addr: u8, name: &str, lifetime: u32, queue: bool) -> String {
+        let mut r = Register::new(
+            name,
+            parse_registration_links(b"</>;rt=\"oma.lwm2m\";ct=11542,</1/0>,</3/0>,</3303/0>")
+                .unwrap(),
+        );
+        r.lifetime = lifetime;
+        r.queue_mode = queue;
+        let id = self.send_from(addr, r.to_coap());
+        let resp = self.reply(addr, id).expect("register answered");
+        assert_eq!(
+            resp.header.code,
+            MessageClass::Response(ResponseType::Created)
+        );
+        msg::location_path(&resp)
+    }
+
+    /// Registers `name` at `addr` in queue mode, lets the server's awake window pass and
+    /// turns the device's radio off. Returns its location and how many datagrams had been
+    /// sent by then (for [`sent_to`](Self::sent_to)).
+    fn register_and_sleep(&mut self, addr: u8, name: &str, lifetime: u32) -> (String, usize) {
+        let loc = self.register(addr, name, lifetime, true);
+        self.advance(self.core.config.awake_window + Duration::from_secs(1));
+        self.sleep(addr, true);
+        (loc, self.net.sent().len())
+    }
+
+    fn results(&self) -> Vec<(CommandId, Outcome)> {
+        self.events
+            .iter()
+            .filter_map(|e| match e {
+                DeviceEvent::CommandResult { id, outcome, .. } => Some((*id, outcome.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn submit(&mut self, endpoint: &str, request: DownlinkRequest) -> CommandId {
+        let now = self.now();
+        let id = self.core.submit(now, Command::new(endpoint, request));
+        self.flush();
+        id
+    }
+
+    fn requests_seen_by(&self, addr: u8) -> usize {
+        self.device_events
+            .iter()
+            .filter(|(a, e)| *a == addr && matches!(e, Event::Request(_)))
+            .count()
+    }
+}
+
+impl Harness for World {
+    type Addr = u8;
+
+    fn net(&self) -> &netsim::Net<u8> {
+        &self.net
+    }
+
+    fn net_mut(&mut self) -> &mut netsim::Net<u8> {
+        &mut self.net
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.devices
+            .values()
+            .filter_map(|e| e.poll_timeout())
+            .chain(self.core.poll_timeout())
+            .min()
+    }
+
+    fn deliver(&mut self, d: Datagram<u8>) {
+        let now = self.now();
+        if d.to == SERVER {
+            self.core.handle_datagram(now, d.from, &d.bytes);
+        } else {
+            self.device(d.to).handle_datagram(now, d.from, &d.bytes);
+        }
+    }
+
+    fn timeout(&mut self) {
+        let now = self.now();
+        self.core.handle_timeout(now);
+        for d in self.devices.values_mut() {
+            d.handle_timeout(now);
+        }
+    }
+
     /// Moves datagrams, events and store writes until everything is quiet.
     fn flush(&mut self) {
         loop {
@@ -178,106 +293,6 @@ impl World {
                 return;
             }
         }
-    }
-
-    fn deliver(&mut self, d: Datagram<u8>) {
-        let now = self.now();
-        if d.to == SERVER {
-            self.core.handle_datagram(now, d.from, &d.bytes);
-        } else {
-            self.device(d.to).handle_datagram(now, d.from, &d.bytes);
-        }
-    }
-
-    /// Advances virtual time by `d`, running every deadline on the way.
-    fn advance(&mut self, d: Duration) {
-        let end = self.now() + d;
-        loop {
-            self.flush();
-            let next = self
-                .devices
-                .values()
-                .filter_map(|e| e.poll_timeout())
-                .chain(self.core.poll_timeout())
-                .min();
-            if next.is_none_or(|t| t > end) && self.net.next_delivery().is_none_or(|t| t > end) {
-                break;
-            }
-            match self.net.step(next) {
-                Some(Step::Deliver(d)) => self.deliver(d),
-                Some(Step::Timeout) => {
-                    let now = self.now();
-                    self.core.handle_timeout(now);
-                    for d in self.devices.values_mut() {
-                        d.handle_timeout(now);
-                    }
-                }
-                None => break,
-            }
-        }
-        self.net.advance_to(end);
-        self.flush();
-    }
-
-    fn send_from(&mut self, addr: u8, packet: Packet) -> lwm2m::coap::RequestId {
-        let now = self.now();
-        let id = self
-            .device(addr)
-            .send_request(now, SERVER, packet, RequestOptions::default())
-            .unwrap();
-        self.flush();
-        id
-    }
-
-    /// The device's response to its request `id`.
-    fn reply(&self, addr: u8, id: lwm2m::coap::RequestId) -> Option<Packet> {
-        self.device_events.iter().find_map(|(a, e)| match e {
-            Event::Response {
-                id: i, response, ..
-            } if *a == addr && *i == id => Some(response.clone()),
-            _ => None,
-        })
-    }
-
-    fn register(&mut self, addr: u8, name: &str, lifetime: u32, queue: bool) -> String {
-        let mut r = Register::new(
-            name,
-            parse_registration_links(b"</>;rt=\"oma.lwm2m\";ct=11542,</1/0>,</3/0>,</3303/0>")
-                .unwrap(),
-        );
-        r.lifetime = lifetime;
-        r.queue_mode = queue;
-        let id = self.send_from(addr, r.to_coap());
-        let resp = self.reply(addr, id).expect("register answered");
-        assert_eq!(
-            resp.header.code,
-            MessageClass::Response(ResponseType::Created)
-        );
-        msg::location_path(&resp)
-    }
-
-    fn results(&self) -> Vec<(CommandId, Outcome)> {
-        self.events
-            .iter()
-            .filter_map(|e| match e {
-                DeviceEvent::CommandResult { id, outcome, .. } => Some((*id, outcome.clone())),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn submit(&mut self, endpoint: &str, request: DownlinkRequest) -> CommandId {
-        let now = self.now();
-        let id = self.core.submit(now, Command::new(endpoint, request));
-        self.flush();
-        id
-    }
-
-    fn requests_seen_by(&self, addr: u8) -> usize {
-        self.device_events
-            .iter()
-            .filter(|(a, e)| *a == addr && matches!(e, Event::Request(_)))
-            .count()
     }
 }
 
@@ -460,11 +475,7 @@ fn silent_device_times_out_without_blocking_another() {
 #[test]
 fn queued_command_is_delivered_once_when_the_device_wakes() {
     let mut w = World::new();
-    let loc = w.register(1, "sleepy", 3600, true);
-    // The device sleeps after its awake window.
-    w.advance(Duration::from_secs(100));
-    w.sleep(1, true);
-    let mark = w.net.sent().len();
+    let (loc, mark) = w.register_and_sleep(1, "sleepy", 3600);
     let id = w.submit("sleepy", read(Path::resource(3, 0, 9)));
     assert_eq!(w.core.queued("sleepy"), 1);
     assert!(w.results().is_empty());
@@ -511,11 +522,7 @@ fn packets_to(w: &World, addr: u8, since: usize) -> Vec<Packet> {
 #[test]
 fn a_command_for_a_sleeping_device_waits_unsent_until_its_register_wakes_it() {
     let mut w = World::new();
-    w.register(1, "sleepy", 86_400, true);
-    // Past the awake window the device's radio is off.
-    w.advance(Duration::from_secs(100));
-    w.sleep(1, true);
-    let mark = w.net.sent().len();
+    let (_, mark) = w.register_and_sleep(1, "sleepy", 86_400);
     let id = w.submit("sleepy", read(Path::resource(3, 0, 9)));
     for _ in 0..6 {
         w.advance(Duration::from_secs(600));
@@ -545,10 +552,7 @@ fn a_command_for_a_sleeping_device_waits_unsent_until_its_register_wakes_it() {
 #[test]
 fn a_command_whose_ttl_passes_while_the_device_sleeps_expires_unsent() {
     let mut w = World::new();
-    let loc = w.register(1, "sleepy", 86_400, true);
-    w.advance(Duration::from_secs(100));
-    w.sleep(1, true);
-    let mark = w.net.sent().len();
+    let (loc, mark) = w.register_and_sleep(1, "sleepy", 86_400);
     let now = w.now();
     let id = w.core.submit(
         now,

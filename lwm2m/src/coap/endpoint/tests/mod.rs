@@ -14,7 +14,7 @@ use super::Endpoint;
 use crate::coap::event::{Event, IncomingRequest, RequestId, RequestOptions};
 use crate::coap::{msg, EndpointConfig};
 use coap_lite::{Packet, RequestType, ResponseType};
-use netsim::Step;
+use netsim::{Datagram, Harness};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
@@ -108,105 +108,6 @@ impl Net {
         self.flush();
     }
 
-    /// Moves every transmit onto the wire and every event to its node (or its responder).
-    pub(super) fn flush(&mut self) {
-        loop {
-            let mut progressed = false;
-            for i in 0..self.nodes.len() {
-                while let Some(t) = self.nodes[i].ep.poll_transmit() {
-                    progressed = true;
-                    self.wire.send(i as Addr, t.peer, t.payload);
-                }
-                while let Some(ev) = self.nodes[i].ep.poll_event() {
-                    progressed = true;
-                    let node = &mut self.nodes[i];
-                    if let (Event::Request(req), Some(responder)) = (&ev, node.responder.as_mut()) {
-                        if let Some(resp) = responder(req) {
-                            let now = self.wire.now();
-                            if let Some(o) = node.ep.respond(now, req.id, resp).expect("respond") {
-                                node.observers.push(o);
-                            }
-                        }
-                    }
-                    node.events.push_back(ev);
-                }
-            }
-            if !progressed {
-                break;
-            }
-        }
-    }
-
-    /// The earliest timer of any node.
-    fn next_timer(&self) -> Option<Instant> {
-        self.nodes.iter().filter_map(|n| n.ep.poll_timeout()).min()
-    }
-
-    /// The next moment something happens.
-    fn next_time(&self) -> Option<Instant> {
-        self.next_timer()
-            .into_iter()
-            .chain(self.wire.next_delivery())
-            .min()
-    }
-
-    /// Advances to the next moment something happens and processes it. False when idle.
-    pub(super) fn step(&mut self) -> bool {
-        let deadline = self.next_timer();
-        let Some(step) = self.wire.step(deadline) else {
-            return false;
-        };
-        let now = self.now();
-        match step {
-            Step::Deliver(d) => {
-                // A datagram to an address where no node is: nobody there.
-                if let Some(node) = self.nodes.get_mut(usize::from(d.to)) {
-                    node.ep.handle_datagram(now, d.from, &d.bytes);
-                }
-            }
-            Step::Timeout => {
-                for node in &mut self.nodes {
-                    if node.ep.poll_timeout().is_some_and(|t| t <= now) {
-                        node.ep.handle_timeout(now);
-                    }
-                }
-            }
-        }
-        self.flush();
-        true
-    }
-
-    /// Steps until `done` holds or `limit` of virtual time has passed. Returns `done`.
-    pub(super) fn run_until(
-        &mut self,
-        limit: Duration,
-        mut done: impl FnMut(&mut Net) -> bool,
-    ) -> bool {
-        let end = self.now() + limit;
-        loop {
-            if done(self) {
-                return true;
-            }
-            match self.next_time() {
-                Some(t) if t <= end => {
-                    self.step();
-                }
-                _ => {
-                    self.wire.advance_to(end);
-                    return done(self);
-                }
-            }
-        }
-    }
-
-    /// Steps until nothing is left to do (all records expired), at most `limit`.
-    pub(super) fn run_idle(&mut self, limit: Duration) {
-        let end = self.now() + limit;
-        while self.next_time().is_some_and(|t| t <= end) {
-            self.step();
-        }
-    }
-
     /// Removes and returns the events of `addr` that `pick` selects.
     pub(super) fn take_events<T>(
         &mut self,
@@ -241,6 +142,68 @@ impl Net {
                 Event::Failed { id: i, error, .. } if *i == id => Some(Err(*error)),
                 _ => None,
             })
+    }
+}
+
+impl Harness for Net {
+    type Addr = Addr;
+
+    fn net(&self) -> &netsim::Net<Addr> {
+        &self.wire
+    }
+
+    fn net_mut(&mut self) -> &mut netsim::Net<Addr> {
+        &mut self.wire
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.nodes.iter().filter_map(|n| n.ep.poll_timeout()).min()
+    }
+
+    fn deliver(&mut self, d: Datagram<Addr>) {
+        let now = self.now();
+        // A datagram to an address where no node is: nobody there.
+        if let Some(node) = self.nodes.get_mut(usize::from(d.to)) {
+            node.ep.handle_datagram(now, d.from, &d.bytes);
+        }
+    }
+
+    fn timeout(&mut self) {
+        let now = self.now();
+        for node in &mut self.nodes {
+            if node.ep.poll_timeout().is_some_and(|t| t <= now) {
+                node.ep.handle_timeout(now);
+            }
+        }
+    }
+
+    /// Moves every transmit onto the wire and every event to its node (or its responder).
+    fn flush(&mut self) {
+        loop {
+            let mut progressed = false;
+            for i in 0..self.nodes.len() {
+                while let Some(t) = self.nodes[i].ep.poll_transmit() {
+                    progressed = true;
+                    self.wire.send(i as Addr, t.peer, t.payload);
+                }
+                while let Some(ev) = self.nodes[i].ep.poll_event() {
+                    progressed = true;
+                    let node = &mut self.nodes[i];
+                    if let (Event::Request(req), Some(responder)) = (&ev, node.responder.as_mut()) {
+                        if let Some(resp) = responder(req) {
+                            let now = self.wire.now();
+                            if let Some(o) = node.ep.respond(now, req.id, resp).expect("respond") {
+                                node.observers.push(o);
+                            }
+                        }
+                    }
+                    node.events.push_back(ev);
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
     }
 }
 
