@@ -196,6 +196,18 @@ impl World {
         id
     }
 
+    /// Submits a command that may wait for a sleeping device at most `ttl`.
+    fn submit_ttl(&mut self, endpoint: &str, request: DownlinkRequest, ttl: Duration) -> CommandId {
+        let now = self.now();
+        let command = Command {
+            ttl: Some(ttl),
+            ..Command::new(endpoint, request)
+        };
+        let id = self.core.submit(now, command);
+        self.flush();
+        id
+    }
+
     fn requests_seen_by(&self, addr: u8) -> usize {
         self.device_events
             .iter()
@@ -553,15 +565,8 @@ fn a_command_for_a_sleeping_device_waits_unsent_until_its_register_wakes_it() {
 fn a_command_whose_ttl_passes_while_the_device_sleeps_expires_unsent() {
     let mut w = World::new();
     let (loc, mark) = w.register_and_sleep(1, "sleepy", 86_400);
-    let now = w.now();
-    let id = w.core.submit(
-        now,
-        Command {
-            ttl: Some(Duration::from_secs(60)),
-            ..Command::new("sleepy", read(Path::resource(3, 0, 0)))
-        },
-    );
-    w.flush();
+    let ttl = Duration::from_secs(60);
+    let id = w.submit_ttl("sleepy", read(Path::resource(3, 0, 0)), ttl);
     w.advance(Duration::from_secs(59));
     assert!(w.results().is_empty(), "still within its time-to-live");
     w.advance(Duration::from_secs(2));
@@ -615,14 +620,8 @@ fn queued_command_expires_with_one_result() {
     let mut w = World::new();
     w.register(1, "sleepy", 3600, true);
     w.advance(Duration::from_secs(100));
-    let now = w.now();
-    let id = w.core.submit(
-        now,
-        Command {
-            ttl: Some(Duration::from_secs(30)),
-            ..Command::new("sleepy", read(Path::resource(3, 0, 0)))
-        },
-    );
+    let ttl = Duration::from_secs(30);
+    let id = w.submit_ttl("sleepy", read(Path::resource(3, 0, 0)), ttl);
     w.advance(Duration::from_secs(31));
     assert_eq!(w.results(), vec![(id, Err(CommandError::Expired))]);
     assert_eq!(w.core.queued("sleepy"), 0);
