@@ -12,7 +12,7 @@ use lwm2m::net::machine::{self, Listener, Machine, Sockets};
 use lwm2m::net::secure::{LinkEvent, SecureLink};
 use lwm2m_server::admin::AdminOp;
 use lwm2m_server::config::Config;
-use lwm2m_server::core::types::{Command, DeviceEvent, Outcome};
+use lwm2m_server::core::types::{Command, DeregisterReason, DeviceEvent, Outcome};
 use lwm2m_server::credentials::{NewCredential, Secret};
 use lwm2m_server::{Server, ServerHandle};
 use std::future::Future;
@@ -208,6 +208,18 @@ impl TestServer {
         .await
     }
 
+    /// Waits until `endpoint`'s registration ends; returns why.
+    pub async fn deregistered(&mut self, endpoint: &str) -> DeregisterReason {
+        self.wait_for(|e| match e {
+            DeviceEvent::Deregistered {
+                endpoint: ep,
+                reason,
+            } if ep == endpoint => Some(*reason),
+            _ => None,
+        })
+        .await
+    }
+
     /// Runs `cmd` and returns its outcome.
     pub async fn execute(&self, cmd: Command) -> Outcome {
         self.handle().execute(cmd).await.expect("server running").1
@@ -333,6 +345,37 @@ impl Device {
         wait_for(&mut self.events, "device", pick).await
     }
 
+    /// Waits until the device registered.
+    pub async fn registered(&mut self) {
+        self.wait_for(|e| matches!(e, ClientEvent::Registered { .. }).then_some(()))
+            .await;
+    }
+
+    /// Waits until a registration attempt fails; returns the error as text.
+    pub async fn registration_failed(&mut self) -> String {
+        self.wait_for(|e| match e {
+            ClientEvent::RegistrationFailed { error } => Some(error.to_string()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Makes the device send an Update now.
+    pub async fn update(&self) {
+        self.with(|c, now| {
+            let _ = c.update(now);
+        })
+        .await;
+    }
+
+    /// Makes the device de-register now.
+    pub async fn deregister(&self) {
+        self.with(|c, now| {
+            let _ = c.deregister(now);
+        })
+        .await;
+    }
+
     /// Runs `f` on the device's DTLS link inside its task (a secure device only).
     pub async fn with_link(&self, f: impl FnOnce(&mut SecureLink, Instant) + Send + 'static) {
         let _ = self
@@ -348,6 +391,15 @@ impl Device {
     /// Waits for the first link event that `pick` accepts, skipping others.
     pub async fn wait_link<T>(&mut self, pick: impl FnMut(&LinkEvent) -> Option<T>) -> T {
         wait_for(&mut self.link_events, "link", pick).await
+    }
+
+    /// Waits until the device's DTLS session goes down; returns why.
+    pub async fn link_down(&mut self) -> String {
+        self.wait_link(|e| match e {
+            LinkEvent::Down { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .await
     }
 
     /// Stops the device at once, like pulling its battery: nothing more is sent.

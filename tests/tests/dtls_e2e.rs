@@ -1,9 +1,8 @@
 //! End to end over loopback with DTLS (OMA LwM2M TS 1.2 Transport §5.2): devices running the
 //! real `lwm2m::client` behind the real `dtls` client register with the real server runtime; the endpoint name is bound to the credential; revocation closes
 //! the session; sessions survive a server restart without a handshake.
-use lwm2m::client::{ClientConfig, ClientEvent};
+use lwm2m::client::ClientConfig;
 use lwm2m::model::Path;
-use lwm2m::net::secure::LinkEvent;
 use lwm2m::ops::dm::{DmResponse, DownlinkRequest};
 use lwm2m_e2e_tests::{Device, TestServer};
 use lwm2m_server::admin::{AdminOp, AdminReply};
@@ -36,8 +35,7 @@ async fn a_psk_device_registers_and_is_managed_over_dtls() {
     .unwrap();
     // The registration shows where the device is, not the session's handle.
     assert_eq!(s.registered("secure-1").await, dev.addr.to_string());
-    dev.wait_for(|e| matches!(e, ClientEvent::Registered { .. }).then_some(()))
-        .await;
+    dev.registered().await;
     let read = s
         .handle()
         .execute(Command::new(
@@ -67,12 +65,7 @@ async fn the_endpoint_name_is_bound_to_the_credential() {
     )
     .await
     .unwrap();
-    let failure = thief
-        .wait_for(|e| match e {
-            ClientEvent::RegistrationFailed { error } => Some(error.to_string()),
-            _ => None,
-        })
-        .await;
+    let failure = thief.registration_failed().await;
     assert!(failure.contains("4.03"), "{failure}");
     let (endpoint, principal) = s
         .wait_for(|e| match e {
@@ -93,12 +86,7 @@ async fn the_endpoint_name_is_bound_to_the_credential() {
     let mut plain = Device::start(s.addr, ClientConfig::new("meter-a"))
         .await
         .unwrap();
-    let failure = plain
-        .wait_for(|e| match e {
-            ClientEvent::RegistrationFailed { error } => Some(error.to_string()),
-            _ => None,
-        })
-        .await;
+    let failure = plain.registration_failed().await;
     assert!(failure.contains("4.03"), "{failure}");
     plain.kill();
     // Both refusals are in the audit log.
@@ -128,12 +116,7 @@ async fn a_wrong_key_is_refused_and_audited() {
     )
     .await
     .unwrap();
-    let reason = dev
-        .wait_link(|e| match e {
-            LinkEvent::Down { reason } => Some(reason.clone()),
-            _ => None,
-        })
-        .await;
+    let reason = dev.link_down().await;
     assert!(reason.contains("handshake failed"), "{reason}");
     dev.kill();
     let events = audit(&s).await.events.unwrap();
@@ -168,22 +151,10 @@ async fn revocation_closes_the_session_and_ends_the_registration() {
         .await
         .unwrap();
     assert!(reply.ok, "{reply:?}");
-    let reason = s
-        .wait_for(|e| match e {
-            DeviceEvent::Deregistered { endpoint, reason } if endpoint == "meter-r" => {
-                Some(*reason)
-            }
-            _ => None,
-        })
-        .await;
+    let reason = s.deregistered("meter-r").await;
     assert_eq!(reason, DeregisterReason::Revoked);
     // The device is told at once (close_notify), and cannot come back.
-    let down = dev
-        .wait_link(|e| match e {
-            LinkEvent::Down { reason } => Some(reason.clone()),
-            _ => None,
-        })
-        .await;
+    let down = dev.link_down().await;
     assert!(down.contains("closed"), "{down}");
     dev.kill();
     let events = audit(&s).await.events.unwrap();
@@ -215,10 +186,7 @@ async fn dtls_sessions_survive_a_server_restart_without_a_handshake() {
         .await
         .unwrap();
     // The device updates on the session it had: the restarted server reads it.
-    dev.with(|c, now| {
-        let _ = c.update(now);
-    })
-    .await;
+    dev.update().await;
     let updated = s
         .wait_for(|e| match e {
             DeviceEvent::Updated { registration } => Some(registration.endpoint.clone()),

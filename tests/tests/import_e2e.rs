@@ -3,7 +3,6 @@
 //! starts, or through the running server's admin socket, where they work at once and a
 //! rotated key closes the device's session as `device add` does.
 use lwm2m::client::ClientConfig;
-use lwm2m::net::secure::LinkEvent;
 use lwm2m_e2e_tests::{Device, TestServer};
 use lwm2m_server::admin::AdminOp;
 use lwm2m_server::audit::AuditKind;
@@ -91,12 +90,7 @@ async fn an_import_into_a_running_server_works_at_once_and_rotation_closes_sessi
         .await
         .unwrap();
     assert_eq!((summary.imported, summary.replaced), (3, 3));
-    let down = dev
-        .wait_link(|e| match e {
-            LinkEvent::Down { reason } => Some(reason.clone()),
-            _ => None,
-        })
-        .await;
+    let down = dev.link_down().await;
     assert!(down.contains("closed"), "{down}");
     dev.kill();
 

@@ -363,27 +363,14 @@ async fn observe_with_attributes_composite_send_update_deregister() {
     );
 
     // Update, then De-register.
-    dev.with(|c, now| {
-        let _ = c.update(now);
-    })
-    .await;
+    dev.update().await;
     s.wait_for(|e| {
         matches!(e, DeviceEvent::Updated { registration } if registration.endpoint == "dev-obs")
             .then_some(())
     })
     .await;
-    dev.with(|c, now| {
-        let _ = c.deregister(now);
-    })
-    .await;
-    let reason = s
-        .wait_for(|e| match e {
-            DeviceEvent::Deregistered { endpoint, reason } if endpoint == "dev-obs" => {
-                Some(*reason)
-            }
-            _ => None,
-        })
-        .await;
+    dev.deregister().await;
+    let reason = s.deregistered("dev-obs").await;
     assert_eq!(reason, DeregisterReason::Requested);
     assert!(s.handle().registrations().await.unwrap().is_empty());
 }
@@ -401,14 +388,7 @@ async fn registration_expires_when_the_device_goes_silent() {
     let dev = Device::start(s.addr, config).await.unwrap();
     s.registered("dev-short").await;
     dev.kill();
-    let reason = s
-        .wait_for(|e| match e {
-            DeviceEvent::Deregistered { endpoint, reason } if endpoint == "dev-short" => {
-                Some(*reason)
-            }
-            _ => None,
-        })
-        .await;
+    let reason = s.deregistered("dev-short").await;
     assert_eq!(reason, DeregisterReason::Expired);
 }
 
@@ -514,10 +494,7 @@ async fn server_restart_keeps_registrations_and_observations() {
         regs.iter().map(|r| r.endpoint.as_str()).collect::<Vec<_>>(),
         ["dev-persist"]
     );
-    dev.with(|c, now| {
-        let _ = c.update(now);
-    })
-    .await;
+    dev.update().await;
     dev.wait_for(|e| matches!(e, ClientEvent::Updated).then_some(()))
         .await;
     dev.with(move |c, now| {
