@@ -7,11 +7,15 @@
 #![warn(missing_docs)]
 
 use lwm2m::client::{Client, ClientConfig, ClientEvent, ObjectStore};
+use lwm2m::model::{Instance, Resource, Value};
 use lwm2m::net::machine::{self, Listener, Machine, Sockets};
 use lwm2m::net::secure::{LinkEvent, SecureLink};
 use lwm2m_server::config::Config;
-use lwm2m_server::core::types::DeviceEvent;
+use lwm2m_server::core::types::{Command, DeregisterReason, DeviceEvent, Outcome};
+use lwm2m_server::provisioning::admin::AdminOp;
+use lwm2m_server::provisioning::credentials::{NewCredential, Secret};
 use lwm2m_server::{Server, ServerHandle};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::path::Path;
@@ -23,6 +27,85 @@ use tokio::task::JoinHandle;
 /// Generous bound for anything a test waits for; only there so a broken build fails instead
 /// of hanging. Tests never assert on timings.
 pub const PATIENCE: Duration = Duration::from_secs(30);
+
+/// A stream of events a test reads: a device's, a DTLS link's, the server's, an MQTT
+/// subscriber's.
+pub trait Events {
+    /// What the stream carries.
+    type Item;
+    /// The next event; `None` once the stream ended.
+    fn next_event(&mut self) -> impl Future<Output = Option<Self::Item>> + Send;
+}
+
+impl<E: Send> Events for mpsc::Receiver<E> {
+    type Item = E;
+    async fn next_event(&mut self) -> Option<E> {
+        self.recv().await
+    }
+}
+
+impl<E: Clone + Send> Events for broadcast::Receiver<E> {
+    type Item = E;
+    async fn next_event(&mut self) -> Option<E> {
+        loop {
+            match self.recv().await {
+                Ok(e) => return Some(e),
+                // A test that fell behind still looks at what comes next.
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+/// Waits for the first event of `events` that `pick` accepts, skipping others; panics
+/// (naming `what`) if the stream ends or nothing matches within [`PATIENCE`].
+pub async fn wait_for<S: Events, T>(
+    events: &mut S,
+    what: &str,
+    mut pick: impl FnMut(&S::Item) -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        match tokio::time::timeout_at(deadline, events.next_event()).await {
+            Ok(Some(ev)) => {
+                if let Some(t) = pick(&ev) {
+                    return t;
+                }
+            }
+            Ok(None) => panic!("the {what} stream ended"),
+            Err(_) => panic!("no matching {what} event within {PATIENCE:?}"),
+        }
+    }
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (for a broker the test starts).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// The `[mqtt]` section for a bridge to `broker` (embedded in the server or not), MQTT 5,
+/// reconnecting quickly.
+pub fn mqtt_config(broker: SocketAddr, embedded: bool) -> String {
+    format!(
+        "[mqtt]\nenabled = true\nbroker = \"{broker}\"\nembedded_broker = {embedded}\nversion = 5\nreconnect_min_ms = 100\nreconnect_max_ms = 500\n"
+    )
+}
+
+/// The standard objects plus a temperature sensor (`/3303/0`) reading `celsius`.
+pub fn sensor_store(endpoint: &str, celsius: f64) -> ObjectStore {
+    let mut store = ObjectStore::standard(endpoint);
+    let mut inst = Instance::new();
+    inst.insert(5700, Resource::Single(Value::Float(celsius)));
+    inst.insert(5701, Resource::Single(Value::String("Cel".into())));
+    store
+        .add_instance(3303, 0, inst)
+        .expect("3303 is a known object");
+    store
+}
 
 /// A server started for one test.
 pub struct TestServer {
@@ -41,6 +124,22 @@ impl TestServer {
     /// TOML appended to the configuration.
     pub async fn start(data_dir: &Path, port: u16, extra: &str) -> anyhow::Result<Self> {
         Self::start_on(data_dir, port, 0, extra).await
+    }
+
+    /// Like [`start`](Self::start), with the MQTT bridge and its embedded broker on a free
+    /// port; also returns the broker's address.
+    pub async fn start_with_embedded_broker(
+        data_dir: &Path,
+        extra: &str,
+    ) -> anyhow::Result<(Self, SocketAddr)> {
+        let broker = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let s = Self::start(
+            data_dir,
+            0,
+            &format!("{}{extra}", mqtt_config(broker, true)),
+        )
+        .await?;
+        Ok((s, broker))
     }
 
     /// Like [`start`](Self::start), with the DTLS port too (0 for any).
@@ -94,20 +193,54 @@ impl TestServer {
     }
 
     /// Waits for the first event that `pick` accepts, skipping others.
-    pub async fn wait_for<T>(&mut self, mut pick: impl FnMut(&DeviceEvent) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Ok(ev)) => {
-                    if let Some(t) = pick(&ev) {
-                        return t;
-                    }
-                }
-                Ok(Err(broadcast::error::RecvError::Lagged(_))) => continue,
-                Ok(Err(e)) => panic!("server event stream ended: {e}"),
-                Err(_) => panic!("no matching server event within {PATIENCE:?}"),
+    pub async fn wait_for<T>(&mut self, pick: impl FnMut(&DeviceEvent) -> Option<T>) -> T {
+        wait_for(&mut self.events, "server", pick).await
+    }
+
+    /// Waits until `endpoint` registers; returns the address it registered from.
+    pub async fn registered(&mut self, endpoint: &str) -> String {
+        self.wait_for(|e| match e {
+            DeviceEvent::Registered { registration, .. } if registration.endpoint == endpoint => {
+                Some(registration.address.clone())
             }
-        }
+            _ => None,
+        })
+        .await
+    }
+
+    /// Waits until `endpoint`'s registration ends; returns why.
+    pub async fn deregistered(&mut self, endpoint: &str) -> DeregisterReason {
+        self.wait_for(|e| match e {
+            DeviceEvent::Deregistered {
+                endpoint: ep,
+                reason,
+            } if ep == endpoint => Some(*reason),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Runs `cmd` and returns its outcome.
+    pub async fn execute(&self, cmd: Command) -> Outcome {
+        self.handle().execute(cmd).await.expect("server running").1
+    }
+
+    /// Adds a PSK credential for `endpoint` through the admin interface.
+    pub async fn provision_psk(&self, endpoint: &str, identity: &str, key: &[u8]) {
+        let reply = self
+            .handle()
+            .admin(AdminOp::DeviceAdd {
+                credential: NewCredential {
+                    endpoint: endpoint.into(),
+                    secret: Secret::Psk {
+                        identity: identity.as_bytes().to_vec(),
+                        key: key.to_vec(),
+                    },
+                },
+            })
+            .await
+            .expect("server running");
+        assert!(reply.ok, "{reply:?}");
     }
 
     /// Stops the server and waits until its store is committed.
@@ -208,19 +341,39 @@ impl Device {
     }
 
     /// Waits for the first client event that `pick` accepts, skipping others.
-    pub async fn wait_for<T>(&mut self, mut pick: impl FnMut(&ClientEvent) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            match tokio::time::timeout_at(deadline, self.events.recv()).await {
-                Ok(Some(ev)) => {
-                    if let Some(t) = pick(&ev) {
-                        return t;
-                    }
-                }
-                Ok(None) => panic!("device stopped"),
-                Err(_) => panic!("no matching device event within {PATIENCE:?}"),
-            }
-        }
+    pub async fn wait_for<T>(&mut self, pick: impl FnMut(&ClientEvent) -> Option<T>) -> T {
+        wait_for(&mut self.events, "device", pick).await
+    }
+
+    /// Waits until the device registered.
+    pub async fn registered(&mut self) {
+        self.wait_for(|e| matches!(e, ClientEvent::Registered { .. }).then_some(()))
+            .await;
+    }
+
+    /// Waits until a registration attempt fails; returns the error as text.
+    pub async fn registration_failed(&mut self) -> String {
+        self.wait_for(|e| match e {
+            ClientEvent::RegistrationFailed { error } => Some(error.to_string()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Makes the device send an Update now.
+    pub async fn update(&self) {
+        self.with(|c, now| {
+            let _ = c.update(now);
+        })
+        .await;
+    }
+
+    /// Makes the device de-register now.
+    pub async fn deregister(&self) {
+        self.with(|c, now| {
+            let _ = c.deregister(now);
+        })
+        .await;
     }
 
     /// Runs `f` on the device's DTLS link inside its task (a secure device only).
@@ -236,19 +389,17 @@ impl Device {
     }
 
     /// Waits for the first link event that `pick` accepts, skipping others.
-    pub async fn wait_link<T>(&mut self, mut pick: impl FnMut(&LinkEvent) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            match tokio::time::timeout_at(deadline, self.link_events.recv()).await {
-                Ok(Some(ev)) => {
-                    if let Some(t) = pick(&ev) {
-                        return t;
-                    }
-                }
-                Ok(None) => panic!("device stopped"),
-                Err(_) => panic!("no matching link event within {PATIENCE:?}"),
-            }
-        }
+    pub async fn wait_link<T>(&mut self, pick: impl FnMut(&LinkEvent) -> Option<T>) -> T {
+        wait_for(&mut self.link_events, "link", pick).await
+    }
+
+    /// Waits until the device's DTLS session goes down; returns why.
+    pub async fn link_down(&mut self) -> String {
+        self.wait_link(|e| match e {
+            LinkEvent::Down { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .await
     }
 
     /// Stops the device at once, like pulling its battery: nothing more is sent.

@@ -1,32 +1,13 @@
 //! End to end over loopback with DTLS (OMA LwM2M TS 1.2 Transport §5.2): devices running the
 //! real `lwm2m::client` behind the real `dtls` client register with the real server runtime; the endpoint name is bound to the credential; revocation closes
 //! the session; sessions survive a server restart without a handshake.
-use lwm2m::client::{ClientConfig, ClientEvent};
+use lwm2m::client::ClientConfig;
 use lwm2m::model::Path;
-use lwm2m::net::secure::LinkEvent;
 use lwm2m::ops::dm::{DmResponse, DownlinkRequest};
 use lwm2m_e2e_tests::{Device, TestServer};
 use lwm2m_server::core::types::{Command, DeregisterReason, DeviceEvent};
 use lwm2m_server::provisioning::admin::{AdminOp, AdminReply};
 use lwm2m_server::provisioning::audit::AuditKind;
-use lwm2m_server::provisioning::credentials::{NewCredential, Secret};
-
-async fn provision(s: &TestServer, endpoint: &str, identity: &str, key: &[u8]) {
-    let reply = s
-        .handle()
-        .admin(AdminOp::DeviceAdd {
-            credential: NewCredential {
-                endpoint: endpoint.into(),
-                secret: Secret::Psk {
-                    identity: identity.as_bytes().to_vec(),
-                    key: key.to_vec(),
-                },
-            },
-        })
-        .await
-        .expect("server running");
-    assert!(reply.ok, "{reply:?}");
-}
 
 async fn audit(s: &TestServer) -> AdminReply {
     s.handle()
@@ -39,22 +20,12 @@ fn psk(identity: &str, key: &[u8]) -> dtls::ClientConfig {
     dtls::ClientConfig::psk(identity, key.to_vec())
 }
 
-async fn registered_at(s: &mut TestServer, endpoint: &str) -> String {
-    let ep = endpoint.to_string();
-    s.wait_for(|e| match e {
-        DeviceEvent::Registered { registration, .. } if registration.endpoint == ep => {
-            Some(registration.address.clone())
-        }
-        _ => None,
-    })
-    .await
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_psk_device_registers_and_is_managed_over_dtls() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
-    provision(&s, "secure-1", "id-1", b"0123456789abcdef").await;
+    s.provision_psk("secure-1", "id-1", b"0123456789abcdef")
+        .await;
     let mut dev = Device::start_secure(
         s.secure_addr,
         ClientConfig::new("secure-1"),
@@ -63,12 +34,8 @@ async fn a_psk_device_registers_and_is_managed_over_dtls() {
     .await
     .unwrap();
     // The registration shows where the device is, not the session's handle.
-    assert_eq!(
-        registered_at(&mut s, "secure-1").await,
-        dev.addr.to_string()
-    );
-    dev.wait_for(|e| matches!(e, ClientEvent::Registered { .. }).then_some(()))
-        .await;
+    assert_eq!(s.registered("secure-1").await, dev.addr.to_string());
+    dev.registered().await;
     let read = s
         .handle()
         .execute(Command::new(
@@ -88,7 +55,8 @@ async fn a_psk_device_registers_and_is_managed_over_dtls() {
 async fn the_endpoint_name_is_bound_to_the_credential() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
-    provision(&s, "meter-a", "id-a", b"aaaaaaaaaaaaaaaa").await;
+    s.provision_psk("meter-a", "id-a", b"aaaaaaaaaaaaaaaa")
+        .await;
     // Meter A's key, another meter's name.
     let mut thief = Device::start_secure(
         s.secure_addr,
@@ -97,12 +65,7 @@ async fn the_endpoint_name_is_bound_to_the_credential() {
     )
     .await
     .unwrap();
-    let failure = thief
-        .wait_for(|e| match e {
-            ClientEvent::RegistrationFailed { error } => Some(error.to_string()),
-            _ => None,
-        })
-        .await;
+    let failure = thief.registration_failed().await;
     assert!(failure.contains("4.03"), "{failure}");
     let (endpoint, principal) = s
         .wait_for(|e| match e {
@@ -123,12 +86,7 @@ async fn the_endpoint_name_is_bound_to_the_credential() {
     let mut plain = Device::start(s.addr, ClientConfig::new("meter-a"))
         .await
         .unwrap();
-    let failure = plain
-        .wait_for(|e| match e {
-            ClientEvent::RegistrationFailed { error } => Some(error.to_string()),
-            _ => None,
-        })
-        .await;
+    let failure = plain.registration_failed().await;
     assert!(failure.contains("4.03"), "{failure}");
     plain.kill();
     // Both refusals are in the audit log.
@@ -149,7 +107,8 @@ async fn the_endpoint_name_is_bound_to_the_credential() {
 async fn a_wrong_key_is_refused_and_audited() {
     let dir = tempfile::tempdir().unwrap();
     let s = TestServer::start(dir.path(), 0, "").await.unwrap();
-    provision(&s, "meter-k", "id-k", b"kkkkkkkkkkkkkkkk").await;
+    s.provision_psk("meter-k", "id-k", b"kkkkkkkkkkkkkkkk")
+        .await;
     let mut dev = Device::start_secure(
         s.secure_addr,
         ClientConfig::new("meter-k"),
@@ -157,12 +116,7 @@ async fn a_wrong_key_is_refused_and_audited() {
     )
     .await
     .unwrap();
-    let reason = dev
-        .wait_link(|e| match e {
-            LinkEvent::Down { reason } => Some(reason.clone()),
-            _ => None,
-        })
-        .await;
+    let reason = dev.link_down().await;
     assert!(reason.contains("handshake failed"), "{reason}");
     dev.kill();
     let events = audit(&s).await.events.unwrap();
@@ -179,7 +133,8 @@ async fn a_wrong_key_is_refused_and_audited() {
 async fn revocation_closes_the_session_and_ends_the_registration() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
-    provision(&s, "meter-r", "id-r", b"rrrrrrrrrrrrrrrr").await;
+    s.provision_psk("meter-r", "id-r", b"rrrrrrrrrrrrrrrr")
+        .await;
     let mut dev = Device::start_secure(
         s.secure_addr,
         ClientConfig::new("meter-r"),
@@ -187,7 +142,7 @@ async fn revocation_closes_the_session_and_ends_the_registration() {
     )
     .await
     .unwrap();
-    registered_at(&mut s, "meter-r").await;
+    s.registered("meter-r").await;
     let reply = s
         .handle()
         .admin(AdminOp::DeviceRevoke {
@@ -196,22 +151,10 @@ async fn revocation_closes_the_session_and_ends_the_registration() {
         .await
         .unwrap();
     assert!(reply.ok, "{reply:?}");
-    let reason = s
-        .wait_for(|e| match e {
-            DeviceEvent::Deregistered { endpoint, reason } if endpoint == "meter-r" => {
-                Some(*reason)
-            }
-            _ => None,
-        })
-        .await;
+    let reason = s.deregistered("meter-r").await;
     assert_eq!(reason, DeregisterReason::Revoked);
     // The device is told at once (close_notify), and cannot come back.
-    let down = dev
-        .wait_link(|e| match e {
-            LinkEvent::Down { reason } => Some(reason.clone()),
-            _ => None,
-        })
-        .await;
+    let down = dev.link_down().await;
     assert!(down.contains("closed"), "{down}");
     dev.kill();
     let events = audit(&s).await.events.unwrap();
@@ -226,7 +169,8 @@ async fn revocation_closes_the_session_and_ends_the_registration() {
 async fn dtls_sessions_survive_a_server_restart_without_a_handshake() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
-    provision(&s, "meter-s", "id-s", b"ssssssssssssssss").await;
+    s.provision_psk("meter-s", "id-s", b"ssssssssssssssss")
+        .await;
     let (port, secure_port) = (s.addr.port(), s.secure_addr.port());
     let dev = Device::start_secure(
         s.secure_addr,
@@ -235,17 +179,14 @@ async fn dtls_sessions_survive_a_server_restart_without_a_handshake() {
     )
     .await
     .unwrap();
-    registered_at(&mut s, "meter-s").await;
+    s.registered("meter-s").await;
     s.stop().await;
 
     let mut s = TestServer::start_on(dir.path(), port, secure_port, "")
         .await
         .unwrap();
     // The device updates on the session it had: the restarted server reads it.
-    dev.with(|c, now| {
-        let _ = c.update(now);
-    })
-    .await;
+    dev.update().await;
     let updated = s
         .wait_for(|e| match e {
             DeviceEvent::Updated { registration } => Some(registration.endpoint.clone()),

@@ -3,10 +3,8 @@
 //! starts, or through the running server's admin socket, where they work at once and a
 //! rotated key closes the device's session as `device add` does.
 use lwm2m::client::ClientConfig;
-use lwm2m::net::secure::LinkEvent;
 use lwm2m_e2e_tests::{Device, TestServer};
 use lwm2m_server::config::Config;
-use lwm2m_server::core::types::DeviceEvent;
 use lwm2m_server::provisioning::admin::AdminOp;
 use lwm2m_server::provisioning::audit::AuditKind;
 use lwm2m_server::provisioning::import::{self, ImportError, ImportSummary};
@@ -41,16 +39,6 @@ fn device_psk(i: usize) -> dtls::ClientConfig {
     dtls::ClientConfig::psk(format!("imp-id-{i}"), key.to_vec())
 }
 
-async fn registered(s: &mut TestServer, endpoint: &str) {
-    s.wait_for(|e| match e {
-        DeviceEvent::Registered { registration, .. } if registration.endpoint == endpoint => {
-            Some(())
-        }
-        _ => None,
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_imported_offline_handshake_when_the_server_starts() {
     let dir = tempfile::tempdir().unwrap();
@@ -69,7 +57,7 @@ async fn devices_imported_offline_handshake_when_the_server_starts() {
     let dev = Device::start_secure(s.secure_addr, ClientConfig::new("imp-123"), device_psk(123))
         .await
         .unwrap();
-    registered(&mut s, "imp-123").await;
+    s.registered("imp-123").await;
     let list = s.handle().admin(AdminOp::DeviceList).await.unwrap();
     assert_eq!(list.devices.unwrap().len(), 300);
     dev.kill();
@@ -89,7 +77,7 @@ async fn an_import_into_a_running_server_works_at_once_and_rotation_closes_sessi
     let mut dev = Device::start_secure(s.secure_addr, ClientConfig::new("imp-7"), device_psk(7))
         .await
         .unwrap();
-    registered(&mut s, "imp-7").await;
+    s.registered("imp-7").await;
 
     // A new key for imp-7 (and the same ones for two others): its session is closed.
     let rotated = format!(
@@ -102,12 +90,7 @@ async fn an_import_into_a_running_server_works_at_once_and_rotation_closes_sessi
         .await
         .unwrap();
     assert_eq!((summary.imported, summary.replaced), (3, 3));
-    let down = dev
-        .wait_link(|e| match e {
-            LinkEvent::Down { reason } => Some(reason.clone()),
-            _ => None,
-        })
-        .await;
+    let down = dev.link_down().await;
     assert!(down.contains("closed"), "{down}");
     dev.kill();
 

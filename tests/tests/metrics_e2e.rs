@@ -2,11 +2,8 @@
 //! real server runtime, read over a real TCP connection as a scraper would, and in
 //! `ServerHandle::metrics`.
 use lwm2m::client::{ClientConfig, ClientEvent};
-use lwm2m::net::secure::LinkEvent;
 use lwm2m_e2e_tests::{Device, TestServer, PATIENCE};
 use lwm2m_server::core::types::{DeregisterReason, DeviceEvent};
-use lwm2m_server::provisioning::admin::AdminOp;
-use lwm2m_server::provisioning::credentials::{NewCredential, Secret};
 use std::net::SocketAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -63,28 +60,16 @@ async fn a_registration_lifecycle_shows_in_the_metrics() {
     let mut dev = Device::start(s.addr, ClientConfig::new("dev-metrics"))
         .await
         .unwrap();
-    dev.wait_for(|e| matches!(e, ClientEvent::Registered { .. }).then_some(()))
-        .await;
+    dev.registered().await;
     s.wait_for(|e| matches!(e, DeviceEvent::Registered { .. }).then_some(()))
         .await;
     assert_eq!(value(&scrape(&s).await, "lwm2m_registered_clients"), 1);
 
-    dev.with(|c, now| {
-        let _ = c.update(now);
-    })
-    .await;
+    dev.update().await;
     s.wait_for(|e| matches!(e, DeviceEvent::Updated { .. }).then_some(()))
         .await;
-    dev.with(|c, now| {
-        let _ = c.deregister(now);
-    })
-    .await;
-    let reason = s
-        .wait_for(|e| match e {
-            DeviceEvent::Deregistered { reason, .. } => Some(*reason),
-            _ => None,
-        })
-        .await;
+    dev.deregister().await;
+    let reason = s.deregistered("dev-metrics").await;
     assert_eq!(reason, DeregisterReason::Requested);
     // The server's Deregistered event can come before its answer is sent (and counted); the
     // device seeing the answer proves it was.
@@ -134,20 +119,8 @@ async fn a_registration_lifecycle_shows_in_the_metrics() {
 async fn dtls_handshakes_sessions_and_refusals_are_counted() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = TestServer::start(dir.path(), 0, "").await.unwrap();
-    let reply = s
-        .handle()
-        .admin(AdminOp::DeviceAdd {
-            credential: NewCredential {
-                endpoint: "meter-m".into(),
-                secret: Secret::Psk {
-                    identity: b"id-m".to_vec(),
-                    key: b"mmmmmmmmmmmmmmmm".to_vec(),
-                },
-            },
-        })
-        .await
-        .unwrap();
-    assert!(reply.ok, "{reply:?}");
+    s.provision_psk("meter-m", "id-m", b"mmmmmmmmmmmmmmmm")
+        .await;
     let dev = Device::start_secure(
         s.secure_addr,
         ClientConfig::new("meter-m"),
@@ -165,17 +138,13 @@ async fn dtls_handshakes_sessions_and_refusals_are_counted() {
     )
     .await
     .unwrap();
-    wrong
-        .wait_link(|e| matches!(e, LinkEvent::Down { .. }).then_some(()))
-        .await;
+    wrong.link_down().await;
     wrong.kill();
     // The provisioned endpoint over NoSec: refused for who it is.
     let mut plain = Device::start(s.addr, ClientConfig::new("meter-m"))
         .await
         .unwrap();
-    plain
-        .wait_for(|e| matches!(e, ClientEvent::RegistrationFailed { .. }).then_some(()))
-        .await;
+    plain.registration_failed().await;
     plain.kill();
 
     let text = scrape(&s).await;

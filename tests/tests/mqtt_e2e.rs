@@ -3,9 +3,11 @@
 //! client standing in for the operator's backend. Registration, read, observe, queue mode
 //! with MQTT 5 Message Expiry, malformed commands, shadows, and a broker outage during a
 //! stream of notifications.
-use lwm2m::client::{ClientConfig, ObjectStore};
-use lwm2m::model::{Instance, Path, Resource, Value};
-use lwm2m_e2e_tests::{Device, TestServer, PATIENCE};
+use lwm2m::client::ClientConfig;
+use lwm2m::model::{Path, Value};
+use lwm2m_e2e_tests::{
+    free_port, mqtt_config, sensor_store, wait_for, Device, TestServer, PATIENCE,
+};
 use lwm2m_server::bridge::broker::EmbeddedBroker;
 use lwm2m_server::core::types::DeviceEvent;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
@@ -18,19 +20,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn mqtt_config(broker: SocketAddr, embedded: bool) -> String {
-    format!(
-        "[mqtt]\nenabled = true\nbroker = \"{broker}\"\nembedded_broker = {embedded}\nversion = 5\nreconnect_min_ms = 100\nreconnect_max_ms = 500\n"
-    )
-}
 
 /// The operator's backend: an MQTT 5 client subscribed to everything the bridge publishes.
 struct Backend {
@@ -100,19 +89,10 @@ impl Backend {
 
     /// The first message on a topic ending in `suffix` that `pick` accepts.
     async fn wait_for<T>(&mut self, suffix: &str, mut pick: impl FnMut(&Json) -> Option<T>) -> T {
-        let deadline = tokio::time::Instant::now() + PATIENCE;
-        loop {
-            match tokio::time::timeout_at(deadline, self.messages.recv()).await {
-                Ok(Some((topic, json))) if topic.ends_with(suffix) => {
-                    if let Some(t) = pick(&json) {
-                        return t;
-                    }
-                }
-                Ok(Some(_)) => {}
-                Ok(None) => panic!("subscriber stopped"),
-                Err(_) => panic!("no message on *{suffix} within {PATIENCE:?}"),
-            }
-        }
+        wait_for(&mut self.messages, "MQTT", |(topic, json)| {
+            topic.ends_with(suffix).then(|| pick(json)).flatten()
+        })
+        .await
     }
 
     /// The next message, whatever its topic.
@@ -133,33 +113,20 @@ impl Backend {
     }
 }
 
-fn sensor(endpoint: &str) -> ObjectStore {
-    let mut store = ObjectStore::standard(endpoint);
-    let mut inst = Instance::new();
-    inst.insert(5700, Resource::Single(Value::Float(20.0)));
-    store.add_instance(3303, 0, inst).expect("3303 is known");
-    store
-}
-
-async fn start_with_embedded_broker(
-    dir: &std::path::Path,
-    extra: &str,
-) -> (TestServer, SocketAddr) {
-    let broker: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let s = TestServer::start(dir, 0, &format!("{}{extra}", mqtt_config(broker, true)))
-        .await
-        .expect("server");
-    (s, broker)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn registration_read_observe_and_malformed_commands_over_mqtt() {
     let dir = tempfile::tempdir().unwrap();
-    let (s, broker) = start_with_embedded_broker(dir.path(), "").await;
-    let mut backend = Backend::connect(broker, "backend-1").await;
-    let dev = Device::start_with(s.addr, ClientConfig::new("mq-1"), sensor("mq-1"))
+    let (s, broker) = TestServer::start_with_embedded_broker(dir.path(), "")
         .await
-        .unwrap();
+        .expect("server");
+    let mut backend = Backend::connect(broker, "backend-1").await;
+    let dev = Device::start_with(
+        s.addr,
+        ClientConfig::new("mq-1"),
+        sensor_store("mq-1", 20.0),
+    )
+    .await
+    .unwrap();
     let reg = backend
         .wait_for("mq-1/up/register", |j| Some(j.clone()))
         .await;
@@ -253,12 +220,14 @@ async fn registration_read_observe_and_malformed_commands_over_mqtt() {
 async fn a_queue_mode_command_is_answered_when_the_device_wakes_and_expiry_is_honoured() {
     let dir = tempfile::tempdir().unwrap();
     let (mut s, broker) =
-        start_with_embedded_broker(dir.path(), "[queue]\nawake_window_secs = 2\n").await;
+        TestServer::start_with_embedded_broker(dir.path(), "[queue]\nawake_window_secs = 2\n")
+            .await
+            .expect("server");
     let mut backend = Backend::connect(broker, "backend-2").await;
     let mut config = ClientConfig::new("sleepy");
     config.queue_mode = true;
     config.awake_time = Duration::from_millis(1500);
-    let dev = Device::start_with(s.addr, config, sensor("sleepy"))
+    let dev = Device::start_with(s.addr, config, sensor_store("sleepy", 20.0))
         .await
         .unwrap();
     backend.wait_for("sleepy/up/register", |_| Some(())).await;
@@ -313,7 +282,9 @@ async fn a_queue_mode_command_is_answered_when_the_device_wakes_and_expiry_is_ho
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shadow_converges_when_the_device_wakes() {
     let dir = tempfile::tempdir().unwrap();
-    let (s, broker) = start_with_embedded_broker(dir.path(), "").await;
+    let (s, broker) = TestServer::start_with_embedded_broker(dir.path(), "")
+        .await
+        .expect("server");
     let mut backend = Backend::connect(broker, "backend-3").await;
     // Desired state set before the device is even registered.
     backend
@@ -422,7 +393,7 @@ async fn nothing_is_lost_while_the_broker_is_away() {
     for i in 0..DEVICES {
         let ep = format!("stream-{i}");
         devices.push(
-            Device::start_with(s.addr, ClientConfig::new(&ep), sensor(&ep))
+            Device::start_with(s.addr, ClientConfig::new(&ep), sensor_store(&ep, 20.0))
                 .await
                 .unwrap(),
         );
@@ -522,9 +493,13 @@ async fn the_bridge_speaks_mqtt_3_1_1_too() {
     );
     let s = TestServer::start(dir.path(), 0, &config).await.unwrap();
     let mut backend = Backend::connect(v5, "backend-311").await;
-    let dev = Device::start_with(s.addr, ClientConfig::new("old-1"), sensor("old-1"))
-        .await
-        .unwrap();
+    let dev = Device::start_with(
+        s.addr,
+        ClientConfig::new("old-1"),
+        sensor_store("old-1", 20.0),
+    )
+    .await
+    .unwrap();
     backend.wait_for("old-1/up/register", |_| Some(())).await;
     backend
         .command(

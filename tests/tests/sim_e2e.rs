@@ -7,14 +7,6 @@ use lwm2m_e2e_tests::TestServer;
 use lwm2m_server::config::Config;
 use lwm2m_server::provisioning::import;
 use serde_json::Value;
-use std::net::SocketAddr;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 /// The names of the fields that are null, anywhere in `v`.
 fn nulls(v: &Value, at: &str, out: &mut Vec<String>) {
@@ -43,16 +35,9 @@ fn sim(args: &[String]) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_scenario_runs_clean_and_agrees_with_the_server() {
     let dir = tempfile::tempdir().unwrap();
-    let broker: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let s = TestServer::start(
-        dir.path(),
-        0,
-        &format!(
-            "[mqtt]\nenabled = true\nbroker = \"{broker}\"\nembedded_broker = true\nversion = 5\n"
-        ),
-    )
-    .await
-    .unwrap();
+    let (s, broker) = TestServer::start_with_embedded_broker(dir.path(), "")
+        .await
+        .unwrap();
 
     // The simulator's credentials, imported into the running server as an operator would.
     let keys = dir.path().join("demo-keys.csv");

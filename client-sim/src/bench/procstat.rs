@@ -128,19 +128,42 @@ impl Sampler {
 mod tests {
     use super::*;
 
+    /// Burns CPU in chunks until this process's CPU time, as `/proc` reports it, has grown;
+    /// gives up after a bounded amount of work. Returns the figure it grew to.
+    fn burn_until_cpu_exceeds(pid: u32, seconds: f64) -> f64 {
+        let mut x = 0u64;
+        for _ in 0..400 {
+            for i in 0..5_000_000u64 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(i));
+            }
+            let now = sample(pid).unwrap().cpu_seconds;
+            if now > seconds {
+                return now;
+            }
+        }
+        panic!("CPU time stayed at {seconds} s after 2·10^9 multiply-adds");
+    }
+
     #[test]
     fn samples_this_process() {
-        let mut s = Sampler::start(std::process::id()).unwrap();
-        // Burn a little CPU so the figures move.
-        let mut x = 0u64;
-        for i in 0..20_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
-        }
-        std::hint::black_box(x);
+        let pid = std::process::id();
+        let mut s = Sampler::start(pid).unwrap();
+        let before = s.first.cpu_seconds;
+        let grown = burn_until_cpu_exceeds(pid, before);
         s.mark_stop(1);
         let u = s.finish(0);
-        assert!(u.rss_start_bytes > 0 && u.rss_max_bytes >= u.rss_start_bytes);
-        assert!(u.cpu_seconds >= 0.0);
+        assert_eq!(u.pid, pid);
+        // The work shows as CPU time, and the report counts from the first sample.
+        assert!(
+            u.cpu_seconds >= grown - before && u.cpu_seconds > 0.0,
+            "{u:?}"
+        );
+        // A test process is resident, and nowhere near gigabytes.
+        const SANE: u64 = 4 << 30;
+        for rss in [u.rss_start_bytes, u.rss_at_stop_bytes] {
+            assert!(rss > 0 && rss < SANE, "{u:?}");
+        }
+        assert!(u.rss_max_bytes >= u.rss_start_bytes.max(u.rss_at_stop_bytes));
         assert!(Sampler::start(u32::MAX).is_err());
     }
 }

@@ -18,6 +18,10 @@
 //!
 //! Every datagram sent is logged ([`Net::sent`]), so a test can assert what went over the wire,
 //! when, and how often.
+//!
+//! A test harness that implements [`Harness`] (how its machines take a datagram, a timeout,
+//! and hand over what they produced) gets the event loop: [`Harness::step`],
+//! [`Harness::run_until`] and [`Harness::run_idle`].
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
@@ -273,6 +277,92 @@ impl<A: Copy + Ord + Debug> Net<A> {
     }
 }
 
+/// The machines under test as a harness connects them to a [`Net`]; the provided methods
+/// are the event loop every harness would otherwise write again.
+pub trait Harness {
+    /// The machines' address type.
+    type Addr: Copy + Ord + Debug;
+
+    /// The network the machines are on.
+    fn net(&self) -> &Net<Self::Addr>;
+
+    /// The same, to send on and to move its clock.
+    fn net_mut(&mut self) -> &mut Net<Self::Addr>;
+
+    /// The earliest timer of any machine.
+    fn next_timer(&self) -> Option<Instant>;
+
+    /// Hands a datagram that arrived to the machine at its destination.
+    fn deliver(&mut self, datagram: Datagram<Self::Addr>);
+
+    /// Runs the timers that are due at the network's now.
+    fn timeout(&mut self);
+
+    /// Puts every datagram the machines produced on the network and takes their events.
+    fn flush(&mut self);
+
+    /// The next moment something happens: a timer or a datagram's arrival.
+    fn next_event(&self) -> Option<Instant> {
+        let wire = self.net().next_delivery();
+        match (self.next_timer(), wire) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Advances to the next moment something happens and processes it. False when quiet.
+    fn step(&mut self) -> bool {
+        let deadline = self.next_timer();
+        match self.net_mut().step(deadline) {
+            Some(Step::Deliver(d)) => self.deliver(d),
+            Some(Step::Timeout) => self.timeout(),
+            None => return false,
+        }
+        self.flush();
+        true
+    }
+
+    /// Steps until `done` holds or `limit` of virtual time has passed (the clock is then at
+    /// the limit). Returns `done`.
+    fn run_until(&mut self, limit: Duration, mut done: impl FnMut(&mut Self) -> bool) -> bool
+    where
+        Self: Sized,
+    {
+        let end = self.net().now() + limit;
+        loop {
+            if done(self) {
+                return true;
+            }
+            match self.next_event() {
+                Some(t) if t <= end => {
+                    self.step();
+                }
+                _ => {
+                    self.net_mut().advance_to(end);
+                    return done(self);
+                }
+            }
+        }
+    }
+
+    /// Lets `d` of virtual time pass, running everything that happens in it.
+    fn run_for(&mut self, d: Duration)
+    where
+        Self: Sized,
+    {
+        self.run_until(d, |_| false);
+    }
+
+    /// Steps until nothing is left to do, for at most `limit`; the clock stays at the last
+    /// event.
+    fn run_idle(&mut self, limit: Duration) {
+        let end = self.net().now() + limit;
+        while self.next_event().is_some_and(|t| t <= end) {
+            self.step();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,6 +375,68 @@ mod tests {
             }
         }
         out
+    }
+
+    /// Two machines: 1 echoes what it gets back to 2; 2 sends `ping` every second.
+    struct PingPong {
+        net: Net<u8>,
+        next_ping: Instant,
+        outbox: Vec<(u8, u8, Vec<u8>)>,
+        pongs: Vec<Duration>,
+    }
+
+    impl Harness for PingPong {
+        type Addr = u8;
+        fn net(&self) -> &Net<u8> {
+            &self.net
+        }
+        fn net_mut(&mut self) -> &mut Net<u8> {
+            &mut self.net
+        }
+        fn next_timer(&self) -> Option<Instant> {
+            Some(self.next_ping)
+        }
+        fn deliver(&mut self, d: Datagram<u8>) {
+            if d.to == 1 {
+                self.outbox.push((1, d.from, d.bytes));
+            } else {
+                self.pongs.push(self.net.elapsed());
+            }
+        }
+        fn timeout(&mut self) {
+            if self.next_ping <= self.net.now() {
+                self.outbox.push((2, 1, b"ping".to_vec()));
+                self.next_ping += Duration::from_secs(1);
+            }
+        }
+        fn flush(&mut self) {
+            for (from, to, bytes) in std::mem::take(&mut self.outbox) {
+                self.net.send(from, to, bytes);
+            }
+        }
+    }
+
+    #[test]
+    fn a_harness_runs_timers_and_round_trips_until_done_or_the_limit() {
+        let net = Net::new(1);
+        let start = net.now();
+        let mut h = PingPong {
+            net,
+            next_ping: start + Duration::from_secs(1),
+            outbox: Vec::new(),
+            pongs: Vec::new(),
+        };
+        assert!(h.run_until(Duration::from_secs(10), |h| h.pongs.len() == 2));
+        let ms = Duration::from_millis;
+        assert_eq!(h.pongs, [ms(1020), ms(2020)]);
+        assert_eq!(h.net.elapsed(), ms(2020), "stops when done");
+        assert!(!h.run_until(Duration::from_millis(500), |h| h.pongs.len() == 3));
+        assert_eq!(h.net.elapsed(), ms(2520), "or at the limit");
+        // Down, nothing comes back; the timers still run.
+        h.net.down(1, true);
+        h.run_for(Duration::from_secs(3));
+        assert_eq!(h.pongs.len(), 2);
+        assert_eq!(h.next_ping, start + Duration::from_secs(6));
     }
 
     #[test]

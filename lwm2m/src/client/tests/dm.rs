@@ -642,7 +642,7 @@ fn unsupported_methods_and_paths() {
 #[test]
 fn send_posts_records_and_reports_the_answer() {
     let mut net = device();
-    let now = net.now;
+    let now = net.now();
     let id = net
         .client
         .send(
@@ -672,7 +672,7 @@ fn send_posts_records_and_reports_the_answer() {
     );
     // send_paths reads the current values; a refusal comes back as an error.
     net.registrar = Box::new(|_| Some(msg::response(ResponseType::NotFound)));
-    let now = net.now;
+    let now = net.now();
     let id2 = net.client.send_paths(now, &[p("/3/0/9")]).unwrap();
     net.flush();
     net.run_for(Duration::from_secs(1));
@@ -693,17 +693,17 @@ fn send_posts_records_and_reports_the_answer() {
 fn send_refusals() {
     let mut net = Net::standard();
     assert_eq!(
-        net.client.send(net.now, vec![]),
+        net.client.send(net.now(), vec![]),
         Err(ClientError::NotRegistered)
     );
     let c = config().with_version(Lwm2mVersion::V1_0, false);
     let mut net = Net::registered_with(c, ObjectStore::standard("d"));
     assert_eq!(
-        net.client.send(net.now, vec![]),
+        net.client.send(net.now(), vec![]),
         Err(ClientError::Unsupported("Send"))
     );
     let mut net = device();
-    let now = net.now;
+    let now = net.now();
     net.client
         .set_value(now, &p("/1/0/23"), Value::Boolean(true))
         .unwrap();
@@ -726,7 +726,7 @@ fn lwm2m_1_2_client_speaks_lwm2m_cbor_when_configured() {
         decode_at(&resp, "/3/0"),
         net.client.store().get(&p("/3/0")).unwrap()
     );
-    let now = net.now;
+    let now = net.now();
     net.client.send_paths(now, &[p("/3/0/9")]).unwrap();
     net.flush();
     net.run_for(Duration::from_secs(1));

@@ -1,6 +1,5 @@
 //! Virtual-time tests of the client against a bare CoAP [`Endpoint`] playing the LwM2M
-//! server (the approach of `coap/endpoint/tests`: a simulated wire, time jumping from one
-//! deadline to the next, no sockets).
+//! server, over a [`netsim::Net`] (time jumping from one deadline to the next, no sockets).
 //!
 //! Address 0 is the client, 1 the server. The server answers registration requests through
 //! a replaceable `registrar` closure; tests send DM requests from the server endpoint and
@@ -21,8 +20,7 @@ use crate::coap::{
 use crate::content::{self, ContentFormat};
 use crate::model::{Node, Path};
 use crate::ops::dm::DownlinkRequest;
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use netsim::{Datagram, Faults, Harness};
 use std::time::{Duration, Instant};
 
 pub(super) type Addr = u8;
@@ -32,9 +30,6 @@ pub(super) const SERVER: Addr = 1;
 /// How the server answers what reaches `/rd` and `/dp`; `None` leaves it unanswered.
 pub(super) type Registrar = Box<dyn FnMut(&Packet) -> Option<Packet>>;
 
-/// A datagram in flight: (delivery time, sequence, from, to, bytes).
-type InFlight = (Instant, u64, Addr, Addr, Vec<u8>);
-
 /// A registration request the server received.
 #[derive(Debug, Clone)]
 pub(super) struct Seen {
@@ -43,24 +38,17 @@ pub(super) struct Seen {
 }
 
 pub(super) struct Net {
-    pub(super) start: Instant,
-    pub(super) now: Instant,
+    /// The wire and the clock; `wire.down(SERVER, true)` takes the server off the network.
+    pub(super) wire: netsim::Net<Addr>,
     pub(super) client: Client<Addr>,
     pub(super) server: Endpoint<Addr>,
     pub(super) registrar: Registrar,
-    wire: BinaryHeap<Reverse<InFlight>>,
-    seq: u64,
-    pub(super) latency: Duration,
-    /// Datagrams to the server are lost while set.
-    pub(super) server_down: bool,
     /// Every client event, in order, with its time since start.
     pub(super) events: Vec<(Duration, ClientEvent)>,
     /// Registration and Send requests the server received.
     pub(super) seen: Vec<Seen>,
     /// Events of the server endpoint other than the requests the registrar answered.
     pub(super) server_events: Vec<(Duration, Event<Addr>)>,
-    /// Datagrams the client put on the wire, with their time.
-    pub(super) client_tx: Vec<(Duration, Packet)>,
 }
 
 /// A registrar that accepts everything: Register 2.01 at `/rd/<n>`, Update 2.04,
@@ -90,24 +78,20 @@ pub(super) fn accept_all() -> Registrar {
 
 impl Net {
     pub(super) fn new(config: ClientConfig, store: ObjectStore) -> Self {
-        let start = Instant::now();
         Self {
-            start,
-            now: start,
+            wire: netsim::Net::new(1).with_faults(Faults {
+                latency: Duration::from_millis(50),
+                ..Faults::default()
+            }),
             client: Client::new(config, SERVER, store),
             server: Endpoint::new(EndpointConfig {
                 rng_seed: 77,
                 ..EndpointConfig::default()
             }),
             registrar: accept_all(),
-            wire: BinaryHeap::new(),
-            seq: 0,
-            latency: Duration::from_millis(50),
-            server_down: false,
             events: Vec::new(),
             seen: Vec::new(),
             server_events: Vec::new(),
-            client_tx: Vec::new(),
         }
     }
 
@@ -130,44 +114,38 @@ impl Net {
         net
     }
 
+    pub(super) fn now(&self) -> Instant {
+        self.wire.now()
+    }
+
     pub(super) fn elapsed(&self) -> Duration {
-        self.now - self.start
+        self.wire.elapsed()
+    }
+
+    /// Takes the server off the network (every datagram to or from it is lost) or back on.
+    pub(super) fn server_down(&mut self, down: bool) {
+        self.wire.down(SERVER, down);
+    }
+
+    /// Datagrams the client put on the wire (lost or not), with their time, oldest first.
+    pub(super) fn client_tx(&self) -> Vec<(Duration, Packet)> {
+        self.wire
+            .sent()
+            .iter()
+            .filter(|s| s.from == CLIENT)
+            .map(|s| {
+                (
+                    s.at - self.wire.start(),
+                    Packet::from_bytes(&s.bytes).unwrap(),
+                )
+            })
+            .collect()
     }
 
     pub(super) fn start_client(&mut self) {
-        let now = self.now;
+        let now = self.now();
         self.client.start(now).unwrap();
         self.flush();
-    }
-
-    /// Moves every datagram onto the wire and every event where it belongs.
-    pub(super) fn flush(&mut self) {
-        loop {
-            let mut progressed = false;
-            while let Some(t) = self.client.poll_transmit() {
-                progressed = true;
-                self.client_tx
-                    .push((self.elapsed(), Packet::from_bytes(&t.payload).unwrap()));
-                if !self.server_down {
-                    self.put(CLIENT, t.peer, t.payload);
-                }
-            }
-            while let Some(ev) = self.client.poll_event() {
-                progressed = true;
-                self.events.push((self.elapsed(), ev));
-            }
-            while let Some(t) = self.server.poll_transmit() {
-                progressed = true;
-                self.put(SERVER, t.peer, t.payload);
-            }
-            while let Some(ev) = self.server.poll_event() {
-                progressed = true;
-                self.on_server_event(ev);
-            }
-            if !progressed {
-                break;
-            }
-        }
     }
 
     fn on_server_event(&mut self, ev: Event<Addr>) {
@@ -179,7 +157,7 @@ impl Net {
                     request: request.clone(),
                 });
                 if let Some(resp) = (self.registrar)(request) {
-                    let now = self.now;
+                    let now = self.now();
                     self.server.respond(now, *id, resp).unwrap();
                 }
                 return;
@@ -188,84 +166,9 @@ impl Net {
         self.server_events.push((self.elapsed(), ev));
     }
 
-    fn put(&mut self, from: Addr, to: Addr, bytes: Vec<u8>) {
-        self.seq += 1;
-        self.wire.push(Reverse((
-            self.now + self.latency,
-            self.seq,
-            from,
-            to,
-            bytes,
-        )));
-    }
-
-    fn next_time(&self) -> Option<Instant> {
-        let wire = self.wire.peek().map(|Reverse((t, ..))| *t);
-        [self.client.poll_timeout(), self.server.poll_timeout(), wire]
-            .into_iter()
-            .flatten()
-            .min()
-    }
-
-    /// Advances to the next moment something happens and processes it.
-    pub(super) fn step(&mut self) -> bool {
-        let Some(t) = self.next_time() else {
-            return false;
-        };
-        self.now = self.now.max(t);
-        let now = self.now;
-        while self.wire.peek().is_some_and(|Reverse((t, ..))| *t <= now) {
-            let Some(Reverse((_, _, from, to, bytes))) = self.wire.pop() else {
-                break;
-            };
-            if to == CLIENT {
-                self.client.handle_datagram(now, from, &bytes);
-            } else {
-                self.server.handle_datagram(now, from, &bytes);
-            }
-            self.flush();
-        }
-        if self.client.poll_timeout().is_some_and(|d| d <= now) {
-            self.client.handle_timeout(now);
-        }
-        if self.server.poll_timeout().is_some_and(|d| d <= now) {
-            self.server.handle_timeout(now);
-        }
-        self.flush();
-        true
-    }
-
-    /// Steps until `done` holds or `limit` of virtual time has passed. Returns `done`.
-    pub(super) fn run_until(
-        &mut self,
-        limit: Duration,
-        mut done: impl FnMut(&mut Net) -> bool,
-    ) -> bool {
-        let end = self.now + limit;
-        loop {
-            if done(self) {
-                return true;
-            }
-            match self.next_time() {
-                Some(t) if t <= end => {
-                    self.step();
-                }
-                _ => {
-                    self.now = self.now.max(end);
-                    return done(self);
-                }
-            }
-        }
-    }
-
-    /// Lets `d` of virtual time pass.
-    pub(super) fn run_for(&mut self, d: Duration) {
-        self.run_until(d, |_| false);
-    }
-
     /// Sends a request from the server to the client.
     pub(super) fn send(&mut self, req: Packet) -> RequestId {
-        let now = self.now;
+        let now = self.now();
         let id = self
             .server
             .send_request(now, CLIENT, req, RequestOptions::default())
@@ -328,6 +231,70 @@ impl Net {
             .filter(|s| msg::uri_path(&s.request) == path)
             .map(|s| s.at)
             .collect()
+    }
+}
+
+impl Harness for Net {
+    type Addr = Addr;
+
+    fn net(&self) -> &netsim::Net<Addr> {
+        &self.wire
+    }
+
+    fn net_mut(&mut self) -> &mut netsim::Net<Addr> {
+        &mut self.wire
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        [self.client.poll_timeout(), self.server.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn deliver(&mut self, d: Datagram<Addr>) {
+        let now = self.now();
+        if d.to == CLIENT {
+            self.client.handle_datagram(now, d.from, &d.bytes);
+        } else {
+            self.server.handle_datagram(now, d.from, &d.bytes);
+        }
+    }
+
+    fn timeout(&mut self) {
+        let now = self.now();
+        if self.client.poll_timeout().is_some_and(|t| t <= now) {
+            self.client.handle_timeout(now);
+        }
+        if self.server.poll_timeout().is_some_and(|t| t <= now) {
+            self.server.handle_timeout(now);
+        }
+    }
+
+    /// Moves every datagram onto the wire and every event where it belongs.
+    fn flush(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.client.poll_transmit() {
+                progressed = true;
+                self.wire.send(CLIENT, t.peer, t.payload);
+            }
+            while let Some(ev) = self.client.poll_event() {
+                progressed = true;
+                self.events.push((self.elapsed(), ev));
+            }
+            while let Some(t) = self.server.poll_transmit() {
+                progressed = true;
+                self.wire.send(SERVER, t.peer, t.payload);
+            }
+            while let Some(ev) = self.server.poll_event() {
+                progressed = true;
+                self.on_server_event(ev);
+            }
+            if !progressed {
+                break;
+            }
+        }
     }
 }
 

@@ -50,7 +50,7 @@ fn write_attributes(net: &mut Net, path: &str, query: &str) {
 }
 
 fn set(net: &mut Net, path: &str, v: Value) {
-    let now = net.now;
+    let now = net.now();
     net.client.set_value(now, &p(path), v).unwrap();
     net.flush();
 }
@@ -264,7 +264,7 @@ fn cancellation_drops_the_state() {
     let active = observe(&mut net, "/3/0/9", ContentFormat::SenmlCbor);
     let passive = observe(&mut net, "/3/0/10", ContentFormat::SenmlCbor);
     assert_eq!(net.client.observation_count(), 2);
-    let now = net.now;
+    let now = net.now();
     net.server
         .cancel_observe(now, active, CancelMode::Active)
         .unwrap();
@@ -275,7 +275,7 @@ fn cancellation_drops_the_state() {
         1,
         "GET with Observe=1 ends it"
     );
-    let now = net.now;
+    let now = net.now();
     net.server
         .cancel_observe(now, passive, CancelMode::Passive)
         .unwrap();
@@ -297,12 +297,12 @@ fn every_nth_notification_is_confirmable() {
     c.notify_con_every = 2;
     let mut net = Net::registered_with(c, store);
     observe(&mut net, "/3/0/9", ContentFormat::SenmlCbor);
-    let before = net.client_tx.len();
+    let before = net.client_tx().len();
     for v in 1..=4 {
         set(&mut net, "/3/0/9", Value::Integer(v));
         net.run_for(secs(1.0));
     }
-    let types: Vec<MessageType> = net.client_tx[before..]
+    let types: Vec<MessageType> = net.client_tx()[before..]
         .iter()
         .filter(|(_, p)| msg::observe(p).is_some())
         .map(|(_, p)| p.header.get_type())
@@ -314,7 +314,7 @@ fn every_nth_notification_is_confirmable() {
     set(&mut net, "/3/0/9", Value::Integer(9));
     net.run_for(secs(1.0));
     assert_eq!(
-        net.client_tx.last().map(|(_, p)| p.header.get_type()),
+        net.client_tx().last().map(|(_, p)| p.header.get_type()),
         Some(Con)
     );
 }
@@ -347,7 +347,7 @@ fn observations_are_bounded_and_end_with_a_new_registration() {
             }
         })
     };
-    let now = net.now;
+    let now = net.now();
     net.client.update(now).unwrap();
     net.flush();
     net.run_for(secs(1.0));

@@ -132,12 +132,12 @@ proptest! {
         let mut net = Net::registered_with(c, store);
         let mut changes = changes.into_iter();
         for (foreign, bytes) in datagrams {
-            let now = net.now;
+            let now = net.now();
             let from = if foreign { 7 } else { SERVER };
             net.client.handle_datagram(now, from, &bytes);
             net.flush();
             if let Some((r, v)) = changes.next() {
-                let now = net.now;
+                let now = net.now();
                 let _ = net.client.set_value(now, &Path::resource(3, 0, r), crate::model::Value::Integer(v));
                 net.flush();
             }
@@ -226,7 +226,7 @@ proptest! {
         for (req, v) in ops {
             let id = net.send(req);
             net.run_until(Duration::from_secs(30), |n| n.outcome(id).is_some());
-            let now = net.now;
+            let now = net.now();
             let _ = net.client.set_value(now, &Path::resource(3, 0, 9), crate::model::Value::Integer(v));
             net.flush();
             net.run_for(Duration::from_secs(2));

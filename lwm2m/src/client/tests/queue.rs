@@ -46,14 +46,14 @@ fn asleep_it_drops_requests_and_sends_nothing() {
     let mut net = queued();
     net.run_for(secs(100.0));
     assert!(!net.client.is_awake());
-    let sent_before = net.client_tx.len();
+    let sent_before = net.client_tx().len();
     let id = net.send(request(RequestType::Get, "/3/0/9", None));
     assert!(net.run_until(secs(200.0), |n| n.outcome(id).is_some()));
     assert_eq!(
         net.outcome(id),
         Some(Err(crate::coap::ExchangeError::Timeout))
     );
-    assert_eq!(net.client_tx.len(), sent_before, "the radio is off");
+    assert_eq!(net.client_tx().len(), sent_before, "the radio is off");
     assert_eq!(
         net.client.stats().dropped_asleep,
         5,
@@ -66,7 +66,7 @@ fn wakes_with_an_update_then_answers_the_queued_request() {
     let mut net = queued();
     net.run_for(secs(100.0));
     assert!(!net.client.is_awake());
-    let now = net.now;
+    let now = net.now();
     net.client.wake(now);
     net.flush();
     assert!(net.client.is_awake());
@@ -117,14 +117,14 @@ fn a_notification_wakes_the_client_behind_an_update() {
     let id = net.send(req);
     net.run_for(secs(100.0));
     assert!(!net.client.is_awake());
-    let before = net.client_tx.len();
-    let now = net.now;
+    let before = net.client_tx().len();
+    let now = net.now();
     net.client
         .set_value(now, &Path::resource(3, 0, 9), Value::Integer(50))
         .unwrap();
     net.flush();
     net.run_for(secs(1.0));
-    let sent: Vec<String> = net.client_tx[before..]
+    let sent: Vec<String> = net.client_tx()[before..]
         .iter()
         .map(|(_, p)| format!("{} {}", msg::code_string(p), msg::uri_path(p)))
         .collect();

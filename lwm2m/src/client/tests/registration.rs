@@ -61,7 +61,10 @@ fn registers_with_the_configured_parameters_and_object_links() {
         ["/rd/r1"]
     );
     assert_eq!(net.client.location(), Some("/rd/r1"));
-    assert_eq!(net.client.start(net.now), Err(ClientError::AlreadyStarted));
+    assert_eq!(
+        net.client.start(net.now()),
+        Err(ClientError::AlreadyStarted)
+    );
 }
 
 #[test]
@@ -143,12 +146,12 @@ fn registers_again_when_the_update_is_answered_not_found() {
 #[test]
 fn retries_register_with_exponential_backoff() {
     let mut net = Net::standard();
-    net.server_down = true;
+    net.server_down(true);
     net.start_client();
     net.run_for(secs(1200.0));
     // Each Register is a new message; its retransmissions keep its message ID.
     let mut starts: Vec<(Duration, u16)> = Vec::new();
-    for (at, p) in &net.client_tx {
+    for (at, p) in &net.client_tx() {
         if msg::uri_path(p) == "/rd"
             && starts
                 .last()
@@ -181,7 +184,7 @@ fn retries_register_with_exponential_backoff() {
         );
     }
     // Back online: the next attempt succeeds.
-    net.server_down = false;
+    net.server_down(false);
     assert!(net.run_until(secs(3600.0), |n| n.client.is_registered()));
 }
 
@@ -201,7 +204,7 @@ fn retry_delay_is_capped_and_jittered() {
 #[test]
 fn deregister_deletes_the_registration() {
     let mut net = Net::registered();
-    let now = net.now;
+    let now = net.now();
     net.client.deregister(now).unwrap();
     net.flush();
     assert!(net.run_until(secs(5.0), |n| n
@@ -218,7 +221,7 @@ fn deregister_deletes_the_registration() {
     net.run_for(secs(1000.0));
     assert_eq!(net.seen.len(), 1);
     assert_eq!(
-        net.client.deregister(net.now),
+        net.client.deregister(net.now()),
         Err(ClientError::NotRegistered)
     );
     // And it can start again.
@@ -229,15 +232,15 @@ fn deregister_deletes_the_registration() {
 #[test]
 fn deregister_while_retrying_just_stops() {
     let mut net = Net::standard();
-    net.server_down = true;
+    net.server_down(true);
     net.start_client();
     net.run_for(secs(100.0));
-    let now = net.now;
+    let now = net.now();
     net.client.deregister(now).unwrap();
     net.flush();
-    let before = net.client_tx.len();
+    let before = net.client_tx().len();
     net.run_for(secs(3600.0));
-    assert_eq!(net.client_tx.len(), before, "no more Register attempts");
+    assert_eq!(net.client_tx().len(), before, "no more Register attempts");
     assert!(net
         .events
         .iter()
@@ -272,7 +275,7 @@ fn create_and_delete_send_updates_with_the_new_links() {
 #[test]
 fn the_application_adding_an_instance_sends_an_update() {
     let mut net = Net::registered();
-    let now = net.now;
+    let now = net.now();
     let inst = Instance::from([(5700, Resource::Single(Value::Float(21.5)))]);
     net.client.add_instance(now, 3303, 0, inst).unwrap();
     net.flush();
@@ -283,7 +286,7 @@ fn the_application_adding_an_instance_sends_an_update() {
         .ends_with("</3303>;ver=1.1,</3303/0>"));
     // A change while an Update is in flight waits for its answer, and the last Update
     // carries the final links.
-    let now = net.now;
+    let now = net.now();
     net.client.remove_instance(now, 3303, 0).unwrap();
     net.client
         .add_instance(now, 3303, 1, Instance::new())
@@ -352,7 +355,7 @@ fn registration_update_trigger_sends_an_update() {
 fn update_timeout_registers_again() {
     let mut net = Net::registered();
     net.run_for(secs(260.0));
-    net.server_down = true;
+    net.server_down(true);
     net.run_for(secs(120.0));
     assert!(net.events.iter().any(|(_, e)| matches!(
         e,
@@ -360,6 +363,6 @@ fn update_timeout_registers_again() {
             error: ClientError::Exchange(_)
         }
     )));
-    net.server_down = false;
+    net.server_down(false);
     assert!(net.run_until(secs(600.0), |n| n.client.location() == Some("/rd/r2")));
 }

@@ -65,7 +65,7 @@ impl Northbound {
             self.seen += 1;
             let mut at = CoreAt {
                 core: &mut w.core,
-                now: w.now,
+                now: w.net.now(),
             };
             self.bridge.on_event(&event, &mut at);
             w.flush();
@@ -76,7 +76,7 @@ impl Northbound {
     fn command(&mut self, w: &mut World, endpoint: &str, payload: &[u8], expiry: Option<Duration>) {
         let mut at = CoreAt {
             core: &mut w.core,
-            now: w.now,
+            now: w.net.now(),
         };
         self.bridge.on_downlink(
             Downlink {
@@ -227,7 +227,7 @@ fn oversized_and_deeply_nested_commands_are_refused_with_their_req_id() {
     // A shadow's desired state is held to the same limits.
     let mut at = CoreAt {
         core: &mut w.core,
-        now: w.now,
+        now: w.net.now(),
     };
     nb.bridge.on_downlink(
         Downlink {
@@ -462,7 +462,7 @@ proptest! {
         let mut w = registered_world();
         let mut nb = Northbound::new();
         for (from, bytes, wait_ms) in &requests {
-            let now = w.now;
+            let now = w.now();
             w.core.handle_datagram(now, *from, bytes);
             w.flush();
             w.advance(Duration::from_millis(*wait_ms));

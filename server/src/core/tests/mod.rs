@@ -1,5 +1,5 @@
-//! Virtual-time tests of the server core against scripted CoAP devices: no sockets, no
-//! sleeps; hours of lifetimes and sleep cycles run in milliseconds.
+//! Virtual-time tests of the server core against scripted CoAP devices on a [`netsim::Net`]:
+//! no sockets, no sleeps; hours of lifetimes and sleep cycles run in milliseconds.
 use super::persist::StoreOp;
 use super::types::*;
 use super::*;
@@ -13,6 +13,7 @@ use lwm2m::content::ContentFormat;
 use lwm2m::model::{Node, Path, Resource, Value};
 use lwm2m::ops::dm::{DmResponse, DownlinkRequest};
 use lwm2m::ops::registration::{Register, Update};
+use netsim::{Datagram, Faults, Harness};
 use std::collections::BTreeMap;
 
 const SERVER: u8 = 0;
@@ -22,7 +23,10 @@ type Answer = Box<dyn FnMut(u8, &IncomingRequest<u8>) -> Option<Packet>>;
 
 /// The server core, devices as bare CoAP endpoints, and a loss-free network between them.
 struct World {
-    now: Instant,
+    /// The wire, without latency: a datagram arrives in the instant it is sent. A device that
+    /// sleeps is down (`net.down(addr, true)`): datagrams to and from it are lost, and
+    /// `net.sent()` still shows whether the server tried.
+    net: netsim::Net<u8>,
     core: ServerCore<u8>,
     devices: BTreeMap<u8, Endpoint<u8>>,
     /// What each device answers to a request; `None` leaves it unanswered.
@@ -33,8 +37,6 @@ struct World {
     device_events: Vec<(u8, Event<u8>)>,
     /// The store as the shell would have written it.
     store: BTreeMap<(Table, Vec<u8>), Vec<u8>>,
-    /// Devices whose radio is off: datagrams to them are lost.
-    asleep: std::collections::BTreeSet<u8>,
     /// Observers the devices' endpoints created, per device, newest last.
     observers: Vec<(u8, lwm2m::coap::ObserverId)>,
 }
@@ -66,7 +68,11 @@ fn typed_answer(path: &str) -> Packet {
 
 impl World {
     fn new() -> Self {
-        let now = Instant::now();
+        let net = netsim::Net::new(7).with_faults(Faults {
+            latency: Duration::ZERO,
+            ..Faults::default()
+        });
+        let now = net.now();
         let config = CoreConfig {
             rng_seed: 7,
             ..CoreConfig::default()
@@ -80,16 +86,34 @@ impl World {
             ),
         );
         Self {
-            now,
+            net,
             core,
             devices: BTreeMap::new(),
             answer: Box::new(|_, req| Some(typed_answer(&msg::uri_path(&req.request)))),
             events: Vec::new(),
             device_events: Vec::new(),
             store: BTreeMap::new(),
-            asleep: Default::default(),
             observers: Vec::new(),
         }
+    }
+
+    fn now(&self) -> Instant {
+        self.net.now()
+    }
+
+    /// Takes a device's radio off (it sleeps) or back on.
+    fn sleep(&mut self, addr: u8, asleep: bool) {
+        self.net.down(addr, asleep);
+    }
+
+    /// Datagrams the server sent to `addr` (delivered or lost) from the `since`th sent on.
+    fn sent_to(&self, addr: u8, since: usize) -> usize {
+        self.net
+            .sent()
+            .iter()
+            .skip(since)
+            .filter(|s| s.from == SERVER && s.to == addr)
+            .count()
     }
 
     fn device(&mut self, addr: u8) -> &mut Endpoint<u8> {
@@ -101,89 +125,15 @@ impl World {
         })
     }
 
-    /// Moves datagrams, events and store writes until everything is quiet.
-    fn flush(&mut self) {
-        loop {
-            let mut progressed = false;
-            while let Some(t) = self.core.poll_transmit() {
-                progressed = true;
-                if !self.asleep.contains(&t.peer) {
-                    let now = self.now;
-                    self.device(t.peer).handle_datagram(now, SERVER, &t.payload);
-                }
-            }
-            while let Some(op) = self.core.poll_store() {
-                match op {
-                    StoreOp::Put(t, k, v) => {
-                        self.store.insert((t, k), v);
-                    }
-                    StoreOp::Delete(t, k) => {
-                        self.store.remove(&(t, k));
-                    }
-                    StoreOp::DeletePrefix(t, p) => self
-                        .store
-                        .retain(|(tt, k), _| !(*tt == t && k.starts_with(&p))),
-                }
-            }
-            while let Some(e) = self.core.poll_event() {
-                self.events.push(e);
-            }
-            let addrs: Vec<u8> = self.devices.keys().copied().collect();
-            for a in addrs {
-                let now = self.now;
-                while let Some(t) = self.devices.get_mut(&a).and_then(|d| d.poll_transmit()) {
-                    progressed = true;
-                    self.core.handle_datagram(now, a, &t.payload);
-                }
-                while let Some(ev) = self.devices.get_mut(&a).and_then(|d| d.poll_event()) {
-                    progressed = true;
-                    if let Event::Request(req) = &ev {
-                        if let Some(resp) = (self.answer)(a, req) {
-                            if let Some(d) = self.devices.get_mut(&a) {
-                                if let Ok(Some(o)) = d.respond(now, req.id, resp) {
-                                    self.observers.push((a, o));
-                                }
-                            }
-                        }
-                    }
-                    self.device_events.push((a, ev));
-                }
-            }
-            if !progressed {
-                return;
-            }
-        }
-    }
-
     /// Advances virtual time by `d`, running every deadline on the way.
     fn advance(&mut self, d: Duration) {
-        let end = self.now + d;
-        loop {
-            self.flush();
-            let next = self
-                .devices
-                .values()
-                .filter_map(|e| e.poll_timeout())
-                .chain(self.core.poll_timeout())
-                .min();
-            match next {
-                Some(t) if t <= end => {
-                    self.now = self.now.max(t);
-                    let now = self.now;
-                    self.core.handle_timeout(now);
-                    for d in self.devices.values_mut() {
-                        d.handle_timeout(now);
-                    }
-                }
-                _ => break,
-            }
-        }
-        self.now = end;
+        self.flush();
+        self.run_for(d);
         self.flush();
     }
 
     fn send_from(&mut self, addr: u8, packet: Packet) -> lwm2m::coap::RequestId {
-        let now = self.now;
+        let now = self.now();
         let id = self
             .device(addr)
             .send_request(now, SERVER, packet, RequestOptions::default())
@@ -219,6 +169,16 @@ impl World {
         msg::location_path(&resp)
     }
 
+    /// Registers `name` at `addr` in queue mode, lets the server's awake window pass and
+    /// turns the device's radio off. Returns its location and how many datagrams had been
+    /// sent by then (for [`sent_to`](Self::sent_to)).
+    fn register_and_sleep(&mut self, addr: u8, name: &str, lifetime: u32) -> (String, usize) {
+        let loc = self.register(addr, name, lifetime, true);
+        self.advance(self.core.config.awake_window + Duration::from_secs(1));
+        self.sleep(addr, true);
+        (loc, self.net.sent().len())
+    }
+
     fn results(&self) -> Vec<(CommandId, Outcome)> {
         self.events
             .iter()
@@ -230,8 +190,20 @@ impl World {
     }
 
     fn submit(&mut self, endpoint: &str, request: DownlinkRequest) -> CommandId {
-        let now = self.now;
+        let now = self.now();
         let id = self.core.submit(now, Command::new(endpoint, request));
+        self.flush();
+        id
+    }
+
+    /// Submits a command that may wait for a sleeping device at most `ttl`.
+    fn submit_ttl(&mut self, endpoint: &str, request: DownlinkRequest, ttl: Duration) -> CommandId {
+        let now = self.now();
+        let command = Command {
+            ttl: Some(ttl),
+            ..Command::new(endpoint, request)
+        };
+        let id = self.core.submit(now, command);
         self.flush();
         id
     }
@@ -241,6 +213,98 @@ impl World {
             .iter()
             .filter(|(a, e)| *a == addr && matches!(e, Event::Request(_)))
             .count()
+    }
+}
+
+impl Harness for World {
+    type Addr = u8;
+
+    fn net(&self) -> &netsim::Net<u8> {
+        &self.net
+    }
+
+    fn net_mut(&mut self) -> &mut netsim::Net<u8> {
+        &mut self.net
+    }
+
+    fn next_timer(&self) -> Option<Instant> {
+        self.devices
+            .values()
+            .filter_map(|e| e.poll_timeout())
+            .chain(self.core.poll_timeout())
+            .min()
+    }
+
+    fn deliver(&mut self, d: Datagram<u8>) {
+        let now = self.now();
+        if d.to == SERVER {
+            self.core.handle_datagram(now, d.from, &d.bytes);
+        } else {
+            self.device(d.to).handle_datagram(now, d.from, &d.bytes);
+        }
+    }
+
+    fn timeout(&mut self) {
+        let now = self.now();
+        self.core.handle_timeout(now);
+        for d in self.devices.values_mut() {
+            d.handle_timeout(now);
+        }
+    }
+
+    /// Moves datagrams, events and store writes until everything is quiet.
+    fn flush(&mut self) {
+        loop {
+            let mut progressed = false;
+            while let Some(t) = self.core.poll_transmit() {
+                progressed = true;
+                self.net.send(SERVER, t.peer, t.payload);
+            }
+            while let Some(op) = self.core.poll_store() {
+                match op {
+                    StoreOp::Put(t, k, v) => {
+                        self.store.insert((t, k), v);
+                    }
+                    StoreOp::Delete(t, k) => {
+                        self.store.remove(&(t, k));
+                    }
+                    StoreOp::DeletePrefix(t, p) => self
+                        .store
+                        .retain(|(tt, k), _| !(*tt == t && k.starts_with(&p))),
+                }
+            }
+            while let Some(e) = self.core.poll_event() {
+                self.events.push(e);
+            }
+            let now = self.now();
+            let addrs: Vec<u8> = self.devices.keys().copied().collect();
+            for a in addrs {
+                while let Some(t) = self.devices.get_mut(&a).and_then(|d| d.poll_transmit()) {
+                    progressed = true;
+                    self.net.send(a, SERVER, t.payload);
+                }
+                while let Some(ev) = self.devices.get_mut(&a).and_then(|d| d.poll_event()) {
+                    progressed = true;
+                    if let Event::Request(req) = &ev {
+                        if let Some(resp) = (self.answer)(a, req) {
+                            if let Some(d) = self.devices.get_mut(&a) {
+                                if let Ok(Some(o)) = d.respond(now, req.id, resp) {
+                                    self.observers.push((a, o));
+                                }
+                            }
+                        }
+                    }
+                    self.device_events.push((a, ev));
+                }
+            }
+            while let Some(d) = self.net.deliver_due() {
+                progressed = true;
+                self.deliver(d);
+            }
+            if !progressed {
+                return;
+            }
+        }
     }
 }
 
@@ -405,7 +469,7 @@ fn silent_device_times_out_without_blocking_another() {
     let mut w = World::new();
     w.register(1, "silent", 3600, false);
     w.register(2, "chatty", 3600, false);
-    w.asleep.insert(1);
+    w.sleep(1, true);
     let a = w.submit("silent", read(Path::resource(3, 0, 0)));
     let b = w.submit("chatty", read(Path::resource(3, 0, 0)));
     assert!(
@@ -423,10 +487,7 @@ fn silent_device_times_out_without_blocking_another() {
 #[test]
 fn queued_command_is_delivered_once_when_the_device_wakes() {
     let mut w = World::new();
-    let loc = w.register(1, "sleepy", 3600, true);
-    // The device sleeps after its awake window.
-    w.advance(Duration::from_secs(100));
-    w.asleep.insert(1);
+    let (loc, mark) = w.register_and_sleep(1, "sleepy", 3600);
     let id = w.submit("sleepy", read(Path::resource(3, 0, 9)));
     assert_eq!(w.core.queued("sleepy"), 1);
     assert!(w.results().is_empty());
@@ -441,8 +502,9 @@ fn queued_command_is_delivered_once_when_the_device_wakes() {
         "nothing is sent to a sleeping device"
     );
     assert_eq!(w.requests_seen_by(1), 0);
+    assert_eq!(w.sent_to(1, mark), 0, "the server does not even try");
     // It wakes and updates: the command goes out right after the 2.04.
-    w.asleep.remove(&1);
+    w.sleep(1, false);
     w.send_from(1, Update::default().to_coap(&loc));
     let results = w.results();
     assert_eq!(results.len(), 1);
@@ -455,6 +517,78 @@ fn queued_command_is_delivered_once_when_the_device_wakes() {
     );
     // Nothing more ever comes for it.
     w.advance(Duration::from_secs(600));
+    assert_eq!(w.results().len(), 1);
+}
+
+/// The datagrams the server sent to `addr` from the `since`th sent on, parsed, oldest first.
+fn packets_to(w: &World, addr: u8, since: usize) -> Vec<Packet> {
+    w.net
+        .sent()
+        .iter()
+        .skip(since)
+        .filter(|s| s.from == SERVER && s.to == addr)
+        .map(|s| Packet::from_bytes(&s.bytes).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_command_for_a_sleeping_device_waits_unsent_until_its_register_wakes_it() {
+    let mut w = World::new();
+    let (_, mark) = w.register_and_sleep(1, "sleepy", 86_400);
+    let id = w.submit("sleepy", read(Path::resource(3, 0, 9)));
+    for _ in 0..6 {
+        w.advance(Duration::from_secs(600));
+        assert!(w.results().is_empty(), "no result while it sleeps");
+        assert_eq!(w.sent_to(1, mark), 0, "no datagram to a sleeping device");
+    }
+    // It wakes and registers again: its 2.01 first, then the queued command, once.
+    w.sleep(1, false);
+    let wake = w.net.sent().len();
+    w.register(1, "sleepy", 86_400, true);
+    let to_device = packets_to(&w, 1, wake);
+    assert_eq!(to_device.len(), 2, "{to_device:?}");
+    assert_eq!(
+        to_device[0].header.code,
+        MessageClass::Response(ResponseType::Created)
+    );
+    assert_eq!(msg::uri_path(&to_device[1]), "/3/0/9");
+    assert!(matches!(
+        w.results().as_slice(),
+        [(i, Ok(DmResponse::Content { .. }))] if *i == id
+    ));
+    w.advance(Duration::from_secs(600));
+    assert_eq!(w.results().len(), 1, "one result, ever");
+    assert_eq!(packets_to(&w, 1, wake).len(), 2, "sent once");
+}
+
+#[test]
+fn a_command_whose_ttl_passes_while_the_device_sleeps_expires_unsent() {
+    let mut w = World::new();
+    let (loc, mark) = w.register_and_sleep(1, "sleepy", 86_400);
+    let ttl = Duration::from_secs(60);
+    let id = w.submit_ttl("sleepy", read(Path::resource(3, 0, 0)), ttl);
+    w.advance(Duration::from_secs(59));
+    assert!(w.results().is_empty(), "still within its time-to-live");
+    w.advance(Duration::from_secs(2));
+    assert_eq!(w.results(), vec![(id, Err(CommandError::Expired))]);
+    assert_eq!(w.core.queued("sleepy"), 0);
+    assert_eq!(
+        w.store.keys().filter(|(t, _)| *t == Table::Queue).count(),
+        0,
+        "gone from the store too"
+    );
+    // When it wakes, the expired command is not sent after all.
+    w.sleep(1, false);
+    w.send_from(1, Update::default().to_coap(&loc));
+    w.advance(Duration::from_secs(60));
+    assert_eq!(w.requests_seen_by(1), 0);
+    let to_device = packets_to(&w, 1, mark);
+    assert!(
+        to_device
+            .iter()
+            .all(|p| matches!(p.header.code, MessageClass::Response(_))),
+        "only the answer to its Update: {to_device:?}"
+    );
     assert_eq!(w.results().len(), 1);
 }
 
@@ -486,14 +620,8 @@ fn queued_command_expires_with_one_result() {
     let mut w = World::new();
     w.register(1, "sleepy", 3600, true);
     w.advance(Duration::from_secs(100));
-    let now = w.now;
-    let id = w.core.submit(
-        now,
-        Command {
-            ttl: Some(Duration::from_secs(30)),
-            ..Command::new("sleepy", read(Path::resource(3, 0, 0)))
-        },
-    );
+    let ttl = Duration::from_secs(30);
+    let id = w.submit_ttl("sleepy", read(Path::resource(3, 0, 0)), ttl);
     w.advance(Duration::from_secs(31));
     assert_eq!(w.results(), vec![(id, Err(CommandError::Expired))]);
     assert_eq!(w.core.queued("sleepy"), 0);
@@ -521,7 +649,7 @@ fn notify_from(w: &mut World, addr: u8, path: &Path, v: f64) {
         .find(|(a, _)| *a == addr)
         .map(|(_, o)| *o)
         .expect("an observer");
-    let now = w.now;
+    let now = w.now();
     w.devices
         .get_mut(&addr)
         .unwrap()
@@ -571,7 +699,7 @@ fn observe_notifications_and_active_cancel() {
             (obs, Some(Value::Float(22.0)))
         ]
     );
-    let now = w.now;
+    let now = w.now();
     let cancel = w.core.cancel_observation(now, "dev-1", path);
     w.flush();
     assert!(w.results().iter().any(|(id, o)| *id == cancel && o.is_ok()));
@@ -624,12 +752,12 @@ fn restart_keeps_registrations_observations_and_queues() {
     });
     w.register(2, "sleepy", 3600, true);
     w.advance(Duration::from_secs(120));
-    w.asleep.insert(2);
+    w.sleep(2, true);
     let queued = w.submit("sleepy", read(Path::resource(3, 0, 0)));
     w.advance(Duration::from_secs(600));
 
     // The server restarts: a new core restored from what was stored. 720 s have passed.
-    let now = w.now;
+    let now = w.now();
     let base = (
         now,
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + 720),
@@ -680,7 +808,7 @@ fn restart_keeps_registrations_observations_and_queues() {
         vec![(obs.unwrap(), Some(Value::Float(30.0)))]
     );
     // ...and the sleeping device gets its queued command when it wakes, with the old id.
-    w.asleep.remove(&2);
+    w.sleep(2, false);
     let loc2 = w.core.registration("sleepy").unwrap().location.clone();
     w.send_from(2, Update::default().to_coap(&loc2));
     assert!(w.results().iter().any(|(id, o)| *id == queued && o.is_ok()));
@@ -690,7 +818,7 @@ fn restart_keeps_registrations_observations_and_queues() {
 fn registration_that_lapsed_during_downtime_expires_on_restore() {
     let mut w = World::new();
     w.register(1, "dev-1", 60, false);
-    let now = w.now + Duration::from_secs(3600);
+    let now = w.now() + Duration::from_secs(3600);
     let base = (
         now,
         SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + 3600),
@@ -842,7 +970,7 @@ fn a_moved_session_updates_the_address_and_revocation_deregisters() {
         w.core.registration("meter-a").unwrap().address,
         b.to_string()
     );
-    let now = w.now;
+    let now = w.now();
     assert!(w.core.revoke(now, "meter-a"));
     w.flush();
     assert!(w.events.iter().any(|e| matches!(e,

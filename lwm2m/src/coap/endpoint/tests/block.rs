@@ -7,10 +7,10 @@ use std::cell::RefCell;
 use std::rc::Rc;
 
 fn lossy(net: &mut Net) {
-    net.loss = 0.3;
-    net.duplicate = 0.1;
-    net.latency = Duration::from_millis(50);
-    net.jitter = Duration::from_millis(800);
+    net.wire.faults.loss = 0.3;
+    net.wire.faults.duplicate = 0.1;
+    net.wire.faults.latency = Duration::from_millis(50);
+    net.wire.faults.jitter = Duration::from_millis(800);
 }
 
 fn code(p: &Packet) -> MessageClass {
@@ -98,8 +98,8 @@ fn later_blocks_are_served_from_the_cache_without_the_application() {
     assert_eq!(net.outcome(0, id).unwrap().unwrap().payload, body(10_000));
     assert_eq!(*calls.borrow(), 1);
     // 10 blocks of 1024 bytes: 10 requests, 10 responses.
-    assert_eq!(net.sent.len(), 20);
-    let first = parse(&net.sent[1].bytes);
+    assert_eq!(net.sent().len(), 20);
+    let first = parse(&net.sent()[1].bytes);
     assert_eq!(msg::uint_option(&first, CoapOption::Size2), Some(10_000));
 }
 
@@ -118,7 +118,7 @@ fn client_can_ask_for_smaller_blocks() {
     net.run_until(Duration::from_secs(60), |n| n.outcome(0, id).is_some());
     assert_eq!(net.outcome(0, id).unwrap().unwrap().payload, body(1000));
     let server_payloads: Vec<_> = net
-        .sent
+        .sent()
         .iter()
         .filter(|s| s.from == 1)
         .map(|s| parse(&s.bytes).payload.len())
@@ -148,7 +148,7 @@ fn server_can_ask_for_smaller_upload_blocks() {
     assert!(net.outcome(0, id).unwrap().is_ok());
     assert_eq!(got.borrow()[0], body(3000));
     let client_payloads: Vec<_> = net
-        .sent
+        .sent()
         .iter()
         .filter(|s| s.from == 0)
         .map(|s| parse(&s.bytes).payload.len())
@@ -204,7 +204,7 @@ fn block1_out_of_order_is_refused_with_4_08() {
         },
     );
     net.inject(0, 1, &p.to_bytes().unwrap());
-    let resp = parse(&net.sent[0].bytes);
+    let resp = parse(&net.sent()[0].bytes);
     assert_eq!(
         code(&resp),
         MessageClass::Response(ResponseType::RequestEntityIncomplete)

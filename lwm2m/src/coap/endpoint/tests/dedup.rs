@@ -36,7 +36,7 @@ fn duplicate_con_request_is_answered_from_cache_without_redelivery() {
     net.inject(0, 1, &req);
     assert_eq!(requests_seen(&net, 1), 1);
     let answers: Vec<_> = net
-        .sent
+        .sent()
         .iter()
         .filter(|s| s.from == 1)
         .map(|s| s.bytes.clone())
@@ -55,10 +55,10 @@ fn duplicate_while_the_application_works_gets_an_empty_ack() {
     let mut net = Net::pair(EndpointConfig::default(), 1, Box::new(|_| None));
     let req = con_get(7, "/slow");
     net.inject(0, 1, &req);
-    assert!(net.sent.is_empty());
+    assert!(net.sent().is_empty());
     net.inject(0, 1, &req);
     assert_eq!(requests_seen(&net, 1), 1);
-    let ack = parse(&net.sent[0].bytes);
+    let ack = parse(&net.sent()[0].bytes);
     assert_eq!(
         (ack.header.get_type(), ack.header.message_id),
         (MessageType::Acknowledgement, 7)
@@ -133,7 +133,7 @@ fn duplicate_confirmable_notification_is_acked_again_but_delivered_once() {
     msg::set_uint_option(&mut req, coap_lite::CoapOption::Observe, 0);
     let id = net.request(0, 1, req, RequestOptions::default());
     net.run_until(Duration::from_secs(5), |n| n.outcome(0, id).is_some());
-    let token = parse(&net.sent[0].bytes).get_token().to_vec();
+    let token = parse(&net.sent()[0].bytes).get_token().to_vec();
     let mut n = content(b"1");
     n.header.set_type(MessageType::Confirmable);
     n.header.message_id = 4242;
@@ -145,7 +145,7 @@ fn duplicate_confirmable_notification_is_acked_again_but_delivered_once() {
     let notes = net.take_events(0, |e| matches!(e, Event::Notification { .. }).then_some(()));
     assert_eq!(notes.len(), 1);
     let acks = net
-        .sent
+        .sent()
         .iter()
         .filter(|s| s.from == 0 && parse(&s.bytes).header.message_id == 4242)
         .count();

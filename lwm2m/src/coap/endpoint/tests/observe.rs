@@ -36,7 +36,7 @@ fn gone(net: &mut Net) -> Vec<ObserverGoneReason> {
 }
 
 fn notify(net: &mut Net, oid: ObserverId, payload: &[u8], con: bool) {
-    let now = net.now;
+    let now = net.now();
     net.ep(1).notify(now, oid, content(payload), con).unwrap();
     net.flush();
 }
@@ -71,7 +71,7 @@ fn notifications_arrive_in_order_confirmable_or_not() {
 #[test]
 fn out_of_order_notifications_are_dropped() {
     let (mut net, _id, _oid) = observed(2);
-    let token = parse(&net.sent[0].bytes).get_token().to_vec();
+    let token = parse(&net.sent()[0].bytes).get_token().to_vec();
     let note = |seq: u32, mid: u16| {
         let mut n = content(format!("seq {seq}").as_bytes());
         n.header.set_type(MessageType::NonConfirmable);
@@ -100,7 +100,7 @@ fn out_of_order_notifications_are_dropped() {
 fn passive_cancel_resets_the_next_notification() {
     for con in [true, false] {
         let (mut net, id, oid) = observed(3);
-        let now = net.now;
+        let now = net.now();
         net.ep(0)
             .cancel_observe(now, id, CancelMode::Passive)
             .unwrap();
@@ -116,7 +116,7 @@ fn passive_cancel_resets_the_next_notification() {
 #[test]
 fn active_cancel_deregisters_with_observe_1() {
     let (mut net, id, _oid) = observed(4);
-    let now = net.now;
+    let now = net.now();
     net.ep(0)
         .cancel_observe(now, id, CancelMode::Active)
         .unwrap();
@@ -142,7 +142,7 @@ fn active_cancel_deregisters_with_observe_1() {
 #[test]
 fn unacknowledged_confirmable_notification_removes_the_observer() {
     let (mut net, _id, oid) = observed(5);
-    net.loss = 1.0;
+    net.wire.faults.loss = 1.0;
     notify(&mut net, oid, b"lost", true);
     net.run_until(Duration::from_secs(200), |_| false);
     assert_eq!(gone(&mut net), vec![ObserverGoneReason::Timeout]);
@@ -151,20 +151,20 @@ fn unacknowledged_confirmable_notification_removes_the_observer() {
 #[test]
 fn newer_confirmable_notification_replaces_the_one_waiting() {
     let (mut net, _id, oid) = observed(6);
-    net.loss = 1.0;
+    net.wire.faults.loss = 1.0;
     notify(&mut net, oid, b"a", true);
     notify(&mut net, oid, b"b", true);
     notify(&mut net, oid, b"c", true);
     // Only "a" went out; "c" displaced "b" in the queue.
-    let sent_before = net.sent.len();
-    net.loss = 0.0;
+    let sent_before = net.sent().len();
+    net.wire.faults.loss = 0.0;
     net.run_until(Duration::from_secs(20), |n| {
         !n.nodes[0]
             .events
             .iter()
             .all(|e| !matches!(e, Event::Notification { .. }))
     });
-    let payloads: Vec<_> = net.sent[sent_before - 1..]
+    let payloads: Vec<_> = net.sent()[sent_before - 1..]
         .iter()
         .filter(|s| s.from == 1)
         .map(|s| parse(&s.bytes).payload)
@@ -173,7 +173,7 @@ fn newer_confirmable_notification_replaces_the_one_waiting() {
     // The retransmission carries the newest state, "b" is never sent.
     let got: Vec<_> = notifications(&mut net).into_iter().map(|n| n.0).collect();
     assert_eq!(got, vec![b"c".to_vec()]);
-    assert!(!net.sent.iter().any(|s| parse(&s.bytes).payload == b"b"));
+    assert!(!net.sent().iter().any(|s| parse(&s.bytes).payload == b"b"));
 }
 
 #[test]
@@ -189,7 +189,7 @@ fn large_notification_is_fetched_block_wise_and_delivered_whole() {
 #[test]
 fn error_notification_ends_the_observation() {
     let (mut net, _id, oid) = observed(8);
-    let now = net.now;
+    let now = net.now();
     net.ep(1)
         .notify(now, oid, msg::response(ResponseType::NotFound), false)
         .unwrap();
@@ -206,7 +206,7 @@ fn error_notification_ends_the_observation() {
 fn reregistration_with_the_same_token_replaces_the_observer() {
     let (mut net, _id, _oid) = observed(9);
     // Resend the registration datagram under a new message ID (same token).
-    let mut again = parse(&net.sent[0].bytes);
+    let mut again = parse(&net.sent()[0].bytes);
     again.header.message_id = again.header.message_id.wrapping_add(1000);
     net.inject(0, 1, &again.to_bytes().unwrap());
     assert_eq!(gone(&mut net), vec![ObserverGoneReason::Deregistered]);
@@ -238,7 +238,7 @@ fn restored_observation_receives_notifications_after_a_restart() {
         rng_seed: 78,
         ..EndpointConfig::default()
     });
-    let now = net.now;
+    let now = net.now();
     let restored = net
         .ep(0)
         .restore_observation(now, 1, token2, observe("/obs"), RequestOptions::default())

@@ -16,10 +16,10 @@ fn fixed_timing() -> EndpointConfig {
 
 /// Transmission times of datagrams from `from`, relative to the start, in seconds.
 fn send_times(net: &Net, from: Addr) -> Vec<f64> {
-    net.sent
+    net.sent()
         .iter()
         .filter(|s| s.from == from)
-        .map(|s| (s.at - net.start).as_secs_f64())
+        .map(|s| (s.at - net.wire.start()).as_secs_f64())
         .collect()
 }
 
@@ -81,17 +81,17 @@ fn initial_timeout_is_randomised_between_ack_timeout_and_factor() {
 #[test]
 fn timeout_is_reported_once_even_if_the_ack_arrives_late() {
     let mut net = Net::new(2, fixed_timing(), 3);
-    net.loss = 1.0;
+    net.wire.faults.loss = 1.0;
     let id = net.request(0, 1, get("/"), RequestOptions::default());
     net.run_until(Duration::from_secs(600), |n| n.outcome(0, id).is_some());
-    let mid = parse(&net.sent[0].bytes).header.message_id;
+    let mid = parse(&net.sent()[0].bytes).header.message_id;
     // The ACK comes after all: it must not produce a second outcome.
     let late_ack = msg::empty_bytes(MessageType::Acknowledgement, mid);
     net.inject(1, 0, &late_ack);
     let mut piggy = content(b"late");
     piggy.header.set_type(MessageType::Acknowledgement);
     piggy.header.message_id = mid;
-    piggy.set_token(parse(&net.sent[0].bytes).get_token().to_vec());
+    piggy.set_token(parse(&net.sent()[0].bytes).get_token().to_vec());
     net.inject(1, 0, &piggy.to_bytes().unwrap());
     net.run_idle(Duration::from_secs(600));
     let outcomes = net.take_events(0, |e| match e {
@@ -116,9 +116,9 @@ fn request_and_piggybacked_response_round_trip() {
     let resp = net.outcome(0, id).unwrap().unwrap();
     assert_eq!(resp.payload, b"Open Mobile Alliance");
     // Exactly one request and one (piggybacked) answer crossed the wire.
-    assert_eq!(net.sent.len(), 2);
+    assert_eq!(net.sent().len(), 2);
     assert_eq!(
-        parse(&net.sent[1].bytes).header.get_type(),
+        parse(&net.sent()[1].bytes).header.get_type(),
         MessageType::Acknowledgement
     );
 }
@@ -142,7 +142,7 @@ fn nstart_holds_the_second_request_until_the_first_completes() {
         seen.iter().map(|s| s.1.as_str()).collect::<Vec<_>>(),
         vec!["/a"]
     );
-    let now = net.now;
+    let now = net.now();
     net.ep(1).respond(now, seen[0].0, content(b"A")).unwrap();
     net.flush();
     net.run_until(Duration::from_millis(100), |_| false);
@@ -165,20 +165,20 @@ fn slow_answer_becomes_a_separate_response_and_stops_retransmission() {
     let id = net.request(0, 1, get("/slow"), RequestOptions::default());
     // The application takes 20 s; the endpoint ACKs after 1 s so the client stops.
     net.run_until(Duration::from_secs(20), |_| false);
-    let client_sends = net.sent.iter().filter(|s| s.from == 0).count();
+    let client_sends = net.sent().iter().filter(|s| s.from == 0).count();
     assert_eq!(client_sends, 1, "no retransmission after the empty ACK");
     let inc = net.take_events(1, |e| match e {
         Event::Request(r) => Some(r.id),
         _ => None,
     });
-    let now = net.now;
+    let now = net.now();
     net.ep(1).respond(now, inc[0], content(b"done")).unwrap();
     net.flush();
     net.run_until(Duration::from_secs(10), |n| n.outcome(0, id).is_some());
     assert_eq!(net.outcome(0, id).unwrap().unwrap().payload, b"done");
     // The separate response went CON and the client acknowledged it.
     let kinds: Vec<_> = net
-        .sent
+        .sent()
         .iter()
         .map(|s| (s.from, parse(&s.bytes).header.get_type()))
         .collect();
@@ -222,7 +222,7 @@ fn nonconfirmable_request_gets_nonconfirmable_response() {
     net.run_until(Duration::from_secs(5), |n| n.outcome(0, id).is_some());
     assert_eq!(net.outcome(0, id).unwrap().unwrap().payload, b"x");
     assert_eq!(
-        parse(&net.sent[1].bytes).header.get_type(),
+        parse(&net.sent()[1].bytes).header.get_type(),
         MessageType::NonConfirmable
     );
 }
@@ -230,7 +230,7 @@ fn nonconfirmable_request_gets_nonconfirmable_response() {
 #[test]
 fn ping_is_answered_with_reset() {
     let mut net = Net::pair(EndpointConfig::default(), 1, Box::new(|_| None));
-    let now = net.now;
+    let now = net.now();
     let id = net.ep(0).ping(now, 1).unwrap();
     net.flush();
     net.run_until(Duration::from_secs(5), |n| {
@@ -244,7 +244,7 @@ fn ping_is_answered_with_reset() {
         .iter()
         .any(|e| matches!(e, Event::Pong { .. })));
     assert_eq!(
-        parse(&net.sent[1].bytes).header.get_type(),
+        parse(&net.sent()[1].bytes).header.get_type(),
         MessageType::Reset
     );
 }
@@ -253,7 +253,7 @@ fn ping_is_answered_with_reset() {
 fn reset_fails_the_request() {
     let mut net = Net::new(2, EndpointConfig::default(), 1);
     let id = net.request(0, 1, get("/x"), RequestOptions::default());
-    let mid = parse(&net.sent[0].bytes).header.message_id;
+    let mid = parse(&net.sent()[0].bytes).header.message_id;
     net.inject(1, 0, &msg::empty_bytes(MessageType::Reset, mid));
     assert_eq!(net.outcome(0, id), Some(Err(ExchangeError::Reset)));
 }
@@ -296,7 +296,7 @@ fn message_ids_towards_one_peer_never_repeat_within_a_lifetime() {
         net.request(0, 1, get("/x"), opts);
         net.run_until(Duration::from_millis(30), |_| false);
     }
-    for s in net.sent.iter().filter(|s| s.from == 0) {
+    for s in net.sent().iter().filter(|s| s.from == 0) {
         assert!(
             mids.insert(parse(&s.bytes).header.message_id),
             "message ID reused"
