@@ -15,10 +15,10 @@ use crate::codec::EncodeError;
 use crate::config::Timers;
 use crate::crypto::DirectionKeys;
 use crate::handshake::{fragment, HandshakeType};
+use crate::record::Cid;
 use crate::record::{
     write_plaintext, ContentType, DTLS_1_2, HEADER_LEN, MAX_PLAINTEXT_LEN, MAX_SEQ,
 };
-use crate::session::Cid;
 use crate::time::deadline;
 use std::time::{Duration, Instant};
 

@@ -36,7 +36,8 @@ pub use config::{
     ClientAuth, ClientConfig, PeerKey, PskEntry, ServerConfig, ServerCredentials, ServerTrust,
     Timers,
 };
+pub use record::Cid;
 pub use server::{CloseReason, ConnId, Server, ServerEvent, ServerStats, ServerUsage};
-pub use session::{Cid, Session, SessionError};
+pub use session::{Session, SessionError};
 #[cfg(test)]
 mod tests;

@@ -11,7 +11,7 @@
 //! [`RestoreError`] naming the field.
 use crate::codec::{wide, EncodeError};
 use crate::crypto::DirectionKeys;
-use crate::record::{ContentType, EpochReader, Record, RecordError, Refused, DTLS_1_2};
+use crate::record::{Cid, ContentType, EpochReader, Record, RecordError, Refused, DTLS_1_2};
 use crate::replay::ReplayWindow;
 use crate::suite::CipherSuite;
 use std::sync::Arc;
@@ -25,41 +25,6 @@ const MAX_SEQ: u64 = crate::record::MAX_SEQ;
 /// reusing a sequence number would reuse an AEAD nonce. 2^24 records is far more than any
 /// device exchanges between two saves, and the peer's replay window accepts any jump forward.
 pub const RESTORE_SEQ_GAP: u64 = 1 << 24;
-
-/// A Connection ID, stored inline.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct Cid {
-    len: u8,
-    bytes: [u8; crate::config::MAX_CID_LEN],
-}
-
-impl Cid {
-    /// `None` if longer than [`MAX_CID_LEN`](crate::config::MAX_CID_LEN).
-    pub fn new(bytes: &[u8]) -> Option<Self> {
-        let mut out = Self::default();
-        out.bytes.get_mut(..bytes.len())?.copy_from_slice(bytes);
-        // The slice above succeeded, so the length is at most MAX_CID_LEN (16).
-        out.len = u8::try_from(bytes.len()).ok()?;
-        Some(out)
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-impl std::fmt::Debug for Cid {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        for b in self.as_bytes() {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
-    }
-}
 
 /// Why a session cannot send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -1440,8 +1440,8 @@ mod props {
 /// tampered with either completes or ends with an event (never hangs, never half-succeeds).
 mod robustness {
     use super::*;
+    use crate::record::Cid;
     use crate::record::MAX_SEQ;
-    use crate::session::Cid;
     use proptest::prelude::*;
     use proptest::sample::Index;
 

@@ -14,7 +14,6 @@
 //! identity over 65535 bytes, a certificate chain over 2^24) end the handshake with a
 //! `Failed` event instead of being sent cut short.
 mod handshake;
-mod hello;
 
 use crate::alert::{Alert, AlertDescription, AlertLevel};
 use crate::config::ClientConfig;
@@ -24,6 +23,7 @@ use crate::record::{split_records, ContentType, Record};
 use crate::session::{Session, SessionError};
 use crate::suite::CipherSuite;
 use crate::time::deadline;
+use handshake::start as start_handshake;
 use handshake::{Ctx, Handshake, Outcome};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -126,7 +126,7 @@ impl Client {
             now,
             out: &mut out,
         };
-        match hello::start(&mut ctx, &mut self.resumption) {
+        match start_handshake(&mut ctx, &mut self.resumption) {
             Ok(hs) => {
                 self.transmits.extend(out);
                 self.state = State::Handshaking(hs);

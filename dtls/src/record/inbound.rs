@@ -3,11 +3,11 @@
 //! dropped silently rather than answered (RFC 6347 §4.1.2.7). Established sessions open
 //! records through [`EpochReader`]; handshakes, which also see unprotected epoch-0 records,
 //! through [`HandshakeReader`].
+use super::Cid;
 use super::{ContentType, Record, RecordError};
 use crate::alert::{Alert, AlertDescription};
 use crate::crypto::DirectionKeys;
 use crate::replay::ReplayWindow;
-use crate::session::Cid;
 use std::borrow::Cow;
 
 /// Why [`EpochReader::open`] refused a record.

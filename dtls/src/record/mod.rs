@@ -221,5 +221,40 @@ mod protection;
 
 pub(crate) use inbound::{EpochReader, HandshakeReader, Inbound, Refused};
 
+/// A Connection ID, stored inline.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Cid {
+    len: u8,
+    bytes: [u8; crate::config::MAX_CID_LEN],
+}
+
+impl Cid {
+    /// `None` if longer than [`MAX_CID_LEN`](crate::config::MAX_CID_LEN).
+    pub fn new(bytes: &[u8]) -> Option<Self> {
+        let mut out = Self::default();
+        out.bytes.get_mut(..bytes.len())?.copy_from_slice(bytes);
+        // The slice above succeeded, so the length is at most MAX_CID_LEN (16).
+        out.len = u8::try_from(bytes.len()).ok()?;
+        Some(out)
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        self.bytes.get(..usize::from(self.len)).unwrap_or_default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for Cid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for b in self.as_bytes() {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests;

@@ -39,8 +39,12 @@ pub const MAX_RETRANSMIT: RangeInclusive<u8> = 0..=10;
 pub const NSTART: RangeInclusive<u8> = 1..=32;
 /// `[coap] block_size`, a power of two.
 pub const BLOCK_SIZE: RangeInclusive<usize> = 16..=1024;
-/// `[dtls] connection_id_length`: see [`super::security::MAX_CONNECTION_ID_LENGTH`].
-pub const CONNECTION_ID_LENGTH: RangeInclusive<u8> = 0..=super::security::MAX_CONNECTION_ID_LENGTH;
+/// The longest Connection ID the server hands out. RFC 9146 allows 255 bytes, but every CID
+/// byte is paid in every record on a narrowband link, and 16 random bytes are already far
+/// beyond any collision risk.
+pub const MAX_CONNECTION_ID_LENGTH: u8 = 16;
+/// `[dtls] connection_id_length`: see [`MAX_CONNECTION_ID_LENGTH`].
+pub const CONNECTION_ID_LENGTH: RangeInclusive<u8> = 0..=MAX_CONNECTION_ID_LENGTH;
 /// `[dtls] retransmit_initial_ms`: 100 ms to a minute.
 pub const DTLS_RETRANSMIT_INITIAL_MS: RangeInclusive<u64> = 100..=60_000;
 /// `[dtls] retransmit_max_ms`: from `retransmit_initial_ms` to this (10 minutes).

@@ -27,12 +27,13 @@ mod tests;
 
 pub use coap::CoapSection;
 pub use http::HttpSection;
+pub use limits::MAX_CONNECTION_ID_LENGTH;
 pub use mqtt::{
     parse_broker, BrokerAddress, ClientAuth, MqttError, MqttLogin, MqttQos, MqttSection,
     MqttSettings, MqttTls, MqttVersion,
 };
 pub use queue::QueueSection;
-pub use security::{CipherSuite, DtlsSection, SecuritySection, MAX_CONNECTION_ID_LENGTH};
+pub use security::{CipherSuite, DtlsSection, SecuritySection};
 pub use server::{LogSection, RegistrationSection, ServerSection};
 
 use crate::core::CoreConfig;

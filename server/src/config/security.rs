@@ -121,11 +121,6 @@ impl Default for DtlsSection {
     }
 }
 
-/// The longest Connection ID the server hands out. RFC 9146 allows 255 bytes, but every CID
-/// byte is paid in every record on a narrowband link, and 16 random bytes are already far
-/// beyond any collision risk.
-pub const MAX_CONNECTION_ID_LENGTH: u8 = 16;
-
 impl DtlsSection {
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));

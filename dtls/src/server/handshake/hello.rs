@@ -24,8 +24,8 @@ use crate::handshake::messages::{
 use crate::handshake::reassembly::Reassembler;
 use crate::handshake::HandshakeType;
 use crate::pki::Ephemeral;
+use crate::record::Cid;
 use crate::record::{HandshakeReader, DTLS_1_2};
-use crate::session::Cid;
 use crate::suite::{CipherSuite, KeyExchange, RecordCipher};
 
 impl ServerHandshake {

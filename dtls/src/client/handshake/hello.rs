@@ -2,11 +2,11 @@
 //! ServerHello, which settles the suite, Extended Master Secret (RFC 7627), the Connection
 //! ID (RFC 9146 §3), certificate types (RFC 7250) and whether the session is resumed
 //! (RFC 5246 §7.3).
-use super::handshake::{
+use super::{
     malformed, unencodable, Common, Ctx, Expect, ExpectCertificate, ExpectChangeCipherSpec,
     ExpectServerKeyExchange, Handshake, Negotiated, MAX_BUFFERED, MAX_MESSAGE,
 };
-use super::Resumption;
+use crate::client::Resumption;
 use crate::config::{ClientAuth, ClientConfig, ServerTrust};
 use crate::error::HandshakeError;
 use crate::flight::{Flight, Item, Writer};
@@ -19,14 +19,14 @@ use crate::handshake::messages::{
 };
 use crate::handshake::reassembly::Reassembler;
 use crate::handshake::{full_message, HandshakeType};
+use crate::record::Cid;
 use crate::record::{HandshakeReader, DTLS_1_2};
-use crate::session::Cid;
 use crate::suite::{CipherSuite, KeyExchange, RecordCipher};
 use rand::RngCore;
 
 /// Waiting for the server's answer to our ClientHello: a HelloVerifyRequest (send the
 /// hello again with its cookie) or the ServerHello.
-pub(super) struct ExpectServerHello {
+pub(in crate::client) struct ExpectServerHello {
     hello: ClientHello,
     /// The session offered for resumption: its master secret and suite.
     resume: Option<([u8; 48], CipherSuite)>,
@@ -35,7 +35,7 @@ pub(super) struct ExpectServerHello {
 /// Sends the first ClientHello. A resumption whose session id the hello cannot carry
 /// (RFC 5246 §7.4.1.2: at most 32 bytes) is dropped from `resumption`: the handshake is a
 /// full one instead.
-pub(super) fn start(
+pub(in crate::client) fn start(
     ctx: &mut Ctx<'_>,
     resumption: &mut Option<Resumption>,
 ) -> Result<Box<Handshake>, HandshakeError> {
@@ -141,7 +141,7 @@ fn client_hello(
 
 impl ExpectServerHello {
     /// Sends the hello again with the server's cookie.
-    pub(super) fn hello_verify_request(
+    pub(in crate::client) fn hello_verify_request(
         mut self,
         c: &mut Common,
         ctx: &mut Ctx<'_>,
@@ -171,7 +171,7 @@ impl ExpectServerHello {
         Ok(Expect::ServerHello(self))
     }
 
-    pub(super) fn server_hello(
+    pub(in crate::client) fn server_hello(
         self,
         c: &mut Common,
         cfg: &ClientConfig,

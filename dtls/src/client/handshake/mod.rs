@@ -5,10 +5,11 @@
 //! Each state is a type holding what that point of the handshake needs and nothing more;
 //! handling a message consumes it and returns the next. What every state shares (the
 //! transcript, reassembly, our flight and its record writer, the record reader) lives in
-//! [`Common`]. The ClientHello and its cookie exchange are in [`super::hello`].
-use super::hello::ExpectServerHello;
-use super::Resumption;
+//! [`Common`]. The ClientHello and its cookie exchange are in [`hello`].
+mod hello;
+
 use crate::alert::AlertDescription;
+use crate::client::Resumption;
 use crate::codec::EncodeError;
 use crate::config::{ClientAuth, ClientConfig, ServerTrust};
 use crate::crypto::{self, KeyBlock};
@@ -24,9 +25,12 @@ use crate::handshake::messages::{
 use crate::handshake::reassembly::Reassembler;
 use crate::handshake::{full_message, parse_fragments, HandshakeType};
 use crate::pki::{self, Ephemeral};
+use crate::record::Cid;
 use crate::record::{write_plaintext, ContentType, HandshakeReader, Inbound, Record, DTLS_1_2};
-use crate::session::{Cid, Session};
+use crate::session::Session;
 use crate::suite::{CipherSuite, KeyExchange};
+pub(super) use hello::start;
+use hello::ExpectServerHello;
 use rand::rngs::StdRng;
 use std::sync::Arc;
 use std::time::Instant;
