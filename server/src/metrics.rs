@@ -14,9 +14,10 @@
 use crate::bridge::outbox::Shared as BridgeShared;
 use crate::core::types::{CommandError, DeregisterReason, DeviceEvent};
 use crate::store::StoreStats;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// The `Content-Type` of [`MetricsSnapshot::render`]'s text.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -41,6 +42,10 @@ pub struct Metrics {
     auth_failures: AtomicU64,
     dtls_handshakes_ok: AtomicU64,
     dtls_handshakes_failed: AtomicU64,
+    /// Failed handshakes by the engine's failure label (`dtls::HandshakeError::label`): a
+    /// fixed set of static names, so the map is bounded by the engine's failure kinds. Locked
+    /// only when a handshake fails and when a scrape reads it.
+    dtls_handshake_failures: Mutex<BTreeMap<&'static str, u64>>,
     /// Set from the DTLS engine's session table, for the same reason as `registered_clients`.
     dtls_sessions: AtomicU64,
     datagrams_received_udp: AtomicU64,
@@ -111,6 +116,14 @@ impl Metrics {
         c.fetch_add(1, Relaxed);
     }
 
+    /// Counts a failed DTLS handshake under `reason`, the engine's label for why it failed.
+    pub fn dtls_handshake_failed(&self, reason: &'static str) {
+        self.dtls_handshake(false);
+        if let Ok(mut by) = self.dtls_handshake_failures.lock() {
+            *by.entry(reason).or_default() += 1;
+        }
+    }
+
     /// Sets the number of established DTLS sessions.
     pub fn set_dtls_sessions(&self, n: usize) {
         self.dtls_sessions.store(as_u64(n), Relaxed);
@@ -154,6 +167,11 @@ impl Metrics {
             auth_failures: get(&self.auth_failures),
             dtls_handshakes_ok: get(&self.dtls_handshakes_ok),
             dtls_handshakes_failed: get(&self.dtls_handshakes_failed),
+            dtls_handshake_failures: self
+                .dtls_handshake_failures
+                .lock()
+                .map(|by| by.iter().map(|(k, v)| (*k, *v)).collect())
+                .unwrap_or_default(),
             dtls_sessions: get(&self.dtls_sessions),
             coap_datagrams_received_udp: get(&self.datagrams_received_udp),
             coap_datagrams_received_dtls: get(&self.datagrams_received_dtls),
@@ -210,6 +228,9 @@ pub struct MetricsSnapshot {
     pub dtls_handshakes_ok: u64,
     /// DTLS handshakes failed (wrong key, unknown identity, timeouts, ...).
     pub dtls_handshakes_failed: u64,
+    /// Failed DTLS handshakes by reason (`wrong_psk`-like labels of the engine), those seen so
+    /// far, in name order.
+    pub dtls_handshake_failures: Vec<(&'static str, u64)>,
     /// Gauge: established DTLS sessions.
     pub dtls_sessions: u64,
     /// Datagrams received on the plain CoAP sockets.
@@ -341,6 +362,19 @@ impl MetricsSnapshot {
                 ("result=\"failed\"", self.dtls_handshakes_failed),
             ],
         );
+        let by_reason: Vec<(String, u64)> = self
+            .dtls_handshake_failures
+            .iter()
+            .map(|(reason, n)| (format!("reason=\"{reason}\""), *n))
+            .collect();
+        let by_reason: Vec<(&str, u64)> = by_reason.iter().map(|(l, n)| (l.as_str(), *n)).collect();
+        family(
+            o,
+            "dtls_handshake_failures_total",
+            COUNTER,
+            "DTLS handshakes failed, by reason (the engine's failure kinds seen so far).",
+            &by_reason,
+        );
         family(
             o,
             "dtls_sessions",
@@ -455,8 +489,8 @@ mod tests {
         }
         m.set_registered_clients(7);
         m.dtls_handshake(true);
-        m.dtls_handshake(false);
-        m.dtls_handshake(false);
+        m.dtls_handshake_failed("timeout");
+        m.dtls_handshake_failed("finished_mismatch");
         m.datagram_received(Transport::Dtls);
         m.datagram_sent(Transport::Udp);
         let s = m.snapshot();
@@ -476,6 +510,10 @@ mod tests {
         assert_eq!(s.registered_clients, 7);
         assert_eq!((s.dtls_handshakes_ok, s.dtls_handshakes_failed), (1, 2));
         assert_eq!(
+            s.dtls_handshake_failures,
+            vec![("finished_mismatch", 1), ("timeout", 1)]
+        );
+        assert_eq!(
             (s.coap_datagrams_received_dtls, s.coap_datagrams_sent_udp),
             (1, 1)
         );
@@ -490,6 +528,7 @@ mod tests {
             deregistrations_replaced: 2,
             registered_clients: 1,
             commands_timeout: 5,
+            dtls_handshake_failures: vec![("unknown_psk_identity", 4)],
             ..MetricsSnapshot::default()
         };
         let text = s.render();
@@ -507,6 +546,7 @@ mod tests {
         assert!(l.contains(&"lwm2m_deregistrations_total{reason=\"requested\"} 0"));
         assert!(l.contains(&"lwm2m_commands_total{result=\"timeout\"} 5"));
         assert!(l.contains(&"dtls_handshakes_total{result=\"failed\"} 0"));
+        assert!(l.contains(&"dtls_handshake_failures_total{reason=\"unknown_psk_identity\"} 4"));
         assert!(l.contains(&"coap_datagrams_sent_total{transport=\"dtls\"} 0"));
         // No bridge, no MQTT families.
         assert!(!text.contains("mqtt_"), "{text}");

@@ -90,7 +90,7 @@ impl Secure {
                     out.push_back(StackEvent::Store(sessions::delete(conn)));
                 }
                 ServerEvent::HandshakeFailed { peer, failure } => {
-                    metrics.dtls_handshake(false);
+                    metrics.dtls_handshake_failed(failure.error.label());
                     // Timeouts and clients that give up are noise, not security events.
                     if failure.error.is_security_event() {
                         out.push_back(StackEvent::Audit(self.refused(peer, &failure)));
