@@ -127,6 +127,12 @@ impl Machine for Shell {
                         now,
                     };
                     bridge.on_downlink(d, &mut path);
+                    // A command refused at once is answered on `up/resp` through the outbox:
+                    // that write needs a commit like any other, or the answer would wait for
+                    // the next unrelated one.
+                    if bridge.take_written() {
+                        self.stack.outbox_written();
+                    }
                 }
             }
             Input::Committed(generation, result) => {

@@ -184,11 +184,10 @@ async fn registration_read_observe_and_malformed_commands_over_mqtt() {
         br#"{"reqID": 14, "msgType": "write", "data": {"path": "/3303/0/5700"}}"#.to_vec(),
         br#"{"reqID": 15, "msgType": "write", "data": {"path": "/3303/0/5700", "type": "Float", "value": "warm"}}"#.to_vec(),
     ];
-    let n = bad.len();
+    // One at a time: each answer must come on its own, not carried out by the next command's
+    // commit (a refusal is written to the outbox like any answer, and needs its own commit).
     for payload in bad {
         backend.raw("mq-1", payload, None).await;
-    }
-    for _ in 0..n {
         let code = backend
             .wait_for("mq-1/up/resp", |j| Some(j["data"]["code"].clone()))
             .await;
