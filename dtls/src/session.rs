@@ -79,6 +79,20 @@ impl Session {
         &self.principal
     }
 
+    /// The close_notify alert (RFC 5246 §7.2.1) as one protected record, or `None` if the
+    /// session can send no more records: closing then needs no word to the peer.
+    pub fn close_notify(&mut self, rng: &mut impl rand::Rng) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        self.seal(
+            ContentType::Alert,
+            &crate::alert::Alert::close_notify().encode(),
+            rng,
+            &mut out,
+        )
+        .ok()?;
+        Some(out)
+    }
+
     /// Appends one protected record carrying `payload` to `out`.
     pub fn seal(
         &mut self,

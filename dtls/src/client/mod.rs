@@ -344,18 +344,7 @@ impl Client {
     /// Sends close_notify and forgets the connection (the resumption state stays).
     pub fn close(&mut self) {
         if let State::Established { session, .. } = &mut self.state {
-            let mut out = Vec::new();
-            if session
-                .seal(
-                    ContentType::Alert,
-                    &Alert::close_notify().encode(),
-                    &mut self.rng,
-                    &mut out,
-                )
-                .is_ok()
-            {
-                self.transmits.push_back(out);
-            }
+            self.transmits.extend(session.close_notify(&mut self.rng));
         }
         self.state = State::Closed;
     }

@@ -25,7 +25,7 @@ mod sessions;
 
 pub use handshake::{Resumable, SESSION_ID_LEN};
 
-use crate::alert::{Alert, AlertDescription};
+use crate::alert::AlertDescription;
 use crate::config::ServerConfig;
 use crate::config::ServerCredentials;
 use crate::cookie::CookieJar;
@@ -331,17 +331,7 @@ impl Server {
     /// Ends a session: close_notify to the peer, and a `Closed` event.
     pub fn close(&mut self, conn: ConnId) {
         if let Some(entry) = self.sessions.get_mut(&conn.0) {
-            let mut out = Vec::new();
-            if entry
-                .session
-                .seal(
-                    ContentType::Alert,
-                    &Alert::close_notify().encode(),
-                    &mut self.rng,
-                    &mut out,
-                )
-                .is_ok()
-            {
+            if let Some(out) = entry.session.close_notify(&mut self.rng) {
                 self.transmits.push_back((entry.peer, out));
             }
             self.remove_session(conn.0, CloseReason::Local);

@@ -110,14 +110,7 @@ impl std::fmt::Debug for MqttSection {
             .field("topic_prefix", &self.topic_prefix)
             .field("qos", &self.qos)
             .field("username", &self.username)
-            .field(
-                "password",
-                &if self.password.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
-            )
+            .field("password", &redacted(&self.password))
             .field("tls", &self.tls)
             .field("ca_file", &self.ca_file)
             .field("client_cert", &self.client_cert)
@@ -210,14 +203,7 @@ impl std::fmt::Debug for MqttLogin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MqttLogin")
             .field("username", &self.username)
-            .field(
-                "password",
-                &if self.password.is_empty() {
-                    ""
-                } else {
-                    "<redacted>"
-                },
-            )
+            .field("password", &redacted(&self.password))
             .finish()
     }
 }
@@ -505,4 +491,13 @@ pub fn parse_broker(value: &str) -> Result<BrokerAddress, MqttError> {
         return Err(bad("the port is not 1-65535"));
     }
     Ok(BrokerAddress { host, port })
+}
+
+/// What a log line may show of a password: whether there is one.
+fn redacted(password: &str) -> &'static str {
+    if password.is_empty() {
+        ""
+    } else {
+        "<redacted>"
+    }
 }
