@@ -1919,16 +1919,15 @@ mod robustness {
         }
     }
 
-    /// One device and one server, every flight (the datagrams one side emits between two
-    /// polls, retransmissions included) numbered, and one of them tampered with.
+    /// One device and one server on the shared simulated network, every flight (the datagrams
+    /// one side emits between two polls, retransmissions included) numbered, and one of them
+    /// tampered with: the tampering decides each datagram's delay, the network nothing else.
     struct Duo {
-        now: Instant,
+        net: netsim::Net<SocketAddr>,
         server: Server,
         creds: Creds,
         client: Client,
         addr: SocketAddr,
-        /// (deliver at, to the server?, datagram)
-        wire: Vec<(Instant, bool, Vec<u8>)>,
         flights: usize,
         target: Option<(usize, Tamper)>,
         server_events: Vec<ServerEvent>,
@@ -1947,9 +1946,13 @@ mod robustness {
                 }
             }
             self.flights += 1;
+            let (from, to) = if to_server {
+                (self.addr, server_addr())
+            } else {
+                (server_addr(), self.addr)
+            };
             for (ms, d) in flight {
-                self.wire
-                    .push((self.now + Duration::from_millis(ms), to_server, d));
+                self.net.send_after(from, to, d, Duration::from_millis(ms));
             }
         }
 
@@ -1970,11 +1973,11 @@ mod robustness {
         }
 
         fn run(&mut self, d: Duration) {
-            let end = self.now + d;
+            let end = self.net.now() + d;
             loop {
                 self.flush();
                 let next = [
-                    self.wire.iter().map(|w| w.0).min(),
+                    self.net.next_delivery(),
                     self.server.poll_timeout(),
                     self.client.poll_timeout(),
                 ]
@@ -1983,20 +1986,17 @@ mod robustness {
                 .min()
                 .filter(|t| *t <= end);
                 let Some(at) = next else {
-                    self.now = end;
+                    self.net.advance_to(end);
                     return;
                 };
-                self.now = self.now.max(at);
-                let now = self.now;
-                let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.wire)
-                    .into_iter()
-                    .partition(|w| w.0 <= now);
-                self.wire = rest;
-                for (_, to_server, d) in due {
-                    if to_server {
-                        self.server.handle_datagram(now, self.addr, &d, &self.creds);
+                self.net.advance_to(at);
+                let now = self.net.now();
+                while let Some(d) = self.net.deliver_due() {
+                    if d.to == server_addr() {
+                        self.server
+                            .handle_datagram(now, d.from, &d.bytes, &self.creds);
                     } else {
-                        self.client.handle_datagram(now, &d);
+                        self.client.handle_datagram(now, &d.bytes);
                     }
                 }
                 if self.server.poll_timeout().is_some_and(|t| t <= now) {
@@ -2051,15 +2051,15 @@ mod robustness {
         tamper: Tamper,
         seed: u64,
     ) -> Result<(), TestCaseError> {
-        let now = Instant::now();
+        let net = netsim::Net::new(seed);
+        let now = net.now();
         let client = Arc::new(client);
         let mut duo = Duo {
-            now,
+            net,
             server: Server::new(server, seed.to_le_bytes().repeat(4).try_into().unwrap()),
             creds,
             client: Client::connect(client.clone(), now, [seed as u8; 32], None),
             addr: client_addr(0),
-            wire: Vec::new(),
             flights: 0,
             target: None,
             server_events: Vec::new(),
@@ -2069,7 +2069,7 @@ mod robustness {
             // A clean full handshake, then the tampering hits the abbreviated one.
             duo.run(Duration::from_secs(2));
             prop_assert!(duo.client.is_established());
-            duo.client.reconnect(duo.now);
+            duo.client.reconnect(duo.net.now());
         }
         duo.target = Some((duo.flights + k, tamper));
         duo.run(Duration::from_secs(300));
@@ -2085,7 +2085,7 @@ mod robustness {
         if established {
             duo.echo()?;
         }
-        duo.client.reconnect(duo.now);
+        duo.client.reconnect(duo.net.now());
         duo.run(Duration::from_secs(10));
         prop_assert!(duo.client.is_established(), "{:?}", duo.client_events);
         duo.echo()

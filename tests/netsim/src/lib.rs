@@ -170,7 +170,6 @@ impl<A: Copy + Ord + Debug> Net<A> {
         if lost {
             return;
         }
-        let seen_from = self.rebound.get(&from).copied().unwrap_or(from);
         let copies = if self.rng.random_bool(self.faults.duplicate.clamp(0.0, 1.0)) {
             2
         } else {
@@ -178,17 +177,34 @@ impl<A: Copy + Ord + Debug> Net<A> {
         };
         for _ in 0..copies {
             let at = self.now + self.faults.latency + self.jitter();
-            self.seq += 1;
-            self.wire.push(Reverse((at, self.seq)));
-            self.in_flight.insert(
-                self.seq,
-                Datagram {
-                    from: seen_from,
-                    to,
-                    bytes: bytes.clone(),
-                },
-            );
+            self.enqueue(at, from, to, bytes.clone());
         }
+    }
+
+    /// Puts a datagram on the wire to arrive exactly `after` from now, with none of the
+    /// random [`Faults`]: for a test that is itself the fault (a datagram held back past later
+    /// ones, a flight replayed, a tampered copy). Nodes that are down and rebinding still
+    /// apply.
+    pub fn send_after(&mut self, from: A, to: A, bytes: Vec<u8>, after: Duration) {
+        let lost = self.down.contains(&from) || self.down.contains(&to);
+        self.sent.push(Sent {
+            at: self.now,
+            from,
+            to,
+            bytes: bytes.clone(),
+            delivered: !lost,
+        });
+        if !lost {
+            self.enqueue(self.now + after, from, to, bytes);
+        }
+    }
+
+    fn enqueue(&mut self, at: Instant, from: A, to: A, bytes: Vec<u8>) {
+        let from = self.rebound.get(&from).copied().unwrap_or(from);
+        self.seq += 1;
+        self.wire.push(Reverse((at, self.seq)));
+        self.in_flight
+            .insert(self.seq, Datagram { from, to, bytes });
     }
 
     fn jitter(&mut self) -> Duration {
@@ -489,6 +505,40 @@ mod tests {
             distinct.len()
         );
         assert!(a.len() > distinct.len(), "some arrive twice");
+    }
+
+    #[test]
+    fn a_scripted_delay_overtakes_and_ignores_the_random_faults() {
+        let mut net = Net::new(1).with_faults(Faults {
+            loss: 1.0,
+            ..Faults::default()
+        });
+        net.send_after(1, 2, b"late".to_vec(), Duration::from_millis(50));
+        net.send_after(1, 2, b"early".to_vec(), Duration::from_millis(1));
+        let got = drain(&mut net);
+        assert_eq!(
+            got.len(),
+            2,
+            "scripted datagrams are not lost to the random loss"
+        );
+        assert_eq!(
+            got[0],
+            (
+                Duration::from_millis(1),
+                Datagram {
+                    from: 1,
+                    to: 2,
+                    bytes: b"early".to_vec()
+                }
+            )
+        );
+        assert_eq!(got[1].0, Duration::from_millis(50));
+        net.down(2, true);
+        net.send_after(1, 2, b"lost".to_vec(), Duration::ZERO);
+        assert!(
+            drain(&mut net).is_empty(),
+            "a node that is down still hears nothing"
+        );
     }
 
     #[test]
