@@ -80,7 +80,7 @@ pub(in crate::client) fn start(
     }];
     common.send_flight(ctx, items, true)?;
     Ok(Box::new(Handshake {
-        common,
+        common: Box::new(common),
         expect: Expect::ServerHello(ExpectServerHello {
             hello,
             resume: resumption.as_ref().map(|r| (r.master, r.suite)),

@@ -181,9 +181,10 @@ pub(super) enum Expect {
     Finished(ExpectFinished),
 }
 
-/// One handshake in progress.
+/// One handshake in progress. `common` is boxed because the state moves by value at every
+/// transition: moving a pointer instead of its ~400 bytes is measurable in the handshake rate.
 pub(super) struct Handshake {
-    pub common: Common,
+    pub common: Box<Common>,
     pub expect: Expect,
 }
 

@@ -90,7 +90,13 @@ impl ServerHandshake {
                 error: unencodable(e),
                 identity: c.identity.clone(),
             })?;
-        Ok((ServerHandshake { common: c, expect }, out))
+        Ok((
+            ServerHandshake {
+                common: Box::new(c),
+                expect,
+            },
+            out,
+        ))
     }
 }
 
