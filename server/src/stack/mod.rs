@@ -181,7 +181,7 @@ impl<C: Role> Stack<C> {
         let Some(secure) = self.secure.as_ref() else {
             return;
         };
-        for conn in self.saves.due(now, &secure.server) {
+        for conn in self.saves.due(now, || secure.server.conns()) {
             self.events.extend(secure.save(conn).map(StackEvent::Store));
         }
     }

@@ -67,13 +67,14 @@ impl Schedule {
         self.next
     }
 
-    /// The sessions to save now, if a chunk is due, and the next deadline set.
-    pub(crate) fn due(&mut self, now: Instant, server: &dtls::Server) -> Vec<ConnId> {
+    /// The sessions to save now, if a chunk is due, and the next deadline set. `conns` lists
+    /// the established sessions; it is asked once per periodic save, at its first chunk.
+    pub(crate) fn due(&mut self, now: Instant, conns: impl FnOnce() -> Vec<ConnId>) -> Vec<ConnId> {
         if self.next.is_none_or(|t| t > now) {
             return Vec::new();
         }
         if self.saving.is_empty() {
-            self.saving = server.conns();
+            self.saving = conns();
         }
         let at = self.saving.len().saturating_sub(SAVE_CHUNK);
         let chunk = self.saving.split_off(at);
@@ -83,5 +84,51 @@ impl Schedule {
             Some(now + CHUNK_PAUSE)
         };
         chunk
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_fleet_is_saved_in_chunks_each_session_once_then_the_next_save_waits() {
+        let start = Instant::now();
+        let every = Duration::from_secs(300);
+        let fleet: Vec<ConnId> = (1..=4500).map(ConnId).collect();
+        let mut schedule = Schedule::new(Some(every), start);
+        let mut asked = 0;
+        let mut conns = || {
+            asked += 1;
+            fleet.clone()
+        };
+        assert!(schedule.due(start + every / 2, &mut conns).is_empty());
+        assert_eq!(schedule.poll_timeout(), Some(start + every));
+        let mut now = start + every;
+        let mut saved = Vec::new();
+        let mut chunks = Vec::new();
+        while let Some(t) = schedule.poll_timeout().filter(|t| *t <= now) {
+            now = t;
+            let chunk = schedule.due(now, &mut conns);
+            chunks.push(chunk.len());
+            saved.extend(chunk);
+            now += CHUNK_PAUSE;
+        }
+        assert_eq!(chunks, vec![SAVE_CHUNK, SAVE_CHUNK, 500]);
+        saved.sort();
+        assert_eq!(saved, fleet, "every session saved, each once");
+        assert_eq!(asked, 1, "the session list is taken once per save");
+        let last = start + every + 2 * CHUNK_PAUSE;
+        assert_eq!(schedule.poll_timeout(), Some(last + every));
+    }
+
+    #[test]
+    fn without_a_period_nothing_is_saved_periodically() {
+        let now = Instant::now();
+        let mut schedule = Schedule::new(None, now);
+        assert_eq!(schedule.poll_timeout(), None);
+        assert!(schedule
+            .due(now + Duration::from_secs(86_400), || vec![ConnId(1)])
+            .is_empty());
     }
 }
