@@ -78,7 +78,7 @@ pub fn server_key(config: &Config) -> anyhow::Result<Arc<OwnKey>> {
         let dir = &config.server.data_dir;
         let (c, k) = (dir.join("server-cert.pem"), dir.join("server-key.pem"));
         if !c.exists() || !k.exists() {
-            generate_self_signed(&c, &k)?;
+            generate_self_signed(&c, &k, server_names(config))?;
         }
         (c, k)
     } else {
@@ -102,9 +102,47 @@ pub fn server_key(config: &Config) -> anyhow::Result<Arc<OwnKey>> {
     Ok(Arc::new(key))
 }
 
-fn generate_self_signed(cert: &Path, key: &Path) -> anyhow::Result<()> {
+/// The names the generated certificate carries, so that a client that checks the server's name
+/// against the URI it dialed (mbedTLS-based clients do by default) accepts it: `localhost`, the
+/// host's name, every address the server listens on (a wildcard address stands for the
+/// loopback ones), and `lwm2m-server`, the name earlier versions used.
+fn server_names(config: &Config) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "lwm2m-server".to_string()];
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if rustls_pki_types::DnsName::try_from(host).is_ok() {
+            names.push(host.to_string());
+        }
+    }
+    let mut ips = vec![
+        std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
+        std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ];
+    for addr in config
+        .server
+        .coaps_bind
+        .iter()
+        .chain(&config.server.coap_bind)
+    {
+        if !addr.ip().is_unspecified() {
+            ips.push(addr.ip());
+        }
+    }
+    for ip in ips {
+        let ip = ip.to_string();
+        if !names.contains(&ip) {
+            names.push(ip);
+        }
+    }
+    names
+}
+
+fn generate_self_signed(cert: &Path, key: &Path, names: Vec<String>) -> anyhow::Result<()> {
     let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut params = rcgen::CertificateParams::new(vec!["lwm2m-server".to_string()])?;
+    let mut params = rcgen::CertificateParams::new(names)?;
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "lwm2m-server");
     params.not_after = rcgen::date_time_ymd(2099, 12, 31);
     let c = params.self_signed(&pair)?;
     write_private(key, pair.serialize_pem().as_bytes())?;
@@ -163,5 +201,47 @@ pub fn dtls_config(
         key,
         wall_clock: Some(dtls::WallClock::new(clock_base.0, clock_base.1)),
         ..dtls::ServerConfig::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls_pki_types::ServerName;
+
+    /// Whether a client dialing `name` accepts the certificate in `pem` for it.
+    fn valid_for(pem: &Path, name: &str) -> bool {
+        let der = CertificateDer::from_pem_file(pem).expect("a certificate");
+        let cert = webpki::EndEntityCert::try_from(&der).expect("parses");
+        let name = ServerName::try_from(name).expect("a server name");
+        cert.verify_is_valid_for_subject_name(&name).is_ok()
+    }
+
+    #[test]
+    fn the_generated_certificate_names_what_clients_dial() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = Config::embedded().expect("the embedded config");
+        config.server.data_dir = dir.path().to_path_buf();
+        config.server.coaps_bind = vec![
+            "0.0.0.0:5684".parse().expect("addr"),
+            "192.0.2.7:5684".parse().expect("addr"),
+        ];
+        config.server.coap_bind = vec!["[2001:db8::1]:5683".parse().expect("addr")];
+        server_key(&config).expect("generated");
+        let pem = dir.path().join("server-cert.pem");
+        for name in ["localhost", "127.0.0.1", "::1", "192.0.2.7", "2001:db8::1"] {
+            assert!(valid_for(&pem, name), "{name} is not in the certificate");
+        }
+        assert!(!valid_for(&pem, "0.0.0.0"), "a wildcard is not a name");
+        assert!(!valid_for(&pem, "example.com"));
+        if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+            if rustls_pki_types::DnsName::try_from(host.trim()).is_ok() {
+                assert!(valid_for(&pem, host.trim()), "the host name {host:?}");
+            }
+        }
+        // A second start keeps the key devices may have pinned.
+        let before = std::fs::read(&pem).expect("read");
+        server_key(&config).expect("loaded");
+        assert_eq!(std::fs::read(&pem).expect("read"), before);
     }
 }
