@@ -76,6 +76,10 @@ pub enum HandshakeError {
     UnsupportedSignatureScheme,
     #[error("CertificateVerify signature invalid")]
     BadCertificateVerify(AlertDescription),
+    /// The client's certificate was accepted by the credential check, but no public key can
+    /// be read from it to check its CertificateVerify.
+    #[error("client certificate holds no readable public key")]
+    UnreadableClientCertificate,
     /// The client's Finished in a full handshake does not decrypt: it derived other keys,
     /// which means another PSK (or a forged record).
     #[error("client Finished does not decrypt (wrong key?)")]
@@ -163,7 +167,9 @@ impl HandshakeError {
             | Self::ResumedUnknownSession
             | Self::UnsupportedCurveOrSignature => A::IllegalParameter,
             Self::FinishedUndecryptable => A::BadRecordMac,
-            Self::ServerKeyNotPinned | Self::NoServerCertificate => A::BadCertificate,
+            Self::ServerKeyNotPinned
+            | Self::NoServerCertificate
+            | Self::UnreadableClientCertificate => A::BadCertificate,
         }
     }
 
@@ -207,6 +213,7 @@ impl HandshakeError {
             Self::UnknownPskIdentity => "unknown_psk_identity",
             Self::UnsupportedSignatureScheme => "unsupported_signature_scheme",
             Self::BadCertificateVerify(_) => "bad_certificate_verify",
+            Self::UnreadableClientCertificate => "unreadable_client_certificate",
             Self::FinishedUndecryptable => "finished_undecryptable",
             Self::ServerAlert(_) => "server_alert",
             Self::ServerVersion => "server_version",

@@ -129,18 +129,53 @@ pub fn verify_with_spki(spki: &[u8], msg: &[u8], sig: &[u8]) -> Result<(), Alert
         .map_err(|_| AlertDescription::DecryptError)
 }
 
-/// Verifies an ECDSA P-256/SHA-256 signature by the key of a certificate.
+/// Verifies an ECDSA P-256/SHA-256 signature by the key of a certificate. The certificate was
+/// judged already (pinned by its exact bytes, or chained to a trusted root); only its key is
+/// needed here, so any X.509 version works (webpki reads only v3, and a pinned v1 certificate,
+/// what `openssl x509 -req` makes without extensions, is common in device fleets).
+/// `BadCertificate` if no public key can be read from it, `DecryptError` if the signature is
+/// not the key's.
 pub fn verify_with_certificate(
     cert: &[u8],
     msg: &[u8],
     sig: &[u8],
 ) -> Result<(), AlertDescription> {
-    let der = CertificateDer::from(cert);
-    let entity =
-        webpki::EndEntityCert::try_from(&der).map_err(|_| AlertDescription::BadCertificate)?;
-    entity
-        .verify_signature(ECDSA_P256_SHA256, msg, sig)
-        .map_err(|_| AlertDescription::DecryptError)
+    let spki = certificate_spki(cert).ok_or(AlertDescription::BadCertificate)?;
+    verify_with_spki(spki, msg, sig)
+}
+
+/// The SubjectPublicKeyInfo of a DER certificate (RFC 5280 §4.1: the seventh field of
+/// `tbsCertificate`, after the optional version), of any version, without validating anything
+/// else. `None` if the bytes are not a certificate's shape.
+pub fn certificate_spki(cert: &[u8]) -> Option<&[u8]> {
+    use der::{Reader, SliceReader, Tag, TagNumber};
+    fn skip_rest<'a>(r: &mut SliceReader<'a>) -> der::Result<()> {
+        while !r.is_finished() {
+            r.tlv_bytes()?;
+        }
+        Ok(())
+    }
+    let mut reader = SliceReader::new(cert).ok()?;
+    let spki = reader
+        .sequence(|cert| {
+            let spki = cert.sequence(|tbs| {
+                if matches!(Tag::peek(tbs)?, Tag::ContextSpecific { number, .. } if number == TagNumber(0))
+                {
+                    tbs.tlv_bytes()?;
+                }
+                // serialNumber, signature, issuer, validity, subject
+                for _ in 0..5 {
+                    tbs.tlv_bytes()?;
+                }
+                let spki = tbs.tlv_bytes()?;
+                skip_rest(tbs)?;
+                Ok::<_, der::Error>(spki)
+            })?;
+            skip_rest(cert)?;
+            Ok::<_, der::Error>(spki)
+        })
+        .ok()?;
+    (reader.is_finished() && spki.first() == Some(&0x30)).then_some(spki)
 }
 
 /// Trust anchors for certificate chains, owned.
@@ -210,7 +245,71 @@ impl Roots {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use rand::SeedableRng;
+    use rustls_pki_types::pem::PemObject;
+
+    fn v1_device() -> (Vec<u8>, OwnKey) {
+        let cert = CertificateDer::from_pem_slice(include_bytes!("testdata/v1-device-cert.pem"))
+            .unwrap()
+            .to_vec();
+        let key = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(include_bytes!(
+            "testdata/v1-device-key.pem"
+        ))
+        .unwrap();
+        let own = OwnKey::from_pkcs8_der(key.secret_pkcs8_der(), vec![cert.clone()]).unwrap();
+        (cert, own)
+    }
+
+    #[test]
+    fn a_version_1_certificate_s_key_verifies_its_signatures() {
+        let (cert, key) = v1_device();
+        // The reason this path does not go through webpki.
+        assert!(webpki::EndEntityCert::try_from(&CertificateDer::from(cert.as_slice())).is_err());
+        assert_eq!(certificate_spki(&cert), Some(key.spki.as_slice()));
+        let sig = key.sign(b"transcript");
+        assert_eq!(verify_with_certificate(&cert, b"transcript", &sig), Ok(()));
+        assert_eq!(
+            verify_with_certificate(&cert, b"another", &sig),
+            Err(AlertDescription::DecryptError),
+            "a wrong signature is a wrong signature"
+        );
+        assert_eq!(
+            verify_with_certificate(b"not a certificate", b"transcript", &sig),
+            Err(AlertDescription::BadCertificate),
+            "an unreadable certificate says so"
+        );
+    }
+
+    #[test]
+    fn a_version_3_certificate_s_key_is_found_too() {
+        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["device-9".to_string()])
+            .unwrap()
+            .self_signed(&pair)
+            .unwrap();
+        let own = OwnKey::from_pkcs8_der(&pair.serialize_der(), vec![]).unwrap();
+        assert_eq!(certificate_spki(cert.der()), Some(own.spki.as_slice()));
+    }
+
+    proptest! {
+        #[test]
+        fn reading_a_certificate_s_key_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+            let _ = certificate_spki(&bytes);
+        }
+
+        #[test]
+        fn a_damaged_certificate_never_yields_a_key_outside_it(cut in 0usize..400, flip in any::<(usize, u8)>()) {
+            let (mut cert, _) = v1_device();
+            let at = flip.0 % cert.len();
+            cert[at] ^= flip.1;
+            cert.truncate(cert.len().saturating_sub(cut));
+            if let Some(spki) = certificate_spki(&cert) {
+                prop_assert!(spki.len() <= cert.len());
+                prop_assert_eq!(spki.first(), Some(&0x30));
+            }
+        }
+    }
 
     #[test]
     fn ecdhe_agrees_and_signatures_verify() {

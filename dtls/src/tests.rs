@@ -642,6 +642,36 @@ fn ecdhe_ecdsa_with_raw_public_keys_and_certificates_each_suite() {
     }
 }
 
+/// A device certificate of X.509 version 1 (what `openssl x509 -req` makes without extensions),
+/// pinned by its exact bytes: its CertificateVerify is checked with the key the certificate
+/// holds, whatever its version (webpki reads only v3).
+#[test]
+fn a_pinned_version_1_device_certificate_is_accepted() {
+    use rustls_pki_types::pem::PemObject;
+    let cert = rustls_pki_types::CertificateDer::from_pem_slice(include_bytes!(
+        "testdata/v1-device-cert.pem"
+    ))
+    .unwrap()
+    .to_vec();
+    let key = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_slice(include_bytes!(
+        "testdata/v1-device-key.pem"
+    ))
+    .unwrap();
+    let device =
+        Arc::new(OwnKey::from_pkcs8_der(key.secret_pkcs8_der(), vec![cert.clone()]).unwrap());
+    let (scfg, mut creds, _) = ecdhe_setup(false);
+    creds.keys.insert(cert, Arc::from("v1-device"));
+    let server_spki = scfg.key.as_ref().unwrap().spki.clone();
+    let mut net = Net::new(scfg, creds, 12);
+    net.add_client(ClientConfig::with_key(
+        device,
+        ServerTrust::PinnedKey(server_spki),
+    ));
+    net.run(Duration::from_secs(3));
+    assert!(net.clients[0].1.is_established(), "{:?}", net.server_events);
+    echo_round_trip(&mut net, 0, "v1-device");
+}
+
 #[test]
 fn an_unknown_client_key_is_refused() {
     let (scfg, creds, _) = ecdhe_setup(false);

@@ -3,7 +3,6 @@
 //! client's Certificate, ClientKeyExchange, CertificateVerify, ChangeCipherSpec and
 //! Finished. Each consumes its state and returns the next.
 use super::{malformed, unencodable, Common, Ctx, Established, Next, Resumable};
-use crate::alert::AlertDescription;
 use crate::config::PeerKey;
 use crate::crypto::{self, KeyBlock};
 use crate::error::HandshakeError;
@@ -262,14 +261,17 @@ impl ExpectCertificateVerify {
         if cv.signature_scheme != SIG_ECDSA_SECP256R1_SHA256 {
             return Err(HandshakeError::UnsupportedSignatureScheme);
         }
-        match &self.client_key {
-            ClientKey::Spki(spki) => pki::verify_with_spki(spki, &c.transcript, &cv.signature),
-            ClientKey::Chain(chain) => match chain.first() {
-                Some(leaf) => pki::verify_with_certificate(leaf, &c.transcript, &cv.signature),
-                None => Err(AlertDescription::BadCertificate),
-            },
-        }
-        .map_err(HandshakeError::BadCertificateVerify)?;
+        // A certificate was judged by the credential check already (pinned bytes or a trusted
+        // chain); here only its key matters, whatever the certificate's X.509 version.
+        let spki = match &self.client_key {
+            ClientKey::Spki(spki) => spki.as_slice(),
+            ClientKey::Chain(chain) => chain
+                .first()
+                .and_then(|leaf| pki::certificate_spki(leaf))
+                .ok_or(HandshakeError::UnreadableClientCertificate)?,
+        };
+        pki::verify_with_spki(spki, &c.transcript, &cv.signature)
+            .map_err(HandshakeError::BadCertificateVerify)?;
         c.transcript.extend_from_slice(full);
         Ok(ExpectChangeCipherSpec {
             neg: self.neg,
