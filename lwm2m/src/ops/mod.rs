@@ -5,7 +5,7 @@
 //!
 //! | interface | Core | file |
 //! | --- | --- | --- |
-//! | Bootstrap | §6.1 | not implemented |
+//! | Bootstrap: Bootstrap-Request, -Pack-Request, -Discover, -Read, -Write, -Delete, -Finish | §6.1 | [`bootstrap`] |
 //! | Client Registration: Register, Update, De-register | §6.2 | [`registration`] |
 //! | Device Management and Service Enablement: Read, Discover, Write, Write-Attributes, Execute, Create, Delete, Read-Composite, Write-Composite | §6.3 | [`dm`] |
 //! | Information Reporting: Observe, Observe-Composite, Cancel Observation, Notify, Send | §6.4 | [`reporting`] |
@@ -13,6 +13,7 @@
 //! [`Lwm2mError`] is every LwM2M error code as a typed error; `options` reads the CoAP
 //! options all interfaces share. The notification attributes that Write-Attributes sets are
 //! [`crate::attributes`].
+pub mod bootstrap;
 pub mod dm;
 mod error;
 mod options;

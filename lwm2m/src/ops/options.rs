@@ -31,3 +31,21 @@ pub(super) fn request_path(packet: &Packet) -> Result<Path, Lwm2mError> {
     let segs = packet.get_option(CoapOption::UriPath).into_iter().flatten();
     Path::from_segments(segs).map_err(|e| Lwm2mError::BadRequest(e.to_string()))
 }
+
+/// The `name=value` query parameters of a request, decoded as UTF-8.
+pub(super) fn query_params(packet: &Packet) -> Result<Vec<(String, Option<String>)>, Lwm2mError> {
+    let mut out = Vec::new();
+    for q in packet
+        .get_option(CoapOption::UriQuery)
+        .into_iter()
+        .flatten()
+    {
+        let q = std::str::from_utf8(q)
+            .map_err(|_| Lwm2mError::BadRequest("query is not UTF-8".into()))?;
+        match q.split_once('=') {
+            Some((k, v)) => out.push((k.to_string(), Some(v.to_string()))),
+            None => out.push((q.to_string(), None)),
+        }
+    }
+    Ok(out)
+}

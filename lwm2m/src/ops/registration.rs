@@ -7,6 +7,7 @@
 //! - Update: `POST /rd/{location}?lt=..&b=..&sms=..` with object links only if they changed;
 //!   answered 2.04.
 //! - De-register: `DELETE /rd/{location}`; answered 2.02.
+use super::options::query_params;
 use super::Lwm2mError;
 use crate::coap::{msg, CoapOption, ContentFormat as CoapContentFormat, Packet, RequestType};
 use crate::content::link::ObjectLinks;
@@ -111,24 +112,6 @@ pub struct Update {
     pub sms: Option<String>,
     /// The object links, when the client sent them.
     pub links: Option<ObjectLinks>,
-}
-
-/// The `name=value` query parameters of a request, decoded as UTF-8.
-fn query_params(packet: &Packet) -> Result<Vec<(String, Option<String>)>, Lwm2mError> {
-    let mut out = Vec::new();
-    for q in packet
-        .get_option(CoapOption::UriQuery)
-        .into_iter()
-        .flatten()
-    {
-        let q = std::str::from_utf8(q)
-            .map_err(|_| Lwm2mError::BadRequest("query is not UTF-8".into()))?;
-        match q.split_once('=') {
-            Some((k, v)) => out.push((k.to_string(), Some(v.to_string()))),
-            None => out.push((q.to_string(), None)),
-        }
-    }
-    Ok(out)
 }
 
 /// `lt` (Core §6.2.1: the Lifetime resource, an unsigned 32-bit number of seconds) must be
