@@ -14,8 +14,9 @@
 //! - Bootstrap-Delete: `DELETE /`, `DELETE /{object}` or `DELETE /{object}/{instance}`; 2.02.
 //! - Bootstrap-Finish: `POST /bs`; 2.04, or 4.06 when the client finds its configuration
 //!   unusable.
-use super::options::{option_format, query_params, request_path, set_format};
-use super::registration::MAX_ENDPOINT_LEN;
+use super::options::{
+    endpoint_name, option_format, query_param, query_params, request_path, set_format,
+};
 use super::Lwm2mError;
 use crate::coap::link_format;
 use crate::coap::{msg, CoapOption, MessageClass, Packet, RequestType};
@@ -34,15 +35,6 @@ pub const ACCESS_CONTROL: u16 = 2;
 const BS: &str = "/bs";
 /// The path of Bootstrap-Pack-Request.
 const BSPACK: &str = "/bspack";
-
-fn endpoint_of(v: Option<String>) -> Result<String, Lwm2mError> {
-    v.filter(|e| !e.is_empty() && e.len() <= MAX_ENDPOINT_LEN)
-        .ok_or_else(|| {
-            Lwm2mError::BadRequest(format!(
-                "ep (the endpoint name) must be 1 to {MAX_ENDPOINT_LEN} bytes"
-            ))
-        })
-}
 
 /// A Bootstrap-Request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -93,7 +85,7 @@ impl BootstrapRequest {
             }
         }
         Ok(Self {
-            endpoint: endpoint_of(endpoint)?,
+            endpoint: endpoint_name(endpoint)?,
             preferred_format,
             extra,
         })
@@ -113,11 +105,10 @@ impl BootstrapRequest {
             );
         }
         for (k, v) in &self.extra {
-            let q = match v {
-                Some(v) => format!("{k}={v}"),
-                None => k.clone(),
-            };
-            p.add_option(CoapOption::UriQuery, q.into_bytes());
+            p.add_option(
+                CoapOption::UriQuery,
+                query_param(k, v.as_deref()).into_bytes(),
+            );
         }
         p
     }
@@ -142,7 +133,7 @@ impl PackRequest {
             }
         }
         Ok(Self {
-            endpoint: endpoint_of(endpoint)?,
+            endpoint: endpoint_name(endpoint)?,
             accept: option_format(packet, CoapOption::Accept)?,
         })
     }

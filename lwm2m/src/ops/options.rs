@@ -1,6 +1,7 @@
 //! The CoAP options every LwM2M interface reads and writes the same way (OMA LwM2M TS 1.2
 //! Transport §6): Content-Format and Accept as typed [`ContentFormat`]s, and Uri-Path as an
 //! object-model [`Path`].
+use super::registration::MAX_ENDPOINT_LEN;
 use super::Lwm2mError;
 use crate::coap::{msg, CoapOption, Packet};
 use crate::content::ContentFormat;
@@ -48,4 +49,22 @@ pub(super) fn query_params(packet: &Packet) -> Result<Vec<(String, Option<String
         }
     }
     Ok(out)
+}
+
+/// The `ep` query parameter: an endpoint name of 1 to [`MAX_ENDPOINT_LEN`] bytes.
+pub(super) fn endpoint_name(v: Option<String>) -> Result<String, Lwm2mError> {
+    v.filter(|e| !e.is_empty() && e.len() <= MAX_ENDPOINT_LEN)
+        .ok_or_else(|| {
+            Lwm2mError::BadRequest(format!(
+                "ep (the endpoint name) must be 1 to {MAX_ENDPOINT_LEN} bytes"
+            ))
+        })
+}
+
+/// A query parameter as written: `name=value`, or a bare `name`.
+pub(super) fn query_param(name: &str, value: Option<&str>) -> String {
+    match value {
+        Some(v) => format!("{name}={v}"),
+        None => name.to_string(),
+    }
 }

@@ -7,7 +7,7 @@
 //! - Update: `POST /rd/{location}?lt=..&b=..&sms=..` with object links only if they changed;
 //!   answered 2.04.
 //! - De-register: `DELETE /rd/{location}`; answered 2.02.
-use super::options::query_params;
+use super::options::{endpoint_name, query_param, query_params};
 use super::Lwm2mError;
 use crate::coap::{msg, CoapOption, ContentFormat as CoapContentFormat, Packet, RequestType};
 use crate::content::link::ObjectLinks;
@@ -172,13 +172,7 @@ impl Register {
                 _ => extra.push((k, v)),
             }
         }
-        let endpoint = endpoint
-            .filter(|e| !e.is_empty() && e.len() <= MAX_ENDPOINT_LEN)
-            .ok_or_else(|| {
-                Lwm2mError::BadRequest(format!(
-                    "ep (the endpoint name) must be 1 to {MAX_ENDPOINT_LEN} bytes"
-                ))
-            })?;
+        let endpoint = endpoint_name(endpoint)?;
         let version = match version {
             None => Lwm2mVersion::V1_0,
             Some(v) => Lwm2mVersion::parse(v.as_deref()).ok_or_else(|| {
@@ -221,10 +215,7 @@ impl Register {
             query.push(format!("sms={sms}"));
         }
         for (k, v) in &self.extra {
-            query.push(match v {
-                Some(v) => format!("{k}={v}"),
-                None => k.clone(),
-            });
+            query.push(query_param(k, v.as_deref()));
         }
         if self.queue_mode && self.version != Lwm2mVersion::V1_0 {
             query.push("Q".into());
