@@ -1,5 +1,5 @@
 //! CoAP over DTLS for a client (RFC 7252 §9; OMA LwM2M TS 1.2 Transport §5.2): one
-//! [`dtls::Client`] between a CoAP or LwM2M client and its server, sans-IO like both.
+//! [`dtls::client::Client`] between a CoAP or LwM2M client and its server, sans-IO like both.
 //!
 //! The CoAP layer hands its datagrams to [`SecureLink::send`] whether or not the handshake
 //! has finished: until it has, they wait in a small bounded queue, so a device's Register

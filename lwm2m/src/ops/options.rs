@@ -1,11 +1,14 @@
 //! The CoAP options every LwM2M interface reads and writes the same way (OMA LwM2M TS 1.2
 //! Transport §6): Content-Format and Accept as typed [`ContentFormat`]s, and Uri-Path as an
-//! object-model [`Path`].
-use super::registration::MAX_ENDPOINT_LEN;
+//! object-model [`Path`]; and the query parameters Registration and Bootstrap share.
 use super::Lwm2mError;
 use crate::coap::{msg, CoapOption, Packet};
 use crate::content::ContentFormat;
 use crate::model::Path;
+
+/// The longest endpoint name accepted; longer ones are refused 4.00 so that a peer cannot
+/// make a server store arbitrary amounts per device.
+pub const MAX_ENDPOINT_LEN: usize = 255;
 
 /// The Content-Format or Accept option. A format this crate does not know is refused the way
 /// Transport §6.3 says: 4.06 for Accept, 4.15 for Content-Format.

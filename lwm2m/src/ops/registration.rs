@@ -16,9 +16,7 @@ use std::fmt;
 
 /// The default registration lifetime when `lt` is absent (Core §6.2.1).
 pub const DEFAULT_LIFETIME: u32 = 86_400;
-/// The longest endpoint name accepted; longer ones are refused 4.00 so that a peer cannot
-/// make the server store arbitrary amounts per registration.
-pub const MAX_ENDPOINT_LEN: usize = 255;
+pub use super::options::MAX_ENDPOINT_LEN;
 
 /// The transports a client can be reached over (Core §6.2.1.1 "b" parameter).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
