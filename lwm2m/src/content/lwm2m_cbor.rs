@@ -243,6 +243,7 @@ fn put_value(e: &mut Encoder<Vec<u8>>, value: &Value) -> Result<(), WriteError> 
 mod tests {
     use super::super::senml::test_support::*;
     use super::*;
+    use crate::content::roundtrip::*;
     use crate::content::testutil::hex;
     use crate::model::{Instance, NoSchema, ObjectLink, Resource, ResourceType};
     use proptest::prelude::*;
@@ -550,20 +551,6 @@ mod tests {
         ));
     }
 
-    /// Records LwM2M CBOR can carry in order: no times, no root, no record inside another
-    /// one's path, grouped (sorted) by path.
-    fn representable(mut records: Vec<Record>) -> Vec<Record> {
-        records.retain(|r| !r.path.is_root());
-        let paths: Vec<Path> = records.iter().map(|r| r.path).collect();
-        records.retain(|r| {
-            !paths
-                .iter()
-                .any(|q| *q != r.path && (q.starts_with(&r.path) || r.path.starts_with(q)))
-        });
-        records.sort_by_key(|r| r.path);
-        records
-    }
-
     proptest! {
         #[test]
         fn nodes_round_trip((path, node) in arb_node()) {
@@ -581,7 +568,7 @@ mod tests {
         }
 
         #[test]
-        fn records_round_trip(records in arb_records(false).prop_map(representable)) {
+        fn records_round_trip(records in arb_records(false).prop_map(lwm2m_cbor_representable)) {
             let schema = schema_for_records(&records);
             let bytes = encode_records(&records).unwrap();
             prop_assert_eq!(decode_records(&bytes, &schema).unwrap(), records);

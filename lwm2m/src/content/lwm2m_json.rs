@@ -224,6 +224,7 @@ fn write_value(out: &mut String, value: &Value) -> Result<(), CodecError> {
 mod tests {
     use super::super::senml::test_support::*;
     use super::*;
+    use crate::content::roundtrip::*;
     use crate::model::{NoSchema, NodeError, ObjectLink, Resource, ResourceType};
     use proptest::prelude::*;
 

@@ -22,6 +22,8 @@ mod lwm2m_cbor;
 mod lwm2m_json;
 pub mod negotiate;
 mod opaque;
+#[cfg(any(test, feature = "test-support"))]
+pub mod roundtrip;
 mod senml;
 mod senml_cbor;
 mod senml_json;

@@ -515,6 +515,7 @@ fn write_record(e: &mut Encoder<Vec<u8>>, rec: &SenmlRecord) -> Result<(), Write
 mod tests {
     use super::super::senml::test_support::*;
     use super::*;
+    use crate::content::roundtrip::*;
     use crate::content::testutil::hex;
     use crate::model::{NoSchema, NodeError, ObjectLink, Resource, Value};
     use proptest::prelude::*;

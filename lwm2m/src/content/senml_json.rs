@@ -254,6 +254,7 @@ fn write_record(out: &mut String, rec: &SenmlRecord) -> Result<(), CodecError> {
 mod tests {
     use super::super::senml::test_support::*;
     use super::*;
+    use crate::content::roundtrip::*;
     use crate::model::{NoSchema, NodeError, ObjectLink, Resource, Value};
     use proptest::prelude::*;
     use std::collections::BTreeMap;

@@ -276,24 +276,6 @@ pub(crate) fn arb_records(with_time: bool) -> impl Strategy<Value = Vec<Record>>
     })
 }
 
-/// What records look like after a SenML round trip: base times persist, so an untimed
-/// record after a timed one reads back with time 0, SenML's "now".
-pub(crate) fn senml_times(records: &[Record]) -> Vec<Record> {
-    let mut timed = false;
-    records
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            if r.time.is_some() {
-                timed = true;
-            } else if timed {
-                r.time = Some(0.0);
-            }
-            r
-        })
-        .collect()
-}
-
 /// The schema for the resources the records name.
 pub(crate) fn schema_for_records(records: &[Record]) -> TestSchema {
     schema_for(
@@ -301,26 +283,6 @@ pub(crate) fn schema_for_records(records: &[Record]) -> TestSchema {
             .iter()
             .filter_map(|r| Some((r.path.object_id()?, r.path.resource_id()?))),
     )
-}
-
-/// `node` as a record format gives it back: containers inside it that hold no value vanish,
-/// since an empty multiple resource or instance inside a larger node has no record.
-pub(crate) fn without_empty_children(node: Node) -> Node {
-    let prune = |inst: Instance| -> Instance {
-        inst.into_iter()
-            .filter(|(_, r)| !matches!(r, Resource::Multiple(m) if m.is_empty()))
-            .collect()
-    };
-    match node {
-        Node::Object(m) => Node::Object(
-            m.into_iter()
-                .map(|(i, inst)| (i, prune(inst)))
-                .filter(|(_, inst)| !inst.is_empty())
-                .collect(),
-        ),
-        Node::Instance(inst) => Node::Instance(prune(inst)),
-        other => other,
-    }
 }
 
 /// A node decoder of one of the record formats (`decode` of each codec module).

@@ -7,8 +7,9 @@
 //! empty instances, unknown objects, NaN) that the tests' generated values rarely do.
 use super::{registry, same};
 use lwm2m::content::link::{decode_discover, encode_discover};
+use lwm2m::content::roundtrip::{lwm2m_cbor_representable, senml_times, without_empty_children};
 use lwm2m::content::{self, ContentFormat, Record};
-use lwm2m::model::{Instance, NoSchema, Node, Path, Resource, ResourceType, Schema};
+use lwm2m::model::{NoSchema, Node, Path, ResourceType, Schema};
 use std::collections::HashMap;
 
 /// Paths the payload is decoded at: every level, objects the bundled registry defines (with
@@ -80,7 +81,7 @@ pub(super) fn node_round_trip(format: ContentFormat, path: &Path, node: &Node) {
 pub(super) fn records_round_trip(format: ContentFormat, records: Vec<Record>) {
     let records = match format {
         ContentFormat::Lwm2mJson => records.into_iter().filter(|r| r.value.is_some()).collect(),
-        ContentFormat::Lwm2mCbor => representable(records),
+        ContentFormat::Lwm2mCbor => lwm2m_cbor_representable(records),
         _ => records,
     };
     let Ok(bytes) = content::encode_composite(format, &records) else {
@@ -139,58 +140,6 @@ impl Schema for Learned {
     fn is_multiple(&self, _: u16, _: u16) -> Option<bool> {
         None
     }
-}
-
-/// `node` without multiple resources that hold no instance and instances that hold
-/// nothing: what a record format gives back (`without_empty_children` in the codecs' tests).
-fn without_empty_children(node: Node) -> Node {
-    let prune = |inst: Instance| -> Instance {
-        inst.into_iter()
-            .filter(|(_, r)| !matches!(r, Resource::Multiple(m) if m.is_empty()))
-            .collect()
-    };
-    match node {
-        Node::Object(m) => Node::Object(
-            m.into_iter()
-                .map(|(i, inst)| (i, prune(inst)))
-                .filter(|(_, inst)| !inst.is_empty())
-                .collect(),
-        ),
-        Node::Instance(inst) => Node::Instance(prune(inst)),
-        other => other,
-    }
-}
-
-/// SenML's base time carries over: after a timed record, an untimed one reads back at time
-/// 0 of the new base (`senml_times` in the codecs' tests).
-fn senml_times(records: &[Record]) -> Vec<Record> {
-    let mut timed = false;
-    records
-        .iter()
-        .map(|r| {
-            let mut r = r.clone();
-            if r.time.is_some() {
-                timed = true;
-            } else if timed {
-                r.time = Some(0.0);
-            }
-            r
-        })
-        .collect()
-}
-
-/// The records LwM2M CBOR represents as they are: no root, no path inside another one, in
-/// path order (`representable` in its tests).
-fn representable(mut records: Vec<Record>) -> Vec<Record> {
-    records.retain(|r| !r.path.is_root());
-    let paths: Vec<Path> = records.iter().map(|r| r.path).collect();
-    records.retain(|r| {
-        !paths
-            .iter()
-            .any(|q| *q != r.path && (q.starts_with(&r.path) || r.path.starts_with(q)))
-    });
-    records.sort_by_key(|r| r.path);
-    records
 }
 
 /// text/plain (0).
