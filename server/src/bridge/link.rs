@@ -9,7 +9,9 @@
 //! dropped them, so the link rewinds to the oldest unacknowledged message and publishes
 //! everything again from there. A consumer may then see a message twice, with the same
 //! `msgId`; it never misses one.
+use super::connect;
 use super::outbox::{self, Shared};
+use crate::config::MqttQos;
 use crate::store::{Store, Table};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
@@ -67,8 +69,8 @@ pub fn route(prefix: &str, topic: &str) -> Option<(String, DownlinkKind)> {
 pub struct LinkConfig {
     /// Topic prefix (`lwm2m`).
     pub prefix: String,
-    /// QoS of uplink messages (0, 1 or 2).
-    pub qos: u8,
+    /// QoS of uplink messages.
+    pub qos: MqttQos,
     /// Messages in flight at most.
     pub window: usize,
     /// Pause after the first failed connection; doubled after each further failure.
@@ -98,7 +100,7 @@ enum Ev {
 }
 
 impl Client {
-    async fn poll(&mut self, qos: u8) -> Ev {
+    async fn poll(&mut self, qos: MqttQos) -> Ev {
         match self {
             Client::V5(_, el) => {
                 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -107,8 +109,12 @@ impl Client {
                     Ok(Event::Incoming(Packet::ConnAck(c))) => Ev::Connected {
                         session_present: c.session_present,
                     },
-                    Ok(Event::Incoming(Packet::PubAck(_))) if qos == 1 => Ev::Acked,
-                    Ok(Event::Incoming(Packet::PubComp(_))) if qos == 2 => Ev::Acked,
+                    Ok(Event::Incoming(Packet::PubAck(_))) if qos == MqttQos::AtLeastOnce => {
+                        Ev::Acked
+                    }
+                    Ok(Event::Incoming(Packet::PubComp(_))) if qos == MqttQos::ExactlyOnce => {
+                        Ev::Acked
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => Ev::Message(
                         String::from_utf8_lossy(&p.topic).into_owned(),
                         p.payload.to_vec(),
@@ -116,7 +122,11 @@ impl Client {
                             .and_then(|pr| pr.message_expiry_interval)
                             .map(|s| Duration::from_secs(u64::from(s))),
                     ),
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(0))) if qos == 0 => Ev::SentQos0,
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(0)))
+                        if qos == MqttQos::AtMostOnce =>
+                    {
+                        Ev::SentQos0
+                    }
                     Ok(_) => Ev::Other,
                     Err(e) => Ev::Down(e.to_string()),
                 }
@@ -127,12 +137,20 @@ impl Client {
                     Ok(Event::Incoming(Packet::ConnAck(c))) => Ev::Connected {
                         session_present: c.session_present,
                     },
-                    Ok(Event::Incoming(Packet::PubAck(_))) if qos == 1 => Ev::Acked,
-                    Ok(Event::Incoming(Packet::PubComp(_))) if qos == 2 => Ev::Acked,
+                    Ok(Event::Incoming(Packet::PubAck(_))) if qos == MqttQos::AtLeastOnce => {
+                        Ev::Acked
+                    }
+                    Ok(Event::Incoming(Packet::PubComp(_))) if qos == MqttQos::ExactlyOnce => {
+                        Ev::Acked
+                    }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         Ev::Message(p.topic, p.payload.to_vec(), None)
                     }
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(0))) if qos == 0 => Ev::SentQos0,
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(0)))
+                        if qos == MqttQos::AtMostOnce =>
+                    {
+                        Ev::SentQos0
+                    }
                     Ok(_) => Ev::Other,
                     Err(e) => Ev::Down(e.to_string()),
                 }
@@ -141,10 +159,14 @@ impl Client {
     }
 
     /// Hands one publish to the client without waiting; false if its queue is full.
-    fn try_publish(&self, topic: String, qos: u8, payload: Vec<u8>) -> bool {
+    fn try_publish(&self, topic: String, qos: MqttQos, payload: Vec<u8>) -> bool {
         match self {
-            Client::V5(c, _) => c.try_publish(topic, v5_qos(qos), false, payload).is_ok(),
-            Client::V311(c, _) => c.try_publish(topic, v4_qos(qos), false, payload).is_ok(),
+            Client::V5(c, _) => c
+                .try_publish(topic, connect::qos_v5(qos), false, payload)
+                .is_ok(),
+            Client::V311(c, _) => c
+                .try_publish(topic, connect::qos_v311(qos), false, payload)
+                .is_ok(),
         }
     }
 
@@ -155,24 +177,6 @@ impl Client {
                 .is_ok(),
             Client::V311(c, _) => c.try_subscribe(topic, rumqttc::QoS::AtLeastOnce).is_ok(),
         }
-    }
-}
-
-fn v5_qos(q: u8) -> rumqttc::v5::mqttbytes::QoS {
-    use rumqttc::v5::mqttbytes::QoS;
-    match q {
-        0 => QoS::AtMostOnce,
-        2 => QoS::ExactlyOnce,
-        _ => QoS::AtLeastOnce,
-    }
-}
-
-fn v4_qos(q: u8) -> rumqttc::QoS {
-    use rumqttc::QoS;
-    match q {
-        0 => QoS::AtMostOnce,
-        2 => QoS::ExactlyOnce,
-        _ => QoS::AtLeastOnce,
     }
 }
 

@@ -98,7 +98,7 @@ pub(crate) fn start(
     let Some(bridge) = bridge.filter(|_| m.enabled) else {
         return Ok(None);
     };
-    let broker = if let Some(addr) = m.embedded_broker {
+    let broker = if let Some(addr) = m.embedded_broker_addr() {
         let (v4, v5) = if m.version == MqttVersion::V5 {
             (None, Some(addr))
         } else {
@@ -118,8 +118,8 @@ pub(crate) fn start(
     };
     let link_config = link::LinkConfig {
         prefix: m.topic_prefix.clone(),
-        qos: m.qos.level(),
-        window: 1000,
+        qos: m.qos,
+        window: usize::from(connect::INFLIGHT),
         reconnect_min: m.reconnect_min,
         reconnect_max: m.reconnect_max,
     };

@@ -341,13 +341,8 @@ impl MqttSettings {
             MQTT_RECONNECT_MAX_MS_CAP,
         )?;
         let p = &m.topic_prefix;
-        if p.is_empty()
-            || p.starts_with('/')
-            || p.ends_with('/')
-            || p.split('/').any(str::is_empty)
-            || p.contains(['+', '#', '\0'])
-            || p.starts_with('$')
-        {
+        // An empty level also covers an empty prefix and a leading or trailing `/`.
+        if p.split('/').any(str::is_empty) || p.contains(['+', '#', '\0']) || p.starts_with('$') {
             return bad(format!(
                 "mqtt.topic_prefix = {p:?} must be one or more non-empty topic levels (e.g. \"lwm2m\" or \"acme/lwm2m\"), without wildcards (+, #), a leading $ or slashes at either end"
             ));
