@@ -683,6 +683,34 @@ fn an_unknown_client_key_is_refused() {
     assert!(!net.clients[0].1.is_established());
 }
 
+/// Handshakes that end leave their start time in the index the eviction uses; however many
+/// end, the index stays within twice the most handshakes live at once (the table here is
+/// never full, so no eviction ever prunes it).
+#[test]
+fn ended_handshakes_do_not_pile_up_in_the_eviction_index() {
+    let mut net = Net::new(ServerConfig::default(), creds(4), 21);
+    for i in 0..4 {
+        net.add_client(psk_client(i));
+    }
+    net.run(Duration::from_secs(3));
+    for round in 0..60 {
+        for i in 0..4 {
+            // A full handshake again each time (no resumption), as after a reboot.
+            net.clients[i].1 = Client::connect(
+                Arc::new(psk_client(i as u8)),
+                net.sim.now(),
+                [round; 32],
+                None,
+            );
+        }
+        net.run(Duration::from_secs(3));
+        let usage = net.server.usage();
+        // Four handshakes live at most: pruned whenever it passes 2 * 4 + 64.
+        assert!(usage.by_start <= 2 * 4 + 65, "round {round}: {usage:?}");
+    }
+    assert!(net.clients.iter().all(|c| c.1.is_established()));
+}
+
 #[test]
 fn a_stalled_handshake_is_abandoned_and_others_proceed() {
     let mut net = Net::new(ServerConfig::default(), creds(2), 11);

@@ -151,6 +151,7 @@ impl Server {
                 }
                 self.by_start.insert((hs.started(), from));
                 self.handshakes.insert(from, hs);
+                self.prune_by_start();
                 self.schedule(from);
             }
             Err(failure) => {
@@ -184,8 +185,11 @@ impl Server {
         true
     }
 
-    /// Gives up the handshake that started longest ago (not `keep`'s), to make room.
-    pub(super) fn evict_oldest_handshake(&mut self, keep: SocketAddr) -> bool {
+    /// Drops the entries of handshakes that ended (established, failed, timed out): they
+    /// are left in `by_start` when a handshake leaves the table, and rebuilt away once they
+    /// outnumber the live ones, so the index stays within twice the table (amortised O(log n)
+    /// per handshake started).
+    fn prune_by_start(&mut self) {
         if self.by_start.len() > 2 * self.handshakes.len() + 64 {
             self.by_start = self
                 .handshakes
@@ -193,6 +197,11 @@ impl Server {
                 .map(|(peer, hs)| (hs.started(), *peer))
                 .collect();
         }
+    }
+
+    /// Gives up the handshake that started longest ago (not `keep`'s), to make room.
+    pub(super) fn evict_oldest_handshake(&mut self, keep: SocketAddr) -> bool {
+        self.prune_by_start();
         while let Some((started, peer)) = self.by_start.pop_first() {
             let live = peer != keep
                 && self

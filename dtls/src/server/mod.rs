@@ -136,6 +136,9 @@ pub struct ServerUsage {
     pub by_cid: usize,
     pub timers: usize,
     pub rate_entries: usize,
+    /// Entries of the index of handshakes by start time (live ones and not yet pruned ended
+    /// ones): at most twice the most handshakes live at once, plus 65.
+    pub by_start: usize,
 }
 
 /// One established session and what the endpoint knows about it.
@@ -374,6 +377,7 @@ impl Server {
             by_cid: self.by_cid.len(),
             timers: self.timers.len(),
             rate_entries: self.rate.len(),
+            by_start: self.by_start.len(),
         }
     }
 
