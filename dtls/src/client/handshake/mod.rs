@@ -127,12 +127,6 @@ pub(super) struct Negotiated {
     pub client_cert_type: u8,
 }
 
-/// The server's authenticated key, from its Certificate.
-enum ServerKey {
-    Spki(Vec<u8>),
-    Certificate(Vec<u8>),
-}
-
 /// Waiting for the server's Certificate (ECDHE-ECDSA).
 pub(super) struct ExpectCertificate {
     pub neg: Negotiated,
@@ -143,7 +137,9 @@ pub(super) struct ExpectCertificate {
 /// optional identity hint, so a ServerHelloDone may come instead).
 pub(super) struct ExpectServerKeyExchange {
     neg: Negotiated,
-    server_key: Option<ServerKey>,
+    /// The server's authenticated key (SubjectPublicKeyInfo DER), from its Certificate: raw,
+    /// or read from its X.509 leaf.
+    server_key: Option<Vec<u8>>,
 }
 
 /// Waiting for the ServerHelloDone, perhaps after a CertificateRequest.
@@ -381,20 +377,28 @@ impl ExpectCertificate {
                     ServerTrust::Roots(_) => return Err(HandshakeError::CertificateRequired),
                     _ => {}
                 }
-                ServerKey::Spki(spki)
+                spki
             }
             CertificateBody::X509(chain) => {
-                let leaf = chain
-                    .first()
-                    .cloned()
-                    .ok_or(HandshakeError::NoServerCertificate)?;
-                if let ServerTrust::Roots(roots) = &ctx.cfg.trust {
-                    let clock = ctx.cfg.wall_clock.ok_or(HandshakeError::NoWallClock)?;
-                    roots
-                        .verify(&chain, clock.unix_secs(ctx.now), false)
-                        .map_err(HandshakeError::ServerCertificateUntrusted)?;
+                let leaf = chain.first().ok_or(HandshakeError::NoServerCertificate)?;
+                // Only the key is kept: the certificate is judged here, by its chain or by
+                // the pinned key it must carry.
+                let spki = pki::certificate_spki(leaf)
+                    .ok_or(HandshakeError::NoServerCertificate)?
+                    .to_vec();
+                match &ctx.cfg.trust {
+                    ServerTrust::Roots(roots) => {
+                        let clock = ctx.cfg.wall_clock.ok_or(HandshakeError::NoWallClock)?;
+                        roots
+                            .verify(&chain, clock.unix_secs(ctx.now), false)
+                            .map_err(HandshakeError::ServerCertificateUntrusted)?;
+                    }
+                    ServerTrust::PinnedKey(p) if *p != spki => {
+                        return Err(HandshakeError::ServerKeyNotPinned)
+                    }
+                    _ => {}
                 }
-                ServerKey::Certificate(leaf)
+                spki
             }
         };
         c.transcript.extend_from_slice(full);
@@ -434,10 +438,7 @@ impl ExpectServerKeyExchange {
                 .signed_data(&c.client_random, &self.neg.server_random)
                 .map_err(unencodable)?;
             match &self.server_key {
-                Some(ServerKey::Spki(spki)) => pki::verify_with_spki(spki, &signed, &ske.signature),
-                Some(ServerKey::Certificate(cert)) => {
-                    pki::verify_with_certificate(cert, &signed, &ske.signature)
-                }
+                Some(spki) => pki::verify_with_spki(spki, &signed, &ske.signature),
                 None => Err(AlertDescription::UnexpectedMessage),
             }
             .map_err(HandshakeError::BadServerKeyExchange)?;
