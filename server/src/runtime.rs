@@ -127,12 +127,6 @@ impl Machine for Shell {
                         now,
                     };
                     bridge.on_downlink(d, &mut path);
-                    // A command refused at once is answered on `up/resp` through the outbox:
-                    // that write needs a commit like any other, or the answer would wait for
-                    // the next unrelated one.
-                    if bridge.take_written() {
-                        self.stack.outbox_written();
-                    }
                 }
             }
             Input::Committed(generation, result) => {
@@ -201,6 +195,12 @@ impl Shell {
                 StackEvent::Device(ev) => self.device_event(now, ev),
             }
         }
+        // Whatever wrote the outbox (an event, a downlink refused at once, a shadow), the
+        // acknowledgements the stack sends from now on wait for the commit that makes it
+        // durable; the hold decides at `poll_transmit`, which comes after this.
+        if self.bridge.as_mut().is_some_and(Bridge::take_written) {
+            self.stack.outbox_written();
+        }
     }
 
     /// A device event to the callers waiting for it, the MQTT bridge and the subscribers.
@@ -216,9 +216,6 @@ impl Shell {
                 now,
             };
             bridge.on_event(&ev, &mut path);
-            if bridge.take_written() {
-                self.stack.outbox_written();
-            }
         }
         // No subscriber is not an error: events are for whoever listens.
         let _ = self.events.send(ev);

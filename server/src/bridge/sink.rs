@@ -147,8 +147,8 @@ impl Bridge {
         id: Option<String>,
     ) {
         let topic = format!("{}/{endpoint}/{suffix}", self.prefix);
-        self.outbox.push(topic, payload, id);
-        self.wrote = true;
+        // A message the full outbox dropped needs no commit and holds no acknowledgement.
+        self.wrote |= self.outbox.push(topic, payload, id);
     }
 
     fn remember(&mut self, id: CommandId, p: Pending) {

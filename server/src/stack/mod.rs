@@ -15,8 +15,8 @@
 //!   [`credentials_changed`](Stack::credentials_changed) and, for the role's own commands,
 //!   [`core_mut`](Stack::core_mut).
 //! - **Outputs**, after each input, in this order: [`poll_event`](Stack::poll_event) until
-//!   `None` (store writes, audit notes, the core's events — a sink that writes the outbox
-//!   calls `outbox_written` before going on), then [`poll_transmit`](Stack::poll_transmit),
+//!   `None` (store writes, audit notes, the core's events — a sink that wrote the outbox
+//!   calls `outbox_written` before `poll_transmit`), then [`poll_transmit`](Stack::poll_transmit),
 //!   then [`poll_commit`](Stack::poll_commit) (a commit to request, reported back through
 //!   `handle_committed`), then [`poll_timeout`](Stack::poll_timeout). Events first: whether a
 //!   datagram is held is decided when it is polled, by the outbox writes reported so far.
