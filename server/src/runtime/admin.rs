@@ -15,6 +15,9 @@ impl Shell {
             AdminOp::Audit { limit } => (AdminReply::ok(), Some(limit)),
             op => (self.apply(now, op), None),
         };
+        // The side effects (closed sessions' deletes, audit entries, the core's writes) reach
+        // the store before the commit the reply waits for.
+        self.drain(now);
         let store = self.store.clone();
         match self.store.committed() {
             Ok(committed) => {
