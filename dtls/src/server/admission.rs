@@ -93,7 +93,7 @@ impl Server {
         }
         self.remove_handshake(from);
         let resume = self.resumable(&hello.session_id);
-        let (session_id, new_id) = match &resume {
+        let session_id = match &resume {
             Some(_) => {
                 let mut id = [0u8; SESSION_ID_LEN];
                 id.copy_from_slice(
@@ -102,7 +102,7 @@ impl Server {
                         .get(..SESSION_ID_LEN)
                         .unwrap_or(&[0; SESSION_ID_LEN]),
                 );
-                (id, None)
+                id
             }
             None => {
                 let id = self.next_id;
@@ -116,10 +116,9 @@ impl Server {
                 let mut sid = [0u8; SESSION_ID_LEN];
                 sid[..8].copy_from_slice(&id.to_be_bytes());
                 self.rng.fill_bytes(&mut sid[8..]);
-                (sid, Some(id))
+                sid
             }
         };
-        let _ = new_id;
         let own_cid = (self.config.cid_len > 0)
             .then(|| self.fresh_cid())
             .flatten();

@@ -22,7 +22,7 @@ impl Server {
                 self.remove_session(old, CloseReason::Replaced);
             }
         }
-        let fresh = match self.sessions.remove(&id) {
+        match self.sessions.remove(&id) {
             Some(old) => {
                 // Resumption keeps the handle; drop the old address and CID mappings.
                 if self.by_addr.get(&old.peer) == Some(&id) {
@@ -31,15 +31,12 @@ impl Server {
                 if let Some(c) = old.session.recv_cid {
                     self.by_cid.remove(&c);
                 }
-                false
             }
             None => {
                 self.make_room();
                 self.clock.push_back(id);
-                true
             }
-        };
-        let _ = fresh;
+        }
         if let Some(c) = est.session.recv_cid {
             self.by_cid.insert(c, id);
         }
