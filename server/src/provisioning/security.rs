@@ -104,34 +104,30 @@ pub fn server_key(config: &Config) -> anyhow::Result<Arc<OwnKey>> {
 
 /// The names the generated certificate carries, so that a client that checks the server's name
 /// against the URI it dialed (mbedTLS-based clients do by default) accepts it: `localhost`, the
-/// host's name, every address the server listens on (a wildcard address stands for the
-/// loopback ones), and `lwm2m-server`, the name earlier versions used.
+/// host's name, every address the DTLS listeners are bound to (a wildcard address stands for
+/// the loopback ones), and `lwm2m-server`, the name earlier versions used. Made once, with the
+/// key: a listener added later is not in it (configure `certificate` for a fixed set).
 fn server_names(config: &Config) -> Vec<String> {
-    let mut names = vec!["localhost".to_string(), "lwm2m-server".to_string()];
-    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
-        let host = host.trim();
-        if rustls_pki_types::DnsName::try_from(host).is_ok() {
-            names.push(host.to_string());
-        }
-    }
-    let mut ips = vec![
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| rustls_pki_types::DnsName::try_from(h.as_str()).is_ok());
+    let ips = [
         std::net::IpAddr::from(std::net::Ipv4Addr::LOCALHOST),
         std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
-    ];
-    for addr in config
-        .server
-        .coaps_bind
-        .iter()
-        .chain(&config.server.coap_bind)
+    ]
+    .into_iter()
+    .chain(config.server.coaps_bind.iter().map(|a| a.ip()))
+    .filter(|ip| !ip.is_unspecified())
+    .map(|ip| ip.to_string());
+    let mut names: Vec<String> = Vec::new();
+    for name in ["localhost".to_string(), "lwm2m-server".to_string()]
+        .into_iter()
+        .chain(host)
+        .chain(ips)
     {
-        if !addr.ip().is_unspecified() {
-            ips.push(addr.ip());
-        }
-    }
-    for ip in ips {
-        let ip = ip.to_string();
-        if !names.contains(&ip) {
-            names.push(ip);
+        if !names.contains(&name) {
+            names.push(name);
         }
     }
     names
@@ -226,13 +222,21 @@ mod tests {
             "0.0.0.0:5684".parse().expect("addr"),
             "192.0.2.7:5684".parse().expect("addr"),
         ];
-        config.server.coap_bind = vec!["[2001:db8::1]:5683".parse().expect("addr")];
+        config
+            .server
+            .coaps_bind
+            .push("[2001:db8::1]:5684".parse().expect("addr"));
+        config.server.coap_bind = vec!["198.51.100.3:5683".parse().expect("addr")];
         server_key(&config).expect("generated");
         let pem = dir.path().join("server-cert.pem");
         for name in ["localhost", "127.0.0.1", "::1", "192.0.2.7", "2001:db8::1"] {
             assert!(valid_for(&pem, name), "{name} is not in the certificate");
         }
         assert!(!valid_for(&pem, "0.0.0.0"), "a wildcard is not a name");
+        assert!(
+            !valid_for(&pem, "198.51.100.3"),
+            "plain CoAP presents no certificate"
+        );
         assert!(!valid_for(&pem, "example.com"));
         if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
             if rustls_pki_types::DnsName::try_from(host.trim()).is_ok() {
