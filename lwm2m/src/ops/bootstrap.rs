@@ -96,12 +96,12 @@ impl BootstrapRequest {
         let mut p = msg::request(RequestType::Post, BS);
         p.add_option(
             CoapOption::UriQuery,
-            format!("ep={}", self.endpoint).into_bytes(),
+            query_param("ep", Some(&self.endpoint)).into_bytes(),
         );
         if let Some(f) = self.preferred_format {
             p.add_option(
                 CoapOption::UriQuery,
-                format!("pct={}", f.code()).into_bytes(),
+                query_param("pct", Some(&f.code().to_string())).into_bytes(),
             );
         }
         for (k, v) in &self.extra {
@@ -143,7 +143,7 @@ impl PackRequest {
         let mut p = msg::request(RequestType::Get, BSPACK);
         p.add_option(
             CoapOption::UriQuery,
-            format!("ep={}", self.endpoint).into_bytes(),
+            query_param("ep", Some(&self.endpoint)).into_bytes(),
         );
         if let Some(f) = self.accept {
             set_format(&mut p, CoapOption::Accept, f);
@@ -294,7 +294,7 @@ pub struct Discovery {
 
 impl Discovery {
     /// Reads a Bootstrap-Discover answer. Links that are not object-model paths are skipped
-    /// (a client may list other resources); an `ssid` outside 1..=65534 is ignored rather
+    /// (a client may list other resources); an `ssid` outside 1..=`MAX_ID` is ignored rather
     /// than failing the whole answer.
     pub fn parse(payload: &[u8]) -> Result<Self, Lwm2mError> {
         let links = link_format::parse(payload).map_err(|e| {
@@ -319,7 +319,7 @@ impl Discovery {
                     ssid: link
                         .attr("ssid")
                         .and_then(|s| s.parse::<u16>().ok())
-                        .filter(|s| (1..=65534).contains(s)),
+                        .filter(|s| (1..=crate::model::MAX_ID).contains(s)),
                     uri: link.attr("uri").map(str::to_owned),
                 });
             }
