@@ -589,6 +589,8 @@ fn a_command_whose_ttl_passes_while_the_device_sleeps_expires_unsent() {
             .all(|p| matches!(p.header.code, MessageClass::Response(_))),
         "only the answer to its Update: {to_device:?}"
     );
+    // `all` holds for nothing sent too: the Update was answered, once.
+    assert_eq!(to_device.len(), 1, "{to_device:?}");
     assert_eq!(w.results().len(), 1);
 }
 
