@@ -6,7 +6,9 @@
 //! cannot make the counts lose events), DTLS handshakes where the stack handles the engine's
 //! events, datagrams where the stack takes them in and hands them out. Each is a relaxed
 //! atomic behind an `Arc` shared with the HTTP task: counting costs one uncontended add on
-//! the server task, and a scrape never waits for it.
+//! the server task, and a scrape never waits for it. One exception: failed handshakes by
+//! reason sit in a small map behind a mutex, taken only when a handshake fails (after a
+//! cookie round trip, so from a real address) and for the length of a scrape's copy.
 //!
 //! The text is written by hand rather than with the `prometheus` or `metrics` crates: about
 //! twenty series need no registry, and those crates keep a process-wide registry or recorder,
