@@ -75,8 +75,6 @@ struct Net {
     server: Server,
     creds: Creds,
     clients: Vec<(SocketAddr, Client)>,
-    /// Datagrams "from the server" to put on the wire at a set time: (when, to, bytes).
-    injections: Vec<(Instant, SocketAddr, Vec<u8>)>,
     server_events: Vec<ServerEvent>,
     client_events: Vec<Vec<ClientEvent>>,
 }
@@ -111,7 +109,6 @@ impl Net {
             server: Server::new(config, seed_bytes),
             creds,
             clients: Vec::new(),
-            injections: Vec::new(),
             server_events: Vec::new(),
             client_events: Vec::new(),
         }
@@ -197,7 +194,6 @@ impl Net {
                 .into_iter()
                 .flatten()
                 .chain(self.clients.iter().filter_map(|(_, c)| c.poll_timeout()))
-                .chain(self.injections.iter().map(|i| i.0))
                 .min();
             let next = deadline.into_iter().chain(self.sim.next_delivery()).min();
             if next.is_none_or(|n| n > end) {
@@ -211,13 +207,6 @@ impl Net {
                 }
             }
             let now = self.now();
-            let (due, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.injections)
-                .into_iter()
-                .partition(|i| i.0 <= now);
-            self.injections = later;
-            for (_, to, bytes) in due {
-                self.sim.send(server_addr(), to, bytes);
-            }
             if self.server.poll_timeout().is_some_and(|t| t <= now) {
                 self.server.handle_timeout(now);
             }
@@ -1861,8 +1850,8 @@ mod robustness {
             }
             net.add_client(cfg);
             for (at, bytes) in steps {
-                let when = net.sim.now() + Duration::from_millis(at);
-                net.injections.push((when, client_addr(0), bytes));
+                net.sim
+                    .send_after(server_addr(), client_addr(0), bytes, Duration::from_millis(at));
             }
             net.run(Duration::from_secs(6));
             if net.clients[0].1.is_established() {
