@@ -28,6 +28,28 @@ pub enum StoreOp {
     DeletePrefix(Table, Vec<u8>),
 }
 
+/// The store as a map, for tests that play the driver's part.
+#[cfg(test)]
+pub(crate) type MemoryStore = std::collections::BTreeMap<(Table, Vec<u8>), Vec<u8>>;
+
+#[cfg(test)]
+impl StoreOp {
+    /// Applies the write to an in-memory store, as the store writer would.
+    pub(crate) fn apply_to(self, store: &mut MemoryStore) {
+        match self {
+            StoreOp::Put(t, k, v) => {
+                store.insert((t, k), v);
+            }
+            StoreOp::Delete(t, k) => {
+                store.remove(&(t, k));
+            }
+            StoreOp::DeletePrefix(t, p) => {
+                store.retain(|(tt, k), _| !(*tt == t && k.starts_with(&p)))
+            }
+        }
+    }
+}
+
 /// The lifetime a stored registration may have, in seconds: what the registration interface
 /// accepts for `lt` (a positive 32-bit number; deadlines computed from it saturate).
 pub const LIFETIME_SECS: RangeInclusive<u32> = 1..=u32::MAX;

@@ -1,6 +1,5 @@
 //! Virtual-time tests of the server core against scripted CoAP devices on a [`netsim::Net`]:
 //! no sockets, no sleeps; hours of lifetimes and sleep cycles run in milliseconds.
-use super::persist::StoreOp;
 use super::types::*;
 use super::*;
 use crate::store::Table;
@@ -261,17 +260,7 @@ impl Harness for World {
                 self.net.send(SERVER, t.peer, t.payload);
             }
             while let Some(op) = self.core.poll_store() {
-                match op {
-                    StoreOp::Put(t, k, v) => {
-                        self.store.insert((t, k), v);
-                    }
-                    StoreOp::Delete(t, k) => {
-                        self.store.remove(&(t, k));
-                    }
-                    StoreOp::DeletePrefix(t, p) => self
-                        .store
-                        .retain(|(tt, k), _| !(*tt == t && k.starts_with(&p))),
-                }
+                op.apply_to(&mut self.store);
             }
             while let Some(e) = self.core.poll_event() {
                 self.events.push(e);

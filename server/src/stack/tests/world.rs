@@ -242,17 +242,7 @@ impl World {
 
     fn apply(&mut self, op: StoreOp) {
         self.writes.push(op.clone());
-        match op {
-            StoreOp::Put(t, k, v) => {
-                self.store.insert((t, k), v);
-            }
-            StoreOp::Delete(t, k) => {
-                self.store.remove(&(t, k));
-            }
-            StoreOp::DeletePrefix(t, p) => self
-                .store
-                .retain(|(tt, k), _| !(*tt == t && k.starts_with(&p))),
-        }
+        op.apply_to(&mut self.store);
     }
 
     fn deadline(&self) -> Option<Instant> {
