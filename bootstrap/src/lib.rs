@@ -1,0 +1,25 @@
+//! The LwM2M bootstrap server, sans-IO (OMA LwM2M TS 1.2 Core §5.2 bootstrap modes, §6.1 the
+//! Bootstrap interface; Transport §6.1).
+//!
+//! A [`BootstrapCore`] takes the datagrams of devices that ask to be bootstrapped
+//! (Bootstrap-Request, `POST /bs?ep=..`, or Bootstrap-Pack-Request, `GET /bspack?ep=..`),
+//! asks its [`Accounts`] what LwM2M server account each one gets, and runs the sequence
+//! that writes it: Discover `/`, Delete `/0` and `/1` (the device spares its bootstrap
+//! server's own Security instance), Write the Security (0) and Server (1) instances of the
+//! account, Finish. It never touches a socket, a clock or a store: time comes in as `now`,
+//! datagrams go out through [`poll_transmit`](BootstrapCore::poll_transmit), and what
+//! happened comes out of [`poll_event`](BootstrapCore::poll_event) — in particular
+//! [`Event::Finished`], after which the embedding server installs the account's credential
+//! for its LwM2M server. Nothing is installed before the device accepted Finish, so a device
+//! that drops mid-sequence leaves nothing behind.
+//!
+//! The core is generic over the peer type `P` (a socket address for plain CoAP, a DTLS
+//! connection for CoAPs): the server that embeds it authenticates DTLS peers and tells the
+//! core who they are ([`peer_authenticated`](BootstrapCore::peer_authenticated)).
+pub mod account;
+mod core;
+mod event;
+
+pub use account::{Account, AccountRequest, AccountSecurity, Accounts, Refusal};
+pub use core::{BootstrapConfig, BootstrapCore, BootstrapUsage};
+pub use event::{Event, Failure, Step};
