@@ -80,3 +80,13 @@ pub const MQTT_MAX_COMMAND_BYTES: RangeInclusive<u64> = 256..=1 << 20;
 pub const MQTT_RECONNECT_MIN_MS: RangeInclusive<u64> = 10..=600_000;
 /// `[mqtt] reconnect_max_ms`: from `reconnect_min_ms` to this (an hour).
 pub const MQTT_RECONNECT_MAX_MS_CAP: u64 = 3_600_000;
+/// `[bootstrap] lifetime`: the registration lifetime written to devices, a minute to 30
+/// days (Core E.2 allows any `u32`, but a device that registers once a month is lost for a
+/// month when it goes wrong).
+pub const BOOTSTRAP_LIFETIME: RangeInclusive<u64> = 60..=2_592_000;
+/// `[bootstrap] short_server_id`: Core E.2 reserves 0 and 65535.
+pub const SHORT_SERVER_ID: RangeInclusive<u64> = 1..=65_534;
+/// `[bootstrap] sequence_timeout_secs`: a second to an hour.
+pub const BOOTSTRAP_SEQUENCE_TIMEOUT_SECS: RangeInclusive<u64> = 1..=3600;
+/// `[bootstrap] max_sequences`: bootstraps in progress at once.
+pub const BOOTSTRAP_MAX_SEQUENCES: RangeInclusive<u64> = 1..=1_000_000;

@@ -14,7 +14,9 @@
 //! - `security`: `[security]`, `[dtls]`.
 //! - `mqtt`: `[mqtt]`, read into [`MqttSettings`].
 //! - `http`: `[http]`.
+//! - `bootstrap`: `[bootstrap]`, the bootstrap server beside the LwM2M server.
 //! - [`limits`]: the range of every numeric key.
+mod bootstrap;
 mod coap;
 mod http;
 pub mod limits;
@@ -25,6 +27,7 @@ mod server;
 #[cfg(test)]
 mod tests;
 
+pub use bootstrap::{BootstrapSection, ServerSecurity};
 pub use coap::CoapSection;
 pub use http::HttpSection;
 pub use limits::MAX_CONNECTION_ID_LENGTH;
@@ -64,6 +67,8 @@ pub struct Config {
     pub mqtt: MqttSettings,
     /// `[http]`
     pub http: HttpSection,
+    /// `[bootstrap]`
+    pub bootstrap: BootstrapSection,
     /// `[log]`
     pub log: LogSection,
 }
@@ -88,6 +93,8 @@ struct ConfigFile {
     mqtt: MqttSection,
     #[serde(default)]
     http: HttpSection,
+    #[serde(default)]
+    bootstrap: BootstrapSection,
     #[serde(default)]
     log: LogSection,
 }
@@ -172,6 +179,7 @@ impl Config {
         check_listeners(&f.server, &f.security)?;
         f.security.validate()?;
         f.dtls.validate()?;
+        f.bootstrap.validate(f.security.allow_nosec)?;
         let mqtt = MqttSettings::from_section(&f.mqtt)?;
         Ok(Config {
             server: f.server,
@@ -182,6 +190,7 @@ impl Config {
             dtls: f.dtls,
             mqtt,
             http: f.http,
+            bootstrap: f.bootstrap,
             log: f.log,
         })
     }

@@ -254,6 +254,20 @@ fn documented_ranges() -> Vec<(&'static str, &'static str, String)> {
     let r = |section, key, text: String| (section, key, text);
     vec![
         r("server", "coap_bind", range_text(&BIND_ADDRESSES)),
+        r("bootstrap", "coap_bind", range_text(&BIND_ADDRESSES)),
+        r("bootstrap", "coaps_bind", range_text(&BIND_ADDRESSES)),
+        r("bootstrap", "lifetime", range_text(&BOOTSTRAP_LIFETIME)),
+        r("bootstrap", "short_server_id", range_text(&SHORT_SERVER_ID)),
+        r(
+            "bootstrap",
+            "sequence_timeout_secs",
+            range_text(&BOOTSTRAP_SEQUENCE_TIMEOUT_SECS),
+        ),
+        r(
+            "bootstrap",
+            "max_sequences",
+            range_text(&BOOTSTRAP_MAX_SEQUENCES),
+        ),
         r("server", "coaps_bind", range_text(&BIND_ADDRESSES)),
         r(
             "server",
@@ -664,4 +678,48 @@ fn tls_needs_a_ca_file_a_client_key_with_its_certificate_and_a_host_name() {
     c.client_key = PathBuf::new();
     let e = MqttSettings::from_section(&c).unwrap_err().to_string();
     assert!(e.contains("IPv6") && e.contains("host name"), "{e}");
+}
+
+#[test]
+fn embedded_bootstrap_defaults_match_the_struct_defaults() {
+    let c = Config::embedded().unwrap();
+    let d = BootstrapSection::default();
+    let b = &c.bootstrap;
+    assert!(b.enabled && d.enabled, "bootstrap runs by default");
+    assert_eq!(b.coap_bind, d.coap_bind);
+    assert_eq!(b.coaps_bind, d.coaps_bind);
+    assert!(b.coaps_bind.iter().all(|a| a.port() == 5784 && a.ip().is_loopback()));
+    assert!(b.coap_bind.iter().all(|a| a.port() == 5783 && a.ip().is_loopback()));
+    assert_eq!(b.server_uri, d.server_uri);
+    assert_eq!(b.server_uri, "coaps://127.0.0.1:5684");
+    assert_eq!((b.lifetime, d.lifetime), (300, 300));
+    assert_eq!(b.binding, d.binding);
+    assert_eq!(b.short_server_id, d.short_server_id);
+    assert_eq!(b.server_security, ServerSecurity::Psk);
+    assert_eq!(d.server_security, ServerSecurity::Psk);
+    assert_eq!(b.sequence_timeout_secs, d.sequence_timeout_secs);
+    assert_eq!(b.max_sequences, d.max_sequences);
+    let p = Config::parse(include_str!("../../../config/production.toml")).unwrap();
+    assert!(p.bootstrap.coap_bind.is_empty(), "no NoSec bootstrap in production");
+}
+
+#[test]
+fn a_bootstrap_account_that_cannot_work_is_refused() {
+    let e = refused("bootstrap", "server_uri = \"http://x\"");
+    assert!(e.contains("must start with coap:// or coaps://"), "{e}");
+    let e = refused("bootstrap", "server_uri = \"coap://127.0.0.1:5683\"");
+    assert!(e.contains("does not go with server_security"), "{e}");
+    let e = refused("bootstrap", "server_security = \"nosec\"");
+    assert!(e.contains("does not go with server_security"), "{e}");
+    let e = refused("bootstrap", "binding = \"X\"");
+    assert!(e.contains("bootstrap.binding"), "{e}");
+    let e = refused("bootstrap", "server_security = \"kerberos\"");
+    assert!(e.contains("kerberos"), "{e}");
+    let e = err("[security]\nallow_nosec = false\n[bootstrap]\ncoaps_bind = []\n");
+    assert!(e.contains("bootstrap would listen nowhere"), "{e}");
+    let e = err("[security]\nallow_nosec = false\n[bootstrap]\nserver_uri = \"coap://h:5683\"\nserver_security = \"nosec\"\n");
+    assert!(e.contains("needs security.allow_nosec"), "{e}");
+    // Turned off, its listeners may be anything.
+    let c = Config::parse("[security]\nallow_nosec = false\n[bootstrap]\nenabled = false\ncoaps_bind = []\n").unwrap();
+    assert!(!c.bootstrap.enabled);
 }
