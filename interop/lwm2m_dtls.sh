@@ -61,6 +61,10 @@ private_key = "$CREDS/server.key"
 [mqtt]
 enabled = false
 
+# Bootstrap is tried in lwm2m_bootstrap.sh; here its fixed ports would only get in the way.
+[bootstrap]
+enabled = false
+
 [http]
 bind = "127.0.0.1:0"
 ${2:-}

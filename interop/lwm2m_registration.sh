@@ -31,6 +31,10 @@ data_dir = "$WORK/data"
 [mqtt]
 enabled = false
 
+# Bootstrap is tried in lwm2m_bootstrap.sh; here its fixed ports would only get in the way.
+[bootstrap]
+enabled = false
+
 [http]
 bind = "127.0.0.1:0"
 TOML

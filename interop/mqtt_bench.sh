@@ -94,6 +94,10 @@ version = 5
 client_id = "lwm2m-bench"
 qos = 1
 
+# Bootstrap is tried in lwm2m_bootstrap.sh; here its fixed ports would only get in the way.
+[bootstrap]
+enabled = false
+
 [http]
 bind = "127.0.0.1:0"
 TOML

@@ -181,6 +181,10 @@ session_expiry_secs = 3600
 reconnect_min_ms = 200
 reconnect_max_ms = 1000
 
+# Bootstrap is tried in lwm2m_bootstrap.sh; here its fixed ports would only get in the way.
+[bootstrap]
+enabled = false
+
 [http]
 bind = "127.0.0.1:0"
 TOML

@@ -8,7 +8,7 @@ use std::process::Command;
 async fn a_fleet_split_over_processes_registers_whole() {
     let dir = tempfile::tempdir().unwrap();
     let config = lwm2m_server::config::Config::parse(&format!(
-        "[server]\ncoap_bind = [\"127.0.0.1:0\"]\ncoaps_bind = []\ndata_dir = \"{}\"\n[mqtt]\nenabled = false\n[http]\nenabled = false\n",
+        "[server]\ncoap_bind = [\"127.0.0.1:0\"]\ncoaps_bind = []\ndata_dir = \"{}\"\n[mqtt]\nenabled = false\n[http]\nenabled = false\n[bootstrap]\nenabled = false\n",
         dir.path().display()
     ))
     .unwrap();

@@ -46,6 +46,8 @@ pub struct ServerHandle {
     pub(crate) events: broadcast::Sender<DeviceEvent>,
     pub(crate) local_addrs: Arc<Vec<SocketAddr>>,
     pub(crate) secure_addrs: Arc<Vec<SocketAddr>>,
+    /// The bootstrap server's plain CoAP and DTLS sockets.
+    pub(crate) bootstrap_addrs: Arc<(Vec<SocketAddr>, Vec<SocketAddr>)>,
     pub(crate) store_stats: Arc<StoreStats>,
     /// The counters the server task writes and `/metrics` reads.
     pub(crate) metrics: Arc<Metrics>,
@@ -116,6 +118,17 @@ impl ServerHandle {
     /// The addresses the CoAP-over-DTLS sockets are bound to.
     pub fn secure_addrs(&self) -> &[SocketAddr] {
         &self.secure_addrs
+    }
+
+    /// The bootstrap server's plain CoAP sockets (empty unless `[bootstrap]` is enabled and
+    /// NoSec allowed).
+    pub fn bootstrap_addrs(&self) -> &[SocketAddr] {
+        &self.bootstrap_addrs.0
+    }
+
+    /// The bootstrap server's DTLS sockets (empty unless `[bootstrap]` is enabled).
+    pub fn bootstrap_secure_addrs(&self) -> &[SocketAddr] {
+        &self.bootstrap_addrs.1
     }
 
     /// The address the HTTP API (`/metrics`) is bound to; `None` if `[http] enabled = false`.

@@ -12,11 +12,14 @@
 //! - [`startup`]: [`start`]: from the configuration to a running server.
 //! - [`provisioning`]: device credentials, their encryption at rest, the audit log, the DTLS
 //!   engine's view of them, the admin channel and CSV import.
+//! - [`bootstrap`]: the bootstrap server beside the LwM2M server: the `lwm2m-bootstrap` core
+//!   as a role of the stack, and the accounts it gives devices.
 //! - [`bridge`]: the MQTT bridge (EMQX LwM2M gateway JSON).
 //! - [`metrics`]: the server's counters and their Prometheus text.
 //! - [`http`]: the HTTP API (`GET /metrics` for now).
 #![warn(missing_docs, unreachable_pub)]
 
+pub mod bootstrap;
 pub mod bridge;
 pub mod config;
 pub mod core;

@@ -14,7 +14,7 @@
 //! twenty series need no registry, and those crates keep a process-wide registry or recorder,
 //! so two servers in one process (as the end-to-end tests run them) would mix their numbers.
 use crate::bridge::outbox::Shared as BridgeShared;
-use crate::core::types::{CommandError, DeregisterReason, DeviceEvent};
+use crate::core::types::{BootstrapStage, CommandError, DeregisterReason, DeviceEvent};
 use crate::store::StoreStats;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -50,6 +50,11 @@ pub struct Metrics {
     dtls_handshake_failures: Mutex<BTreeMap<&'static str, u64>>,
     /// Set from the DTLS engine's session table, for the same reason as `registered_clients`.
     dtls_sessions: AtomicU64,
+    /// The bootstrap server's DTLS sessions, kept apart from the LwM2M server's.
+    bootstrap_dtls_sessions: AtomicU64,
+    bootstraps_started: AtomicU64,
+    bootstraps_finished: AtomicU64,
+    bootstraps_failed: AtomicU64,
     datagrams_received_udp: AtomicU64,
     datagrams_received_dtls: AtomicU64,
     datagrams_sent_udp: AtomicU64,
@@ -98,6 +103,11 @@ impl Metrics {
                 Err(_) => &self.commands_failure,
             },
             DeviceEvent::AuthFailed { .. } => &self.auth_failures,
+            DeviceEvent::Bootstrap { stage, .. } => match stage {
+                BootstrapStage::Started => &self.bootstraps_started,
+                BootstrapStage::Finished { .. } => &self.bootstraps_finished,
+                BootstrapStage::Failed { .. } => &self.bootstraps_failed,
+            },
             DeviceEvent::Awake { .. } | DeviceEvent::ObservationEnded { .. } => return,
         };
         counter.fetch_add(1, Relaxed);
@@ -129,6 +139,11 @@ impl Metrics {
     /// Sets the number of established DTLS sessions.
     pub fn set_dtls_sessions(&self, n: usize) {
         self.dtls_sessions.store(as_u64(n), Relaxed);
+    }
+
+    /// Sets the number of the bootstrap server's established DTLS sessions.
+    pub fn set_bootstrap_dtls_sessions(&self, n: usize) {
+        self.bootstrap_dtls_sessions.store(as_u64(n), Relaxed);
     }
 
     /// Counts a datagram received on a CoAP or CoAPs socket.
@@ -175,6 +190,10 @@ impl Metrics {
                 .map(|by| by.iter().map(|(k, v)| (*k, *v)).collect())
                 .unwrap_or_default(),
             dtls_sessions: get(&self.dtls_sessions),
+            bootstrap_dtls_sessions: get(&self.bootstrap_dtls_sessions),
+            bootstraps_started: get(&self.bootstraps_started),
+            bootstraps_finished: get(&self.bootstraps_finished),
+            bootstraps_failed: get(&self.bootstraps_failed),
             coap_datagrams_received_udp: get(&self.datagrams_received_udp),
             coap_datagrams_received_dtls: get(&self.datagrams_received_dtls),
             coap_datagrams_sent_udp: get(&self.datagrams_sent_udp),
@@ -235,6 +254,14 @@ pub struct MetricsSnapshot {
     pub dtls_handshake_failures: Vec<(&'static str, u64)>,
     /// Gauge: established DTLS sessions.
     pub dtls_sessions: u64,
+    /// Gauge: the bootstrap server's established DTLS sessions.
+    pub bootstrap_dtls_sessions: u64,
+    /// Bootstraps started (a Bootstrap-Request accepted).
+    pub bootstraps_started: u64,
+    /// Bootstraps finished: the device accepted Finish and its credential was installed.
+    pub bootstraps_finished: u64,
+    /// Bootstraps failed (a step refused or unanswered, a refused device).
+    pub bootstraps_failed: u64,
     /// Datagrams received on the plain CoAP sockets.
     pub coap_datagrams_received_udp: u64,
     /// Datagrams received on the CoAP-over-DTLS sockets.
@@ -321,6 +348,30 @@ impl MetricsSnapshot {
             GAUGE,
             "Devices registered now.",
             &[("", self.registered_clients)],
+        );
+        family(
+            o,
+            "lwm2m_bootstraps_total",
+            COUNTER,
+            "Bootstraps ended, by result (finished: the device holds its account).",
+            &[
+                ("result=\"finished\"", self.bootstraps_finished),
+                ("result=\"failed\"", self.bootstraps_failed),
+            ],
+        );
+        family(
+            o,
+            "lwm2m_bootstraps_started_total",
+            COUNTER,
+            "Bootstrap-Requests accepted.",
+            &[("", self.bootstraps_started)],
+        );
+        family(
+            o,
+            "lwm2m_bootstrap_dtls_sessions",
+            GAUGE,
+            "The bootstrap server's established DTLS sessions.",
+            &[("", self.bootstrap_dtls_sessions)],
         );
         family(
             o,

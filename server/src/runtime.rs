@@ -1,10 +1,13 @@
-//! The tokio driver of the [`Stack`]: `lwm2m::net::machine` runs it on two socket groups
-//! (plain CoAP and CoAP over DTLS) and this file only carries out what the stack asks for —
+//! The tokio driver of the [`Stack`]s: `lwm2m::net::machine` runs the LwM2M server's stack on
+//! two socket groups (plain CoAP and CoAP over DTLS) and the bootstrap server's, if enabled,
+//! on two more; this file only carries out what the stacks ask for —
 //! store writes to the group-committing writer, audit notes to the audit log, device events
 //! to the MQTT bridge, to callers waiting for a result and to the broadcast channel — and
 //! feeds it what the tasks around it bring: commands, admin operations, downlink messages,
-//! finished store commits. No protocol logic lives here.
+//! finished store commits — and installs the credential a bootstrapped device was given in
+//! the LwM2M server's index before it reads the next datagram. No protocol logic lives here.
 mod admin;
+mod bootstrap;
 pub(crate) mod inputs;
 
 use crate::bridge::sink::{Bridge, CommandPath};
@@ -16,7 +19,8 @@ use crate::handle::Control;
 use crate::metrics::Transport;
 use crate::provisioning::secrets::SecretsKey;
 use crate::provisioning::security::SharedCredentials;
-use crate::stack::{Stack, StackEvent};
+use crate::bootstrap::BootstrapRole;
+use crate::stack::{AuditNote, Stack, StackEvent};
 use crate::store::Store;
 use inputs::{CommitWait, Commits, Input};
 use lwm2m::coap::Transmit;
@@ -34,11 +38,19 @@ use tokio::task::JoinHandle;
 pub(crate) const PLAIN: Listener = 0;
 /// The socket group of CoAP over DTLS.
 pub(crate) const SECURE: Listener = 1;
+/// The bootstrap server's plain CoAP socket group.
+pub(crate) const BOOTSTRAP_PLAIN: Listener = 2;
+/// The bootstrap server's CoAP-over-DTLS socket group.
+pub(crate) const BOOTSTRAP_SECURE: Listener = 3;
 
 /// The server task's state: the stack and the sinks of what it produces.
 pub(crate) struct Shell {
     /// Everything protocol: the driver only feeds it and carries out what it asks.
     pub(crate) stack: Stack,
+    /// The bootstrap server's stack, if `[bootstrap]` is enabled.
+    pub(crate) bootstrap: Option<Stack<BootstrapRole>>,
+    /// The bootstrap server's credential index (factory credentials).
+    pub(crate) bootstrap_creds: SharedCredentials,
     /// Where the stack's writes go, group-committed by the store's writer thread.
     pub(crate) store: Store,
     /// For the store part of admin operations (credentials are sealed with it).
@@ -89,17 +101,24 @@ impl Machine for Shell {
     type Command = Input;
 
     fn handle_datagram(&mut self, now: Instant, l: Listener, peer: SocketAddr, data: &[u8]) {
-        let transport = if l == PLAIN {
+        let transport = if l == PLAIN || l == BOOTSTRAP_PLAIN {
             Transport::Udp
         } else {
             Transport::Dtls
         };
-        self.stack.handle_datagram(now, transport, peer, data);
+        if l == PLAIN || l == SECURE {
+            self.stack.handle_datagram(now, transport, peer, data);
+        } else if let Some(bs) = self.bootstrap.as_mut() {
+            bs.handle_datagram(now, transport, peer, data);
+        }
         self.drain(now);
     }
 
     fn handle_timeout(&mut self, now: Instant) {
         self.stack.handle_timeout(now);
+        if let Some(bs) = self.bootstrap.as_mut() {
+            bs.handle_timeout(now);
+        }
         self.drain(now);
     }
 
@@ -149,16 +168,24 @@ impl Machine for Shell {
     }
 
     fn poll_transmit(&mut self) -> Option<(Listener, Transmit<SocketAddr>)> {
-        let (transport, t) = self.stack.poll_transmit()?;
+        if let Some((transport, t)) = self.stack.poll_transmit() {
+            let listener = match transport {
+                Transport::Udp => PLAIN,
+                Transport::Dtls => SECURE,
+            };
+            return Some((listener, t));
+        }
+        let (transport, t) = self.bootstrap.as_mut()?.poll_transmit()?;
         let listener = match transport {
-            Transport::Udp => PLAIN,
-            Transport::Dtls => SECURE,
+            Transport::Udp => BOOTSTRAP_PLAIN,
+            Transport::Dtls => BOOTSTRAP_SECURE,
         };
         Some((listener, t))
     }
 
     fn poll_timeout(&self) -> Option<Instant> {
-        self.stack.poll_timeout()
+        let bs = self.bootstrap.as_ref().and_then(Stack::poll_timeout);
+        [self.stack.poll_timeout(), bs].into_iter().flatten().min()
     }
 
     fn flush(&mut self) {
@@ -175,24 +202,25 @@ impl Machine for Shell {
 }
 
 impl Shell {
-    /// Carries out what the stack produced: store writes, audit entries, device events.
+    /// Carries out what the stacks produced: store writes, audit entries, device events. A
+    /// finished bootstrap changes the LwM2M server's credentials, whose stack then has
+    /// more to hand out: both are drained until neither has anything.
     fn drain(&mut self, now: Instant) {
-        while let Some(ev) = self.stack.poll_event() {
+        loop {
+            while let Some(ev) = self.stack.poll_event() {
+                match ev {
+                    StackEvent::Store(op) => self.write(op),
+                    StackEvent::Audit(note) => self.audit(note),
+                    StackEvent::Device(ev) => self.device_event(now, ev),
+                }
+            }
+            let Some(ev) = self.bootstrap.as_mut().and_then(Stack::poll_event) else {
+                break;
+            };
             match ev {
-                StackEvent::Store(op) => {
-                    let r = match op {
-                        StoreOp::Put(t, k, v) => self.store.put(t, k, v),
-                        StoreOp::Delete(t, k) => self.store.delete(t, k),
-                        StoreOp::DeletePrefix(t, p) => self.store.delete_prefix(t, p),
-                    };
-                    if let Err(e) = r {
-                        tracing::error!(error = %e, "store write failed");
-                    }
-                }
-                StackEvent::Audit(note) => {
-                    crate::provisioning::audit::record(&self.store, &note.at(SystemTime::now()));
-                }
-                StackEvent::Device(ev) => self.device_event(now, ev),
+                StackEvent::Store(op) => self.write(op),
+                StackEvent::Audit(note) => self.audit(note),
+                StackEvent::Device(ev) => self.bootstrap_event(now, ev),
             }
         }
         // Whatever wrote the outbox (an event, a downlink refused at once, a shadow), the
@@ -201,6 +229,21 @@ impl Shell {
         if self.bridge.as_mut().is_some_and(Bridge::take_written) {
             self.stack.outbox_written();
         }
+    }
+
+    fn write(&mut self, op: StoreOp) {
+        let r = match op {
+            StoreOp::Put(t, k, v) => self.store.put(t, k, v),
+            StoreOp::Delete(t, k) => self.store.delete(t, k),
+            StoreOp::DeletePrefix(t, p) => self.store.delete_prefix(t, p),
+        };
+        if let Err(e) = r {
+            tracing::error!(error = %e, "store write failed");
+        }
+    }
+
+    fn audit(&self, note: AuditNote) {
+        crate::provisioning::audit::record(&self.store, &note.at(SystemTime::now()));
     }
 
     /// A device event to the callers waiting for it, the MQTT bridge and the subscribers.

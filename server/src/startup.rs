@@ -1,7 +1,7 @@
 //! Starting a server: the object definitions, the store and the secrets key, the state a
 //! previous run left (credentials, DTLS sessions, registrations, the MQTT bridge's outbox),
-//! the sockets, the MQTT bridge, the HTTP API and the admin socket — then the server task,
-//! whose driver runs the [`Stack`] on the sockets.
+//! the sockets, the MQTT bridge, the HTTP API and the admin socket, the bootstrap server — then
+//! the server task, whose driver runs the [`Stack`]s on the sockets.
 use crate::config::Config;
 use crate::core::types::Link;
 use crate::core::ServerCore;
@@ -11,16 +11,19 @@ use crate::provisioning::admin::{self, AdminRequest};
 use crate::provisioning::secrets::SecretsKey;
 use crate::provisioning::security::{self, SharedCredentials};
 use crate::runtime::inputs::Inputs;
-use crate::runtime::{Shell, Tasks, PLAIN, SECURE};
+use crate::bootstrap::{BootstrapRole, ConfiguredAccounts};
+use crate::runtime::{Shell, Tasks, BOOTSTRAP_PLAIN, BOOTSTRAP_SECURE, PLAIN, SECURE};
 use crate::stack::{Secure, Stack};
 use crate::store::{Store, StoreConfig};
 use anyhow::Context;
 use dtls::pki::Roots;
 use lwm2m::model::Registry;
 use lwm2m::net::machine::{self, Sockets};
+use lwm2m_bootstrap::BootstrapConfig;
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -54,11 +57,15 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
 
     let mut dtls = None;
     let mut roots = Roots::default();
-    if !config.server.coaps_bind.is_empty() {
-        let key = security::server_key(config)?;
+    let bootstrap_dtls = config.bootstrap.enabled && !config.bootstrap.coaps_bind.is_empty();
+    let mut server_key = None;
+    if !config.server.coaps_bind.is_empty() || bootstrap_dtls {
+        server_key = Some(security::server_key(config)?);
         roots = security::trusted_roots(&config.security.trusted_ca)?;
+    }
+    if !config.server.coaps_bind.is_empty() {
         dtls = Some(dtls::Server::new(
-            security::dtls_config(config, Some(key), clock_base),
+            security::dtls_config(config, server_key.clone(), clock_base),
             rand::random(),
         ));
     }
@@ -135,11 +142,23 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         }
         None => (None, None),
     };
+    let bootstrap_creds = SharedCredentials::default();
+    let (bootstrap, bootstrap_addrs) = bootstrap_stack(
+        config,
+        &mut sockets,
+        server_key,
+        &roots,
+        &bootstrap_creds,
+        &secrets,
+        &metrics,
+        clock_base,
+    )?;
     let handle = ServerHandle {
         control: control_tx,
         events: events.clone(),
         local_addrs: Arc::new(addrs),
         secure_addrs: Arc::new(secure_addrs),
+        bootstrap_addrs: Arc::new(bootstrap_addrs),
         store_stats: store.stats_handle(),
         metrics: metrics.clone(),
         http_addr,
@@ -164,6 +183,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let (inputs, commits) = Inputs::new(control, Some(admin_requests), downlink);
     let shell = Shell {
         stack,
+        bootstrap,
+        bootstrap_creds,
         store,
         secrets,
         creds,
@@ -183,6 +204,83 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         shell.finish().await
     });
     Ok(Server { handle, task })
+}
+
+/// The bootstrap server's stack and its sockets (plain, DTLS), if `[bootstrap]` is enabled:
+/// the same DTLS settings and server key as the LwM2M server, its own engine and sessions,
+/// judged against the factory credentials.
+#[allow(clippy::too_many_arguments)]
+fn bootstrap_stack(
+    config: &Config,
+    sockets: &mut Sockets,
+    key: Option<Arc<dtls::pki::OwnKey>>,
+    roots: &Roots,
+    creds: &SharedCredentials,
+    secrets: &Arc<SecretsKey>,
+    metrics: &Arc<Metrics>,
+    clock_base: (std::time::Instant, SystemTime),
+) -> anyhow::Result<(
+    Option<Stack<BootstrapRole>>,
+    (Vec<SocketAddr>, Vec<SocketAddr>),
+)> {
+    let bs = &config.bootstrap;
+    if !bs.enabled {
+        return Ok((None, Default::default()));
+    }
+    let recv_buffer = config.server.udp_recv_buffer_bytes;
+    let mut plain = Vec::new();
+    if config.security.allow_nosec && !bs.coap_bind.is_empty() {
+        plain = sockets
+            .bind_listener(&bs.coap_bind, recv_buffer, BOOTSTRAP_PLAIN)
+            .with_context(|| format!("binding bootstrap CoAP sockets {:?}", bs.coap_bind))?;
+        for a in &plain {
+            tracing::info!(addr = %a, "bootstrap (NoSec) listening");
+        }
+    }
+    let mut secure_addrs = Vec::new();
+    let mut secure = None;
+    if let Some(key) = key.filter(|_| !bs.coaps_bind.is_empty()) {
+        secure_addrs = sockets
+            .bind_listener(&bs.coaps_bind, recv_buffer, BOOTSTRAP_SECURE)
+            .with_context(|| format!("binding bootstrap CoAPs sockets {:?}", bs.coaps_bind))?;
+        for a in &secure_addrs {
+            tracing::info!(addr = %a, "bootstrap over DTLS listening");
+        }
+        secure = Some((
+            key.clone(),
+            Secure {
+                server: dtls::Server::new(
+                    security::dtls_config(config, Some(key), clock_base),
+                    rand::random(),
+                ),
+                creds: creds.clone(),
+                roots: roots.clone(),
+                secrets: secrets.clone(),
+            },
+        ));
+    }
+    let (spki, certificate) = match &secure {
+        Some((key, _)) => (key.spki.clone(), key.chain.first().cloned()),
+        None => (Vec::new(), None),
+    };
+    let accounts = ConfiguredAccounts::new(bs.clone(), spki, certificate, creds.clone());
+    let mut coap = config.endpoint();
+    coap.rng_seed = rand::random();
+    let core_config = BootstrapConfig {
+        coap,
+        max_sequences: bs.max_sequences,
+        sequence_timeout: Duration::from_secs(bs.sequence_timeout_secs),
+        ..BootstrapConfig::default()
+    };
+    let core = BootstrapRole::new(core_config, Box::new(accounts));
+    let stack = Stack::new(
+        core,
+        secure.map(|(_, s)| s),
+        metrics.clone(),
+        None,
+        clock_base.0,
+    );
+    Ok((Some(stack), (plain, secure_addrs)))
 }
 
 /// The bundled object definitions and those in `objects_dir`.

@@ -160,6 +160,12 @@ impl TestServer {
         } else {
             format!("{text}\n[mqtt]\nenabled = false\n")
         };
+        // The bootstrap server beside it on free ports, for the same reason.
+        let text = if extra.contains("[bootstrap]") {
+            text
+        } else {
+            format!("{text}\n[bootstrap]\ncoap_bind = [\"127.0.0.1:0\"]\ncoaps_bind = [\"127.0.0.1:0\"]\n")
+        };
         // The HTTP API on any free port, for the same reason.
         let text = if extra.contains("[http]") {
             text

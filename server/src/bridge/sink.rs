@@ -284,6 +284,13 @@ impl Bridge {
                     }
                 }
             }
+            DeviceEvent::Bootstrap {
+                endpoint, stage, ..
+            } => self.publish(
+                endpoint,
+                "up/bootstrap",
+                envelope::bootstrap(endpoint, stage),
+            ),
             DeviceEvent::AuthFailed { .. } => {}
         }
     }

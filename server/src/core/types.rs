@@ -232,6 +232,16 @@ pub enum DeviceEvent {
         /// The result.
         outcome: Outcome,
     },
+    /// A device's bootstrap, as the bootstrap server beside this server ran it (OMA LwM2M
+    /// TS 1.2 Core §6.1).
+    Bootstrap {
+        /// The endpoint.
+        endpoint: String,
+        /// Where the device was (its address, or its DTLS connection).
+        peer: String,
+        /// How far it got.
+        stage: BootstrapStage,
+    },
     /// An observation ended without being cancelled by a command (the device reset it,
     /// or sent a final error).
     ObservationEnded {
@@ -240,6 +250,42 @@ pub enum DeviceEvent {
         /// The observation.
         observation: ObservationId,
     },
+}
+
+/// How far a device's bootstrap got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BootstrapStage {
+    /// The device asked (Bootstrap-Request) and was accepted.
+    Started,
+    /// The device accepted Bootstrap-Finish: it holds its LwM2M server account, and the
+    /// server accepts the account's credential from now on.
+    Finished {
+        /// How it authenticates to the LwM2M server: `psk`, `rpk`, `x509` or `nosec`.
+        security: &'static str,
+        /// The generated PSK identity, or the SHA-256 of the key or certificate bound (never
+        /// a key).
+        identity: Option<String>,
+        /// The LwM2M version the device announced, if it did.
+        version: Option<String>,
+    },
+    /// The sequence failed at `step`; the device will ask again.
+    Failed {
+        /// The step (`request`, `discover /`, `write /0/1`, `finish`, `install`...).
+        step: String,
+        /// Why (the device's code, a timeout, a refusal).
+        reason: String,
+    },
+}
+
+impl BootstrapStage {
+    /// `started`, `finished` or `failed`.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Self::Started => "started",
+            Self::Finished { .. } => "finished",
+            Self::Failed { .. } => "failed",
+        }
+    }
 }
 
 /// How a device reaches the server: plain CoAP from an address, or a DTLS session (whose

@@ -44,6 +44,12 @@ pub enum AuditKind {
     NoSecRefused,
     /// A DTLS session was closed (revoked credential, alert, eviction).
     SessionClosed,
+    /// A device asked the bootstrap server for its account and was accepted.
+    BootstrapStarted,
+    /// A device was bootstrapped: it holds its LwM2M server account and credential.
+    BootstrapFinished,
+    /// A bootstrap failed or was refused (the step and why).
+    BootstrapFailed,
 }
 
 impl AuditKind {
@@ -56,17 +62,23 @@ impl AuditKind {
             AuditKind::EndpointMismatch => "endpoint-mismatch",
             AuditKind::NoSecRefused => "no-sec-refused",
             AuditKind::SessionClosed => "session-closed",
+            AuditKind::BootstrapStarted => "bootstrap-started",
+            AuditKind::BootstrapFinished => "bootstrap-finished",
+            AuditKind::BootstrapFailed => "bootstrap-failed",
         }
     }
 
     /// Every kind.
-    const ALL: [AuditKind; 6] = [
+    const ALL: [AuditKind; 9] = [
         AuditKind::CredentialAdded,
         AuditKind::CredentialRevoked,
         AuditKind::AuthFailed,
         AuditKind::EndpointMismatch,
         AuditKind::NoSecRefused,
         AuditKind::SessionClosed,
+        AuditKind::BootstrapStarted,
+        AuditKind::BootstrapFinished,
+        AuditKind::BootstrapFailed,
     ];
 
     fn parse(s: &str) -> Option<Self> {

@@ -117,7 +117,7 @@ impl<C: Role> Stack<C> {
             None => sessions::Schedule::off(),
         };
         if let Some(s) = &secure {
-            metrics.set_dtls_sessions(s.server.usage().sessions);
+            C::sessions_gauge(&metrics, s.server.usage().sessions);
         }
         Self {
             core,
@@ -138,6 +138,11 @@ impl<C: Role> Stack<C> {
     /// stack's `poll_*` like any others).
     pub fn core_mut(&mut self) -> &mut C {
         &mut self.core
+    }
+
+    /// The counters the stack writes.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The DTLS engine, if the server serves DTLS.
@@ -233,7 +238,7 @@ impl<C: Role> Stack<C> {
 
     /// Every established session as store writes (at shutdown); returns how many.
     pub fn save_sessions(&mut self) -> usize {
-        let Some(secure) = self.secure.as_ref() else {
+        let Some(secure) = self.secure.as_ref().filter(|_| C::SAVES_SESSIONS) else {
             return 0;
         };
         let conns = secure.server.conns();

@@ -19,6 +19,14 @@ use std::time::Instant;
 pub trait Role {
     /// What the core reports to the rest of the server.
     type Event;
+    /// Whether the role's DTLS sessions are saved to the store, so that devices continue
+    /// after a restart without a new handshake. The LwM2M server's are; a bootstrap
+    /// session lasts one sequence, not worth a store write each.
+    const SAVES_SESSIONS: bool = true;
+    /// Sets the gauge of the role's established DTLS sessions.
+    fn sessions_gauge(metrics: &Metrics, sessions: usize) {
+        metrics.set_dtls_sessions(sessions);
+    }
     /// One datagram (decrypted, for a DTLS peer) from `peer`.
     fn handle_datagram(&mut self, now: Instant, peer: Link, data: &[u8]);
     /// The deadline from [`poll_timeout`](Self::poll_timeout) passed (early calls are fine).

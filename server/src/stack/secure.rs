@@ -74,7 +74,9 @@ impl Secure {
                     tracing::debug!(endpoint = %principal, %peer, suite = suite.name(), resumed, "DTLS session established");
                     metrics.dtls_handshake(true);
                     core.peer_authenticated(Link::Dtls(conn), principal, peer);
-                    out.extend(self.save(conn).map(StackEvent::Store));
+                    if C::SAVES_SESSIONS {
+                        out.extend(self.save(conn).map(StackEvent::Store));
+                    }
                 }
                 ServerEvent::Migrated { conn, from, to } => {
                     tracing::debug!(peer = %to, %from, %conn, "DTLS session moved (Connection ID)");
@@ -87,7 +89,9 @@ impl Secure {
                 } => {
                     tracing::debug!(endpoint = %principal, %conn, ?reason, "DTLS session closed");
                     core.peer_closed(Link::Dtls(conn));
-                    out.push_back(StackEvent::Store(sessions::delete(conn)));
+                    if C::SAVES_SESSIONS {
+                        out.push_back(StackEvent::Store(sessions::delete(conn)));
+                    }
                 }
                 ServerEvent::HandshakeFailed { peer, failure } => {
                     metrics.dtls_handshake_failed(failure.error.label());
@@ -98,7 +102,7 @@ impl Secure {
                 }
             }
         }
-        metrics.set_dtls_sessions(self.server.usage().sessions);
+        C::sessions_gauge(metrics, self.server.usage().sessions);
     }
 
     /// The audit note of a refused handshake. The identity a device presented names its

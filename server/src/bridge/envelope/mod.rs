@@ -91,7 +91,8 @@ mod values;
 
 pub use downlink::{parse_command, parse_command_with, CommandLimits};
 pub use uplink::{
-    code_msg, deregistered, error_response, flatten, notify, registered, response, send, updated,
+    bootstrap, code_msg, deregistered, error_response, flatten, notify, registered, response, send,
+    updated,
 };
 pub use values::{type_name, value_from_json, value_to_json};
 

@@ -1,8 +1,11 @@
 //! Uplink: device events and command results as the JSON published on `up/...`
-//! (`register`, `update`, `deregister`, `notify`, `send`, `resp`), and the response codes.
+//! (`register`, `update`, `deregister`, `notify`, `send`, `resp`, `bootstrap`), and the response
+//! codes.
 use super::values::value_to_json;
 use super::ERROR_MSG_TYPE;
-use crate::core::types::{CommandError, Content, DeregisterReason, Outcome, Registration};
+use crate::core::types::{
+    BootstrapStage, CommandError, Content, DeregisterReason, Outcome, Registration,
+};
 use lwm2m::coap::MessageClass;
 use lwm2m::content::link::encode_discover;
 use lwm2m::content::Record;
@@ -90,6 +93,36 @@ pub fn deregistered(endpoint: &str, reason: DeregisterReason) -> Json {
     data.insert("ep".into(), endpoint.into());
     data.insert("reason".into(), reason.into());
     envelope(None, "deregister", data)
+}
+
+/// `up/bootstrap`: a device's bootstrap started, finished (with the generated PSK identity or
+/// the bound key's fingerprint, never a key) or failed (the step and why). Ours; EMQX has no
+/// bootstrap server.
+pub fn bootstrap(endpoint: &str, stage: &BootstrapStage) -> Json {
+    let mut data = Map::new();
+    data.insert("ep".into(), endpoint.into());
+    data.insert("status".into(), stage.as_str().into());
+    match stage {
+        BootstrapStage::Started => {}
+        BootstrapStage::Finished {
+            security,
+            identity,
+            version,
+        } => {
+            data.insert("security".into(), (*security).into());
+            if let Some(id) = identity {
+                data.insert("identity".into(), id.clone().into());
+            }
+            if let Some(v) = version {
+                data.insert("lwm2m".into(), v.clone().into());
+            }
+        }
+        BootstrapStage::Failed { step, reason } => {
+            data.insert("step".into(), step.clone().into());
+            data.insert("reason".into(), reason.clone().into());
+        }
+    }
+    envelope(None, "bootstrap", data)
 }
 
 /// `up/notify`: a notification (Core §6.4.2), with the `reqID` of the observe command that
