@@ -45,6 +45,14 @@ enum DeviceCmd {
     Add(AddArgs),
     /// List every credential (never the keys).
     List,
+    /// Make a registered device bootstrap again for a fresh credential: the server executes
+    /// Bootstrap-Request Trigger (/1/x/9) on it when it is reachable (a sleeping queue-mode
+    /// device when it wakes). Needs the running server.
+    Rotate {
+        /// The endpoint name.
+        #[arg(long)]
+        endpoint: String,
+    },
     /// Revoke an endpoint's credential; a running server closes its session at once.
     Revoke {
         /// The endpoint name.
@@ -217,6 +225,9 @@ mod admin_cli {
                 command: DeviceCmd::List,
             } => AdminOp::DeviceList,
             Cmd::Device {
+                command: DeviceCmd::Rotate { endpoint },
+            } => AdminOp::DeviceRotate { endpoint },
+            Cmd::Device {
                 command: DeviceCmd::Revoke { endpoint },
             } => AdminOp::DeviceRevoke { endpoint },
             Cmd::Device {
@@ -324,6 +335,13 @@ mod admin_cli {
 
     /// Applies `op` directly to the store: no server is running.
     async fn offline(config: &Config, op: AdminOp) -> anyhow::Result<AdminReply> {
+        if matches!(op, AdminOp::DeviceRotate { .. }) {
+            bail!(
+                "{} (no server answers on {})",
+                admin::ROTATE_NEEDS_SERVER,
+                config.admin_socket_path().display()
+            );
+        }
         let path = config.store_path();
         if !path.exists() {
             // Only adding a device creates the data directory; reading or revoking in a
@@ -350,7 +368,7 @@ mod admin_cli {
                     })
                 }
                 // `device import` goes through `import` above, which creates the directory.
-                AdminOp::DeviceImport { .. } => {}
+                AdminOp::DeviceImport { .. } | AdminOp::DeviceRotate { .. } => {}
             }
         }
         let store = admin::open_offline(config, false)?;
@@ -398,6 +416,9 @@ mod admin_cli {
                 }
             }
             AdminOp::DeviceList => print_devices(&reply.devices.unwrap_or_default()),
+            AdminOp::DeviceRotate { endpoint } => println!(
+                "asked {endpoint} to bootstrap again (Bootstrap-Request Trigger, /1/x/9): it gets a fresh credential when it is reachable"
+            ),
             AdminOp::DeviceImport { .. } => {
                 if let Some(r) = reply.import {
                     println!(

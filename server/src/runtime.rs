@@ -10,6 +10,7 @@ mod admin;
 mod bootstrap;
 pub(crate) mod inputs;
 
+use crate::bootstrap::BootstrapRole;
 use crate::bridge::sink::{Bridge, CommandPath};
 use crate::bridge::Running;
 use crate::core::persist::StoreOp;
@@ -19,7 +20,6 @@ use crate::handle::Control;
 use crate::metrics::Transport;
 use crate::provisioning::secrets::SecretsKey;
 use crate::provisioning::security::SharedCredentials;
-use crate::bootstrap::BootstrapRole;
 use crate::stack::{AuditNote, Stack, StackEvent};
 use crate::store::Store;
 use inputs::{CommitWait, Commits, Input};
@@ -30,7 +30,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::{broadcast, oneshot};
 use tokio::task::JoinHandle;
 
@@ -94,6 +94,16 @@ impl CommandPath for CoreAt<'_> {
 
     fn cancel_observation(&mut self, endpoint: &str, path: Path) -> CommandId {
         self.core.cancel_observation(self.now, endpoint, path)
+    }
+
+    fn bootstrap_trigger(
+        &mut self,
+        endpoint: &str,
+        ttl: Option<Duration>,
+        timeout: Option<Duration>,
+    ) -> CommandId {
+        self.core
+            .bootstrap_trigger(self.now, endpoint, ttl, timeout)
     }
 }
 

@@ -2,6 +2,7 @@
 //! previous run left (credentials, DTLS sessions, registrations, the MQTT bridge's outbox),
 //! the sockets, the MQTT bridge, the HTTP API and the admin socket, the bootstrap server — then
 //! the server task, whose driver runs the [`Stack`]s on the sockets.
+use crate::bootstrap::{BootstrapRole, ConfiguredAccounts};
 use crate::config::Config;
 use crate::core::types::Link;
 use crate::core::ServerCore;
@@ -11,7 +12,6 @@ use crate::provisioning::admin::{self, AdminRequest};
 use crate::provisioning::secrets::SecretsKey;
 use crate::provisioning::security::{self, SharedCredentials};
 use crate::runtime::inputs::Inputs;
-use crate::bootstrap::{BootstrapRole, ConfiguredAccounts};
 use crate::runtime::{Shell, Tasks, BOOTSTRAP_PLAIN, BOOTSTRAP_SECURE, PLAIN, SECURE};
 use crate::stack::{Secure, Stack};
 use crate::store::{Store, StoreConfig};
@@ -206,6 +206,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     Ok(Server { handle, task })
 }
 
+/// The bootstrap server's stack, and its plain and DTLS addresses.
+type BootstrapParts = (
+    Option<Stack<BootstrapRole>>,
+    (Vec<SocketAddr>, Vec<SocketAddr>),
+);
+
 /// The bootstrap server's stack and its sockets (plain, DTLS), if `[bootstrap]` is enabled:
 /// the same DTLS settings and server key as the LwM2M server, its own engine and sessions,
 /// judged against the factory credentials.
@@ -219,10 +225,7 @@ fn bootstrap_stack(
     secrets: &Arc<SecretsKey>,
     metrics: &Arc<Metrics>,
     clock_base: (std::time::Instant, SystemTime),
-) -> anyhow::Result<(
-    Option<Stack<BootstrapRole>>,
-    (Vec<SocketAddr>, Vec<SocketAddr>),
-)> {
+) -> anyhow::Result<BootstrapParts> {
     let bs = &config.bootstrap;
     if !bs.enabled {
         return Ok((None, Default::default()));

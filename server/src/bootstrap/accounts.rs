@@ -188,12 +188,19 @@ mod tests {
         let (i1, k1) = psk(&one);
         assert_eq!(k1.len(), 16);
         assert!(i1.len() <= 32 && !i1.is_empty());
-        assert_ne!(psk(&one), psk(&two), "a second bootstrap gets a fresh credential");
+        assert_ne!(
+            psk(&one),
+            psk(&two),
+            "a second bootstrap gets a fresh credential"
+        );
         assert_ne!(psk(&one).0, psk(&other).0);
         assert_ne!(psk(&one).1, psk(&other).1);
         assert_eq!(one.server_uri, "coaps://127.0.0.1:5684");
         assert_eq!((one.short_server_id, one.lifetime), (1, 300));
-        assert!(!format!("{one:?}").contains(&hex::encode(&k1)), "no key in logs");
+        assert!(
+            !format!("{one:?}").contains(&hex::encode(&k1)),
+            "no key in logs"
+        );
     }
 
     #[test]

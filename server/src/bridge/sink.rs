@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// The command path, as the bridge uses it.
 pub trait CommandPath {
@@ -26,6 +27,13 @@ pub trait CommandPath {
     fn submit(&mut self, command: Command) -> CommandId;
     /// Cancels the observation of `path` on `endpoint`; the result comes back likewise.
     fn cancel_observation(&mut self, endpoint: &str, path: Path) -> CommandId;
+    /// Makes `endpoint` bootstrap again (Execute `/1/x/9`); the result comes back likewise.
+    fn bootstrap_trigger(
+        &mut self,
+        endpoint: &str,
+        ttl: Option<Duration>,
+        timeout: Option<Duration>,
+    ) -> CommandId;
 }
 
 /// An observation started from MQTT: whose, on what, and the `reqID` its notifications carry.
@@ -379,6 +387,12 @@ impl Bridge {
                             Action::CancelObserve(path) => {
                                 core.cancel_observation(&d.endpoint, path)
                             }
+                            Action::BootstrapTrigger { timeout, mut ttl } => {
+                                if let Some(expiry) = d.expiry {
+                                    ttl = Some(expiry.min(*COMMAND_TTL_RANGE.end()));
+                                }
+                                core.bootstrap_trigger(&d.endpoint, ttl, timeout)
+                            }
                         };
                         self.remember(
                             id,
@@ -586,6 +600,7 @@ fn parsed_path(action: &Action) -> Option<String> {
     match action {
         Action::Command(cmd) => Some(cmd.request.path().to_string()),
         Action::CancelObserve(p) => Some(p.to_string()),
+        Action::BootstrapTrigger { .. } => None,
     }
 }
 
@@ -607,6 +622,15 @@ mod tests {
             CommandId(self.0)
         }
         fn cancel_observation(&mut self, _: &str, _: Path) -> CommandId {
+            self.0 += 1;
+            CommandId(self.0)
+        }
+        fn bootstrap_trigger(
+            &mut self,
+            _: &str,
+            _: Option<Duration>,
+            _: Option<Duration>,
+        ) -> CommandId {
             self.0 += 1;
             CommandId(self.0)
         }

@@ -88,11 +88,7 @@ impl Default for BootstrapSection {
 impl BootstrapSection {
     pub(super) fn validate(&self, allow_nosec: bool) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(m));
-        check(
-            "bootstrap.coap_bind",
-            self.coap_bind.len(),
-            &BIND_ADDRESSES,
-        )?;
+        check("bootstrap.coap_bind", self.coap_bind.len(), &BIND_ADDRESSES)?;
         check(
             "bootstrap.coaps_bind",
             self.coaps_bind.len(),
@@ -136,10 +132,15 @@ impl BootstrapSection {
             ));
         }
         if self.server_security == ServerSecurity::Nosec && !allow_nosec {
-            return bad("bootstrap.server_security = \"nosec\" needs security.allow_nosec = true".into());
+            return bad(
+                "bootstrap.server_security = \"nosec\" needs security.allow_nosec = true".into(),
+            );
         }
         if self.binding.is_empty()
-            || !self.binding.chars().all(|c| matches!(c, 'U' | 'Q' | 'N' | 'T' | 'S'))
+            || !self
+                .binding
+                .chars()
+                .all(|c| matches!(c, 'U' | 'Q' | 'N' | 'T' | 'S'))
         {
             return bad(format!(
                 "bootstrap.binding {:?} must be made of U, Q, N, T and S (Core E.2)",

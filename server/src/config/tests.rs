@@ -688,8 +688,14 @@ fn embedded_bootstrap_defaults_match_the_struct_defaults() {
     assert!(b.enabled && d.enabled, "bootstrap runs by default");
     assert_eq!(b.coap_bind, d.coap_bind);
     assert_eq!(b.coaps_bind, d.coaps_bind);
-    assert!(b.coaps_bind.iter().all(|a| a.port() == 5784 && a.ip().is_loopback()));
-    assert!(b.coap_bind.iter().all(|a| a.port() == 5783 && a.ip().is_loopback()));
+    assert!(b
+        .coaps_bind
+        .iter()
+        .all(|a| a.port() == 5784 && a.ip().is_loopback()));
+    assert!(b
+        .coap_bind
+        .iter()
+        .all(|a| a.port() == 5783 && a.ip().is_loopback()));
     assert_eq!(b.server_uri, d.server_uri);
     assert_eq!(b.server_uri, "coaps://127.0.0.1:5684");
     assert_eq!((b.lifetime, d.lifetime), (300, 300));
@@ -700,7 +706,10 @@ fn embedded_bootstrap_defaults_match_the_struct_defaults() {
     assert_eq!(b.sequence_timeout_secs, d.sequence_timeout_secs);
     assert_eq!(b.max_sequences, d.max_sequences);
     let p = Config::parse(include_str!("../../../config/production.toml")).unwrap();
-    assert!(p.bootstrap.coap_bind.is_empty(), "no NoSec bootstrap in production");
+    assert!(
+        p.bootstrap.coap_bind.is_empty(),
+        "no NoSec bootstrap in production"
+    );
 }
 
 #[test]
@@ -720,6 +729,9 @@ fn a_bootstrap_account_that_cannot_work_is_refused() {
     let e = err("[security]\nallow_nosec = false\n[bootstrap]\nserver_uri = \"coap://h:5683\"\nserver_security = \"nosec\"\n");
     assert!(e.contains("needs security.allow_nosec"), "{e}");
     // Turned off, its listeners may be anything.
-    let c = Config::parse("[security]\nallow_nosec = false\n[bootstrap]\nenabled = false\ncoaps_bind = []\n").unwrap();
+    let c = Config::parse(
+        "[security]\nallow_nosec = false\n[bootstrap]\nenabled = false\ncoaps_bind = []\n",
+    )
+    .unwrap();
     assert!(!c.bootstrap.enabled);
 }

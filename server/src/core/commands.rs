@@ -14,7 +14,7 @@ use crate::store::Table;
 use lwm2m::coap::{ExchangeError, Packet, Peer, RequestId, RequestOptions};
 use lwm2m::content::negotiate::ClientFormats;
 use lwm2m::content::ContentFormat;
-use lwm2m::model::{PathLevel, Registry};
+use lwm2m::model::{Path, PathLevel, Registry};
 use lwm2m::ops::dm::{DmResponse, DownlinkRequest};
 use std::fmt::Display;
 use std::str::FromStr;
@@ -92,6 +92,52 @@ fn choose_format(
 }
 
 impl<P: Peer + Display + FromStr> ServerCore<P> {
+    /// Makes `endpoint` bootstrap again: Execute of Bootstrap-Request Trigger `/1/x/9` (Core
+    /// Appendix E.2) on its Server object instance, through the command path like any command
+    /// (queued while a queue-mode device sleeps, for `ttl`). The instance is the first `/1`
+    /// instance the device registered; a device that lists none fails the command as not
+    /// supported.
+    pub fn bootstrap_trigger(
+        &mut self,
+        now: Instant,
+        endpoint: &str,
+        ttl: Option<Duration>,
+        timeout: Option<Duration>,
+    ) -> CommandId {
+        let instance = self.registration(endpoint).map(|reg| {
+            reg.links.objects.iter().find_map(|(p, _)| {
+                (p.object_id() == Some(1))
+                    .then(|| p.instance_id())
+                    .flatten()
+            })
+        });
+        match instance {
+            Some(None) => {
+                let id = self.next_command_id();
+                self.finish(
+                    id,
+                    endpoint,
+                    "execute",
+                    None,
+                    Err(CommandError::NotSupported(
+                        "the device registered no Server object instance (/1/x) to execute Bootstrap-Request Trigger on".into(),
+                    )),
+                );
+                id
+            }
+            // Unknown devices fail in `submit`, like any other command.
+            instance => {
+                let path = Path::resource(1, instance.flatten().unwrap_or(0), 9);
+                let cmd = Command {
+                    ttl,
+                    timeout,
+                    ..Command::new(endpoint, DownlinkRequest::Execute { path, args: None })
+                };
+                self.submit(now, cmd)
+            }
+        }
+    }
+
     /// Submits a command. Its result comes later as [`DeviceEvent::CommandResult`] with the
     /// returned id: at once for an unknown device, after the device answers, or after its
     /// time-to-live if it never wakes.

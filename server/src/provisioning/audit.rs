@@ -50,6 +50,8 @@ pub enum AuditKind {
     BootstrapFinished,
     /// A bootstrap failed or was refused (the step and why).
     BootstrapFailed,
+    /// A device was asked to bootstrap again for a fresh credential (`device rotate`).
+    RotationRequested,
 }
 
 impl AuditKind {
@@ -65,11 +67,12 @@ impl AuditKind {
             AuditKind::BootstrapStarted => "bootstrap-started",
             AuditKind::BootstrapFinished => "bootstrap-finished",
             AuditKind::BootstrapFailed => "bootstrap-failed",
+            AuditKind::RotationRequested => "rotation-requested",
         }
     }
 
     /// Every kind.
-    const ALL: [AuditKind; 9] = [
+    const ALL: [AuditKind; 10] = [
         AuditKind::CredentialAdded,
         AuditKind::CredentialRevoked,
         AuditKind::AuthFailed,
@@ -79,6 +82,7 @@ impl AuditKind {
         AuditKind::BootstrapStarted,
         AuditKind::BootstrapFinished,
         AuditKind::BootstrapFailed,
+        AuditKind::RotationRequested,
     ];
 
     fn parse(s: &str) -> Option<Self> {

@@ -4,6 +4,8 @@
 //! change to be committed.
 use super::Shell;
 use crate::provisioning::admin::{self, AdminOp, AdminReply, AdminRequest};
+use crate::provisioning::audit::AuditKind;
+use crate::stack::AuditNote;
 use std::time::Instant;
 
 impl Shell {
@@ -13,6 +15,7 @@ impl Shell {
     pub(super) fn admin(&mut self, now: Instant, req: AdminRequest) {
         let (reply, audit_limit) = match req.op {
             AdminOp::Audit { limit } => (AdminReply::ok(), Some(limit)),
+            AdminOp::DeviceRotate { endpoint } => (self.rotate(now, &endpoint), None),
             op => (self.apply(now, op), None),
         };
         // The side effects (closed sessions' deletes, audit entries, the core's writes) reach
@@ -45,6 +48,28 @@ impl Shell {
                 let _ = req.reply.send(AdminReply::error(format!("store: {e}")));
             }
         }
+    }
+
+    /// Asks a registered device to bootstrap again, through the command path (so a sleeping
+    /// device gets it when it wakes); its result is a command result event like any other.
+    fn rotate(&mut self, now: Instant, endpoint: &str) -> AdminReply {
+        if self.stack.core().registration(endpoint).is_none() {
+            return AdminReply::error(format!(
+                "endpoint {endpoint:?} is not registered: a device is asked to bootstrap again through its registration"
+            ));
+        }
+        let id = self
+            .stack
+            .core_mut()
+            .bootstrap_trigger(now, endpoint, None, None);
+        tracing::info!(%endpoint, command = id.0, "rotation requested: Bootstrap-Request Trigger");
+        self.audit(AuditNote {
+            kind: AuditKind::RotationRequested,
+            endpoint: Some(endpoint.to_string()),
+            peer: None,
+            detail: format!("Bootstrap-Request Trigger (command {})", id.0),
+        });
+        AdminReply::ok()
     }
 
     /// The store part, then the stack's side effects for the endpoints whose credential

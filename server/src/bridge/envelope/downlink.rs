@@ -146,6 +146,10 @@ pub fn parse_command_with(
     let action = read_action(&msg_type, data, &cx)
         .and_then(|a| match a {
             Request::Cancel(p) => Ok(Action::CancelObserve(p)),
+            Request::BootstrapTrigger => Ok(Action::BootstrapTrigger {
+                timeout: seconds_option(obj.get("timeout"), "timeout", COMMAND_TIMEOUT_RANGE)?,
+                ttl: seconds_option(obj.get("ttl"), "ttl", COMMAND_TTL_RANGE)?,
+            }),
             Request::Dm(request) => Ok(Action::Command(Command {
                 format: format_option(obj.get("format"))?,
                 timeout: seconds_option(obj.get("timeout"), "timeout", COMMAND_TIMEOUT_RANGE)?,
@@ -171,6 +175,7 @@ struct Cx<'a> {
 enum Request {
     Dm(DownlinkRequest),
     Cancel(Path),
+    BootstrapTrigger,
 }
 
 fn read_action(msg_type: &str, data: &Map<String, Json>, cx: &Cx<'_>) -> Result<Request, String> {
@@ -216,6 +221,8 @@ fn read_action(msg_type: &str, data: &Map<String, Json>, cx: &Cx<'_>) -> Result<
             paths: composite_paths(data)?,
         },
         "write-composite" => write_composite(data, cx)?,
+        // Core E.2 /1/x/9, on the instance the core finds: nothing to say in `data`.
+        "bootstrap-trigger" => return Ok(Request::BootstrapTrigger),
         other => return Err(format!("unknown msgType {other:?}")),
     }))
 }

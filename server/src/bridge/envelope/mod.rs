@@ -101,7 +101,7 @@ use lwm2m::model::Path;
 use serde_json::Value as Json;
 
 /// Every `msgType` a command may have.
-pub const COMMAND_TYPES: [&str; 12] = [
+pub const COMMAND_TYPES: [&str; 13] = [
     "read",
     "discover",
     "write",
@@ -114,6 +114,7 @@ pub const COMMAND_TYPES: [&str; 12] = [
     "read-composite",
     "write-composite",
     "observe-composite",
+    "bootstrap-trigger",
 ];
 
 /// The `msgType` of a malformed command's error when it had none.
@@ -137,6 +138,14 @@ pub enum Action {
     Command(Command),
     /// Cancel the server's observation of this path (`cancel-observe`).
     CancelObserve(Path),
+    /// Make the device bootstrap again (`bootstrap-trigger`): Execute `/1/x/9` on its Server
+    /// object instance, which the core finds from the registration.
+    BootstrapTrigger {
+        /// How long to wait for the device's answer once sent.
+        timeout: Option<std::time::Duration>,
+        /// How long the command may wait for a sleeping device.
+        ttl: Option<std::time::Duration>,
+    },
 }
 
 /// Why a command was refused before reaching the device. Answer it with

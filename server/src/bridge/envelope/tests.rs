@@ -732,6 +732,57 @@ fn deregister_message() {
 }
 
 #[test]
+fn bootstrap_messages_say_how_far_it_got_and_never_carry_a_key() {
+    use crate::core::types::BootstrapStage;
+    assert_eq!(
+        bootstrap("dev-1", &BootstrapStage::Started),
+        json!({"msgType": "bootstrap", "data": {"ep": "dev-1", "status": "started"}})
+    );
+    assert_eq!(
+        bootstrap(
+            "dev-1",
+            &BootstrapStage::Finished {
+                security: "psk",
+                identity: Some("3f2a".into()),
+                version: Some("1.1".into()),
+            }
+        ),
+        json!({"msgType": "bootstrap", "data": {"ep": "dev-1", "status": "finished",
+            "security": "psk", "identity": "3f2a", "lwm2m": "1.1"}})
+    );
+    assert_eq!(
+        bootstrap(
+            "dev-1",
+            &BootstrapStage::Failed {
+                step: "write /0/1".into(),
+                reason: "the device answered 4.00".into(),
+            }
+        ),
+        json!({"msgType": "bootstrap", "data": {"ep": "dev-1", "status": "failed",
+            "step": "write /0/1", "reason": "the device answered 4.00"}})
+    );
+}
+
+#[test]
+fn bootstrap_trigger_needs_no_path_and_takes_ttl_and_timeout() {
+    let parsed = parse(
+        json!({"reqID": 9, "msgType": "bootstrap-trigger", "data": {},
+        "ttl": 3600, "timeout": 30}),
+    )
+    .expect("parses");
+    assert_eq!(parsed.msg_type, "bootstrap-trigger");
+    assert_eq!(
+        parsed.action,
+        Action::BootstrapTrigger {
+            timeout: Some(Duration::from_secs(30)),
+            ttl: Some(Duration::from_secs(3600)),
+        }
+    );
+    let e = refused(json!({"reqID": 9, "msgType": "bootstrap-trigger", "data": {}, "ttl": -1}));
+    assert!(e.message.contains("ttl"), "{}", e.message);
+}
+
+#[test]
 fn notify_matches_emqx() {
     // emqx_lwm2m_SUITE case60_observe, ReadResult2, plus "type".
     let content = Content::Node(Node::Resource(Resource::Single(Value::Integer(4096))));

@@ -28,6 +28,16 @@ impl CommandPath for CoreAt<'_> {
     fn cancel_observation(&mut self, endpoint: &str, path: Path) -> CommandId {
         self.core.cancel_observation(self.now, endpoint, path)
     }
+
+    fn bootstrap_trigger(
+        &mut self,
+        endpoint: &str,
+        ttl: Option<std::time::Duration>,
+        timeout: Option<std::time::Duration>,
+    ) -> CommandId {
+        self.core
+            .bootstrap_trigger(self.now, endpoint, ttl, timeout)
+    }
 }
 
 /// The bridge on a real store, fed every core event the way the runtime feeds it.

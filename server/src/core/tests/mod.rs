@@ -429,6 +429,70 @@ fn command_to_an_awake_device_returns_its_value() {
 }
 
 #[test]
+fn bootstrap_trigger_executes_1_x_9_on_the_server_instance_the_device_registered() {
+    let mut w = World::new();
+    w.answer = Box::new(|_, _| Some(msg::response(ResponseType::Changed)));
+    let r = Register::new(
+        "rotated",
+        parse_registration_links(b"</1/4>,</3/0>").unwrap(),
+    );
+    w.send_from(1, r.to_coap());
+    let mark = w.net.sent().len();
+    let now = w.now();
+    let id = w.core.bootstrap_trigger(now, "rotated", None, None);
+    w.flush();
+    let sent = packets_to(&w, 1, mark);
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(msg::uri_path(&sent[0]), "/1/4/9");
+    assert_eq!(
+        sent[0].header.code,
+        MessageClass::Request(RequestType::Post)
+    );
+    assert!(w.results().iter().any(|(i, o)| *i == id && o.is_ok()));
+
+    // A device that lists no Server instance cannot be asked; one that is not registered
+    // fails like any command.
+    let r = Register::new("bare", parse_registration_links(b"</3/0>").unwrap());
+    w.send_from(2, r.to_coap());
+    let now = w.now();
+    let id = w.core.bootstrap_trigger(now, "bare", None, None);
+    w.flush();
+    assert!(w
+        .results()
+        .iter()
+        .any(|(i, o)| *i == id && matches!(o, Err(CommandError::NotSupported(_)))));
+    let id = w.core.bootstrap_trigger(now, "nobody", None, None);
+    w.flush();
+    assert!(w
+        .results()
+        .iter()
+        .any(|(i, o)| *i == id && *o == Err(CommandError::UnknownDevice)));
+}
+
+#[test]
+fn a_bootstrap_trigger_for_a_sleeping_device_waits_for_it_to_wake() {
+    let mut w = World::new();
+    w.answer = Box::new(|_, _| Some(msg::response(ResponseType::Changed)));
+    let (loc, mark) = w.register_and_sleep(1, "sleepy", 86_400);
+    let now = w.now();
+    let id = w
+        .core
+        .bootstrap_trigger(now, "sleepy", Some(Duration::from_secs(7200)), None);
+    w.flush();
+    w.advance(Duration::from_secs(600));
+    assert_eq!(w.sent_to(1, mark), 0, "nothing goes to a sleeping device");
+    w.sleep(1, false);
+    let wake = w.net.sent().len();
+    w.send_from(1, Update::default().to_coap(&loc));
+    let sent = packets_to(&w, 1, wake);
+    assert!(
+        sent.iter().any(|p| msg::uri_path(p) == "/1/0/9"),
+        "{sent:?}"
+    );
+    assert!(w.results().iter().any(|(i, o)| *i == id && o.is_ok()));
+}
+
+#[test]
 fn command_for_an_unknown_device_fails_at_once() {
     let mut w = World::new();
     w.submit("nobody", read(Path::resource(3, 0, 0)));

@@ -43,7 +43,7 @@ mod server;
 mod tests;
 
 pub use client::{call, CLIENT_TIMEOUT};
-pub use ops::{apply_import, apply_offline, open_offline, OfflineError};
+pub use ops::{apply_import, apply_offline, open_offline, OfflineError, ROTATE_NEEDS_SERVER};
 pub use protocol::{
     AdminOp, AdminReply, AdminRequest, ImportReport, RefusedEntry, MAX_AUDIT_LIMIT,
     MAX_IMPORT_CHUNK, MAX_REPLY_LEN, MAX_REQUEST_LEN,

@@ -48,6 +48,7 @@ pub fn apply_offline(
                 ..AdminReply::ok()
             }
         }
+        AdminOp::DeviceRotate { .. } => AdminReply::error(ROTATE_NEEDS_SERVER),
         AdminOp::DeviceList => AdminReply {
             devices: Some(creds.list()),
             ..AdminReply::ok()
@@ -83,6 +84,9 @@ pub fn apply_offline(
         },
     }
 }
+
+/// Why `device rotate` cannot be applied to the store alone.
+pub const ROTATE_NEEDS_SERVER: &str = "rotation needs the running server: it asks the device to bootstrap again (Execute /1/x/9), and the bootstrap server gives it a fresh credential";
 
 /// The audit event of an added credential, as `device-add` and `device-import` record it.
 fn added_event(device: &CredentialSummary, replaced: Option<&CredentialSummary>) -> AuditEvent {

@@ -33,6 +33,12 @@ pub enum AdminOp {
     },
     /// List every credential (never the keys).
     DeviceList,
+    /// Make a registered device bootstrap again (Execute `/1/x/9`, queued while it sleeps),
+    /// so that it gets a fresh credential; only a running server can.
+    DeviceRotate {
+        /// The endpoint.
+        endpoint: String,
+    },
     /// Revoke an endpoint's credential; the runtime also closes its live session.
     DeviceRevoke {
         /// The endpoint.
