@@ -9,9 +9,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-const CRATES: [&str; 6] = [
+const CRATES: [&str; 7] = [
     "dtls",
     "lwm2m",
+    "bootstrap",
     "server",
     "client-sim",
     "tests/fuzz",
@@ -228,6 +229,7 @@ fn module_docs_stand_on_their_own() {
     for dir in [
         "tests/tests",
         "lwm2m/tests",
+        "bootstrap/tests",
         "server/tests",
         "client-sim/tests",
     ] {
