@@ -173,6 +173,14 @@ fn main() -> anyhow::Result<()> {
         for a in server.handle.secure_addrs() {
             println!("listening on coaps://{a}");
         }
+        // Worded apart from the lines above, so that a script looking for the LwM2M
+        // server's first "listening on coaps://" line never takes a bootstrap port.
+        for a in server.handle.bootstrap_addrs() {
+            println!("bootstrap on coap://{a}");
+        }
+        for a in server.handle.bootstrap_secure_addrs() {
+            println!("bootstrap on coaps://{a}");
+        }
         if let Some(a) = server.handle.http_addr() {
             println!("listening on http://{a}");
         }
