@@ -16,9 +16,23 @@
 //! The core is generic over the peer type `P` (a socket address for plain CoAP, a DTLS
 //! connection for CoAPs): the server that embeds it authenticates DTLS peers and tells the
 //! core who they are ([`peer_authenticated`](BootstrapCore::peer_authenticated)).
+//!
+//! # Layout
+//! - `account`: [`Account`] and [`Accounts`], what a device is given and who decides it.
+//! - `event`: [`Event`], what the core reports.
+//! - `core`: [`BootstrapCore`], the driver: datagrams, timers, the sequences table, who each
+//!   DTLS peer is; `core/incoming` reads the device's Bootstrap-Request and
+//!   Bootstrap-Pack-Request.
+//! - `sequence`: the steps of one device's sequence and the choices between them (content
+//!   format, instance ids, fallbacks).
+//! - `encode`: an account as Security and Server instances, and as a Write's payload.
+//! - `pack`: an account as a Bootstrap-Pack answer.
 pub mod account;
 mod core;
+mod encode;
 mod event;
+mod pack;
+mod sequence;
 
 pub use account::{Account, AccountRequest, AccountSecurity, Accounts, Refusal};
 pub use core::{BootstrapConfig, BootstrapCore, BootstrapUsage};
