@@ -33,6 +33,8 @@ mod encode;
 mod event;
 mod pack;
 mod sequence;
+#[cfg(test)]
+mod tests;
 
 pub use account::{Account, AccountRequest, AccountSecurity, Accounts, Refusal};
 pub use core::{BootstrapConfig, BootstrapCore, BootstrapUsage};
