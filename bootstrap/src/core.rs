@@ -143,6 +143,8 @@ impl<P: Peer> BootstrapCore<P> {
             if deadline > now {
                 break;
             }
+            // Removed here too, so an entry without its sequence cannot stall the loop.
+            self.deadlines.remove(&(deadline, id));
             self.fail(now, id, None, Failure::Timeout);
         }
         self.process(now);

@@ -1,9 +1,9 @@
 //! An [`Account`] as the object instances a device holds (OMA LwM2M TS 1.2 Core Appendix E.1
 //! Security, E.2 Server), and those instances as the payload of a Bootstrap-Write (Core
-//! §6.1.7.4) in any content format the device takes (Core §7.4).
+//! §6.1) in any content format the device takes (Core §7.4).
 //!
 //! Only the resources the bootstrap server decides are written; the device keeps the
-//! defaults of every other resource (Core §6.1.7.4: a Write of an instance that does not
+//! defaults of every other resource (Core §6.1: a Write of an instance that does not
 //! exist creates it with the resources given).
 use crate::account::{Account, AccountSecurity};
 use lwm2m::content::{self, CodecError, ContentFormat};

@@ -1,6 +1,6 @@
-//! The answer to a Bootstrap-Pack-Request (OMA LwM2M TS 1.2 Core §6.1.7.8, new in 1.2): the
+//! The answer to a Bootstrap-Pack-Request (OMA LwM2M TS 1.2 Core §6.1, new in 1.2): the
 //! account's Security and Server instances as one composite payload, in SenML CBOR, SenML
-//! JSON or LwM2M CBOR (Core §7.4.5, §7.4.6).
+//! JSON or LwM2M CBOR (Core §7.4).
 //!
 //! No Bootstrap-Discover precedes a pack, so the bootstrap server cannot see which instance
 //! ids the device uses. The account goes to `/0/1` and `/1/0`: by the usual layout (the Core

@@ -1,4 +1,4 @@
-//! The steps of one device's bootstrap sequence (OMA LwM2M TS 1.2 Core §6.1.7, §5.2.7):
+//! The steps of one device's bootstrap sequence (OMA LwM2M TS 1.2 Core §6.1):
 //! Bootstrap-Discover `/`, Bootstrap-Delete `/0` and `/1`, Bootstrap-Write of the account's
 //! Security and Server instances, Bootstrap-Read of the Server instance back (1.1+), and
 //! Bootstrap-Finish.
@@ -177,7 +177,9 @@ impl Sequence {
     }
 
     /// Reads the device's answer to the step in progress: the next operation to send,
-    /// `None` once the device accepted Finish, or why the sequence fails.
+    /// `None` once the device accepted Finish, or why the sequence fails — at the step that
+    /// was in progress before this call, which the caller takes from [`step`](Self::step)
+    /// first.
     pub(crate) fn on_response(
         &mut self,
         response: &Packet,

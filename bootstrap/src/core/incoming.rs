@@ -1,4 +1,4 @@
-//! The requests a device sends the bootstrap server (OMA LwM2M TS 1.2 Core §6.1.7.1
+//! The requests a device sends the bootstrap server (OMA LwM2M TS 1.2 Core §6.1:
 //! Bootstrap-Request `POST /bs?ep=..&pct=..`, and the Bootstrap-Pack-Request of 1.2,
 //! `GET /bspack?ep=..`; Transport §6.1): who may ask, what they are answered, and the
 //! sequence or pack that follows.
@@ -74,7 +74,7 @@ impl<P: Peer> BootstrapCore<P> {
             ids.dedup();
             ids
         };
-        if self.sequences.len() - replaced.len() >= self.config.max_sequences {
+        if self.sequences.len().saturating_sub(replaced.len()) >= self.config.max_sequences {
             tracing::warn!(endpoint = %request.endpoint, "bootstrap sequences at their bound: 5.03");
             return Err(Lwm2mError::ServiceUnavailable);
         }

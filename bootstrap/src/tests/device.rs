@@ -243,7 +243,7 @@ impl Device {
         })
     }
 
-    /// The Discover answer (Core §6.1.7.2 example shape).
+    /// The Discover answer (the shape of the Core specification's example).
     pub(crate) fn discover(&self) -> String {
         let mut links = Vec::new();
         if let Some(v) = self.version {
