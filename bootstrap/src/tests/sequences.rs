@@ -443,3 +443,34 @@ fn a_new_bootstrap_request_mid_sequence_starts_over_and_late_answers_are_ignored
     assert_holds_account(&w, 1, "meter-24", 1, 0);
     assert_eq!(w.core.usage().sequences, 0);
 }
+
+#[test]
+fn a_crowd_of_devices_at_once_is_bootstrapped_and_leaves_no_state_behind() {
+    let mut w = World::lossy(
+        9,
+        Faults {
+            loss: 0.05,
+            latency: Duration::from_millis(40),
+            jitter: Duration::from_millis(40),
+            ..Faults::default()
+        },
+    );
+    let addrs: Vec<u8> = (1..=60).collect();
+    for &a in &addrs {
+        let version = if a % 3 == 0 { "1.0" } else { "1.1" };
+        w.add(a, Device::new(a, &format!("crowd-{a}"), Some(version)));
+    }
+    for &a in &addrs {
+        w.request(a, None);
+    }
+    assert!(w.run_until(Duration::from_secs(600), |w| addrs
+        .iter()
+        .all(|a| w.ended(*a))));
+    for &a in &addrs {
+        let name = format!("crowd-{a}");
+        finished(&w, a);
+        assert_holds_account(&w, a, &name, 1, 0);
+    }
+    assert_eq!(w.core.usage().sequences, 0);
+    assert_eq!(w.core.coap().usage().outgoing, 0);
+}
