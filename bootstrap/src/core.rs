@@ -253,6 +253,7 @@ impl<P: Peer> BootstrapCore<P> {
         let Some(run) = self.sequences.get_mut(&seq_id) else {
             return;
         };
+        tracing::debug!(endpoint = %run.seq.endpoint, peer = ?run.peer, step = %run.seq.step(), "bootstrap step");
         match self
             .coap
             .send_request(now, run.peer, op.to_coap(), RequestOptions::default())

@@ -404,3 +404,63 @@ fn smallest_free(used: &BTreeSet<u16>) -> Result<u16, Failure> {
         .find(|i| !used.contains(i))
         .ok_or_else(|| Failure::Malformed("no free instance id".into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seq(pct: Option<ContentFormat>, version: Option<&str>) -> Sequence {
+        let mut s = Sequence::new("d".into(), crate::tests::account_for("d"), pct, true);
+        s.version = version.map(str::to_owned);
+        s
+    }
+
+    #[test]
+    fn the_write_format_follows_pct_then_the_announced_version() {
+        use ContentFormat::*;
+        for (pct, version, want) in [
+            (None, None, Tlv),
+            (None, Some("1.0"), Tlv),
+            (None, Some("1.1"), SenmlCbor),
+            (None, Some("1.2"), SenmlCbor),
+            (None, Some("1.2.1"), SenmlCbor),
+            (None, Some("2"), SenmlCbor),
+            (None, Some("one"), Tlv),
+            (Some(Tlv), Some("1.2"), Tlv),
+            (Some(Lwm2mCbor), Some("1.2"), Lwm2mCbor),
+            (Some(SenmlJson), None, SenmlJson),
+            // Formats that cannot carry an instance Write are not honoured.
+            (Some(Text), Some("1.1"), SenmlCbor),
+            (Some(Lwm2mJson), Some("1.0"), Tlv),
+        ] {
+            assert_eq!(
+                seq(pct, version).initial_format(),
+                want,
+                "{pct:?} {version:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_discover_answer_with_too_many_instances_is_refused() {
+        let links: Vec<String> = (0..=MAX_REMEMBERED_INSTANCES as u16 + 1)
+            .map(|i| format!("</1/{i}>;ssid={}", i + 1))
+            .collect();
+        let mut s = seq(None, None);
+        assert!(matches!(
+            s.discovered(links.join(",").as_bytes()),
+            Err(Failure::Malformed(_))
+        ));
+        let mut s = seq(None, None);
+        s.discovered(b"</>;lwm2m=1.1,</0/0>,</0/1>;ssid=1,</0/2>;ssid=2,</1/1>;ssid=1")
+            .unwrap();
+        assert_eq!((s.security_id, s.server_id), (3, 0));
+        assert_eq!(
+            s.security_instances,
+            [1, 2],
+            "the bootstrap account /0/0 is spared"
+        );
+        assert_eq!(s.server_instances, [1]);
+        assert_eq!(s.format, ContentFormat::SenmlCbor);
+    }
+}
