@@ -6,9 +6,10 @@
 //! asks its [`Accounts`] what LwM2M server account each one gets, and runs the sequence
 //! that writes it: Discover `/`, Delete `/0` and `/1` (the device spares its bootstrap
 //! server's own Security instance), Write the Security (0) and Server (1) instances of the
-//! account, read the Server instance back from a 1.1+ device (Bootstrap-Read), Finish. It never touches a socket, a clock or a store: time comes in as `now`,
-//! datagrams go out through [`poll_transmit`](BootstrapCore::poll_transmit), and what
-//! happened comes out of [`poll_event`](BootstrapCore::poll_event) — in particular
+//! account, read the Server instance back from a 1.1+ device (Bootstrap-Read), Finish. It
+//! never touches a socket, a clock or a store: time comes in as `now`, datagrams go out
+//! through [`poll_transmit`](BootstrapCore::poll_transmit), and what happened comes out
+//! of [`poll_event`](BootstrapCore::poll_event) — in particular
 //! [`Event::Finished`], after which the embedding server installs the account's credential
 //! for its LwM2M server. Nothing is installed before the device accepted Finish, so a device
 //! that drops mid-sequence leaves nothing behind.
