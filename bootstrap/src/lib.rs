@@ -6,9 +6,10 @@
 //! asks its [`Accounts`] what LwM2M server account each one gets, and runs the sequence
 //! that writes it: Discover `/`, Delete `/0` and `/1` (the device spares its bootstrap
 //! server's own Security instance), Write the Security (0) and Server (1) instances of the
-//! account, Finish. It never touches a socket, a clock or a store: time comes in as `now`,
-//! datagrams go out through [`poll_transmit`](BootstrapCore::poll_transmit), and what
-//! happened comes out of [`poll_event`](BootstrapCore::poll_event) — in particular
+//! account, read the Server instance back from a 1.1+ device (Bootstrap-Read), Finish. It
+//! never touches a socket, a clock or a store: time comes in as `now`, datagrams go out
+//! through [`poll_transmit`](BootstrapCore::poll_transmit), and what happened comes out
+//! of [`poll_event`](BootstrapCore::poll_event) — in particular
 //! [`Event::Finished`], after which the embedding server installs the account's credential
 //! for its LwM2M server. Nothing is installed before the device accepted Finish, so a device
 //! that drops mid-sequence leaves nothing behind.
@@ -16,9 +17,25 @@
 //! The core is generic over the peer type `P` (a socket address for plain CoAP, a DTLS
 //! connection for CoAPs): the server that embeds it authenticates DTLS peers and tells the
 //! core who they are ([`peer_authenticated`](BootstrapCore::peer_authenticated)).
+//!
+//! # Layout
+//! - `account`: [`Account`] and [`Accounts`], what a device is given and who decides it.
+//! - `event`: [`Event`], what the core reports.
+//! - `core`: [`BootstrapCore`], the driver: datagrams, timers, the sequences table, who each
+//!   DTLS peer is; `core/incoming` reads the device's Bootstrap-Request and
+//!   Bootstrap-Pack-Request.
+//! - `sequence`: the steps of one device's sequence and the choices between them (content
+//!   format, instance ids, fallbacks).
+//! - `encode`: an account as Security and Server instances, and as a Write's payload.
+//! - `pack`: an account as a Bootstrap-Pack answer.
 pub mod account;
 mod core;
+mod encode;
 mod event;
+mod pack;
+mod sequence;
+#[cfg(test)]
+mod tests;
 
 pub use account::{Account, AccountRequest, AccountSecurity, Accounts, Refusal};
 pub use core::{BootstrapConfig, BootstrapCore, BootstrapUsage};
