@@ -273,6 +273,9 @@ fn bootstrap_stack(
         coap,
         max_sequences: bs.max_sequences,
         sequence_timeout: Duration::from_secs(bs.sequence_timeout_secs),
+        // As many as the DTLS engine holds sessions: a DTLS peer the core forgot would look
+        // like a NoSec one to it.
+        max_peers: config.dtls.max_sessions,
         ..BootstrapConfig::default()
     };
     let core = BootstrapRole::new(core_config, Box::new(accounts));
