@@ -51,6 +51,8 @@ if ! ensure_aiocoap_dtls "$VENV" ||
     exit 1
 fi
 PY="$VENV/bin/python"
+# The scripts import interop/lwm2m_codec.py: no __pycache__ left in the source tree.
+export PYTHONDONTWRITEBYTECODE=1
 DEVICE="$ROOT/interop/aiocoap_bootstrap_device.py"
 
 if [ -n "${LWM2M_SERVER:-}" ]; then
