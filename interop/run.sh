@@ -9,6 +9,10 @@
 #   lwm2m_dtls.sh         libcoap's coap-client (OpenSSL and GnuTLS) and aiocoap/tinydtls
 #                         against lwm2m-server over DTLS: PSK, certificate, raw public key,
 #                         refusals, audit log, restart
+#   lwm2m_bootstrap.sh    a scripted aiocoap/tinydtls device bootstraps from lwm2m-server's
+#                         bootstrap server over DTLS (LwM2M 1.1 SenML CBOR, 1.0 TLV), then
+#                         registers with the PSK it was written; re-bootstrap, a device silent
+#                         mid-sequence, refused factory credentials
 #   mqtt_bridge.sh        mosquitto and its clients against the MQTT bridge: registration,
 #                         read, observe, queue mode, message expiry, malformed commands, a
 #                         broker outage and kill -9 of the server during notification streams
@@ -16,7 +20,7 @@ set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 TOTAL_PASSED=0
 TOTAL_FAILED=0
-for suite in coap_core.sh lwm2m_registration.sh lwm2m_dtls.sh mqtt_bridge.sh; do
+for suite in coap_core.sh lwm2m_registration.sh lwm2m_dtls.sh lwm2m_bootstrap.sh mqtt_bridge.sh; do
     echo "== $suite"
     out="$(bash "$HERE/$suite" 2>&1)"
     status=$?
