@@ -205,12 +205,14 @@ impl Shard {
         }
     }
 
+    /// Drops device `i`'s failed attempt and schedules the next. Its slot of the fleet's
+    /// window goes to the next device meanwhile, as after a failed Register.
     fn retry_later(&mut self, i: usize, now: Instant, retry: Option<std::time::Duration>) {
-        if let Some(b) = self
-            .devices
-            .get_mut(i)
-            .and_then(|d| d.bootstrapping.as_mut())
-        {
+        let Some(d) = self.devices.get_mut(i) else {
+            return;
+        };
+        d.permit = None;
+        if let Some(b) = d.bootstrapping.as_mut() {
             b.attempt = None;
             b.retry_at = Some(now + retry.unwrap_or_default());
         }
