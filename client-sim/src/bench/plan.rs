@@ -198,11 +198,8 @@ impl Setup {
             (SecurityMode::NoSec, false) => None,
             (other, _) => anyhow::bail!("account security {other:?} for {}", account.uri),
         };
-        let mut config = self.client.clone();
+        let mut config = self.client.clone().with_account(&account);
         config.endpoint = name.to_owned();
-        config.short_server_id = account.short_server_id;
-        config.lifetime = account.lifetime.unwrap_or(config.lifetime);
-        config.binding = account.binding.unwrap_or(config.binding);
         config.rng_seed = self.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(boot);
         Ok((Client::new(config, server, store), dtls, server))
     }

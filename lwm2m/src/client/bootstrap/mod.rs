@@ -76,10 +76,14 @@ impl BootstrapperConfig {
         }
     }
 
-    /// Switches to `version`, with that version's default formats.
+    /// Switches to `version`, with that version's formats (for 1.2, LwM2M CBOR too, last:
+    /// a bootstrap server may write in it, and reads are answered in the others first).
     pub fn with_version(mut self, version: Lwm2mVersion) -> Self {
         self.version = version;
         self.content_formats = ClientConfig::formats_for(version, false);
+        if version == Lwm2mVersion::V1_2 {
+            self.content_formats.push(ContentFormat::Lwm2mCbor);
+        }
         self
     }
 

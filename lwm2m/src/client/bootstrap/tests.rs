@@ -183,19 +183,21 @@ fn account_security() -> Instance {
 
 #[test]
 fn a_whole_bootstrap_in_each_format_leaves_the_account_and_the_bootstrap_server_s() {
-    for format in [
-        ContentFormat::Tlv,
-        ContentFormat::SenmlCbor,
-        ContentFormat::SenmlJson,
+    for (format, version) in [
+        (ContentFormat::Tlv, Lwm2mVersion::V1_1),
+        (ContentFormat::SenmlCbor, Lwm2mVersion::V1_1),
+        (ContentFormat::SenmlJson, Lwm2mVersion::V1_1),
+        (ContentFormat::Lwm2mCbor, Lwm2mVersion::V1_2),
     ] {
-        let mut b = Bench::started();
+        let mut b = Bench::new(BootstrapperConfig::new("dev-1").with_version(version));
+        b.start();
         let request = BootstrapRequest::from_coap(&b.requests[0]).unwrap();
         assert_eq!(request.endpoint, "dev-1");
 
         let answer = b.ask(&BootstrapOp::Discover(Path::ROOT));
         assert_eq!(code(&answer), "2.05");
         let d = Discovery::parse(&answer.payload).unwrap();
-        assert_eq!(d.version.as_deref(), Some("1.1"), "{format:?}");
+        assert_eq!(d.version.as_deref(), Some(version.as_str()), "{format:?}");
         assert_eq!(d.bootstrap_security_instance(), Some(0));
         assert_eq!(
             d.instances_of(SECURITY).next().unwrap().uri.as_deref(),
@@ -276,6 +278,13 @@ fn a_whole_bootstrap_in_each_format_leaves_the_account_and_the_bootstrap_server_
             })
         );
         assert!(store.get(&Path::instance(3, 0)).is_some());
+
+        // The client built on it registers with the account's settings.
+        let account = &store.server_accounts()[0];
+        let config = ClientConfig::new("dev-1").with_account(account);
+        let client = crate::client::Client::new(config, 2u8, store.clone());
+        assert_eq!(client.config().short_server_id, 101);
+        assert_eq!(client.store().lifetime(101), Some(600));
     }
 }
 
