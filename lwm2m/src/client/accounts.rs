@@ -1,12 +1,14 @@
 //! The server accounts an [`ObjectStore`] holds, typed (OMA LwM2M TS 1.2 Core Appendix E.1
 //! Security object, E.2 Server object): what a driver needs to build the DTLS session and
 //! the [`Client`](super::Client) for an LwM2M server after bootstrap, and to reach the
-//! bootstrap server again.
+//! bootstrap server again ([`ClientConfig::with_account`] carries an account's settings into
+//! the client's configuration).
 //!
 //! An LwM2M server account is a Security instance whose Bootstrap-Server resource
 //! (`/0/x/1`) is false, paired through its Short Server ID (`/0/x/10`) with the Server
 //! instance of the same ID (`/1/y/0`). The bootstrap server's account is the Security
 //! instance with `/0/x/1` true; it has no Server instance.
+use super::config::ClientConfig;
 use super::objects::ObjectStore;
 use crate::model::{Path, Value};
 use crate::ops::bootstrap::{SECURITY, SERVER};
@@ -177,6 +179,22 @@ impl ServerUri {
             host: host.to_owned(),
             port,
         })
+    }
+}
+
+impl ClientConfig {
+    /// Takes the Short Server ID, lifetime and binding of `account` (what a bootstrap
+    /// server gave), so that the [`Client`](super::Client) built on that store registers with
+    /// that account's settings rather than overwriting them with the defaults.
+    pub fn with_account(mut self, account: &ServerAccount) -> Self {
+        self.short_server_id = account.short_server_id;
+        if let Some(lifetime) = account.lifetime {
+            self.lifetime = lifetime;
+        }
+        if let Some(binding) = account.binding {
+            self.binding = binding;
+        }
+        self
     }
 }
 

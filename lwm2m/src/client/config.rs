@@ -95,20 +95,6 @@ impl ClientConfig {
         self
     }
 
-    /// Takes the Short Server ID, lifetime and binding of `account` (what a bootstrap
-    /// server gave), so that the [`Client`](super::Client) built on that store registers with
-    /// that account's settings rather than overwriting them with the defaults.
-    pub fn with_account(mut self, account: &super::ServerAccount) -> Self {
-        self.short_server_id = account.short_server_id;
-        if let Some(lifetime) = account.lifetime {
-            self.lifetime = lifetime;
-        }
-        if let Some(binding) = account.binding {
-            self.binding = binding;
-        }
-        self
-    }
-
     /// The formats a client of `version` supports, preferred first: TLV for 1.0 (Core
     /// §7.4: mandatory there); SenML CBOR, SenML JSON, TLV and CBOR for 1.1 and 1.2, with
     /// LwM2M CBOR first for 1.2 when `lwm2m_cbor` is set. Text and opaque always.
