@@ -372,7 +372,8 @@ pub(crate) struct Report {
     pub errors: BTreeMap<String, u64>,
     /// With `--server-pid`.
     pub server_process: Option<ServerUsage>,
-    /// In the `bootstrap` scenario.
+    /// In the `bootstrap` scenario; absent from the JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<BootstrapReport>,
 }
 
