@@ -3,7 +3,8 @@
 //!
 //! - `bench`: a scenario (`config/scenarios/*.toml`) of simulated LwM2M devices against a
 //!   server, with an optional MQTT backend; live progress and a report (`--json`).
-//! - `credentials`: the PSK of every device of a scenario, for `lwm2m-server device import`.
+//! - `credentials`: the PSK of every device of a scenario, for `lwm2m-server device import`
+//!   (or, for the `bootstrap` scenario, the factory PSKs for `lwm2m-server bootstrap import`).
 //! - `coap-bench`: the raw CoAP load generator used to measure the CoAP core against other
 //!   servers.
 //! - `dtls-bench`: PSK handshakes/s or CoAP-over-DTLS requests/s against any DTLS server.
@@ -34,7 +35,9 @@ enum Command {
     /// commands; shows live progress and reports throughput, latency and errors.
     Bench(bench::Args),
     /// Prints the PSK credentials of a scenario's devices as CSV
-    /// (`endpoint,psk_identity,psk_key`), the input of `lwm2m-server device import`.
+    /// (`endpoint,psk_identity,psk_key`), the input of `lwm2m-server device import`; for a
+    /// scenario with `[bootstrap]`, their factory credentials for the bootstrap server, the
+    /// input of `lwm2m-server bootstrap import`.
     Credentials(bench::CredentialArgs),
     /// Confirmable GETs against any CoAP server as fast as it answers; reports requests/s
     /// and latency. Speaks plain CoAP over UDP with no help from the project's own stack, so

@@ -51,7 +51,8 @@ const SPARE_FDS: u64 = 256;
 /// Command-line arguments of `bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct Args {
-    /// A shipped scenario (demo, storm, telemetry, sleepy) or the path of a scenario TOML.
+    /// A shipped scenario (demo, storm, telemetry, sleepy, bootstrap) or the path of a
+    /// scenario TOML.
     #[arg(long, default_value = "demo")]
     scenario: String,
     /// Override a scenario key, e.g. `--set fleet.devices=1000 --set behaviour.queue_mode=true`
@@ -67,6 +68,10 @@ pub(crate) struct Args {
     /// Seconds (overrides `duration_secs`).
     #[arg(long)]
     duration: Option<u64>,
+    /// The bootstrap server's URI, e.g. `coaps://127.0.0.1:5784` (overrides
+    /// `bootstrap.server`; the `bootstrap` scenario has one).
+    #[arg(long)]
+    bootstrap_server: Option<String>,
     /// The MQTT broker of the backend (overrides `backend.broker`).
     #[arg(long)]
     broker: Option<SocketAddr>,
@@ -123,13 +128,15 @@ fn scenario_of(name: &str, sets: &[String], devices: Option<u64>) -> anyhow::Res
 }
 
 /// `credentials`: the PSK of every device of the scenario, as `lwm2m-server device import`
-/// reads them.
+/// reads them; for a scenario with `[bootstrap]`, the factory PSKs the devices hold for the
+/// bootstrap server, as `lwm2m-server bootstrap import` reads them (the same columns).
 pub(crate) fn credentials(args: CredentialArgs) -> anyhow::Result<()> {
     let s = scenario_of(&args.scenario, &args.sets, args.devices)?;
     let pattern = NamePattern::parse(&s.fleet.name_pattern)?;
-    let keys = match &s.psk.file {
-        Some(f) => names::Keys::read(f)?,
-        None => names::Keys::derived(&s.psk.seed),
+    let keys = match (&s.bootstrap, &s.psk.file) {
+        (Some(b), _) => names::Keys::derived(&b.seed),
+        (None, Some(f)) => names::Keys::read(f)?,
+        (None, None) => names::Keys::derived(&s.psk.seed),
     };
     let mut out: Box<dyn std::io::Write> = match &args.out {
         Some(p) => Box::new(std::fs::File::create(p).with_context(|| format!("{}", p.display()))?),
@@ -162,6 +169,12 @@ pub(crate) fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(b) = args.broker {
         sets.push(format!("backend.broker=\"{b}\""));
+    }
+    if let Some(b) = &args.bootstrap_server {
+        sets.push(format!(
+            "bootstrap.server={}",
+            toml::Value::String(b.clone())
+        ));
     }
     let mut s = Scenario::load_with(&args.scenario, &sets)?;
     if args.no_backend {
@@ -491,5 +504,9 @@ fn report(
         errors_total: errors.total(),
         errors: errors.0,
         server_process,
+        bootstrap: s
+            .bootstrap
+            .as_ref()
+            .map(|_| c.bootstrap.report(c.first_sent_us)),
     }
 }

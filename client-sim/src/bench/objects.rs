@@ -7,7 +7,7 @@
 //! and package transfer are the firmware issue's to simulate (the hook is
 //! [`FIRMWARE_UPDATE`], which the device answers today by acknowledging the Execute only).
 use super::names::Psk;
-use lwm2m::client::ObjectStore;
+use lwm2m::client::{security_instance, ObjectStore, SecurityMode};
 use lwm2m::model::{Instance, Path, Resource, Value};
 use std::collections::BTreeMap;
 
@@ -170,6 +170,28 @@ pub(crate) fn device_store(
     Ok(store)
 }
 
+/// The object store of device `number` as it leaves the factory: the objects of
+/// [`device_store`] without any LwM2M server account (no Security instance of a server, no
+/// Server instance), and one Security instance for the bootstrap server at `bootstrap_uri`
+/// with the factory credentials.
+pub(crate) fn factory_store(
+    endpoint: &str,
+    number: u64,
+    bootstrap_uri: &str,
+    factory: &SecurityMode,
+    sensors: &[u16],
+) -> anyhow::Result<ObjectStore> {
+    let mut store = device_store(endpoint, number, bootstrap_uri, None, sensors)?;
+    for object in [0, 1] {
+        let ids: Vec<u16> = store.instance_ids(object).collect();
+        for i in ids {
+            store.remove_instance(object, i)?;
+        }
+    }
+    store.add_instance(0, 0, security_instance(bootstrap_uri, true, factory, None))?;
+    Ok(store)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +217,19 @@ mod tests {
         assert_eq!(s.value(&Path::resource(0, 0, 2)), Some(&Value::Integer(0)));
         assert_eq!(s.value(&sensor_value(3304)), Some(&Value::Float(45.0)));
         assert!(device_store("d", 7, "coap://x", None, &[9999]).is_err());
+    }
+
+    #[test]
+    fn a_factory_device_has_the_bootstrap_account_only() {
+        let factory = SecurityMode::Psk {
+            identity: b"d".to_vec(),
+            key: vec![1; 16],
+        };
+        let s = factory_store("d", 7, "coaps://127.0.0.1:5784", &factory, &[3303]).unwrap();
+        assert!(s.server_accounts().is_empty());
+        assert_eq!(s.bootstrap_account().unwrap().security, factory);
+        assert_eq!(s.instance_ids(1).count(), 0);
+        assert!(s.value(&sensor_value(3303)).is_some());
     }
 
     #[test]

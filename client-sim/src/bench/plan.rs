@@ -6,7 +6,7 @@ use super::names::{Keys, NamePattern, Psk};
 use super::objects;
 use super::scenario::{Scenario, Security, SensorValues};
 use anyhow::Context as _;
-use lwm2m::client::{Client, ClientConfig};
+use lwm2m::client::{Bootstrapper, BootstrapperConfig, Client, ClientConfig, SecurityMode};
 use lwm2m::model::Path;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
@@ -30,6 +30,20 @@ pub(crate) struct Setup {
     /// Seeds every device's randomness, so two runs differ but a device's own streams do
     /// not collide with another's.
     pub(super) seed: u64,
+    /// With a `[bootstrap]` section: devices start from factory credentials.
+    pub(super) bootstrap: Option<BootstrapSetup>,
+}
+
+/// What devices that bootstrap share.
+pub(crate) struct BootstrapSetup {
+    /// The bootstrap server's address and URI.
+    pub(super) server: SocketAddr,
+    pub(super) uri: String,
+    /// The factory PSKs.
+    pub(super) keys: Keys,
+    pub(super) finish_timeout: Duration,
+    /// How long a device waits before it tries again after a failed bootstrap.
+    pub(super) retry: Duration,
 }
 
 impl Setup {
@@ -65,7 +79,49 @@ impl Setup {
             distinct_ips: s.fleet.distinct_ips,
             timestamps: b.sensor_values == SensorValues::Timestamp,
             seed: rand::random(),
+            bootstrap: match &s.bootstrap {
+                Some(bs) => {
+                    let uri = lwm2m::client::ServerUri::parse(&bs.server)?;
+                    Some(BootstrapSetup {
+                        server: super::scenario::loopback_addr(&uri)?,
+                        uri: bs.server.clone(),
+                        keys: Keys::derived(&bs.seed),
+                        finish_timeout: Duration::from_secs(bs.finish_timeout_secs),
+                        retry: Duration::from_secs(bs.retry_secs),
+                    })
+                }
+                None => None,
+            },
         })
+    }
+
+    /// For a bootstrapping device: a [`Bootstrapper`] on its factory store (the objects of
+    /// [`client`](Self::client) without any LwM2M server account, and the bootstrap server's
+    /// Security instance with its factory PSK), and the DTLS configuration of that PSK.
+    pub(super) fn bootstrapper(
+        &self,
+        name: &str,
+        n: u64,
+        attempt: u32,
+    ) -> anyhow::Result<(Bootstrapper<SocketAddr>, Arc<dtls::ClientConfig>)> {
+        let bs = self
+            .bootstrap
+            .as_ref()
+            .context("the scenario has no [bootstrap] section")?;
+        let psk = bs
+            .keys
+            .get(name)
+            .with_context(|| format!("no factory key for {name}"))?;
+        let factory = SecurityMode::Psk {
+            identity: psk.identity.clone().into_bytes(),
+            key: psk.key.clone(),
+        };
+        let store = objects::factory_store(name, n, &bs.uri, &factory, &self.sensors)?;
+        let mut config = BootstrapperConfig::new(name);
+        config.finish_timeout = bs.finish_timeout;
+        config.rng_seed = self.seed ^ n.wrapping_mul(0x2545_f491_4f6c_dd1d) ^ u64::from(attempt);
+        let dtls = dtls::ClientConfig::psk(psk.identity.into_bytes(), psk.key);
+        Ok((Bootstrapper::new(config, bs.server, store), Arc::new(dtls)))
     }
 
     /// The local address of device number `n` (its index in the whole fleet).
@@ -108,6 +164,44 @@ impl Setup {
         config.endpoint = name.to_owned();
         config.rng_seed = self.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(boot);
         Ok(Client::new(config, self.server, store))
+    }
+
+    /// The client of a device that was just bootstrapped, registering with the first
+    /// account its bootstrap server gave it: the client on that store, the DTLS
+    /// configuration of the account's PSK (none for NoSec), and the server's address.
+    pub(super) fn bootstrapped_client(
+        &self,
+        name: &str,
+        n: u64,
+        boot: u32,
+        store: lwm2m::client::ObjectStore,
+    ) -> anyhow::Result<(
+        Client<SocketAddr>,
+        Option<Arc<dtls::ClientConfig>>,
+        SocketAddr,
+    )> {
+        let account = store
+            .server_accounts()
+            .into_iter()
+            .next()
+            .context("no server account")?;
+        let uri = lwm2m::client::ServerUri::parse(&account.uri)?;
+        let server = super::scenario::loopback_addr(&uri).context("account uri")?;
+        let dtls = match (&account.security, uri.secure) {
+            (SecurityMode::Psk { identity, key }, true) => {
+                let mut c = dtls::ClientConfig::psk(identity.clone(), key.clone());
+                if self.cid {
+                    c.connection_id = Some((n as u32).to_be_bytes().to_vec());
+                }
+                Some(Arc::new(c))
+            }
+            (SecurityMode::NoSec, false) => None,
+            (other, _) => anyhow::bail!("account security {other:?} for {}", account.uri),
+        };
+        let mut config = self.client.clone().with_account(&account);
+        config.endpoint = name.to_owned();
+        config.rng_seed = self.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(boot);
+        Ok((Client::new(config, server, store), dtls, server))
     }
 
     pub(super) fn dtls_config(
@@ -225,6 +319,76 @@ mod tests {
             (0..70_000).map(|n| setup.bind_addr(n).ip()).collect();
         assert_eq!(all.len(), 70_000);
         assert!(all.iter().all(|a| a.is_loopback()));
+    }
+
+    #[test]
+    fn a_bootstrapping_device_starts_from_its_factory_key_and_ends_on_its_account() {
+        let s = Scenario::load_with("bootstrap", &[]).unwrap();
+        let setup = Setup::new(&s).unwrap();
+        let (b, dtls) = setup.bootstrapper("bs-000007", 7, 1).unwrap();
+        let factory = match &b.store().bootstrap_account().unwrap().security {
+            SecurityMode::Psk { identity, key } => (identity.clone(), key.clone()),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(factory.0, b"bs-000007");
+        assert_eq!(factory.1.len(), 16);
+        assert!(matches!(&dtls.auth, dtls::ClientAuth::Psk { identity, key }
+            if *identity == factory.0 && *key == factory.1));
+        assert!(b.store().server_accounts().is_empty());
+        assert_eq!(b.config().finish_timeout, Duration::from_secs(60));
+        // Each device its own factory key.
+        let (other, _) = setup.bootstrapper("bs-000008", 8, 1).unwrap();
+        assert_ne!(
+            other.store().bootstrap_account(),
+            b.store().bootstrap_account()
+        );
+
+        // What a bootstrap server leaves: an account with its own PSK.
+        let mut store = b.into_store();
+        let given = SecurityMode::Psk {
+            identity: b"bs-000007".to_vec(),
+            key: vec![7; 16],
+        };
+        store
+            .add_instance(
+                0,
+                1,
+                lwm2m::client::security_instance("coaps://127.0.0.1:5699", false, &given, Some(42)),
+            )
+            .unwrap();
+        let server = lwm2m::model::Instance::from([
+            (
+                0,
+                lwm2m::model::Resource::Single(lwm2m::model::Value::Integer(42)),
+            ),
+            (
+                1,
+                lwm2m::model::Resource::Single(lwm2m::model::Value::Integer(120)),
+            ),
+            (
+                7,
+                lwm2m::model::Resource::Single(lwm2m::model::Value::String("U".into())),
+            ),
+        ]);
+        store.add_instance(1, 0, server).unwrap();
+        let (client, dtls, addr) = setup
+            .bootstrapped_client("bs-000007", 7, 0, store.clone())
+            .unwrap();
+        assert_eq!(addr, "127.0.0.1:5699".parse().unwrap());
+        assert_eq!(client.server(), addr);
+        assert_eq!(client.config().short_server_id, 42);
+        assert_eq!(client.config().lifetime, 120);
+        assert!(
+            matches!(&dtls.unwrap().auth, dtls::ClientAuth::Psk { key, .. } if *key == vec![7; 16])
+        );
+        // An account on another host is not one the simulator may reach.
+        store
+            .set_value(
+                &Path::resource(0, 1, 0),
+                lwm2m::model::Value::String("coaps://192.0.2.1:5684".into()),
+            )
+            .unwrap();
+        assert!(setup.bootstrapped_client("bs-000007", 7, 0, store).is_err());
     }
 
     #[test]

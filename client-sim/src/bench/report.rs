@@ -154,6 +154,79 @@ pub(crate) struct DeviceCounts {
     pub registration_latency: Latency,
     pub handshake_latency: Latency,
     pub errors: Errors,
+    pub bootstrap: BootstrapCounts,
+}
+
+/// What bootstrapping devices did (the `bootstrap` scenario).
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub(crate) struct BootstrapCounts {
+    /// Bootstrap attempts begun (a handshake with the bootstrap server and a
+    /// Bootstrap-Request), retries included.
+    pub attempts: u64,
+    /// Bootstrap-Finish accepted.
+    pub finished: u64,
+    /// Devices registered with the credential they were given: complete bootstraps.
+    pub complete: u64,
+    /// When the last complete bootstrap ended, µs since the epoch (0: none).
+    pub last_complete_us: u64,
+    /// From the start of an attempt to the registration with the new credential.
+    pub latency: Latency,
+    /// From the start of an attempt to Bootstrap-Finish.
+    pub sequence_latency: Latency,
+    /// Failed attempts by cause.
+    pub failures: Errors,
+}
+
+impl BootstrapCounts {
+    pub(crate) fn merge(&mut self, o: &BootstrapCounts) {
+        self.attempts += o.attempts;
+        self.finished += o.finished;
+        self.complete += o.complete;
+        self.last_complete_us = self.last_complete_us.max(o.last_complete_us);
+        self.latency.merge(&o.latency);
+        self.sequence_latency.merge(&o.sequence_latency);
+        self.failures.merge(&o.failures);
+    }
+
+    /// The report's part, `first_sent_us` being when the first device started.
+    pub(crate) fn report(&self, first_sent_us: u64) -> BootstrapReport {
+        let secs = self.last_complete_us.saturating_sub(first_sent_us) as f64 / 1e6;
+        BootstrapReport {
+            attempts: self.attempts,
+            finished: self.finished,
+            complete: self.complete,
+            ramp_seconds: secs,
+            complete_per_second: if secs > 0.0 {
+                self.complete as f64 / secs
+            } else {
+                0.0
+            },
+            latency_us: self.latency.summary(),
+            sequence_latency_us: self.sequence_latency.summary(),
+            failures_total: self.failures.total(),
+            failures: self.failures.0.clone(),
+        }
+    }
+}
+
+/// The bootstrap part of the report.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub(crate) struct BootstrapReport {
+    pub attempts: u64,
+    pub finished: u64,
+    /// Devices bootstrapped and registered with their new credential.
+    pub complete: u64,
+    /// From the first device's start to the last complete bootstrap.
+    pub ramp_seconds: f64,
+    pub complete_per_second: f64,
+    /// One complete bootstrap: handshake, bootstrap sequence, handshake and Register with
+    /// the new credential.
+    pub latency_us: Percentiles,
+    /// The bootstrap server's part: handshake, Bootstrap-Request to Bootstrap-Finish.
+    pub sequence_latency_us: Percentiles,
+    pub failures_total: u64,
+    /// Failed attempts by cause.
+    pub failures: BTreeMap<String, u64>,
 }
 
 impl DeviceCounts {
@@ -185,6 +258,7 @@ impl DeviceCounts {
         self.registration_latency.merge(&o.registration_latency);
         self.handshake_latency.merge(&o.handshake_latency);
         self.errors.merge(&o.errors);
+        self.bootstrap.merge(&o.bootstrap);
     }
 }
 
@@ -298,6 +372,9 @@ pub(crate) struct Report {
     pub errors: BTreeMap<String, u64>,
     /// With `--server-pid`.
     pub server_process: Option<ServerUsage>,
+    /// In the `bootstrap` scenario; absent from the JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapReport>,
 }
 
 impl Report {
@@ -335,6 +412,20 @@ impl Report {
             self.deregistered
         );
         println!("  registration   {}", l(&self.registration_latency_us));
+        if let Some(b) = &self.bootstrap {
+            println!(
+                "  bootstrap      {} complete of {} attempts ({} finished), {:.1}/s over {:.2} s; {} failed {:?}",
+                b.complete,
+                b.attempts,
+                b.finished,
+                b.complete_per_second,
+                b.ramp_seconds,
+                b.failures_total,
+                b.failures
+            );
+            println!("    complete     {}", l(&b.latency_us));
+            println!("    sequence     {}", l(&b.sequence_latency_us));
+        }
         if self.security != "nosec" {
             println!(
                 "  handshakes     {} ({} resumed), {:.0}/s; {}; {} sessions lost",
@@ -442,5 +533,42 @@ mod tests {
         assert!(p.max >= 5_000_000 && p.p50 < 60_000, "{p:?}");
         assert_eq!(a.first_sent_us, 5);
         assert_eq!(a.errors.total(), 1);
+    }
+
+    #[test]
+    fn bootstrap_counts_merge_and_report_a_rate_over_the_ramp() {
+        let mut a = BootstrapCounts::default();
+        let mut b = BootstrapCounts::default();
+        a.attempts = 3;
+        a.complete = 2;
+        a.last_complete_us = 1_500_000;
+        for ms in [100, 200] {
+            a.latency.record(Duration::from_millis(ms));
+        }
+        a.failures.add("no finish");
+        b.attempts = 2;
+        b.complete = 2;
+        b.last_complete_us = 2_000_000;
+        b.latency.record(Duration::from_secs(3));
+        b.failures.add("no finish");
+        b.failures.add("refused 4.03");
+        let b: BootstrapCounts = serde_json::from_str(&serde_json::to_string(&b).unwrap()).unwrap();
+        a.merge(&b);
+        let r = a.report(1_000_000);
+        assert_eq!((r.attempts, r.complete), (5, 4));
+        assert_eq!(r.ramp_seconds, 1.0);
+        assert_eq!(r.complete_per_second, 4.0);
+        assert_eq!(r.latency_us.count, 3);
+        assert!(
+            r.latency_us.p50 < 250_000 && r.latency_us.max >= 3_000_000,
+            "{r:?}"
+        );
+        assert_eq!(r.failures_total, 3);
+        assert_eq!(r.failures.get("no finish"), Some(&2));
+        // Nothing complete: no rate, not a division by zero.
+        assert_eq!(
+            BootstrapCounts::default().report(5).complete_per_second,
+            0.0
+        );
     }
 }

@@ -25,6 +25,10 @@ const SHIPPED: &[(&str, &str)] = &[
         "sleepy",
         include_str!("../../../config/scenarios/sleepy.toml"),
     ),
+    (
+        "bootstrap",
+        include_str!("../../../config/scenarios/bootstrap.toml"),
+    ),
 ];
 
 /// Devices one run simulates at most.
@@ -44,6 +48,9 @@ pub(crate) struct Scenario {
     pub behaviour: BehaviourSection,
     /// The MQTT backend; absent: no backend.
     pub backend: Option<BackendSection>,
+    /// Devices start from factory credentials for a bootstrap server and are given their
+    /// LwM2M server account by it; absent: devices come with their account.
+    pub bootstrap: Option<BootstrapSection>,
 }
 
 impl Default for Scenario {
@@ -56,6 +63,7 @@ impl Default for Scenario {
             fleet: FleetSection::default(),
             behaviour: BehaviourSection::default(),
             backend: None,
+            bootstrap: None,
         }
     }
 }
@@ -211,6 +219,38 @@ impl Default for BehaviourSection {
     }
 }
 
+/// Client-initiated bootstrap (Core §5.2.3): each device holds only a factory PSK for the
+/// bootstrap server, bootstraps over DTLS, then registers with the server URI and the PSK
+/// it was given.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct BootstrapSection {
+    /// The bootstrap server (`coaps://` on loopback).
+    pub server: String,
+    /// Factory keys derived from this seed (identity = endpoint name, key = the first 16
+    /// bytes of HMAC-SHA256(seed, endpoint)); `lwm2m-client-sim credentials` prints them for
+    /// `lwm2m-server bootstrap import`.
+    pub seed: String,
+    /// Seconds a device waits for Bootstrap-Finish after its Bootstrap-Request.
+    pub finish_timeout_secs: u64,
+    /// Seconds before a device whose bootstrap failed tries again.
+    pub retry_secs: u64,
+}
+
+impl Default for BootstrapSection {
+    fn default() -> Self {
+        Self {
+            server: "coaps://127.0.0.1:5784".into(),
+            seed: "lwm2m-client-sim-factory".into(),
+            finish_timeout_secs: 60,
+            retry_secs: 5,
+        }
+    }
+}
+
+/// Longest PSK identity a device is given: what tinydtls-based servers and devices take.
+pub(crate) const MAX_PSK_IDENTITY: usize = 32;
+
 /// An MQTT client standing in for the operator's backend, speaking to the server's bridge.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -361,6 +401,21 @@ impl Scenario {
         if b.queue_mode && b.awake_secs == 0 {
             bail!("behaviour.awake_secs must be at least 1 in queue mode");
         }
+        if let Some(b) = &self.bootstrap {
+            let uri = lwm2m::client::ServerUri::parse(&b.server)?;
+            if !uri.secure {
+                bail!("bootstrap.server must be coaps://, not {}", b.server);
+            }
+            loopback_addr(&uri)?;
+            // The factory identity is the endpoint name; the longest name is the last one.
+            let last = NamePattern::parse(&f.name_pattern)?.name(f.first + f.devices - 1);
+            if last.len() > MAX_PSK_IDENTITY {
+                bail!("with bootstrap, endpoint names (PSK identities) must be at most {MAX_PSK_IDENTITY} bytes: {last}");
+            }
+            if b.finish_timeout_secs == 0 {
+                bail!("bootstrap.finish_timeout_secs must be at least 1");
+            }
+        }
         if let Some(k) = &self.backend {
             if !k.broker.ip().is_loopback() {
                 bail!(
@@ -394,6 +449,22 @@ impl Scenario {
             .map(|c| Command::parse(c))
             .collect()
     }
+}
+
+/// The loopback socket address a `coap(s)://` URI names (an IP literal or `localhost`): the
+/// simulator talks to loopback only.
+pub(crate) fn loopback_addr(uri: &lwm2m::client::ServerUri) -> anyhow::Result<SocketAddr> {
+    let ip: std::net::IpAddr = if uri.host.eq_ignore_ascii_case("localhost") {
+        std::net::Ipv4Addr::LOCALHOST.into()
+    } else {
+        uri.host
+            .parse()
+            .with_context(|| format!("{} is not an IP address", uri.host))?
+    };
+    if !ip.is_loopback() {
+        bail!("{ip} is not a loopback address");
+    }
+    Ok(SocketAddr::new(ip, uri.port))
 }
 
 /// Applies one `a.b.c=value` override.
@@ -493,6 +564,32 @@ mod tests {
             let mut t = toml::Table::new();
             let _ = apply_set(&mut t, &set);
         }
+    }
+
+    #[test]
+    fn the_bootstrap_scenario_checks_its_server_and_identities() {
+        let s = Scenario::load("bootstrap").unwrap();
+        let b = s.bootstrap.unwrap();
+        assert_eq!(b.server, "coaps://127.0.0.1:5784");
+        let set = |k: &str| vec![k.to_owned()];
+        for bad in [
+            "bootstrap.server=\"coap://127.0.0.1:5783\"",
+            "bootstrap.server=\"coaps://192.0.2.1:5784\"",
+            "bootstrap.server=\"coaps://bs.example.com\"",
+            "fleet.name_pattern=\"a-very-long-factory-endpoint-name-{n:06}\"",
+        ] {
+            assert!(
+                Scenario::load_with("bootstrap", &set(bad)).is_err(),
+                "{bad}"
+            );
+        }
+        let s = Scenario::load_with("bootstrap", &set("bootstrap.server=\"coaps://localhost\""))
+            .unwrap();
+        let uri = lwm2m::client::ServerUri::parse(&s.bootstrap.unwrap().server).unwrap();
+        assert_eq!(
+            loopback_addr(&uri).unwrap(),
+            "127.0.0.1:5684".parse().unwrap()
+        );
     }
 
     #[test]

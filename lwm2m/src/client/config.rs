@@ -185,6 +185,13 @@ pub enum ClientEvent {
         /// The arguments (Core §5.4.5), as sent.
         args: Option<String>,
     },
+    /// The server executed the Bootstrap-Request Trigger (`/1/x/9`, Core E.2); it was
+    /// answered 2.04. The driver bootstraps again (a
+    /// [`Bootstrapper`](super::Bootstrapper) on this client's store).
+    BootstrapRequested {
+        /// The Short Server ID of the Server instance executed (`/1/x/0`).
+        short_server_id: u16,
+    },
     /// The server wrote values at or below `path` (Write, Write-Composite).
     Written {
         /// The path written.

@@ -168,8 +168,14 @@ impl<P: Peer> Client<P> {
             }
             DownlinkRequest::Execute { path, args } => {
                 self.store.dm_check_execute(&path)?;
-                if path.object_id() == Some(1) && path.resource_id() == Some(8) {
-                    fx.update = true;
+                match (path.object_id(), path.instance_id(), path.resource_id()) {
+                    (Some(1), _, Some(8)) => fx.update = true,
+                    (Some(1), Some(i), Some(9)) => {
+                        let short_server_id = self.store.server_ssid(i).unwrap_or_default();
+                        self.push_event(ClientEvent::BootstrapRequested { short_server_id });
+                        return Ok(msg::response(crate::coap::ResponseType::Changed));
+                    }
+                    _ => {}
                 }
                 self.push_event(ClientEvent::Executed { path, args });
                 Ok(msg::response(crate::coap::ResponseType::Changed))

@@ -24,11 +24,17 @@
 //! - `objects`: [`ObjectStore`], the object tree and its attributes (Core §7.1);
 //!   `access`: the DM operations on it with their permission checks (Core §6.3).
 //! - `config`: [`ClientConfig`], [`ClientEvent`], [`ClientError`], [`StoreError`].
+//! - `bootstrap`: [`Bootstrapper`], the device side of the Bootstrap interface (Core §6.1):
+//!   a separate state machine that fills the store before a `Client` is built from it;
+//!   `accounts`: the server accounts the store holds, typed ([`ServerAccount`]).
+//!   A registered client reports an Execute of the Bootstrap-Request Trigger (`/1/x/9`) as
+//!   [`ClientEvent::BootstrapRequested`], and the driver bootstraps again.
 //!
-//! Bootstrap (Core §6.1) and firmware update (Object 5) are not implemented; the store takes
-//! any object (Object 5 included), Execute and Write reach the application as events, and
-//! the store's mutators are what a bootstrap client would drive.
+//! Firmware update (Object 5) is not implemented; the store takes any object (Object 5
+//! included), and Execute and Write reach the application as events.
 mod access;
+mod accounts;
+mod bootstrap;
 mod config;
 mod dm;
 mod objects;
@@ -36,6 +42,12 @@ mod queue;
 mod registration;
 mod reporting;
 
+pub use accounts::{
+    security_instance, BootstrapAccount, SecurityMode, ServerAccount, ServerUri, UriError,
+};
+pub use bootstrap::{
+    BootstrapError, BootstrapEvent, BootstrapStats, Bootstrapper, BootstrapperConfig,
+};
 pub use config::{ClientConfig, ClientError, ClientEvent, SendId, StoreError};
 pub use objects::{
     bundled_registry, ObjectStore, MAX_ATTRIBUTE_PATHS, MAX_INSTANCES_PER_OBJECT,

@@ -8,7 +8,8 @@
 //! `access.rs`. Nothing here is specific to objects 0, 1 and 3 except
 //! [`ObjectStore::standard`]: any object the registry defines (Firmware Update, IPSO
 //! sensors) or even one it does not (taken as readable and writable) can be added, which is
-//! the seam for firmware and bootstrap.
+//! the seam for firmware. The bootstrap server reaches the tree through `bootstrap/store.rs`
+//! and the accounts it wrote are read back through `accounts.rs`.
 use super::config::StoreError;
 use crate::attributes::NotificationAttributes;
 use crate::model::{
@@ -184,17 +185,7 @@ impl ObjectStore {
             resources.insert(r, self.check_resource(&path, res)?);
         }
         check_bounds(&resources)?;
-        let executables = self
-            .registry
-            .get(object)
-            .map(|d| {
-                d.resources
-                    .values()
-                    .filter(|r| r.operations.is_executable() && r.mandatory)
-                    .map(|r| r.id)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let executables = self.default_executables(object);
         self.objects.entry(object).or_default().insert(
             instance,
             Stored {
@@ -203,6 +194,20 @@ impl ObjectStore {
             },
         );
         Ok(())
+    }
+
+    /// The executable resources a new instance of `object` implements: the mandatory ones of
+    /// its definition, and on a Server instance the Bootstrap-Request Trigger (`/1/x/9`,
+    /// Core E.2), since this client can be bootstrapped again.
+    pub(super) fn default_executables(&self, object: u16) -> Vec<u16> {
+        let Some(def) = self.registry.get(object) else {
+            return Vec::new();
+        };
+        def.resources
+            .values()
+            .filter(|r| r.operations.is_executable() && (r.mandatory || (object == 1 && r.id == 9)))
+            .map(|r| r.id)
+            .collect()
     }
 
     /// Marks the executable resource at `path` (`/o/i/r`) implemented.

@@ -366,3 +366,21 @@ fn update_timeout_registers_again() {
     net.server_down(false);
     assert!(net.run_until(secs(600.0), |n| n.client.location() == Some("/rd/r2")));
 }
+
+#[test]
+fn bootstrap_request_trigger_is_answered_and_reported_with_the_server_s_id() {
+    let mut net = Net::registered();
+    let resp = net.ask(msg::request(RequestType::Post, "/1/0/9"));
+    assert_eq!(code(&resp), "2.04");
+    assert_eq!(
+        net.client_events(|e| match e {
+            ClientEvent::BootstrapRequested { short_server_id } => Some(*short_server_id),
+            ClientEvent::Executed { .. } => Some(0),
+            _ => None,
+        }),
+        [1]
+    );
+    // On an instance the store does not have, the trigger does not exist.
+    let resp = net.ask(msg::request(RequestType::Post, "/1/7/9"));
+    assert_eq!(code(&resp), "4.04");
+}

@@ -14,20 +14,30 @@
 //! each run once per device per period, spread evenly over the shard's devices, so a fleet
 //! produces a steady load rather than bursts on the period's boundary.
 //!
+//! # Bootstrap
+//! In the `bootstrap` scenario a device starts from its factory credentials: module
+//! `bootstrapping` runs its bootstrap (a session with the bootstrap server and a
+//! `Bootstrapper`), then hands the device to the usual path with the client built from the
+//! account it was given. Module `events` accounts for what clients and sessions report.
+//!
 //! # Bounds
 //! Devices per shard, datagrams read per device per turn, timers run per turn, error kinds
 //! kept, the time a stop may take. Peer bytes only ever reach the DTLS and LwM2M clients,
 //! whose parsers return errors.
+mod bootstrapping;
+mod events;
+
 use super::live::Live;
-use super::objects::{SensorKind, REBOOT};
+use super::objects::SensorKind;
 use super::plan::{Cadence, Plan, Setup};
 use super::report::{epoch_us, DeviceCounts};
 use super::wake::{DeviceWake, ShardWake};
 use anyhow::Context as _;
-use lwm2m::client::{Client, ClientError, ClientEvent, ClientStats};
-use lwm2m::coap::ExchangeError;
+use bootstrapping::Bootstrapping;
+use events::{account, on_event, on_link_event};
+use lwm2m::client::{Client, ClientError, ClientStats};
 use lwm2m::model::Value;
-use lwm2m::net::secure::{LinkEvent, SecureLink};
+use lwm2m::net::secure::SecureLink;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use std::cmp::Reverse;
@@ -53,6 +63,8 @@ const RECV_BUFFER: usize = 65_536;
 enum Phase {
     /// Not started.
     Idle,
+    /// Bootstrapping from factory credentials (the `bootstrap` scenario).
+    Bootstrapping,
     /// Register sent, not yet answered 2.01.
     Registering,
     /// Registered.
@@ -69,6 +81,12 @@ struct Device {
     n: u64,
     name: String,
     client: Client<SocketAddr>,
+    /// The LwM2M server: the scenario's, or the one a bootstrap named.
+    server: SocketAddr,
+    /// While bootstrapping: the attempt, or the wait before the next.
+    bootstrapping: Option<Box<Bootstrapping>>,
+    /// When the bootstrap that gave the current account began, until it registers.
+    bootstrapped_since: Option<Instant>,
     /// Over DTLS: its session with the server, once started.
     link: Option<SecureLink>,
     dtls: Option<Arc<dtls::ClientConfig>>,
@@ -130,6 +148,9 @@ impl Shard {
             devices.push(Device {
                 n,
                 client: setup.client(&name, n, 0)?,
+                server: setup.server,
+                bootstrapping: None,
+                bootstrapped_since: None,
                 dtls: setup.dtls_config(&name, n)?,
                 name,
                 link: None,
@@ -217,8 +238,9 @@ impl Shard {
                 while let Some(d) = self.devices.get(next_leave) {
                     match d.phase {
                         Phase::Up => {}
-                        // Not registered yet: stopping cancels the Register, no exchange.
-                        Phase::Registering => {
+                        // Not registered yet: stopping cancels the Register (or the
+                        // bootstrap), no exchange.
+                        Phase::Registering | Phase::Bootstrapping => {
                             self.leave(next_leave, now, None);
                             next_leave += 1;
                             continue;
@@ -309,8 +331,19 @@ impl Shard {
         self.boot(i, now);
     }
 
-    /// Powers device `i` on: a new session (over DTLS) and a Register.
+    /// Powers device `i` on: a bootstrap from its factory credentials (the `bootstrap`
+    /// scenario), or a new session (over DTLS) and a Register.
     fn boot(&mut self, i: usize, now: Instant) {
+        if self.setup.bootstrap.is_some() {
+            self.begin_bootstrap(i, now);
+            self.flush(i, now);
+        } else {
+            self.connect_and_register(i, now);
+        }
+    }
+
+    /// A new session with device `i`'s LwM2M server (over DTLS) and a Register.
+    fn connect_and_register(&mut self, i: usize, now: Instant) {
         let Some(d) = self.devices.get_mut(i) else {
             return;
         };
@@ -351,6 +384,9 @@ impl Shard {
             self.live.registered_now_sub();
         }
         d.link = None;
+        d.bootstrapping = None;
+        d.bootstrapped_since = None;
+        d.server = setup.server;
         d.armed = None;
         d.reboot_due = false;
         self.counts.reboots += 1;
@@ -414,6 +450,7 @@ impl Shard {
             return;
         };
         d.permit = permit;
+        d.bootstrapping = None;
         // Only a registered device has a De-register to send; one still registering just
         // stops.
         d.phase = if d.phase == Phase::Up {
@@ -515,10 +552,10 @@ impl Shard {
 
     /// Reads what device `i`'s socket holds (a bounded number of datagrams).
     fn receive(&mut self, i: usize, now: Instant) {
-        let server = self.setup.server;
         let Some(d) = self.devices.get_mut(i) else {
             return;
         };
+        let server = d.server;
         d.wake.clear();
         let mut cx = TaskContext::from_waker(&d.waker);
         let mut got = 0;
@@ -532,6 +569,10 @@ impl Shard {
             match d.socket.poll_recv_from(&mut cx, &mut rb) {
                 Poll::Ready(Ok(peer)) => {
                     got += 1;
+                    if let Some(b) = &mut d.bootstrapping {
+                        b.handle_datagram(now, peer, rb.filled(), &mut self.datagrams);
+                        continue;
+                    }
                     match &mut d.link {
                         Some(link) if peer == server => {
                             link.handle_datagram(now, rb.filled(), &mut self.datagrams);
@@ -581,6 +622,7 @@ impl Shard {
             if let Some(link) = &mut d.link {
                 link.handle_timeout(now);
             }
+            self.bootstrap_timeout(i, now);
             self.flush(i, now);
         }
         // Stale entries pile up only when deadlines keep moving earlier; keep the heap
@@ -597,10 +639,11 @@ impl Shard {
 
     /// Sends what device `i` produced, handles its events and re-arms its timer.
     fn flush(&mut self, i: usize, now: Instant) {
-        let server = self.setup.server;
+        self.flush_bootstrap(i, now);
         let Some(d) = self.devices.get_mut(i) else {
             return;
         };
+        let server = d.server;
         while let Some(t) = d.client.poll_transmit() {
             match &mut d.link {
                 Some(link) => link.send(t.payload),
@@ -627,13 +670,14 @@ impl Shard {
         }
         account(&mut self.counts, &self.live, &mut d.seen, d.client.stats());
         let reboot = std::mem::take(&mut d.reboot_due);
-        let deadline = match (
+        let deadline = [
             d.client.poll_timeout(),
             d.link.as_ref().and_then(|l| l.poll_timeout()),
-        ) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+            d.bootstrapping.as_ref().and_then(|b| b.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if let Some(t) = deadline {
             if d.armed.is_none_or(|a| t < a) {
                 d.armed = Some(t);
@@ -686,114 +730,5 @@ async fn acquire(window: Option<Arc<Semaphore>>) -> Option<OwnedSemaphorePermit>
     match window {
         Some(w) => w.acquire_owned().await.ok(),
         None => std::future::pending().await,
-    }
-}
-
-/// Adds what the client counted since last time.
-fn account(counts: &mut DeviceCounts, live: &Live, seen: &mut ClientStats, now: ClientStats) {
-    let requests = now.requests.saturating_sub(seen.requests);
-    let notifications = now.notifications.saturating_sub(seen.notifications);
-    counts.requests_answered += requests;
-    counts.notifications_sent += notifications;
-    live.add_notifications(notifications);
-    *seen = now;
-}
-
-fn is_timeout(e: &ClientError) -> bool {
-    matches!(e, ClientError::Exchange(ExchangeError::Timeout))
-}
-
-/// Accounts for one event of a device's DTLS session.
-fn on_link_event(d: &mut Device, c: &mut DeviceCounts, live: &Live, ev: LinkEvent, now: Instant) {
-    match ev {
-        LinkEvent::Connected { resumed } => {
-            if resumed {
-                c.handshakes_resumed += 1;
-            } else {
-                c.handshakes_full += 1;
-            }
-            live.add_handshake();
-            if !d.ever_connected {
-                d.ever_connected = true;
-                c.first_handshakes += 1;
-                c.last_first_handshake_us = epoch_us();
-            }
-            if let Some(t0) = d.handshaking_since.take() {
-                c.handshake_latency
-                    .record(now.saturating_duration_since(t0));
-            }
-        }
-        LinkEvent::Down { reason } => {
-            c.sessions_lost += 1;
-            c.errors.add(format!("session: {reason}"));
-            live.add_error();
-            d.handshaking_since = Some(now);
-        }
-    }
-}
-
-/// Accounts for one event of a device's client.
-fn on_event(d: &mut Device, c: &mut DeviceCounts, live: &Live, ev: ClientEvent, now: Instant) {
-    match ev {
-        ClientEvent::Registered { .. } => {
-            if d.phase != Phase::Registering {
-                // Registered again after the server forgot it (an Update answered 4.04).
-                c.errors.add("registered_again");
-                live.add_error();
-                return;
-            }
-            d.phase = Phase::Up;
-            d.permit = None;
-            c.registrations += 1;
-            live.registered_now_add();
-            if !d.ever_registered {
-                d.ever_registered = true;
-                c.registered += 1;
-                c.last_registered_us = epoch_us();
-            }
-            if let Some(t0) = d.registering_since.take() {
-                c.registration_latency
-                    .record(now.saturating_duration_since(t0));
-            }
-        }
-        ClientEvent::Updated => c.updates += 1,
-        ClientEvent::RegistrationFailed { error } => {
-            c.registration_failures += 1;
-            let what = if d.phase == Phase::Registering {
-                // The client retries later by itself; the slot goes to the next device.
-                d.permit = None;
-                "register"
-            } else {
-                "update"
-            };
-            if is_timeout(&error) {
-                c.timeouts += 1;
-            } else {
-                c.errors.add(format!("{what}: {error}"));
-                live.add_error();
-            }
-        }
-        ClientEvent::Deregistered => {
-            if d.phase == Phase::Leaving {
-                c.deregistered += 1;
-                live.registered_now_sub();
-            }
-            d.phase = Phase::Gone;
-            d.permit = None;
-        }
-        ClientEvent::Executed { path, .. } if path == REBOOT => d.reboot_due = true,
-        // FIRMWARE_UPDATE: acknowledged by the client; the firmware behaviours (download,
-        // state machine, result) plug in here.
-        ClientEvent::SendCompleted { result, .. } => match result {
-            Ok(()) => c.sends_acknowledged += 1,
-            Err(e) if is_timeout(&e) => c.timeouts += 1,
-            Err(e) => {
-                c.errors.add(format!("send: {e}"));
-                live.add_error();
-            }
-        },
-        ClientEvent::Sleeping => c.sleeps += 1,
-        ClientEvent::Woke => c.wakes += 1,
-        _ => {}
     }
 }
