@@ -490,3 +490,104 @@ impl Machine for DeviceMachine {
         }
     }
 }
+
+/// How a [`bootstrap`] run ends early, to play a device that drops out mid-sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dropout {
+    /// Run to Finish (or failure).
+    Never,
+    /// Stop answering once the bootstrap server sent this many requests.
+    AfterRequests(usize),
+}
+
+/// Bootstraps a device born with only a factory PSK (`identity`, `key`) for the bootstrap
+/// server at `server`, with a real `lwm2m::client::Bootstrapper` behind a real DTLS client on
+/// its own UDP socket. Returns the device's object store after Finish, holding the account
+/// it was given; an error if the bootstrap failed, took over 30 s, or dropped out.
+pub async fn bootstrap(
+    server: SocketAddr,
+    endpoint: &str,
+    identity: &[u8],
+    key: &[u8],
+    dropout: Dropout,
+) -> anyhow::Result<ObjectStore> {
+    use lwm2m::client::{BootstrapEvent, Bootstrapper, BootstrapperConfig, SecurityMode};
+    let socket = tokio::net::UdpSocket::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    let dtls = dtls::ClientConfig::psk(identity.to_vec(), key.to_vec());
+    let start = Instant::now();
+    let mut link = SecureLink::connect(Arc::new(dtls), start, rand::random(), None);
+    let factory = ObjectStore::factory(
+        endpoint,
+        &format!("coaps://{server}"),
+        &SecurityMode::Psk {
+            identity: identity.to_vec(),
+            key: key.to_vec(),
+        },
+    );
+    let mut device = Bootstrapper::new(BootstrapperConfig::new(endpoint), server, factory);
+    device.start(start)?;
+    let deadline = start + Duration::from_secs(30);
+    let mut requests = 0usize;
+    let mut buf = vec![0u8; 4096];
+    loop {
+        while let Some(t) = device.poll_transmit() {
+            link.send(t.payload);
+        }
+        while let Some(d) = link.poll_transmit() {
+            socket.send_to(&d, server).await?;
+        }
+        if let Some(ev) = device.poll_event() {
+            return match ev {
+                BootstrapEvent::Finished => Ok(device.into_store()),
+                BootstrapEvent::Failed { reason } => {
+                    Err(anyhow::anyhow!("bootstrap failed: {reason}"))
+                }
+                other => Err(anyhow::anyhow!("unexpected {other:?}")),
+            };
+        }
+        let wake = [device.poll_timeout(), link.poll_timeout(), Some(deadline)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(deadline);
+        tokio::select! {
+            r = socket.recv_from(&mut buf) => {
+                let (n, from) = r?;
+                if from != server {
+                    continue;
+                }
+                let now = Instant::now();
+                let mut data = Vec::new();
+                link.handle_datagram(now, buf.get(..n).unwrap_or_default(), &mut data);
+                for d in data {
+                    requests += 1;
+                    if let Dropout::AfterRequests(k) = dropout {
+                        if requests > k {
+                            anyhow::bail!("dropped out after {k} requests");
+                        }
+                    }
+                    device.handle_datagram(now, server, &d);
+                }
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {
+                let now = Instant::now();
+                link.handle_timeout(now);
+                device.handle_timeout(now);
+            }
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("no Finish within 30 s");
+        }
+    }
+}
+
+/// The PSK account a bootstrapped device was given: (URI, identity, key).
+pub fn psk_account(store: &ObjectStore) -> Option<(String, Vec<u8>, Vec<u8>)> {
+    store
+        .server_accounts()
+        .into_iter()
+        .find_map(|a| match a.security {
+            lwm2m::client::SecurityMode::Psk { identity, key } => Some((a.uri, identity, key)),
+            _ => None,
+        })
+}
