@@ -45,6 +45,8 @@ pub(crate) struct Shell {
     pub(crate) secrets: Arc<SecretsKey>,
     /// The credential index the admin operations change (the stack's DTLS lookups read it).
     pub(crate) creds: SharedCredentials,
+    /// The bootstrap server's credential index, changed by the `bootstrap-*` admin operations.
+    pub(crate) bootstrap_creds: SharedCredentials,
     /// Device events for the handles' subscribers.
     pub(crate) events: broadcast::Sender<DeviceEvent>,
     /// Callers of `execute` waiting for their command's result.

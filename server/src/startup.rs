@@ -79,6 +79,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         "state restored"
     );
     let creds = SharedCredentials(Arc::new(std::sync::RwLock::new(restored.credentials)));
+    let bootstrap_creds = SharedCredentials(Arc::new(std::sync::RwLock::new(
+        restored.bootstrap_credentials,
+    )));
     core.set_security_policy(Arc::new(creds.clone()));
 
     let mut sockets = Sockets::empty();
@@ -167,6 +170,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         store,
         secrets,
         creds,
+        bootstrap_creds,
         events,
         waiters: HashMap::new(),
         done: None,

@@ -44,6 +44,13 @@ pub enum AuditKind {
     NoSecRefused,
     /// A DTLS session was closed (revoked credential, alert, eviction).
     SessionClosed,
+    /// A bootstrap-server credential (a factory bootstrap account) was added or replaced.
+    BootstrapCredentialAdded,
+    /// A bootstrap-server credential was removed.
+    BootstrapCredentialRemoved,
+    /// An endpoint was put on the deny list: its certificates are refused even though they
+    /// chain to a trusted CA, until a credential is added for it again.
+    EndpointDenied,
 }
 
 impl AuditKind {
@@ -56,17 +63,23 @@ impl AuditKind {
             AuditKind::EndpointMismatch => "endpoint-mismatch",
             AuditKind::NoSecRefused => "no-sec-refused",
             AuditKind::SessionClosed => "session-closed",
+            AuditKind::BootstrapCredentialAdded => "bootstrap-credential-added",
+            AuditKind::BootstrapCredentialRemoved => "bootstrap-credential-removed",
+            AuditKind::EndpointDenied => "endpoint-denied",
         }
     }
 
     /// Every kind.
-    const ALL: [AuditKind; 6] = [
+    const ALL: [AuditKind; 9] = [
         AuditKind::CredentialAdded,
         AuditKind::CredentialRevoked,
         AuditKind::AuthFailed,
         AuditKind::EndpointMismatch,
         AuditKind::NoSecRefused,
         AuditKind::SessionClosed,
+        AuditKind::BootstrapCredentialAdded,
+        AuditKind::BootstrapCredentialRemoved,
+        AuditKind::EndpointDenied,
     ];
 
     fn parse(s: &str) -> Option<Self> {

@@ -20,17 +20,87 @@ pub struct SharedCredentials(pub Arc<RwLock<Credentials>>);
 
 impl SecurityPolicy for SharedCredentials {
     fn requires_dtls(&self, endpoint: &str) -> bool {
-        // A poisoned lock means a panic elsewhere; refusing is the safe answer.
-        self.0.read().map_or(true, |c| c.has_credential(endpoint))
+        // A poisoned lock means a panic elsewhere; refusing is the safe answer. A denied
+        // endpoint was revoked: NoSec must not let it back in either.
+        self.0.read().map_or(true, |c| {
+            c.has_credential(endpoint) || c.is_denied(endpoint)
+        })
     }
 }
 
-/// The view the DTLS engine judges clients through.
+/// The view the DTLS engine judges clients through: the LwM2M server's with the device
+/// credentials, the bootstrap server's with the bootstrap credentials.
+///
+/// A certificate chain is checked against `roots` (when there are any), then:
+/// - a pinned certificate is its endpoint's;
+/// - else, with a trusted CA configured ([`Credentials::pki`]), the certificate is the
+///   endpoint it names (`security.certificate_endpoint`), unless that endpoint is denied, has
+///   a pinned credential of its own (which wins), or is no valid endpoint name.
+///
+/// Each refusal has its own alert, which the audit entry of the refused handshake shows
+/// ([`refusal_reason`] says what each one means here).
 pub struct Lookup<'a> {
     /// The provisioned devices.
     pub creds: &'a Credentials,
     /// CAs device certificates must chain to (empty: pinned certificates only).
     pub roots: &'a Roots,
+}
+
+/// What a refusal of [`Lookup::verify_client`] with `alert` means, for logs and the audit.
+pub fn refusal_reason(alert: AlertDescription) -> &'static str {
+    match alert {
+        AlertDescription::AccessDenied => {
+            "key or certificate not provisioned, or its endpoint has another pinned credential"
+        }
+        AlertDescription::CertificateRevoked => "the certificate's endpoint is denied (revoked)",
+        AlertDescription::CertificateUnknown => {
+            "the certificate names no valid endpoint (see security.certificate_endpoint)"
+        }
+        AlertDescription::UnknownCa => "the certificate does not chain to a trusted CA",
+        AlertDescription::CertificateExpired => "the certificate is expired or not yet valid",
+        AlertDescription::BadCertificate => {
+            "the certificate is malformed or not valid for client authentication"
+        }
+        _ => "the key or certificate was refused",
+    }
+}
+
+impl Lookup<'_> {
+    /// A certificate that is not pinned, from a trusted CA: the endpoint it names.
+    fn certificate_endpoint(
+        &self,
+        leaf: &[u8],
+        naming: crate::config::CertificateEndpoint,
+    ) -> Result<Arc<str>, AlertDescription> {
+        let refuse = |alert: AlertDescription, endpoint: &str, why: &dyn std::fmt::Display| {
+            tracing::info!(endpoint, reason = %why, alert = %alert, "device certificate refused");
+            alert
+        };
+        let endpoint = crate::provisioning::pki::certificate_endpoint(leaf, naming)
+            .map_err(|e| refuse(AlertDescription::CertificateUnknown, "", &e))?;
+        if let Err(e) = crate::provisioning::credentials::validate_endpoint(&endpoint) {
+            return Err(refuse(
+                AlertDescription::CertificateUnknown,
+                &format!("{endpoint:?}"),
+                &e,
+            ));
+        }
+        if self.creds.is_denied(&endpoint) {
+            return Err(refuse(
+                AlertDescription::CertificateRevoked,
+                &endpoint,
+                &"the endpoint is denied",
+            ));
+        }
+        if self.creds.has_credential(&endpoint) {
+            return Err(refuse(
+                AlertDescription::AccessDenied,
+                &endpoint,
+                &"the endpoint has another pinned credential",
+            ));
+        }
+        Ok(Arc::from(endpoint))
+    }
 }
 
 impl ServerCredentials for Lookup<'_> {
@@ -60,10 +130,15 @@ impl ServerCredentials for Lookup<'_> {
                     self.roots.verify(chain, now, true)?;
                 }
                 let leaf = chain.first().ok_or(AlertDescription::BadCertificate)?;
-                self.creds
-                    .by_certificate(leaf)
-                    .map(Arc::from)
-                    .ok_or(AlertDescription::AccessDenied)
+                if let Some(endpoint) = self.creds.by_certificate(leaf) {
+                    return Ok(Arc::from(endpoint));
+                }
+                match self.creds.pki() {
+                    Some(naming) if !self.roots.is_empty() => {
+                        self.certificate_endpoint(leaf, naming)
+                    }
+                    _ => Err(AlertDescription::AccessDenied),
+                }
             }
         }
     }

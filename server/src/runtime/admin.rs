@@ -1,9 +1,11 @@
 //! Admin operations on a running server: the store part as the CLI applies it offline, then
 //! what only the running server can do, through the stack — close the sessions of a revoked
-//! or rotated credential, end the revoked device's registration. Each reply waits for its
-//! change to be committed.
+//! or rotated credential, end the revoked device's registration. `bootstrap-*` operations
+//! change the bootstrap server's credential index instead of the devices'. Each reply waits
+//! for its change to be committed.
 use super::Shell;
 use crate::provisioning::admin::{self, AdminOp, AdminReply, AdminRequest};
+use crate::provisioning::credentials::CredentialSet;
 use std::time::Instant;
 
 impl Shell {
@@ -50,6 +52,9 @@ impl Shell {
     /// The store part, then the stack's side effects for the endpoints whose credential
     /// changed.
     fn apply(&mut self, now: Instant, op: AdminOp) -> AdminReply {
+        if op.credential_set() == Some(CredentialSet::Bootstrap) {
+            return self.apply_bootstrap(op);
+        }
         let Ok(mut creds) = self.creds.0.write() else {
             return AdminReply::error("credential index unavailable");
         };
@@ -83,5 +88,14 @@ impl Shell {
                 .credentials_changed(now, &changed, revoked.as_deref());
         }
         reply
+    }
+
+    /// A `bootstrap-*` operation: the store part, on the bootstrap server's index, whose
+    /// handshakes read the change at once.
+    fn apply_bootstrap(&mut self, op: AdminOp) -> AdminReply {
+        let Ok(mut creds) = self.bootstrap_creds.0.write() else {
+            return AdminReply::error("bootstrap credential index unavailable");
+        };
+        admin::apply_offline(&self.store, &self.secrets, &mut creds, op)
     }
 }
