@@ -647,4 +647,69 @@ mod tests {
         assert!(parse(&["s", "device", "import"]).is_err());
         assert!(parse(&["s", "audit", "--limit", "5"]).is_ok());
     }
+
+    #[test]
+    fn bootstrap_commands_take_the_device_commands_arguments() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let add = parse(&[
+            "s",
+            "bootstrap",
+            "add",
+            "--endpoint",
+            "e",
+            "--psk-identity",
+            "i",
+            "--psk-key",
+            "00",
+        ])
+        .unwrap();
+        match add.command {
+            Some(Cmd::Bootstrap {
+                command: BootstrapCmd::Add(a),
+            }) => {
+                assert_eq!(a.endpoint, "e");
+                assert_eq!(a.psk_identity.as_deref(), Some("i"));
+                assert_eq!(a.psk_key.as_deref(), Some("00"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["s", "bootstrap", "add", "--endpoint", "e", "--rpk", "k.pem"]).is_ok());
+        assert!(parse(&[
+            "s",
+            "bootstrap",
+            "add",
+            "--endpoint",
+            "e",
+            "--cert",
+            "c.pem"
+        ])
+        .is_ok());
+        assert!(parse(&["s", "bootstrap", "add", "--endpoint", "e"]).is_err());
+        assert!(parse(&[
+            "s",
+            "bootstrap",
+            "add",
+            "--endpoint",
+            "e",
+            "--rpk",
+            "a",
+            "--cert",
+            "b"
+        ])
+        .is_err());
+        match parse(&["s", "bootstrap", "remove", "--endpoint", "e"])
+            .unwrap()
+            .command
+        {
+            Some(Cmd::Bootstrap {
+                command: BootstrapCmd::Remove { endpoint },
+            }) => assert_eq!(endpoint, "e"),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["s", "bootstrap", "remove"]).is_err());
+        assert!(parse(&["s", "bootstrap", "list"]).is_ok());
+        assert!(parse(&["s", "bootstrap", "import", "factory.csv"]).is_ok());
+        assert!(parse(&["s", "bootstrap", "import"]).is_err());
+        assert!(parse(&["s", "bootstrap", "revoke", "--endpoint", "e"]).is_err());
+    }
 }

@@ -52,7 +52,7 @@ pub(crate) fn restore_state(
 ) -> anyhow::Result<Restored> {
     let mut credentials =
         Credentials::load(store, secrets).context("loading device credentials")?;
-    credentials.set_pki(pki_naming(config));
+    credentials.set_pki(crate::provisioning::security::pki_naming(config));
     let bootstrap_credentials = Credentials::load_bootstrap(store, secrets, &credentials)
         .context("loading bootstrap-server credentials")?;
     let (sessions, sessions_skipped) = match dtls {
@@ -93,12 +93,6 @@ pub(crate) fn restore_state(
         bridge,
         skipped,
     })
-}
-
-/// How a certificate from a trusted CA names its endpoint, if `security.trusted_ca` is set.
-pub(crate) fn pki_naming(config: &Config) -> Option<crate::config::CertificateEndpoint> {
-    let sec = &config.security;
-    (!sec.trusted_ca.as_os_str().is_empty()).then_some(sec.certificate_endpoint)
 }
 
 /// Loads the DTLS sessions a previous run saved; returns how many were restored and how many

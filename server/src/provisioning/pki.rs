@@ -301,12 +301,15 @@ mod tests {
             .distinguished_name
             .push(rcgen::DnType::OrganizationalUnitName, "dev-b");
         let mut der = params.self_signed(&key).unwrap().der().to_vec();
+        // Self-signed: the issuer is the subject, so both are patched.
         let ou = [0x06, 0x03, 0x55, 0x04, 0x0b];
-        let at = der
-            .windows(ou.len())
-            .position(|w| w == ou)
-            .expect("the OU attribute");
-        der[at + 4] = 0x03;
+        let at: Vec<usize> = (0..der.len() - ou.len())
+            .filter(|&i| der[i..i + ou.len()] == ou)
+            .collect();
+        assert_eq!(at.len(), 2, "the OU of the issuer and of the subject");
+        for i in at {
+            der[i + 4] = 0x03;
+        }
         assert_eq!(
             certificate_endpoint(&der, CertificateEndpoint::Cn),
             Err(NameError::AmbiguousCommonName)

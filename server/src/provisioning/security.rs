@@ -144,6 +144,13 @@ impl ServerCredentials for Lookup<'_> {
     }
 }
 
+/// How a certificate from a trusted CA names its endpoint ([`Credentials::set_pki`]): as
+/// `security.certificate_endpoint` says if `security.trusted_ca` is set, else not at all.
+pub fn pki_naming(config: &Config) -> Option<crate::config::CertificateEndpoint> {
+    let sec = &config.security;
+    (!sec.trusted_ca.as_os_str().is_empty()).then_some(sec.certificate_endpoint)
+}
+
 /// The server's ECDSA key and certificate: the configured files, or a P-256 key and
 /// self-signed certificate generated on first start and kept in the data directory (so a
 /// device that pinned the server's key keeps working across restarts).
@@ -274,6 +281,10 @@ pub fn dtls_config(
         ..dtls::ServerConfig::default()
     }
 }
+
+#[cfg(test)]
+#[path = "lookup_tests.rs"]
+mod lookup_tests;
 
 #[cfg(test)]
 mod tests {

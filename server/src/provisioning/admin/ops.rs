@@ -271,7 +271,7 @@ pub fn apply_import(
 }
 
 /// Loads the credential index of `set` for a CLI command with no server running, as a start
-/// would ([`crate::restore`]): the device index knows the deny list and, with
+/// would: the device index knows the deny list and, with
 /// `security.trusted_ca` set, that certificates from it are accepted (so that revoking a
 /// device denies its endpoint); the bootstrap index shares that deny list.
 pub fn load_offline(
@@ -281,7 +281,7 @@ pub fn load_offline(
     set: CredentialSet,
 ) -> Result<Credentials, CredentialError> {
     let mut devices = Credentials::load(store, key)?;
-    devices.set_pki(crate::restore::pki_naming(config));
+    devices.set_pki(crate::provisioning::security::pki_naming(config));
     match set {
         CredentialSet::Devices => Ok(devices),
         CredentialSet::Bootstrap => Credentials::load_bootstrap(store, key, &devices),
