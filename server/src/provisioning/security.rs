@@ -37,32 +37,17 @@ impl SecurityPolicy for SharedCredentials {
 ///   endpoint it names (`security.certificate_endpoint`), unless that endpoint is denied, has
 ///   a pinned credential of its own (which wins), or is no valid endpoint name.
 ///
-/// Each refusal has its own alert, which the audit entry of the refused handshake shows
-/// ([`refusal_reason`] says what each one means here).
+/// Each refusal has its own alert, which the engine's failure, and so the audit entry of the
+/// refused handshake, names: `unknown_ca`, `certificate_expired` or `bad_certificate` for a
+/// chain that does not verify; `access_denied` for a key or certificate that is not pinned
+/// (no trusted CA) or whose endpoint has another pinned credential; `certificate_revoked`
+/// for a denied endpoint; `certificate_unknown` for a certificate that names no valid
+/// endpoint.
 pub struct Lookup<'a> {
     /// The provisioned devices.
     pub creds: &'a Credentials,
     /// CAs device certificates must chain to (empty: pinned certificates only).
     pub roots: &'a Roots,
-}
-
-/// What a refusal of [`Lookup::verify_client`] with `alert` means, for logs and the audit.
-pub fn refusal_reason(alert: AlertDescription) -> &'static str {
-    match alert {
-        AlertDescription::AccessDenied => {
-            "key or certificate not provisioned, or its endpoint has another pinned credential"
-        }
-        AlertDescription::CertificateRevoked => "the certificate's endpoint is denied (revoked)",
-        AlertDescription::CertificateUnknown => {
-            "the certificate names no valid endpoint (see security.certificate_endpoint)"
-        }
-        AlertDescription::UnknownCa => "the certificate does not chain to a trusted CA",
-        AlertDescription::CertificateExpired => "the certificate is expired or not yet valid",
-        AlertDescription::BadCertificate => {
-            "the certificate is malformed or not valid for client authentication"
-        }
-        _ => "the key or certificate was refused",
-    }
 }
 
 impl Lookup<'_> {
