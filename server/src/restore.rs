@@ -97,7 +97,9 @@ pub(crate) fn restore_state(
 
 /// Loads the DTLS sessions a previous run saved; returns how many were restored and how many
 /// records were skipped. A session whose credential is gone (revoked while the server was
-/// down, or locked) is dropped, not restored. Dropped and skipped sessions are deleted: the
+/// down, or locked) is dropped, not restored; so is one of a device known only through the
+/// trusted CA, whose certificate a new handshake judges again (against the deny list and the
+/// CA of this run). Dropped and skipped sessions are deleted: the
 /// device only needs a new handshake.
 fn restore_sessions(
     server: &mut dtls::Server,

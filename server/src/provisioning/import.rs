@@ -560,6 +560,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_offline_bootstrap_import_fills_the_bootstrap_set_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        // A device credential with the identity the factory file gives dev-1 too: the two
+        // sets do not clash.
+        import(&config, &parse_csv("dev-9,id-1,09\n").unwrap())
+            .await
+            .unwrap();
+        let lines = parse_csv(&csv(3, 1)).unwrap();
+        let summary = import_set(&config, CredentialSet::Bootstrap, &lines)
+            .await
+            .unwrap();
+        assert_eq!(summary.imported, 3);
+        // The file is checked against the bootstrap set: an identity of it bound to another
+        // endpoint there refuses the whole file.
+        let clash = parse_csv("dev-7,id-2,07\n").unwrap();
+        let e = import_set(&config, CredentialSet::Bootstrap, &clash)
+            .await
+            .unwrap_err();
+        assert!(line_errors(e)[0].1.contains("dev-2"));
+        let store = Store::open(&config.store_path(), StoreConfig::default()).unwrap();
+        let key = SecretsKey::load_or_create(&config.secrets_key_path()).unwrap();
+        let devices = Credentials::load(&store, &key).unwrap();
+        let boot = Credentials::load_bootstrap(&store, &key, &devices).unwrap();
+        assert_eq!(devices.len(), 1);
+        assert_eq!(devices.psk(b"id-1"), Some(("dev-9", &[9u8][..])));
+        assert_eq!(boot.len(), 3);
+        assert_eq!(boot.psk(b"id-1"), Some(("dev-1", &2u128.to_be_bytes()[..])));
+        let events = audit::recent(&store, 100).unwrap();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.kind == AuditKind::BootstrapCredentialAdded)
+                .count(),
+            3
+        );
+        store.close().unwrap();
+    }
+
+    #[tokio::test]
     async fn an_offline_import_adds_and_rotates_with_audit_entries() {
         let dir = tempfile::tempdir().unwrap();
         let config = config(dir.path());

@@ -66,8 +66,8 @@ impl Credentials {
     }
 
     /// Reads the bootstrap server's credentials as [`load`](Self::load) reads the devices',
-    /// sharing the deny list and the certificate naming of `devices`: a denied endpoint is
-    /// refused by both servers.
+    /// sharing the deny list of `devices` (a denied endpoint is refused by both servers) and
+    /// taking its certificate naming ([`set_pki`](Self::set_pki)) as it is now.
     pub fn load_bootstrap(
         store: &Store,
         key: &SecretsKey,
@@ -79,8 +79,8 @@ impl Credentials {
         Ok(creds)
     }
 
-    /// An empty index of `set` sharing the deny list of `devices` (tests; a server with no
-    /// store).
+    /// An empty bootstrap-server index sharing the deny list and certificate naming of
+    /// `devices` (tests; a server with no store).
     pub fn empty_bootstrap(devices: &Credentials) -> Self {
         Self {
             set: CredentialSet::Bootstrap,
