@@ -48,11 +48,16 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum DeviceCmd {
-    /// Bind a credential to an endpoint; replaces (rotates) the endpoint's current one.
+    /// Bind a credential to an endpoint; replaces (rotates) the endpoint's current one, and
+    /// lifts the endpoint's deny if it was revoked.
     Add(AddArgs),
-    /// List every credential (never the keys).
+    /// List every credential (never the keys), and the denied endpoints.
     List,
     /// Revoke an endpoint's credential; a running server closes its session at once.
+    ///
+    /// With `security.trusted_ca` set, the endpoint is also denied: a certificate from that
+    /// CA naming it is refused (by the LwM2M and the bootstrap server) until `device add`
+    /// binds it a credential again. A device known only through the CA is revoked this way.
     Revoke {
         /// The endpoint name.
         #[arg(long)]

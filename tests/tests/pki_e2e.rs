@@ -157,9 +157,9 @@ async fn revoking_a_pki_device_denies_it_until_it_is_added() {
                 && e.endpoint.as_deref() == Some("pki-dev-r"))
     );
     assert!(
-        events
-            .iter()
-            .any(|e| e.kind == AuditKind::AuthFailed && e.detail.contains("revoked")),
+        events.iter().any(|e| e.kind == AuditKind::AuthFailed
+            && e.detail.contains("revoked")
+            && e.detail.contains("\"pki-dev-r\"")),
         "{events:?}"
     );
 

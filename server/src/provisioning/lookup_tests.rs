@@ -62,6 +62,12 @@ fn roots(ca: &Ca) -> Roots {
     Roots::from_der(&[ca.cert.der().to_vec()]).unwrap()
 }
 
+/// Whom `creds` and `roots` report a refused `leaf` as.
+fn claimed(creds: &Credentials, roots: &Roots, leaf: &[u8]) -> Option<String> {
+    let lookup = Lookup { creds, roots };
+    lookup.refused_identity(PeerKey::Certificates(&[leaf.to_vec()]), Some(now()))
+}
+
 /// What `creds` and `roots` make of the certificate `leaf` (and its issuer).
 fn judge(creds: &Credentials, roots: &Roots, leaf: &[u8]) -> Result<String, AlertDescription> {
     let lookup = Lookup { creds, roots };
@@ -141,12 +147,14 @@ fn each_refusal_has_its_own_alert() {
         judge(&creds, &roots, &foreign),
         Err(AlertDescription::UnknownCa)
     );
+    assert_eq!(claimed(&creds, &roots, &foreign), None, "anyone's claim");
     // A name that is no endpoint name, or none at all.
     let slash = device(&factory, Some("site/dev-1"), None);
     assert_eq!(
         judge(&creds, &roots, &slash),
         Err(AlertDescription::CertificateUnknown)
     );
+    assert_eq!(claimed(&creds, &roots, &slash), None);
     let nameless = device(&factory, None, None);
     assert_eq!(
         judge(&creds, &roots, &nameless),
@@ -159,6 +167,11 @@ fn each_refusal_has_its_own_alert() {
     assert_eq!(
         judge(&creds, &roots, &revoked),
         Err(AlertDescription::CertificateRevoked)
+    );
+    assert_eq!(
+        claimed(&creds, &roots, &revoked).as_deref(),
+        Some("dev-gone"),
+        "the audit names the denied endpoint"
     );
     let boot = Credentials::empty_bootstrap(&creds);
     assert_eq!(
@@ -205,6 +218,10 @@ fn each_refusal_has_its_own_alert() {
     assert_eq!(
         judge(&creds, &roots, &impostor),
         Err(AlertDescription::AccessDenied)
+    );
+    assert_eq!(
+        claimed(&creds, &roots, &impostor).as_deref(),
+        Some("dev-pinned")
     );
     // A pinned certificate whose CN names another endpoint is still the pinned endpoint's.
     let renamed = device(&factory, Some("dev-other-name"), None);

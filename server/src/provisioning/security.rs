@@ -42,7 +42,8 @@ impl SecurityPolicy for SharedCredentials {
 /// chain that does not verify; `access_denied` for a key or certificate that is not pinned
 /// (no trusted CA) or whose endpoint has another pinned credential; `certificate_revoked`
 /// for a denied endpoint; `certificate_unknown` for a certificate that names no valid
-/// endpoint.
+/// endpoint. The failure also names the endpoint a refused certificate is pinned to, or names
+/// with a chain that verifies.
 pub struct Lookup<'a> {
     /// The provisioned devices.
     pub creds: &'a Credentials,
@@ -126,6 +127,28 @@ impl ServerCredentials for Lookup<'_> {
                 }
             }
         }
+    }
+
+    /// The endpoint a refused certificate is bound to or names, so the audit entry of the
+    /// refusal says whose it was: a pinned certificate's endpoint, or the valid endpoint name
+    /// of a certificate whose chain verifies. A name in a certificate that does not chain to
+    /// a trusted CA is anyone's claim, and is not reported.
+    fn refused_identity(&self, key: PeerKey<'_>, unix_time: Option<u64>) -> Option<String> {
+        let PeerKey::Certificates(chain) = key else {
+            return None;
+        };
+        let leaf = chain.first()?;
+        if let Some(endpoint) = self.creds.by_certificate(leaf) {
+            return Some(endpoint.to_string());
+        }
+        let naming = self.creds.pki()?;
+        if self.roots.is_empty() || self.roots.verify(chain, unix_time?, true).is_err() {
+            return None;
+        }
+        let name = crate::provisioning::pki::certificate_endpoint(leaf, naming).ok()?;
+        crate::provisioning::credentials::validate_endpoint(&name)
+            .is_ok()
+            .then_some(name)
     }
 }
 
