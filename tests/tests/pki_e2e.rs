@@ -18,8 +18,8 @@ struct Ca {
     pem: String,
 }
 
-fn ca() -> Ca {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+fn ca() -> anyhow::Result<Ca> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
@@ -30,14 +30,14 @@ fn ca() -> Ca {
         rcgen::KeyUsagePurpose::KeyCertSign,
         rcgen::KeyUsagePurpose::DigitalSignature,
     ];
-    let pem = params.self_signed(&key).unwrap().pem();
-    Ca { params, key, pem }
+    let pem = params.self_signed(&key)?.pem();
+    Ok(Ca { params, key, pem })
 }
 
 /// A device key with a certificate from `ca` naming `cn`; the DTLS client settings that
 /// present it, and the certificate's DER.
-fn device_key(ca: &Ca, cn: &str) -> (dtls::ClientConfig, Vec<u8>) {
-    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+fn device_key(ca: &Ca, cn: &str) -> anyhow::Result<(dtls::ClientConfig, Vec<u8>)> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = rcgen::CertificateParams::default();
     params.distinguished_name = rcgen::DistinguishedName::new();
     params
@@ -45,33 +45,34 @@ fn device_key(ca: &Ca, cn: &str) -> (dtls::ClientConfig, Vec<u8>) {
         .push(rcgen::DnType::CommonName, cn);
     params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
     let issuer = rcgen::Issuer::from_params(&ca.params, &ca.key);
-    let cert = params.signed_by(&key, &issuer).unwrap().der().to_vec();
-    let own = dtls::pki::OwnKey::from_pkcs8_der(&key.serialize_der(), vec![cert.clone()]).unwrap();
-    (
+    let cert = params.signed_by(&key, &issuer)?.der().to_vec();
+    let own = dtls::pki::OwnKey::from_pkcs8_der(&key.serialize_der(), vec![cert.clone()])?;
+    Ok((
         dtls::ClientConfig::with_key(Arc::new(own), dtls::ServerTrust::Unverified),
         cert,
-    )
+    ))
 }
 
-async fn start(dir: &Path, ca: &Ca) -> TestServer {
+async fn start(dir: &Path, ca: &Ca) -> anyhow::Result<TestServer> {
     let ca_file = dir.join("device-ca.pem");
-    std::fs::write(&ca_file, &ca.pem).unwrap();
+    std::fs::write(&ca_file, &ca.pem)?;
     let extra = format!("[security]\ntrusted_ca = \"{}\"\n", ca_file.display());
-    TestServer::start(&dir.join("data"), 0, &extra)
-        .await
-        .unwrap()
+    TestServer::start(&dir.join("data"), 0, &extra).await
 }
 
 async fn admin(s: &TestServer, op: AdminOp) -> AdminReply {
-    s.handle().admin(op).await.expect("server running")
+    s.handle()
+        .admin(op)
+        .await
+        .unwrap_or_else(|e| AdminReply::error(e.to_string()))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_of_the_trusted_ca_registers_as_the_endpoint_its_certificate_names() {
     let dir = tempfile::tempdir().unwrap();
-    let factory = ca();
-    let mut s = start(dir.path(), &factory).await;
-    let (dtls, _) = device_key(&factory, "pki-dev-1");
+    let factory = ca().unwrap();
+    let mut s = start(dir.path(), &factory).await.unwrap();
+    let (dtls, _) = device_key(&factory, "pki-dev-1").unwrap();
     let mut dev = Device::start_secure(s.secure_addr, ClientConfig::new("pki-dev-1"), dtls)
         .await
         .unwrap();
@@ -85,7 +86,7 @@ async fn a_device_of_the_trusted_ca_registers_as_the_endpoint_its_certificate_na
     dev.kill();
 
     // A certificate naming one endpoint, a registration as another: refused.
-    let (dtls, _) = device_key(&factory, "pki-dev-2");
+    let (dtls, _) = device_key(&factory, "pki-dev-2").unwrap();
     let mut thief = Device::start_secure(s.secure_addr, ClientConfig::new("pki-dev-3"), dtls)
         .await
         .unwrap();
@@ -112,9 +113,9 @@ async fn a_device_of_the_trusted_ca_registers_as_the_endpoint_its_certificate_na
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoking_a_pki_device_denies_it_until_it_is_added() {
     let dir = tempfile::tempdir().unwrap();
-    let factory = ca();
-    let mut s = start(dir.path(), &factory).await;
-    let (dtls, cert) = device_key(&factory, "pki-dev-r");
+    let factory = ca().unwrap();
+    let mut s = start(dir.path(), &factory).await.unwrap();
+    let (dtls, cert) = device_key(&factory, "pki-dev-r").unwrap();
     let mut dev = Device::start_secure(s.secure_addr, ClientConfig::new("pki-dev-r"), dtls.clone())
         .await
         .unwrap();
@@ -175,7 +176,7 @@ async fn revoking_a_pki_device_denies_it_until_it_is_added() {
     )
     .await;
     assert!(reply.ok && reply.deny_lifted, "{reply:?}");
-    let mut back = Device::start_secure(s.secure_addr, ClientConfig::new("pki-dev-r"), dtls)
+    let back = Device::start_secure(s.secure_addr, ClientConfig::new("pki-dev-r"), dtls)
         .await
         .unwrap();
     s.registered("pki-dev-r").await;
