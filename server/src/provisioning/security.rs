@@ -58,18 +58,21 @@ impl Lookup<'_> {
         leaf: &[u8],
         naming: crate::config::CertificateEndpoint,
     ) -> Result<Arc<str>, AlertDescription> {
-        let refuse = |alert: AlertDescription, endpoint: &str, why: &dyn std::fmt::Display| {
-            tracing::info!(endpoint, reason = %why, alert = %alert, "device certificate refused");
+        // The engine logs the failure and the audit records it; this line adds the detail
+        // an alert cannot carry. Every name here comes from a certificate the CA signed.
+        let refuse = |alert: AlertDescription, name: &str, why: &dyn std::fmt::Display| {
+            tracing::info!(name = ?name, reason = %why, %alert, "device certificate refused");
             alert
         };
-        let endpoint = crate::provisioning::pki::certificate_endpoint(leaf, naming)
-            .map_err(|e| refuse(AlertDescription::CertificateUnknown, "", &e))?;
+        let endpoint = match crate::provisioning::pki::certificate_endpoint(leaf, naming) {
+            Ok(name) => name,
+            Err(e) => {
+                tracing::info!(reason = %e, naming = naming.as_str(), "device certificate refused");
+                return Err(AlertDescription::CertificateUnknown);
+            }
+        };
         if let Err(e) = crate::provisioning::credentials::validate_endpoint(&endpoint) {
-            return Err(refuse(
-                AlertDescription::CertificateUnknown,
-                &format!("{endpoint:?}"),
-                &e,
-            ));
+            return Err(refuse(AlertDescription::CertificateUnknown, &endpoint, &e));
         }
         if self.creds.is_denied(&endpoint) {
             return Err(refuse(

@@ -100,7 +100,7 @@ impl Credentials {
         let mut opened = 0usize;
         let mut wrong_key = None;
         for (k, v) in store.scan(set.table(), b"")? {
-            match decode_record(key, &k, &v) {
+            match decode_record(set, key, &k, &v) {
                 Ok(c) => {
                     opened += usize::from(c.secret.kind() == CredentialKind::Psk);
                     good.push(c);
@@ -273,7 +273,7 @@ impl Credentials {
         store.put(
             self.set.table(),
             cred.endpoint.as_bytes().to_vec(),
-            encode_record(key, &cred),
+            encode_record(self.set, key, &cred),
         )?;
         self.lift_deny(store, &cred.endpoint)?;
         self.unindex(&cred.endpoint);
@@ -365,7 +365,7 @@ impl Credentials {
             writes.push((
                 self.set.table(),
                 cred.endpoint.as_bytes().to_vec(),
-                encode_record(key, cred),
+                encode_record(self.set, key, cred),
             ));
         }
         writes.extend(also);
