@@ -119,6 +119,15 @@ pub trait ServerCredentials {
         key: PeerKey<'_>,
         unix_time: Option<u64>,
     ) -> Result<Arc<str>, AlertDescription>;
+
+    /// Who a key or certificate that [`verify_client`](Self::verify_client) just refused
+    /// claims to be (the name a certificate carries, say), for the failure report: logs and
+    /// the application's audit, as a PSK identity is reported. `None` (the default): nobody
+    /// worth naming.
+    fn refused_identity(&self, key: PeerKey<'_>, unix_time: Option<u64>) -> Option<String> {
+        let _ = (key, unix_time);
+        None
+    }
 }
 
 /// How a client authenticates.

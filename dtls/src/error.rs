@@ -67,8 +67,9 @@ pub enum HandshakeError {
     /// An ECDHE client sent an empty Certificate; client authentication is required.
     #[error("client sent no certificate")]
     NoClientCertificate,
-    /// The application's credential check refused the client's key or certificate.
-    #[error("client key or certificate refused")]
+    /// The application's credential check refused the client's key or certificate; the
+    /// alert it chose says why.
+    #[error("{}", credential_refusal_reason(*.0))]
     ClientCredentialRefused(AlertDescription),
     #[error("unknown PSK identity")]
     UnknownPskIdentity,
@@ -287,6 +288,21 @@ fn client_alert_reason(desc: AlertDescription) -> &'static str {
     }
 }
 
+/// Why the application's credential check refused a client, from the alert it chose
+/// (RFC 5246 §7.2.2).
+fn credential_refusal_reason(desc: AlertDescription) -> &'static str {
+    use AlertDescription as A;
+    match desc {
+        A::CertificateRevoked => "client certificate refused: revoked",
+        A::CertificateExpired => "client certificate refused: expired or not yet valid",
+        A::UnknownCa => "client certificate refused: not issued by a trusted CA",
+        A::CertificateUnknown => "client certificate refused: it names no acceptable identity",
+        A::BadCertificate => "client certificate refused: malformed or not for client use",
+        A::AccessDenied => "client key or certificate refused: not authorized",
+        _ => "client key or certificate refused",
+    }
+}
+
 fn server_alert_reason(desc: AlertDescription) -> &'static str {
     use AlertDescription as A;
     match desc {
@@ -345,5 +361,29 @@ mod tests {
             "server: unknown PSK identity"
         );
         assert_eq!(HandshakeError::NoWallClock.label(), "no_wall_clock");
+    }
+
+    #[test]
+    fn a_refused_client_credential_says_why_by_its_alert() {
+        use AlertDescription as A;
+        let text = |a| HandshakeError::ClientCredentialRefused(a).to_string();
+        assert!(text(A::CertificateRevoked).ends_with("revoked"));
+        assert!(text(A::UnknownCa).contains("trusted CA"));
+        assert!(text(A::CertificateExpired).contains("expired"));
+        assert!(text(A::CertificateUnknown).contains("names no acceptable identity"));
+        assert!(text(A::AccessDenied).contains("not authorized"));
+        let reasons: std::collections::HashSet<String> = [
+            A::CertificateRevoked,
+            A::UnknownCa,
+            A::CertificateExpired,
+            A::CertificateUnknown,
+            A::BadCertificate,
+            A::AccessDenied,
+            A::InternalError,
+        ]
+        .into_iter()
+        .map(text)
+        .collect();
+        assert_eq!(reasons.len(), 7, "each alert its own reason");
     }
 }

@@ -23,6 +23,8 @@ struct Creds {
     /// When set, a certificate chain must also lead to these roots at the time the engine
     /// gives.
     roots: Option<crate::pki::Roots>,
+    /// Who a refused key claims to be, as `refused_identity` reports it.
+    refused_as: Option<String>,
 }
 
 impl ServerCredentials for Creds {
@@ -52,6 +54,10 @@ impl ServerCredentials for Creds {
             .get(&k)
             .cloned()
             .ok_or(AlertDescription::AccessDenied)
+    }
+
+    fn refused_identity(&self, _key: PeerKey<'_>, _unix_time: Option<u64>) -> Option<String> {
+        self.refused_as.clone()
     }
 }
 

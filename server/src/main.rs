@@ -1,9 +1,10 @@
 //! `lwm2m-server`: parses the command line and the configuration, starts the server, and
 //! stops it cleanly (store committed) on SIGINT or SIGTERM.
 //!
-//! `device ...` and `audit` manage credentials and read the audit log: through the admin
-//! socket of the running server when there is one (so a revocation closes the device's
-//! session at once), else directly in the store.
+//! `device ...`, `bootstrap ...` and `audit` manage credentials (the LwM2M server's and the
+//! bootstrap server's) and read the audit log: through the admin socket of the running server
+//! when there is one (so a revocation closes the device's session at once), else directly in
+//! the store.
 use anyhow::Context;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use lwm2m_server::config::{Config, DEFAULT_CONFIG};
@@ -31,6 +32,12 @@ enum Cmd {
         #[command(subcommand)]
         command: DeviceCmd,
     },
+    /// Manage the bootstrap server's credentials: the factory bootstrap accounts devices are
+    /// born with (DTLS PSK, raw public key, certificate).
+    Bootstrap {
+        #[command(subcommand)]
+        command: BootstrapCmd,
+    },
     /// Show the newest security audit events (credential changes, refused devices).
     Audit {
         /// How many events, oldest first.
@@ -41,9 +48,10 @@ enum Cmd {
 
 #[derive(Subcommand, Debug)]
 enum DeviceCmd {
-    /// Bind a credential to an endpoint; replaces (rotates) the endpoint's current one.
+    /// Bind a credential to an endpoint; replaces (rotates) the endpoint's current one, and
+    /// lifts the endpoint's deny if it was revoked.
     Add(AddArgs),
-    /// List every credential (never the keys).
+    /// List every credential (never the keys), and the denied endpoints.
     List,
     /// Make a registered device bootstrap again for a fresh credential: the server executes
     /// Bootstrap-Request Trigger (/1/x/9) on it when it is reachable (a sleeping queue-mode
@@ -54,6 +62,10 @@ enum DeviceCmd {
         endpoint: String,
     },
     /// Revoke an endpoint's credential; a running server closes its session at once.
+    ///
+    /// With `security.trusted_ca` set, the endpoint is also denied: a certificate from that
+    /// CA naming it is refused (by the LwM2M and the bootstrap server) until `device add`
+    /// binds it a credential again. A device known only through the CA is revoked this way.
     Revoke {
         /// The endpoint name.
         #[arg(long)]
@@ -64,6 +76,28 @@ enum DeviceCmd {
     /// One `endpoint,psk-identity,psk-key-hex` per line; `#` comments, blank lines and an
     /// `endpoint,psk_identity,psk_key` header are skipped. Every line is checked first: if any
     /// is bad, nothing is imported and every bad line is reported.
+    Import {
+        /// The CSV file; `-` reads standard input.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum BootstrapCmd {
+    /// Bind a bootstrap-server credential to an endpoint; replaces the endpoint's current one.
+    Add(AddArgs),
+    /// List every bootstrap-server credential (never the keys).
+    List,
+    /// Remove an endpoint's bootstrap-server credential.
+    Remove {
+        /// The endpoint name.
+        #[arg(long)]
+        endpoint: String,
+    },
+    /// Add or replace many bootstrap-server PSK credentials from a CSV file; all or nothing.
+    ///
+    /// The same file as `device import`: one `endpoint,psk-identity,psk-key-hex` per line.
     Import {
         /// The CSV file; `-` reads standard input.
         #[arg(value_name = "FILE")]
@@ -130,7 +164,7 @@ fn main() -> anyhow::Result<()> {
             print!("{DEFAULT_CONFIG}");
             return Ok(());
         }
-        Some(c @ (Cmd::Device { .. } | Cmd::Audit { .. })) => Some(c),
+        Some(c @ (Cmd::Device { .. } | Cmd::Bootstrap { .. } | Cmd::Audit { .. })) => Some(c),
         Some(Cmd::Run) | None => None,
     };
     let config = match &cli.config {
@@ -214,21 +248,25 @@ async fn shutdown_signal() {
     }
 }
 
-/// `device ...` and `audit`.
+/// `device ...`, `bootstrap ...` and `audit`.
 #[cfg(unix)]
 mod admin_cli {
-    use super::{AddArgs, Cmd, DeviceCmd};
+    use super::{AddArgs, BootstrapCmd, Cmd, DeviceCmd};
     use anyhow::{bail, Context};
     use lwm2m_server::config::Config;
     use lwm2m_server::provisioning::admin::{self, AdminOp, AdminReply};
-    use lwm2m_server::provisioning::credentials::{self, CredentialSummary, NewCredential, Secret};
+    use lwm2m_server::provisioning::credentials::{
+        self, CredentialSet, CredentialSummary, NewCredential, Secret,
+    };
 
     /// Runs an admin command: through the running server if there is one, else on the store.
     pub(super) fn run(config: &Config, cmd: Cmd) -> anyhow::Result<()> {
         let op = match cmd {
             Cmd::Device {
                 command: DeviceCmd::Add(args),
-            } => add_op(args)?,
+            } => AdminOp::DeviceAdd {
+                credential: new_credential(args)?,
+            },
             Cmd::Device {
                 command: DeviceCmd::List,
             } => AdminOp::DeviceList,
@@ -240,14 +278,24 @@ mod admin_cli {
             } => AdminOp::DeviceRevoke { endpoint },
             Cmd::Device {
                 command: DeviceCmd::Import { file },
-            } => return import(config, &file),
+            } => return import(config, CredentialSet::Devices, &file),
+            Cmd::Bootstrap { command } => match command {
+                BootstrapCmd::Add(args) => AdminOp::BootstrapAdd {
+                    credential: new_credential(args)?,
+                },
+                BootstrapCmd::List => AdminOp::BootstrapList,
+                BootstrapCmd::Remove { endpoint } => AdminOp::BootstrapRemove { endpoint },
+                BootstrapCmd::Import { file } => {
+                    return import(config, CredentialSet::Bootstrap, &file)
+                }
+            },
             Cmd::Audit { limit } => AdminOp::Audit { limit },
             Cmd::Run | Cmd::PrintConfig => bail!("not an admin command"),
         };
         admin_command(config, op)
     }
 
-    fn add_op(args: AddArgs) -> anyhow::Result<AdminOp> {
+    fn new_credential(args: AddArgs) -> anyhow::Result<NewCredential> {
         let secret = if let (Some(identity), Some(key)) = (args.psk_identity, args.psk_key) {
             let key = if key == "-" {
                 let mut line = String::new();
@@ -275,16 +323,15 @@ mod admin_cli {
         };
         // Checked here too, so a bad value is refused before any server or store is touched.
         credentials::validate(&args.endpoint, &secret)?;
-        Ok(AdminOp::DeviceAdd {
-            credential: NewCredential {
-                endpoint: args.endpoint,
-                secret,
-            },
+        Ok(NewCredential {
+            endpoint: args.endpoint,
+            secret,
         })
     }
 
-    /// `device import`: the lines are checked before the server or the store is touched.
-    fn import(config: &Config, file: &std::path::Path) -> anyhow::Result<()> {
+    /// `device import`, `bootstrap import`: the lines are checked before the server or the
+    /// store is touched.
+    fn import(config: &Config, set: CredentialSet, file: &std::path::Path) -> anyhow::Result<()> {
         use std::io::Read;
         let mut text = String::new();
         if file.as_os_str() == "-" {
@@ -299,7 +346,9 @@ mod admin_cli {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
-        let summary = rt.block_on(lwm2m_server::provisioning::import::import(config, &lines))?;
+        let summary = rt.block_on(lwm2m_server::provisioning::import::import_set(
+            config, set, &lines,
+        ))?;
         println!(
             "imported {} credentials ({} replaced)",
             summary.imported, summary.replaced
@@ -354,16 +403,26 @@ mod admin_cli {
         if !path.exists() {
             // Only adding a device creates the data directory; reading or revoking in a
             // directory that holds no store (a wrong --config?) should not leave one behind.
+            // With a trusted CA, revoking a device known only through it denies its
+            // endpoint, which is stored too.
+            let pki = !config.security.trusted_ca.as_os_str().is_empty();
             match &op {
-                AdminOp::DeviceAdd { .. } => std::fs::create_dir_all(&config.server.data_dir)
-                    .with_context(|| format!("creating {}", config.server.data_dir.display()))?,
-                AdminOp::DeviceRevoke { endpoint } => {
+                AdminOp::DeviceAdd { .. } | AdminOp::BootstrapAdd { .. } => {
+                    std::fs::create_dir_all(&config.server.data_dir)
+                        .with_context(|| format!("creating {}", config.server.data_dir.display()))?
+                }
+                AdminOp::DeviceRevoke { .. } if pki => {
+                    std::fs::create_dir_all(&config.server.data_dir)
+                        .with_context(|| format!("creating {}", config.server.data_dir.display()))?
+                }
+                AdminOp::DeviceRevoke { endpoint } | AdminOp::BootstrapRemove { endpoint } => {
+                    let noun = op.credential_set().unwrap_or_default().noun();
                     bail!(
-                        "endpoint {endpoint:?} has no credential (no store at {})",
+                        "endpoint {endpoint:?} has no {noun} (no store at {})",
                         path.display()
                     )
                 }
-                AdminOp::DeviceList => {
+                AdminOp::DeviceList | AdminOp::BootstrapList => {
                     return Ok(AdminReply {
                         devices: Some(Vec::new()),
                         ..AdminReply::ok()
@@ -376,7 +435,9 @@ mod admin_cli {
                     })
                 }
                 // `device import` goes through `import` above, which creates the directory.
-                AdminOp::DeviceImport { .. } | AdminOp::DeviceRotate { .. } => {}
+                AdminOp::DeviceImport { .. }
+                | AdminOp::BootstrapImport { .. }
+                | AdminOp::DeviceRotate { .. } => {}
             }
         }
         let store = admin::open_offline(config, false)?;
@@ -392,9 +453,9 @@ mod admin_cli {
         } else {
             let key_path = config.secrets_key_path();
             let key = lwm2m_server::provisioning::secrets::SecretsKey::load_or_create(&key_path)?;
-            let mut creds =
-                lwm2m_server::provisioning::credentials::Credentials::load(&store, &key)
-                    .with_context(|| format!("loading the credentials in {}", path.display()))?;
+            let set = op.credential_set().unwrap_or_default();
+            let mut creds = admin::load_offline(&store, &key, config, set)
+                .with_context(|| format!("loading the credentials in {}", path.display()))?;
             admin::apply_offline(&store, &key, &mut creds, op)
         };
         store.flush().await.context("committing the store")?;
@@ -403,31 +464,49 @@ mod admin_cli {
     }
 
     fn print_reply(op: &AdminOp, reply: AdminReply) {
+        let noun = op.credential_set().unwrap_or_default().noun();
         match op {
-            AdminOp::DeviceAdd { .. } => {
+            AdminOp::DeviceAdd { .. } | AdminOp::BootstrapAdd { .. } => {
                 if let Some(d) = reply.device {
                     println!(
-                        "added {} credential {} for endpoint {}",
+                        "added {} {noun} {} for endpoint {}",
                         d.kind, d.id, d.endpoint
                     );
                 }
                 if let Some(r) = reply.replaced {
-                    println!("replaced its {} credential {}", r.kind, r.id);
+                    println!("replaced its {} {noun} {}", r.kind, r.id);
+                }
+                if reply.deny_lifted {
+                    println!("the endpoint is no longer denied");
                 }
             }
-            AdminOp::DeviceRevoke { .. } => {
+            AdminOp::DeviceRevoke { endpoint } | AdminOp::BootstrapRemove { endpoint } => {
+                let verb = match op {
+                    AdminOp::DeviceRevoke { .. } => "revoked",
+                    _ => "removed",
+                };
                 if let Some(d) = reply.device {
                     println!(
-                        "revoked {} credential {} of endpoint {}",
+                        "{verb} {} {noun} {} of endpoint {}",
                         d.kind, d.id, d.endpoint
                     );
                 }
+                if reply.denied.is_some() {
+                    println!(
+                        "endpoint {endpoint} is denied: its certificates are refused even from a trusted CA, until `device add` binds it a credential again"
+                    );
+                }
             }
-            AdminOp::DeviceList => print_devices(&reply.devices.unwrap_or_default()),
+            AdminOp::DeviceList | AdminOp::BootstrapList => {
+                print_devices(&reply.devices.unwrap_or_default(), noun);
+                for e in reply.denied.unwrap_or_default() {
+                    println!("denied: {e}");
+                }
+            }
             AdminOp::DeviceRotate { endpoint } => println!(
                 "asked {endpoint} to bootstrap again (Bootstrap-Request Trigger, /1/x/9): it gets a fresh credential when it is reachable"
             ),
-            AdminOp::DeviceImport { .. } => {
+            AdminOp::DeviceImport { .. } | AdminOp::BootstrapImport { .. } => {
                 if let Some(r) = reply.import {
                     println!(
                         "imported {} credentials ({} replaced)",
@@ -450,9 +529,12 @@ mod admin_cli {
         }
     }
 
-    fn print_devices(devices: &[CredentialSummary]) {
+    fn print_devices(devices: &[CredentialSummary], noun: &str) {
         if devices.is_empty() {
-            println!("no device credentials");
+            match noun {
+                "credential" => println!("no device credentials"),
+                noun => println!("no {noun}s"),
+            }
             return;
         }
         let header = ["ENDPOINT", "KIND", "PSK IDENTITY / SHA-256", "ADDED (UTC)"];
@@ -519,7 +601,7 @@ mod admin_cli {
 mod admin_cli {
     /// The admin channel is a Unix domain socket.
     pub(super) fn run(_config: &super::Config, _cmd: super::Cmd) -> anyhow::Result<()> {
-        anyhow::bail!("device and audit commands need Unix domain sockets")
+        anyhow::bail!("device, bootstrap and audit commands need Unix domain sockets")
     }
 }
 
@@ -600,5 +682,70 @@ mod tests {
         assert!(parse(&["s", "device", "import", "-"]).is_ok());
         assert!(parse(&["s", "device", "import"]).is_err());
         assert!(parse(&["s", "audit", "--limit", "5"]).is_ok());
+    }
+
+    #[test]
+    fn bootstrap_commands_take_the_device_commands_arguments() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        let add = parse(&[
+            "s",
+            "bootstrap",
+            "add",
+            "--endpoint",
+            "e",
+            "--psk-identity",
+            "i",
+            "--psk-key",
+            "00",
+        ])
+        .unwrap();
+        match add.command {
+            Some(Cmd::Bootstrap {
+                command: BootstrapCmd::Add(a),
+            }) => {
+                assert_eq!(a.endpoint, "e");
+                assert_eq!(a.psk_identity.as_deref(), Some("i"));
+                assert_eq!(a.psk_key.as_deref(), Some("00"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["s", "bootstrap", "add", "--endpoint", "e", "--rpk", "k.pem"]).is_ok());
+        assert!(parse(&[
+            "s",
+            "bootstrap",
+            "add",
+            "--endpoint",
+            "e",
+            "--cert",
+            "c.pem"
+        ])
+        .is_ok());
+        assert!(parse(&["s", "bootstrap", "add", "--endpoint", "e"]).is_err());
+        assert!(parse(&[
+            "s",
+            "bootstrap",
+            "add",
+            "--endpoint",
+            "e",
+            "--rpk",
+            "a",
+            "--cert",
+            "b"
+        ])
+        .is_err());
+        match parse(&["s", "bootstrap", "remove", "--endpoint", "e"])
+            .unwrap()
+            .command
+        {
+            Some(Cmd::Bootstrap {
+                command: BootstrapCmd::Remove { endpoint },
+            }) => assert_eq!(endpoint, "e"),
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["s", "bootstrap", "remove"]).is_err());
+        assert!(parse(&["s", "bootstrap", "list"]).is_ok());
+        assert!(parse(&["s", "bootstrap", "import", "factory.csv"]).is_ok());
+        assert!(parse(&["s", "bootstrap", "import"]).is_err());
+        assert!(parse(&["s", "bootstrap", "revoke", "--endpoint", "e"]).is_err());
     }
 }

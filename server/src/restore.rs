@@ -1,5 +1,5 @@
 //! What a start reads back from the store, in one sequence the startup calls and the tests
-//! call the same way: device credentials, DTLS sessions, the core's registrations,
+//! call the same way: device and bootstrap-server credentials (and the deny list), DTLS sessions, the core's registrations,
 //! observations and queued commands, the MQTT bridge's outbox, requests and shadows.
 //!
 //! Nothing read back may stop the server (a corrupt or hostile store is input like any other): each
@@ -24,6 +24,8 @@ use std::time::Instant;
 pub(crate) struct Restored {
     /// The device credentials (some endpoints possibly locked, see [`Credentials::load`]).
     pub(crate) credentials: Credentials,
+    /// The bootstrap server's credentials, sharing the device credentials' deny list.
+    pub(crate) bootstrap_credentials: Credentials,
     /// DTLS sessions restored.
     pub(crate) sessions: usize,
     /// The core's registrations, observations and queued commands.
@@ -48,7 +50,11 @@ pub(crate) fn restore_state(
     schema: Arc<Registry>,
     now: Instant,
 ) -> anyhow::Result<Restored> {
-    let credentials = Credentials::load(store, secrets).context("loading device credentials")?;
+    let mut credentials =
+        Credentials::load(store, secrets).context("loading device credentials")?;
+    credentials.set_pki(crate::provisioning::security::pki_naming(config));
+    let bootstrap_credentials = Credentials::load_bootstrap(store, secrets, &credentials)
+        .context("loading bootstrap-server credentials")?;
     let (sessions, sessions_skipped) = match dtls {
         Some(server) => restore_sessions(server, store, secrets, &credentials, core),
         None => (0, 0),
@@ -66,16 +72,22 @@ pub(crate) fn restore_state(
         let (commands, observations) = core.restored_ids();
         bridge_skipped = b.skipped() + b.forget_unknown(&commands, &observations);
     }
-    let skipped = credentials.unreadable() + sessions_skipped + report.unreadable + bridge_skipped;
+    let skipped = credentials.unreadable()
+        + bootstrap_credentials.unreadable()
+        + sessions_skipped
+        + report.unreadable
+        + bridge_skipped;
     if skipped > 0 {
         tracing::warn!(
             skipped,
             locked = ?credentials.locked(),
+            bootstrap_locked = ?bootstrap_credentials.locked(),
             "stored records skipped at start (each logged above)"
         );
     }
     Ok(Restored {
         credentials,
+        bootstrap_credentials,
         sessions,
         core: report,
         bridge,
@@ -85,7 +97,9 @@ pub(crate) fn restore_state(
 
 /// Loads the DTLS sessions a previous run saved; returns how many were restored and how many
 /// records were skipped. A session whose credential is gone (revoked while the server was
-/// down, or locked) is dropped, not restored. Dropped and skipped sessions are deleted: the
+/// down, or locked) is dropped, not restored; so is one of a device known only through the
+/// trusted CA, whose certificate a new handshake judges again (against the deny list and the
+/// CA of this run). Dropped and skipped sessions are deleted: the
 /// device only needs a new handshake.
 fn restore_sessions(
     server: &mut dtls::Server,
@@ -181,6 +195,8 @@ mod tests {
     const WALL_NOW_SECS: u64 = 1_800_000_000;
     /// The device whose records are valid.
     const EP: &str = "dev-ok";
+    /// A denied endpoint.
+    const DENIED: &str = "dev-denied";
     /// Its queued command's and its observation's ids.
     const QUEUED_ID: u64 = (WALL_NOW_SECS * 1000 - 60_000) << 8;
     const OBSERVATION_ID: u64 = QUEUED_ID + 1;
@@ -210,6 +226,13 @@ mod tests {
             .add(store, key, psk(EP, "id-ok", b"0123456789abcdef"))
             .unwrap();
         keys.insert((Table::Credentials, EP.as_bytes().to_vec()));
+        let mut bootstrap = Credentials::empty_bootstrap(&creds);
+        bootstrap
+            .add(store, key, psk(EP, "factory-ok", b"fedcba9876543210"))
+            .unwrap();
+        keys.insert((Table::BootstrapCredentials, EP.as_bytes().to_vec()));
+        creds.deny(store, DENIED).unwrap();
+        keys.insert((Table::DeniedEndpoints, DENIED.as_bytes().to_vec()));
         let (conn, saved) = established_session(&creds);
         let session_key = conn.to_be_bytes().to_vec();
         store
@@ -500,7 +523,10 @@ mod tests {
                     (key, persist::encode(&rec))
                 })
                 .boxed(),
-            Table::Credentials => (
+            Table::DeniedEndpoints => (endpoint(), bytes(12))
+                .prop_map(|(endpoint, at)| (endpoint.into_bytes(), at))
+                .boxed(),
+            Table::Credentials | Table::BootstrapCredentials => (
                 endpoint(),
                 prop_oneof![
                     Just("psk".to_string()),
@@ -640,11 +666,12 @@ mod tests {
     }
 
     /// The tables a start reads every record of.
-    const READ_AT_START: [Table; 7] = [
+    const READ_AT_START: [Table; 8] = [
         Table::Registrations,
         Table::Observations,
         Table::Queue,
         Table::Credentials,
+        Table::BootstrapCredentials,
         Table::Sessions,
         Table::Outbox,
         Table::Bridge,
@@ -743,6 +770,12 @@ mod tests {
             first.credentials.psk(b"id-ok"),
             Some((EP, &b"0123456789abcdef"[..]))
         );
+        prop_assert_eq!(
+            first.bootstrap_credentials.psk(b"factory-ok"),
+            Some((EP, &b"fedcba9876543210"[..]))
+        );
+        prop_assert!(first.credentials.is_denied(DENIED));
+        prop_assert!(first.bootstrap_credentials.is_denied(DENIED));
         prop_assert!(core.registration(EP).is_some());
         let (commands, observations) = core.restored_ids();
         prop_assert!(commands.contains(&CommandId(QUEUED_ID)));
@@ -760,7 +793,12 @@ mod tests {
             first.skipped,
             must_skip
         );
-        prop_assert!(first.skipped >= first.credentials.unreadable() + first.core.unreadable);
+        prop_assert!(
+            first.skipped
+                >= first.credentials.unreadable()
+                    + first.bootstrap_credentials.unreadable()
+                    + first.core.unreadable
+        );
         let (events, _) = audit::recent_counted(&store, 1000).unwrap();
         prop_assert!(events.iter().any(|e| e.detail == "valid"));
         drop(core);
@@ -771,7 +809,10 @@ mod tests {
         // except the credentials, which stay (and keep their endpoints locked) until the
         // operator acts.
         let (core, second) = start(&store, &secrets);
-        prop_assert_eq!(second.skipped, second.credentials.unreadable());
+        prop_assert_eq!(
+            second.skipped,
+            second.credentials.unreadable() + second.bootstrap_credentials.unreadable()
+        );
         prop_assert_eq!(second.sessions, 1);
         prop_assert!(core.registration(EP).is_some());
         store.close().unwrap();

@@ -49,14 +49,14 @@ pub(crate) struct Shell {
     pub(crate) stack: Stack,
     /// The bootstrap server's stack, if `[bootstrap]` is enabled.
     pub(crate) bootstrap: Option<Stack<BootstrapRole>>,
-    /// The bootstrap server's credential index (factory credentials).
-    pub(crate) bootstrap_creds: SharedCredentials,
     /// Where the stack's writes go, group-committed by the store's writer thread.
     pub(crate) store: Store,
     /// For the store part of admin operations (credentials are sealed with it).
     pub(crate) secrets: Arc<SecretsKey>,
     /// The credential index the admin operations change (the stack's DTLS lookups read it).
     pub(crate) creds: SharedCredentials,
+    /// The bootstrap server's credential index, changed by the `bootstrap-*` admin operations.
+    pub(crate) bootstrap_creds: SharedCredentials,
     /// Device events for the handles' subscribers.
     pub(crate) events: broadcast::Sender<DeviceEvent>,
     /// Callers of `execute` waiting for their command's result.

@@ -86,6 +86,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         "state restored"
     );
     let creds = SharedCredentials(Arc::new(std::sync::RwLock::new(restored.credentials)));
+    let bootstrap_creds = SharedCredentials(Arc::new(std::sync::RwLock::new(
+        restored.bootstrap_credentials,
+    )));
     core.set_security_policy(Arc::new(creds.clone()));
 
     let mut sockets = Sockets::empty();
@@ -142,7 +145,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         }
         None => (None, None),
     };
-    let bootstrap_creds = SharedCredentials::default();
     let (bootstrap, bootstrap_addrs) = bootstrap_stack(
         config,
         &mut sockets,

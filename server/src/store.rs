@@ -40,6 +40,13 @@ pub enum Table {
     /// The MQTT bridge's own state: requests awaiting their result, observations' request
     /// ids, device shadows.
     Bridge,
+    /// The bootstrap server's credentials by endpoint name: the factory bootstrap accounts
+    /// devices are born with (OMA LwM2M TS 1.2 Core §5.2.2), in the record format of
+    /// [`Table::Credentials`].
+    BootstrapCredentials,
+    /// Endpoints whose certificates are refused even though they chain to a trusted CA (a
+    /// device known only through the PKI, revoked), by endpoint name.
+    DeniedEndpoints,
 }
 
 impl Table {
@@ -59,11 +66,13 @@ impl Table {
             Table::Sessions => "dtls_sessions",
             Table::Outbox => "mqtt_outbox",
             Table::Bridge => "mqtt_bridge",
+            Table::BootstrapCredentials => "bootstrap_credentials",
+            Table::DeniedEndpoints => "denied_endpoints",
         }
     }
 
     /// Every table.
-    pub const ALL: [Table; 9] = [
+    pub const ALL: [Table; 11] = [
         Table::Registrations,
         Table::Observations,
         Table::Queue,
@@ -73,6 +82,8 @@ impl Table {
         Table::Sessions,
         Table::Outbox,
         Table::Bridge,
+        Table::BootstrapCredentials,
+        Table::DeniedEndpoints,
     ];
 }
 

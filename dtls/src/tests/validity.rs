@@ -170,6 +170,38 @@ fn the_server_refuses_a_device_certificate_before_and_after_its_validity() {
 }
 
 #[test]
+fn a_refused_certificate_is_reported_as_who_it_claims_to_be() {
+    for claim in [None, Some("device-7")] {
+        let pki = pki();
+        let mut cfg = ServerConfig::default();
+        cfg.key = Some(pki.server);
+        // No pinned key: the application refuses the certificate, and says whose it is.
+        let creds = Creds {
+            refused_as: claim.map(str::to_string),
+            ..Creds::default()
+        };
+        let mut net = Net::new(cfg.clone(), creds, 23);
+        cfg.wall_clock = clock_at(&net, (A + B) / 2);
+        net.server = Server::new(cfg, [23; 32]);
+        net.add_client(ClientConfig::with_key(pki.device, ServerTrust::Unverified));
+        net.run(Duration::from_secs(3));
+        let failure = net
+            .server_events
+            .iter()
+            .find_map(|e| match e {
+                ServerEvent::HandshakeFailed { failure, .. } => Some(failure),
+                _ => None,
+            })
+            .expect("the server failed the handshake");
+        assert_eq!(
+            failure.error,
+            HandshakeError::ClientCredentialRefused(AlertDescription::AccessDenied)
+        );
+        assert_eq!(failure.identity.as_deref(), claim);
+    }
+}
+
+#[test]
 fn the_wall_clock_advances_with_the_simulation() {
     // Valid until B: a handshake that starts a day before B succeeds, one started two days
     // later by the same server, with the same anchor, does not.

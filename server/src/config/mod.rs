@@ -36,7 +36,7 @@ pub use mqtt::{
     MqttSettings, MqttTls, MqttVersion,
 };
 pub use queue::QueueSection;
-pub use security::{CipherSuite, DtlsSection, SecuritySection};
+pub use security::{CertificateEndpoint, CipherSuite, DtlsSection, SecuritySection};
 pub use server::{LogSection, RegistrationSection, ServerSection};
 
 use crate::core::CoreConfig;

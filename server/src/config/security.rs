@@ -24,6 +24,40 @@ pub struct SecuritySection {
     pub private_key: PathBuf,
     /// PEM bundle of the CAs device certificates must chain to; empty: pinned certificates only.
     pub trusted_ca: PathBuf,
+    /// Where a certificate that chains to `trusted_ca` (and is not pinned) names its endpoint.
+    pub certificate_endpoint: CertificateEndpoint,
+}
+
+/// `security.certificate_endpoint`: which name of a device certificate issued by a trusted CA
+/// is its endpoint name, the only one it may register (or bootstrap) as.
+///
+/// The default, `cn-or-san`, takes the subject's Common Name and, for a certificate without
+/// one, the first URI or DNS name of its Subject Alternative Name: fleets commonly put the
+/// endpoint in the CN (what Leshan's X.509 mode expects), while newer profiles leave the
+/// subject empty and carry the identity in the SAN only (RFC 5280 §4.2.1.6), and a
+/// certificate has at most one of the two in practice. `cn` or `san` restrict it to one of
+/// them, for a CA whose other field holds something that is not the endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CertificateEndpoint {
+    /// The subject's Common Name only.
+    Cn,
+    /// The first URI or DNS name of the Subject Alternative Name only.
+    San,
+    /// The Common Name, else the first SAN URI or DNS name.
+    #[default]
+    CnOrSan,
+}
+
+impl CertificateEndpoint {
+    /// The name in the configuration.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            CertificateEndpoint::Cn => "cn",
+            CertificateEndpoint::San => "san",
+            CertificateEndpoint::CnOrSan => "cn-or-san",
+        }
+    }
 }
 
 impl Default for SecuritySection {
@@ -34,6 +68,7 @@ impl Default for SecuritySection {
             certificate: PathBuf::new(),
             private_key: PathBuf::new(),
             trusted_ca: PathBuf::new(),
+            certificate_endpoint: CertificateEndpoint::default(),
         }
     }
 }

@@ -52,10 +52,22 @@ fn embedded_security_and_dtls_defaults_match_the_struct_defaults() {
     );
     assert!(c.security.certificate.as_os_str().is_empty());
     assert!(c.security.trusted_ca.as_os_str().is_empty());
+    assert_eq!(
+        c.security.certificate_endpoint,
+        e.security.certificate_endpoint
+    );
+    assert_eq!(
+        c.security.certificate_endpoint,
+        CertificateEndpoint::CnOrSan
+    );
     assert_eq!(c.session_save_interval(), Some(Duration::from_secs(300)));
 
     let p = Config::parse(include_str!("../../../config/production.toml")).unwrap();
     assert!(!p.security.allow_nosec);
+    assert_eq!(
+        p.security.certificate_endpoint,
+        CertificateEndpoint::CnOrSan
+    );
     assert!(p.server.coaps_bind.iter().all(|a| a.ip().is_unspecified()));
 }
 
@@ -115,6 +127,23 @@ fn bad_security_and_dtls_values_are_refused_with_their_key() {
     assert_eq!(c.session_save_interval(), None);
     let c = Config::parse("[security]\nsecrets_key_file = \"/etc/lwm2m/key\"\n").unwrap();
     assert_eq!(c.secrets_key_path(), PathBuf::from("/etc/lwm2m/key"));
+}
+
+#[test]
+fn certificate_endpoint_takes_its_three_names_and_refuses_others() {
+    for (text, want) in [
+        ("cn", CertificateEndpoint::Cn),
+        ("san", CertificateEndpoint::San),
+        ("cn-or-san", CertificateEndpoint::CnOrSan),
+    ] {
+        let c = Config::parse(&format!("[security]\ncertificate_endpoint = \"{text}\"\n")).unwrap();
+        assert_eq!(c.security.certificate_endpoint, want);
+        assert_eq!(want.as_str(), text);
+    }
+    for bad in ["CN", "subject", "cn_or_san", ""] {
+        let e = err(&format!("[security]\ncertificate_endpoint = \"{bad}\"\n"));
+        assert!(e.contains("certificate_endpoint"), "{bad}: {e}");
+    }
 }
 
 #[test]

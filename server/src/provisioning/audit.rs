@@ -52,6 +52,13 @@ pub enum AuditKind {
     BootstrapFailed,
     /// A device was asked to bootstrap again for a fresh credential (`device rotate`).
     RotationRequested,
+    /// A bootstrap-server credential (a factory bootstrap account) was added or replaced.
+    BootstrapCredentialAdded,
+    /// A bootstrap-server credential was removed.
+    BootstrapCredentialRemoved,
+    /// An endpoint was put on the deny list: its certificates are refused even though they
+    /// chain to a trusted CA, until a credential is added for it again.
+    EndpointDenied,
 }
 
 impl AuditKind {
@@ -68,11 +75,14 @@ impl AuditKind {
             AuditKind::BootstrapFinished => "bootstrap-finished",
             AuditKind::BootstrapFailed => "bootstrap-failed",
             AuditKind::RotationRequested => "rotation-requested",
+            AuditKind::BootstrapCredentialAdded => "bootstrap-credential-added",
+            AuditKind::BootstrapCredentialRemoved => "bootstrap-credential-removed",
+            AuditKind::EndpointDenied => "endpoint-denied",
         }
     }
 
     /// Every kind.
-    const ALL: [AuditKind; 10] = [
+    const ALL: [AuditKind; 13] = [
         AuditKind::CredentialAdded,
         AuditKind::CredentialRevoked,
         AuditKind::AuthFailed,
@@ -83,6 +93,9 @@ impl AuditKind {
         AuditKind::BootstrapFinished,
         AuditKind::BootstrapFailed,
         AuditKind::RotationRequested,
+        AuditKind::BootstrapCredentialAdded,
+        AuditKind::BootstrapCredentialRemoved,
+        AuditKind::EndpointDenied,
     ];
 
     fn parse(s: &str) -> Option<Self> {

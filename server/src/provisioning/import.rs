@@ -1,6 +1,7 @@
-//! Bulk import of PSK credentials, `lwm2m-server device import FILE`: a fleet's keys (the
-//! client simulator writes 100,000 of them) in one command, where `device add` per device
-//! would take a round trip and a commit each.
+//! Bulk import of PSK credentials, `lwm2m-server device import FILE` (and `bootstrap import
+//! FILE` for the bootstrap server's): a fleet's keys (the client simulator writes 100,000 of
+//! them) in one command, where `device add` per device would take a round trip and a commit
+//! each.
 //!
 //! The file is CSV, one device per line, `endpoint,psk-identity,psk-key-hex`. Blank lines and
 //! lines starting with `#` are skipped, as is a header line `endpoint,psk_identity,psk_key`
@@ -25,7 +26,9 @@ use crate::config::Config;
 use crate::provisioning::admin::{
     self, AdminOp, AdminReply, ImportReport, OfflineError, MAX_IMPORT_CHUNK, MAX_REQUEST_LEN,
 };
-use crate::provisioning::credentials::{self, CredentialError, Credentials, NewCredential, Secret};
+use crate::provisioning::credentials::{
+    self, CredentialError, CredentialSet, Credentials, NewCredential, Secret,
+};
 use crate::provisioning::secrets::{SecretsError, SecretsKey};
 use crate::store::{Store, StoreError};
 use std::collections::HashMap;
@@ -262,11 +265,12 @@ pub fn chunks(lines: &[ImportLine]) -> Vec<&[ImportLine]> {
     out
 }
 
-fn request(chunk: &[ImportLine], check: bool) -> AdminOp {
-    AdminOp::DeviceImport {
-        credentials: chunk.iter().map(|l| l.credential.clone()).collect(),
+fn request(set: CredentialSet, chunk: &[ImportLine], check: bool) -> AdminOp {
+    AdminOp::import(
+        set,
+        chunk.iter().map(|l| l.credential.clone()).collect(),
         check,
-    }
+    )
 }
 
 /// Where the requests go: the running server, or the store itself.
@@ -284,7 +288,11 @@ struct Offline {
 impl Target {
     /// Sends `op` to the running server if there is one (and so learns where the next
     /// requests go), else opens the store and applies it there.
-    async fn connect(config: &Config, op: AdminOp) -> Result<(Self, AdminReply), ImportError> {
+    async fn connect(
+        config: &Config,
+        set: CredentialSet,
+        op: AdminOp,
+    ) -> Result<(Self, AdminReply), ImportError> {
         let path = config.admin_socket_path();
         match admin::call(&path, &op).await {
             Ok(reply) => Ok((Target::Online(path), reply)),
@@ -296,7 +304,7 @@ impl Target {
             {
                 let store = admin::open_offline(config, true)?;
                 let key = SecretsKey::load_or_create(&config.secrets_key_path())?;
-                let creds = Credentials::load(&store, &key)?;
+                let creds = admin::load_offline(&store, &key, config, set)?;
                 let mut target = Target::Offline(Box::new(Offline { store, key, creds }));
                 let reply = target.call(op).await?;
                 Ok((target, reply))
@@ -329,15 +337,26 @@ impl Target {
     }
 }
 
-/// Imports checked lines ([`parse_csv`]) through the running server of `config`, or into its
-/// store when none runs. Nothing is imported if the check pass refuses a line.
+/// Imports checked lines ([`parse_csv`]) as device credentials through the running server of
+/// `config`, or into its store when none runs. Nothing is imported if the check pass refuses
+/// a line.
 pub async fn import(config: &Config, lines: &[ImportLine]) -> Result<ImportSummary, ImportError> {
+    import_set(config, CredentialSet::Devices, lines).await
+}
+
+/// [`import`] into either credential set: `lwm2m-server bootstrap import` imports the
+/// bootstrap server's credentials (factory bootstrap accounts) the same way.
+pub async fn import_set(
+    config: &Config,
+    set: CredentialSet,
+    lines: &[ImportLine],
+) -> Result<ImportSummary, ImportError> {
     let chunks = chunks(lines);
     let Some(first) = chunks.first() else {
         return Ok(ImportSummary::default());
     };
-    let (mut target, first_reply) = Target::connect(config, request(first, true)).await?;
-    let result = check_then_import(&mut target, &chunks, first_reply).await;
+    let (mut target, first_reply) = Target::connect(config, set, request(set, first, true)).await?;
+    let result = check_then_import(&mut target, set, &chunks, first_reply).await;
     let finished = target.finish().await;
     let summary = result?;
     finished?;
@@ -357,6 +376,7 @@ fn interrupted(chunk: &[ImportLine], imported: usize, reply: AdminReply) -> Impo
 
 async fn check_then_import(
     target: &mut Target,
+    set: CredentialSet,
     chunks: &[&[ImportLine]],
     first_reply: AdminReply,
 ) -> Result<ImportSummary, ImportError> {
@@ -372,7 +392,7 @@ async fn check_then_import(
     for (i, chunk) in chunks.iter().enumerate() {
         let r = match reply.take() {
             Some(r) => r,
-            None => target.call(request(chunk, true)).await?,
+            None => target.call(request(set, chunk, true)).await?,
         };
         let report = match r.import {
             Some(ImportReport { refused, .. }) if !refused.is_empty() => refused,
@@ -401,7 +421,7 @@ async fn check_then_import(
     }
     let mut summary = ImportSummary::default();
     for chunk in chunks {
-        let r = target.call(request(chunk, false)).await?;
+        let r = target.call(request(set, chunk, false)).await?;
         match &r.import {
             Some(report) if r.ok => {
                 summary.imported += report.imported;
@@ -534,9 +554,49 @@ mod tests {
         assert!(parts.len() > 1);
         assert_eq!(parts.iter().map(|c| c.len()).sum::<usize>(), 5000);
         for c in parts {
-            let json = serde_json::to_vec(&request(c, false)).unwrap();
+            let json = serde_json::to_vec(&request(CredentialSet::Devices, c, false)).unwrap();
             assert!(json.len() < MAX_REQUEST_LEN, "{}", json.len());
         }
+    }
+
+    #[tokio::test]
+    async fn an_offline_bootstrap_import_fills_the_bootstrap_set_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = config(dir.path());
+        // A device credential with the identity the factory file gives dev-1 too: the two
+        // sets do not clash.
+        import(&config, &parse_csv("dev-9,id-1,09\n").unwrap())
+            .await
+            .unwrap();
+        let lines = parse_csv(&csv(3, 1)).unwrap();
+        let summary = import_set(&config, CredentialSet::Bootstrap, &lines)
+            .await
+            .unwrap();
+        assert_eq!(summary.imported, 3);
+        // The file is checked against the bootstrap set: an identity of it bound to another
+        // endpoint there refuses the whole file.
+        let clash = parse_csv("dev-7,id-2,07\n").unwrap();
+        let e = import_set(&config, CredentialSet::Bootstrap, &clash)
+            .await
+            .unwrap_err();
+        assert!(line_errors(e)[0].1.contains("dev-2"));
+        let store = Store::open(&config.store_path(), StoreConfig::default()).unwrap();
+        let key = SecretsKey::load_or_create(&config.secrets_key_path()).unwrap();
+        let devices = Credentials::load(&store, &key).unwrap();
+        let boot = Credentials::load_bootstrap(&store, &key, &devices).unwrap();
+        assert_eq!(devices.len(), 1);
+        assert_eq!(devices.psk(b"id-1"), Some(("dev-9", &[9u8][..])));
+        assert_eq!(boot.len(), 3);
+        assert_eq!(boot.psk(b"id-1"), Some(("dev-1", &2u128.to_be_bytes()[..])));
+        let events = audit::recent(&store, 100).unwrap();
+        assert_eq!(
+            events
+                .iter()
+                .filter(|e| e.kind == AuditKind::BootstrapCredentialAdded)
+                .count(),
+            3
+        );
+        store.close().unwrap();
     }
 
     #[tokio::test]

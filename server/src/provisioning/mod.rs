@@ -1,8 +1,10 @@
 //! Provisioning: which devices may connect and with what, kept in the store, and the ways an
 //! operator changes it.
 //!
-//! - [`credentials`]: device credentials (PSK, raw public key, certificate), their checks,
-//!   their store records, and the in-memory index the DTLS handshake looks them up in.
+//! - [`credentials`]: device and bootstrap-server credentials (PSK, raw public key,
+//!   certificate), their checks, their store records, the deny list, and the in-memory index
+//!   the DTLS handshake looks them up in.
+//! - [`pki`]: the endpoint name a certificate from a trusted CA carries (the factory PKI).
 //! - [`secrets`]: encryption at rest of the secrets in the store (the PSKs).
 //! - [`security`]: the DTLS engine's view of the credentials, the server's own key and
 //!   certificate, and the engine's settings.
@@ -16,5 +18,6 @@ pub mod audit;
 pub mod credentials;
 #[cfg(unix)]
 pub mod import;
+pub mod pki;
 pub mod secrets;
 pub mod security;

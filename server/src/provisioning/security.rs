@@ -20,17 +20,76 @@ pub struct SharedCredentials(pub Arc<RwLock<Credentials>>);
 
 impl SecurityPolicy for SharedCredentials {
     fn requires_dtls(&self, endpoint: &str) -> bool {
-        // A poisoned lock means a panic elsewhere; refusing is the safe answer.
-        self.0.read().map_or(true, |c| c.has_credential(endpoint))
+        // A poisoned lock means a panic elsewhere; refusing is the safe answer. A denied
+        // endpoint was revoked: NoSec must not let it back in either.
+        self.0.read().map_or(true, |c| {
+            c.has_credential(endpoint) || c.is_denied(endpoint)
+        })
     }
 }
 
-/// The view the DTLS engine judges clients through.
+/// The view the DTLS engine judges clients through: the LwM2M server's with the device
+/// credentials, the bootstrap server's with the bootstrap credentials.
+///
+/// A certificate chain is checked against `roots` (when there are any), then:
+/// - a pinned certificate is its endpoint's;
+/// - else, with a trusted CA configured ([`Credentials::pki`]), the certificate is the
+///   endpoint it names (`security.certificate_endpoint`), unless that endpoint is denied, has
+///   a pinned credential of its own (which wins), or is no valid endpoint name.
+///
+/// Each refusal has its own alert, which the engine's failure, and so the audit entry of the
+/// refused handshake, names: `unknown_ca`, `certificate_expired` or `bad_certificate` for a
+/// chain that does not verify; `access_denied` for a key or certificate that is not pinned
+/// (no trusted CA) or whose endpoint has another pinned credential; `certificate_revoked`
+/// for a denied endpoint; `certificate_unknown` for a certificate that names no valid
+/// endpoint. The failure also names the endpoint a refused certificate is pinned to, or names
+/// with a chain that verifies.
 pub struct Lookup<'a> {
     /// The provisioned devices.
     pub creds: &'a Credentials,
     /// CAs device certificates must chain to (empty: pinned certificates only).
     pub roots: &'a Roots,
+}
+
+impl Lookup<'_> {
+    /// A certificate that is not pinned, from a trusted CA: the endpoint it names.
+    fn certificate_endpoint(
+        &self,
+        leaf: &[u8],
+        naming: crate::config::CertificateEndpoint,
+    ) -> Result<Arc<str>, AlertDescription> {
+        // The engine logs the failure and the audit records it; this line adds the detail
+        // an alert cannot carry. Every name here comes from a certificate the CA signed.
+        let refuse = |alert: AlertDescription, name: &str, why: &dyn std::fmt::Display| {
+            tracing::info!(name = ?name, reason = %why, %alert, "device certificate refused");
+            alert
+        };
+        let endpoint = match crate::provisioning::pki::certificate_endpoint(leaf, naming) {
+            Ok(name) => name,
+            Err(e) => {
+                tracing::info!(reason = %e, naming = naming.as_str(), "device certificate refused");
+                return Err(AlertDescription::CertificateUnknown);
+            }
+        };
+        if let Err(e) = crate::provisioning::credentials::validate_endpoint(&endpoint) {
+            return Err(refuse(AlertDescription::CertificateUnknown, &endpoint, &e));
+        }
+        if self.creds.is_denied(&endpoint) {
+            return Err(refuse(
+                AlertDescription::CertificateRevoked,
+                &endpoint,
+                &"the endpoint is denied",
+            ));
+        }
+        if self.creds.has_credential(&endpoint) {
+            return Err(refuse(
+                AlertDescription::AccessDenied,
+                &endpoint,
+                &"the endpoint has another pinned credential",
+            ));
+        }
+        Ok(Arc::from(endpoint))
+    }
 }
 
 impl ServerCredentials for Lookup<'_> {
@@ -60,13 +119,47 @@ impl ServerCredentials for Lookup<'_> {
                     self.roots.verify(chain, now, true)?;
                 }
                 let leaf = chain.first().ok_or(AlertDescription::BadCertificate)?;
-                self.creds
-                    .by_certificate(leaf)
-                    .map(Arc::from)
-                    .ok_or(AlertDescription::AccessDenied)
+                if let Some(endpoint) = self.creds.by_certificate(leaf) {
+                    return Ok(Arc::from(endpoint));
+                }
+                match self.creds.pki() {
+                    Some(naming) if !self.roots.is_empty() => {
+                        self.certificate_endpoint(leaf, naming)
+                    }
+                    _ => Err(AlertDescription::AccessDenied),
+                }
             }
         }
     }
+
+    /// The endpoint a refused certificate is bound to or names, so the audit entry of the
+    /// refusal says whose it was: a pinned certificate's endpoint, or the valid endpoint name
+    /// of a certificate whose chain verifies. A name in a certificate that does not chain to
+    /// a trusted CA is anyone's claim, and is not reported.
+    fn refused_identity(&self, key: PeerKey<'_>, unix_time: Option<u64>) -> Option<String> {
+        let PeerKey::Certificates(chain) = key else {
+            return None;
+        };
+        let leaf = chain.first()?;
+        if let Some(endpoint) = self.creds.by_certificate(leaf) {
+            return Some(endpoint.to_string());
+        }
+        let naming = self.creds.pki()?;
+        if self.roots.is_empty() || self.roots.verify(chain, unix_time?, true).is_err() {
+            return None;
+        }
+        let name = crate::provisioning::pki::certificate_endpoint(leaf, naming).ok()?;
+        crate::provisioning::credentials::validate_endpoint(&name)
+            .is_ok()
+            .then_some(name)
+    }
+}
+
+/// How a certificate from a trusted CA names its endpoint ([`Credentials::set_pki`]): as
+/// `security.certificate_endpoint` says if `security.trusted_ca` is set, else not at all.
+pub fn pki_naming(config: &Config) -> Option<crate::config::CertificateEndpoint> {
+    let sec = &config.security;
+    (!sec.trusted_ca.as_os_str().is_empty()).then_some(sec.certificate_endpoint)
 }
 
 /// The server's ECDSA key and certificate: the configured files, or a P-256 key and
@@ -199,6 +292,10 @@ pub fn dtls_config(
         ..dtls::ServerConfig::default()
     }
 }
+
+#[cfg(test)]
+#[path = "lookup_tests.rs"]
+mod lookup_tests;
 
 #[cfg(test)]
 mod tests {

@@ -1,11 +1,13 @@
 //! Admin operations on a running server: the store part as the CLI applies it offline, then
 //! what only the running server can do, through the stack — close the sessions of a revoked
-//! or rotated credential, end the revoked device's registration. Each reply waits for its
-//! change to be committed.
+//! or rotated credential, end the revoked device's registration. `bootstrap-*` operations
+//! change the bootstrap server's credential index instead of the devices'. Each reply waits
+//! for its change to be committed.
 use super::Shell;
 use crate::provisioning::admin::{self, AdminOp, AdminReply, AdminRequest};
 use crate::provisioning::audit::AuditKind;
 use crate::stack::AuditNote;
+use crate::provisioning::credentials::CredentialSet;
 use std::time::Instant;
 
 impl Shell {
@@ -75,6 +77,9 @@ impl Shell {
     /// The store part, then the stack's side effects for the endpoints whose credential
     /// changed.
     fn apply(&mut self, now: Instant, op: AdminOp) -> AdminReply {
+        if op.credential_set() == Some(CredentialSet::Bootstrap) {
+            return self.apply_bootstrap(now, op);
+        }
         let Ok(mut creds) = self.creds.0.write() else {
             return AdminReply::error("credential index unavailable");
         };
@@ -106,6 +111,44 @@ impl Shell {
         if reply.ok && !changed.is_empty() {
             self.stack
                 .credentials_changed(now, &changed, revoked.as_deref());
+        }
+        // A denied endpoint's certificate is refused by the bootstrap server too: a session
+        // it holds there ends as well.
+        if let (Some(bs), Some(denied)) = (self.bootstrap.as_mut(), reply.denied.as_ref()) {
+            bs.credentials_changed(now, denied, None);
+        }
+        reply
+    }
+
+    /// A `bootstrap-*` operation: the store part, on the bootstrap server's index, whose
+    /// handshakes read the change at once.
+    /// A removed or replaced factory credential ends the device's bootstrap session and its
+    /// sequence, as a revoked device credential ends its LwM2M session.
+    fn apply_bootstrap(&mut self, now: Instant, op: AdminOp) -> AdminReply {
+        let Ok(mut creds) = self.bootstrap_creds.0.write() else {
+            return AdminReply::error("bootstrap credential index unavailable");
+        };
+        let removed = match &op {
+            AdminOp::BootstrapRemove { endpoint } => Some(endpoint.clone()),
+            _ => None,
+        };
+        let (reply, changed) = match op {
+            AdminOp::BootstrapImport { credentials, check } => {
+                admin::apply_import(&self.store, &self.secrets, &mut creds, credentials, check)
+            }
+            op => {
+                let reply = admin::apply_offline(&self.store, &self.secrets, &mut creds, op);
+                let changed = match (&removed, &reply.replaced) {
+                    (Some(e), _) => vec![e.clone()],
+                    (None, Some(r)) => vec![r.endpoint.clone()],
+                    (None, None) => Vec::new(),
+                };
+                (reply, changed)
+            }
+        };
+        drop(creds);
+        if let Some(bs) = self.bootstrap.as_mut().filter(|_| reply.ok && !changed.is_empty()) {
+            bs.credentials_changed(now, &changed, removed.as_deref());
         }
         reply
     }

@@ -159,22 +159,22 @@ impl ExpectCertificate {
         }
         .map_err(|e| malformed("Certificate", e))?;
         let unix_time = ctx.unix_time();
-        let (principal, key) = match parsed {
-            CertificateBody::RawPublicKey(spki) => {
-                let p = ctx
-                    .creds
-                    .verify_client(PeerKey::RawPublicKey(&spki), unix_time);
-                (p, ClientKey::Spki(spki))
-            }
-            CertificateBody::X509(chain) if !chain.is_empty() => {
-                let p = ctx
-                    .creds
-                    .verify_client(PeerKey::Certificates(&chain), unix_time);
-                (p, ClientKey::Chain(chain))
-            }
+        let key = match parsed {
+            CertificateBody::RawPublicKey(spki) => ClientKey::Spki(spki),
+            CertificateBody::X509(chain) if !chain.is_empty() => ClientKey::Chain(chain),
             CertificateBody::X509(_) => return Err(HandshakeError::NoClientCertificate),
         };
-        let principal = principal.map_err(HandshakeError::ClientCredentialRefused)?;
+        let peer_key = match &key {
+            ClientKey::Spki(spki) => PeerKey::RawPublicKey(spki),
+            ClientKey::Chain(chain) => PeerKey::Certificates(chain),
+        };
+        let principal = match ctx.creds.verify_client(peer_key, unix_time) {
+            Ok(p) => p,
+            Err(alert) => {
+                c.identity = ctx.creds.refused_identity(peer_key, unix_time);
+                return Err(HandshakeError::ClientCredentialRefused(alert));
+            }
+        };
         c.identity = Some(principal.to_string());
         c.transcript.extend_from_slice(full);
         Ok(ExpectClientKeyExchange {

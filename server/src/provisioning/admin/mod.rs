@@ -1,5 +1,5 @@
-//! The admin channel: how `lwm2m-server device ...` and `lwm2m-server audit` reach a running
-//! server.
+//! The admin channel: how `lwm2m-server device ...`, `lwm2m-server bootstrap ...` and
+//! `lwm2m-server audit` reach a running server.
 //!
 //! The store allows one process at a time (redb locks its file), and revoking a device must
 //! close its live DTLS session at once, so the CLI cannot just write to the database: it asks
@@ -14,6 +14,10 @@
 //! {"op":"device-list"}
 //! {"op":"device-revoke","endpoint":"E"}
 //! {"op":"device-import","credentials":[{"endpoint":"E","kind":"psk","identity":"I","key":"00ff.."},...],"check":false}
+//! {"op":"bootstrap-add","credential":{...}}   (the same shapes for the bootstrap server's
+//! {"op":"bootstrap-list"}                      credentials: factory bootstrap accounts)
+//! {"op":"bootstrap-remove","endpoint":"E"}
+//! {"op":"bootstrap-import","credentials":[...],"check":false}
 //! {"op":"audit","limit":50}
 //! -> {"ok":true,...}  or  {"ok":false,"error":"..."}
 //! ```
@@ -35,6 +39,7 @@
 //!
 //! Bounds: a request line is at most [`MAX_REQUEST_LEN`] bytes, at most
 //! [`MAX_CONNECTIONS`] connections are served at once (others get a "busy" reply), and an
+//! idle connection is closed after [`IDLE_TIMEOUT`].
 mod client;
 mod ops;
 mod protocol;
@@ -43,7 +48,9 @@ mod server;
 mod tests;
 
 pub use client::{call, CLIENT_TIMEOUT};
-pub use ops::{apply_import, apply_offline, open_offline, OfflineError, ROTATE_NEEDS_SERVER};
+pub use ops::{
+    apply_import, apply_offline, load_offline, open_offline, OfflineError, ROTATE_NEEDS_SERVER,
+};
 pub use protocol::{
     AdminOp, AdminReply, AdminRequest, ImportReport, RefusedEntry, MAX_AUDIT_LIMIT,
     MAX_IMPORT_CHUNK, MAX_REPLY_LEN, MAX_REQUEST_LEN,

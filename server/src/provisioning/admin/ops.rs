@@ -8,7 +8,7 @@ use super::protocol::{
 use crate::config::Config;
 use crate::provisioning::audit::{self, AuditEvent, AuditKind};
 use crate::provisioning::credentials::{
-    CredentialError, CredentialSummary, Credentials, DeviceCredential, NewCredential,
+    CredentialError, CredentialSet, CredentialSummary, Credentials, DeviceCredential, NewCredential,
 };
 use crate::provisioning::secrets::SecretsKey;
 use crate::store::{Store, StoreConfig, StoreError};
@@ -18,7 +18,9 @@ use std::time::SystemTime;
 
 /// Applies `op` to the store and the credential index directly, recording audit events for
 /// changes. Used by the CLI when no server runs, and by the runtime for the store part of a
-/// request (the runtime then closes sessions itself). Writes are durable after the next
+/// request (the runtime then closes sessions itself). `creds` is the index of the op's set
+/// ([`AdminOp::credential_set`]): the device index for `device-*`, the bootstrap index for
+/// `bootstrap-*`; an op given the other one is refused. Writes are durable after the next
 /// commit: await [`Store::flush`] before sending the reply.
 pub fn apply_offline(
     store: &Store,
@@ -26,53 +28,35 @@ pub fn apply_offline(
     creds: &mut Credentials,
     op: AdminOp,
 ) -> AdminReply {
+    if let Some(set) = op.credential_set() {
+        if set != creds.set() {
+            return AdminReply::error(format!(
+                "internal error: a {set:?} operation was given the {:?} index",
+                creds.set()
+            ));
+        }
+    }
     match op {
-        AdminOp::DeviceAdd { credential } => {
-            let NewCredential { endpoint, secret } = credential;
-            let replaced = creds.get(&endpoint).map(DeviceCredential::summary);
-            let cred = DeviceCredential {
-                endpoint: endpoint.clone(),
-                secret,
-                added_at: SystemTime::now(),
+        AdminOp::DeviceAdd { credential } | AdminOp::BootstrapAdd { credential } => {
+            add(store, key, creds, credential)
+        }
+        AdminOp::DeviceList | AdminOp::BootstrapList => {
+            let denied: Vec<String> = match creds.set() {
+                CredentialSet::Devices => creds.denied().into_iter().map(|(e, _)| e).collect(),
+                CredentialSet::Bootstrap => Vec::new(),
             };
-            if let Err(e) = creds.add(store, key, cred) {
-                return AdminReply::error(e.to_string());
-            }
-            let Some(device) = creds.get(&endpoint).map(DeviceCredential::summary) else {
-                return AdminReply::error("credential vanished after it was added");
-            };
-            audit::record(store, &added_event(&device, replaced.as_ref()));
             AdminReply {
-                device: Some(device),
-                replaced,
+                devices: Some(creds.list()),
+                denied: (!denied.is_empty()).then_some(denied),
                 ..AdminReply::ok()
             }
         }
         AdminOp::DeviceRotate { .. } => AdminReply::error(ROTATE_NEEDS_SERVER),
-        AdminOp::DeviceList => AdminReply {
-            devices: Some(creds.list()),
-            ..AdminReply::ok()
-        },
-        AdminOp::DeviceRevoke { endpoint } => match creds.revoke(store, &endpoint) {
-            Ok(Some(old)) => {
-                let device = old.summary();
-                audit::record(
-                    store,
-                    &AuditEvent::new(
-                        AuditKind::CredentialRevoked,
-                        format!("{} {}", device.kind, device.id),
-                    )
-                    .with_endpoint(&endpoint),
-                );
-                AdminReply {
-                    device: Some(device),
-                    ..AdminReply::ok()
-                }
-            }
-            Ok(None) => AdminReply::error(format!("endpoint {endpoint:?} has no credential")),
-            Err(e) => AdminReply::error(e.to_string()),
-        },
-        AdminOp::DeviceImport { credentials, check } => {
+        AdminOp::DeviceRevoke { endpoint } | AdminOp::BootstrapRemove { endpoint } => {
+            revoke(store, creds, &endpoint)
+        }
+        AdminOp::DeviceImport { credentials, check }
+        | AdminOp::BootstrapImport { credentials, check } => {
             apply_import(store, key, creds, credentials, check).0
         }
         AdminOp::Audit { limit } => match audit::recent(store, limit.min(MAX_AUDIT_LIMIT)) {
@@ -88,17 +72,115 @@ pub fn apply_offline(
 /// Why `device rotate` cannot be applied to the store alone.
 pub const ROTATE_NEEDS_SERVER: &str = "rotation needs the running server: it asks the device to bootstrap again (Execute /1/x/9), and the bootstrap server gives it a fresh credential";
 
-/// The audit event of an added credential, as `device-add` and `device-import` record it.
-fn added_event(device: &CredentialSummary, replaced: Option<&CredentialSummary>) -> AuditEvent {
+/// `device-add`, `bootstrap-add`.
+fn add(
+    store: &Store,
+    key: &SecretsKey,
+    creds: &mut Credentials,
+    credential: NewCredential,
+) -> AdminReply {
+    let NewCredential { endpoint, secret } = credential;
+    let replaced = creds.get(&endpoint).map(DeviceCredential::summary);
+    let was_denied = creds.set() == CredentialSet::Devices && creds.is_denied(&endpoint);
+    let cred = DeviceCredential {
+        endpoint: endpoint.clone(),
+        secret,
+        added_at: SystemTime::now(),
+    };
+    if let Err(e) = creds.add(store, key, cred) {
+        return AdminReply::error(e.to_string());
+    }
+    let Some(device) = creds.get(&endpoint).map(DeviceCredential::summary) else {
+        return AdminReply::error("credential vanished after it was added");
+    };
+    let deny_lifted = was_denied && !creds.is_denied(&endpoint);
+    audit::record(
+        store,
+        &added_event(creds.set(), &device, replaced.as_ref(), deny_lifted),
+    );
+    AdminReply {
+        device: Some(device),
+        replaced,
+        deny_lifted,
+        ..AdminReply::ok()
+    }
+}
+
+/// `device-revoke`, `bootstrap-remove`. With a trusted CA configured, revoking a device also
+/// denies its endpoint: a certificate from that CA naming it would let it in again otherwise,
+/// and a device known only through the CA has no credential to remove at all.
+fn revoke(store: &Store, creds: &mut Credentials, endpoint: &str) -> AdminReply {
+    let set = creds.set();
+    let removed = match creds.revoke(store, endpoint) {
+        Ok(r) => r,
+        Err(e) => return AdminReply::error(e.to_string()),
+    };
+    let device = removed.map(|old| old.summary());
+    if let Some(d) = &device {
+        let kind = match set {
+            CredentialSet::Devices => AuditKind::CredentialRevoked,
+            CredentialSet::Bootstrap => AuditKind::BootstrapCredentialRemoved,
+        };
+        audit::record(
+            store,
+            &AuditEvent::new(kind, format!("{} {}", d.kind, d.id)).with_endpoint(endpoint),
+        );
+    }
+    let mut denied = None;
+    if set == CredentialSet::Devices && creds.pki().is_some() {
+        match creds.deny(store, endpoint) {
+            Ok(newly) => {
+                if newly {
+                    audit::record(
+                        store,
+                        &AuditEvent::new(
+                            AuditKind::EndpointDenied,
+                            "certificates naming it are refused, even from a trusted CA",
+                        )
+                        .with_endpoint(endpoint),
+                    );
+                }
+                denied = Some(vec![endpoint.to_string()]);
+            }
+            // Only a name no certificate can carry is refused here.
+            Err(e) if device.is_none() => return AdminReply::error(e.to_string()),
+            Err(_) => {}
+        }
+    }
+    if device.is_none() && denied.is_none() {
+        return AdminReply::error(format!("endpoint {endpoint:?} has no {}", set.noun()));
+    }
+    AdminReply {
+        device,
+        denied,
+        ..AdminReply::ok()
+    }
+}
+
+/// The audit event of an added credential, as `*-add` and `*-import` record it.
+fn added_event(
+    set: CredentialSet,
+    device: &CredentialSummary,
+    replaced: Option<&CredentialSummary>,
+    deny_lifted: bool,
+) -> AuditEvent {
     let mut detail = format!("{} {}", device.kind, device.id);
     if let Some(r) = replaced {
         detail.push_str(&format!(" (replaces {} {})", r.kind, r.id));
     }
-    AuditEvent::new(AuditKind::CredentialAdded, detail).with_endpoint(&device.endpoint)
+    if deny_lifted {
+        detail.push_str(" (lifts the endpoint's deny)");
+    }
+    let kind = match set {
+        CredentialSet::Devices => AuditKind::CredentialAdded,
+        CredentialSet::Bootstrap => AuditKind::BootstrapCredentialAdded,
+    };
+    AuditEvent::new(kind, detail).with_endpoint(&device.endpoint)
 }
 
-/// Applies a `device-import` request (with `check`, only checks it): every credential, and
-/// its audit entry, in one store transaction. Also returns the endpoints whose credential was
+/// Applies a `device-import` or `bootstrap-import` request (with `check`, only checks it) to
+/// `creds`, the index of its set: every credential, and its audit entry, in one store
+/// transaction. Also returns the endpoints whose credential was
 /// replaced, whose live sessions the runtime closes as it does for `device-add`.
 pub fn apply_import(
     store: &Store,
@@ -110,7 +192,7 @@ pub fn apply_import(
     if credentials.len() > MAX_IMPORT_CHUNK {
         return (
             AdminReply::error(format!(
-                "{} credentials in one device-import request; at most {MAX_IMPORT_CHUNK}",
+                "{} credentials in one import request; at most {MAX_IMPORT_CHUNK}",
                 credentials.len()
             )),
             Vec::new(),
@@ -165,11 +247,13 @@ pub fn apply_import(
         };
         return (reply, Vec::new());
     }
+    let set = creds.set();
     let events: Vec<AuditEvent> = batch
         .iter()
         .map(|c| {
             let replaced = creds.get(&c.endpoint).map(DeviceCredential::summary);
-            added_event(&c.summary(), replaced.as_ref())
+            let lifts = set == CredentialSet::Devices && creds.is_denied(&c.endpoint);
+            added_event(set, &c.summary(), replaced.as_ref(), lifts)
         })
         .collect();
     let entries = events.iter().map(audit::entry).collect();
@@ -187,6 +271,24 @@ pub fn apply_import(
             (reply, replaced.into_iter().map(|c| c.endpoint).collect())
         }
         Err(e) => (AdminReply::error(e.to_string()), Vec::new()),
+    }
+}
+
+/// Loads the credential index of `set` for a CLI command with no server running, as a start
+/// would: the device index knows the deny list and, with
+/// `security.trusted_ca` set, that certificates from it are accepted (so that revoking a
+/// device denies its endpoint); the bootstrap index shares that deny list.
+pub fn load_offline(
+    store: &Store,
+    key: &SecretsKey,
+    config: &Config,
+    set: CredentialSet,
+) -> Result<Credentials, CredentialError> {
+    let mut devices = Credentials::load(store, key)?;
+    devices.set_pki(crate::provisioning::security::pki_naming(config));
+    match set {
+        CredentialSet::Devices => Ok(devices),
+        CredentialSet::Bootstrap => Credentials::load_bootstrap(store, key, &devices),
     }
 }
 

@@ -1,7 +1,7 @@
 //! The admin channel's wire protocol: one request per line as JSON ([`AdminOp`]), one reply
 //! per line ([`AdminReply`]), the bounds on both, and how a line is read off the stream.
 use crate::provisioning::audit::AuditEvent;
-use crate::provisioning::credentials::{CredentialSummary, NewCredential};
+use crate::provisioning::credentials::{CredentialSet, CredentialSummary, NewCredential};
 use serde::{Deserialize, Serialize};
 use std::io;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncReadExt};
@@ -53,12 +53,60 @@ pub enum AdminOp {
         #[serde(default)]
         check: bool,
     },
+    /// Add a bootstrap-server credential (a factory bootstrap account), or replace the
+    /// endpoint's current one; as `DeviceAdd`, in the bootstrap set.
+    BootstrapAdd {
+        /// The credential.
+        credential: NewCredential,
+    },
+    /// List every bootstrap-server credential (never the keys).
+    BootstrapList,
+    /// Remove an endpoint's bootstrap-server credential.
+    BootstrapRemove {
+        /// The endpoint.
+        endpoint: String,
+    },
+    /// Add or replace many bootstrap-server credentials in one store transaction; as
+    /// `DeviceImport`, in the bootstrap set.
+    BootstrapImport {
+        /// The credentials.
+        credentials: Vec<NewCredential>,
+        /// Only check: say what would be refused, change nothing.
+        #[serde(default)]
+        check: bool,
+    },
     /// The newest audit events, oldest first.
     Audit {
         /// How many (default 50, at most [`MAX_AUDIT_LIMIT`]).
         #[serde(default = "default_audit_limit")]
         limit: usize,
     },
+}
+
+impl AdminOp {
+    /// The credential set the operation reads or changes; `None` for the audit log.
+    pub fn credential_set(&self) -> Option<CredentialSet> {
+        match self {
+            AdminOp::DeviceAdd { .. }
+            | AdminOp::DeviceList
+            | AdminOp::DeviceRevoke { .. }
+            | AdminOp::DeviceImport { .. }
+            | AdminOp::DeviceRotate { .. } => Some(CredentialSet::Devices),
+            AdminOp::BootstrapAdd { .. }
+            | AdminOp::BootstrapList
+            | AdminOp::BootstrapRemove { .. }
+            | AdminOp::BootstrapImport { .. } => Some(CredentialSet::Bootstrap),
+            AdminOp::Audit { .. } => None,
+        }
+    }
+
+    /// An import request of `set`'s kind.
+    pub fn import(set: CredentialSet, credentials: Vec<NewCredential>, check: bool) -> Self {
+        match set {
+            CredentialSet::Devices => AdminOp::DeviceImport { credentials, check },
+            CredentialSet::Bootstrap => AdminOp::BootstrapImport { credentials, check },
+        }
+    }
 }
 
 /// A reply: `ok` and, by operation, the fields that apply.
@@ -69,15 +117,24 @@ pub struct AdminReply {
     /// Why not, when `ok` is false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
-    /// device-add: the credential now in force; device-revoke: the one revoked.
+    /// device-add, bootstrap-add: the credential now in force; device-revoke,
+    /// bootstrap-remove: the one removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<CredentialSummary>,
     /// device-add: the credential it replaced, if any (its session should be closed too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replaced: Option<CredentialSummary>,
-    /// device-list: every credential.
+    /// device-list, bootstrap-list: every credential of the set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<Vec<CredentialSummary>>,
+    /// device-revoke: the endpoint, if the revocation put it on the deny list (a trusted CA
+    /// is configured, so a certificate naming it would otherwise still be accepted);
+    /// device-list: every denied endpoint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denied: Option<Vec<String>>,
+    /// device-add: the endpoint was on the deny list, and no longer is.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deny_lifted: bool,
     /// audit: the events, oldest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub events: Option<Vec<AuditEvent>>,

@@ -252,3 +252,259 @@ async fn the_socket_serves_requests_and_refuses_bad_ones() {
     assert!(!sock.exists());
     store.close().unwrap();
 }
+
+fn bootstrap_add(endpoint: &str, identity: &str, key: &[u8]) -> AdminOp {
+    AdminOp::BootstrapAdd {
+        credential: new_psk(endpoint, identity, key),
+    }
+}
+
+#[test]
+fn bootstrap_requests_have_the_device_requests_shapes() {
+    assert_eq!(
+        serde_json::from_str::<AdminOp>(
+            r#"{"op":"bootstrap-add","credential":{"endpoint":"E","kind":"psk","identity":"I","key":"00ff"}}"#,
+        )
+        .unwrap(),
+        bootstrap_add("E", "I", &[0, 0xff])
+    );
+    assert_eq!(
+        serde_json::from_str::<AdminOp>(r#"{"op":"bootstrap-list"}"#).unwrap(),
+        AdminOp::BootstrapList
+    );
+    assert_eq!(
+        serde_json::from_str::<AdminOp>(r#"{"op":"bootstrap-remove","endpoint":"E"}"#).unwrap(),
+        AdminOp::BootstrapRemove {
+            endpoint: "E".into()
+        }
+    );
+    assert_eq!(
+        serde_json::from_str::<AdminOp>(
+            r#"{"op":"bootstrap-import","credentials":[{"endpoint":"E","kind":"psk","identity":"I","key":"00ff"}],"check":true}"#,
+        )
+        .unwrap(),
+        AdminOp::BootstrapImport {
+            credentials: vec![new_psk("E", "I", &[0, 0xff])],
+            check: true
+        }
+    );
+    assert_eq!(
+        AdminOp::BootstrapList.credential_set(),
+        Some(crate::provisioning::credentials::CredentialSet::Bootstrap)
+    );
+    assert_eq!(AdminOp::Audit { limit: 1 }.credential_set(), None);
+}
+
+/// The factory bootstrap accounts are a set of their own: stored in their own table, audited
+/// as such, unique within the set only, and kept across a restart.
+#[tokio::test]
+async fn bootstrap_credentials_are_managed_like_device_credentials_in_their_own_set() {
+    use crate::provisioning::credentials::CredentialSet;
+    use crate::store::Table;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let key = SecretsKey::generate().unwrap();
+    let mut devices = Credentials::new();
+    let mut boot = Credentials::empty_bootstrap(&devices);
+    assert!(
+        apply_offline(
+            &store,
+            &key,
+            &mut devices,
+            add_psk("dev-1", "shared-id", b"k1")
+        )
+        .ok
+    );
+    // The same identity in the other set is no conflict.
+    let r = apply_offline(
+        &store,
+        &key,
+        &mut boot,
+        bootstrap_add("dev-1", "shared-id", b"f1"),
+    );
+    assert!(r.ok, "{r:?}");
+    let r = apply_offline(
+        &store,
+        &key,
+        &mut boot,
+        bootstrap_add("dev-2", "shared-id", b"f2"),
+    );
+    assert!(
+        !r.ok
+            && r.error
+                .unwrap()
+                .contains("already bound to endpoint \"dev-1\""),
+        "unique within the set"
+    );
+    // A device op given the bootstrap index (or the reverse) is refused, not misapplied.
+    assert!(!apply_offline(&store, &key, &mut boot, AdminOp::DeviceList).ok);
+    assert!(!apply_offline(&store, &key, &mut devices, AdminOp::BootstrapList).ok);
+    let r = apply_offline(
+        &store,
+        &key,
+        &mut boot,
+        AdminOp::BootstrapImport {
+            credentials: vec![
+                new_psk("dev-2", "f-2", b"f2"),
+                new_psk("dev-3", "f-3", b"f3"),
+            ],
+            check: false,
+        },
+    );
+    assert_eq!(r.import.unwrap().imported, 2);
+    let listed = apply_offline(&store, &key, &mut boot, AdminOp::BootstrapList);
+    let names: Vec<String> = listed
+        .devices
+        .unwrap()
+        .into_iter()
+        .map(|d| d.endpoint)
+        .collect();
+    assert_eq!(names, ["dev-1", "dev-2", "dev-3"]);
+    let r = apply_offline(
+        &store,
+        &key,
+        &mut boot,
+        AdminOp::BootstrapRemove {
+            endpoint: "dev-2".into(),
+        },
+    );
+    assert_eq!(r.device.unwrap().id, "f-2");
+    let r = apply_offline(
+        &store,
+        &key,
+        &mut boot,
+        AdminOp::BootstrapRemove {
+            endpoint: "dev-2".into(),
+        },
+    );
+    assert!(!r.ok && r.error.unwrap().contains("has no bootstrap credential"));
+    // The device set did not change.
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices.psk(b"shared-id").unwrap(), ("dev-1", &b"k1"[..]));
+    store.flush().await.unwrap();
+    assert_eq!(store.len(Table::BootstrapCredentials).unwrap(), 2);
+    assert_eq!(store.len(Table::Credentials).unwrap(), 1);
+    let events = audit::recent(&store, 20).unwrap();
+    let kinds: Vec<AuditKind> = events.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            AuditKind::CredentialAdded,
+            AuditKind::BootstrapCredentialAdded,
+            AuditKind::BootstrapCredentialAdded,
+            AuditKind::BootstrapCredentialAdded,
+            AuditKind::BootstrapCredentialRemoved,
+        ]
+    );
+    store.close().unwrap();
+    drop(store);
+
+    // A restart reads each set back from its own table.
+    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let devices = Credentials::load(&store, &key).unwrap();
+    let boot = Credentials::load_bootstrap(&store, &key, &devices).unwrap();
+    assert_eq!(boot.set(), CredentialSet::Bootstrap);
+    assert_eq!(boot.psk(b"shared-id").unwrap(), ("dev-1", &b"f1"[..]));
+    assert_eq!(boot.psk(b"f-3").unwrap(), ("dev-3", &b"f3"[..]));
+    assert!(boot.psk(b"f-2").is_none());
+    assert_eq!(devices.psk(b"shared-id").unwrap(), ("dev-1", &b"k1"[..]));
+    assert_eq!(devices.len(), 1);
+    store.close().unwrap();
+}
+
+/// With a trusted CA, revoking a device denies its endpoint (a device known only through the
+/// CA has nothing else to revoke); adding a credential lifts the deny; both sets see the
+/// list, and it survives a restart.
+#[tokio::test]
+async fn revoking_with_a_trusted_ca_denies_the_endpoint_until_it_is_added_again() {
+    use crate::config::CertificateEndpoint;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.redb");
+    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let key = SecretsKey::generate().unwrap();
+    let revoke = |ep: &str| AdminOp::DeviceRevoke {
+        endpoint: ep.into(),
+    };
+
+    // No trusted CA: an endpoint without a credential has nothing to revoke.
+    let mut devices = Credentials::new();
+    let r = apply_offline(&store, &key, &mut devices, revoke("pki-1"));
+    assert!(!r.ok && r.error.unwrap().contains("has no credential"));
+    assert!(!devices.is_denied("pki-1"));
+
+    devices.set_pki(Some(CertificateEndpoint::CnOrSan));
+    let boot = Credentials::empty_bootstrap(&devices);
+    let r = apply_offline(&store, &key, &mut devices, revoke("pki-1"));
+    assert!(r.ok, "{r:?}");
+    assert!(r.device.is_none());
+    assert_eq!(r.denied.as_deref(), Some(&["pki-1".to_string()][..]));
+    assert!(devices.is_denied("pki-1") && boot.is_denied("pki-1"));
+    // Again: still denied, nothing new recorded.
+    assert!(apply_offline(&store, &key, &mut devices, revoke("pki-1")).ok);
+    // A name no certificate can carry is refused.
+    let r = apply_offline(&store, &key, &mut devices, revoke("a/b"));
+    assert!(!r.ok && r.error.unwrap().contains("MQTT"));
+    // A pinned device revoked is denied too: its CA certificate must not let it back in.
+    assert!(apply_offline(&store, &key, &mut devices, add_psk("dev-9", "id-9", b"k")).ok);
+    let r = apply_offline(&store, &key, &mut devices, revoke("dev-9"));
+    assert!(r.ok && r.device.is_some() && r.denied.is_some());
+    let list = apply_offline(&store, &key, &mut devices, AdminOp::DeviceList);
+    assert_eq!(
+        list.denied.unwrap(),
+        ["dev-9".to_string(), "pki-1".to_string()]
+    );
+    // A bootstrap credential does not lift a device's revocation.
+    let mut boot = boot;
+    assert!(apply_offline(&store, &key, &mut boot, bootstrap_add("pki-1", "f", b"k")).ok);
+    assert!(devices.is_denied("pki-1"));
+    store.flush().await.unwrap();
+    store.close().unwrap();
+    drop(store);
+
+    // The deny list survives a restart, and both sets share it.
+    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let mut devices = Credentials::load(&store, &key).unwrap();
+    devices.set_pki(Some(CertificateEndpoint::CnOrSan));
+    let boot = Credentials::load_bootstrap(&store, &key, &devices).unwrap();
+    assert!(devices.is_denied("pki-1") && boot.is_denied("dev-9"));
+    let r = apply_offline(&store, &key, &mut devices, add_psk("pki-1", "id-p", b"k"));
+    assert!(r.ok && r.deny_lifted);
+    assert!(!devices.is_denied("pki-1") && !boot.is_denied("pki-1"));
+    let r = apply_offline(
+        &store,
+        &key,
+        &mut devices,
+        AdminOp::DeviceImport {
+            credentials: vec![new_psk("dev-9", "id-9b", b"k")],
+            check: false,
+        },
+    );
+    assert!(r.ok);
+    assert!(!boot.is_denied("dev-9"), "an import lifts the deny too");
+    store.flush().await.unwrap();
+    let kinds: Vec<AuditKind> = audit::recent(&store, 20)
+        .unwrap()
+        .iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == AuditKind::EndpointDenied)
+            .count(),
+        2,
+        "{kinds:?}"
+    );
+    let last = audit::recent(&store, 1).unwrap();
+    assert!(
+        last[0].detail.contains("lifts the endpoint's deny"),
+        "{last:?}"
+    );
+    store.close().unwrap();
+    drop(store);
+    let store = Store::open(&path, StoreConfig::default()).unwrap();
+    let devices = Credentials::load(&store, &key).unwrap();
+    assert!(devices.denied().is_empty());
+    store.close().unwrap();
+}

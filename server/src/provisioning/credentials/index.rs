@@ -1,20 +1,28 @@
 //! The in-memory credential index the DTLS handshake looks credentials up in: by endpoint,
 //! PSK identity, and SHA-256 of the raw public key or certificate. It enforces that one
-//! identity, public key or certificate belongs to at most one endpoint, and writes every
-//! change through to the store.
+//! identity, public key or certificate belongs to at most one endpoint of its set, and writes
+//! every change through to the store table of its set. It also holds what the handshake needs
+//! to judge a certificate that is not pinned: the deny list and, when a trusted CA is
+//! configured, which of a certificate's names is its endpoint.
+use super::deny::DenyList;
 use super::model::{
-    display_identity, fingerprint, invalid, validate, CredentialError, CredentialKind,
-    CredentialSummary, DeviceCredential, Secret,
+    display_identity, fingerprint, invalid, validate, validate_endpoint, CredentialError,
+    CredentialKind, CredentialSet, CredentialSummary, DeviceCredential, Secret,
 };
 use super::record::{decode_record, encode_record, from_millis, millis};
+use crate::config::CertificateEndpoint;
 use crate::provisioning::secrets::{hex_encode, SecretsError, SecretsKey};
-use crate::store::{Store, Table};
+use crate::store::Store;
 use std::collections::{HashMap, HashSet};
+use std::time::SystemTime;
 
-/// Every credential, indexed for the handshake: by endpoint, PSK identity, and SHA-256 of
-/// the public key or certificate. Lookups are O(1); the store is written on every change.
+/// Every credential of one set, indexed for the handshake: by endpoint, PSK identity, and
+/// SHA-256 of the public key or certificate. Lookups are O(1); the store is written on every
+/// change.
 #[derive(Debug, Default)]
 pub struct Credentials {
+    /// Which set this is, and so which table it writes.
+    set: CredentialSet,
     by_endpoint: HashMap<String, DeviceCredential>,
     by_psk_identity: HashMap<Vec<u8>, String>,
     by_public_key: HashMap<[u8; 32], String>,
@@ -25,6 +33,11 @@ pub struct Credentials {
     locked: HashSet<String>,
     /// Stored records skipped by [`load`](Self::load).
     unreadable: usize,
+    /// Endpoints refused whatever certificate they present (shared by both sets).
+    denied: DenyList,
+    /// How a certificate from a trusted CA names its endpoint; `None`: no trusted CA is
+    /// configured, only pinned certificates are accepted.
+    pki: Option<CertificateEndpoint>,
 }
 
 impl Credentials {
@@ -41,13 +54,53 @@ impl Credentials {
     /// key or certificate. Fails only if the store cannot be read, or if the secrets key opens
     /// none of the stored PSKs: the key file was replaced or lost, and going on would lock out
     /// every PSK device.
+    ///
+    /// This is the device set; it reads the deny list too (its skipped records are counted
+    /// in [`unreadable`](Self::unreadable) as well).
     pub fn load(store: &Store, key: &SecretsKey) -> Result<Self, CredentialError> {
-        let mut creds = Self::new();
+        let mut creds = Self::load_set(store, key, CredentialSet::Devices)?;
+        let (denied, skipped) = DenyList::load(store)?;
+        creds.denied = denied;
+        creds.unreadable += skipped;
+        Ok(creds)
+    }
+
+    /// Reads the bootstrap server's credentials as [`load`](Self::load) reads the devices',
+    /// sharing the deny list of `devices` (a denied endpoint is refused by both servers) and
+    /// taking its certificate naming ([`set_pki`](Self::set_pki)) as it is now.
+    pub fn load_bootstrap(
+        store: &Store,
+        key: &SecretsKey,
+        devices: &Credentials,
+    ) -> Result<Self, CredentialError> {
+        let mut creds = Self::load_set(store, key, CredentialSet::Bootstrap)?;
+        creds.denied = devices.denied.clone();
+        creds.pki = devices.pki;
+        Ok(creds)
+    }
+
+    /// An empty bootstrap-server index sharing the deny list and certificate naming of
+    /// `devices` (tests; a server with no store).
+    pub fn empty_bootstrap(devices: &Credentials) -> Self {
+        Self {
+            set: CredentialSet::Bootstrap,
+            denied: devices.denied.clone(),
+            pki: devices.pki,
+            ..Self::default()
+        }
+    }
+
+    fn load_set(
+        store: &Store,
+        key: &SecretsKey,
+        set: CredentialSet,
+    ) -> Result<Self, CredentialError> {
+        let mut creds = Self { set, ..Self::new() };
         let mut good = Vec::new();
         let mut opened = 0usize;
         let mut wrong_key = None;
-        for (k, v) in store.scan(Table::Credentials, b"")? {
-            match decode_record(key, &k, &v) {
+        for (k, v) in store.scan(set.table(), b"")? {
+            match decode_record(set, key, &k, &v) {
                 Ok(c) => {
                     opened += usize::from(c.secret.kind() == CredentialKind::Psk);
                     good.push(c);
@@ -98,10 +151,52 @@ impl Credentials {
     fn skip(&mut self, store_key: &[u8], why: &CredentialError) {
         self.unreadable += 1;
         let key = crate::store::display_key(store_key);
-        tracing::warn!(table = "credentials", %key, error = %why, "stored credential skipped: its endpoint is locked out until a credential is added again or it is revoked");
+        tracing::warn!(table = self.set.table().name(), %key, error = %why, "stored credential skipped: its endpoint is locked out until a credential is added again or it is revoked");
         if let Ok(endpoint) = std::str::from_utf8(store_key) {
             self.locked.insert(endpoint.to_string());
         }
+    }
+
+    /// Which set this index holds.
+    pub fn set(&self) -> CredentialSet {
+        self.set
+    }
+
+    /// Takes certificates that chain to a trusted CA and are not pinned as the endpoint they
+    /// name, read as `naming` says; `None` (the default): pinned certificates only. The
+    /// handshake checks the chain; this only says whether it may and how a name is read.
+    pub fn set_pki(&mut self, naming: Option<CertificateEndpoint>) {
+        self.pki = naming;
+    }
+
+    /// How a certificate from a trusted CA names its endpoint, if that is allowed.
+    pub fn pki(&self) -> Option<CertificateEndpoint> {
+        self.pki
+    }
+
+    /// Whether `endpoint` is on the deny list.
+    pub fn is_denied(&self, endpoint: &str) -> bool {
+        self.denied.contains(endpoint)
+    }
+
+    /// Puts `endpoint` on the deny list (see [`is_denied`](Self::is_denied)); false if it
+    /// was on it already. Refused for a name that is not a valid endpoint name.
+    pub fn deny(&mut self, store: &Store, endpoint: &str) -> Result<bool, CredentialError> {
+        validate_endpoint(endpoint)?;
+        self.denied.insert(store, endpoint)
+    }
+
+    /// Every denied endpoint, sorted, with when it was denied (if the store kept it).
+    pub fn denied(&self) -> Vec<(String, Option<SystemTime>)> {
+        self.denied.list()
+    }
+
+    /// A credential added to the device set lifts its endpoint's deny.
+    fn lift_deny(&mut self, store: &Store, endpoint: &str) -> Result<(), CredentialError> {
+        if self.set == CredentialSet::Devices {
+            self.denied.remove(store, endpoint)?;
+        }
+        Ok(())
     }
 
     /// Stored records [`load`](Self::load) skipped.
@@ -176,10 +271,11 @@ impl Credentials {
         // The store keeps milliseconds; keep the same here so a reload compares equal.
         cred.added_at = from_millis(millis(cred.added_at));
         store.put(
-            Table::Credentials,
+            self.set.table(),
             cred.endpoint.as_bytes().to_vec(),
-            encode_record(key, &cred),
+            encode_record(self.set, key, &cred),
         )?;
+        self.lift_deny(store, &cred.endpoint)?;
         self.unindex(&cred.endpoint);
         self.locked.remove(&cred.endpoint);
         self.index(cred);
@@ -267,13 +363,16 @@ impl Credentials {
             // The store keeps milliseconds; keep the same here so a reload compares equal.
             cred.added_at = from_millis(millis(cred.added_at));
             writes.push((
-                Table::Credentials,
+                self.set.table(),
                 cred.endpoint.as_bytes().to_vec(),
-                encode_record(key, cred),
+                encode_record(self.set, key, cred),
             ));
         }
         writes.extend(also);
         store.put_batch(writes)?;
+        for cred in &batch {
+            self.lift_deny(store, &cred.endpoint)?;
+        }
         // Every old binding goes before any new one is made: within a batch an identity may
         // move from one endpoint to another.
         let replaced: Vec<DeviceCredential> = batch
@@ -298,7 +397,7 @@ impl Credentials {
         if !self.has_credential(endpoint) {
             return Ok(None);
         }
-        store.delete(Table::Credentials, endpoint.as_bytes().to_vec())?;
+        store.delete(self.set.table(), endpoint.as_bytes().to_vec())?;
         self.locked.remove(endpoint);
         Ok(self.unindex(endpoint))
     }

@@ -12,6 +12,13 @@
 //! - `record`: the CBOR record in the store (table `credentials`), with the PSK sealed at
 //!   rest.
 //! - `json`: how credential fields look in JSON.
+//! - `deny`: the deny list, endpoints refused whatever certificate they present (table
+//!   `denied_endpoints`).
+//!
+//! Two sets of credentials are kept alike ([`CredentialSet`]): the LwM2M server's (table
+//! `credentials`) and the bootstrap server's (table `bootstrap_credentials`), each in its own
+//! [`Credentials`] index.
+mod deny;
 mod index;
 pub(crate) mod json;
 mod model;
@@ -23,6 +30,7 @@ pub use index::Credentials;
 pub use model::{
     display_identity, fingerprint, parse_psk_key_hex, read_certificate_pem, read_public_key_pem,
     validate, validate_endpoint, validate_public_key, CredentialError, CredentialKind,
-    CredentialSummary, DeviceCredential, NewCredential, Secret, ENDPOINT_FORBIDDEN_CHARS,
-    MAX_CERT_LEN, MAX_ENDPOINT_LEN, MAX_PSK_IDENTITY_LEN, MAX_PSK_KEY_LEN,
+    CredentialSet, CredentialSummary, DeviceCredential, NewCredential, Secret,
+    ENDPOINT_FORBIDDEN_CHARS, MAX_CERT_LEN, MAX_ENDPOINT_LEN, MAX_PSK_IDENTITY_LEN,
+    MAX_PSK_KEY_LEN,
 };

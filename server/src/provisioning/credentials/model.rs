@@ -3,7 +3,7 @@
 //! raw public keys, certificate size), and reading keys and certificates from PEM files.
 use super::json::{hex_bytes, unix_ms, utf8_bytes};
 use crate::provisioning::secrets::{hex_decode, hex_encode, SecretsError};
-use crate::store::StoreError;
+use crate::store::{StoreError, Table};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use serde::{Deserialize, Serialize};
@@ -33,6 +33,38 @@ const P256_SPKI_PREFIX: [u8; 27] = [
     0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04,
 ];
 const P256_SPKI_LEN: usize = 91;
+
+/// Which server a set of credentials lets a device into: the LwM2M server (`device ...`) or
+/// the bootstrap server (`bootstrap ...`, the factory bootstrap accounts of OMA LwM2M TS 1.2
+/// Core §5.2.2). Each set has its own store table and index; an identity is unique within a
+/// set, and the two sets are independent of each other.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum CredentialSet {
+    /// The LwM2M server's device credentials (table `credentials`).
+    #[default]
+    Devices,
+    /// The bootstrap server's credentials (table `bootstrap_credentials`).
+    Bootstrap,
+}
+
+impl CredentialSet {
+    /// The store table the set is kept in.
+    pub const fn table(self) -> Table {
+        match self {
+            CredentialSet::Devices => Table::Credentials,
+            CredentialSet::Bootstrap => Table::BootstrapCredentials,
+        }
+    }
+
+    /// How messages name a credential of the set: `"device credential"` or `"bootstrap
+    /// credential"`.
+    pub const fn noun(self) -> &'static str {
+        match self {
+            CredentialSet::Devices => "credential",
+            CredentialSet::Bootstrap => "bootstrap credential",
+        }
+    }
+}
 
 /// What a device authenticates with.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]

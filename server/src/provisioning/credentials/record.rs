@@ -1,12 +1,13 @@
-//! The credential's record in the store: table `credentials`, key = endpoint name, value = a
-//! CBOR record with numbered fields (as in `core::persist`). A PSK key is sealed with the
-//! [`SecretsKey`] (AES-256-GCM, associated data `"psk\0" + endpoint`, so a sealed key moved
-//! onto another record does not open); raw public keys and certificates are public and stored
-//! as DER. The PSK identity is stored in clear: it travels in clear in every handshake
+//! The credential's record in the store: table `credentials` (or `bootstrap_credentials`),
+//! key = endpoint name, value = a CBOR record with numbered fields (as in `core::persist`). A
+//! PSK key is sealed with the [`SecretsKey`] (AES-256-GCM, associated data `"psk\0" +
+//! endpoint`, `"bootstrap-psk\0" + endpoint` in the bootstrap set, so a sealed key moved onto
+//! another record, or into the other set, does not open); raw public keys and certificates
+//! are public and stored as DER. The PSK identity is stored in clear: it travels in clear in every handshake
 //! anyway.
 use super::model::{
-    check_stored_endpoint, validate_secret, CredentialError, CredentialKind, DeviceCredential,
-    Secret,
+    check_stored_endpoint, validate_secret, CredentialError, CredentialKind, CredentialSet,
+    DeviceCredential, Secret,
 };
 use crate::provisioning::secrets::SecretsKey;
 use minicbor::{Decode, Encode};
@@ -32,10 +33,14 @@ pub(crate) struct CredentialRecord {
     pub(crate) added_at_ms: u64,
 }
 
-/// Associated data of a sealed PSK: its purpose and its endpoint, so that it opens only as
-/// this endpoint's PSK (not as another endpoint's, nor as some other sealed value).
-pub(super) fn psk_aad(endpoint: &str) -> Vec<u8> {
-    let mut aad = b"psk\0".to_vec();
+/// Associated data of a sealed PSK: its purpose, its set and its endpoint, so that it opens
+/// only as this endpoint's PSK of this set (not as another endpoint's, not as a key for the
+/// other server, nor as some other sealed value).
+pub(super) fn psk_aad(set: CredentialSet, endpoint: &str) -> Vec<u8> {
+    let mut aad = match set {
+        CredentialSet::Devices => b"psk\0".to_vec(),
+        CredentialSet::Bootstrap => b"bootstrap-psk\0".to_vec(),
+    };
     aad.extend_from_slice(endpoint.as_bytes());
     aad
 }
@@ -48,10 +53,10 @@ pub(super) fn from_millis(ms: u64) -> SystemTime {
     lwm2m::time::from_unix_millis(ms)
 }
 
-pub(super) fn encode_record(key: &SecretsKey, c: &DeviceCredential) -> Vec<u8> {
+pub(super) fn encode_record(set: CredentialSet, key: &SecretsKey, c: &DeviceCredential) -> Vec<u8> {
     let (identity, data) = match &c.secret {
         Secret::Psk { identity, key: psk } => {
-            (identity.clone(), key.seal(&psk_aad(&c.endpoint), psk))
+            (identity.clone(), key.seal(&psk_aad(set, &c.endpoint), psk))
         }
         Secret::Rpk { spki_der } => (Vec::new(), spki_der.clone()),
         Secret::X509 { cert_der } => (Vec::new(), cert_der.clone()),
@@ -71,6 +76,7 @@ pub(super) fn encode_record(key: &SecretsKey, c: &DeviceCredential) -> Vec<u8> {
 /// never computed with, and any `u64` of milliseconds is a representable time, so it is
 /// taken as it is.
 pub(super) fn decode_record(
+    set: CredentialSet,
     key: &SecretsKey,
     store_key: &[u8],
     bytes: &[u8],
@@ -92,7 +98,7 @@ pub(super) fn decode_record(
     let secret = match CredentialKind::parse(&rec.kind) {
         Some(CredentialKind::Psk) => Secret::Psk {
             key: key
-                .open(&psk_aad(&rec.endpoint), &rec.data)
+                .open(&psk_aad(set, &rec.endpoint), &rec.data)
                 .map_err(|source| CredentialError::Secrets {
                     endpoint: rec.endpoint.clone(),
                     source,

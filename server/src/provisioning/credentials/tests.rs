@@ -364,11 +364,23 @@ async fn unreadable_or_out_of_range_records_are_skipped_and_lock_their_endpoint(
     c.add(&store, &key, psk("good", "id-good", b"k")).unwrap();
     put_raw(&store, "garbled", b"\xff\x00 not cbor".to_vec());
     let long_key = psk("long-key", "id-long", &[7; MAX_PSK_KEY_LEN + 1]);
-    put_raw(&store, "long-key", encode_record(&key, &long_key));
+    put_raw(
+        &store,
+        "long-key",
+        encode_record(CredentialSet::Devices, &key, &long_key),
+    );
     let no_identity = psk("no-identity", "", b"k");
-    put_raw(&store, "no-identity", encode_record(&key, &no_identity));
+    put_raw(
+        &store,
+        "no-identity",
+        encode_record(CredentialSet::Devices, &key, &no_identity),
+    );
     let moved = psk("elsewhere", "id-moved", b"k");
-    put_raw(&store, "moved", encode_record(&key, &moved));
+    put_raw(
+        &store,
+        "moved",
+        encode_record(CredentialSet::Devices, &key, &moved),
+    );
     let odd_rpk = DeviceCredential {
         endpoint: "odd-rpk".into(),
         secret: Secret::Rpk {
@@ -376,12 +388,20 @@ async fn unreadable_or_out_of_range_records_are_skipped_and_lock_their_endpoint(
         },
         added_at: SystemTime::now(),
     };
-    put_raw(&store, "odd-rpk", encode_record(&key, &odd_rpk));
+    put_raw(
+        &store,
+        "odd-rpk",
+        encode_record(CredentialSet::Devices, &key, &odd_rpk),
+    );
     let future = DeviceCredential {
         added_at: SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 1000),
         ..psk("future", "id-future", b"k")
     };
-    put_raw(&store, "future", encode_record(&key, &future));
+    put_raw(
+        &store,
+        "future",
+        encode_record(CredentialSet::Devices, &key, &future),
+    );
     store.flush().await.unwrap();
 
     let mut c = Credentials::load(&store, &key).unwrap();
@@ -419,9 +439,17 @@ async fn two_records_claiming_one_identity_lock_both_endpoints() {
     let store = Store::open(&dir.path().join("s.redb"), StoreConfig::default()).unwrap();
     let key = SecretsKey::generate().unwrap();
     for ep in ["a", "b"] {
-        put_raw(&store, ep, encode_record(&key, &psk(ep, "shared", b"k")));
+        put_raw(
+            &store,
+            ep,
+            encode_record(CredentialSet::Devices, &key, &psk(ep, "shared", b"k")),
+        );
     }
-    put_raw(&store, "c", encode_record(&key, &psk("c", "own", b"k")));
+    put_raw(
+        &store,
+        "c",
+        encode_record(CredentialSet::Devices, &key, &psk("c", "own", b"k")),
+    );
     store.flush().await.unwrap();
     let c = Credentials::load(&store, &key).unwrap();
     assert_eq!(c.unreadable(), 2);
@@ -437,11 +465,15 @@ async fn a_sealed_psk_that_does_not_open_beside_ones_that_do_is_skipped() {
     let store = Store::open(&dir.path().join("s.redb"), StoreConfig::default()).unwrap();
     let key = SecretsKey::generate().unwrap();
     let other = SecretsKey::generate().unwrap();
-    put_raw(&store, "ok", encode_record(&key, &psk("ok", "id-ok", b"k")));
+    put_raw(
+        &store,
+        "ok",
+        encode_record(CredentialSet::Devices, &key, &psk("ok", "id-ok", b"k")),
+    );
     put_raw(
         &store,
         "alien",
-        encode_record(&other, &psk("alien", "id-a", b"k")),
+        encode_record(CredentialSet::Devices, &other, &psk("alien", "id-a", b"k")),
     );
     store.flush().await.unwrap();
     // The key opens one PSK, so it is the right key and the other record is damaged.
@@ -464,4 +496,39 @@ fn new_endpoint_names_are_one_mqtt_topic_level() {
         );
     }
     assert!(validate_endpoint("urn:dev:ops:32473-Widget 1").is_ok());
+}
+
+/// A bootstrap-server PSK is sealed for its set: copied into the device table it does not
+/// open (its endpoint is locked there), so a store edit cannot turn a factory bootstrap key
+/// into a key for the LwM2M server.
+#[tokio::test]
+async fn a_sealed_psk_opens_only_in_its_own_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb"), StoreConfig::default()).unwrap();
+    let key = SecretsKey::generate().unwrap();
+    let mut devices = Credentials::load(&store, &key).unwrap();
+    devices
+        .add(&store, &key, psk("dev-ok", "id-ok", b"k-ok"))
+        .unwrap();
+    let mut boot = Credentials::load_bootstrap(&store, &key, &devices).unwrap();
+    boot.add(&store, &key, psk("dev-1", "f-1", b"factory"))
+        .unwrap();
+    store.flush().await.unwrap();
+    let raw = store
+        .get(Table::BootstrapCredentials, b"dev-1")
+        .unwrap()
+        .unwrap();
+    store
+        .put(Table::Credentials, b"dev-1".to_vec(), raw)
+        .unwrap();
+    store.flush().await.unwrap();
+    let devices = Credentials::load(&store, &key).unwrap();
+    assert!(devices.psk(b"f-1").is_none());
+    assert_eq!(devices.unreadable(), 1);
+    assert!(devices.has_credential("dev-1"), "locked, not open to NoSec");
+    assert_eq!(devices.psk(b"id-ok"), Some(("dev-ok", &b"k-ok"[..])));
+    let boot = Credentials::load_bootstrap(&store, &key, &devices).unwrap();
+    assert_eq!(boot.psk(b"f-1"), Some(("dev-1", &b"factory"[..])));
+    assert_eq!(boot.unreadable(), 0);
+    store.close().unwrap();
 }
