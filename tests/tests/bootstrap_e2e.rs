@@ -185,6 +185,8 @@ async fn a_device_that_drops_out_leaves_no_credential_and_can_start_over() {
     assert_eq!(listed(&s, "flaky").await, None, "nothing half-provisioned");
 
     let (id, key) = bootstrapped(&s, "flaky").await;
+    // The device is done when it answers Finish; the server, once that answer arrives.
+    finished(&mut s, "flaky").await;
     assert_eq!(
         listed(&s, "flaky").await,
         Some(String::from_utf8_lossy(&id).into_owned())

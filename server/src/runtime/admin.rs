@@ -6,8 +6,8 @@
 use super::Shell;
 use crate::provisioning::admin::{self, AdminOp, AdminReply, AdminRequest};
 use crate::provisioning::audit::AuditKind;
-use crate::stack::AuditNote;
 use crate::provisioning::credentials::CredentialSet;
+use crate::stack::AuditNote;
 use std::time::Instant;
 
 impl Shell {
@@ -147,7 +147,11 @@ impl Shell {
             }
         };
         drop(creds);
-        if let Some(bs) = self.bootstrap.as_mut().filter(|_| reply.ok && !changed.is_empty()) {
+        if let Some(bs) = self
+            .bootstrap
+            .as_mut()
+            .filter(|_| reply.ok && !changed.is_empty())
+        {
             bs.credentials_changed(now, &changed, removed.as_deref());
         }
         reply
