@@ -254,6 +254,13 @@ impl<P: Peer> BootstrapCore<P> {
             return;
         };
         tracing::debug!(endpoint = %run.seq.endpoint, peer = ?run.peer, step = %run.seq.step(), "bootstrap step");
+        if op == BootstrapOp::Finish {
+            self.events.push_back(Event::Finishing {
+                endpoint: run.seq.endpoint.clone(),
+                peer: run.peer,
+                account: run.seq.account.clone(),
+            });
+        }
         match self
             .coap
             .send_request(now, run.peer, op.to_coap(), RequestOptions::default())

@@ -72,6 +72,19 @@ pub enum Event<P> {
         /// Where it is.
         peer: P,
     },
+    /// Every Write was accepted and Bootstrap-Finish is about to be sent: once the device
+    /// accepts it, it uses `account` at once, so the LwM2M server must accept the account's
+    /// credential before the Finish leaves (events are polled before transmits). Followed
+    /// by exactly one [`Finished`](Self::Finished) or [`Failed`](Self::Failed) of the same
+    /// sequence; after `Failed`, the credential must be taken back.
+    Finishing {
+        /// Its endpoint name.
+        endpoint: String,
+        /// Where it is.
+        peer: P,
+        /// The account the device holds if it accepts Finish.
+        account: Account,
+    },
     /// The device accepted Bootstrap-Finish (or was sent its Bootstrap-Pack): it now holds
     /// `account`, whose credential the LwM2M server must accept from now on.
     Finished {

@@ -49,6 +49,9 @@ pub(crate) struct Shell {
     pub(crate) stack: Stack,
     /// The bootstrap server's stack, if `[bootstrap]` is enabled.
     pub(crate) bootstrap: Option<Stack<BootstrapRole>>,
+    /// Credentials installed for bootstraps about to finish, by endpoint: at most one per
+    /// sequence in progress, each removed when its sequence ends.
+    pub(crate) installed: HashMap<String, bootstrap::Installed>,
     /// Where the stack's writes go, group-committed by the store's writer thread.
     pub(crate) store: Store,
     /// For the store part of admin operations (credentials are sealed with it).

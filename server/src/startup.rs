@@ -186,6 +186,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let shell = Shell {
         stack,
         bootstrap,
+        installed: HashMap::new(),
         bootstrap_creds,
         store,
         secrets,

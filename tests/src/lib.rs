@@ -496,7 +496,8 @@ impl Machine for DeviceMachine {
 pub enum Dropout {
     /// Run to Finish (or failure).
     Never,
-    /// Stop answering once the bootstrap server sent this many requests.
+    /// Stop answering once this many datagrams came from the bootstrap server (its answer to
+    /// the Bootstrap-Request included).
     AfterRequests(usize),
 }
 

@@ -193,6 +193,38 @@ async fn a_device_that_drops_out_leaves_no_credential_and_can_start_over() {
     );
     let mut dev = register(&s, "flaky", &id, &key).await;
     dev.registered().await;
+    s.registered("flaky").await;
+
+    // Bootstrapped again, it takes every Write, then never answers Finish: the credential
+    // installed for it just before Finish is taken back, and the one it had works again.
+    let silent = bootstrap(
+        bootstrap_addr(&s),
+        "flaky",
+        b"factory-flaky",
+        FACTORY_KEY,
+        Dropout::AfterRequests(7),
+    )
+    .await;
+    assert!(silent.is_err());
+    let step = s
+        .wait_for(|e| match e {
+            DeviceEvent::Bootstrap {
+                endpoint,
+                stage: BootstrapStage::Failed { step, .. },
+                ..
+            } if endpoint == "flaky" => Some(step.clone()),
+            _ => None,
+        })
+        .await;
+    assert_eq!(step, "finish");
+    assert_eq!(
+        listed(&s, "flaky").await,
+        Some(String::from_utf8_lossy(&id).into_owned()),
+        "the credential it had is back"
+    );
+    dev.kill();
+    let mut again = register(&s, "flaky", &id, &key).await;
+    again.registered().await;
 }
 
 /// Rotation: `device rotate` executes /1/x/9 on the registered device; an awake one is asked

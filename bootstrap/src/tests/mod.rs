@@ -135,7 +135,7 @@ impl World {
     pub(crate) fn ended(&self, addr: u8) -> bool {
         self.events_of(addr)
             .last()
-            .is_some_and(|e| !matches!(e, Event::Started { .. }))
+            .is_some_and(|e| !matches!(e, Event::Started { .. } | Event::Finishing { .. }))
     }
 
     /// Runs until `addr`'s sequence ends, for at most ten minutes.
@@ -170,9 +170,10 @@ impl World {
 
 pub(crate) fn peer_of(e: &Event<u8>) -> u8 {
     match e {
-        Event::Started { peer, .. } | Event::Finished { peer, .. } | Event::Failed { peer, .. } => {
-            *peer
-        }
+        Event::Started { peer, .. }
+        | Event::Finishing { peer, .. }
+        | Event::Finished { peer, .. }
+        | Event::Failed { peer, .. } => *peer,
     }
 }
 

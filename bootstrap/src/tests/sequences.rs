@@ -62,7 +62,9 @@ fn assert_holds_account(w: &World, addr: u8, name: &str, sec: u16, srv: u16) {
 
 fn finished(w: &World, addr: u8) -> (Option<String>, ContentFormat) {
     match w.events_of(addr).as_slice() {
-        [Event::Started { .. }, Event::Finished {
+        [Event::Started { .. }, Event::Finishing {
+            account: announced, ..
+        }, Event::Finished {
             version,
             format,
             account,
@@ -70,6 +72,7 @@ fn finished(w: &World, addr: u8) -> (Option<String>, ContentFormat) {
             ..
         }] => {
             assert_eq!(account, &account_for(endpoint));
+            assert_eq!(announced, account, "the account announced before Finish");
             (version.clone(), *format)
         }
         other => panic!("not started then finished: {other:?}"),
@@ -78,7 +81,8 @@ fn finished(w: &World, addr: u8) -> (Option<String>, ContentFormat) {
 
 fn failed(w: &World, addr: u8) -> (Step, Failure) {
     match w.events_of(addr).as_slice() {
-        [Event::Started { .. }, Event::Failed { step, failure, .. }] => {
+        [Event::Started { .. }, Event::Failed { step, failure, .. }]
+        | [Event::Started { .. }, Event::Finishing { .. }, Event::Failed { step, failure, .. }] => {
             (step.clone(), failure.clone())
         }
         other => panic!("not started then failed: {other:?}"),
@@ -422,6 +426,7 @@ fn a_new_bootstrap_request_mid_sequence_starts_over_and_late_answers_are_ignored
         .iter()
         .map(|e| match e {
             Event::Started { .. } => "started".to_string(),
+            Event::Finishing { .. } => "finishing".to_string(),
             Event::Finished { .. } => "finished".to_string(),
             Event::Failed { step, failure, .. } => format!("failed {step}: {failure}"),
         })
@@ -432,6 +437,7 @@ fn a_new_bootstrap_request_mid_sequence_starts_over_and_late_answers_are_ignored
             "started",
             "failed delete /1: the device went away",
             "started",
+            "finishing",
             "finished"
         ]
     );

@@ -1,7 +1,8 @@
 //! The bootstrap core as a role of the secure stack ([`Role`]): datagrams and peers in, its
-//! events out, each started or failed bootstrap counted and audited as it leaves. A finished
-//! one is left to the driver, which installs the device's new credential first and reports
-//! it after (a credential that could not be installed is a failed bootstrap).
+//! events out, each started or failed bootstrap counted and audited as it leaves. Finishing
+//! and finished ones are left to the driver, which installs the device's new credential
+//! before Finish leaves and reports the outcome after (a credential that could not be
+//! installed is a failed bootstrap).
 use crate::core::persist::StoreOp;
 use crate::core::types::{BootstrapStage, DeviceEvent, Link};
 use crate::metrics::Metrics;
@@ -66,7 +67,7 @@ impl Role for BootstrapRole {
     }
 
     fn observe(&self, event: &Event<Link>, metrics: &Metrics) -> Option<AuditNote> {
-        if matches!(event, Event::Finished { .. }) {
+        if matches!(event, Event::Finishing { .. } | Event::Finished { .. }) {
             return None;
         }
         let device = event_of(event)?;
@@ -93,7 +94,7 @@ pub fn event_of(event: &Event<Link>) -> Option<DeviceEvent> {
                 reason: failure.to_string(),
             },
         ),
-        Event::Finished { .. } => return None,
+        Event::Finishing { .. } | Event::Finished { .. } => return None,
     };
     Some(DeviceEvent::Bootstrap {
         endpoint: endpoint.clone(),

@@ -218,6 +218,15 @@ impl<C: Role> Stack<C> {
         }
     }
 
+    /// Ends one DTLS session (close_notify to the peer); the core hears of it as for any
+    /// closed session.
+    pub fn close(&mut self, now: Instant, conn: dtls::ConnId) {
+        if let Some(s) = self.secure.as_mut() {
+            s.server.close(conn);
+        }
+        self.secure_events(now);
+    }
+
     /// A sink queued outbox writes caused by the input just handled: what the core sends
     /// from now on waits for the commit that makes them durable.
     pub fn outbox_written(&mut self) {
