@@ -107,6 +107,16 @@ pub fn sensor_store(endpoint: &str, celsius: f64) -> ObjectStore {
     store
 }
 
+fn psk_credential(endpoint: &str, identity: &str, key: &[u8]) -> NewCredential {
+    NewCredential {
+        endpoint: endpoint.into(),
+        secret: Secret::Psk {
+            identity: identity.as_bytes().to_vec(),
+            key: key.to_vec(),
+        },
+    }
+}
+
 /// A server started for one test.
 pub struct TestServer {
     /// The running server.
@@ -203,6 +213,20 @@ impl TestServer {
         wait_for(&mut self.events, "server", pick).await
     }
 
+    /// Waits until a device is refused for who it is; returns the endpoint name it used and
+    /// the endpoint its credential is bound to.
+    pub async fn auth_failed(&mut self) -> (String, Option<String>) {
+        self.wait_for(|e| match e {
+            DeviceEvent::AuthFailed {
+                endpoint,
+                principal,
+                ..
+            } => Some((endpoint.clone(), principal.clone())),
+            _ => None,
+        })
+        .await
+    }
+
     /// Waits until `endpoint` registers; returns the address it registered from.
     pub async fn registered(&mut self, endpoint: &str) -> String {
         self.wait_for(|e| match e {
@@ -233,19 +257,18 @@ impl TestServer {
 
     /// Adds a PSK credential for `endpoint` through the admin interface.
     pub async fn provision_psk(&self, endpoint: &str, identity: &str, key: &[u8]) {
-        let reply = self
-            .handle()
-            .admin(AdminOp::DeviceAdd {
-                credential: NewCredential {
-                    endpoint: endpoint.into(),
-                    secret: Secret::Psk {
-                        identity: identity.as_bytes().to_vec(),
-                        key: key.to_vec(),
-                    },
-                },
-            })
-            .await
-            .expect("server running");
+        let credential = psk_credential(endpoint, identity, key);
+        self.admin_ok(AdminOp::DeviceAdd { credential }).await;
+    }
+
+    /// Gives `endpoint` a factory PSK for the bootstrap server (`bootstrap add`).
+    pub async fn provision_bootstrap_psk(&self, endpoint: &str, identity: &str, key: &[u8]) {
+        let credential = psk_credential(endpoint, identity, key);
+        self.admin_ok(AdminOp::BootstrapAdd { credential }).await;
+    }
+
+    async fn admin_ok(&self, op: AdminOp) {
+        let reply = self.handle().admin(op).await.expect("server running");
         assert!(reply.ok, "{reply:?}");
     }
 

@@ -9,7 +9,6 @@ use lwm2m::client::{ClientConfig, ClientEvent};
 use lwm2m_e2e_tests::{bootstrap, free_port, psk_account, Device, Dropout, TestServer};
 use lwm2m_server::core::types::{BootstrapStage, DeviceEvent};
 use lwm2m_server::provisioning::admin::AdminOp;
-use lwm2m_server::provisioning::credentials::{NewCredential, Secret};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -29,20 +28,21 @@ fn bootstrap_addr(s: &TestServer) -> SocketAddr {
 }
 
 async fn add_factory(s: &TestServer, endpoint: &str) {
-    let reply = s
-        .handle()
-        .admin(AdminOp::BootstrapAdd {
-            credential: NewCredential {
-                endpoint: endpoint.into(),
-                secret: Secret::Psk {
-                    identity: format!("factory-{endpoint}").into_bytes(),
-                    key: FACTORY_KEY.to_vec(),
-                },
-            },
-        })
-        .await
-        .unwrap();
-    assert!(reply.ok, "{reply:?}");
+    s.provision_bootstrap_psk(endpoint, &format!("factory-{endpoint}"), FACTORY_KEY)
+        .await;
+}
+
+/// Waits for `endpoint`'s bootstrap to fail; returns the step it failed at.
+async fn failed_at(s: &mut TestServer, endpoint: &str) -> String {
+    s.wait_for(|e| match e {
+        DeviceEvent::Bootstrap {
+            endpoint: ep,
+            stage: BootstrapStage::Failed { step, .. },
+            ..
+        } if ep == endpoint => Some(step.clone()),
+        _ => None,
+    })
+    .await
 }
 
 /// Bootstraps `endpoint` with its factory PSK; returns the (identity, key) it was given.
@@ -171,17 +171,7 @@ async fn a_device_that_drops_out_leaves_no_credential_and_can_start_over() {
     )
     .await;
     assert!(dropped.is_err());
-    let failed = s
-        .wait_for(|e| match e {
-            DeviceEvent::Bootstrap {
-                endpoint,
-                stage: BootstrapStage::Failed { step, .. },
-                ..
-            } if endpoint == "flaky" => Some(step.clone()),
-            _ => None,
-        })
-        .await;
-    assert!(!failed.is_empty());
+    assert!(!failed_at(&mut s, "flaky").await.is_empty());
     assert_eq!(listed(&s, "flaky").await, None, "nothing half-provisioned");
 
     let (id, key) = bootstrapped(&s, "flaky").await;
@@ -206,17 +196,7 @@ async fn a_device_that_drops_out_leaves_no_credential_and_can_start_over() {
     )
     .await;
     assert!(silent.is_err());
-    let step = s
-        .wait_for(|e| match e {
-            DeviceEvent::Bootstrap {
-                endpoint,
-                stage: BootstrapStage::Failed { step, .. },
-                ..
-            } if endpoint == "flaky" => Some(step.clone()),
-            _ => None,
-        })
-        .await;
-    assert_eq!(step, "finish");
+    assert_eq!(failed_at(&mut s, "flaky").await, "finish");
     assert_eq!(
         listed(&s, "flaky").await,
         Some(String::from_utf8_lossy(&id).into_owned()),

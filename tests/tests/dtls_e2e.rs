@@ -67,16 +67,7 @@ async fn the_endpoint_name_is_bound_to_the_credential() {
     .unwrap();
     let failure = thief.registration_failed().await;
     assert!(failure.contains("4.03"), "{failure}");
-    let (endpoint, principal) = s
-        .wait_for(|e| match e {
-            DeviceEvent::AuthFailed {
-                endpoint,
-                principal,
-                ..
-            } => Some((endpoint.clone(), principal.clone())),
-            _ => None,
-        })
-        .await;
+    let (endpoint, principal) = s.auth_failed().await;
     assert_eq!(
         (endpoint.as_str(), principal.as_deref()),
         ("meter-b", Some("meter-a"))

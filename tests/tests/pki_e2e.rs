@@ -5,7 +5,7 @@
 //! next handshake, naming the cause in the audit log; `device add` lets it in again.
 use lwm2m::client::ClientConfig;
 use lwm2m_e2e_tests::{Device, TestServer};
-use lwm2m_server::core::types::{DeregisterReason, DeviceEvent};
+use lwm2m_server::core::types::DeregisterReason;
 use lwm2m_server::provisioning::admin::{AdminOp, AdminReply};
 use lwm2m_server::provisioning::audit::AuditKind;
 use lwm2m_server::provisioning::credentials::{NewCredential, Secret};
@@ -92,16 +92,7 @@ async fn a_device_of_the_trusted_ca_registers_as_the_endpoint_its_certificate_na
         .unwrap();
     let failure = thief.registration_failed().await;
     assert!(failure.contains("4.03"), "{failure}");
-    let (endpoint, principal) = s
-        .wait_for(|e| match e {
-            DeviceEvent::AuthFailed {
-                endpoint,
-                principal,
-                ..
-            } => Some((endpoint.clone(), principal.clone())),
-            _ => None,
-        })
-        .await;
+    let (endpoint, principal) = s.auth_failed().await;
     assert_eq!(
         (endpoint.as_str(), principal.as_deref()),
         ("pki-dev-3", Some("pki-dev-2"))

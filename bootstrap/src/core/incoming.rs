@@ -62,18 +62,7 @@ impl<P: Peer> BootstrapCore<P> {
     ) -> Result<u64, Lwm2mError> {
         let request = BootstrapRequest::from_coap(packet)?;
         // The sequences this one replaces do not count against the bound.
-        let replaced: Vec<u64> = {
-            let mut ids: Vec<u64> = [
-                self.by_peer.get(&peer),
-                self.by_endpoint.get(&request.endpoint),
-            ]
-            .into_iter()
-            .flatten()
-            .copied()
-            .collect();
-            ids.dedup();
-            ids
-        };
+        let replaced = self.running_for(peer, &request.endpoint);
         if self.sequences.len().saturating_sub(replaced.len()) >= self.config.max_sequences {
             tracing::warn!(endpoint = %request.endpoint, "bootstrap sequences at their bound: 5.03");
             return Err(Lwm2mError::ServiceUnavailable);
@@ -95,6 +84,17 @@ impl<P: Peer> BootstrapCore<P> {
         Ok(id)
     }
 
+    /// The sequences running for `peer` or for `endpoint` (at most two, each once).
+    fn running_for(&self, peer: P, endpoint: &str) -> Vec<u64> {
+        let mut ids: Vec<u64> = [self.by_peer.get(&peer), self.by_endpoint.get(endpoint)]
+            .into_iter()
+            .flatten()
+            .copied()
+            .collect();
+        ids.dedup();
+        ids
+    }
+
     /// A Bootstrap-Pack-Request: the whole configuration in the answer, and the device
     /// holds it as soon as it is sent (no Finish follows a pack).
     fn pack_request(
@@ -114,15 +114,7 @@ impl<P: Peer> BootstrapCore<P> {
         };
         let account = self.account_for(peer, &request.endpoint, None)?;
         // The device asked afresh: whatever sequence it had running is abandoned.
-        let abandoned: Vec<u64> = [
-            self.by_peer.get(&peer),
-            self.by_endpoint.get(&request.endpoint),
-        ]
-        .into_iter()
-        .flatten()
-        .copied()
-        .collect();
-        for id in abandoned {
+        for id in self.running_for(peer, &request.endpoint) {
             self.fail(now, id, None, Failure::Gone);
         }
         let endpoint = request.endpoint;
