@@ -52,6 +52,9 @@ pub(crate) struct Shell {
     /// Credentials installed for bootstraps about to finish, by endpoint: at most one per
     /// sequence in progress, each removed when its sequence ends.
     pub(crate) installed: HashMap<String, bootstrap::Installed>,
+    /// Bootstrap sessions to close once the bootstrap stack has sent what it queued: at most
+    /// one per sequence that ended since the last send.
+    pub(crate) closing: Vec<dtls::ConnId>,
     /// Where the stack's writes go, group-committed by the store's writer thread.
     pub(crate) store: Store,
     /// For the store part of admin operations (credentials are sealed with it).
@@ -188,12 +191,19 @@ impl Machine for Shell {
             };
             return Some((listener, t));
         }
-        let (transport, t) = self.bootstrap.as_mut()?.poll_transmit()?;
-        let listener = match transport {
-            Transport::Udp => BOOTSTRAP_PLAIN,
-            Transport::Dtls => BOOTSTRAP_SECURE,
-        };
-        Some((listener, t))
+        let bs = self.bootstrap.as_mut()?;
+        loop {
+            if let Some((transport, t)) = bs.poll_transmit() {
+                let listener = match transport {
+                    Transport::Udp => BOOTSTRAP_PLAIN,
+                    Transport::Dtls => BOOTSTRAP_SECURE,
+                };
+                return Some((listener, t));
+            }
+            // Everything for them has left: their close_notify goes next.
+            let conn = self.closing.pop()?;
+            bs.close(Instant::now(), conn);
+        }
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

@@ -187,6 +187,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         stack,
         bootstrap,
         installed: HashMap::new(),
+        closing: Vec::new(),
         bootstrap_creds,
         store,
         secrets,

@@ -78,7 +78,7 @@ impl Shell {
                     self.audit(note);
                 }
                 self.device_event(now, device);
-                self.close_bootstrap_session(now, peer);
+                self.close_bootstrap_session(peer);
             }
             ev @ (Event::Started { .. } | Event::Failed { .. }) => {
                 if let Event::Failed { endpoint, peer, .. } = &ev {
@@ -90,7 +90,7 @@ impl Shell {
                             }
                         }
                     }
-                    self.close_bootstrap_session(now, *peer);
+                    self.close_bootstrap_session(*peer);
                 }
                 // Counted and audited by the role as it left the stack.
                 if let Some(device) = event_of(&ev) {
@@ -100,11 +100,12 @@ impl Shell {
         }
     }
 
-    /// Ends the DTLS session of a bootstrap that is over: a device that bootstraps again
-    /// handshakes again, and the bootstrap server holds no session per device it served.
-    fn close_bootstrap_session(&mut self, now: Instant, peer: Link) {
-        if let (Some(bs), Link::Dtls(conn)) = (self.bootstrap.as_mut(), peer) {
-            bs.close(now, conn);
+    /// Ends the DTLS session of a bootstrap that is over, once what is queued for it (a
+    /// refusal, an acknowledgement) has left: a device that bootstraps again handshakes
+    /// again, and the bootstrap server holds no session per device it served.
+    fn close_bootstrap_session(&mut self, peer: Link) {
+        if let (true, Link::Dtls(conn)) = (self.bootstrap.is_some(), peer) {
+            self.closing.push(conn);
         }
     }
 
