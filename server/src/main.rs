@@ -493,7 +493,7 @@ mod admin_cli {
                 }
                 if reply.denied.is_some() {
                     println!(
-                        "endpoint {endpoint} is denied: its certificates are refused even from a trusted CA, until `device add` binds it a credential again"
+                        "endpoint {endpoint} is denied: it cannot bootstrap again nor come in with a certificate from a trusted CA, until `device add` binds it a credential again"
                     );
                 }
             }

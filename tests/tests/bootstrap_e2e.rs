@@ -151,6 +151,31 @@ async fn factory_devices_get_their_own_psk_and_a_second_bootstrap_replaces_it() 
     let m = s.handle().metrics();
     assert_eq!(m.bootstraps_finished, 3);
     assert_eq!(m.bootstraps_failed, 0);
+
+    // Revoked, it cannot bootstrap its way back in with its factory credential...
+    let reply = s
+        .handle()
+        .admin(AdminOp::DeviceRevoke {
+            endpoint: "meter-b".into(),
+        })
+        .await
+        .unwrap();
+    assert!(reply.ok && reply.denied.is_some(), "{reply:?}");
+    let refused = bootstrap(
+        bootstrap_addr(&s),
+        "meter-b",
+        b"factory-meter-b",
+        FACTORY_KEY,
+        Dropout::Never,
+    )
+    .await;
+    assert!(refused.is_err());
+    assert_eq!(failed_at(&mut s, "meter-b").await, "request");
+    // ... until the operator admits it again.
+    s.provision_psk("meter-b", "admitted-b", b"0123456789abcdef")
+        .await;
+    let (id_b2, _) = bootstrapped(&s, "meter-b").await;
+    assert_ne!(id_b2, b"admitted-b".to_vec());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,6 +107,17 @@ impl Accounts for ConfiguredAccounts {
     fn account(&mut self, request: &AccountRequest<'_>) -> Result<Account, Refusal> {
         let endpoint = request.endpoint;
         validate_endpoint(endpoint).map_err(|e| Refusal(e.to_string()))?;
+        // Revoked: bootstrapping again must not undo it (`device add` lifts it).
+        if self
+            .factory
+            .0
+            .read()
+            .map_or(true, |c| c.is_denied(endpoint))
+        {
+            return Err(Refusal(format!(
+                "{endpoint} is revoked: `device add` must admit it again before it may bootstrap"
+            )));
+        }
         if request.principal.is_none() {
             // Over NoSec anyone can claim any name: a device with a factory credential must
             // prove it, or anyone could take its account.
@@ -243,6 +254,15 @@ mod tests {
         assert!(e.0.contains("must bootstrap over DTLS"), "{e}");
         assert!(a.account(&nosec("dev-2")).is_ok(), "no factory credential");
         assert!(a.account(&request("dev-1")).is_ok(), "over DTLS");
+        // Revoked (denied): no account until `device add` admits it again.
+        a.factory
+            .0
+            .write()
+            .expect("lock")
+            .deny(&store, "dev-1")
+            .expect("denied");
+        let e = a.account(&request("dev-1")).expect_err("revoked");
+        assert!(e.0.contains("revoked"), "{e}");
         let e = a.account(&request("bad/name")).expect_err("refused");
         assert!(!e.0.is_empty());
     }

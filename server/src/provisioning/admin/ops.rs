@@ -106,9 +106,10 @@ fn add(
     }
 }
 
-/// `device-revoke`, `bootstrap-remove`. With a trusted CA configured, revoking a device also
-/// denies its endpoint: a certificate from that CA naming it would let it in again otherwise,
-/// and a device known only through the CA has no credential to remove at all.
+/// `device-revoke`, `bootstrap-remove`. Revoking a device also denies its endpoint: its
+/// factory credential would otherwise get it a fresh credential from the bootstrap server,
+/// and a certificate from a trusted CA naming it would let it in again (a device known only
+/// through the CA has no credential to remove at all). `device add` lifts the deny.
 fn revoke(store: &Store, creds: &mut Credentials, endpoint: &str) -> AdminReply {
     let set = creds.set();
     let removed = match creds.revoke(store, endpoint) {
@@ -127,7 +128,9 @@ fn revoke(store: &Store, creds: &mut Credentials, endpoint: &str) -> AdminReply 
         );
     }
     let mut denied = None;
-    if set == CredentialSet::Devices && creds.pki().is_some() {
+    // A device that had a credential is denied too, with or without a CA: its factory
+    // credential would otherwise get it a fresh one from the bootstrap server.
+    if set == CredentialSet::Devices && (creds.pki().is_some() || device.is_some()) {
         match creds.deny(store, endpoint) {
             Ok(newly) => {
                 if newly {
@@ -135,7 +138,7 @@ fn revoke(store: &Store, creds: &mut Credentials, endpoint: &str) -> AdminReply 
                         store,
                         &AuditEvent::new(
                             AuditKind::EndpointDenied,
-                            "certificates naming it are refused, even from a trusted CA",
+                            "it may not bootstrap again nor come in with a certificate, even from a trusted CA",
                         )
                         .with_endpoint(endpoint),
                     );

@@ -101,9 +101,12 @@ async fn apply_offline_adds_lists_revokes_and_audits() {
         [
             AuditKind::CredentialAdded,
             AuditKind::CredentialAdded,
-            AuditKind::CredentialRevoked
+            AuditKind::CredentialRevoked,
+            // Its factory credential must not get it back in through the bootstrap server.
+            AuditKind::EndpointDenied
         ]
     );
+    assert!(creds.is_denied("dev-1"));
     store.close().unwrap();
 }
 
