@@ -88,8 +88,12 @@ device_errors() {
     echo "$OUT" | grep '^error' | tr '\n' ';' || true
 }
 # listed_identities EP: the PSK identities `device list` shows for EP, space-separated.
+# Prints "device-list-failed" when `device list` itself fails, so no check passes on it.
 listed_identities() {
-    "$SERVER" --config "$WORK/server.toml" device list >"$WORK/device-list.out" 2>>"$WORK/cli.log" || true
+    if ! "$SERVER" --config "$WORK/server.toml" device list >"$WORK/device-list.out" 2>>"$WORK/cli.log"; then
+        echo "device-list-failed"
+        return
+    fi
     awk -v ep="$1" '$1 == ep && $2 == "psk" { print $3 }' "$WORK/device-list.out" | tr '\n' ' ' | sed 's/ $//'
 }
 bootstrap_add() { # EP IDENTITY PSK_HEX

@@ -82,6 +82,9 @@ struct Running<P> {
     deadline: Instant,
     /// Its request awaiting the device's answer.
     request: Option<RequestId>,
+    /// Every Write is done and [`Event::Finishing`] went out: Finish waits for the
+    /// embedder's [`approve_finish`](BootstrapCore::approve_finish).
+    awaiting_approval: bool,
 }
 
 /// The bootstrap server's core over peers of type `P`.
@@ -193,6 +196,35 @@ impl<P: Peer> BootstrapCore<P> {
         }
     }
 
+    /// The embedder is ready for `endpoint` (at `peer`) to use the account of its
+    /// [`Event::Finishing`]: Finish is sent now. Ignored unless that sequence awaits it.
+    pub fn approve_finish(&mut self, now: Instant, endpoint: &str, peer: P) {
+        self.last_now = Some(now);
+        let Some(id) = self.awaiting(endpoint, peer) else {
+            return;
+        };
+        self.send(now, id, BootstrapOp::Finish);
+        self.process(now);
+    }
+
+    /// The embedder cannot take the account of `endpoint`'s [`Event::Finishing`] (it could
+    /// not install its credential): the sequence fails at Finish, which is never sent, so
+    /// the device keeps asking instead of using an account the LwM2M server would refuse.
+    pub fn refuse_finish(&mut self, now: Instant, endpoint: &str, peer: P, reason: String) {
+        self.last_now = Some(now);
+        if let Some(id) = self.awaiting(endpoint, peer) {
+            self.fail(now, id, Some(Step::Finish), Failure::Refused(reason));
+            self.process(now);
+        }
+    }
+
+    /// The sequence of `endpoint` at `peer` waiting for Finish to be approved.
+    fn awaiting(&self, endpoint: &str, peer: P) -> Option<u64> {
+        let id = *self.by_endpoint.get(endpoint)?;
+        let run = self.sequences.get(&id)?;
+        (run.peer == peer && run.awaiting_approval && run.request.is_none()).then_some(id)
+    }
+
     /// The state held now.
     pub fn usage(&self) -> BootstrapUsage {
         BootstrapUsage {
@@ -254,12 +286,16 @@ impl<P: Peer> BootstrapCore<P> {
             return;
         };
         tracing::debug!(endpoint = %run.seq.endpoint, peer = ?run.peer, step = %run.seq.step(), "bootstrap step");
-        if op == BootstrapOp::Finish {
+        if op == BootstrapOp::Finish && !run.awaiting_approval {
+            // The device uses the account the moment it accepts Finish: the embedder must
+            // be ready for that first, and may refuse.
+            run.awaiting_approval = true;
             self.events.push_back(Event::Finishing {
                 endpoint: run.seq.endpoint.clone(),
                 peer: run.peer,
                 account: run.seq.account.clone(),
             });
+            return;
         }
         match self
             .coap
@@ -303,6 +339,7 @@ impl<P: Peer> BootstrapCore<P> {
                 peer,
                 deadline,
                 request: None,
+                awaiting_approval: false,
             },
         );
         id

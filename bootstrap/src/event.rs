@@ -72,11 +72,13 @@ pub enum Event<P> {
         /// Where it is.
         peer: P,
     },
-    /// Every Write was accepted and Bootstrap-Finish is about to be sent: once the device
-    /// accepts it, it uses `account` at once, so the LwM2M server must accept the account's
-    /// credential before the Finish leaves (events are polled before transmits). Followed
-    /// by exactly one [`Finished`](Self::Finished) or [`Failed`](Self::Failed) of the same
-    /// sequence; after `Failed`, the credential must be taken back.
+    /// Every Write was accepted: once the device accepts Bootstrap-Finish it uses `account`
+    /// at once, so the LwM2M server must accept the account's credential first. Finish is
+    /// sent only when the embedder calls
+    /// [`approve_finish`](crate::BootstrapCore::approve_finish) (or the sequence fails at
+    /// Finish with [`refuse_finish`](crate::BootstrapCore::refuse_finish), or times out).
+    /// Followed by exactly one [`Finished`](Self::Finished) or [`Failed`](Self::Failed) of
+    /// the same sequence; after `Failed`, the credential should be taken back.
     Finishing {
         /// Its endpoint name.
         endpoint: String,

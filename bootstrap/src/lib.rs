@@ -9,10 +9,13 @@
 //! account, read the Server instance back from a 1.1+ device (Bootstrap-Read), Finish. It
 //! never touches a socket, a clock or a store: time comes in as `now`, datagrams go out
 //! through [`poll_transmit`](BootstrapCore::poll_transmit), and what happened comes out
-//! of [`poll_event`](BootstrapCore::poll_event) — in particular
-//! [`Event::Finished`], after which the embedding server installs the account's credential
-//! for its LwM2M server. Nothing is installed before the device accepted Finish, so a device
-//! that drops mid-sequence leaves nothing behind.
+//! of [`poll_event`](BootstrapCore::poll_event). Once every Write is acknowledged the core
+//! emits [`Event::Finishing`] and waits: the embedding server makes its LwM2M server accept
+//! the account's credential, then approves ([`approve_finish`](BootstrapCore::approve_finish))
+//! and Finish is sent — or refuses, and the sequence fails without the device ever being told
+//! to use an account nobody accepts. [`Event::Finished`] or [`Event::Failed`] follows; after
+//! `Failed` the embedder takes the credential back, so a device that drops out leaves nothing
+//! behind.
 //!
 //! The core is generic over the peer type `P` (a socket address for plain CoAP, a DTLS
 //! connection for CoAPs): the server that embeds it authenticates DTLS peers and tells the

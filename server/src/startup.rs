@@ -151,6 +151,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         server_key,
         &roots,
         &bootstrap_creds,
+        &creds,
         &secrets,
         &metrics,
         clock_base,
@@ -218,7 +219,7 @@ type BootstrapParts = (
 
 /// The bootstrap server's stack and its sockets (plain, DTLS), if `[bootstrap]` is enabled:
 /// the same DTLS settings and server key as the LwM2M server, its own engine and sessions,
-/// judged against the factory credentials.
+/// judged against the factory credentials; `servers` are the LwM2M server's.
 #[allow(clippy::too_many_arguments)]
 fn bootstrap_stack(
     config: &Config,
@@ -226,6 +227,7 @@ fn bootstrap_stack(
     key: Option<Arc<dtls::pki::OwnKey>>,
     roots: &Roots,
     creds: &SharedCredentials,
+    servers: &SharedCredentials,
     secrets: &Arc<SecretsKey>,
     metrics: &Arc<Metrics>,
     clock_base: (std::time::Instant, SystemTime),
@@ -270,7 +272,14 @@ fn bootstrap_stack(
         Some((key, _)) => (key.spki.clone(), key.chain.first().cloned()),
         None => (Vec::new(), None),
     };
-    let accounts = ConfiguredAccounts::new(bs.clone(), spki, certificate, creds.clone());
+    let accounts = ConfiguredAccounts::new(
+        bs.clone(),
+        spki,
+        certificate,
+        creds.clone(),
+        servers.clone(),
+        security::pki_naming(config).is_some(),
+    );
     let mut coap = config.endpoint();
     coap.rng_seed = rand::random();
     let core_config = BootstrapConfig {

@@ -95,6 +95,28 @@ async fn finished(s: &mut TestServer, endpoint: &str) -> Option<String> {
     .await
 }
 
+/// Sends a Bootstrap-Request for `endpoint` over plain CoAP; returns the answer's code.
+async fn nosec_bootstrap_request(server: SocketAddr, endpoint: &str) -> String {
+    let mut request = lwm2m::ops::bootstrap::BootstrapRequest::new(endpoint).to_coap();
+    request.header.message_id = 0x4242;
+    request.set_token(vec![1, 2, 3, 4]);
+    request
+        .header
+        .set_type(lwm2m::coap::MessageType::Confirmable);
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    socket
+        .send_to(&request.to_bytes().unwrap(), server)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(10), socket.recv_from(&mut buf))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let answer = lwm2m::coap::Packet::from_bytes(&buf[..n]).unwrap();
+    lwm2m::coap::msg::code_string(&answer)
+}
+
 async fn listed(s: &TestServer, endpoint: &str) -> Option<String> {
     let reply = s.handle().admin(AdminOp::DeviceList).await.unwrap();
     reply
@@ -151,6 +173,16 @@ async fn factory_devices_get_their_own_psk_and_a_second_bootstrap_replaces_it() 
     let m = s.handle().metrics();
     assert_eq!(m.bootstraps_finished, 3);
     assert_eq!(m.bootstraps_failed, 0);
+
+    // Over NoSec, anyone can send any name: the account of an endpoint that has a
+    // credential is not given away (it would lock the device out).
+    let plain = *s.handle().bootstrap_addrs().first().unwrap();
+    s.provision_psk("direct-1", "direct-1", b"0123456789abcdef")
+        .await;
+    for ep in ["meter-a", "meter-b", "direct-1"] {
+        assert_eq!(nosec_bootstrap_request(plain, ep).await, "4.03", "{ep}");
+    }
+    assert_eq!(failed_at(&mut s, "meter-a").await, "request");
 
     // Revoked, it cannot bootstrap its way back in with its factory credential...
     let reply = s

@@ -217,11 +217,30 @@ impl Harness for World {
 
     fn flush(&mut self) {
         let elapsed = self.net.elapsed();
-        while let Some(t) = self.core.poll_transmit() {
-            self.net.send(SERVER, t.peer, t.payload);
-        }
-        while let Some(e) = self.core.poll_event() {
-            self.events.push((elapsed, e));
+        loop {
+            while let Some(t) = self.core.poll_transmit() {
+                self.net.send(SERVER, t.peer, t.payload);
+            }
+            let mut finishing = Vec::new();
+            while let Some(e) = self.core.poll_event() {
+                if let Event::Finishing { endpoint, peer, .. } = &e {
+                    finishing.push((endpoint.clone(), *peer));
+                }
+                self.events.push((elapsed, e));
+            }
+            if finishing.is_empty() {
+                break;
+            }
+            // The embedder's part: ready for the account, except where it cannot be.
+            let now = self.now();
+            for (endpoint, peer) in finishing {
+                if endpoint.starts_with("uninstallable") {
+                    let reason = "the credential could not be installed".to_string();
+                    self.core.refuse_finish(now, &endpoint, peer, reason);
+                } else {
+                    self.core.approve_finish(now, &endpoint, peer);
+                }
+            }
         }
         for (addr, dev) in &mut self.devices {
             while let Some(t) = dev.ep.poll_transmit() {

@@ -325,6 +325,34 @@ fn finish_refused_with_4_06_fails_the_sequence() {
 }
 
 #[test]
+fn finish_waits_for_the_embedder_and_is_never_sent_when_it_refuses() {
+    let mut w = World::new(config());
+    w.add(1, Device::new(1, "uninstallable-1", Some("1.1")));
+    w.request(1, None);
+    w.run_to_end(1);
+    assert_eq!(
+        failed(&w, 1),
+        (
+            Step::Finish,
+            Failure::Refused("the credential could not be installed".into())
+        )
+    );
+    assert!(
+        !w.device(1).log.iter().any(|l| l == "POST /bs"),
+        "no Finish reached the device: {:?}",
+        w.device(1).log
+    );
+
+    // Approval comes after the Finishing event, never before: Finish follows it.
+    let mut w = World::new(config());
+    w.add(2, Device::new(2, "meter-21", Some("1.1")));
+    w.request(2, None);
+    w.run_to_end(2);
+    finished(&w, 2);
+    assert_eq!(w.device(2).log.last().map(String::as_str), Some("POST /bs"));
+}
+
+#[test]
 fn the_sequence_completes_over_a_lossy_network_by_retransmission() {
     for seed in 1..=3 {
         let mut w = World::lossy(

@@ -7,6 +7,7 @@
 //! generator, reseeded from it): the one place the sans-IO core's embedding takes entropy,
 //! so the core and its tests stay deterministic.
 use crate::config::{BootstrapSection, ServerSecurity};
+use crate::core::SecurityPolicy;
 use crate::provisioning::credentials::{validate_endpoint, Secret};
 use crate::provisioning::security::SharedCredentials;
 use lwm2m_bootstrap::{Account, AccountRequest, AccountSecurity, Accounts, Refusal};
@@ -28,23 +29,32 @@ pub struct ConfiguredAccounts {
     server_certificate: Option<Vec<u8>>,
     /// The factory credentials: who bootstraps over DTLS, and with what key.
     factory: SharedCredentials,
+    /// The LwM2M server's credentials: an endpoint that has one, or that a CA certificate
+    /// may name (`pki`), is never given an account over NoSec.
+    servers: SharedCredentials,
+    pki: bool,
 }
 
 impl ConfiguredAccounts {
     /// Accounts as `settings` say, for an LwM2M server with public key `server_spki` and
     /// certificate `server_certificate` (its own first), devices known by their factory
-    /// credentials in `factory`.
+    /// credentials in `factory` and to the LwM2M server by `servers` (and, with `pki`, by
+    /// certificates from a trusted CA).
     pub fn new(
         settings: BootstrapSection,
         server_spki: Vec<u8>,
         server_certificate: Option<Vec<u8>>,
         factory: SharedCredentials,
+        servers: SharedCredentials,
+        pki: bool,
     ) -> Self {
         Self {
             settings,
             server_spki,
             server_certificate,
             factory,
+            servers,
+            pki,
         }
     }
 
@@ -119,16 +129,15 @@ impl Accounts for ConfiguredAccounts {
             )));
         }
         if request.principal.is_none() {
-            // Over NoSec anyone can claim any name: a device with a factory credential must
-            // prove it, or anyone could take its account.
-            let has_factory = self
-                .factory
-                .0
-                .read()
-                .map_or(true, |c| c.has_credential(endpoint));
-            if has_factory {
+            // Over NoSec anyone can claim any name: an endpoint with a credential of either
+            // server (or any name, when a CA's certificates may claim names) must prove it
+            // is itself, or anyone could take its account and lock the device out.
+            let known = self.pki
+                || self.factory.requires_dtls(endpoint)
+                || self.servers.requires_dtls(endpoint);
+            if known {
                 return Err(Refusal(format!(
-                    "{endpoint} has a bootstrap credential: it must bootstrap over DTLS"
+                    "{endpoint} has a credential: it must bootstrap over DTLS"
                 )));
             }
         }
@@ -175,7 +184,14 @@ mod tests {
             server_security: security,
             ..BootstrapSection::default()
         };
-        ConfiguredAccounts::new(settings, vec![1, 2, 3], None, SharedCredentials::default())
+        ConfiguredAccounts::new(
+            settings,
+            vec![1, 2, 3],
+            None,
+            SharedCredentials::default(),
+            SharedCredentials::default(),
+            false,
+        )
     }
 
     fn request(endpoint: &str) -> AccountRequest<'_> {
@@ -252,6 +268,32 @@ mod tests {
         };
         let e = a.account(&nosec("dev-1")).expect_err("refused");
         assert!(e.0.contains("must bootstrap over DTLS"), "{e}");
+        // Nor one the LwM2M server knows: NoSec must not take over its credential.
+        a.servers
+            .0
+            .write()
+            .expect("lock")
+            .add(
+                &store,
+                &key,
+                crate::provisioning::credentials::DeviceCredential {
+                    endpoint: "dev-3".into(),
+                    secret: Secret::Psk {
+                        identity: b"server-3".to_vec(),
+                        key: vec![9; 16],
+                    },
+                    added_at: std::time::SystemTime::now(),
+                },
+            )
+            .expect("added");
+        let e = a.account(&nosec("dev-3")).expect_err("refused");
+        assert!(e.0.contains("must bootstrap over DTLS"), "{e}");
+        a.pki = true;
+        assert!(
+            a.account(&nosec("dev-2")).is_err(),
+            "any name a CA may claim"
+        );
+        a.pki = false;
         assert!(a.account(&nosec("dev-2")).is_ok(), "no factory credential");
         assert!(a.account(&request("dev-1")).is_ok(), "over DTLS");
         // Revoked (denied): no account until `device add` admits it again.

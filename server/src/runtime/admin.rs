@@ -87,6 +87,14 @@ impl Shell {
             AdminOp::DeviceRevoke { endpoint } => Some(endpoint.clone()),
             _ => None,
         };
+        let added: Vec<String> = match &op {
+            AdminOp::DeviceAdd { credential } => vec![credential.endpoint.clone()],
+            AdminOp::DeviceImport {
+                credentials,
+                check: false,
+            } => credentials.iter().map(|c| c.endpoint.clone()).collect(),
+            _ => Vec::new(),
+        };
         let (reply, changed) = match op {
             AdminOp::DeviceImport { credentials, check } => {
                 admin::apply_import(&self.store, &self.secrets, &mut creds, credentials, check)
@@ -112,10 +120,24 @@ impl Shell {
             self.stack
                 .credentials_changed(now, &changed, revoked.as_deref());
         }
-        // A denied endpoint's certificate is refused by the bootstrap server too: a session
-        // it holds there ends as well.
+        // The operator's change stands: a bootstrap finishing for these endpoints must not
+        // put their previous credential back if it fails.
+        if reply.ok {
+            for e in changed.iter().chain(&added) {
+                if let Some(i) = self.installed.get_mut(e) {
+                    i.supersede();
+                }
+            }
+        }
+        // A denied endpoint gets no account from the bootstrap server: a sequence it is in
+        // ends (over NoSec too), and so does a session it holds there.
         if let (Some(bs), Some(denied)) = (self.bootstrap.as_mut(), reply.denied.as_ref()) {
-            bs.credentials_changed(now, denied, None);
+            for e in denied {
+                if let Some(i) = self.installed.get_mut(e) {
+                    i.supersede();
+                }
+                bs.credentials_changed(now, std::slice::from_ref(e), Some(e));
+            }
         }
         reply
     }
