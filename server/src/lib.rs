@@ -15,6 +15,7 @@
 //! - [`bootstrap`]: the bootstrap server beside the LwM2M server: the `lwm2m-bootstrap` core
 //!   as a role of the stack, and the accounts it gives devices.
 //! - [`bridge`]: the MQTT bridge (EMQX LwM2M gateway JSON).
+//! - [`firmware`]: firmware update (Object 5): the package store and the campaigns.
 //! - [`metrics`]: the server's counters and their Prometheus text.
 //! - [`http`]: the HTTP API (`GET /metrics` for now).
 #![warn(missing_docs, unreachable_pub)]
@@ -23,6 +24,7 @@ pub mod bootstrap;
 pub mod bridge;
 pub mod config;
 pub mod core;
+pub mod firmware;
 pub mod handle;
 pub mod http;
 pub mod metrics;
