@@ -90,3 +90,15 @@ pub const SHORT_SERVER_ID: RangeInclusive<u64> = 1..=65_534;
 pub const BOOTSTRAP_SEQUENCE_TIMEOUT_SECS: RangeInclusive<u64> = 1..=3600;
 /// `[bootstrap] max_sequences`: bootstraps in progress at once.
 pub const BOOTSTRAP_MAX_SEQUENCES: RangeInclusive<u64> = 1..=1_000_000;
+/// `[firmware] max_package_bytes`: one package, 1 KiB to 1 GiB.
+pub const MAX_PACKAGE_BYTES: RangeInclusive<u64> = 1024..=1 << 30;
+/// `[firmware] max_total_bytes`: every package together (they are kept in memory).
+pub const MAX_TOTAL_PACKAGE_BYTES: RangeInclusive<u64> = 1024..=16 << 30;
+/// `[firmware] push_block_size`, a power of two (RFC 7959 block sizes).
+pub const PUSH_BLOCK_SIZE: RangeInclusive<usize> = 16..=1024;
+/// `[firmware] push_block_interval_ms`: up to a minute between blocks.
+pub const PUSH_BLOCK_INTERVAL_MS: RangeInclusive<u64> = 0..=60_000;
+/// `[firmware] *_timeout_secs`: a minute to 30 days (a sleeping device downloads slowly).
+pub const FIRMWARE_PHASE_TIMEOUT_SECS: RangeInclusive<u64> = 60..=2_592_000;
+/// `[firmware] default_concurrency`: devices updated at once per campaign.
+pub const FIRMWARE_CONCURRENCY: RangeInclusive<u64> = 1..=100_000;

@@ -15,9 +15,11 @@
 //! - `mqtt`: `[mqtt]`, read into [`MqttSettings`].
 //! - `http`: `[http]`.
 //! - `bootstrap`: `[bootstrap]`, the bootstrap server beside the LwM2M server.
+//! - `firmware`: `[firmware]`, package serving and update campaigns.
 //! - [`limits`]: the range of every numeric key.
 mod bootstrap;
 mod coap;
+mod firmware;
 mod http;
 pub mod limits;
 mod mqtt;
@@ -29,6 +31,7 @@ mod tests;
 
 pub use bootstrap::{BootstrapSection, ServerSecurity};
 pub use coap::CoapSection;
+pub use firmware::FirmwareSection;
 pub use http::HttpSection;
 pub use limits::MAX_CONNECTION_ID_LENGTH;
 pub use mqtt::{
@@ -69,6 +72,8 @@ pub struct Config {
     pub http: HttpSection,
     /// `[bootstrap]`
     pub bootstrap: BootstrapSection,
+    /// `[firmware]`
+    pub firmware: FirmwareSection,
     /// `[log]`
     pub log: LogSection,
 }
@@ -95,6 +100,8 @@ struct ConfigFile {
     http: HttpSection,
     #[serde(default)]
     bootstrap: BootstrapSection,
+    #[serde(default)]
+    firmware: FirmwareSection,
     #[serde(default)]
     log: LogSection,
 }
@@ -180,6 +187,7 @@ impl Config {
         f.security.validate()?;
         f.dtls.validate()?;
         f.bootstrap.validate(f.security.allow_nosec)?;
+        f.firmware.validate()?;
         let mqtt = MqttSettings::from_section(&f.mqtt)?;
         Ok(Config {
             server: f.server,
@@ -191,6 +199,7 @@ impl Config {
             mqtt,
             http: f.http,
             bootstrap: f.bootstrap,
+            firmware: f.firmware,
             log: f.log,
         })
     }

@@ -284,6 +284,37 @@ fn documented_ranges() -> Vec<(&'static str, &'static str, String)> {
     vec![
         r("server", "coap_bind", range_text(&BIND_ADDRESSES)),
         r("bootstrap", "coap_bind", range_text(&BIND_ADDRESSES)),
+        r(
+            "firmware",
+            "max_package_bytes",
+            range_text(&MAX_PACKAGE_BYTES),
+        ),
+        r(
+            "firmware",
+            "max_total_bytes",
+            range_text(&MAX_TOTAL_PACKAGE_BYTES),
+        ),
+        r("firmware", "push_block_size", range_text(&PUSH_BLOCK_SIZE)),
+        r(
+            "firmware",
+            "push_block_interval_ms",
+            range_text(&PUSH_BLOCK_INTERVAL_MS),
+        ),
+        r(
+            "firmware",
+            "download_timeout_secs",
+            range_text(&FIRMWARE_PHASE_TIMEOUT_SECS),
+        ),
+        r(
+            "firmware",
+            "update_timeout_secs",
+            range_text(&FIRMWARE_PHASE_TIMEOUT_SECS),
+        ),
+        r(
+            "firmware",
+            "default_concurrency",
+            range_text(&FIRMWARE_CONCURRENCY),
+        ),
         r("bootstrap", "coaps_bind", range_text(&BIND_ADDRESSES)),
         r("bootstrap", "lifetime", range_text(&BOOTSTRAP_LIFETIME)),
         r("bootstrap", "short_server_id", range_text(&SHORT_SERVER_ID)),
@@ -763,4 +794,26 @@ fn a_bootstrap_account_that_cannot_work_is_refused() {
     )
     .unwrap();
     assert!(!c.bootstrap.enabled);
+}
+
+#[test]
+fn embedded_firmware_defaults_match_the_struct_defaults() {
+    let c = Config::embedded().unwrap();
+    let d = FirmwareSection::default();
+    let f = &c.firmware;
+    assert_eq!((f.enabled, &f.path), (d.enabled, &d.path));
+    assert_eq!((&f.coaps_uri, &f.coap_uri), (&d.coaps_uri, &d.coap_uri));
+    assert_eq!(f.max_package_bytes, d.max_package_bytes);
+    assert_eq!(f.max_total_bytes, d.max_total_bytes);
+    assert_eq!(f.push_block_size, d.push_block_size);
+    assert_eq!(f.push_block_interval_ms, d.push_block_interval_ms);
+    assert_eq!(f.download_timeout_secs, d.download_timeout_secs);
+    assert_eq!(f.update_timeout_secs, d.update_timeout_secs);
+    assert_eq!(f.default_concurrency, d.default_concurrency);
+    let e = refused("firmware", "push_block_size = 300");
+    assert!(e.contains("power of two"), "{e}");
+    let e = refused("firmware", "path = \"rd\"");
+    assert!(e.contains("firmware.path"), "{e}");
+    let e = refused("firmware", "coaps_uri = \"coap://x\"");
+    assert!(e.contains("firmware.coaps_uri"), "{e}");
 }
