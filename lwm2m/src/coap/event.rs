@@ -114,9 +114,23 @@ pub enum ExchangeError {
     /// The response body exceeded `max_body_size`.
     #[error("the response body is larger than allowed")]
     BodyTooLarge,
-    /// The block-wise transfer went wrong in a way retrying will not fix.
+    /// The block-wise transfer went wrong in a way retrying it as it was will not fix. This
+    /// includes a peer that answered a block after the first with 4.08 Request Entity
+    /// Incomplete (RFC 7959 §2.9.2): it lost the upload's state, so a resumed upload has
+    /// to start again from block 0.
     #[error("block-wise transfer failed")]
     Block,
+    /// A Block1 upload timed out after the peer had acknowledged at least one of its blocks
+    /// (2.31 Continue, RFC 7959 §2.5). The peer may still hold the blocks received so far:
+    /// sending the request again with [`RequestOptions::block1_start`] set to `next_block`
+    /// and [`RequestOptions::block_szx`] to `szx` resumes the upload where it stopped.
+    #[error("the upload was interrupted at block {next_block}")]
+    Interrupted {
+        /// The first block the peer did not acknowledge.
+        next_block: u32,
+        /// The block size exponent that block number counts in (size = 2^(szx+4)).
+        szx: u8,
+    },
     /// The response was malformed or had an unknown critical option.
     #[error("malformed response")]
     BadResponse,
@@ -158,6 +172,15 @@ pub struct RequestOptions {
     pub timeout: Option<Duration>,
     /// Block size exponent for this request, overriding the endpoint's.
     pub block_szx: Option<u8>,
+    /// Start a Block1 upload at this block instead of block 0 (counted in `block_szx`, or
+    /// the endpoint's size): resumes an upload the peer kept the earlier blocks of, after
+    /// [`ExchangeError::Interrupted`]. If the peer lost them it answers 4.08 and the request
+    /// fails with [`ExchangeError::Block`]. The block must lie within the payload.
+    pub block1_start: Option<u32>,
+    /// At least this long between sending one block of a Block1 upload and sending the next,
+    /// so that a slow link (NB-IoT) is not flooded; `None`: each block goes as soon as the
+    /// previous one is acknowledged (RFC 7959 §2.5 lock-step).
+    pub block_interval: Option<Duration>,
 }
 
 impl Default for RequestOptions {
@@ -166,6 +189,8 @@ impl Default for RequestOptions {
             confirmable: true,
             timeout: None,
             block_szx: None,
+            block1_start: None,
+            block_interval: None,
         }
     }
 }
@@ -186,6 +211,9 @@ pub enum SendError {
     /// The request id is not known (already finished).
     #[error("no such request")]
     UnknownRequest,
+    /// `block1_start` lies past the end of the payload.
+    #[error("the first block to upload lies past the end of the payload")]
+    BlockOutOfRange,
 }
 
 /// Why a response or notification could not be sent.

@@ -129,8 +129,20 @@ enum Reply {
 
 #[derive(Debug, Clone, Copy)]
 enum Timer<P> {
-    Retransmit { peer: P, mid: u16, id: u64 },
-    RequestDeadline { req: RequestId, id: u64 },
+    Retransmit {
+        peer: P,
+        mid: u16,
+        id: u64,
+    },
+    RequestDeadline {
+        req: RequestId,
+        id: u64,
+    },
+    /// The pause before the next block of an upload (`RequestOptions::block_interval`).
+    BlockPace {
+        req: RequestId,
+        id: u64,
+    },
 }
 
 impl<P: Peer> Endpoint<P> {
@@ -280,6 +292,7 @@ impl<P: Peer> Endpoint<P> {
             match t {
                 Timer::Retransmit { peer, mid, id } => self.on_retransmit_timer(now, peer, mid, id),
                 Timer::RequestDeadline { req, id } => self.on_request_deadline(now, req, id),
+                Timer::BlockPace { req, id } => self.on_block_pace(now, req, id),
             }
         }
         while self.dedup.pop_expired(now).is_some() {}

@@ -1,5 +1,6 @@
 //! The client role: requests this endpoint sends and their responses (RFC 7252 §5.2),
-//! Block1 uploads (RFC 7959 §2.5) and NSTART queuing (RFC 7252 §4.7). Two parts of it have
+//! Block1 uploads (RFC 7959 §2.5: lock-step, optionally paced, resumable at a block, with
+//! the size reduced on 4.13 §2.9.3) and NSTART queuing (RFC 7252 §4.7). Two parts of it have
 //! their own files: `download` fetches Block2 responses and notifications (RFC 7959 §3), and
 //! `observe` keeps the observations we hold (RFC 7641 §3).
 mod download;
@@ -78,8 +79,14 @@ impl<P> OutRequest<P> {
 #[derive(Debug)]
 struct Upload {
     body: Vec<u8>,
+    /// The block being sent, counted in `szx`.
     num: u32,
     szx: u8,
+    /// The peer answered a block with 2.31 Continue: it holds part of the body, so a
+    /// timeout from here on is an interruption the caller can resume.
+    acked: bool,
+    /// When the current block was last sent afresh, for `block_interval`.
+    sent_at: Option<Instant>,
 }
 
 impl<P: Peer> Endpoint<P> {
@@ -100,11 +107,17 @@ impl<P: Peer> Endpoint<P> {
     ) -> Result<RequestId, SendError> {
         self.admit(&request)?;
         let szx = opts.block_szx.unwrap_or(self.config.block_szx).min(6);
+        let start = opts.block1_start.unwrap_or(0);
+        if start > 0 && (start as usize).saturating_mul(block_size(szx)) >= request.payload.len() {
+            return Err(SendError::BlockOutOfRange);
+        }
         let upload = (request.payload.len() > block_size(szx)).then(|| {
             Box::new(Upload {
                 body: std::mem::take(&mut request.payload),
-                num: 0,
+                num: start,
                 szx,
+                acked: false,
+                sent_at: None,
             })
         });
         let is_get = matches!(
@@ -260,7 +273,7 @@ impl<P: Peer> Endpoint<P> {
                 dl.token = t;
             }
         }
-        let Some(r) = self.requests.get(&id) else {
+        let Some(r) = self.requests.get_mut(&id) else {
             return;
         };
         let peer = r.peer;
@@ -270,7 +283,8 @@ impl<P: Peer> Endpoint<P> {
             None => Packet::from_bytes(&r.request).unwrap_or_default(),
         };
         let mut token = r.token;
-        if let Some(up) = &r.upload {
+        if let Some(up) = r.upload.as_mut() {
+            up.sent_at = Some(now);
             let size = block_size(up.szx);
             let start = (up.num as usize).saturating_mul(size);
             let end = start.saturating_add(size).min(up.body.len());
@@ -345,6 +359,19 @@ impl<P: Peer> Endpoint<P> {
         self.set_deadline(id, Some(at));
     }
 
+    /// Holds request `id`'s next block until `at`. The pause takes the slot of the deadline
+    /// timer: nothing is in flight meanwhile, and whatever ends the request cancels it.
+    fn pace(&mut self, id: RequestId, at: Instant) {
+        self.set_deadline(id, None);
+        let Some(r) = self.requests.get_mut(&id) else {
+            return;
+        };
+        let t = self.timers.next_id();
+        self.timers.arm(at, Timer::BlockPace { req: id, id: t });
+        r.deadline = t;
+        r.deadline_due = at;
+    }
+
     /// Arms the deadline timer of request `id` at `at`, or with `None` disarms it; the
     /// timer armed before is cancelled either way.
     fn set_deadline(&mut self, id: RequestId, at: Option<Instant>) {
@@ -408,8 +435,27 @@ impl<P: Peer> Endpoint<P> {
             }
             return;
         }
+        // An upload the peer has acknowledged part of can be resumed where it stopped.
+        let error = match r.upload.as_deref() {
+            Some(up) if up.acked => ExchangeError::Interrupted {
+                next_block: up.num,
+                szx: up.szx,
+            },
+            _ => ExchangeError::Timeout,
+        };
         self.stats.timeouts += 1;
-        self.fail_request(now, req, ExchangeError::Timeout);
+        self.fail_request(now, req, error);
+    }
+
+    /// The pause between two blocks of an upload (`block_interval`) is over.
+    pub(super) fn on_block_pace(&mut self, now: Instant, req: RequestId, id: u64) {
+        let Some(r) = self.requests.get_mut(&req) else {
+            return;
+        };
+        if r.deadline == id {
+            r.deadline = 0;
+            self.transmit_current(now, req);
+        }
     }
 
     /// A CON or NON response that is not piggybacked: a separate response or a notification.
@@ -480,16 +526,35 @@ impl<P: Peer> Endpoint<P> {
                 // §2.5: the server may ask for smaller blocks from here on.
                 up.szx = up.szx.min(b.szx);
                 up.num = (sent_end / block_size(up.szx)) as u32;
+                up.acked = true;
                 r.retries_left = block_retries;
-                self.transmit_current(now, req);
+                let next_at = up
+                    .sent_at
+                    .zip(r.opts.block_interval)
+                    .map(|(at, pause)| crate::time::deadline(at, pause))
+                    .filter(|at| *at > now);
+                match next_at {
+                    Some(at) => self.pace(req, at),
+                    None => self.transmit_current(now, req),
+                }
                 return;
             }
-            if code == MessageClass::Response(ResponseType::RequestEntityTooLarge) && up.num == 0 {
+            if code == MessageClass::Response(ResponseType::RequestEntityTooLarge) {
+                // §2.9.3: a smaller size in the answer's Block1 asks us to go on at the same
+                // byte offset in blocks of that size (a power of two, so the offset divides).
                 if let Some(b) = b1.filter(|b| b.szx < up.szx) {
+                    let offset = (up.num as usize).saturating_mul(block_size(up.szx));
                     up.szx = b.szx;
+                    up.num = (offset / block_size(b.szx)) as u32;
                     self.transmit_current(now, req);
                     return;
                 }
+            }
+            if code == MessageClass::Response(ResponseType::RequestEntityIncomplete) && up.num > 0 {
+                // §2.9.2: the peer no longer has the earlier blocks (it restarted, or its
+                // state expired, or a resumed upload came too late).
+                self.fail_request(now, req, ExchangeError::Block);
+                return;
             }
             r.upload = None;
         }

@@ -8,6 +8,7 @@ mod block;
 mod dedup;
 mod observe;
 mod props;
+mod push;
 mod retransmit;
 
 use super::Endpoint;
