@@ -6,12 +6,12 @@
 //! Observe commands take this path too; what follows their first response is in `reporting`.
 use super::persist::{self, QueuedRecord, StoreOp};
 use super::types::{
-    Command, CommandError, CommandId, DeviceEvent, ObservationId, Outcome, COMMAND_TIMEOUT_RANGE,
-    COMMAND_TTL_RANGE,
+    Command, CommandError, CommandId, DeviceEvent, ObservationId, Outcome, UploadOptions,
+    COMMAND_TIMEOUT_RANGE, COMMAND_TTL_RANGE,
 };
 use super::ServerCore;
 use crate::store::Table;
-use lwm2m::coap::{ExchangeError, Packet, Peer, RequestId, RequestOptions};
+use lwm2m::coap::{ExchangeError, Packet, Peer, RequestId, RequestOptions, SendError};
 use lwm2m::content::negotiate::ClientFormats;
 use lwm2m::content::ContentFormat;
 use lwm2m::model::{Path, PathLevel, Registry};
@@ -28,6 +28,9 @@ pub(crate) struct Queued {
     /// The CoAP request, ready to send (the format was chosen at submission).
     pub(super) packet: Packet,
     pub(super) timeout: Option<Duration>,
+    /// How to upload a large payload block-wise; not stored, so a command restored after a
+    /// restart uploads from block 0.
+    pub(super) upload: Option<UploadOptions>,
     pub(super) expires: Instant,
 }
 
@@ -53,12 +56,23 @@ fn check_ranges(cmd: &Command) -> Result<(), CommandError> {
             r.end().as_secs_f64()
         ))
     };
+    let upload = cmd.upload.unwrap_or_default();
     match (cmd.timeout, cmd.ttl) {
         (Some(t), _) if !COMMAND_TIMEOUT_RANGE.contains(&t) => {
             Err(out("timeout", t, &COMMAND_TIMEOUT_RANGE))
         }
         (_, Some(t)) if !COMMAND_TTL_RANGE.contains(&t) => Err(out("ttl", t, &COMMAND_TTL_RANGE)),
-        _ => Ok(()),
+        // RFC 7959 §2.2: SZX 7 is reserved (BERT over TCP only).
+        _ if upload.szx.is_some_and(|s| s > 6) => Err(CommandError::Invalid(format!(
+            "block size exponent {} is outside 0..=6",
+            upload.szx.unwrap_or_default()
+        ))),
+        _ => match upload.interval {
+            Some(t) if !COMMAND_TIMEOUT_RANGE.contains(&t) => {
+                Err(out("upload interval", t, &COMMAND_TIMEOUT_RANGE))
+            }
+            _ => Ok(()),
+        },
     }
 }
 
@@ -209,7 +223,8 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         };
         let awake = !dev.reg.queue_mode || dev.awake_until.is_some_and(|t| t > now);
         if awake {
-            self.send_now(now, id, &cmd.endpoint, cmd.request, packet, cmd.timeout);
+            let how = (cmd.timeout, cmd.upload);
+            self.send_now(now, id, &cmd.endpoint, cmd.request, packet, how);
             return id;
         }
         let ttl = cmd.ttl.unwrap_or(self.config.default_command_ttl);
@@ -218,6 +233,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             request: cmd.request,
             packet,
             timeout: cmd.timeout,
+            upload: cmd.upload,
             expires: lwm2m::time::deadline(now, ttl),
         };
         self.enqueue(now, &cmd.endpoint, queued);
@@ -281,7 +297,8 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
                 );
                 continue;
             }
-            self.send_now(now, q.id, endpoint, q.request, q.packet, q.timeout);
+            let how = (q.timeout, q.upload);
+            self.send_now(now, q.id, endpoint, q.request, q.packet, how);
         }
     }
 
@@ -292,7 +309,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         endpoint: &str,
         request: DownlinkRequest,
         packet: Packet,
-        timeout: Option<Duration>,
+        (timeout, upload): (Option<Duration>, Option<UploadOptions>),
     ) {
         let Some(peer) = self.devices.get(endpoint).map(|d| d.peer) else {
             self.finish(
@@ -311,6 +328,9 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         let stored = keep.then(|| packet.clone());
         let opts = RequestOptions {
             timeout,
+            block_szx: upload.and_then(|u| u.szx),
+            block1_start: upload.map(|u| u.start_block).filter(|b| *b > 0),
+            block_interval: upload.and_then(|u| u.interval),
             ..RequestOptions::default()
         };
         match self.coap.send_request(now, peer, packet, opts) {
@@ -328,13 +348,13 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
                     },
                 );
             }
-            Err(e) => self.finish(
-                id,
-                endpoint,
-                request.name(),
-                None,
-                Err(CommandError::Unavailable(e.to_string())),
-            ),
+            Err(e) => {
+                let error = match e {
+                    SendError::BlockOutOfRange => CommandError::Invalid(e.to_string()),
+                    e => CommandError::Unavailable(e.to_string()),
+                };
+                self.finish(id, endpoint, request.name(), None, Err(error))
+            }
         }
     }
 
@@ -364,6 +384,9 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             }
             Err(ExchangeError::Timeout) => Err(CommandError::Timeout),
             Err(ExchangeError::Reset) => Err(CommandError::Reset),
+            Err(ExchangeError::Interrupted { next_block, szx }) => {
+                Err(CommandError::Interrupted { next_block, szx })
+            }
             Err(e) => Err(CommandError::Unavailable(e.to_string())),
         };
         let observation = match (&outcome, f.packet) {

@@ -316,6 +316,8 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             request,
             packet,
             timeout,
+            // Upload options are not stored: a restored command uploads from block 0.
+            upload: None,
             expires,
         });
         self.queue_expiry.insert((expires, id), r.endpoint);

@@ -32,6 +32,26 @@ pub struct Command {
     /// How long the command may wait for a sleeping device before it expires, within
     /// [`COMMAND_TTL_RANGE`].
     pub ttl: Option<Duration>,
+    /// How to send a payload large enough for a Block1 upload (RFC 7959 §2.5), such as a
+    /// firmware package written to /5/0/0 (Core E.6): where to start, the block size and the
+    /// pace. `None`: from block 0, at the endpoint's block size, lock-step.
+    pub upload: Option<UploadOptions>,
+}
+
+/// The Block1 upload of a command's payload (RFC 7959 §2.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct UploadOptions {
+    /// The first block to send: 0 for a new upload, or the `next_block` of a
+    /// [`CommandError::Interrupted`] to resume one the device kept the earlier blocks of.
+    /// A device that lost them answers 4.08 and the command fails (then start again at 0).
+    pub start_block: u32,
+    /// The block size exponent (0..=6: 16 to 1024 bytes) `start_block` counts in, and the
+    /// size of the blocks sent; `None`: the server's. A resumed upload must give the `szx`
+    /// of its interruption.
+    pub szx: Option<u8>,
+    /// At least this long between one block and the next, so that a slow link (NB-IoT) is
+    /// not flooded; `None`: each block goes as soon as the device acknowledges the last.
+    pub interval: Option<Duration>,
 }
 
 /// The `timeout` a command may ask for: 1 ms to 1 day. Longer than a day no CoAP exchange
@@ -53,6 +73,7 @@ impl Command {
             format: None,
             timeout: None,
             ttl: None,
+            upload: None,
         }
     }
 }
@@ -92,6 +113,16 @@ pub enum CommandError {
     /// [`COMMAND_TIMEOUT_RANGE`] or [`COMMAND_TTL_RANGE`]).
     #[error("invalid command: {0}")]
     Invalid(String),
+    /// A block-wise upload timed out after the device had acknowledged part of it. The
+    /// device may still hold the blocks before `next_block`: the same command with
+    /// [`UploadOptions`] `{ start_block: next_block, szx: Some(szx), .. }` resumes it.
+    #[error("the upload was interrupted at block {next_block}")]
+    Interrupted {
+        /// The first block the device did not acknowledge.
+        next_block: u32,
+        /// The block size exponent `next_block` counts in.
+        szx: u8,
+    },
     /// The server holds as many pending commands as it allows in total.
     #[error("the server holds {0} pending commands, its limit; try again later")]
     Overloaded(usize),

@@ -175,8 +175,13 @@ pub fn send(endpoint: &str, records: &[Record]) -> Json {
 /// | `Unavailable` | `5.03` | `service_unavailable` | `unavailable` | as given |
 /// | `Overloaded` (the server's total of pending commands) | `5.03` | `service_unavailable` | `overloaded` | as given |
 /// | `Invalid` (a `timeout` or `ttl` out of range) | `4.00` | `bad_request` | `bad_request` | as given |
+/// | `Interrupted` (a block-wise upload timed out part-way) | `5.03` | `service_unavailable` | `interrupted` | as given |
 ///
-/// Every failure also carries `message`, the error as text.
+/// Every failure also carries `message`, the error as text. `Interrupted` is 5.03, "try
+/// again", rather than 5.04 like `Timeout`: the device acknowledged part of the upload and
+/// may still hold it, so sending again resumes rather than repeats it; `nextBlock` and
+/// `blockSzx` (ours) say where (the first block not acknowledged, and the block size
+/// exponent it counts in).
 pub fn response(req_id: &Json, msg_type: &str, outcome: &Outcome, req_path: Option<&Path>) -> Json {
     let mut data = Map::new();
     if let Some(p) = req_path {
@@ -226,6 +231,10 @@ pub fn response(req_id: &Json, msg_type: &str, outcome: &Outcome, req_path: Opti
                 data.insert("error".into(), name.into());
             }
             data.insert("message".into(), e.to_string().into());
+            if let CommandError::Interrupted { next_block, szx } = e {
+                data.insert("nextBlock".into(), (*next_block).into());
+                data.insert("blockSzx".into(), (*szx).into());
+            }
             if let Some(t) = failure.msg_type {
                 msg_type = t;
             }
@@ -269,6 +278,7 @@ fn failure(e: &CommandError) -> Failure {
         CommandError::Unavailable(_) => ours("5.03", "unavailable"),
         CommandError::Overloaded(_) => ours("5.03", "overloaded"),
         CommandError::Invalid(_) => ours("4.00", "bad_request"),
+        CommandError::Interrupted { .. } => ours("5.03", "interrupted"),
     }
 }
 

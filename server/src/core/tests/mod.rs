@@ -1034,3 +1034,4 @@ fn a_moved_session_updates_the_address_and_revocation_deregisters() {
 }
 
 mod hostile;
+mod upload;
