@@ -1103,6 +1103,22 @@ fn failures_follow_the_documented_mapping() {
 }
 
 #[test]
+fn an_interrupted_upload_says_try_again_and_where_to_resume() {
+    let e = CommandError::Interrupted {
+        next_block: 10,
+        szx: 5,
+    };
+    let out = response(&json!(9), "write", &Err(e.clone()), None);
+    assert_eq!(
+        out,
+        json!({"reqID": 9, "msgType": "write", "data": {
+            "code": "5.03", "codeMsg": "service_unavailable", "error": "interrupted",
+            "message": "the upload was interrupted at block 10",
+            "nextBlock": 10, "blockSzx": 5}})
+    );
+}
+
+#[test]
 fn error_response_shapes() {
     assert_eq!(
         error_response(Some(&json!(5)), Some("write"), "4.00", "missing data.value"),
