@@ -175,7 +175,10 @@ pub struct RequestOptions {
     /// Start a Block1 upload at this block instead of block 0 (counted in `block_szx`, or
     /// the endpoint's size): resumes an upload the peer kept the earlier blocks of, after
     /// [`ExchangeError::Interrupted`]. If the peer lost them it answers 4.08 and the request
-    /// fails with [`ExchangeError::Block`]. The block must lie within the payload.
+    /// fails with [`ExchangeError::Block`]; if it times out before the peer acknowledges any
+    /// block of this request, with [`ExchangeError::Timeout`] (resume at the same block
+    /// again). The block must lie within the payload, else `send_request` refuses it with
+    /// [`SendError::BlockOutOfRange`].
     pub block1_start: Option<u32>,
     /// At least this long between sending one block of a Block1 upload and sending the next,
     /// so that a slow link (NB-IoT) is not flooded; `None`: each block goes as soon as the

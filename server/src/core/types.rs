@@ -43,7 +43,10 @@ pub struct Command {
 pub struct UploadOptions {
     /// The first block to send: 0 for a new upload, or the `next_block` of a
     /// [`CommandError::Interrupted`] to resume one the device kept the earlier blocks of.
-    /// A device that lost them answers 4.08 and the command fails (then start again at 0).
+    /// A device that lost them answers 4.08 and the command fails with
+    /// [`CommandError::Unavailable`] (then start again at 0); one that stays silent before
+    /// acknowledging a block fails it with [`CommandError::Timeout`] (resume at the same
+    /// block again). A block past the end of the payload is [`CommandError::Invalid`].
     pub start_block: u32,
     /// The block size exponent (0..=6: 16 to 1024 bytes) `start_block` counts in, and the
     /// size of the blocks sent; `None`: the server's. A resumed upload must give the `szx`

@@ -1,20 +1,22 @@
-//! The client role: requests this endpoint sends and their responses (RFC 7252 §5.2),
-//! Block1 uploads (RFC 7959 §2.5: lock-step, optionally paced, resumable at a block, with
-//! the size reduced on 4.13 §2.9.3) and NSTART queuing (RFC 7252 §4.7). Two parts of it have
-//! their own files: `download` fetches Block2 responses and notifications (RFC 7959 §3), and
+//! The client role: requests this endpoint sends and their responses (RFC 7252 §5.2), and
+//! NSTART queuing (RFC 7252 §4.7). Three parts of it have their own files: `upload` sends a
+//! large request body with Block1 (RFC 7959 §2.5: lock-step, optionally paced, resumable at
+//! a block), `download` fetches Block2 responses and notifications (RFC 7959 §3), and
 //! `observe` keeps the observations we hold (RFC 7641 §3).
 mod download;
 mod observe;
+mod upload;
 
 use super::{Endpoint, Owner, Reply, Timer};
 use crate::coap::event::{Event, ExchangeError, Peer, RequestId, RequestOptions, SendError};
 use crate::coap::msg::{self, block_size, BlockOpt, Kind, Token};
-use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType};
+use coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use rand::Rng;
 use std::time::Instant;
 
 use download::Download;
 use observe::ObserveState;
+use upload::Upload;
 
 /// A request from `send_request` until its last event.
 #[derive(Debug)]
@@ -76,19 +78,6 @@ impl<P> OutRequest<P> {
     }
 }
 
-#[derive(Debug)]
-struct Upload {
-    body: Vec<u8>,
-    /// The block being sent, counted in `szx`.
-    num: u32,
-    szx: u8,
-    /// The peer answered a block with 2.31 Continue: it holds part of the body, so a
-    /// timeout from here on is an interruption the caller can resume.
-    acked: bool,
-    /// When the current block was last sent afresh, for `block_interval`.
-    sent_at: Option<Instant>,
-}
-
 impl<P: Peer> Endpoint<P> {
     /// Sends `request` (method, options and payload as built by the application; the token,
     /// message ID and type are set here) to `peer`.
@@ -112,13 +101,11 @@ impl<P: Peer> Endpoint<P> {
             return Err(SendError::BlockOutOfRange);
         }
         let upload = (request.payload.len() > block_size(szx)).then(|| {
-            Box::new(Upload {
-                body: std::mem::take(&mut request.payload),
-                num: start,
+            Box::new(Upload::new(
+                std::mem::take(&mut request.payload),
+                start,
                 szx,
-                acked: false,
-                sent_at: None,
-            })
+            ))
         });
         let is_get = matches!(
             request.header.code,
@@ -284,24 +271,7 @@ impl<P: Peer> Endpoint<P> {
         };
         let mut token = r.token;
         if let Some(up) = r.upload.as_mut() {
-            up.sent_at = Some(now);
-            let size = block_size(up.szx);
-            let start = (up.num as usize).saturating_mul(size);
-            let end = start.saturating_add(size).min(up.body.len());
-            p.payload = up.body.get(start..end).unwrap_or_default().to_vec();
-            let more = end < up.body.len();
-            msg::set_block_option(
-                &mut p,
-                CoapOption::Block1,
-                BlockOpt {
-                    num: up.num,
-                    more,
-                    szx: up.szx,
-                },
-            );
-            if up.num == 0 {
-                msg::set_uint_option(&mut p, CoapOption::Size1, up.body.len() as u32);
-            }
+            up.fill(&mut p, now);
         } else if let Some(dl) = &r.download {
             token = dl.token;
             p.clear_option(CoapOption::Observe);
@@ -357,19 +327,6 @@ impl<P: Peer> Endpoint<P> {
         r.current_mid = None;
         let at = r.deadline_at.max(now);
         self.set_deadline(id, Some(at));
-    }
-
-    /// Holds request `id`'s next block until `at`. The pause takes the slot of the deadline
-    /// timer: nothing is in flight meanwhile, and whatever ends the request cancels it.
-    fn pace(&mut self, id: RequestId, at: Instant) {
-        self.set_deadline(id, None);
-        let Some(r) = self.requests.get_mut(&id) else {
-            return;
-        };
-        let t = self.timers.next_id();
-        self.timers.arm(at, Timer::BlockPace { req: id, id: t });
-        r.deadline = t;
-        r.deadline_due = at;
     }
 
     /// Arms the deadline timer of request `id` at `at`, or with `None` disarms it; the
@@ -436,26 +393,12 @@ impl<P: Peer> Endpoint<P> {
             return;
         }
         // An upload the peer has acknowledged part of can be resumed where it stopped.
-        let error = match r.upload.as_deref() {
-            Some(up) if up.acked => ExchangeError::Interrupted {
-                next_block: up.num,
-                szx: up.szx,
-            },
-            _ => ExchangeError::Timeout,
-        };
+        let error = r
+            .upload
+            .as_deref()
+            .map_or(ExchangeError::Timeout, Upload::timeout_error);
         self.stats.timeouts += 1;
         self.fail_request(now, req, error);
-    }
-
-    /// The pause between two blocks of an upload (`block_interval`) is over.
-    pub(super) fn on_block_pace(&mut self, now: Instant, req: RequestId, id: u64) {
-        let Some(r) = self.requests.get_mut(&req) else {
-            return;
-        };
-        if r.deadline == id {
-            r.deadline = 0;
-            self.transmit_current(now, req);
-        }
     }
 
     /// A CON or NON response that is not piggybacked: a separate response or a notification.
@@ -486,7 +429,6 @@ impl<P: Peer> Endpoint<P> {
 
     /// A response (piggybacked or separate) matched to request `req`.
     pub(super) fn on_response(&mut self, now: Instant, peer: P, req: RequestId, resp: Packet) {
-        let block_retries = self.config.block_retries;
         let Some(r) = self.requests.get_mut(&req) else {
             return;
         };
@@ -510,54 +452,12 @@ impl<P: Peer> Endpoint<P> {
             self.on_download_block(now, req, resp);
             return;
         }
-        let code = resp.header.code;
-        if let Some(up) = r.upload.as_mut() {
-            let b1 = msg::block_option(&resp, CoapOption::Block1);
-            if code == MessageClass::Response(ResponseType::Continue) {
-                let Some(b) = b1.filter(|b| b.num == up.num) else {
-                    self.fail_request(now, req, ExchangeError::Block);
-                    return;
-                };
-                let sent_end = (up.num as usize + 1) * block_size(up.szx);
-                if sent_end >= up.body.len() {
-                    self.fail_request(now, req, ExchangeError::Block);
-                    return;
-                }
-                // §2.5: the server may ask for smaller blocks from here on.
-                up.szx = up.szx.min(b.szx);
-                up.num = (sent_end / block_size(up.szx)) as u32;
-                up.acked = true;
-                r.retries_left = block_retries;
-                let next_at = up
-                    .sent_at
-                    .zip(r.opts.block_interval)
-                    .map(|(at, pause)| crate::time::deadline(at, pause))
-                    .filter(|at| *at > now);
-                match next_at {
-                    Some(at) => self.pace(req, at),
-                    None => self.transmit_current(now, req),
-                }
-                return;
-            }
-            if code == MessageClass::Response(ResponseType::RequestEntityTooLarge) {
-                // §2.9.3: a smaller size in the answer's Block1 asks us to go on at the same
-                // byte offset in blocks of that size (a power of two, so the offset divides).
-                if let Some(b) = b1.filter(|b| b.szx < up.szx) {
-                    let offset = (up.num as usize).saturating_mul(block_size(up.szx));
-                    up.szx = b.szx;
-                    up.num = (offset / block_size(b.szx)) as u32;
-                    self.transmit_current(now, req);
-                    return;
-                }
-            }
-            if code == MessageClass::Response(ResponseType::RequestEntityIncomplete) && up.num > 0 {
-                // §2.9.2: the peer no longer has the earlier blocks (it restarted, or its
-                // state expired, or a resumed upload came too late).
-                self.fail_request(now, req, ExchangeError::Block);
-                return;
-            }
-            r.upload = None;
+        if r.upload.is_some() && self.on_upload_answer(now, req, &resp) {
+            return;
         }
+        let Some(r) = self.requests.get_mut(&req) else {
+            return;
+        };
         let seq = msg::observe(&resp);
         match r.observe {
             ObserveState::Registering => {
