@@ -6,6 +6,8 @@
 //! server's, so what the tests exercise is the protocol code itself.
 #![warn(missing_docs)]
 
+pub mod lossy;
+
 use lwm2m::client::{Client, ClientConfig, ClientEvent, ObjectStore};
 use lwm2m::model::{Instance, Resource, Value};
 use lwm2m::net::machine::{self, Listener, Machine, Sockets};
