@@ -13,6 +13,9 @@
 #                         bootstrap server over DTLS (LwM2M 1.1 SenML CBOR, 1.0 TLV), then
 #                         registers with the PSK it was written; re-bootstrap, a device silent
 #                         mid-sequence, refused factory credentials
+#   firmware_pull.sh      libcoap's coap-client downloads a firmware package lwm2m-server hosts,
+#                         Block2 at 512 bytes, over CoAP and CoAPs (PSK, a targeted device),
+#                         and compares the bytes; 4.03 untargeted, 4.04 unknown, restart, remove
 #   mqtt_bridge.sh        mosquitto and its clients against the MQTT bridge: registration,
 #                         read, observe, queue mode, message expiry, malformed commands, a
 #                         broker outage and kill -9 of the server during notification streams
@@ -20,7 +23,7 @@ set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 TOTAL_PASSED=0
 TOTAL_FAILED=0
-for suite in coap_core.sh lwm2m_registration.sh lwm2m_dtls.sh lwm2m_bootstrap.sh mqtt_bridge.sh; do
+for suite in coap_core.sh lwm2m_registration.sh lwm2m_dtls.sh lwm2m_bootstrap.sh firmware_pull.sh mqtt_bridge.sh; do
     echo "== $suite"
     out="$(bash "$HERE/$suite" 2>&1)"
     status=$?

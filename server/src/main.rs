@@ -1,7 +1,7 @@
 //! `lwm2m-server`: parses the command line and the configuration, starts the server, and
 //! stops it cleanly (store committed) on SIGINT or SIGTERM.
 //!
-//! `device ...`, `bootstrap ...` and `audit` manage credentials (the LwM2M server's and the
+//! `device ...`, `bootstrap ...`, `fw ...` and `audit` manage credentials (the LwM2M server's and the
 //! bootstrap server's) and read the audit log: through the admin socket of the running server
 //! when there is one (so a revocation closes the device's session at once), else directly in
 //! the store.
@@ -37,6 +37,11 @@ enum Cmd {
     Bootstrap {
         #[command(subcommand)]
         command: BootstrapCmd,
+    },
+    /// Manage the firmware packages the server hosts for updates (pull downloads and push).
+    Fw {
+        #[command(subcommand)]
+        command: FwCmd,
     },
     /// Show the newest security audit events (credential changes, refused devices).
     Audit {
@@ -80,6 +85,31 @@ enum DeviceCmd {
         /// The CSV file; `-` reads standard input.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FwCmd {
+    /// Store a firmware package (content-addressed by its SHA-256) and print its id; adding
+    /// the same bytes again changes nothing and prints the same id.
+    Add {
+        /// The package file.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The firmware version it carries (what the device reports in /3/0/3 once updated).
+        #[arg(long)]
+        version: String,
+        /// A name for people.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List the packages.
+    List,
+    /// Remove a package; refused while a campaign uses it.
+    Remove {
+        /// The package id.
+        #[arg(value_name = "ID")]
+        id: String,
     },
 }
 
@@ -164,7 +194,9 @@ fn main() -> anyhow::Result<()> {
             print!("{DEFAULT_CONFIG}");
             return Ok(());
         }
-        Some(c @ (Cmd::Device { .. } | Cmd::Bootstrap { .. } | Cmd::Audit { .. })) => Some(c),
+        Some(
+            c @ (Cmd::Device { .. } | Cmd::Bootstrap { .. } | Cmd::Fw { .. } | Cmd::Audit { .. }),
+        ) => Some(c),
         Some(Cmd::Run) | None => None,
     };
     let config = match &cli.config {
@@ -251,7 +283,7 @@ async fn shutdown_signal() {
 /// `device ...`, `bootstrap ...` and `audit`.
 #[cfg(unix)]
 mod admin_cli {
-    use super::{AddArgs, BootstrapCmd, Cmd, DeviceCmd};
+    use super::{AddArgs, BootstrapCmd, Cmd, DeviceCmd, FwCmd};
     use anyhow::{bail, Context};
     use lwm2m_server::config::Config;
     use lwm2m_server::provisioning::admin::{self, AdminOp, AdminReply};
@@ -288,6 +320,23 @@ mod admin_cli {
                 BootstrapCmd::Import { file } => {
                     return import(config, CredentialSet::Bootstrap, &file)
                 }
+            },
+            Cmd::Fw { command } => match command {
+                // The server reads the file itself: the path must not depend on the CLI's
+                // working directory. The admin socket (mode 0600, same host) admits only the
+                // server's own user, so naming a file gives nobody access they lacked.
+                FwCmd::Add {
+                    file,
+                    version,
+                    name,
+                } => AdminOp::FwAdd {
+                    path: std::fs::canonicalize(&file)
+                        .with_context(|| format!("reading {}", file.display()))?,
+                    version,
+                    name,
+                },
+                FwCmd::List => AdminOp::FwList,
+                FwCmd::Remove { id } => AdminOp::FwRemove { id },
             },
             Cmd::Audit { limit } => AdminOp::Audit { limit },
             Cmd::Run | Cmd::PrintConfig => bail!("not an admin command"),
@@ -407,10 +456,10 @@ mod admin_cli {
             // endpoint, which is stored too.
             let pki = !config.security.trusted_ca.as_os_str().is_empty();
             match &op {
-                AdminOp::DeviceAdd { .. } | AdminOp::BootstrapAdd { .. } => {
-                    std::fs::create_dir_all(&config.server.data_dir)
-                        .with_context(|| format!("creating {}", config.server.data_dir.display()))?
-                }
+                AdminOp::DeviceAdd { .. }
+                | AdminOp::BootstrapAdd { .. }
+                | AdminOp::FwAdd { .. } => std::fs::create_dir_all(&config.server.data_dir)
+                    .with_context(|| format!("creating {}", config.server.data_dir.display()))?,
                 AdminOp::DeviceRevoke { .. } if pki => {
                     std::fs::create_dir_all(&config.server.data_dir)
                         .with_context(|| format!("creating {}", config.server.data_dir.display()))?
@@ -434,6 +483,15 @@ mod admin_cli {
                         ..AdminReply::ok()
                     })
                 }
+                AdminOp::FwList => {
+                    return Ok(AdminReply {
+                        packages: Some(Vec::new()),
+                        ..AdminReply::ok()
+                    })
+                }
+                AdminOp::FwRemove { id } => {
+                    bail!("no package {id} (no store at {})", path.display())
+                }
                 // `device import` goes through `import` above, which creates the directory.
                 AdminOp::DeviceImport { .. }
                 | AdminOp::BootstrapImport { .. }
@@ -441,7 +499,22 @@ mod admin_cli {
             }
         }
         let store = admin::open_offline(config, false)?;
-        let reply = if let AdminOp::Audit { limit } = op {
+        let reply = if op.is_firmware() {
+            use lwm2m_server::firmware::packages;
+            let dir = packages::package_dir(&config.server.data_dir);
+            let mut loaded = packages::load(&store, &dir, config.firmware.max_total_bytes)
+                .with_context(|| format!("loading the packages in {}", path.display()))?;
+            // No campaign runs: a package is in use only if a stored campaign names it.
+            let in_use = |id: &packages::PackageId| packages::package_in_use(&store, id);
+            admin::apply_firmware(
+                &store,
+                &dir,
+                (&config.firmware).into(),
+                &mut loaded.packages,
+                op,
+                &in_use,
+            )
+        } else if let AdminOp::Audit { limit } = op {
             // The audit log needs no key: it holds no secrets.
             AdminReply {
                 events: Some(lwm2m_server::provisioning::audit::recent(
@@ -514,6 +587,25 @@ mod admin_cli {
                     );
                 }
             }
+            AdminOp::FwAdd { .. } => {
+                if let Some(p) = reply.package {
+                    println!("package {}", p.id);
+                    if reply.existed {
+                        println!(
+                            "already stored (version {:?}, name {:?}, added {}): kept as it was",
+                            p.version,
+                            p.name,
+                            format_utc(p.added_at)
+                        );
+                    }
+                }
+            }
+            AdminOp::FwList => print_packages(&reply.packages.unwrap_or_default()),
+            AdminOp::FwRemove { .. } => {
+                if let Some(p) = reply.package {
+                    println!("removed package {} version {}", p.id, p.version);
+                }
+            }
             AdminOp::Audit { .. } => {
                 for e in reply.events.unwrap_or_default() {
                     println!(
@@ -526,6 +618,27 @@ mod admin_cli {
                     );
                 }
             }
+        }
+    }
+
+    fn print_packages(packages: &[admin::PackageSummary]) {
+        if packages.is_empty() {
+            println!("no packages");
+            return;
+        }
+        println!(
+            "{:<16}  {:<16}  {:>10}  {:<20}  NAME",
+            "ID", "VERSION", "SIZE", "ADDED (UTC)"
+        );
+        for p in packages {
+            println!(
+                "{:<16}  {:<16}  {:>10}  {:<20}  {}",
+                p.id,
+                p.version,
+                p.size,
+                format_utc(p.added_at),
+                p.name
+            );
         }
     }
 

@@ -1,6 +1,6 @@
 //! What a start reads back from the store, in one sequence the startup calls and the tests
 //! call the same way: device and bootstrap-server credentials (and the deny list), DTLS sessions, the core's registrations,
-//! observations and queued commands, the MQTT bridge's outbox, requests and shadows.
+//! observations and queued commands, the firmware packages, the MQTT bridge's outbox, requests and shadows.
 //!
 //! Nothing read back may stop the server (a corrupt or hostile store is input like any other): each
 //! record is checked against the ranges its writer keeps to, and one that fails is skipped,
@@ -32,6 +32,8 @@ pub(crate) struct Restored {
     pub(crate) core: RestoreReport,
     /// The MQTT bridge's state, if the bridge is enabled.
     pub(crate) bridge: Option<Bridge>,
+    /// The firmware packages whose files are intact.
+    pub(crate) firmware: crate::firmware::packages::Loaded,
     /// Records skipped over every table: unreadable, out of range, or belonging to nothing
     /// that was restored.
     pub(crate) skipped: usize,
@@ -66,6 +68,12 @@ pub(crate) fn restore_state(
         entries(Table::Observations)?,
         entries(Table::Queue)?,
     );
+    let firmware = crate::firmware::packages::load(
+        store,
+        &crate::firmware::packages::package_dir(&config.server.data_dir),
+        config.firmware.max_total_bytes,
+    )
+    .context("loading firmware packages")?;
     let mut bridge = crate::bridge::open_state(config, store, schema)?;
     let mut bridge_skipped = 0;
     if let Some(b) = bridge.as_mut() {
@@ -76,6 +84,7 @@ pub(crate) fn restore_state(
         + bootstrap_credentials.unreadable()
         + sessions_skipped
         + report.unreadable
+        + firmware.unreadable
         + bridge_skipped;
     if skipped > 0 {
         tracing::warn!(
@@ -90,6 +99,7 @@ pub(crate) fn restore_state(
         bootstrap_credentials,
         sessions,
         core: report,
+        firmware,
         bridge,
         skipped,
     })
@@ -627,6 +637,19 @@ mod tests {
                 })
                 .boxed(),
             Table::Meta => (bytes(16), bytes(64)).boxed(),
+            Table::FirmwarePackages => (
+                "[0-9a-f]{16}",
+                "[0-9a-f]{64}",
+                extreme_u64(),
+                text(),
+                extreme_u64(),
+            )
+                .prop_map(|(id, sha, size, version, ms)| {
+                    let v = serde_json::json!({"v": 1, "sha256": sha, "size": size,
+                        "version": version, "name": "", "added_ms": ms});
+                    (id.into_bytes(), serde_json::to_vec(&v).unwrap())
+                })
+                .boxed(),
         }
     }
 
@@ -666,7 +689,7 @@ mod tests {
     }
 
     /// The tables a start reads every record of.
-    const READ_AT_START: [Table; 8] = [
+    const READ_AT_START: [Table; 9] = [
         Table::Registrations,
         Table::Observations,
         Table::Queue,
@@ -675,6 +698,7 @@ mod tests {
         Table::Sessions,
         Table::Outbox,
         Table::Bridge,
+        Table::FirmwarePackages,
     ];
 
     /// A start as the runtime makes it, on the stored state, at the fixed test time; the

@@ -63,6 +63,8 @@ pub(crate) struct Shell {
     pub(crate) creds: SharedCredentials,
     /// The bootstrap server's credential index, changed by the `bootstrap-*` admin operations.
     pub(crate) bootstrap_creds: SharedCredentials,
+    /// The firmware packages the `fw-*` admin operations change (the core serves them).
+    pub(crate) firmware: crate::firmware::FirmwareStore,
     /// Device events for the handles' subscribers.
     pub(crate) events: broadcast::Sender<DeviceEvent>,
     /// Callers of `execute` waiting for their command's result.

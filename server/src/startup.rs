@@ -83,6 +83,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         sessions = restored.sessions,
         report = ?restored.core,
         skipped = restored.skipped,
+        packages = restored.firmware.packages.len(),
+        packages_not_loaded = restored.firmware.skipped,
         "state restored"
     );
     let creds = SharedCredentials(Arc::new(std::sync::RwLock::new(restored.credentials)));
@@ -90,6 +92,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         restored.bootstrap_credentials,
     )));
     core.set_security_policy(Arc::new(creds.clone()));
+    let firmware = crate::firmware::FirmwareStore {
+        shared: crate::firmware::SharedFirmware::new(restored.firmware.packages),
+        dir: crate::firmware::packages::package_dir(&config.server.data_dir),
+        limits: (&config.firmware).into(),
+    };
+    if config.firmware.enabled {
+        core.set_firmware(
+            config.firmware.path.clone(),
+            Arc::new(firmware.shared.clone()),
+        );
+    }
 
     let mut sockets = Sockets::empty();
     let recv_buffer = config.server.udp_recv_buffer_bytes;
@@ -193,6 +206,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         store,
         secrets,
         creds,
+        firmware,
         events,
         waiters: HashMap::new(),
         done: None,

@@ -17,15 +17,17 @@
 //!   one command path, with queue mode (Transport §6.5) for sleeping devices.
 //! - `reporting`: the Information Reporting interface (Core §6.4): Observe, Notify, Cancel
 //!   Observation, and Send.
+//! - `firmware`: pull downloads of firmware packages (Core Appendix E.6, RFC 7959 Block2).
 //! - [`persist`] and `restore`: the core's records in the store and bringing them back.
 //! - [`types`]: the values crossing the core's boundary.
 //!
 //! This file routes what the CoAP endpoint produces: requests from devices to the
-//! Registration interface (`/rd`) or to Send (`/dp`), responses to the command path or to
-//! the observations.
+//! Registration interface (`/rd`), to Send (`/dp`) or to the firmware packages
+//! (`/{firmware.path}/{id}`), responses to the command path or to the observations.
 //!
 //! [`coap::Endpoint`]: lwm2m::coap::Endpoint
 mod commands;
+mod firmware;
 pub mod persist;
 mod registration;
 mod reporting;
@@ -177,6 +179,8 @@ pub struct ServerCore<P: Peer> {
     /// Peers authenticated by DTLS and who they are.
     authenticated: HashMap<P, Authenticated>,
     policy: Option<Arc<dyn SecurityPolicy>>,
+    /// Firmware packages served for pull downloads, if any.
+    firmware: Option<firmware::Serving>,
 }
 
 impl<P: Peer + Display + FromStr> ServerCore<P> {
@@ -208,6 +212,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             store_ops: VecDeque::new(),
             authenticated: HashMap::new(),
             policy: None,
+            firmware: None,
             config,
         }
     }
@@ -386,7 +391,8 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         }
     }
 
-    /// A request from a device: the Registration interface (`/rd`) or Send (`/dp`).
+    /// A request from a device: the Registration interface (`/rd`), Send (`/dp`), or a
+    /// firmware package.
     fn on_request(&mut self, now: Instant, req: IncomingRequest<P>) {
         let segments: Vec<String> = req
             .request
@@ -399,16 +405,19 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         let method = req.request.header.code;
         let post = MessageClass::Request(RequestType::Post);
         let delete = MessageClass::Request(RequestType::Delete);
+        let seen =
+            |r: Result<(lwm2m::coap::Packet, String), Lwm2mError>| r.map(|(p, e)| (p, Some(e)));
         let result = match segs.as_slice() {
-            ["rd"] if method == post => self.register(now, req.peer, &req.request),
-            ["rd", id] if method == post => self.update(now, req.peer, id, &req.request),
-            ["rd", id] if method == delete => self.deregister(now, req.peer, id),
-            ["dp"] if method == post => self.on_send(now, req.peer, &req.request),
+            ["rd"] if method == post => seen(self.register(now, req.peer, &req.request)),
+            ["rd", id] if method == post => seen(self.update(now, req.peer, id, &req.request)),
+            ["rd", id] if method == delete => seen(self.deregister(now, req.peer, id)),
+            ["dp"] if method == post => seen(self.on_send(now, req.peer, &req.request)),
             ["rd"] | ["rd", _] | ["dp"] => Err(Lwm2mError::MethodNotAllowed),
+            [fw, id] if self.is_firmware_path(fw) => self.serve_firmware(&req.peer, method, id),
             _ => Err(Lwm2mError::NotFound),
         };
         let (response, heard) = match result {
-            Ok((response, endpoint)) => (response, Some(endpoint)),
+            Ok((response, endpoint)) => (response, endpoint),
             Err(e) => {
                 tracing::debug!(peer = %req.peer, error = %e, "registration interface request refused");
                 (e.to_response(), None)

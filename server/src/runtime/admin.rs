@@ -1,8 +1,9 @@
 //! Admin operations on a running server: the store part as the CLI applies it offline, then
 //! what only the running server can do, through the stack — close the sessions of a revoked
 //! or rotated credential, end the revoked device's registration. `bootstrap-*` operations
-//! change the bootstrap server's credential index instead of the devices'. Each reply waits
-//! for its change to be committed.
+//! change the bootstrap server's credential index instead of the devices'; `fw-*` operations
+//! the firmware package store (OMA LwM2M TS 1.2 Core Appendix E.6). Each reply waits for its
+//! change to be committed.
 use super::Shell;
 use crate::provisioning::admin::{self, AdminOp, AdminReply, AdminRequest};
 use crate::provisioning::audit::AuditKind;
@@ -18,6 +19,7 @@ impl Shell {
         let (reply, audit_limit) = match req.op {
             AdminOp::Audit { limit } => (AdminReply::ok(), Some(limit)),
             AdminOp::DeviceRotate { endpoint } => (self.rotate(now, &endpoint), None),
+            op if op.is_firmware() => (self.apply_firmware(op), None),
             op => (self.apply(now, op), None),
         };
         // The side effects (closed sessions' deletes, audit entries, the core's writes) reach
@@ -72,6 +74,26 @@ impl Shell {
             detail: format!("Bootstrap-Request Trigger (command {})", id.0),
         });
         AdminReply::ok()
+    }
+
+    /// A `fw-*` operation on the package store. A package is in use while a running campaign
+    /// targets a device with it, or a stored campaign names it.
+    fn apply_firmware(&mut self, op: AdminOp) -> AdminReply {
+        let fw = &self.firmware;
+        let targeted = match &op {
+            AdminOp::FwRemove { id } => fw.shared.0.read().is_ok_and(|s| {
+                s.targets_package(&crate::firmware::packages::PackageId(id.clone()))
+            }),
+            _ => false,
+        };
+        let Ok(mut state) = fw.shared.0.write() else {
+            return AdminReply::error("firmware packages unavailable");
+        };
+        let store = &self.store;
+        let in_use = |id: &crate::firmware::packages::PackageId| {
+            targeted || crate::firmware::packages::package_in_use(store, id)
+        };
+        admin::apply_firmware(store, &fw.dir, fw.limits, &mut state.packages, op, &in_use)
     }
 
     /// The store part, then the stack's side effects for the endpoints whose credential

@@ -1033,5 +1033,6 @@ fn a_moved_session_updates_the_address_and_revocation_deregisters() {
     assert_eq!(w.core.device_count(), 0);
 }
 
+mod firmware;
 mod hostile;
 mod upload;

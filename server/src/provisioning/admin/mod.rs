@@ -18,6 +18,9 @@
 //! {"op":"bootstrap-list"}                      credentials: factory bootstrap accounts)
 //! {"op":"bootstrap-remove","endpoint":"E"}
 //! {"op":"bootstrap-import","credentials":[...],"check":false}
+//! {"op":"fw-add","path":"/abs/file.bin","version":"1.2.0","name":"N"}
+//! {"op":"fw-list"}
+//! {"op":"fw-remove","id":"0123456789abcdef"}
 //! {"op":"audit","limit":50}
 //! -> {"ok":true,...}  or  {"ok":false,"error":"..."}
 //! ```
@@ -49,10 +52,11 @@ mod tests;
 
 pub use client::{call, CLIENT_TIMEOUT};
 pub use ops::{
-    apply_import, apply_offline, load_offline, open_offline, OfflineError, ROTATE_NEEDS_SERVER,
+    apply_firmware, apply_import, apply_offline, load_offline, open_offline, OfflineError,
+    ROTATE_NEEDS_SERVER,
 };
 pub use protocol::{
-    AdminOp, AdminReply, AdminRequest, ImportReport, RefusedEntry, MAX_AUDIT_LIMIT,
+    AdminOp, AdminReply, AdminRequest, ImportReport, PackageSummary, RefusedEntry, MAX_AUDIT_LIMIT,
     MAX_IMPORT_CHUNK, MAX_REPLY_LEN, MAX_REQUEST_LEN,
 };
 pub use server::{bind, serve, AdminListener, IDLE_TIMEOUT, MAX_CONNECTIONS, REPLY_TIMEOUT};

@@ -1,11 +1,13 @@
-//! The credential operations of the admin channel, applied to the store and the credential
-//! index: the same functions serve the running server (which then also closes the sessions
+//! The credential and firmware package operations of the admin channel, applied to the
+//! store, the credential index and the package store (OMA LwM2M TS 1.2 Core Appendix E.6): the same functions serve the running server (which then also closes the sessions
 //! of revoked and replaced credentials) and the CLI when no server runs, so both paths
 //! behave, and audit, alike. Also how the CLI opens the store when no server runs.
 use super::protocol::{
-    AdminOp, AdminReply, ImportReport, RefusedEntry, MAX_AUDIT_LIMIT, MAX_IMPORT_CHUNK,
+    AdminOp, AdminReply, ImportReport, PackageSummary, RefusedEntry, MAX_AUDIT_LIMIT,
+    MAX_IMPORT_CHUNK,
 };
 use crate::config::Config;
+use crate::firmware::packages::{self, PackageId, Packages};
 use crate::provisioning::audit::{self, AuditEvent, AuditKind};
 use crate::provisioning::credentials::{
     CredentialError, CredentialSet, CredentialSummary, Credentials, DeviceCredential, NewCredential,
@@ -13,7 +15,7 @@ use crate::provisioning::credentials::{
 use crate::provisioning::secrets::SecretsKey;
 use crate::store::{Store, StoreConfig, StoreError};
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 /// Applies `op` to the store and the credential index directly, recording audit events for
@@ -59,6 +61,9 @@ pub fn apply_offline(
         | AdminOp::BootstrapImport { credentials, check } => {
             apply_import(store, key, creds, credentials, check).0
         }
+        AdminOp::FwAdd { .. } | AdminOp::FwList | AdminOp::FwRemove { .. } => {
+            AdminReply::error("internal error: a firmware operation on the credential path")
+        }
         AdminOp::Audit { limit } => match audit::recent(store, limit.min(MAX_AUDIT_LIMIT)) {
             Ok(events) => AdminReply {
                 events: Some(events),
@@ -67,6 +72,76 @@ pub fn apply_offline(
             Err(e) => AdminReply::error(e.to_string()),
         },
     }
+}
+
+/// Applies a firmware package operation (`fw-add`, `fw-list`, `fw-remove`) to the package
+/// files under `dir`, the store and `packages`: used by the CLI when no server runs (with
+/// `in_use` answering from the stored campaigns) and by the runtime (with `in_use` also
+/// knowing the running campaigns). Writes are durable after the next commit.
+pub fn apply_firmware(
+    store: &Store,
+    dir: &Path,
+    limits: packages::Limits,
+    pkgs: &mut Packages,
+    op: AdminOp,
+    in_use: &dyn Fn(&PackageId) -> bool,
+) -> AdminReply {
+    match op {
+        AdminOp::FwAdd {
+            path,
+            version,
+            name,
+        } => {
+            let bytes = match read_package(&path, limits.max_package_bytes) {
+                Ok(b) => b,
+                Err(e) => return AdminReply::error(e),
+            };
+            match packages::add(store, dir, pkgs, limits, bytes, &version, &name) {
+                Ok(added) => AdminReply {
+                    package: Some(PackageSummary::from(&added.meta)),
+                    existed: added.existed,
+                    ..AdminReply::ok()
+                },
+                Err(e) => AdminReply::error(e.to_string()),
+            }
+        }
+        AdminOp::FwList => AdminReply {
+            packages: Some(pkgs.list().iter().map(PackageSummary::from).collect()),
+            ..AdminReply::ok()
+        },
+        AdminOp::FwRemove { id } => match packages::remove(store, dir, pkgs, &id, in_use) {
+            Ok(meta) => AdminReply {
+                package: Some(PackageSummary::from(&meta)),
+                ..AdminReply::ok()
+            },
+            Err(e) => AdminReply::error(e.to_string()),
+        },
+        _ => AdminReply::error("internal error: not a firmware operation"),
+    }
+}
+
+/// The bytes of the package file `path` (absolute: the server reads it, not the CLI), refused
+/// before reading if larger than `max`.
+fn read_package(path: &Path, max: u64) -> Result<Vec<u8>, String> {
+    if !path.is_absolute() {
+        return Err(format!(
+            "{}: the package path must be absolute",
+            path.display()
+        ));
+    }
+    let shown = |e: io::Error| format!("{}: {e}", path.display());
+    let meta = std::fs::metadata(path).map_err(shown)?;
+    if !meta.is_file() {
+        return Err(format!("{}: not a file", path.display()));
+    }
+    if meta.len() > max {
+        return Err(format!(
+            "{}: {} bytes, more than firmware.max_package_bytes = {max}",
+            path.display(),
+            meta.len()
+        ));
+    }
+    std::fs::read(path).map_err(shown)
 }
 
 /// Why `device rotate` cannot be applied to the store alone.

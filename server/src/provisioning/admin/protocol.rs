@@ -75,6 +75,26 @@ pub enum AdminOp {
         #[serde(default)]
         check: bool,
     },
+    /// Store the file at `path` as a firmware package (OMA LwM2M TS 1.2 Core Appendix E.6),
+    /// content-addressed; the same bytes again change nothing. The path is absolute: the
+    /// server reads the file itself (the socket admits only the server's own user, on the
+    /// same host, so the request can name no file that user could not read anyway).
+    FwAdd {
+        /// The package file, an absolute path.
+        path: std::path::PathBuf,
+        /// The firmware version it carries.
+        version: String,
+        /// A name for people.
+        #[serde(default)]
+        name: String,
+    },
+    /// List the firmware packages.
+    FwList,
+    /// Remove a firmware package, unless a campaign uses it.
+    FwRemove {
+        /// The package id.
+        id: String,
+    },
     /// The newest audit events, oldest first.
     Audit {
         /// How many (default 50, at most [`MAX_AUDIT_LIMIT`]).
@@ -84,7 +104,8 @@ pub enum AdminOp {
 }
 
 impl AdminOp {
-    /// The credential set the operation reads or changes; `None` for the audit log.
+    /// The credential set the operation reads or changes; `None` for the audit log and the
+    /// firmware packages.
     pub fn credential_set(&self) -> Option<CredentialSet> {
         match self {
             AdminOp::DeviceAdd { .. }
@@ -96,8 +117,19 @@ impl AdminOp {
             | AdminOp::BootstrapList
             | AdminOp::BootstrapRemove { .. }
             | AdminOp::BootstrapImport { .. } => Some(CredentialSet::Bootstrap),
-            AdminOp::Audit { .. } => None,
+            AdminOp::Audit { .. }
+            | AdminOp::FwAdd { .. }
+            | AdminOp::FwList
+            | AdminOp::FwRemove { .. } => None,
         }
+    }
+
+    /// Whether the operation is on the firmware packages.
+    pub fn is_firmware(&self) -> bool {
+        matches!(
+            self,
+            AdminOp::FwAdd { .. } | AdminOp::FwList | AdminOp::FwRemove { .. }
+        )
     }
 
     /// An import request of `set`'s kind.
@@ -141,6 +173,47 @@ pub struct AdminReply {
     /// device-import: what was imported (or, with `check`, would be), or what was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import: Option<ImportReport>,
+    /// fw-add: the package stored; fw-remove: the one removed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub package: Option<PackageSummary>,
+    /// fw-add: the same bytes were stored already (the version and name given were not
+    /// applied: the first add's stand).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub existed: bool,
+    /// fw-list: every package.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packages: Option<Vec<PackageSummary>>,
+}
+
+/// A firmware package as the admin channel shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageSummary {
+    /// Its id (the first 16 hex digits of its SHA-256).
+    pub id: String,
+    /// Its SHA-256, hex.
+    pub sha256: String,
+    /// The firmware version.
+    pub version: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Its name, may be empty.
+    pub name: String,
+    /// When it was added (Unix milliseconds in JSON).
+    #[serde(with = "crate::provisioning::credentials::json::unix_ms")]
+    pub added_at: std::time::SystemTime,
+}
+
+impl From<&crate::firmware::packages::PackageMeta> for PackageSummary {
+    fn from(m: &crate::firmware::packages::PackageMeta) -> Self {
+        Self {
+            id: m.id.0.clone(),
+            sha256: hex::encode(m.sha256),
+            version: m.version.clone(),
+            size: m.size,
+            name: m.name.clone(),
+            added_at: m.added_at,
+        }
+    }
 }
 
 /// What a `device-import` request did.

@@ -511,3 +511,88 @@ async fn revoking_with_a_trusted_ca_denies_the_endpoint_until_it_is_added_again(
     assert!(devices.denied().is_empty());
     store.close().unwrap();
 }
+
+#[tokio::test]
+async fn firmware_operations_apply_offline_and_survive_a_reopen() {
+    use crate::firmware::packages::{self, Limits, PackageId, Packages};
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("s.redb");
+    let dir = packages::package_dir(tmp.path());
+    let limits = Limits {
+        max_package_bytes: 2000,
+        max_total_bytes: 5000,
+    };
+    let file = tmp.path().join("fw.bin");
+    std::fs::write(&file, vec![7u8; 1500]).unwrap();
+    let store = Store::open(&db, StoreConfig::default()).unwrap();
+    let mut pkgs = Packages::default();
+    let never = |_: &PackageId| false;
+    let op: AdminOp = serde_json::from_str(&format!(
+        r#"{{"op":"fw-add","path":{:?},"version":"1.0"}}"#,
+        file.display().to_string()
+    ))
+    .unwrap();
+    let reply = apply_firmware(&store, &dir, limits, &mut pkgs, op.clone(), &never);
+    assert!(reply.ok, "{reply:?}");
+    assert!(!reply.existed);
+    let added = reply.package.unwrap();
+    assert_eq!((added.size, added.version.as_str()), (1500, "1.0"));
+    // The same bytes again: the same id, said to be there already, nothing changed.
+    let again = apply_firmware(&store, &dir, limits, &mut pkgs, op, &never);
+    assert!(again.ok && again.existed);
+    assert_eq!(again.package.unwrap(), added);
+    // A relative path, a missing file and a file over the limit are refused.
+    for (path, why) in [
+        ("fw.bin".into(), "absolute"),
+        (tmp.path().join("none.bin"), "No such file"),
+    ] {
+        let r = apply_firmware(
+            &store,
+            &dir,
+            limits,
+            &mut pkgs,
+            AdminOp::FwAdd {
+                path,
+                version: "1".into(),
+                name: String::new(),
+            },
+            &never,
+        );
+        assert!(!r.ok && r.error.as_deref().unwrap().contains(why), "{r:?}");
+    }
+    std::fs::write(&file, vec![8u8; 2001]).unwrap();
+    let big = AdminOp::FwAdd {
+        path: file.clone(),
+        version: "1".into(),
+        name: String::new(),
+    };
+    let r = apply_firmware(&store, &dir, limits, &mut pkgs, big, &never);
+    assert!(!r.ok && r.error.unwrap().contains("max_package_bytes"));
+    store.flush().await.unwrap();
+    store.close().unwrap();
+    drop(store);
+
+    // After a reopen (a restart), the list shows it; a campaign's use refuses removal.
+    let store = Store::open(&db, StoreConfig::default()).unwrap();
+    let mut pkgs = packages::load(&store, &dir, limits.max_total_bytes)
+        .unwrap()
+        .packages;
+    let list = apply_firmware(&store, &dir, limits, &mut pkgs, AdminOp::FwList, &never);
+    assert_eq!(list.packages.unwrap(), vec![added.clone()]);
+    let remove = AdminOp::FwRemove {
+        id: added.id.clone(),
+    };
+    let busy = |_: &PackageId| true;
+    let r = apply_firmware(&store, &dir, limits, &mut pkgs, remove.clone(), &busy);
+    assert!(!r.ok && r.error.unwrap().contains("campaign"));
+    let r = apply_firmware(&store, &dir, limits, &mut pkgs, remove, &never);
+    assert!(r.ok);
+    assert_eq!(r.package.unwrap().id, added.id);
+    let list = apply_firmware(&store, &dir, limits, &mut pkgs, AdminOp::FwList, &never);
+    assert_eq!(list.packages.unwrap(), Vec::new());
+    // The credential path refuses firmware operations rather than ignoring them.
+    let key = SecretsKey::from_bytes([1; 32]);
+    let mut creds = Credentials::new();
+    assert!(!apply_offline(&store, &key, &mut creds, AdminOp::FwList).ok);
+    store.close().unwrap();
+}
