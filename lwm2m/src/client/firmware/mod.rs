@@ -152,7 +152,9 @@ fn parse_uri(uri: &str) -> Result<Target, i64> {
         _ => return Err(UNSUPPORTED_PROTOCOL),
     };
     let server = super::ServerUri::parse(uri).map_err(|_| INVALID_URI)?;
-    let after = rest.find(['/', '?']).map_or("", |i| rest.get(i..).unwrap_or(""));
+    let after = rest
+        .find(['/', '?'])
+        .map_or("", |i| rest.get(i..).unwrap_or(""));
     let (path, query) = after.split_once('?').unwrap_or((after, ""));
     let split = |s: &str, sep| {
         s.split(sep)
@@ -209,13 +211,19 @@ impl<P: Peer> Client<P> {
         match self.store.set_value(&path, value) {
             Ok(true) => self.values_changed(now, &[path]),
             Ok(false) => {}
-            Err(e) => tracing::warn!(endpoint = %self.config.endpoint, %path, error = %e, "firmware resource not set"),
+            Err(e) => {
+                tracing::warn!(endpoint = %self.config.endpoint, %path, error = %e, "firmware resource not set")
+            }
         }
     }
 
     fn fw_state(&mut self, now: Instant, state: i64, result: i64) {
         // Result first: an observer of State that reads Result on a change sees the new one.
-        self.fw_set(now, Path::resource(OBJECT, 0, RESULT), Value::Integer(result));
+        self.fw_set(
+            now,
+            Path::resource(OBJECT, 0, RESULT),
+            Value::Integer(result),
+        );
         self.fw_set(now, Path::resource(OBJECT, 0, STATE), Value::Integer(state));
     }
 
@@ -237,9 +245,11 @@ impl<P: Peer> Client<P> {
         let Some(r) = path.resource_id() else {
             // Package and Package URI start transfers: they are written on their own.
             let carries = |n: &Node| matches!(n, Node::Instance(i) if i.contains_key(&PACKAGE) || i.contains_key(&PACKAGE_URI));
-            return node
-                .filter(|n| carries(n))
-                .map(|_| Err(Lwm2mError::BadRequest("write /5/0/0 and /5/0/1 on their own".into())));
+            return node.filter(|n| carries(n)).map(|_| {
+                Err(Lwm2mError::BadRequest(
+                    "write /5/0/0 and /5/0/1 on their own".into(),
+                ))
+            });
         };
         let Some(node) = node else {
             // Execute.
@@ -281,10 +291,8 @@ impl<P: Peer> Client<P> {
             FwAction::Uri(uri) => self.fw_pull(now, uri),
             FwAction::Update => {
                 self.fw_state(now, UPDATING, 0);
-                self.fw.update_at = Some(crate::time::deadline(
-                    now,
-                    self.config.firmware_update_time,
-                ));
+                self.fw.update_at =
+                    Some(crate::time::deadline(now, self.config.firmware_update_time));
             }
             FwAction::Cancel => {
                 self.fw_abort(now);
@@ -365,10 +373,7 @@ impl<P: Peer> Client<P> {
                 self.fw_abort(now);
                 self.fw_state(now, DOWNLOADING, 0);
             }
-            self.fw.push_until = Some(crate::time::deadline(
-                now,
-                self.config.coap.block_lifetime,
-            ));
+            self.fw.push_until = Some(crate::time::deadline(now, self.config.coap.block_lifetime));
         }
     }
 

@@ -530,9 +530,7 @@ impl<P: Peer> Endpoint<P> {
             ObserveState::Cancelling | ObserveState::None => {}
         }
         match msg::block_option(&resp, CoapOption::Block2) {
-            Some(b2) if b2.more && !single_block => {
-                self.start_download(now, req, resp, b2, None)
-            }
+            Some(b2) if b2.more && !single_block => self.start_download(now, req, resp, b2, None),
             _ => self.finish(now, req, resp),
         }
     }
