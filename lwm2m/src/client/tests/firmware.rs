@@ -361,3 +361,70 @@ proptest! {
         prop_assert!(matches!((state, result), (Some(0), Some(0 | 5 | 6)) | (Some(2), Some(0))));
     }
 }
+
+#[test]
+fn a_changed_etag_restarts_the_download_from_the_first_block() {
+    let mut net = device(config());
+    // A server that keeps no bodies between blocks, so every block request reaches the
+    // file server, which replaces the package after ten of them.
+    net.server = Endpoint::new(EndpointConfig {
+        rng_seed: 78,
+        max_block2_bytes: 0,
+        ..EndpointConfig::default()
+    });
+    let old = firmware_package("7.0", &payload(40_000));
+    let new = firmware_package("7.1", &payload(30_000));
+    let served = Rc::new(Cell::new(0u32));
+    let count = served.clone();
+    net.files = Some(Box::new(move |_: &Packet| {
+        count.set(count.get() + 1);
+        let pkg = if count.get() <= 10 { &old } else { &new };
+        let mut r = msg::response(ResponseType::Content);
+        r.add_option(CoapOption::ETag, package_etag(pkg).to_vec());
+        r.payload = pkg.clone();
+        Some(r)
+    }));
+    assert_eq!(write_uri(&mut net, "coap://localhost:5683/fw/pkg"), "2.04");
+    assert!(net.run_until(secs(600.0), |n| int(n, "/5/0/3") != Some(1)));
+    assert_eq!(
+        (int(&net, "/5/0/3"), int(&net, "/5/0/5")),
+        (Some(2), Some(0))
+    );
+    assert_eq!(string(&net, "/5/0/7").as_deref(), Some("7.1"));
+    let asked = blocks_asked(&net);
+    assert_eq!(asked.iter().filter(|n| **n == 0).count(), 2, "{asked:?}");
+}
+
+#[test]
+fn cancel_stops_a_download_but_not_an_update() {
+    let mut net = device(config());
+    let pkg = firmware_package("8", &payload(SIZE));
+    serve(&mut net, pkg.clone(), package_etag(&pkg).to_vec());
+    assert_eq!(write_uri(&mut net, "coap://localhost:5683/fw/pkg"), "2.04");
+    net.run_for(secs(1.0));
+    assert_eq!(int(&net, "/5/0/3"), Some(1));
+    assert_eq!(execute(&mut net, "/5/0/10"), "2.04");
+    assert_eq!(
+        (int(&net, "/5/0/3"), int(&net, "/5/0/5")),
+        (Some(0), Some(10))
+    );
+    let asked = blocks_asked(&net).len();
+    net.run_for(secs(60.0));
+    assert_eq!(
+        blocks_asked(&net).len(),
+        asked,
+        "no block asked after Cancel"
+    );
+
+    assert_eq!(
+        push(&mut net, &firmware_package("8", &payload(2000))),
+        "2.04"
+    );
+    assert_eq!(execute(&mut net, "/5/0/2"), "2.04");
+    assert_eq!(
+        execute(&mut net, "/5/0/10"),
+        "4.05",
+        "Updating cannot be cancelled"
+    );
+    assert!(net.run_until(secs(10.0), |n| int(n, "/5/0/5") == Some(1)));
+}
