@@ -530,12 +530,20 @@ impl<P: Peer> Client<P> {
         };
         pull.request = None;
         let etag = resp.get_first_option(CoapOption::ETag).cloned();
-        // No Block2: the server sent the whole package in one response.
-        let b2 = msg::block_option(resp, CoapOption::Block2).unwrap_or(BlockOpt {
-            num: 0,
-            more: false,
-            szx: 6,
-        });
+        let Some(b2) = msg::block_option(resp, CoapOption::Block2) else {
+            // No Block2: the server sent the whole package in one response.
+            pull.received = 0;
+            pull.check = PackageCheck::default();
+            pull.etag = etag;
+            if resp.payload.len() > limit {
+                return self.fw_failed(now, NOT_ENOUGH_STORAGE);
+            }
+            if let Err(r) = pull.check.feed(&resp.payload) {
+                return self.fw_failed(now, r.result());
+            }
+            pull.received = resp.payload.len();
+            return self.fw_pull_complete(now);
+        };
         if pull.received > 0 && etag != pull.etag {
             // RFC 7959 §2.4: the representation changed; what we have is of another one.
             pull.restarts += 1;
@@ -570,6 +578,11 @@ impl<P: Peer> Client<P> {
             pull.next = (pull.received / msg::block_size(pull.szx)) as u32;
             return self.fw_request_block(now);
         }
+        self.fw_pull_complete(now);
+    }
+
+    /// The last byte of the pull arrived: checks the package and its ETag.
+    fn fw_pull_complete(&mut self, now: Instant) {
         let Some(pull) = self.fw.pull.take() else {
             return;
         };

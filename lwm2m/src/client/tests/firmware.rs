@@ -428,3 +428,22 @@ fn cancel_stops_a_download_but_not_an_update() {
     );
     assert!(net.run_until(secs(10.0), |n| int(n, "/5/0/5") == Some(1)));
 }
+
+#[test]
+fn a_package_smaller_than_a_block_comes_in_one_exchange() {
+    let mut net = device(config());
+    let pkg = firmware_package("9.9", &payload(600));
+    let body = pkg.clone();
+    net.files = Some(Box::new(move |_: &Packet| {
+        let mut r = msg::response(ResponseType::Content);
+        r.payload = body.clone();
+        Some(r)
+    }));
+    assert_eq!(write_uri(&mut net, "coap://localhost:5683/fw/pkg"), "2.04");
+    assert!(net.run_until(secs(60.0), |n| int(n, "/5/0/3") != Some(1)));
+    assert_eq!(
+        (int(&net, "/5/0/3"), int(&net, "/5/0/5")),
+        (Some(2), Some(0))
+    );
+    assert_eq!(string(&net, "/5/0/7").as_deref(), Some("9.9"));
+}
