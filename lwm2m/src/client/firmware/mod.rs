@@ -6,9 +6,10 @@
 //! the reporting path, so the server's observations of them notify.
 //!
 //! - **Push**: the server writes the package to `/5/0/0` with Block1. The CoAP endpoint
-//!   reassembles it (up to [`ClientConfig::firmware_max_package`]); the first block already
-//!   moves State to Downloading, a package over the limit sets Result 2 (the endpoint
-//!   answers 4.13 with Size1), and the whole package is checked when the Write arrives:
+//!   reassembles it (up to `firmware_max_package` of [`ClientConfig`](super::ClientConfig));
+//!   the first block already moves State to Downloading, a package over the limit sets
+//!   Result 2 (the endpoint answers 4.13 with Size1), and the whole package is checked when
+//!   the Write arrives:
 //!   State 2, or State 0 with Result 5 (digest) or 6 (not the format). A push abandoned
 //!   midway falls back to Idle with Result 4 once the endpoint forgets it.
 //! - **Pull**: the server writes a `coap://` or `coaps://` URI to `/5/0/1`. The device
