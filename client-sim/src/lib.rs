@@ -8,11 +8,14 @@
 //! - `coap-bench`: the raw CoAP load generator used to measure the CoAP core against other
 //!   servers.
 //! - `dtls-bench`: PSK handshakes/s or CoAP-over-DTLS requests/s against any DTLS server.
+//! - `firmware-package`: a firmware package in the format the simulated devices' Object 5
+//!   installs, for `lwm2m-server fw add` and the `firmware` scenario.
 //! - `flood`: garbage at a server's CoAP and DTLS ports (loopback only), to show that nothing
 //!   a peer sends stops the server or crowds out real devices.
 mod bench;
 mod coap_bench;
 mod dtls_bench;
+mod firmware_package;
 mod flood;
 
 use clap::{Parser, Subcommand};
@@ -51,6 +54,10 @@ enum Command {
     /// records, ClientHellos from many loopback addresses (cookie exchanges completed), CoAP
     /// with every option and absurd values. Loopback targets only; prints a JSON summary.
     Flood(flood::Args),
+    /// Writes a firmware package the simulated devices install (Object 5): `LWM2MFW1`, the
+    /// version, the payload's SHA-256, then a payload drawn from `--seed`; prints its id
+    /// (the first 16 hex digits of its SHA-256) on standard error.
+    FirmwarePackage(firmware_package::Args),
 }
 
 /// Runs the command line `args` (the program name first, as `std::env::args` gives it).
@@ -65,5 +72,6 @@ where
         Command::CoapBench(args) => coap_bench::run(args),
         Command::DtlsBench(args) => dtls_bench::run(args),
         Command::Flood(args) => flood::run(args),
+        Command::FirmwarePackage(args) => firmware_package::run(args),
     }
 }

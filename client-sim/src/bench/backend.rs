@@ -9,9 +9,10 @@
 //! here, and one that is not newer than the last of its device counts as a duplicate.
 //!
 //! It runs on a thread and runtime of its own, so a busy fleet does not delay what it times.
+use super::campaign::Campaign;
 use super::names::NamePattern;
 use super::report::{epoch_us, BackendCounts};
-use super::scenario::{BackendSection, Command};
+use super::scenario::{BackendSection, Command, FirmwareSection};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -36,11 +37,15 @@ enum Kind {
     WriteAttr,
     Observe,
     Command,
+    /// A `firmware-update` request for the endpoint.
+    Firmware,
 }
 
 struct Pending {
     kind: Kind,
     sent: Instant,
+    /// The device, for a firmware request.
+    ep: Option<String>,
 }
 
 /// Counters the display reads while the backend runs.
@@ -61,6 +66,8 @@ pub(crate) struct BackendPlan {
     pub pattern: NamePattern,
     /// The device numbers of this run.
     pub numbers: Range<u64>,
+    /// A firmware campaign, and the id of its package.
+    pub firmware: Option<(FirmwareSection, String)>,
 }
 
 /// Starts the backend on its own thread; it connects at once and runs until `stop` is true
@@ -97,6 +104,7 @@ struct Backend {
     /// Last timestamp reported per device (timestamp mode).
     last_value: HashMap<String, u64>,
     rng: StdRng,
+    campaign: Option<Campaign>,
 }
 
 async fn run(
@@ -136,6 +144,7 @@ async fn run(
         index: HashMap::new(),
         last_value: HashMap::new(),
         rng: StdRng::from_os_rng(),
+        campaign: None,
     };
     // Wait for the subscription before the devices start.
     let subscribed = tokio::time::timeout(Duration::from_secs(10), async {
@@ -156,6 +165,11 @@ async fn run(
     tracing::debug!(broker = %b.plan.section.broker, "backend subscribed");
     b.live.subscribed.store(true, Relaxed);
     let t0 = Instant::now();
+    b.campaign = b
+        .plan
+        .firmware
+        .clone()
+        .map(|(section, package)| Campaign::new(section, package, t0));
     let mut issued = 0u64;
     let mut sweep = tokio::time::interval(Duration::from_millis(250));
     let mut quiet_since: Option<Instant> = None;
@@ -172,6 +186,7 @@ async fn run(
                 quiet_since = Some(now);
             } else if now.duration_since(q) >= Duration::from_secs(1)
                 && b.live.pending_commands.load(Relaxed) == 0
+                && !b.campaign.as_ref().is_some_and(Campaign::busy)
             {
                 break;
             }
@@ -205,19 +220,34 @@ async fn run(
                 }
             },
             () = tokio::time::sleep_until(wake.into()) => {}
-            _ = sweep.tick() => b.sweep(now, timeout),
+            _ = sweep.tick() => {
+                b.sweep(now, timeout);
+                b.campaign_tick(now);
+            }
             r = stop.changed() => if r.is_err() { break },
         }
     }
     // What never came back counts as timed out.
     b.sweep(Instant::now() + timeout + Duration::from_secs(1), timeout);
     let _ = b.client.disconnect().await;
+    b.counts.firmware = b.campaign.map(|c| c.counts);
     Ok(b.counts)
 }
 
 impl Backend {
     fn topic(&self, ep: &str) -> String {
         format!("{}/{ep}/dn/cmd", self.plan.section.prefix)
+    }
+
+    /// Starts the firmware updates due and ends those past their time.
+    fn campaign_tick(&mut self, now: Instant) {
+        let Some(c) = self.campaign.as_mut() else {
+            return;
+        };
+        c.sweep(now);
+        for (ep, data) in c.due(now) {
+            self.publish(&ep, Kind::Firmware, "firmware-update", data);
+        }
     }
 
     fn publish(&mut self, ep: &str, kind: Kind, msg_type: &str, data: Json) {
@@ -239,6 +269,7 @@ impl Backend {
                     Pending {
                         kind,
                         sent: Instant::now(),
+                        ep: (kind == Kind::Firmware).then(|| ep.to_owned()),
                     },
                 );
                 self.sent_order.push_back(req);
@@ -319,6 +350,9 @@ impl Backend {
                     self.registered.push(ep.clone());
                 }
                 self.observe(&ep);
+                if let Some(c) = self.campaign.as_mut() {
+                    c.registered(&ep);
+                }
             }
             "deregister" => {
                 if let Some(i) = self.index.remove(&ep) {
@@ -331,6 +365,11 @@ impl Backend {
             "notify" => self.notification(&ep, &json),
             "send" => self.counts.sends += 1,
             "resp" => self.response(&json),
+            "firmware" => {
+                if let Some(c) = self.campaign.as_mut() {
+                    c.message(&ep, &json, Instant::now());
+                }
+            }
             _ => {}
         }
     }
@@ -387,6 +426,13 @@ impl Backend {
                         .add(format!("command {msg_type}: {code}"));
                 }
             }
+            Kind::Firmware if ok => {}
+            Kind::Firmware => {
+                self.counts.errors.add(format!("{msg_type}: {code}"));
+                if let (Some(c), Some(ep)) = (self.campaign.as_mut(), p.ep.as_deref()) {
+                    c.refused(ep, Instant::now(), code);
+                }
+            }
             Kind::Observe if ok => self.counts.observations += 1,
             Kind::WriteAttr if ok => {}
             Kind::Observe | Kind::WriteAttr => {
@@ -415,6 +461,8 @@ impl Backend {
                 }
                 Kind::Observe => self.counts.errors.add("observe: no answer"),
                 Kind::WriteAttr => self.counts.errors.add("write-attr: no answer"),
+                // The outcome comes on `up/firmware`; the campaign times the device out.
+                Kind::Firmware => {}
             }
         }
     }

@@ -17,6 +17,7 @@
 //! The run ends `duration_secs` after it starts, once the backend's commands are answered
 //! (or time out); the devices then de-register.
 mod backend;
+mod campaign;
 mod children;
 mod live;
 mod names;
@@ -285,6 +286,10 @@ fn parent(s: &Scenario, args: &Args) -> anyhow::Result<Report> {
                 commands: s.commands()?,
                 pattern: NamePattern::parse(&s.fleet.name_pattern)?,
                 numbers: s.fleet.first..s.fleet.first + s.fleet.devices,
+                firmware: s
+                    .firmware
+                    .as_ref()
+                    .map(|f| (f.clone(), firmware_package_id(f))),
             },
             backend_live.clone(),
             stop_rx.clone(),
@@ -508,5 +513,22 @@ fn report(
             .bootstrap
             .as_ref()
             .map(|_| c.bootstrap.report(c.first_sent_us)),
+        firmware: s.firmware.as_ref().map(|f| {
+            b.firmware
+                .clone()
+                .unwrap_or_default()
+                .report(&firmware_package_id(f), f.method)
+        }),
+    }
+}
+
+/// The id of the package a `[firmware]` campaign names: the one given, or that of the
+/// package `firmware-package` writes for its version, size and seed.
+fn firmware_package_id(f: &scenario::FirmwareSection) -> String {
+    match &f.package {
+        Some(id) => id.clone(),
+        None => crate::firmware_package::package_id(&crate::firmware_package::package(
+            &f.version, f.size, f.seed,
+        )),
     }
 }

@@ -4,7 +4,7 @@
 //! so a fleet produces a steady load rather than bursts on the period's boundary.
 use super::names::{Keys, NamePattern, Psk};
 use super::objects;
-use super::scenario::{Scenario, Security, SensorValues};
+use super::scenario::{FirmwareSection, Scenario, Security, SensorValues};
 use anyhow::Context as _;
 use lwm2m::client::{Bootstrapper, BootstrapperConfig, Client, ClientConfig, SecurityMode};
 use lwm2m::model::Path;
@@ -32,6 +32,8 @@ pub(crate) struct Setup {
     pub(super) seed: u64,
     /// With a `[bootstrap]` section: devices start from factory credentials.
     pub(super) bootstrap: Option<BootstrapSetup>,
+    /// With a `[firmware]` section: devices have Object 5, some fail, some sleep.
+    pub(super) firmware: Option<FirmwareSection>,
 }
 
 /// What devices that bootstrap share.
@@ -92,7 +94,30 @@ impl Setup {
                 }
                 None => None,
             },
+            firmware: s.firmware.clone(),
         })
+    }
+
+    /// Gives device `n` its Firmware Update object and what the campaign makes of it:
+    /// a failing update, queue mode.
+    fn firmware_device(
+        &self,
+        n: u64,
+        store: &mut lwm2m::client::ObjectStore,
+        config: &mut ClientConfig,
+    ) -> anyhow::Result<()> {
+        let Some(fw) = &self.firmware else {
+            return Ok(());
+        };
+        if store.instance_ids(5).next().is_none() {
+            store.add_instance(5, 0, lwm2m::client::firmware_instance())?;
+        }
+        config.firmware_fail_with = fw.fails(n).then_some(fw.fail_result);
+        config.firmware_update_time = Duration::from_secs(fw.update_secs);
+        if fw.queued(n) {
+            config.queue_mode = true;
+        }
+        Ok(())
     }
 
     /// For a bootstrapping device: a [`Bootstrapper`] on its factory store (the objects of
@@ -159,10 +184,12 @@ impl Setup {
         boot: u32,
     ) -> anyhow::Result<Client<SocketAddr>> {
         let psk = self.psk(name)?;
-        let store = objects::device_store(name, n, &self.server_uri, psk.as_ref(), &self.sensors)?;
+        let mut store =
+            objects::device_store(name, n, &self.server_uri, psk.as_ref(), &self.sensors)?;
         let mut config = self.client.clone();
         config.endpoint = name.to_owned();
         config.rng_seed = self.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(boot);
+        self.firmware_device(n, &mut store, &mut config)?;
         Ok(Client::new(config, self.server, store))
     }
 
@@ -174,7 +201,7 @@ impl Setup {
         name: &str,
         n: u64,
         boot: u32,
-        store: lwm2m::client::ObjectStore,
+        mut store: lwm2m::client::ObjectStore,
     ) -> anyhow::Result<(
         Client<SocketAddr>,
         Option<Arc<dtls::ClientConfig>>,
@@ -201,6 +228,7 @@ impl Setup {
         let mut config = self.client.clone().with_account(&account);
         config.endpoint = name.to_owned();
         config.rng_seed = self.seed ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ u64::from(boot);
+        self.firmware_device(n, &mut store, &mut config)?;
         Ok((Client::new(config, server, store), dtls, server))
     }
 

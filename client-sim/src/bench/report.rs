@@ -285,6 +285,8 @@ pub(crate) struct BackendCounts {
     pub command_latency: Latency,
     pub notification_latency: Latency,
     pub errors: Errors,
+    /// With `[firmware]`: the campaign.
+    pub firmware: Option<super::campaign::FirmwareCounts>,
 }
 
 /// p50/p90/p99/max of a latency, in microseconds.
@@ -375,6 +377,9 @@ pub(crate) struct Report {
     /// In the `bootstrap` scenario; absent from the JSON otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<BootstrapReport>,
+    /// In the `firmware` scenario; absent from the JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<super::campaign::FirmwareReport>,
 }
 
 impl Report {
@@ -425,6 +430,21 @@ impl Report {
             );
             println!("    complete     {}", l(&b.latency_us));
             println!("    sequence     {}", l(&b.sequence_latency_us));
+        }
+        if let Some(f) = &self.firmware {
+            println!(
+                "  firmware       {} {} of {} requested updated ({} finished, {} timed out), {:.1}/min; outcomes {:?}; results {:?}; {} bytes",
+                f.method,
+                f.updated,
+                f.requested,
+                f.finished,
+                f.timed_out,
+                f.updated_per_minute,
+                f.outcomes,
+                f.results,
+                f.bytes
+            );
+            println!("    per device   {}", l(&f.time_per_device_us));
         }
         if self.security != "nosec" {
             println!(

@@ -29,6 +29,10 @@ const SHIPPED: &[(&str, &str)] = &[
         "bootstrap",
         include_str!("../../../config/scenarios/bootstrap.toml"),
     ),
+    (
+        "firmware",
+        include_str!("../../../config/scenarios/firmware.toml"),
+    ),
 ];
 
 /// Devices one run simulates at most.
@@ -51,6 +55,9 @@ pub(crate) struct Scenario {
     /// Devices start from factory credentials for a bootstrap server and are given their
     /// LwM2M server account by it; absent: devices come with their account.
     pub bootstrap: Option<BootstrapSection>,
+    /// Devices carry a Firmware Update object (Object 5) and the backend updates them;
+    /// absent: no Object 5.
+    pub firmware: Option<FirmwareSection>,
 }
 
 impl Default for Scenario {
@@ -64,6 +71,7 @@ impl Default for Scenario {
             behaviour: BehaviourSection::default(),
             backend: None,
             bootstrap: None,
+            firmware: None,
         }
     }
 }
@@ -248,6 +256,87 @@ impl Default for BootstrapSection {
     }
 }
 
+/// How a package reaches the devices (OMA LwM2M TS 1.2 Core Appendix E.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum FirmwareMethod {
+    /// The server writes a Package URI (`/5/0/1`); the device downloads it with Block2.
+    Pull,
+    /// The server writes the package to `/5/0/0` with Block1.
+    Push,
+}
+
+/// A firmware update campaign: every device has Object 5; the backend (which must be
+/// configured) asks the server to update each device it saw register, `concurrency` at a
+/// time, and times each from its request to its outcome on `up/firmware`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FirmwareSection {
+    /// The package: the one `lwm2m-client-sim firmware-package` writes for this version,
+    /// size and seed (the same bytes every time); the server must have it
+    /// (`lwm2m-server fw add`). Its id, what the campaign names, follows from its bytes.
+    pub version: String,
+    pub size: u64,
+    pub seed: u64,
+    /// Or the id of another package the server has (hex digits), used instead.
+    pub package: Option<String>,
+    pub method: FirmwareMethod,
+    /// Devices updating at once.
+    pub concurrency: u32,
+    /// Seconds from the backend's start before the first update.
+    pub start_after_secs: u64,
+    /// Seconds the backend waits for one device's outcome before counting it timed out.
+    pub device_timeout_secs: u64,
+    /// Fraction of the devices (chosen by number, the same every run) whose update fails
+    /// with Update Result `fail_result` instead of installing.
+    pub fail_ratio: f64,
+    pub fail_result: u8,
+    /// Fraction of the devices (by number) in queue mode, whatever `behaviour.queue_mode`.
+    pub queue_ratio: f64,
+    /// Seconds a device spends Updating (State 3) before it runs the new firmware.
+    pub update_secs: u64,
+}
+
+impl Default for FirmwareSection {
+    fn default() -> Self {
+        Self {
+            version: "2.0.0".into(),
+            size: 300 * 1024,
+            seed: 1,
+            package: None,
+            method: FirmwareMethod::Pull,
+            concurrency: 10,
+            start_after_secs: 5,
+            device_timeout_secs: 1800,
+            fail_ratio: 0.0,
+            fail_result: 8,
+            queue_ratio: 0.0,
+            update_secs: 2,
+        }
+    }
+}
+
+impl FirmwareSection {
+    /// Whether device `n` falls in the first `ratio` of the fleet by a fixed hash of its
+    /// number (`salt` keeps the choices of different ratios independent).
+    pub(crate) fn picks(n: u64, ratio: f64, salt: u64) -> bool {
+        let mut z = n.wrapping_add(salt).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z ^= z >> 31;
+        ((z >> 11) as f64 / (1u64 << 53) as f64) < ratio
+    }
+
+    /// Whether device `n`'s update fails.
+    pub(crate) fn fails(&self, n: u64) -> bool {
+        Self::picks(n, self.fail_ratio, 1)
+    }
+
+    /// Whether device `n` runs in queue mode.
+    pub(crate) fn queued(&self, n: u64) -> bool {
+        Self::picks(n, self.queue_ratio, 2)
+    }
+}
+
 /// Longest PSK identity a device is given: what tinydtls-based servers and devices take.
 pub(crate) const MAX_PSK_IDENTITY: usize = 32;
 
@@ -414,6 +503,42 @@ impl Scenario {
             }
             if b.finish_timeout_secs == 0 {
                 bail!("bootstrap.finish_timeout_secs must be at least 1");
+            }
+        }
+        if let Some(fw) = &self.firmware {
+            if self.backend.is_none() {
+                bail!("[firmware] needs a [backend] to run the campaign");
+            }
+            if let Some(p) = &fw.package {
+                if p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    bail!("firmware.package must be a package id (hex digits) the server gave");
+                }
+            }
+            if fw.version.is_empty() || fw.version.len() > 255 || fw.version.contains('\n') {
+                bail!("firmware.version must be 1..=255 bytes on one line");
+            }
+            if fw.size > crate::firmware_package::MAX_SIZE {
+                bail!(
+                    "firmware.size must be at most {} bytes",
+                    crate::firmware_package::MAX_SIZE
+                );
+            }
+            if fw.concurrency == 0 {
+                bail!("firmware.concurrency must be at least 1");
+            }
+            for (name, r) in [
+                ("fail_ratio", fw.fail_ratio),
+                ("queue_ratio", fw.queue_ratio),
+            ] {
+                if !(0.0..=1.0).contains(&r) {
+                    bail!("firmware.{name} must be 0..=1");
+                }
+            }
+            if !(2..=11).contains(&fw.fail_result) {
+                bail!("firmware.fail_result must be an Update Result of 2..=11");
+            }
+            if fw.device_timeout_secs == 0 {
+                bail!("firmware.device_timeout_secs must be at least 1");
             }
         }
         if let Some(k) = &self.backend {
@@ -590,6 +715,33 @@ mod tests {
             loopback_addr(&uri).unwrap(),
             "127.0.0.1:5684".parse().unwrap()
         );
+    }
+
+    #[test]
+    fn the_firmware_scenario_picks_its_failing_and_sleepy_devices() {
+        let s = Scenario::load("firmware").unwrap();
+        let fw = s.firmware.unwrap();
+        let n = 10_000;
+        let fails = (0..n).filter(|i| fw.fails(*i)).count() as f64 / n as f64;
+        let queued = (0..n).filter(|i| fw.queued(*i)).count() as f64 / n as f64;
+        assert!((fails - fw.fail_ratio).abs() < 0.02, "{fails}");
+        assert!((queued - fw.queue_ratio).abs() < 0.02, "{queued}");
+        let set = |k: &str| vec![k.to_owned()];
+        for bad in [
+            "firmware.package=\"\"",
+            "firmware.package=\"not-hex\"",
+            "firmware.version=\"\"",
+            "firmware.size=1000000000",
+            "firmware.concurrency=0",
+            "firmware.fail_ratio=1.5",
+            "firmware.fail_result=1",
+            "firmware.method=\"ftp\"",
+        ] {
+            assert!(Scenario::load_with("firmware", &set(bad)).is_err(), "{bad}");
+        }
+        let mut s = Scenario::load("firmware").unwrap();
+        s.backend = None;
+        assert!(s.validate().is_err(), "a campaign needs the backend");
     }
 
     #[test]

@@ -57,6 +57,17 @@ pub struct ClientConfig {
     /// Events not yet polled. Beyond it the oldest is dropped (and a warning logged), so a
     /// simulator that never polls cannot grow without bound.
     pub max_events: usize,
+    /// Largest firmware package (Object 5) taken, pushed or pulled; beyond it Update Result
+    /// is 2 (not enough storage). With a Firmware Update instance in the store the CoAP
+    /// endpoint's body limits are raised to it, since a push arrives as one Block1 body.
+    pub firmware_max_package: usize,
+    /// How long Updating (State 3) lasts before the new firmware runs.
+    pub firmware_update_time: Duration,
+    /// Failed block exchanges in a row before a pull gives up (Update Result 4).
+    pub firmware_download_retries: u32,
+    /// Make every firmware update fail with this Update Result (e.g. 8) instead of
+    /// installing, for tests and the simulator.
+    pub firmware_fail_with: Option<u8>,
     /// The CoAP endpoint's configuration. [`ClientConfig::new`] sets small bounds that fit a
     /// device talking to one server; `rng_seed` is overwritten from the client's.
     pub coap: EndpointConfig,
@@ -83,6 +94,10 @@ impl ClientConfig {
             max_observations: 16,
             max_pending_sends: 8,
             max_events: 256,
+            firmware_max_package: 2 << 20,
+            firmware_update_time: Duration::from_secs(2),
+            firmware_download_retries: 8,
+            firmware_fail_with: None,
             coap,
         }
     }
@@ -213,6 +228,12 @@ pub enum ClientEvent {
         id: SendId,
         /// 2.04, or why not.
         result: Result<(), ClientError>,
+    },
+    /// The firmware update (Object 5) installed `version`: `/3/0/3` holds it and the client
+    /// registers anew, as a device does after rebooting into new firmware.
+    FirmwareUpdated {
+        /// The version now running.
+        version: String,
     },
     /// Queue mode: the awake time passed with nothing in flight; the radio is off now.
     Sleeping,

@@ -15,6 +15,7 @@
 //!   format;
 //! - payloads are decoded in whatever supported format they come; an unsupported
 //!   Content-Format is answered 4.15.
+use super::firmware::FwAction;
 use super::reporting::Target;
 use super::Client;
 use crate::coap::{msg, CoapOption, IncomingRequest, MessageClass, Packet, Peer, RequestType};
@@ -40,6 +41,8 @@ struct Effects {
     attributes: bool,
     /// Execute of Registration Update Trigger (`/1/x/8`).
     update: bool,
+    /// What a request to the Firmware Update object starts.
+    firmware: Option<FwAction>,
 }
 
 fn bad(reason: impl Into<String>) -> Lwm2mError {
@@ -110,6 +113,9 @@ impl<P: Peer> Client<P> {
             self.send_update(now);
         }
         self.values_changed(now, &fx.changed);
+        if let Some(action) = fx.firmware.take() {
+            self.firmware_action(now, action);
+        }
     }
 
     fn handle_dm(&mut self, p: &Packet, fx: &mut Effects) -> Result<Packet, Lwm2mError> {
@@ -151,6 +157,11 @@ impl<P: Peer> Client<P> {
                 DmResponse::Links(links).to_coap(&path, ContentFormat::LinkFormat)
             }
             DownlinkRequest::Write { path, mode, node } => {
+                if let Some(action) = self.firmware_request(&path, Some(&node)) {
+                    fx.firmware = Some(action?);
+                    self.push_event(ClientEvent::Written { path });
+                    return Ok(msg::response(crate::coap::ResponseType::Changed));
+                }
                 let changed = self.store.dm_write(&path, mode, node)?;
                 self.push_event(ClientEvent::Written { path });
                 fx.changed = changed;
@@ -168,6 +179,11 @@ impl<P: Peer> Client<P> {
             }
             DownlinkRequest::Execute { path, args } => {
                 self.store.dm_check_execute(&path)?;
+                if let Some(action) = self.firmware_request(&path, None) {
+                    fx.firmware = Some(action?);
+                    self.push_event(ClientEvent::Executed { path, args });
+                    return Ok(msg::response(crate::coap::ResponseType::Changed));
+                }
                 match (path.object_id(), path.instance_id(), path.resource_id()) {
                     (Some(1), _, Some(8)) => fx.update = true,
                     (Some(1), Some(i), Some(9)) => {

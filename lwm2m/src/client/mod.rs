@@ -30,13 +30,16 @@
 //!   A registered client reports an Execute of the Bootstrap-Request Trigger (`/1/x/9`) as
 //!   [`ClientEvent::BootstrapRequested`], and the driver bootstraps again.
 //!
-//! Firmware update (Object 5) is not implemented; the store takes any object (Object 5
-//! included), and Execute and Write reach the application as events.
+//! - `firmware`: Firmware Update (Object 5, Core Appendix E.6) when the store has `/5/0`:
+//!   push, pull over the server connection, the update and the new registration after it.
+//!
+//! Other objects' Execute and Write reach the application as events.
 mod access;
 mod accounts;
 mod bootstrap;
 mod config;
 mod dm;
+mod firmware;
 mod objects;
 mod queue;
 mod registration;
@@ -49,6 +52,7 @@ pub use bootstrap::{
     BootstrapError, BootstrapEvent, BootstrapStats, Bootstrapper, BootstrapperConfig,
 };
 pub use config::{ClientConfig, ClientError, ClientEvent, SendId, StoreError};
+pub use firmware::{firmware_instance, firmware_package, package_etag, PACKAGE_MAGIC};
 pub use objects::{
     bundled_registry, ObjectStore, MAX_ATTRIBUTE_PATHS, MAX_INSTANCES_PER_OBJECT,
     MAX_RESOURCES_PER_INSTANCE, MAX_RESOURCE_INSTANCES,
@@ -98,6 +102,8 @@ pub struct Client<P: Peer> {
     sends: Vec<(RequestId, SendId)>,
     next_send: u64,
     radio: Radio,
+    /// Firmware Update (Object 5) downloads and updates.
+    fw: firmware::Firmware,
     events: VecDeque<ClientEvent>,
     /// State of the jitter generator (SplitMix64): 8 bytes instead of a full RNG per device.
     rng: u64,
@@ -151,6 +157,13 @@ impl<P: Peer> Client<P> {
                 Value::String(config.binding.to_string()),
             );
         }
+        if store.instance(firmware::OBJECT, 0).is_some() {
+            // A pushed package arrives as one Block1 body: let the endpoint take it whole.
+            let limit = config.firmware_max_package;
+            config.coap.max_body_size = config.coap.max_body_size.max(limit);
+            config.coap.max_block1_bytes = config.coap.max_block1_bytes.max(limit);
+            let _ = store.add_executable(Path::resource(firmware::OBJECT, 0, 10));
+        }
         Self {
             endpoint: Endpoint::new(config.coap.clone()),
             rng: config.rng_seed ^ 0x9e37_79b9_7f4a_7c15,
@@ -162,6 +175,7 @@ impl<P: Peer> Client<P> {
             sends: Vec::new(),
             next_send: 0,
             radio: Radio::default(),
+            fw: firmware::Firmware::default(),
             events: VecDeque::new(),
             stats: ClientStats::default(),
         }
@@ -216,6 +230,7 @@ impl<P: Peer> Client<P> {
             self.reg.timer,
             self.notifier_deadline(),
             self.radio_deadline(),
+            self.fw.deadline(),
         ]
         .into_iter()
         .flatten()
@@ -234,6 +249,7 @@ impl<P: Peer> Client<P> {
             return;
         }
         self.touch_radio(now);
+        self.firmware_screen(now, data);
         self.endpoint.handle_datagram(now, peer, data);
         self.drive(now);
     }
@@ -245,6 +261,7 @@ impl<P: Peer> Client<P> {
         self.drive(now);
         self.on_registration_timer(now);
         self.on_notifier_timer(now);
+        self.on_firmware_timer(now);
         self.drive(now);
         self.on_radio_timer(now);
     }
@@ -349,7 +366,8 @@ impl<P: Peer> Client<P> {
         id: RequestId,
         answer: Result<&crate::coap::Packet, ExchangeError>,
     ) {
-        if self.on_registration_answer(now, id, answer) {
+        if self.on_registration_answer(now, id, answer) || self.on_firmware_answer(now, id, answer)
+        {
             return;
         }
         self.on_send_answer(id, answer);

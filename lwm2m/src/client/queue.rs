@@ -72,7 +72,9 @@ impl<P: Peer> Client<P> {
             return;
         }
         let u = self.endpoint.usage();
-        let busy = u.unacked > 0 || u.outgoing > 0 || u.incoming > 0 || u.transmits > 0;
+        // A firmware download in progress keeps the radio on between its blocks.
+        let busy =
+            u.unacked > 0 || u.outgoing > 0 || u.incoming > 0 || u.transmits > 0 || self.fw.busy();
         if busy {
             self.radio.awake_until = Some(crate::time::deadline(now, Duration::from_secs(1)));
             return;

@@ -208,6 +208,14 @@ impl<P: Peer> Client<P> {
         matches!(self.reg.state, RegState::Registered { .. })
     }
 
+    /// Whether the client was started and not stopped or de-registering.
+    pub(super) fn registration_started(&self) -> bool {
+        !matches!(
+            self.reg.state,
+            RegState::Stopped | RegState::Deregistering(_)
+        )
+    }
+
     pub(super) fn send_register(&mut self, now: Instant) {
         // A new registration starts from nothing on the server: its observations are gone.
         self.drop_all_observations();

@@ -7,6 +7,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod dm;
+mod firmware;
 mod observe;
 mod props;
 mod queue;
@@ -43,6 +44,8 @@ pub(super) struct Net {
     pub(super) client: Client<Addr>,
     pub(super) server: Endpoint<Addr>,
     pub(super) registrar: Registrar,
+    /// How the server answers what reaches `/fw/...` (firmware downloads), if it serves.
+    pub(super) files: Option<Registrar>,
     /// Every client event, in order, with its time since start.
     pub(super) events: Vec<(Duration, ClientEvent)>,
     /// Registration and Send requests the server received.
@@ -89,6 +92,7 @@ impl Net {
                 ..EndpointConfig::default()
             }),
             registrar: accept_all(),
+            files: None,
             events: Vec::new(),
             seen: Vec::new(),
             server_events: Vec::new(),
@@ -157,6 +161,13 @@ impl Net {
                     request: request.clone(),
                 });
                 if let Some(resp) = (self.registrar)(request) {
+                    let now = self.now();
+                    self.server.respond(now, *id, resp).unwrap();
+                }
+                return;
+            }
+            if let (true, Some(files)) = (path.starts_with("/fw/"), self.files.as_mut()) {
+                if let Some(resp) = files(request) {
                     let now = self.now();
                     self.server.respond(now, *id, resp).unwrap();
                 }

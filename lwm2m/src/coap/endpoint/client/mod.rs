@@ -37,6 +37,10 @@ pub(super) struct OutRequest<P> {
     current_mid: Option<u16>,
     /// Whether the request holds one of the peer's NSTART slots.
     holds_slot: bool,
+    /// The application put a Block2 option in the request: it fetches one block at a
+    /// time itself (RFC 7959 §2.4 lets a client ask for any block), so the response is
+    /// handed on as it is, not completed with the blocks that follow.
+    single_block: bool,
     /// Fresh sends left for the current block after its exchange timed out.
     retries_left: u8,
     /// Id of the armed deadline timer; 0 when none is armed.
@@ -70,6 +74,7 @@ impl<P> OutRequest<P> {
             observe: ObserveState::None,
             current_mid: None,
             holds_slot: false,
+            single_block: false,
             retries_left: retries,
             deadline: 0,
             deadline_due: now,
@@ -83,7 +88,9 @@ impl<P: Peer> Endpoint<P> {
     /// message ID and type are set here) to `peer`.
     ///
     /// A payload larger than the block size is uploaded with Block1, a response with Block2
-    /// is downloaded whole, and a GET carrying Observe=0 stays open for notifications. The
+    /// is downloaded whole (unless the request carries a Block2 option of its own: then the
+    /// application asked for that one block and gets the response as it comes), and a GET
+    /// carrying Observe=0 stays open for notifications. The
     /// request waits for a free NSTART slot if the peer has too many outstanding. Every
     /// request ends in exactly one of [`Event::Response`] or [`Event::Failed`] (or, for an
     /// observation, a final [`Event::Notification`] with `seq: None`).
@@ -111,7 +118,8 @@ impl<P: Peer> Endpoint<P> {
             request.header.code,
             MessageClass::Request(RequestType::Get | RequestType::Fetch)
         );
-        if opts.block_szx.is_some() && is_get && !msg::has_option(&request, CoapOption::Block2) {
+        let single_block = msg::has_option(&request, CoapOption::Block2);
+        if opts.block_szx.is_some() && is_get && !single_block {
             // RFC 7959 §2.4: early negotiation of a smaller block size.
             msg::set_block_option(
                 &mut request,
@@ -161,6 +169,7 @@ impl<P: Peer> Endpoint<P> {
                 upload,
                 observe,
                 holds_slot: start,
+                single_block,
                 ..OutRequest::new(peer, token, encoded, opts, self.config.block_retries, now)
             },
         );
@@ -459,6 +468,7 @@ impl<P: Peer> Endpoint<P> {
             return;
         };
         let seq = msg::observe(&resp);
+        let single_block = r.single_block;
         match r.observe {
             ObserveState::Registering => {
                 if msg::is_success(&resp) && seq.is_some() {
@@ -485,7 +495,7 @@ impl<P: Peer> Endpoint<P> {
             ObserveState::Cancelling | ObserveState::None => {}
         }
         match msg::block_option(&resp, CoapOption::Block2) {
-            Some(b2) if b2.more => self.start_download(now, req, resp, b2, None),
+            Some(b2) if b2.more && !single_block => self.start_download(now, req, resp, b2, None),
             _ => self.finish(now, req, resp),
         }
     }

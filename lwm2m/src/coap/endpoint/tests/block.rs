@@ -244,3 +244,26 @@ fn post_with_block1_and_block2_response_joins_both_directions() {
     assert_eq!(resp.payload.len(), 10_000);
     assert_eq!(&resp.payload[..5000], &body(5000)[..]);
 }
+
+#[test]
+fn a_request_naming_its_block_gets_that_block_as_it_comes() {
+    let served = body(5000);
+    let mut net = Net::pair(
+        EndpointConfig::default(),
+        1,
+        Box::new(move |_| Some(content(&served))),
+    );
+    let mut req = get("/fw/pkg");
+    let asked = BlockOpt {
+        num: 2,
+        more: false,
+        szx: 6,
+    };
+    msg::set_block_option(&mut req, CoapOption::Block2, asked);
+    let id = net.request(0, 1, req, RequestOptions::default());
+    assert!(net.run_until(Duration::from_secs(10), |n| n.outcome(0, id).is_some()));
+    let resp = net.outcome(0, id).unwrap().unwrap();
+    let b2 = msg::block_option(&resp, CoapOption::Block2).unwrap();
+    assert_eq!((b2.num, b2.more), (2, true), "block 2 alone, not the rest");
+    assert_eq!(resp.payload, body(5000)[2048..3072]);
+}
