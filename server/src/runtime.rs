@@ -111,6 +111,12 @@ impl CommandPath for CoreAt<'_> {
         self.core
             .bootstrap_trigger(self.now, endpoint, ttl, timeout)
     }
+
+    fn secure(&self, endpoint: &str) -> Option<bool> {
+        self.core
+            .peer_of(endpoint)
+            .map(|l| matches!(l, Link::Dtls(_)))
+    }
 }
 
 impl Machine for Shell {

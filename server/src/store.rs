@@ -47,6 +47,9 @@ pub enum Table {
     /// Endpoints whose certificates are refused even though they chain to a trusted CA (a
     /// device known only through the PKI, revoked), by endpoint name.
     DeniedEndpoints,
+    /// Firmware update campaigns and each target device's phase (see
+    /// [`crate::firmware::campaigns`]).
+    FirmwareCampaigns,
 }
 
 impl Table {
@@ -68,11 +71,12 @@ impl Table {
             Table::Bridge => "mqtt_bridge",
             Table::BootstrapCredentials => "bootstrap_credentials",
             Table::DeniedEndpoints => "denied_endpoints",
+            Table::FirmwareCampaigns => "firmware_campaigns",
         }
     }
 
     /// Every table.
-    pub const ALL: [Table; 11] = [
+    pub const ALL: [Table; 12] = [
         Table::Registrations,
         Table::Observations,
         Table::Queue,
@@ -84,6 +88,7 @@ impl Table {
         Table::Bridge,
         Table::BootstrapCredentials,
         Table::DeniedEndpoints,
+        Table::FirmwareCampaigns,
     ];
 }
 

@@ -34,6 +34,21 @@ pub trait CommandPath {
         ttl: Option<Duration>,
         timeout: Option<Duration>,
     ) -> CommandId;
+    /// Whether `endpoint` is registered over DTLS (`None`: not known), for the Package URI
+    /// a firmware campaign gives it (coaps or coap).
+    fn secure(&self, _endpoint: &str) -> Option<bool> {
+        None
+    }
+    /// Starts a firmware update campaign of `package` for `endpoint` alone (OMA LwM2M TS 1.2
+    /// Core E.6); `method` is `pull` or `push`. Returns the campaign's id, or why not.
+    fn firmware_update(
+        &mut self,
+        _endpoint: &str,
+        _package: &str,
+        _method: Option<&str>,
+    ) -> Result<String, String> {
+        Err("firmware update is not available".into())
+    }
 }
 
 /// An observation started from MQTT: whose, on what, and the `reqID` its notifications carry.
@@ -299,6 +314,30 @@ impl Bridge {
                 "up/bootstrap",
                 envelope::bootstrap(endpoint, stage),
             ),
+            DeviceEvent::Firmware {
+                endpoint,
+                campaign,
+                package,
+                phase,
+                state,
+                result,
+                outcome,
+                bytes,
+                version,
+            } => self.publish(
+                endpoint,
+                "up/firmware",
+                envelope::firmware(
+                    campaign,
+                    package,
+                    *phase,
+                    *state,
+                    *result,
+                    *outcome,
+                    *bytes,
+                    version.as_deref(),
+                ),
+            ),
             DeviceEvent::AuthFailed { .. } => {}
         }
     }
@@ -374,6 +413,18 @@ impl Bridge {
                     Ok(parsed) => {
                         let path = parsed_path(&parsed.action);
                         let id = match parsed.action {
+                            Action::FirmwareUpdate { package, method } => {
+                                // Not a command of its own: its answer is the campaign.
+                                let r = core.firmware_update(
+                                    &d.endpoint,
+                                    &package,
+                                    method.as_deref(),
+                                );
+                                let r = r.as_deref().map_err(String::as_str);
+                                let payload = envelope::firmware_started(&parsed.req_id, r);
+                                self.publish(&d.endpoint, "up/resp", payload);
+                                return;
+                            }
                             Action::Command(mut cmd) => {
                                 // MQTT 5 Message Expiry: the command may wait that long for a
                                 // sleeping device, and no longer. The broker allows up to 136
@@ -600,7 +651,7 @@ fn parsed_path(action: &Action) -> Option<String> {
     match action {
         Action::Command(cmd) => Some(cmd.request.path().to_string()),
         Action::CancelObserve(p) => Some(p.to_string()),
-        Action::BootstrapTrigger { .. } => None,
+        Action::BootstrapTrigger { .. } | Action::FirmwareUpdate { .. } => None,
     }
 }
 
