@@ -415,11 +415,8 @@ impl Bridge {
                         let id = match parsed.action {
                             Action::FirmwareUpdate { package, method } => {
                                 // Not a command of its own: its answer is the campaign.
-                                let r = core.firmware_update(
-                                    &d.endpoint,
-                                    &package,
-                                    method.as_deref(),
-                                );
+                                let r =
+                                    core.firmware_update(&d.endpoint, &package, method.as_deref());
                                 let r = r.as_deref().map_err(String::as_str);
                                 let payload = envelope::firmware_started(&parsed.req_id, r);
                                 self.publish(&d.endpoint, "up/resp", payload);

@@ -33,7 +33,10 @@ pub fn firmware(
     data.insert("phase".into(), phase.as_str().into());
     data.insert("state".into(), state.into());
     data.insert("result".into(), result.into());
-    data.insert("outcome".into(), outcome.map(FirmwareOutcome::as_str).into());
+    data.insert(
+        "outcome".into(),
+        outcome.map(FirmwareOutcome::as_str).into(),
+    );
     data.insert("bytes".into(), bytes.into());
     if let Some(v) = version {
         data.insert("version".into(), v.into());

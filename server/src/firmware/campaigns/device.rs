@@ -257,7 +257,13 @@ impl DeviceUpdate {
     }
 
     /// The result of one of its commands.
-    pub(super) fn on_result_of(&mut self, now: Instant, step: Step, out: &Outcome, ctx: &Ctx<'_>) -> Effects {
+    pub(super) fn on_result_of(
+        &mut self,
+        now: Instant,
+        step: Step,
+        out: &Outcome,
+        ctx: &Ctx<'_>,
+    ) -> Effects {
         let mut fx = Effects::default();
         if self.phase.is_final() {
             return fx;

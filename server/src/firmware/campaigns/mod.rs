@@ -179,7 +179,9 @@ impl Campaigns {
         if package.meta.id != spec.package {
             return Err(CampaignError::WrongPackage(package.meta.id));
         }
-        let concurrency = spec.concurrency.unwrap_or(self.settings.default_concurrency);
+        let concurrency = spec
+            .concurrency
+            .unwrap_or(self.settings.default_concurrency);
         if !(1..=100_000).contains(&concurrency) {
             return Err(CampaignError::Concurrency);
         }
@@ -352,7 +354,8 @@ impl Campaigns {
                     }
                 });
             }
-            DeviceEvent::Registered { registration, .. } | DeviceEvent::Updated { registration } => {
+            DeviceEvent::Registered { registration, .. }
+            | DeviceEvent::Updated { registration } => {
                 let registered = matches!(ev, DeviceEvent::Registered { .. });
                 let ep = &registration.endpoint;
                 let Some(cid) = self.busy.get(ep).copied() else {
@@ -523,7 +526,8 @@ impl Campaigns {
             if let Some(c) = self.campaigns.get_mut(&id) {
                 c.in_progress = c.in_progress.saturating_sub(1);
             }
-            self.commands.retain(|_, (cid, e, _)| !(*cid == id && e == ep));
+            self.commands
+                .retain(|_, (cid, e, _)| !(*cid == id && e == ep));
             self.fill(now, id, path);
         }
     }
@@ -583,9 +587,10 @@ impl Campaigns {
                     let Some(pkg) = self.packages.get(&id) else {
                         return;
                     };
-                    let szx = d.szx.unwrap_or_else(|| szx_of(self.settings.push_block_size));
-                    let interval = Some(self.settings.push_block_interval)
-                        .filter(|i| !i.is_zero());
+                    let szx = d
+                        .szx
+                        .unwrap_or_else(|| szx_of(self.settings.push_block_size));
+                    let interval = Some(self.settings.push_block_interval).filter(|i| !i.is_zero());
                     Command {
                         upload: Some(UploadOptions {
                             start_block: d.next_block,
@@ -593,9 +598,11 @@ impl Campaigns {
                             interval,
                         }),
                         // A push lasts as long as its blocks take, up to the phase's limit.
-                        timeout: Some(self.settings.download_timeout.min(Duration::from_secs(
-                            24 * 3600,
-                        ))),
+                        timeout: Some(
+                            self.settings
+                                .download_timeout
+                                .min(Duration::from_secs(24 * 3600)),
+                        ),
                         ..Command::new(
                             ep,
                             write(Path::resource(5, 0, 0), Value::Opaque(pkg.bytes.to_vec())),
