@@ -38,6 +38,12 @@ enum Cmd {
         #[command(subcommand)]
         command: BootstrapCmd,
     },
+    /// Firmware update campaigns (OMA LwM2M TS 1.2 Core E.6, Object 5); needs the running
+    /// server.
+    Fw {
+        #[command(subcommand)]
+        command: FwCmd,
+    },
     /// Show the newest security audit events (credential changes, refused devices).
     Audit {
         /// How many events, oldest first.
@@ -80,6 +86,48 @@ enum DeviceCmd {
         /// The CSV file; `-` reads standard input.
         #[arg(value_name = "FILE")]
         file: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum FwCmd {
+    /// Start a campaign bringing a package to devices; prints `campaign <id>`.
+    #[command(group(ArgGroup::new("targets").required(true).args(["endpoint", "all"])))]
+    Update {
+        /// The package id (`fw add` printed it).
+        #[arg(long)]
+        package: String,
+        /// A device to update; repeat for more.
+        #[arg(long)]
+        endpoint: Vec<String>,
+        /// Every registered device (narrowed by --model and --from-version).
+        #[arg(long)]
+        all: bool,
+        /// With --all: only devices of this Model Number (/3/0/1).
+        #[arg(long, requires = "all")]
+        model: Option<String>,
+        /// With --all: only devices running this Firmware Version (/3/0/3).
+        #[arg(long, requires = "all")]
+        from_version: Option<String>,
+        /// pull: the device downloads from the server; push: the server writes the package.
+        #[arg(long, value_parser = ["pull", "push"])]
+        method: Option<String>,
+        /// Devices updated at once (default: [firmware] default_concurrency).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// A device reporting another version than the package's afterwards failed.
+        #[arg(long)]
+        require_version: bool,
+    },
+    /// A campaign's devices: phase and outcome of each, and totals.
+    Status {
+        /// The campaign id.
+        campaign: String,
+    },
+    /// Cancel a campaign: waiting devices never start, downloads are stopped.
+    Cancel {
+        /// The campaign id.
+        campaign: String,
     },
 }
 
@@ -164,7 +212,9 @@ fn main() -> anyhow::Result<()> {
             print!("{DEFAULT_CONFIG}");
             return Ok(());
         }
-        Some(c @ (Cmd::Device { .. } | Cmd::Bootstrap { .. } | Cmd::Audit { .. })) => Some(c),
+        Some(
+            c @ (Cmd::Device { .. } | Cmd::Bootstrap { .. } | Cmd::Audit { .. } | Cmd::Fw { .. }),
+        ) => Some(c),
         Some(Cmd::Run) | None => None,
     };
     let config = match &cli.config {
@@ -251,7 +301,7 @@ async fn shutdown_signal() {
 /// `device ...`, `bootstrap ...` and `audit`.
 #[cfg(unix)]
 mod admin_cli {
-    use super::{AddArgs, BootstrapCmd, Cmd, DeviceCmd};
+    use super::{AddArgs, BootstrapCmd, Cmd, DeviceCmd, FwCmd};
     use anyhow::{bail, Context};
     use lwm2m_server::config::Config;
     use lwm2m_server::provisioning::admin::{self, AdminOp, AdminReply};
@@ -290,6 +340,29 @@ mod admin_cli {
                 }
             },
             Cmd::Audit { limit } => AdminOp::Audit { limit },
+            Cmd::Fw { command } => match command {
+                FwCmd::Update {
+                    package,
+                    endpoint,
+                    all,
+                    model,
+                    from_version,
+                    method,
+                    concurrency,
+                    require_version,
+                } => AdminOp::FwUpdate {
+                    package,
+                    endpoints: endpoint,
+                    all,
+                    model,
+                    from_version,
+                    method,
+                    concurrency,
+                    require_version,
+                },
+                FwCmd::Status { campaign } => AdminOp::FwStatus { campaign },
+                FwCmd::Cancel { campaign } => AdminOp::FwCancel { campaign },
+            },
             Cmd::Run | Cmd::PrintConfig => bail!("not an admin command"),
         };
         admin_command(config, op)
@@ -399,6 +472,12 @@ mod admin_cli {
                 config.admin_socket_path().display()
             );
         }
+        if op.is_firmware() {
+            bail!(
+                "firmware campaigns need the running server (no server answers on {})",
+                config.admin_socket_path().display()
+            );
+        }
         let path = config.store_path();
         if !path.exists() {
             // Only adding a device creates the data directory; reading or revoking in a
@@ -437,7 +516,10 @@ mod admin_cli {
                 // `device import` goes through `import` above, which creates the directory.
                 AdminOp::DeviceImport { .. }
                 | AdminOp::BootstrapImport { .. }
-                | AdminOp::DeviceRotate { .. } => {}
+                | AdminOp::DeviceRotate { .. }
+                | AdminOp::FwUpdate { .. }
+                | AdminOp::FwStatus { .. }
+                | AdminOp::FwCancel { .. } => {}
             }
         }
         let store = admin::open_offline(config, false)?;
@@ -461,6 +543,59 @@ mod admin_cli {
         store.flush().await.context("committing the store")?;
         store.close().context("closing the store")?;
         Ok(reply)
+    }
+
+    /// `fw status`: one line per device, then the totals.
+    fn print_campaign(status: Option<&serde_json::Value>) {
+        let Some(s) = status else {
+            return;
+        };
+        let text = |v: &serde_json::Value| match v {
+            serde_json::Value::Null => "-".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let get = |v: &serde_json::Value, k: &str| text(v.get(k).unwrap_or(&serde_json::Value::Null));
+        println!(
+            "campaign {}  package {}  {}{}",
+            get(s, "id"),
+            s.pointer("/spec/package").map(text).unwrap_or_default(),
+            if s.get("finished").and_then(serde_json::Value::as_bool) == Some(true) {
+                "finished"
+            } else {
+                "running"
+            },
+            if s.get("cancelled").and_then(serde_json::Value::as_bool) == Some(true) {
+                " (cancelled)"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "{:<32}  {:<12}  {:<20}  {:>5}  {:>6}  {:<10}  warning",
+            "endpoint", "phase", "outcome", "state", "result", "version"
+        );
+        for d in s
+            .get("devices")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            println!(
+                "{:<32}  {:<12}  {:<20}  {:>5}  {:>6}  {:<10}  {}",
+                get(d, "endpoint"),
+                get(d, "phase"),
+                get(d, "outcome"),
+                get(d, "state"),
+                get(d, "result"),
+                get(d, "version"),
+                get(d, "warning"),
+            );
+        }
+        if let Some(totals) = s.get("totals").and_then(serde_json::Value::as_object) {
+            let line: Vec<String> = totals.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("totals: {}", line.join(" "));
+        }
     }
 
     fn print_reply(op: &AdminOp, reply: AdminReply) {
@@ -514,6 +649,13 @@ mod admin_cli {
                     );
                 }
             }
+            AdminOp::FwUpdate { .. } => {
+                if let Some(c) = reply.campaign {
+                    println!("campaign {c}");
+                }
+            }
+            AdminOp::FwStatus { .. } => print_campaign(reply.firmware.as_ref()),
+            AdminOp::FwCancel { campaign } => println!("campaign {campaign} cancelled"),
             AdminOp::Audit { .. } => {
                 for e in reply.events.unwrap_or_default() {
                     println!(

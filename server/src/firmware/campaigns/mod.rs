@@ -129,6 +129,14 @@ pub struct Campaigns {
     next_id: u64,
     store_ops: VecDeque<StoreOp>,
     events: VecDeque<DeviceEvent>,
+    /// Devices per phase over every campaign, in the order of [`FirmwarePhase::ALL`], kept
+    /// as phases change so metrics need no scan.
+    counts: [usize; FirmwarePhase::ALL.len()],
+}
+
+/// The index of `p` in [`FirmwarePhase::ALL`].
+fn phase_index(p: FirmwarePhase) -> usize {
+    FirmwarePhase::ALL.iter().position(|q| *q == p).unwrap_or(0)
 }
 
 impl std::fmt::Debug for Campaigns {
@@ -158,6 +166,13 @@ impl Campaigns {
             targets: DownloadTargets::default(),
             store_ops: VecDeque::new(),
             events: VecDeque::new(),
+            counts: [0; FirmwarePhase::ALL.len()],
+        }
+    }
+
+    fn count(&mut self, p: FirmwarePhase, add: bool) {
+        if let Some(n) = self.counts.get_mut(phase_index(p)) {
+            *n = if add { *n + 1 } else { n.saturating_sub(1) };
         }
     }
 
@@ -224,6 +239,7 @@ impl Campaigns {
             ));
             c.queue.push_back(ep.clone());
             c.devices.insert(ep, d);
+            self.count(FirmwarePhase::Queued, true);
         }
         self.campaigns.insert(id, c);
         self.packages.insert(id, package);
@@ -244,7 +260,11 @@ impl Campaigns {
         else {
             return Err(CampaignError::TooManyCampaigns);
         };
-        self.campaigns.remove(&old);
+        if let Some(c) = self.campaigns.remove(&old) {
+            for d in c.devices.values() {
+                self.count(d.phase, false);
+            }
+        }
         self.packages.remove(&old);
         self.store_ops.push_back(StoreOp::DeletePrefix(
             Table::FirmwareCampaigns,
@@ -313,12 +333,10 @@ impl Campaigns {
 
     /// Devices per phase over every campaign, for metrics.
     pub fn phase_counts(&self) -> BTreeMap<FirmwarePhase, usize> {
-        let mut m: BTreeMap<FirmwarePhase, usize> =
-            FirmwarePhase::ALL.into_iter().map(|p| (p, 0)).collect();
-        for d in self.campaigns.values().flat_map(|c| c.devices.values()) {
-            *m.entry(d.phase).or_insert(0) += 1;
-        }
-        m
+        FirmwarePhase::ALL
+            .into_iter()
+            .zip(self.counts)
+            .collect()
     }
 
     /// Everything that happens to devices: command results, notifications of State and
@@ -484,6 +502,10 @@ impl Campaigns {
         }
         for step in fx.steps {
             self.run(id, &d, step, path);
+        }
+        if before != after {
+            self.count(before, false);
+            self.count(after, true);
         }
         let downloading = |p| matches!(p, FirmwarePhase::Downloading | FirmwarePhase::Downloaded);
         if downloading(after) && !downloading(before) {
@@ -755,6 +777,9 @@ impl Campaigns {
                 self.resume.push((id, ep.clone()));
             }
             c.devices.insert(ep, d);
+            if let Some(n) = self.counts.get_mut(phase_index(phase)) {
+                *n += 1;
+            }
         }
         if !self.resume.is_empty() || self.campaigns.values().any(|c| !c.queue.is_empty()) {
             self.resume_at = Some(now);

@@ -75,6 +75,43 @@ pub enum AdminOp {
         #[serde(default)]
         check: bool,
     },
+    /// Start a firmware update campaign (OMA LwM2M TS 1.2 Core E.6); only a running server
+    /// can.
+    FwUpdate {
+        /// The package id.
+        package: String,
+        /// The devices, unless `all`.
+        #[serde(default)]
+        endpoints: Vec<String>,
+        /// Every registered device matching `model` and `from_version`.
+        #[serde(default)]
+        all: bool,
+        /// With `all`: only devices of this Model Number (`/3/0/1`).
+        #[serde(default)]
+        model: Option<String>,
+        /// With `all`: only devices running this Firmware Version (`/3/0/3`).
+        #[serde(default)]
+        from_version: Option<String>,
+        /// `pull` (default) or `push`.
+        #[serde(default)]
+        method: Option<String>,
+        /// Devices in progress at once (default `[firmware] default_concurrency`).
+        #[serde(default)]
+        concurrency: Option<usize>,
+        /// A device reporting another version afterwards failed (else a warning).
+        #[serde(default)]
+        require_version: bool,
+    },
+    /// A campaign's status: each device's phase and outcome, and totals.
+    FwStatus {
+        /// The campaign id.
+        campaign: String,
+    },
+    /// Cancel a campaign.
+    FwCancel {
+        /// The campaign id.
+        campaign: String,
+    },
     /// The newest audit events, oldest first.
     Audit {
         /// How many (default 50, at most [`MAX_AUDIT_LIMIT`]).
@@ -84,7 +121,16 @@ pub enum AdminOp {
 }
 
 impl AdminOp {
-    /// The credential set the operation reads or changes; `None` for the audit log.
+    /// Whether it is a firmware operation, which only a running server applies.
+    pub fn is_firmware(&self) -> bool {
+        matches!(
+            self,
+            AdminOp::FwUpdate { .. } | AdminOp::FwStatus { .. } | AdminOp::FwCancel { .. }
+        )
+    }
+
+    /// The credential set the operation reads or changes; `None` for the audit log and the
+    /// firmware operations.
     pub fn credential_set(&self) -> Option<CredentialSet> {
         match self {
             AdminOp::DeviceAdd { .. }
@@ -96,7 +142,10 @@ impl AdminOp {
             | AdminOp::BootstrapList
             | AdminOp::BootstrapRemove { .. }
             | AdminOp::BootstrapImport { .. } => Some(CredentialSet::Bootstrap),
-            AdminOp::Audit { .. } => None,
+            AdminOp::Audit { .. }
+            | AdminOp::FwUpdate { .. }
+            | AdminOp::FwStatus { .. }
+            | AdminOp::FwCancel { .. } => None,
         }
     }
 
@@ -141,6 +190,12 @@ pub struct AdminReply {
     /// device-import: what was imported (or, with `check`, would be), or what was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import: Option<ImportReport>,
+    /// fw-update: the campaign started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+    /// fw-status: the campaign's status (its id, spec, devices and totals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<serde_json::Value>,
 }
 
 /// What a `device-import` request did.
