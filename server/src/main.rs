@@ -555,7 +555,8 @@ mod admin_cli {
             serde_json::Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        let get = |v: &serde_json::Value, k: &str| text(v.get(k).unwrap_or(&serde_json::Value::Null));
+        let get =
+            |v: &serde_json::Value, k: &str| text(v.get(k).unwrap_or(&serde_json::Value::Null));
         println!(
             "campaign {}  package {}  {}{}",
             get(s, "id"),

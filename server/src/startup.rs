@@ -184,7 +184,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         None => (None, None, None),
     };
     let (inputs, commits) = Inputs::new(control, Some(admin_requests), downlink);
+    // The package store fills this once it exists; until then campaigns have no package.
+    let packages = crate::firmware::packages::Packages::default();
+    let campaigns =
+        crate::runtime::firmware::open_campaigns(config, &store, &packages, now, clock_base)?;
     let shell = Shell {
+        campaigns,
+        packages,
         stack,
         bootstrap,
         installed: HashMap::new(),

@@ -18,6 +18,7 @@ impl Shell {
         let (reply, audit_limit) = match req.op {
             AdminOp::Audit { limit } => (AdminReply::ok(), Some(limit)),
             AdminOp::DeviceRotate { endpoint } => (self.rotate(now, &endpoint), None),
+            op if op.is_firmware() => (self.firmware_admin(now, op), None),
             op => (self.apply(now, op), None),
         };
         // The side effects (closed sessions' deletes, audit entries, the core's writes) reach

@@ -238,11 +238,11 @@ impl DeviceUpdate {
             fx.changed = true;
         }
         match self.phase {
-            FirmwarePhase::Downloading | FirmwarePhase::Downloaded if self.transferred => {
-                // 1 cannot come before the update; 0 is "nothing yet".
-                if v >= 2 {
-                    self.finish(FirmwareOutcome::from_result(v), fx);
-                }
+            // 1 cannot come before the update; 0 is "nothing yet".
+            FirmwarePhase::Downloading | FirmwarePhase::Downloaded
+                if self.transferred && v >= 2 =>
+            {
+                self.finish(FirmwareOutcome::from_result(v), fx);
             }
             FirmwarePhase::Updating => match FirmwareOutcome::from_result(v) {
                 Some(FirmwareOutcome::Success) if !self.reading_version => {

@@ -333,10 +333,7 @@ impl Campaigns {
 
     /// Devices per phase over every campaign, for metrics.
     pub fn phase_counts(&self) -> BTreeMap<FirmwarePhase, usize> {
-        FirmwarePhase::ALL
-            .into_iter()
-            .zip(self.counts)
-            .collect()
+        FirmwarePhase::ALL.into_iter().zip(self.counts).collect()
     }
 
     /// Everything that happens to devices: command results, notifications of State and
