@@ -705,4 +705,36 @@ mod tests {
         assert!(l.contains(&"# TYPE mqtt_outbox_messages gauge"));
         assert!(l.contains(&"mqtt_outbox_messages 4"));
     }
+
+    #[test]
+    fn firmware_updates_by_outcome_and_devices_by_phase() {
+        let m = Metrics::default();
+        let ev = |phase, outcome| DeviceEvent::Firmware {
+            endpoint: "dev-1".into(),
+            campaign: "1".into(),
+            package: "p".into(),
+            phase,
+            state: None,
+            result: None,
+            outcome,
+            bytes: None,
+            version: None,
+        };
+        m.on_event(&ev(FirmwarePhase::Downloading, None));
+        m.on_event(&ev(FirmwarePhase::Done, Some(FirmwareOutcome::Success)));
+        m.on_event(&ev(
+            FirmwarePhase::Done,
+            Some(FirmwareOutcome::UnknownResult(40)),
+        ));
+        let mut by_phase = BTreeMap::new();
+        by_phase.insert(FirmwarePhase::Updating, 3);
+        m.set_firmware_devices(&by_phase);
+        let text = m.snapshot().render();
+        let l = lines(&text);
+        assert!(l.contains(&"lwm2m_firmware_updates_total{outcome=\"success\"} 1"));
+        assert!(l.contains(&"lwm2m_firmware_updates_total{outcome=\"unknown_result\"} 1"));
+        assert!(l.contains(&"lwm2m_firmware_updates_total{outcome=\"timeout\"} 0"));
+        assert!(l.contains(&"lwm2m_firmware_devices{phase=\"updating\"} 3"));
+        assert!(l.contains(&"lwm2m_firmware_devices{phase=\"queued\"} 0"));
+    }
 }

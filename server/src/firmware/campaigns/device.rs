@@ -315,11 +315,14 @@ impl DeviceUpdate {
                 self.executing = false;
                 self.updating(now, ctx, &mut fx);
             }
-            // A device may reboot into the update before its answer gets through: the
-            // update phase's deadline and the registration afterwards decide.
-            (Step::Execute, Err(CommandError::Timeout)) => {
+            // A device may reboot into the update before its answer gets through (or
+            // register again before the answer's exchange ends): the update phase goes on,
+            // and Update Result says how it went, now if it already registered again, else
+            // after its next registration or by the phase's deadline.
+            (Step::Execute, Err(CommandError::Timeout | CommandError::Deregistered)) => {
                 self.executing = false;
                 self.updating(now, ctx, &mut fx);
+                fx.step(Step::ReadResult);
             }
             (Step::Execute, Err(_)) => {
                 self.executing = false;
