@@ -6,7 +6,6 @@
 //!
 //! Sans-IO and without commands of its own: each input returns the [`Step`]s to run next;
 //! the campaign engine turns them into commands and feeds their results back.
-use super::campaign::Method;
 use crate::core::types::{CommandError, Content, FirmwareOutcome, FirmwarePhase, Outcome};
 use lwm2m::model::{Node, Resource, Value};
 use lwm2m::ops::dm::DmResponse;
@@ -47,7 +46,8 @@ pub(super) enum Step {
 /// What a device's update depends on in its campaign.
 #[derive(Debug, Clone)]
 pub(super) struct Ctx<'a> {
-    pub(super) method: Method,
+    /// Push (the server writes the package) rather than pull.
+    pub(super) push: bool,
     pub(super) version: &'a str,
     pub(super) size: u64,
     pub(super) require_version: bool,
@@ -304,7 +304,7 @@ impl DeviceUpdate {
             (Step::Transfer, Ok(_)) => {
                 self.transferred = true;
                 fx.changed = true;
-                if ctx.method == Method::Push {
+                if ctx.push {
                     self.bytes = Some(ctx.size);
                     // Most devices report Downloaded by the notification; a read makes sure.
                     fx.step(Step::ReadState);
@@ -356,7 +356,7 @@ impl DeviceUpdate {
     }
 
     fn transfer_failed(&mut self, e: &CommandError, ctx: &Ctx<'_>, fx: &mut Effects) {
-        if ctx.method == Method::Pull {
+        if !ctx.push {
             return self.finish(Some(FirmwareOutcome::CommandFailed), fx);
         }
         match e {

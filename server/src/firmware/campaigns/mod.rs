@@ -474,7 +474,7 @@ impl Campaigns {
             Targets::Endpoints(_) => (None, None),
         };
         let ctx = Ctx {
-            method: c.record.spec.method,
+            push: c.record.spec.method == Method::Push,
             version: &c.record.version,
             size: c.record.size,
             require_version: c.record.spec.require_version,
