@@ -12,9 +12,13 @@
 //! - `campaign`: the campaign, its records in the store, its status.
 //! - `device`: one device's update, step by step.
 //! - `outcome`: Update Result codes as named outcomes.
+//! - `steps`: the command of each step.
+//! - `persist`: the records in the store, and the restore.
 mod campaign;
 mod device;
 mod outcome;
+mod persist;
+mod steps;
 #[cfg(test)]
 mod tests;
 
@@ -23,16 +27,13 @@ pub use campaign::{CampaignId, CampaignSpec, CampaignStatus, DeviceStatus, Metho
 use crate::bridge::sink::CommandPath;
 use crate::config::FirmwareSection;
 use crate::core::persist::StoreOp;
-use crate::core::types::{
-    Command, CommandId, DeviceEvent, FirmwareOutcome, FirmwarePhase, UploadOptions,
-};
+use crate::core::types::{CommandId, DeviceEvent, FirmwarePhase};
 use crate::firmware::packages::{Package, PackageId};
 use crate::firmware::targets::DownloadTargets;
 use crate::store::Table;
-use campaign::{Campaign, CampaignRecord, DeviceRecord};
+use campaign::{Campaign, CampaignRecord};
 use device::{Ctx, DeviceUpdate, Effects, Step};
-use lwm2m::model::{Node, Path, Resource, Value};
-use lwm2m::ops::dm::{DownlinkRequest, WriteMode};
+use lwm2m::model::Path;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -550,246 +551,4 @@ impl Campaigns {
             self.fill(now, id, path);
         }
     }
-
-    /// Submits the command of one step.
-    fn run(&mut self, id: CampaignId, d: &DeviceUpdate, step: Step, path: &mut dyn CommandPath) {
-        let Some(c) = self.campaigns.get(&id) else {
-            return;
-        };
-        let ep = d.endpoint.as_str();
-        let read = |p: Path| DownlinkRequest::Read { path: p };
-        let write = |p: Path, v: Value| DownlinkRequest::Write {
-            path: p,
-            mode: WriteMode::Replace,
-            node: Node::Resource(Resource::Single(v)),
-        };
-        let observe = |p: Path| DownlinkRequest::Observe { path: p };
-        let method = c.record.spec.method;
-        let mut cmd = match step {
-            Step::ReadModel => Command::new(ep, read(Path::resource(3, 0, 1))),
-            Step::ReadCurrentVersion | Step::ReadNewVersion => {
-                Command::new(ep, read(Path::resource(3, 0, 3)))
-            }
-            Step::ObserveState => Command::new(ep, observe(STATE)),
-            Step::ObserveResult => Command::new(ep, observe(RESULT)),
-            Step::ReadState => Command::new(ep, read(STATE)),
-            Step::ReadResult => Command::new(ep, read(RESULT)),
-            Step::Execute => Command::new(
-                ep,
-                DownlinkRequest::Execute {
-                    path: Path::resource(5, 0, 2),
-                    args: None,
-                },
-            ),
-            Step::Abort => match method {
-                Method::Pull => Command::new(
-                    ep,
-                    write(Path::resource(5, 0, 1), Value::String(String::new())),
-                ),
-                Method::Push => Command::new(
-                    ep,
-                    write(Path::resource(5, 0, 0), Value::Opaque(Vec::new())),
-                ),
-            },
-            Step::Transfer => match method {
-                Method::Pull => {
-                    let base = if path.secure(ep).unwrap_or(true) {
-                        &self.settings.coaps_uri
-                    } else {
-                        &self.settings.coap_uri
-                    };
-                    let uri = format!("{base}/{}/{}", self.settings.path, c.record.spec.package);
-                    Command::new(ep, write(Path::resource(5, 0, 1), Value::String(uri)))
-                }
-                Method::Push => {
-                    // A push campaign without its package was closed at restore.
-                    let Some(pkg) = self.packages.get(&id) else {
-                        return;
-                    };
-                    let szx = d
-                        .szx
-                        .unwrap_or_else(|| szx_of(self.settings.push_block_size));
-                    let interval = Some(self.settings.push_block_interval).filter(|i| !i.is_zero());
-                    Command {
-                        upload: Some(UploadOptions {
-                            start_block: d.next_block,
-                            szx: Some(szx),
-                            interval,
-                        }),
-                        // A push lasts as long as its blocks take, up to the phase's limit.
-                        timeout: Some(
-                            self.settings
-                                .download_timeout
-                                .min(Duration::from_secs(24 * 3600)),
-                        ),
-                        ..Command::new(
-                            ep,
-                            write(Path::resource(5, 0, 0), Value::Opaque(pkg.bytes.to_vec())),
-                        )
-                    }
-                }
-            },
-        };
-        if step == Step::Abort {
-            // Best effort: nothing waits for its result.
-            cmd.ttl = Some(self.settings.update_timeout);
-            path.submit(cmd);
-            return;
-        }
-        let cid = path.submit(cmd);
-        self.commands.insert(cid, (id, ep.to_string(), step));
-    }
-
-    fn put_campaign(&mut self, id: CampaignId, r: &CampaignRecord) {
-        if let Ok(v) = serde_json::to_vec(r) {
-            self.store_ops.push_back(StoreOp::Put(
-                Table::FirmwareCampaigns,
-                campaign::campaign_key(id),
-                v,
-            ));
-        }
-    }
-
-    fn device_record(&self, d: &DeviceUpdate) -> Vec<u8> {
-        let r = DeviceRecord {
-            phase: d.phase.as_str().to_string(),
-            outcome: d.outcome.map(|o| o.as_str().to_string()),
-            state: d.state,
-            result: d.result,
-            version: d.version.clone(),
-            warning: d.warning.clone(),
-            bytes: d.bytes,
-            transferred: d.transferred,
-            next_block: d.next_block,
-            szx: d.szx,
-            deadline_ms: d.deadline.map(|t| lwm2m::time::unix_millis(self.wall(t))),
-        };
-        serde_json::to_vec(&r).unwrap_or_default()
-    }
-
-    fn wall(&self, t: Instant) -> SystemTime {
-        match t.checked_duration_since(self.clock_base.0) {
-            Some(after) => self.clock_base.1 + after,
-            None => self.clock_base.1,
-        }
-    }
-
-    fn instant_of(&self, now: Instant, unix_ms: u64) -> Instant {
-        let t = SystemTime::UNIX_EPOCH + Duration::from_millis(unix_ms);
-        match t.duration_since(self.wall(now)) {
-            Ok(ahead) => lwm2m::time::deadline(now, ahead),
-            Err(_) => now,
-        }
-    }
-
-    /// Rebuilds the campaigns from their stored records; `package` gives each campaign's
-    /// package. Devices in progress are brought back in step at the next
-    /// [`handle_timeout`](Self::handle_timeout). Returns the records skipped as unreadable.
-    pub fn restore(
-        &mut self,
-        now: Instant,
-        records: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>,
-        package: &dyn Fn(&PackageId) -> Option<Package>,
-    ) -> usize {
-        let mut skipped = 0;
-        let mut devices = Vec::new();
-        for (k, v) in records {
-            if let Some(id) = campaign::parse_campaign_key(&k) {
-                match serde_json::from_slice::<CampaignRecord>(&v) {
-                    Ok(record) if self.campaigns.len() < MAX_CAMPAIGNS => {
-                        if let Some(p) = package(&record.spec.package) {
-                            self.packages.insert(id, p);
-                        }
-                        self.next_id = self.next_id.max(id.0);
-                        self.campaigns.insert(
-                            id,
-                            Campaign {
-                                record,
-                                devices: BTreeMap::new(),
-                                queue: VecDeque::new(),
-                                in_progress: 0,
-                            },
-                        );
-                    }
-                    _ => skipped += 1,
-                }
-            } else if let Some((id, ep)) = campaign::parse_device_key(&k) {
-                match serde_json::from_slice::<DeviceRecord>(&v) {
-                    Ok(r) => devices.push((id, ep, r)),
-                    Err(_) => skipped += 1,
-                }
-            } else {
-                skipped += 1;
-            }
-        }
-        for (id, ep, r) in devices {
-            let Some(phase) = campaign::phase_from_name(&r.phase) else {
-                skipped += 1;
-                continue;
-            };
-            let deadline = r.deadline_ms.map(|ms| self.instant_of(now, ms));
-            let Some(c) = self.campaigns.get_mut(&id) else {
-                skipped += 1;
-                continue;
-            };
-            if c.devices.len() >= MAX_TARGETS {
-                skipped += 1;
-                continue;
-            }
-            let mut d = DeviceUpdate::new(ep.clone());
-            let (phase, outcome) = if c.record.spec.method == Method::Push
-                && !phase.is_final()
-                && !self.packages.contains_key(&id)
-            {
-                // Its package is gone: nothing can be pushed any more.
-                (FirmwarePhase::Done, Some(FirmwareOutcome::CommandFailed))
-            } else {
-                (phase, campaign::outcome_of(&r))
-            };
-            d.phase = phase;
-            d.outcome = outcome;
-            d.state = r.state;
-            d.result = r.result;
-            d.version = r.version;
-            d.warning = r.warning;
-            d.bytes = r.bytes;
-            d.transferred = r.transferred;
-            d.next_block = r.next_block;
-            d.szx = r.szx;
-            d.deadline = deadline;
-            if phase == FirmwarePhase::Queued {
-                c.queue.push_back(ep.clone());
-            } else if phase.in_progress() {
-                c.in_progress += 1;
-                self.busy.insert(ep.clone(), id);
-                if let Some(t) = deadline {
-                    self.deadlines.insert((t, id, ep.clone()));
-                }
-                if matches!(
-                    phase,
-                    FirmwarePhase::Downloading | FirmwarePhase::Downloaded
-                ) {
-                    self.targets.target(&ep, &c.record.spec.package);
-                }
-                self.resume.push((id, ep.clone()));
-            }
-            c.devices.insert(ep, d);
-            if let Some(n) = self.counts.get_mut(phase_index(phase)) {
-                *n += 1;
-            }
-        }
-        if !self.resume.is_empty() || self.campaigns.values().any(|c| !c.queue.is_empty()) {
-            self.resume_at = Some(now);
-        }
-        skipped
-    }
-}
-
-/// The block size exponent of a power-of-two size in 16..=1024 (RFC 7959 §2.2).
-fn szx_of(size: usize) -> u8 {
-    let mut szx = 0u8;
-    while szx < 6 && (16usize << szx) < size {
-        szx += 1;
-    }
-    szx
 }

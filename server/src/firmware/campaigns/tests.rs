@@ -4,7 +4,7 @@
 //! `/3/0/x`, downloads, installs and re-registers as its script says.
 use super::*;
 use crate::core::persist::MemoryStore;
-use crate::core::types::{CommandError, FirmwareOutcome, Outcome};
+use crate::core::types::{Command, CommandError, FirmwareOutcome, Outcome};
 use crate::core::{CoreConfig, ServerCore};
 use crate::firmware::packages::PackageMeta;
 use lwm2m::coap::{
@@ -14,6 +14,8 @@ use lwm2m::coap::{
 use lwm2m::content::link::parse_registration_links;
 use lwm2m::content::ContentFormat;
 use lwm2m::model::Registry;
+use lwm2m::model::{Node, Resource, Value};
+use lwm2m::ops::dm::DownlinkRequest;
 use lwm2m::ops::registration::Register;
 use netsim::{Datagram, Faults, Harness};
 use std::sync::Arc;
