@@ -67,6 +67,10 @@ struct Fw {
     pushed: Vec<usize>,
     executes: usize,
     requests: usize,
+    /// Registers in queue mode (Transport §6.5).
+    queue: bool,
+    /// Its registration's location.
+    location: String,
 }
 
 /// The command path at the world's instant, recording what campaigns submit.
@@ -217,6 +221,8 @@ impl World {
                 pushed: Vec::new(),
                 executes: 0,
                 requests: 0,
+                queue: false,
+                location: String::new(),
             },
         );
         self.register(addr);
@@ -232,6 +238,7 @@ impl World {
                 .unwrap(),
         );
         r.lifetime = 86_400;
+        r.queue_mode = self.fw[&addr].queue;
         let now = self.now();
         if let Some(d) = self.devices.get_mut(&addr) {
             d.send_request(now, SERVER, r.to_coap(), RequestOptions::default())
@@ -553,6 +560,13 @@ impl Harness for World {
                 }
                 while let Some(ev) = self.devices.get_mut(&a).and_then(|d| d.poll_event()) {
                     progressed = true;
+                    if let Event::Response { response, .. } = &ev {
+                        if response.header.code == MessageClass::Response(ResponseType::Created) {
+                            if let Some(f) = self.fw.get_mut(&a) {
+                                f.location = msg::location_path(response);
+                            }
+                        }
+                    }
                     if let Event::Request(req) = ev {
                         let resp = self.answer(a, &req.request);
                         if resp.header.code
@@ -924,4 +938,33 @@ fn outcome_of_a_failed_update_comes_after_the_reboot() {
         w.outcome(id, "dev-1"),
         outcome_str(FirmwareOutcome::UpdateFailed)
     );
+}
+
+#[test]
+fn a_sleeping_device_gets_its_update_when_it_wakes() {
+    let mut w = World::new();
+    w.device(1, "dev-1", Script::Good);
+    // Registered again in queue mode, then asleep (its radio off).
+    w.fw.get_mut(&1).unwrap().queue = true;
+    w.register(1);
+    w.run(Duration::from_secs(200));
+    assert!(w.core.registration("dev-1").unwrap().queue_mode);
+    w.net.down(1, true);
+    let id = w.start(spec(&["dev-1"], Method::Pull, 1));
+    w.run(Duration::from_secs(600));
+    assert!(w.fw[&1].uris.is_empty(), "nothing reaches a sleeping device");
+    assert_eq!(w.device_status(id, "dev-1").phase, "downloading");
+    // It wakes and updates its registration: the queued commands go out.
+    w.net.down(1, false);
+    let loc = w.fw[&1].location.clone();
+    let now = w.now();
+    let update = lwm2m::ops::registration::Update::default().to_coap(&loc);
+    w.devices
+        .get_mut(&1)
+        .unwrap()
+        .send_request(now, SERVER, update, RequestOptions::default())
+        .unwrap();
+    w.run(DOWNLOAD + INSTALL + Duration::from_secs(10));
+    assert_eq!(w.fw[&1].uris.len(), 1);
+    assert_eq!(w.outcome(id, "dev-1"), outcome_str(FirmwareOutcome::Success));
 }
