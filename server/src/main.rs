@@ -4,7 +4,8 @@
 //! `device ...`, `bootstrap ...` and `audit` manage credentials (the LwM2M server's and the
 //! bootstrap server's) and read the audit log: through the admin socket of the running server
 //! when there is one (so a revocation closes the device's session at once), else directly in
-//! the store.
+//! the store. `fw update|status|cancel` run firmware update campaigns (OMA LwM2M TS 1.2 Core
+//! E.6) on the running server.
 use anyhow::Context;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use lwm2m_server::config::{Config, DEFAULT_CONFIG};

@@ -210,6 +210,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
             mqtt,
         },
     };
+    shell
+        .stack
+        .metrics()
+        .set_firmware_devices(&shell.campaigns.phase_counts());
     let task = tokio::spawn(async move {
         let shell = machine::run(sockets, shell, inputs).await;
         shell.finish().await

@@ -952,7 +952,10 @@ fn a_sleeping_device_gets_its_update_when_it_wakes() {
     w.net.down(1, true);
     let id = w.start(spec(&["dev-1"], Method::Pull, 1));
     w.run(Duration::from_secs(600));
-    assert!(w.fw[&1].uris.is_empty(), "nothing reaches a sleeping device");
+    assert!(
+        w.fw[&1].uris.is_empty(),
+        "nothing reaches a sleeping device"
+    );
     assert_eq!(w.device_status(id, "dev-1").phase, "downloading");
     // It wakes and updates its registration: the queued commands go out.
     w.net.down(1, false);
@@ -966,5 +969,8 @@ fn a_sleeping_device_gets_its_update_when_it_wakes() {
         .unwrap();
     w.run(DOWNLOAD + INSTALL + Duration::from_secs(10));
     assert_eq!(w.fw[&1].uris.len(), 1);
-    assert_eq!(w.outcome(id, "dev-1"), outcome_str(FirmwareOutcome::Success));
+    assert_eq!(
+        w.outcome(id, "dev-1"),
+        outcome_str(FirmwareOutcome::Success)
+    );
 }
