@@ -123,12 +123,12 @@ fn settings() -> CampaignSettings {
 }
 
 fn package() -> Package {
-    let bytes: Arc<[u8]> = Arc::from(vec![7u8; 300]);
+    let bytes: Arc<[u8]> = Arc::from(vec![7u8; 3000]);
     Package {
         meta: PackageMeta {
             id: PackageId(PACKAGE_ID.into()),
             sha256: [0; 32],
-            size: 300,
+            size: 3000,
             version: "2.0".into(),
             name: "test".into(),
             added_at: SystemTime::UNIX_EPOCH,
@@ -750,7 +750,11 @@ fn push_resumes_after_an_interruption() {
         outcome_str(FirmwareOutcome::Success)
     );
     assert_eq!(w.fw[&1].pushed.len(), 2);
-    assert_eq!(w.fw[&1].pushed.last(), Some(&300));
+    assert_eq!(
+        w.fw[&1].pushed.last(),
+        Some(&3000),
+        "the whole package, block-wise"
+    );
 }
 
 #[test]
