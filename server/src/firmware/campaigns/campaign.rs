@@ -122,8 +122,10 @@ pub(super) struct CampaignRecord {
     pub started_ms: u64,
 }
 
-/// The stored form of one device's update.
+/// The stored form of one device's update; a field a later version adds is absent from an
+/// older record.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub(super) struct DeviceRecord {
     pub phase: String,
     pub outcome: Option<String>,

@@ -67,7 +67,10 @@ impl Campaigns {
         for (k, v) in records {
             if let Some(id) = campaign::parse_campaign_key(&k) {
                 match serde_json::from_slice::<CampaignRecord>(&v) {
-                    Ok(record) if self.campaigns.len() < MAX_CAMPAIGNS => {
+                    Ok(record)
+                        if self.campaigns.len() < MAX_CAMPAIGNS
+                            && (1..=100_000).contains(&record.concurrency) =>
+                    {
                         if let Some(p) = package(&record.spec.package) {
                             self.packages.insert(id, p);
                         }
@@ -84,7 +87,9 @@ impl Campaigns {
                     }
                     _ => skipped += 1,
                 }
-            } else if let Some((id, ep)) = campaign::parse_device_key(&k) {
+            } else if let Some((id, ep)) = campaign::parse_device_key(&k)
+                .filter(|(_, ep)| crate::core::persist::check_endpoint(ep).is_ok())
+            {
                 match serde_json::from_slice::<DeviceRecord>(&v) {
                     Ok(r) => devices.push((id, ep, r)),
                     Err(_) => skipped += 1,
@@ -126,7 +131,8 @@ impl Campaigns {
             d.bytes = r.bytes;
             d.transferred = r.transferred;
             d.next_block = r.next_block;
-            d.szx = r.szx;
+            // RFC 7959 §2.2: SZX 7 is reserved.
+            d.szx = r.szx.filter(|s| *s <= 6);
             d.deadline = deadline;
             if phase == FirmwarePhase::Queued {
                 c.queue.push_back(ep.clone());

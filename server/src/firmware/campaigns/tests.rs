@@ -978,3 +978,51 @@ fn a_sleeping_device_gets_its_update_when_it_wakes() {
         outcome_str(FirmwareOutcome::Success)
     );
 }
+
+#[test]
+fn unreadable_records_are_skipped() {
+    let w = World::new();
+    let now = w.now();
+    let mut c = Campaigns::new(settings(), (now, SystemTime::UNIX_EPOCH));
+    let id = CampaignId(9);
+    let good = serde_json::json!({"spec": {"package": PACKAGE_ID, "method": "pull",
+        "targets": {"endpoints": ["a"]}, "concurrency": 1, "require_version": false},
+        "version": "2.0", "size": 3, "concurrency": 1, "cancelled": false, "started_ms": 0});
+    let mut zero = good.clone();
+    zero["concurrency"] = 0.into();
+    let records = vec![
+        (campaign::campaign_key(id), good.to_string().into_bytes()),
+        (
+            campaign::campaign_key(CampaignId(10)),
+            zero.to_string().into_bytes(),
+        ),
+        (campaign::campaign_key(CampaignId(11)), b"{".to_vec()),
+        (b"c12".to_vec(), b"{}".to_vec()),
+        (
+            campaign::device_key(id, "a"),
+            br#"{"phase":"updating","szx":9,"deadline_ms":5}"#.to_vec(),
+        ),
+        (
+            campaign::device_key(id, "b"),
+            br#"{"phase":"flying"}"#.to_vec(),
+        ),
+        (
+            campaign::device_key(id, "c\n"),
+            br#"{"phase":"queued"}"#.to_vec(),
+        ),
+        (
+            campaign::device_key(CampaignId(77), "d"),
+            br#"{"phase":"queued"}"#.to_vec(),
+        ),
+        (b"x".to_vec(), vec![0xff]),
+    ];
+    assert_eq!(c.restore(now, records, &|_| None), 7);
+    let s = c.status(id).unwrap();
+    assert_eq!(s.devices.len(), 1);
+    assert_eq!(s.devices[0].phase, "updating");
+    assert_eq!(
+        c.poll_timeout(),
+        Some(now),
+        "the restored device is brought back in step"
+    );
+}
