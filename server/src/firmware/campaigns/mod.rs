@@ -106,6 +106,9 @@ pub enum CampaignError {
     /// The package given is not the one the spec names.
     #[error("package {0} is not the one the campaign names")]
     WrongPackage(PackageId),
+    /// An endpoint name no device can have.
+    #[error("{0:?} is not an endpoint name")]
+    BadEndpoint(String),
     /// The campaign has already finished.
     #[error("campaign {0} has finished")]
     Finished(CampaignId),
@@ -205,6 +208,12 @@ impl Campaigns {
             Targets::Endpoints(e) => e.clone(),
             Targets::All { .. } => registered.take(MAX_TARGETS + 1).collect(),
         };
+        if let Some(bad) = endpoints
+            .iter()
+            .find(|e| crate::core::persist::check_endpoint(e).is_err())
+        {
+            return Err(CampaignError::BadEndpoint(bad.chars().take(64).collect()));
+        }
         endpoints.sort();
         endpoints.dedup();
         if endpoints.is_empty() {

@@ -1026,3 +1026,38 @@ fn unreadable_records_are_skipped() {
         "the restored device is brought back in step"
     );
 }
+
+#[test]
+fn a_campaign_needs_targets_a_sane_concurrency_and_its_package() {
+    let mut w = World::new();
+    w.device(1, "dev-1", Script::Good);
+    let now = w.now();
+    let mut path = Path0 {
+        core: &mut w.core,
+        now,
+        log: &mut w.submitted,
+    };
+    let mut start = |s: CampaignSpec, p: Package| {
+        w.campaigns
+            .start(now, s, p, &mut std::iter::empty(), &mut path)
+    };
+    assert_eq!(
+        start(spec(&[], Method::Pull, 1), package()),
+        Err(CampaignError::NoTargets)
+    );
+    assert_eq!(
+        start(spec(&["dev-1"], Method::Pull, 0), package()),
+        Err(CampaignError::Concurrency)
+    );
+    assert!(matches!(
+        start(spec(&["bad\nname"], Method::Pull, 1), package()),
+        Err(CampaignError::BadEndpoint(_))
+    ));
+    let mut other = package();
+    other.meta.id = PackageId("fedcba9876543210".into());
+    assert!(matches!(
+        start(spec(&["dev-1"], Method::Pull, 1), other),
+        Err(CampaignError::WrongPackage(_))
+    ));
+    assert!(w.campaigns.list().is_empty());
+}
