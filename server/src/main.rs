@@ -4,7 +4,8 @@
 //! `device ...`, `bootstrap ...`, `fw ...` and `audit` manage credentials (the LwM2M server's and the
 //! bootstrap server's) and read the audit log: through the admin socket of the running server
 //! when there is one (so a revocation closes the device's session at once), else directly in
-//! the store.
+//! the store. `fw update|status|cancel` run firmware update campaigns (OMA LwM2M TS 1.2 Core
+//! E.6) on the running server.
 use anyhow::Context;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use lwm2m_server::config::{Config, DEFAULT_CONFIG};
@@ -38,7 +39,8 @@ enum Cmd {
         #[command(subcommand)]
         command: BootstrapCmd,
     },
-    /// Manage the firmware packages the server hosts for updates (pull downloads and push).
+    /// Firmware update (OMA LwM2M TS 1.2 Core E.6, Object 5): the packages the server hosts
+    /// (pull downloads and push) and the campaigns that bring them to devices.
     Fw {
         #[command(subcommand)]
         command: FwCmd,
@@ -110,6 +112,44 @@ enum FwCmd {
         /// The package id.
         #[arg(value_name = "ID")]
         id: String,
+    },
+    /// Start a campaign bringing a package to devices; prints `campaign <id>`.
+    #[command(group(ArgGroup::new("targets").required(true).args(["endpoint", "all"])))]
+    Update {
+        /// The package id (`fw add` printed it).
+        #[arg(long)]
+        package: String,
+        /// A device to update; repeat for more.
+        #[arg(long)]
+        endpoint: Vec<String>,
+        /// Every registered device (narrowed by --model and --from-version).
+        #[arg(long)]
+        all: bool,
+        /// With --all: only devices of this Model Number (/3/0/1).
+        #[arg(long, requires = "all")]
+        model: Option<String>,
+        /// With --all: only devices running this Firmware Version (/3/0/3).
+        #[arg(long, requires = "all")]
+        from_version: Option<String>,
+        /// pull: the device downloads from the server; push: the server writes the package.
+        #[arg(long, value_parser = ["pull", "push"])]
+        method: Option<String>,
+        /// Devices updated at once (default: [firmware] default_concurrency).
+        #[arg(long)]
+        concurrency: Option<usize>,
+        /// A device reporting another version than the package's afterwards failed.
+        #[arg(long)]
+        require_version: bool,
+    },
+    /// A campaign's devices: phase and outcome of each, and totals.
+    Status {
+        /// The campaign id.
+        campaign: String,
+    },
+    /// Cancel a campaign: waiting devices never start, downloads are stopped.
+    Cancel {
+        /// The campaign id.
+        campaign: String,
     },
 }
 
@@ -337,6 +377,27 @@ mod admin_cli {
                 },
                 FwCmd::List => AdminOp::FwList,
                 FwCmd::Remove { id } => AdminOp::FwRemove { id },
+                FwCmd::Update {
+                    package,
+                    endpoint,
+                    all,
+                    model,
+                    from_version,
+                    method,
+                    concurrency,
+                    require_version,
+                } => AdminOp::FwUpdate {
+                    package,
+                    endpoints: endpoint,
+                    all,
+                    model,
+                    from_version,
+                    method,
+                    concurrency,
+                    require_version,
+                },
+                FwCmd::Status { campaign } => AdminOp::FwStatus { campaign },
+                FwCmd::Cancel { campaign } => AdminOp::FwCancel { campaign },
             },
             Cmd::Audit { limit } => AdminOp::Audit { limit },
             Cmd::Run | Cmd::PrintConfig => bail!("not an admin command"),
@@ -448,6 +509,12 @@ mod admin_cli {
                 config.admin_socket_path().display()
             );
         }
+        if op.is_campaign_op() {
+            bail!(
+                "firmware campaigns need the running server (no server answers on {})",
+                config.admin_socket_path().display()
+            );
+        }
         let path = config.store_path();
         if !path.exists() {
             // Only adding a device creates the data directory; reading or revoking in a
@@ -495,17 +562,25 @@ mod admin_cli {
                 // `device import` goes through `import` above, which creates the directory.
                 AdminOp::DeviceImport { .. }
                 | AdminOp::BootstrapImport { .. }
-                | AdminOp::DeviceRotate { .. } => {}
+                | AdminOp::DeviceRotate { .. }
+                | AdminOp::FwUpdate { .. }
+                | AdminOp::FwStatus { .. }
+                | AdminOp::FwCancel { .. } => {}
             }
         }
         let store = admin::open_offline(config, false)?;
-        let reply = if op.is_firmware() {
+        let reply = if op.is_package_op() {
             use lwm2m_server::firmware::packages;
             let dir = packages::package_dir(&config.server.data_dir);
             let mut loaded = packages::load(&store, &dir, config.firmware.max_total_bytes)
                 .with_context(|| format!("loading the packages in {}", path.display()))?;
-            // No campaign runs: a package is in use only if a stored campaign names it.
-            let in_use = |id: &packages::PackageId| packages::package_in_use(&store, id);
+            // No campaign runs: a package is in use if an unfinished stored campaign names it
+            // (an unreadable store counts as in use: removing is what cannot be undone).
+            let stored = loaded.packages.clone();
+            let in_use = |id: &packages::PackageId| {
+                lwm2m_server::firmware::campaigns::stored_campaigns_use(&store, &stored, id)
+                    .unwrap_or(true)
+            };
             admin::apply_firmware(
                 &store,
                 &dir,
@@ -534,6 +609,60 @@ mod admin_cli {
         store.flush().await.context("committing the store")?;
         store.close().context("closing the store")?;
         Ok(reply)
+    }
+
+    /// `fw status`: one line per device, then the totals.
+    fn print_campaign(status: Option<&serde_json::Value>) {
+        let Some(s) = status else {
+            return;
+        };
+        let text = |v: &serde_json::Value| match v {
+            serde_json::Value::Null => "-".to_string(),
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let get =
+            |v: &serde_json::Value, k: &str| text(v.get(k).unwrap_or(&serde_json::Value::Null));
+        println!(
+            "campaign {}  package {}  {}{}",
+            get(s, "id"),
+            s.pointer("/spec/package").map(text).unwrap_or_default(),
+            if s.get("finished").and_then(serde_json::Value::as_bool) == Some(true) {
+                "finished"
+            } else {
+                "running"
+            },
+            if s.get("cancelled").and_then(serde_json::Value::as_bool) == Some(true) {
+                " (cancelled)"
+            } else {
+                ""
+            }
+        );
+        println!(
+            "{:<32}  {:<12}  {:<20}  {:>5}  {:>6}  {:<10}  warning",
+            "endpoint", "phase", "outcome", "state", "result", "version"
+        );
+        for d in s
+            .get("devices")
+            .and_then(serde_json::Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            println!(
+                "{:<32}  {:<12}  {:<20}  {:>5}  {:>6}  {:<10}  {}",
+                get(d, "endpoint"),
+                get(d, "phase"),
+                get(d, "outcome"),
+                get(d, "state"),
+                get(d, "result"),
+                get(d, "version"),
+                get(d, "warning"),
+            );
+        }
+        if let Some(totals) = s.get("totals").and_then(serde_json::Value::as_object) {
+            let line: Vec<String> = totals.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            println!("totals: {}", line.join(" "));
+        }
     }
 
     fn print_reply(op: &AdminOp, reply: AdminReply) {
@@ -606,6 +735,13 @@ mod admin_cli {
                     println!("removed package {} version {}", p.id, p.version);
                 }
             }
+            AdminOp::FwUpdate { .. } => {
+                if let Some(c) = reply.campaign {
+                    println!("campaign {c}");
+                }
+            }
+            AdminOp::FwStatus { .. } => print_campaign(reply.firmware.as_ref()),
+            AdminOp::FwCancel { campaign } => println!("campaign {campaign} cancelled"),
             AdminOp::Audit { .. } => {
                 for e in reply.events.unwrap_or_default() {
                     println!(

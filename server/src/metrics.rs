@@ -14,7 +14,9 @@
 //! twenty series need no registry, and those crates keep a process-wide registry or recorder,
 //! so two servers in one process (as the end-to-end tests run them) would mix their numbers.
 use crate::bridge::outbox::Shared as BridgeShared;
-use crate::core::types::{BootstrapStage, CommandError, DeregisterReason, DeviceEvent};
+use crate::core::types::{
+    BootstrapStage, CommandError, DeregisterReason, DeviceEvent, FirmwareOutcome, FirmwarePhase,
+};
 use crate::store::StoreStats;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -59,6 +61,11 @@ pub struct Metrics {
     datagrams_received_dtls: AtomicU64,
     datagrams_sent_udp: AtomicU64,
     datagrams_sent_dtls: AtomicU64,
+    /// Firmware updates ended, by outcome, in the order of [`FirmwareOutcome::NAMES`].
+    firmware_updates: [AtomicU64; FirmwareOutcome::NAMES.len()],
+    /// Gauge: devices in firmware campaigns by phase, in the order of [`FirmwarePhase::ALL`],
+    /// set from the campaigns' table like `registered_clients`.
+    firmware_devices: [AtomicU64; FirmwarePhase::ALL.len()],
     /// The MQTT bridge's own counters, when it runs: read at scrape time, not copied.
     mqtt: Option<Arc<BridgeShared>>,
     /// The store writer's counters, read at scrape time.
@@ -108,9 +115,31 @@ impl Metrics {
                 BootstrapStage::Finished { .. } => &self.bootstraps_finished,
                 BootstrapStage::Failed { .. } => &self.bootstraps_failed,
             },
-            DeviceEvent::Awake { .. } | DeviceEvent::ObservationEnded { .. } => return,
+            DeviceEvent::Firmware {
+                phase: FirmwarePhase::Done,
+                outcome: Some(o),
+                ..
+            } => {
+                let Some(i) = FirmwareOutcome::NAMES.iter().position(|n| *n == o.as_str()) else {
+                    return;
+                };
+                match self.firmware_updates.get(i) {
+                    Some(c) => c,
+                    None => return,
+                }
+            }
+            DeviceEvent::Awake { .. }
+            | DeviceEvent::ObservationEnded { .. }
+            | DeviceEvent::Firmware { .. } => return,
         };
         counter.fetch_add(1, Relaxed);
+    }
+
+    /// Sets the number of devices in firmware campaigns in each phase.
+    pub fn set_firmware_devices(&self, by_phase: &BTreeMap<FirmwarePhase, usize>) {
+        for (phase, gauge) in FirmwarePhase::ALL.iter().zip(&self.firmware_devices) {
+            gauge.store(as_u64(by_phase.get(phase).copied().unwrap_or(0)), Relaxed);
+        }
     }
 
     /// Sets the number of current registrations.
@@ -198,6 +227,16 @@ impl Metrics {
             coap_datagrams_received_dtls: get(&self.datagrams_received_dtls),
             coap_datagrams_sent_udp: get(&self.datagrams_sent_udp),
             coap_datagrams_sent_dtls: get(&self.datagrams_sent_dtls),
+            firmware_updates: FirmwareOutcome::NAMES
+                .iter()
+                .zip(&self.firmware_updates)
+                .map(|(n, c)| (*n, get(c)))
+                .collect(),
+            firmware_devices: FirmwarePhase::ALL
+                .iter()
+                .zip(&self.firmware_devices)
+                .map(|(p, c)| (p.as_str(), get(c)))
+                .collect(),
             store_writes: self.store.as_ref().map_or(0, |s| get(&s.writes)),
             store_commits: self.store.as_ref().map_or(0, |s| get(&s.commits)),
             mqtt: self.mqtt.as_ref().map(|m| MqttSnapshot {
@@ -220,6 +259,10 @@ fn as_u64(n: usize) -> u64 {
 pub struct MetricsSnapshot {
     /// Registers accepted (a re-registration included).
     pub registrations: u64,
+    /// Firmware updates ended, by outcome (OMA LwM2M TS 1.2 Core E.6).
+    pub firmware_updates: Vec<(&'static str, u64)>,
+    /// Gauge: devices in firmware campaigns, by phase.
+    pub firmware_devices: Vec<(&'static str, u64)>,
     /// Registration Updates accepted.
     pub registration_updates: u64,
     /// Registrations ended by the device's De-register.
@@ -358,6 +401,29 @@ impl MetricsSnapshot {
                 ("result=\"finished\"", self.bootstraps_finished),
                 ("result=\"failed\"", self.bootstraps_failed),
             ],
+        );
+        let labelled = |label: &str, v: &[(&'static str, u64)]| -> Vec<(String, u64)> {
+            v.iter()
+                .map(|(n, c)| (format!("{label}=\"{n}\""), *c))
+                .collect()
+        };
+        let updates = labelled("outcome", &self.firmware_updates);
+        let updates: Vec<(&str, u64)> = updates.iter().map(|(l, c)| (l.as_str(), *c)).collect();
+        family(
+            o,
+            "lwm2m_firmware_updates_total",
+            COUNTER,
+            "Firmware updates ended, by outcome.",
+            &updates,
+        );
+        let devices = labelled("phase", &self.firmware_devices);
+        let devices: Vec<(&str, u64)> = devices.iter().map(|(l, c)| (l.as_str(), *c)).collect();
+        family(
+            o,
+            "lwm2m_firmware_devices",
+            GAUGE,
+            "Devices in firmware update campaigns, by phase.",
+            &devices,
         );
         family(
             o,
@@ -638,5 +704,37 @@ mod tests {
         assert!(l.contains(&"mqtt_published_total 9"));
         assert!(l.contains(&"# TYPE mqtt_outbox_messages gauge"));
         assert!(l.contains(&"mqtt_outbox_messages 4"));
+    }
+
+    #[test]
+    fn firmware_updates_by_outcome_and_devices_by_phase() {
+        let m = Metrics::default();
+        let ev = |phase, outcome| DeviceEvent::Firmware {
+            endpoint: "dev-1".into(),
+            campaign: "1".into(),
+            package: "p".into(),
+            phase,
+            state: None,
+            result: None,
+            outcome,
+            bytes: None,
+            version: None,
+        };
+        m.on_event(&ev(FirmwarePhase::Downloading, None));
+        m.on_event(&ev(FirmwarePhase::Done, Some(FirmwareOutcome::Success)));
+        m.on_event(&ev(
+            FirmwarePhase::Done,
+            Some(FirmwareOutcome::UnknownResult(40)),
+        ));
+        let mut by_phase = BTreeMap::new();
+        by_phase.insert(FirmwarePhase::Updating, 3);
+        m.set_firmware_devices(&by_phase);
+        let text = m.snapshot().render();
+        let l = lines(&text);
+        assert!(l.contains(&"lwm2m_firmware_updates_total{outcome=\"success\"} 1"));
+        assert!(l.contains(&"lwm2m_firmware_updates_total{outcome=\"unknown_result\"} 1"));
+        assert!(l.contains(&"lwm2m_firmware_updates_total{outcome=\"timeout\"} 0"));
+        assert!(l.contains(&"lwm2m_firmware_devices{phase=\"updating\"} 3"));
+        assert!(l.contains(&"lwm2m_firmware_devices{phase=\"queued\"} 0"));
     }
 }

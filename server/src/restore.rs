@@ -533,6 +533,7 @@ mod tests {
                     (key, persist::encode(&rec))
                 })
                 .boxed(),
+            Table::FirmwareCampaigns => (bytes(24), bytes(200)).boxed(),
             Table::DeniedEndpoints => (endpoint(), bytes(12))
                 .prop_map(|(endpoint, at)| (endpoint.into_bytes(), at))
                 .boxed(),

@@ -8,6 +8,7 @@
 //! the LwM2M server's index before it reads the next datagram. No protocol logic lives here.
 mod admin;
 mod bootstrap;
+pub(crate) mod firmware;
 pub(crate) mod inputs;
 
 use crate::bootstrap::BootstrapRole;
@@ -73,6 +74,8 @@ pub(crate) struct Shell {
     pub(crate) done: Option<oneshot::Sender<()>>,
     /// The MQTT bridge, if enabled.
     pub(crate) bridge: Option<Bridge>,
+    /// Firmware update campaigns.
+    pub(crate) campaigns: crate::firmware::campaigns::Campaigns,
     /// Where started commits go to be awaited (see [`inputs::Inputs`]).
     pub(crate) commits: Commits,
     /// The tasks stopped with the server.
@@ -113,6 +116,12 @@ impl CommandPath for CoreAt<'_> {
         self.core
             .bootstrap_trigger(self.now, endpoint, ttl, timeout)
     }
+
+    fn secure(&self, endpoint: &str) -> Option<bool> {
+        self.core
+            .peer_of(endpoint)
+            .map(|l| matches!(l, Link::Dtls(_)))
+    }
 }
 
 impl Machine for Shell {
@@ -134,6 +143,7 @@ impl Machine for Shell {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.stack.handle_timeout(now);
+        self.campaigns_timeout(now);
         if let Some(bs) = self.bootstrap.as_mut() {
             bs.handle_timeout(now);
         }
@@ -159,8 +169,10 @@ impl Machine for Shell {
             Input::Control(Control::Admin(req)) | Input::Admin(req) => self.admin(now, req),
             Input::Downlink(d) => {
                 if let Some(bridge) = self.bridge.as_mut() {
-                    let mut path = CoreAt {
+                    let mut path = firmware::ShellPath {
                         core: self.stack.core_mut(),
+                        campaigns: &mut self.campaigns,
+                        packages: &self.firmware.shared,
                         now,
                     };
                     bridge.on_downlink(d, &mut path);
@@ -210,7 +222,10 @@ impl Machine for Shell {
 
     fn poll_timeout(&self) -> Option<Instant> {
         let bs = self.bootstrap.as_ref().and_then(Stack::poll_timeout);
-        [self.stack.poll_timeout(), bs].into_iter().flatten().min()
+        [self.stack.poll_timeout(), bs, self.campaigns.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn flush(&mut self) {
@@ -238,6 +253,11 @@ impl Shell {
                     StackEvent::Audit(note) => self.audit(note),
                     StackEvent::Device(ev) => self.device_event(now, ev),
                 }
+            }
+            // The campaigns' commands give the stack more to hand out, and its events give
+            // the campaigns more to do: both are drained until neither has anything.
+            if self.drain_campaigns(now) {
+                continue;
             }
             let Some(ev) = self.bootstrap.as_mut().and_then(Stack::poll_event) else {
                 break;
@@ -278,9 +298,12 @@ impl Shell {
                 let _ = w.send(outcome.clone());
             }
         }
+        self.campaigns_see(now, &ev);
         if let Some(bridge) = self.bridge.as_mut() {
-            let mut path = CoreAt {
+            let mut path = firmware::ShellPath {
                 core: self.stack.core_mut(),
+                campaigns: &mut self.campaigns,
+                packages: &self.firmware.shared,
                 now,
             };
             bridge.on_event(&ev, &mut path);

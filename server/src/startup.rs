@@ -197,7 +197,15 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         None => (None, None, None),
     };
     let (inputs, commits) = Inputs::new(control, Some(admin_requests), downlink);
+    let campaigns = crate::runtime::firmware::open_campaigns(
+        config,
+        &store,
+        &firmware.shared,
+        now,
+        clock_base,
+    )?;
     let shell = Shell {
+        campaigns,
         stack,
         bootstrap,
         installed: HashMap::new(),
@@ -218,6 +226,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
             mqtt,
         },
     };
+    shell
+        .stack
+        .metrics()
+        .set_firmware_devices(&shell.campaigns.phase_counts());
     let task = tokio::spawn(async move {
         let shell = machine::run(sockets, shell, inputs).await;
         shell.finish().await

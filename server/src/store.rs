@@ -50,6 +50,9 @@ pub enum Table {
     /// Firmware packages' metadata by package id (see [`crate::firmware::packages`]); the
     /// bytes are files under `{data_dir}/firmware/`.
     FirmwarePackages,
+    /// Firmware update campaigns and each target device's phase (see
+    /// [`crate::firmware::campaigns`]).
+    FirmwareCampaigns,
 }
 
 impl Table {
@@ -72,11 +75,12 @@ impl Table {
             Table::BootstrapCredentials => "bootstrap_credentials",
             Table::DeniedEndpoints => "denied_endpoints",
             Table::FirmwarePackages => "firmware_packages",
+            Table::FirmwareCampaigns => "firmware_campaigns",
         }
     }
 
     /// Every table.
-    pub const ALL: [Table; 12] = [
+    pub const ALL: [Table; 13] = [
         Table::Registrations,
         Table::Observations,
         Table::Queue,
@@ -89,6 +93,7 @@ impl Table {
         Table::BootstrapCredentials,
         Table::DeniedEndpoints,
         Table::FirmwarePackages,
+        Table::FirmwareCampaigns,
     ];
 }
 

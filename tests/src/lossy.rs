@@ -63,7 +63,7 @@ impl Drop for LossyRelay {
 type Rng64 = Arc<Mutex<rand::rngs::StdRng>>;
 
 fn lost(rng: &Rng64, loss: f64, cut: &AtomicBool) -> bool {
-    cut.load(Relaxed) || rng.lock().map_or(false, |mut r| r.random_bool(loss))
+    cut.load(Relaxed) || rng.lock().is_ok_and(|mut r| r.random_bool(loss))
 }
 
 async fn relay(

@@ -34,6 +34,21 @@ pub trait CommandPath {
         ttl: Option<Duration>,
         timeout: Option<Duration>,
     ) -> CommandId;
+    /// Whether `endpoint` is registered over DTLS (`None`: not known), for the Package URI
+    /// a firmware campaign gives it (coaps or coap).
+    fn secure(&self, _endpoint: &str) -> Option<bool> {
+        None
+    }
+    /// Starts a firmware update campaign of `package` for `endpoint` alone (OMA LwM2M TS 1.2
+    /// Core E.6); `method` is `pull` or `push`. Returns the campaign's id, or why not.
+    fn firmware_update(
+        &mut self,
+        _endpoint: &str,
+        _package: &str,
+        _method: Option<&str>,
+    ) -> Result<String, String> {
+        Err("firmware update is not available".into())
+    }
 }
 
 /// An observation started from MQTT: whose, on what, and the `reqID` its notifications carry.
@@ -299,6 +314,30 @@ impl Bridge {
                 "up/bootstrap",
                 envelope::bootstrap(endpoint, stage),
             ),
+            DeviceEvent::Firmware {
+                endpoint,
+                campaign,
+                package,
+                phase,
+                state,
+                result,
+                outcome,
+                bytes,
+                version,
+            } => self.publish(
+                endpoint,
+                "up/firmware",
+                envelope::firmware(
+                    campaign,
+                    package,
+                    *phase,
+                    *state,
+                    *result,
+                    *outcome,
+                    *bytes,
+                    version.as_deref(),
+                ),
+            ),
             DeviceEvent::AuthFailed { .. } => {}
         }
     }
@@ -374,6 +413,15 @@ impl Bridge {
                     Ok(parsed) => {
                         let path = parsed_path(&parsed.action);
                         let id = match parsed.action {
+                            Action::FirmwareUpdate { package, method } => {
+                                // Not a command of its own: its answer is the campaign.
+                                let r =
+                                    core.firmware_update(&d.endpoint, &package, method.as_deref());
+                                let r = r.as_deref().map_err(String::as_str);
+                                let payload = envelope::firmware_started(&parsed.req_id, r);
+                                self.publish(&d.endpoint, "up/resp", payload);
+                                return;
+                            }
                             Action::Command(mut cmd) => {
                                 // MQTT 5 Message Expiry: the command may wait that long for a
                                 // sleeping device, and no longer. The broker allows up to 136
@@ -600,7 +648,7 @@ fn parsed_path(action: &Action) -> Option<String> {
     match action {
         Action::Command(cmd) => Some(cmd.request.path().to_string()),
         Action::CancelObserve(p) => Some(p.to_string()),
-        Action::BootstrapTrigger { .. } => None,
+        Action::BootstrapTrigger { .. } | Action::FirmwareUpdate { .. } => None,
     }
 }
 
@@ -762,5 +810,92 @@ mod tests {
             2,
             "pending 5 and shadow a"
         );
+    }
+
+    /// A command path that starts firmware campaigns.
+    struct Firmware(Counter);
+
+    impl CommandPath for Firmware {
+        fn submit(&mut self, c: Command) -> CommandId {
+            self.0.submit(c)
+        }
+        fn cancel_observation(&mut self, e: &str, p: Path) -> CommandId {
+            self.0.cancel_observation(e, p)
+        }
+        fn bootstrap_trigger(
+            &mut self,
+            e: &str,
+            ttl: Option<Duration>,
+            timeout: Option<Duration>,
+        ) -> CommandId {
+            self.0.bootstrap_trigger(e, ttl, timeout)
+        }
+        fn firmware_update(
+            &mut self,
+            endpoint: &str,
+            package: &str,
+            method: Option<&str>,
+        ) -> Result<String, String> {
+            match (endpoint, package, method) {
+                ("a", "p1", Some("push")) => Ok("17".into()),
+                _ => Err(format!("no package {package}")),
+            }
+        }
+    }
+
+    #[test]
+    fn firmware_update_is_answered_with_the_campaign_and_phases_go_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), StoreConfig::default()).unwrap();
+        let schema = Arc::new(Registry::bundled());
+        let mut bridge = Bridge::open(store.clone(), "lwm2m".into(), 1000, schema).unwrap();
+        let mut core = Firmware(Counter(0));
+        for payload in [
+            r#"{"reqID": 1, "msgType": "firmware-update", "data": {"package": "p1", "method": "push"}}"#,
+            r#"{"reqID": 2, "msgType": "firmware-update", "data": {"package": "p2"}}"#,
+        ] {
+            bridge.on_downlink(
+                Downlink {
+                    endpoint: "a".into(),
+                    kind: DownlinkKind::Command,
+                    payload: payload.as_bytes().to_vec(),
+                    expiry: None,
+                },
+                &mut core,
+            );
+        }
+        bridge.on_event(
+            &DeviceEvent::Firmware {
+                endpoint: "a".into(),
+                campaign: "17".into(),
+                package: "p1".into(),
+                phase: crate::core::types::FirmwarePhase::Downloading,
+                state: Some(1),
+                result: Some(0),
+                outcome: None,
+                bytes: None,
+                version: None,
+            },
+            &mut core,
+        );
+        assert_eq!(core.0 .0, 0, "no command of its own");
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(store.flush())
+            .unwrap();
+        let messages = super::super::outbox::read(&store, 0, 10).unwrap();
+        let topics: Vec<&str> = messages.iter().map(|(_, m)| m.topic.as_str()).collect();
+        assert_eq!(
+            topics,
+            ["lwm2m/a/up/resp", "lwm2m/a/up/resp", "lwm2m/a/up/firmware"]
+        );
+        let json = |i: usize| -> serde_json::Value {
+            serde_json::from_slice(&messages[i].1.payload).unwrap()
+        };
+        assert_eq!(json(0)["data"]["campaign"], "17");
+        assert_eq!(json(1)["data"]["code"], "4.00");
+        assert_eq!(json(2)["data"]["phase"], "downloading");
+        assert_eq!(json(2)["data"]["state"], 1);
     }
 }

@@ -315,6 +315,11 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         self.devices.get(endpoint).map(|d| &d.reg)
     }
 
+    /// The peer `endpoint` is registered from (its address, or its DTLS session).
+    pub fn peer_of(&self, endpoint: &str) -> Option<&P> {
+        self.devices.get(endpoint).map(|d| &d.peer)
+    }
+
     /// Every registration.
     pub fn registrations(&self) -> impl Iterator<Item = &Registration> {
         self.devices.values().map(|d| &d.reg)

@@ -284,6 +284,169 @@ pub enum DeviceEvent {
         /// The observation.
         observation: ObservationId,
     },
+    /// A device's firmware update in a campaign changed phase (OMA LwM2M TS 1.2 Core E.6,
+    /// Object 5).
+    Firmware {
+        /// The endpoint.
+        endpoint: String,
+        /// The campaign.
+        campaign: String,
+        /// The package's id.
+        package: String,
+        /// The phase the device is in now.
+        phase: FirmwarePhase,
+        /// The device's last reported State (`/5/0/3`).
+        state: Option<i64>,
+        /// The device's last reported Update Result (`/5/0/5`).
+        result: Option<i64>,
+        /// How it ended, once it did.
+        outcome: Option<FirmwareOutcome>,
+        /// Bytes the device has of the package, when known.
+        bytes: Option<u64>,
+        /// The firmware version the device reports (`/3/0/3`), once read after the update.
+        version: Option<String>,
+    },
+}
+
+/// Where one device is in a firmware update campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum FirmwarePhase {
+    /// Waiting for one of the campaign's slots.
+    Queued,
+    /// Its model and version are being read to see whether the campaign applies to it.
+    Checking,
+    /// Getting the package (State 1 Downloading, or about to).
+    Downloading,
+    /// It has the package (State 2 Downloaded); Update is being executed.
+    Downloaded,
+    /// Installing (State 3 Updating): waiting for it to register with the new firmware.
+    Updating,
+    /// Finished, with an outcome.
+    Done,
+    /// Left out: its model or version did not match the campaign's filters.
+    Skipped,
+}
+
+impl FirmwarePhase {
+    /// Every phase, for metrics.
+    pub const ALL: [Self; 7] = [
+        Self::Queued,
+        Self::Checking,
+        Self::Downloading,
+        Self::Downloaded,
+        Self::Updating,
+        Self::Done,
+        Self::Skipped,
+    ];
+
+    /// Its name in messages and metrics.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Checking => "checking",
+            Self::Downloading => "downloading",
+            Self::Downloaded => "downloaded",
+            Self::Updating => "updating",
+            Self::Done => "done",
+            Self::Skipped => "skipped",
+        }
+    }
+
+    /// Whether the device holds one of the campaign's slots.
+    pub const fn in_progress(self) -> bool {
+        matches!(
+            self,
+            Self::Checking | Self::Downloading | Self::Downloaded | Self::Updating
+        )
+    }
+
+    /// Whether nothing more happens to the device in this campaign.
+    pub const fn is_final(self) -> bool {
+        matches!(self, Self::Done | Self::Skipped)
+    }
+}
+
+/// How one device's firmware update ended: the device's Update Result codes (OMA LwM2M TS
+/// 1.2 Core E.6, `/5/0/5`: 1 to 11) each by name, and the server's own reasons.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FirmwareOutcome {
+    /// 1: updated.
+    Success,
+    /// 2: not enough flash memory for the package.
+    NotEnoughFlash,
+    /// 3: out of RAM while downloading.
+    OutOfRam,
+    /// 4: connection lost while downloading.
+    ConnectionLost,
+    /// 5: the downloaded package failed its integrity check.
+    IntegrityFailure,
+    /// 6: unsupported package type.
+    UnsupportedPackage,
+    /// 7: invalid URI.
+    InvalidUri,
+    /// 8: the update failed.
+    UpdateFailed,
+    /// 9: unsupported protocol (the Package URI's scheme).
+    UnsupportedProtocol,
+    /// 10: the update was cancelled.
+    Cancelled,
+    /// 11: the device deferred the update.
+    Deferred,
+    /// A code the specification does not name.
+    UnknownResult(i64),
+    /// The device stayed in a phase longer than the configured timeout.
+    Timeout,
+    /// A command to the device failed (unreachable, refused, deregistered).
+    CommandFailed,
+    /// It registered again without a result: Update Result 0 after the update.
+    NoResult,
+    /// Updated, but it reports another version than the package's and the campaign
+    /// requires it.
+    VersionMismatch,
+}
+
+impl FirmwareOutcome {
+    /// Every name [`as_str`](Self::as_str) gives, for metrics.
+    pub const NAMES: [&'static str; 16] = [
+        "success",
+        "not_enough_flash",
+        "out_of_ram",
+        "connection_lost",
+        "integrity_failure",
+        "unsupported_package",
+        "invalid_uri",
+        "update_failed",
+        "unsupported_protocol",
+        "cancelled",
+        "deferred",
+        "unknown_result",
+        "timeout",
+        "command_failed",
+        "no_result",
+        "version_mismatch",
+    ];
+
+    /// Its name in messages, metrics and the store.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::NotEnoughFlash => "not_enough_flash",
+            Self::OutOfRam => "out_of_ram",
+            Self::ConnectionLost => "connection_lost",
+            Self::IntegrityFailure => "integrity_failure",
+            Self::UnsupportedPackage => "unsupported_package",
+            Self::InvalidUri => "invalid_uri",
+            Self::UpdateFailed => "update_failed",
+            Self::UnsupportedProtocol => "unsupported_protocol",
+            Self::Cancelled => "cancelled",
+            Self::Deferred => "deferred",
+            Self::UnknownResult(_) => "unknown_result",
+            Self::Timeout => "timeout",
+            Self::CommandFailed => "command_failed",
+            Self::NoResult => "no_result",
+            Self::VersionMismatch => "version_mismatch",
+        }
+    }
 }
 
 /// How far a device's bootstrap got.

@@ -3,9 +3,12 @@
 //!
 //! - [`packages`]: the package store: content-addressed files under `data_dir`, their
 //!   metadata in the store, the bytes served for pull downloads and pushed for push.
+//! - [`campaigns`]: update campaigns: each target device through download, update and
+//!   result, a bounded number at a time.
 //! - this file: [`SharedFirmware`], the packages and who may download which, shared by the
 //!   admin path (which adds and removes packages), the campaigns (which target devices) and
 //!   the core (which serves pull downloads, RFC 7959 Block2, through [`FirmwareAccess`]).
+pub mod campaigns;
 pub mod packages;
 
 use packages::{Package, PackageId, Packages};
@@ -121,5 +124,34 @@ impl FirmwareAccess for SharedFirmware {
                 .0
                 .read()
                 .is_ok_and(|s| s.packages.get(&PackageId(id.to_string())).is_some())
+    }
+}
+
+impl SharedFirmware {
+    /// A campaign lets `endpoint` download `package` over DTLS while it downloads.
+    pub fn target(&self, endpoint: &str, package: &PackageId) {
+        if let Ok(mut s) = self.0.write() {
+            s.target(endpoint, package.clone());
+        }
+    }
+
+    /// The campaign's download phase for `endpoint` ended.
+    pub fn untarget(&self, endpoint: &str, package: &PackageId) {
+        if let Ok(mut s) = self.0.write() {
+            s.untarget(endpoint, package);
+        }
+    }
+
+    /// The package `id` (its bytes shared, not copied), read under a short lock: the
+    /// campaigns take it before they change the targets.
+    pub fn package(&self, id: &PackageId) -> Option<Package> {
+        self.0.read().ok()?.packages.get(id).cloned()
+    }
+
+    /// Whether `endpoint` may download `package`.
+    pub fn is_target(&self, endpoint: &str, package: &PackageId) -> bool {
+        self.0
+            .read()
+            .is_ok_and(|s| s.is_targeted(endpoint, package))
     }
 }

@@ -19,7 +19,8 @@ impl Shell {
         let (reply, audit_limit) = match req.op {
             AdminOp::Audit { limit } => (AdminReply::ok(), Some(limit)),
             AdminOp::DeviceRotate { endpoint } => (self.rotate(now, &endpoint), None),
-            op if op.is_firmware() => (self.apply_firmware(op), None),
+            op if op.is_package_op() => (self.apply_firmware(op), None),
+            op if op.is_campaign_op() => (self.firmware_admin(now, op), None),
             op => (self.apply(now, op), None),
         };
         // The side effects (closed sessions' deletes, audit entries, the core's writes) reach
@@ -80,19 +81,17 @@ impl Shell {
     /// targets a device with it, or a stored campaign names it.
     fn apply_firmware(&mut self, op: AdminOp) -> AdminReply {
         let fw = &self.firmware;
-        let targeted = match &op {
-            AdminOp::FwRemove { id } => fw.shared.0.read().is_ok_and(|s| {
-                s.targets_package(&crate::firmware::packages::PackageId(id.clone()))
-            }),
+        let used = match &op {
+            AdminOp::FwRemove { id } => self
+                .campaigns
+                .uses(&crate::firmware::packages::PackageId(id.clone())),
             _ => false,
         };
         let Ok(mut state) = fw.shared.0.write() else {
             return AdminReply::error("firmware packages unavailable");
         };
         let store = &self.store;
-        let in_use = |id: &crate::firmware::packages::PackageId| {
-            targeted || crate::firmware::packages::package_in_use(store, id)
-        };
+        let in_use = |_: &crate::firmware::packages::PackageId| used;
         admin::apply_firmware(store, &fw.dir, fw.limits, &mut state.packages, op, &in_use)
     }
 

@@ -146,6 +146,7 @@ pub fn parse_command_with(
     let action = read_action(&msg_type, data, &cx)
         .and_then(|a| match a {
             Request::Cancel(p) => Ok(Action::CancelObserve(p)),
+            Request::Firmware { package, method } => Ok(Action::FirmwareUpdate { package, method }),
             Request::BootstrapTrigger => Ok(Action::BootstrapTrigger {
                 timeout: seconds_option(obj.get("timeout"), "timeout", COMMAND_TIMEOUT_RANGE)?,
                 ttl: seconds_option(obj.get("ttl"), "ttl", COMMAND_TTL_RANGE)?,
@@ -176,6 +177,10 @@ enum Request {
     Dm(DownlinkRequest),
     Cancel(Path),
     BootstrapTrigger,
+    Firmware {
+        package: String,
+        method: Option<String>,
+    },
 }
 
 fn read_action(msg_type: &str, data: &Map<String, Json>, cx: &Cx<'_>) -> Result<Request, String> {
@@ -223,8 +228,46 @@ fn read_action(msg_type: &str, data: &Map<String, Json>, cx: &Cx<'_>) -> Result<
         "write-composite" => write_composite(data, cx)?,
         // Core E.2 /1/x/9, on the instance the core finds: nothing to say in `data`.
         "bootstrap-trigger" => return Ok(Request::BootstrapTrigger),
+        "firmware-update" => return firmware_update(data),
         other => return Err(format!("unknown msgType {other:?}")),
     }))
+}
+
+/// `firmware-update`: `{"package": id, "method"?: "pull" | "push", "concurrency"?: n}`; one
+/// device is updated, so a concurrency, if given, must be a positive number.
+fn firmware_update(data: &Map<String, Json>) -> Result<Request, String> {
+    let package = match data.get("package") {
+        Some(Json::String(s)) if !s.is_empty() && s.len() <= 64 => s.clone(),
+        Some(Json::String(_)) => return Err("data.package must be 1 to 64 characters".into()),
+        None | Some(Json::Null) => return Err("missing data.package".into()),
+        Some(other) => {
+            return Err(format!(
+                "data.package must be a string, not {}",
+                describe(other)
+            ))
+        }
+    };
+    let method = match data.get("method") {
+        None | Some(Json::Null) => None,
+        Some(Json::String(s)) if s == "pull" || s == "push" => Some(s.clone()),
+        Some(other) => {
+            return Err(format!(
+                "data.method must be \"pull\" or \"push\", not {}",
+                truncate(&other.to_string())
+            ))
+        }
+    };
+    match data.get("concurrency") {
+        None | Some(Json::Null) => {}
+        Some(Json::Number(n)) if n.as_u64().is_some_and(|n| n >= 1) => {}
+        Some(other) => {
+            return Err(format!(
+                "data.concurrency must be a positive integer, not {}",
+                truncate(&other.to_string())
+            ))
+        }
+    }
+    Ok(Request::Firmware { package, method })
 }
 
 /// A required path field; a query after `?` (which EMQX passes on as Uri-Query) is split

@@ -64,6 +64,10 @@
 //! - Values are checked against the object model before anything is sent: a type that does
 //!   not fit the resource, a value for an executable resource, or a single value for a
 //!   multiple-instance resource is refused with a message (EMQX sends them as they are).
+//! - `firmware-update` (`{"package": id, "method": "pull" | "push", "concurrency": n}`)
+//!   starts a firmware update campaign for the device; `up/resp` carries `"campaign"`, and
+//!   each phase of the update goes to `up/firmware` as `{"campaign", "package", "state",
+//!   "result", "outcome", "bytes", "phase", "version"}` (OMA LwM2M TS 1.2 Core E.6).
 //! - `up/deregister` (`{"msgType": "deregister", "data": {"ep", "reason"}}`) and `up/send`
 //!   (`{"msgType": "send", "data": {"ep", "content"}}`).
 //! - Register and Update also carry `queueMode`, `location`, `address`, `ct` and
@@ -91,8 +95,8 @@ mod values;
 
 pub use downlink::{parse_command, parse_command_with, CommandLimits};
 pub use uplink::{
-    bootstrap, code_msg, deregistered, error_response, flatten, notify, registered, response, send,
-    updated,
+    bootstrap, code_msg, deregistered, error_response, firmware, firmware_started, flatten, notify,
+    registered, response, send, updated,
 };
 pub use values::{type_name, value_from_json, value_to_json};
 
@@ -101,7 +105,7 @@ use lwm2m::model::Path;
 use serde_json::Value as Json;
 
 /// Every `msgType` a command may have.
-pub const COMMAND_TYPES: [&str; 13] = [
+pub const COMMAND_TYPES: [&str; 14] = [
     "read",
     "discover",
     "write",
@@ -115,6 +119,7 @@ pub const COMMAND_TYPES: [&str; 13] = [
     "write-composite",
     "observe-composite",
     "bootstrap-trigger",
+    "firmware-update",
 ];
 
 /// The `msgType` of a malformed command's error when it had none.
@@ -145,6 +150,14 @@ pub enum Action {
         timeout: Option<std::time::Duration>,
         /// How long the command may wait for a sleeping device.
         ttl: Option<std::time::Duration>,
+    },
+    /// Start a firmware update campaign for this one device (`firmware-update`, OMA LwM2M TS
+    /// 1.2 Core E.6): `{"package": id, "method": "pull" | "push", "concurrency": n}`.
+    FirmwareUpdate {
+        /// The package id.
+        package: String,
+        /// `pull` or `push`, if given.
+        method: Option<String>,
     },
 }
 

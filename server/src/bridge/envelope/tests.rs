@@ -1443,3 +1443,62 @@ proptest! {
         );
     }
 }
+
+#[test]
+fn firmware_update_takes_a_package_and_a_method() {
+    let parsed = parse(json!({"reqID": 4, "msgType": "firmware-update",
+        "data": {"package": "0123456789abcdef", "method": "push", "concurrency": 1}}))
+    .expect("parses");
+    assert_eq!(
+        parsed.action,
+        Action::FirmwareUpdate {
+            package: "0123456789abcdef".into(),
+            method: Some("push".into()),
+        }
+    );
+    let parsed = parse(json!({"reqID": 4, "msgType": "firmware-update",
+        "data": {"package": "0123456789abcdef"}}))
+    .expect("parses");
+    assert!(matches!(
+        parsed.action,
+        Action::FirmwareUpdate { method: None, .. }
+    ));
+    for (data, field) in [
+        (json!({}), "package"),
+        (json!({"package": 7}), "package"),
+        (json!({"package": "a", "method": "ftp"}), "method"),
+        (json!({"package": "a", "concurrency": 0}), "concurrency"),
+        (json!({"package": "a", "concurrency": "two"}), "concurrency"),
+    ] {
+        let e = refused(json!({"reqID": 4, "msgType": "firmware-update", "data": data}));
+        assert!(e.message.contains(field), "{data}: {}", e.message);
+    }
+}
+
+#[test]
+fn firmware_messages() {
+    use crate::core::types::{FirmwareOutcome, FirmwarePhase};
+    assert_eq!(
+        firmware(
+            "17",
+            "0123456789abcdef",
+            FirmwarePhase::Done,
+            Some(0),
+            Some(5),
+            Some(FirmwareOutcome::IntegrityFailure),
+            Some(300),
+            None,
+        ),
+        json!({"msgType": "firmware", "data": {"campaign": "17",
+            "package": "0123456789abcdef", "phase": "done", "state": 0, "result": 5,
+            "outcome": "integrity_failure", "bytes": 300}})
+    );
+    assert_eq!(
+        firmware_started(&json!(4), Ok("17")),
+        json!({"reqID": 4, "msgType": "firmware-update",
+            "data": {"code": "2.01", "codeMsg": "created", "campaign": "17"}})
+    );
+    let refused = firmware_started(&json!(4), Err("no package x"));
+    assert_eq!(refused["data"]["code"], "4.00");
+    assert_eq!(refused["data"]["message"], "no package x");
+}

@@ -4,7 +4,8 @@
 use super::values::value_to_json;
 use super::ERROR_MSG_TYPE;
 use crate::core::types::{
-    BootstrapStage, CommandError, Content, DeregisterReason, Outcome, Registration,
+    BootstrapStage, CommandError, Content, DeregisterReason, FirmwareOutcome, FirmwarePhase,
+    Outcome, Registration,
 };
 use lwm2m::coap::MessageClass;
 use lwm2m::content::link::encode_discover;
@@ -13,6 +14,53 @@ use lwm2m::model::{Instance, Node, Path, Resource, Value};
 use lwm2m::ops::dm::DmResponse;
 use lwm2m::ops::Lwm2mError;
 use serde_json::{Map, Value as Json};
+
+/// `up/firmware`: a device's firmware update changed phase (OMA LwM2M TS 1.2 Core E.6).
+#[allow(clippy::too_many_arguments)]
+pub fn firmware(
+    campaign: &str,
+    package: &str,
+    phase: FirmwarePhase,
+    state: Option<i64>,
+    result: Option<i64>,
+    outcome: Option<FirmwareOutcome>,
+    bytes: Option<u64>,
+    version: Option<&str>,
+) -> Json {
+    let mut data = Map::new();
+    data.insert("campaign".into(), campaign.into());
+    data.insert("package".into(), package.into());
+    data.insert("phase".into(), phase.as_str().into());
+    data.insert("state".into(), state.into());
+    data.insert("result".into(), result.into());
+    data.insert(
+        "outcome".into(),
+        outcome.map(FirmwareOutcome::as_str).into(),
+    );
+    data.insert("bytes".into(), bytes.into());
+    if let Some(v) = version {
+        data.insert("version".into(), v.into());
+    }
+    envelope(None, "firmware", data)
+}
+
+/// `up/resp` for `firmware-update`: the campaign started, or why not.
+pub fn firmware_started(req_id: &Json, result: Result<&str, &str>) -> Json {
+    let mut data = Map::new();
+    match result {
+        Ok(campaign) => {
+            data.insert("code".into(), "2.01".into());
+            data.insert("codeMsg".into(), "created".into());
+            data.insert("campaign".into(), campaign.into());
+        }
+        Err(message) => {
+            data.insert("code".into(), "4.00".into());
+            data.insert("codeMsg".into(), "bad_request".into());
+            data.insert("message".into(), message.into());
+        }
+    }
+    envelope(Some(req_id), "firmware-update", data)
+}
 
 /// `up/register`: a device registered (Core §6.2.1).
 pub fn registered(reg: &Registration) -> Json {

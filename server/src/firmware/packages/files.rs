@@ -82,13 +82,6 @@ fn file_of(dir: &Path, sha256: &[u8; 32]) -> PathBuf {
     dir.join(hex::encode(sha256))
 }
 
-/// Whether a campaign stored in `store` uses the package `id`: what refuses `fw remove` when
-/// no server runs. No campaign is stored yet, so none uses a package; the campaigns' code
-/// answers this from its own table.
-pub fn package_in_use(_store: &Store, _id: &PackageId) -> bool {
-    false
-}
-
 fn check_label(what: &str, s: &str, required: bool) -> Result<(), PackageError> {
     if required && s.is_empty() {
         return Err(PackageError::BadLabel(format!("the {what} is empty")));

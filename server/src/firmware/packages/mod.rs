@@ -18,9 +18,7 @@ mod record;
 #[cfg(test)]
 mod tests;
 
-pub use files::{
-    add, load, package_dir, package_in_use, remove, Added, Limits, Loaded, PackageError,
-};
+pub use files::{add, load, package_dir, remove, Added, Limits, Loaded, PackageError};
 
 /// A package's id: the first 16 hex digits of its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -83,7 +81,7 @@ pub struct Package {
 
 /// The packages in memory, loaded from the store at start and changed by the admin
 /// operations. Shared by the server task (serving, campaigns) and the admin path.
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Packages {
     by_id: BTreeMap<PackageId, Package>,
     /// Sum of the packages' sizes, checked against `max_total_bytes` on every add.

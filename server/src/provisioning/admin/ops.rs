@@ -64,6 +64,9 @@ pub fn apply_offline(
         AdminOp::FwAdd { .. } | AdminOp::FwList | AdminOp::FwRemove { .. } => {
             AdminReply::error("internal error: a firmware operation on the credential path")
         }
+        AdminOp::FwUpdate { .. } | AdminOp::FwStatus { .. } | AdminOp::FwCancel { .. } => {
+            AdminReply::error(FIRMWARE_NEEDS_SERVER)
+        }
         AdminOp::Audit { limit } => match audit::recent(store, limit.min(MAX_AUDIT_LIMIT)) {
             Ok(events) => AdminReply {
                 events: Some(events),
@@ -143,6 +146,10 @@ fn read_package(path: &Path, max: u64) -> Result<Vec<u8>, String> {
     }
     std::fs::read(path).map_err(shown)
 }
+
+/// Why the `fw` operations cannot be applied to the store alone.
+pub(super) const FIRMWARE_NEEDS_SERVER: &str =
+    "firmware campaigns need the running server: it sends the commands and follows each device";
 
 /// Why `device rotate` cannot be applied to the store alone.
 pub const ROTATE_NEEDS_SERVER: &str = "rotation needs the running server: it asks the device to bootstrap again (Execute /1/x/9), and the bootstrap server gives it a fresh credential";

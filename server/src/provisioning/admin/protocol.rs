@@ -95,6 +95,43 @@ pub enum AdminOp {
         /// The package id.
         id: String,
     },
+    /// Start a firmware update campaign (OMA LwM2M TS 1.2 Core E.6); only a running server
+    /// can.
+    FwUpdate {
+        /// The package id.
+        package: String,
+        /// The devices, unless `all`.
+        #[serde(default)]
+        endpoints: Vec<String>,
+        /// Every registered device matching `model` and `from_version`.
+        #[serde(default)]
+        all: bool,
+        /// With `all`: only devices of this Model Number (`/3/0/1`).
+        #[serde(default)]
+        model: Option<String>,
+        /// With `all`: only devices running this Firmware Version (`/3/0/3`).
+        #[serde(default)]
+        from_version: Option<String>,
+        /// `pull` (default) or `push`.
+        #[serde(default)]
+        method: Option<String>,
+        /// Devices in progress at once (default `[firmware] default_concurrency`).
+        #[serde(default)]
+        concurrency: Option<usize>,
+        /// A device reporting another version afterwards failed (else a warning).
+        #[serde(default)]
+        require_version: bool,
+    },
+    /// A campaign's status: each device's phase and outcome, and totals.
+    FwStatus {
+        /// The campaign id.
+        campaign: String,
+    },
+    /// Cancel a campaign.
+    FwCancel {
+        /// The campaign id.
+        campaign: String,
+    },
     /// The newest audit events, oldest first.
     Audit {
         /// How many (default 50, at most [`MAX_AUDIT_LIMIT`]).
@@ -104,8 +141,16 @@ pub enum AdminOp {
 }
 
 impl AdminOp {
+    /// Whether it is a campaign operation, which only a running server applies.
+    pub fn is_campaign_op(&self) -> bool {
+        matches!(
+            self,
+            AdminOp::FwUpdate { .. } | AdminOp::FwStatus { .. } | AdminOp::FwCancel { .. }
+        )
+    }
+
     /// The credential set the operation reads or changes; `None` for the audit log and the
-    /// firmware packages.
+    /// firmware operations.
     pub fn credential_set(&self) -> Option<CredentialSet> {
         match self {
             AdminOp::DeviceAdd { .. }
@@ -120,12 +165,15 @@ impl AdminOp {
             AdminOp::Audit { .. }
             | AdminOp::FwAdd { .. }
             | AdminOp::FwList
-            | AdminOp::FwRemove { .. } => None,
+            | AdminOp::FwRemove { .. }
+            | AdminOp::FwUpdate { .. }
+            | AdminOp::FwStatus { .. }
+            | AdminOp::FwCancel { .. } => None,
         }
     }
 
     /// Whether the operation is on the firmware packages.
-    pub fn is_firmware(&self) -> bool {
+    pub fn is_package_op(&self) -> bool {
         matches!(
             self,
             AdminOp::FwAdd { .. } | AdminOp::FwList | AdminOp::FwRemove { .. }
@@ -183,6 +231,12 @@ pub struct AdminReply {
     /// fw-list: every package.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub packages: Option<Vec<PackageSummary>>,
+    /// fw-update: the campaign started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaign: Option<String>,
+    /// fw-status: the campaign's status (its id, spec, devices and totals).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<serde_json::Value>,
 }
 
 /// A firmware package as the admin channel shows it.

@@ -596,3 +596,40 @@ async fn firmware_operations_apply_offline_and_survive_a_reopen() {
     assert!(!apply_offline(&store, &key, &mut creds, AdminOp::FwList).ok);
     store.close().unwrap();
 }
+
+#[test]
+fn firmware_requests_json_shapes() {
+    let op: AdminOp = serde_json::from_str(
+        r#"{"op":"fw-update","package":"0123456789abcdef","endpoints":["a","b"],"method":"push","concurrency":3}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        op,
+        AdminOp::FwUpdate {
+            package: "0123456789abcdef".into(),
+            endpoints: vec!["a".into(), "b".into()],
+            all: false,
+            model: None,
+            from_version: None,
+            method: Some("push".into()),
+            concurrency: Some(3),
+            require_version: false,
+        }
+    );
+    assert!(op.is_campaign_op() && op.credential_set().is_none());
+    let op: AdminOp = serde_json::from_str(r#"{"op":"fw-status","campaign":"17"}"#).unwrap();
+    assert_eq!(
+        op,
+        AdminOp::FwStatus {
+            campaign: "17".into()
+        }
+    );
+    // Only a running server runs campaigns.
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.redb"), Default::default()).unwrap();
+    let key = SecretsKey::generate().unwrap();
+    let mut creds = Credentials::new();
+    let reply = apply_offline(&store, &key, &mut creds, op);
+    assert!(!reply.ok);
+    assert!(reply.error.unwrap().contains("running server"));
+}
