@@ -186,9 +186,12 @@ else
 fi
 code="$(download "$WORK/untargeted.bin" "coaps://$SECURE/fw/$ID" -u "$PSK_ID" -k "$PSK_KEY")"
 check_code "CoAPs download by a device no campaign targets is 4.03" "4.03" "$code"
-# `fw update` is the campaigns' command: it targets the device with the package (and starts
-# its update, which this scripted client does not follow; only the download is checked).
+# `fw update` is the campaigns' command: a campaign targets a registered device with the
+# package once its download phase starts (it writes the Package URI, which this scripted
+# client does not answer: only the download, on a second DTLS session, is checked).
 name="CoAPs download by a targeted device, Block2 512"
+timeout 60 coap-client-openssl -B 20 -m post -u "$PSK_ID" -k "$PSK_KEY" -e '</5/0>,</3/0>' \
+    "coaps://$SECURE/rd?ep=$EP&lt=300&lwm2m=1.1&b=U" >>"$WORK/client.log" 2>&1 || true
 if cli fw update --package "$ID" --endpoint "$EP" >/dev/null; then
     code="$(download "$WORK/coaps.bin" "coaps://$SECURE/fw/$ID" -u "$PSK_ID" -k "$PSK_KEY")"
     check_download "$name" "$code" "$WORK/coaps.bin"
