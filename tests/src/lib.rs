@@ -321,6 +321,17 @@ impl Device {
         Self::spawn(server, config, store, Some(dtls)).await
     }
 
+    /// Starts a device with `store` that talks to the server over DTLS with `dtls`, and
+    /// registers it.
+    pub async fn start_secure_with(
+        server: SocketAddr,
+        config: ClientConfig,
+        store: ObjectStore,
+        dtls: dtls::ClientConfig,
+    ) -> anyhow::Result<Self> {
+        Self::spawn(server, config, store, Some(dtls)).await
+    }
+
     async fn spawn(
         server: SocketAddr,
         config: ClientConfig,
