@@ -76,6 +76,11 @@ pub(super) fn on_event(
     match ev {
         ClientEvent::Registered { .. } => {
             if d.phase != Phase::Registering {
+                if std::mem::take(&mut d.firmware_updated) {
+                    // A device registers anew once its new firmware runs (Core E.6).
+                    c.registrations += 1;
+                    return;
+                }
                 // Registered again after the server forgot it (an Update answered 4.04).
                 c.errors.add("registered_again");
                 live.add_error();
@@ -97,6 +102,7 @@ pub(super) fn on_event(
             }
         }
         ClientEvent::Updated => c.updates += 1,
+        ClientEvent::FirmwareUpdated { .. } => d.firmware_updated = true,
         ClientEvent::RegistrationFailed { error } => {
             c.registration_failures += 1;
             let what = if d.phase == Phase::Registering {

@@ -101,6 +101,9 @@ struct Device {
     /// When its current handshake started.
     handshaking_since: Option<Instant>,
     ever_registered: bool,
+    /// It installed new firmware: its next Register is the new firmware's, not the server
+    /// having forgotten it.
+    firmware_updated: bool,
     ever_connected: bool,
     phase: Phase,
     /// Its slot of the fleet's window while a Register or De-register is outstanding.
@@ -161,6 +164,7 @@ impl Shard {
                 registering_since: None,
                 handshaking_since: None,
                 ever_registered: false,
+                firmware_updated: false,
                 ever_connected: false,
                 phase: Phase::Idle,
                 permit: None,
