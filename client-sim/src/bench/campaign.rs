@@ -7,71 +7,14 @@
 //! publishes the device's progress on `{prefix}/{ep}/up/firmware`
 //! (`{"campaign", "package", "state", "result", "outcome", "bytes"}`). A message with an
 //! outcome ends the device's update: it counts as updated when its Update Result is 1.
-use super::report::{Latency, Percentiles};
+use super::report::FirmwareCounts;
 use super::scenario::{FirmwareMethod, FirmwareSection};
-use serde::Serialize;
 use serde_json::{json, Value as Json};
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// Distinct outcome names counted; more are counted as "other".
 const MAX_OUTCOMES: usize = 32;
-
-/// What the campaign counted, merged into the report.
-#[derive(Debug, Default, Clone)]
-pub(crate) struct FirmwareCounts {
-    pub requested: u64,
-    pub finished: u64,
-    pub updated: u64,
-    pub timed_out: u64,
-    pub outcomes: BTreeMap<String, u64>,
-    pub results: BTreeMap<i64, u64>,
-    /// From the request to the outcome, per device.
-    pub time: Latency,
-    /// Package bytes the server reported moved, summed over finished devices.
-    pub bytes: u64,
-    /// From the first request to the last update.
-    pub span: Duration,
-}
-
-/// The campaign in the report.
-#[derive(Debug, Default, Clone, Serialize, PartialEq)]
-pub(crate) struct FirmwareReport {
-    pub package: String,
-    pub method: String,
-    pub requested: u64,
-    pub finished: u64,
-    pub updated: u64,
-    pub updated_per_minute: f64,
-    pub timed_out: u64,
-    pub outcomes: BTreeMap<String, u64>,
-    pub results: BTreeMap<i64, u64>,
-    pub bytes: u64,
-    pub time_per_device_us: Percentiles,
-}
-
-impl FirmwareCounts {
-    pub(crate) fn report(&self, package: &str, method: FirmwareMethod) -> FirmwareReport {
-        let minutes = self.span.as_secs_f64() / 60.0;
-        FirmwareReport {
-            package: package.to_owned(),
-            method: format!("{method:?}").to_lowercase(),
-            requested: self.requested,
-            finished: self.finished,
-            updated: self.updated,
-            updated_per_minute: if minutes > 0.0 {
-                self.updated as f64 / minutes
-            } else {
-                0.0
-            },
-            timed_out: self.timed_out,
-            outcomes: self.outcomes.clone(),
-            results: self.results.clone(),
-            bytes: self.bytes,
-            time_per_device_us: self.time.summary(),
-        }
-    }
-}
 
 /// The campaign's state in the backend.
 pub(crate) struct Campaign {

@@ -286,7 +286,7 @@ pub(crate) struct BackendCounts {
     pub notification_latency: Latency,
     pub errors: Errors,
     /// With `[firmware]`: the campaign.
-    pub firmware: Option<super::campaign::FirmwareCounts>,
+    pub firmware: Option<FirmwareCounts>,
 }
 
 /// p50/p90/p99/max of a latency, in microseconds.
@@ -379,7 +379,7 @@ pub(crate) struct Report {
     pub bootstrap: Option<BootstrapReport>,
     /// In the `firmware` scenario; absent from the JSON otherwise.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub firmware: Option<super::campaign::FirmwareReport>,
+    pub firmware: Option<FirmwareReport>,
 }
 
 impl Report {
@@ -518,6 +518,66 @@ fn us(v: u64) -> String {
         format!("{:.1} ms", v as f64 / 1e3)
     } else {
         format!("{v} us")
+    }
+}
+
+/// What the campaign counted, merged into the report.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct FirmwareCounts {
+    pub requested: u64,
+    pub finished: u64,
+    pub updated: u64,
+    pub timed_out: u64,
+    pub outcomes: BTreeMap<String, u64>,
+    pub results: BTreeMap<i64, u64>,
+    /// From the request to the outcome, per device.
+    pub time: Latency,
+    /// Package bytes the server reported moved, summed over finished devices.
+    pub bytes: u64,
+    /// From the first request to the last update.
+    pub span: Duration,
+}
+
+/// The campaign in the report.
+#[derive(Debug, Default, Clone, Serialize, PartialEq)]
+pub(crate) struct FirmwareReport {
+    pub package: String,
+    pub method: String,
+    pub requested: u64,
+    pub finished: u64,
+    pub updated: u64,
+    pub updated_per_minute: f64,
+    pub timed_out: u64,
+    pub outcomes: BTreeMap<String, u64>,
+    pub results: BTreeMap<i64, u64>,
+    pub bytes: u64,
+    pub time_per_device_us: Percentiles,
+}
+
+impl FirmwareCounts {
+    pub(crate) fn report(
+        &self,
+        package: &str,
+        method: super::scenario::FirmwareMethod,
+    ) -> FirmwareReport {
+        let minutes = self.span.as_secs_f64() / 60.0;
+        FirmwareReport {
+            package: package.to_owned(),
+            method: format!("{method:?}").to_lowercase(),
+            requested: self.requested,
+            finished: self.finished,
+            updated: self.updated,
+            updated_per_minute: if minutes > 0.0 {
+                self.updated as f64 / minutes
+            } else {
+                0.0
+            },
+            timed_out: self.timed_out,
+            outcomes: self.outcomes.clone(),
+            results: self.results.clone(),
+            bytes: self.bytes,
+            time_per_device_us: self.time.summary(),
+        }
     }
 }
 

@@ -9,12 +9,32 @@
 //! Who may download what is the [`FirmwareAccess`]'s decision; a package that exists but is
 //! not for this device is 4.03, an unknown one 4.04, any method but GET 4.05.
 use super::ServerCore;
-use crate::firmware::FirmwareAccess;
 use lwm2m::coap::{msg, CoapOption, MessageClass, Packet, Peer, RequestType, ResponseType};
 use lwm2m::ops::Lwm2mError;
 use std::fmt::Display;
 use std::str::FromStr;
 use std::sync::Arc;
+
+/// A package as the core serves it.
+#[derive(Debug, Clone)]
+pub struct Download {
+    /// The package's bytes, shared with the store that holds them.
+    pub bytes: Arc<[u8]>,
+    /// The ETag: the first 8 bytes of the package's SHA-256.
+    pub etag: [u8; 8],
+}
+
+/// Decides who may download which package by pull (`GET /{firmware.path}/{id}`); the core
+/// holds one, as it holds its security policy, and the firmware module implements it.
+pub trait FirmwareAccess: Send + Sync {
+    /// The package `id` if `principal` may download it: over DTLS `principal` is the
+    /// endpoint the device's credential is bound to, over plain CoAP it is `None`.
+    fn download(&self, principal: Option<&str>, id: &str) -> Option<Download>;
+
+    /// Whether a package `id` exists at all, so that a refused download is told apart from
+    /// an unknown package (4.03 and 4.04).
+    fn exists(&self, id: &str) -> bool;
+}
 
 /// Content-Format of a package: application/octet-stream.
 const OCTET_STREAM: u32 = 42;
@@ -65,7 +85,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         };
         let mut response = msg::response(ResponseType::Content);
         msg::set_uint_option(&mut response, CoapOption::ContentFormat, OCTET_STREAM);
-        response.add_option(CoapOption::ETag, package.meta.etag().to_vec());
+        response.add_option(CoapOption::ETag, package.etag.to_vec());
         // The endpoint keeps this body for the later blocks (bounded by its Block2 budget);
         // a block asked after it was evicted comes back here and is cut from a fresh copy.
         response.payload = package.bytes.to_vec();

@@ -36,6 +36,8 @@ mod restore;
 mod tests;
 pub mod types;
 
+pub use firmware::{Download, FirmwareAccess};
+
 use lwm2m::coap::{
     CoapOption, Endpoint, EndpointConfig, Event, IncomingRequest, MessageClass, Peer, RequestId,
     RequestType, Transmit,

@@ -7,25 +7,14 @@
 //!   result, a bounded number at a time.
 //! - this file: [`SharedFirmware`], the packages and who may download which, shared by the
 //!   admin path (which adds and removes packages), the campaigns (which target devices) and
-//!   the core (which serves pull downloads, RFC 7959 Block2, through [`FirmwareAccess`]).
+//!   the core (which serves pull downloads, RFC 7959 Block2, through its `FirmwareAccess`).
 pub mod campaigns;
 pub mod packages;
 
+use crate::core::{Download, FirmwareAccess};
 use packages::{Package, PackageId, Packages};
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
-
-/// Decides who may download which package by pull (`GET /{firmware.path}/{id}`); the core
-/// holds one, as it holds its security policy.
-pub trait FirmwareAccess: Send + Sync {
-    /// The package `id` if `principal` may download it: over DTLS `principal` is the
-    /// endpoint the device's credential is bound to, over plain CoAP it is `None`.
-    fn download(&self, principal: Option<&str>, id: &str) -> Option<Package>;
-
-    /// Whether a package `id` exists at all, so that a refused download is told apart from
-    /// an unknown package (4.03 and 4.04).
-    fn exists(&self, id: &str) -> bool;
-}
 
 /// The packages and the campaigns' targets.
 #[derive(Debug, Default)]
@@ -100,7 +89,7 @@ impl SharedFirmware {
 }
 
 impl FirmwareAccess for SharedFirmware {
-    fn download(&self, principal: Option<&str>, id: &str) -> Option<Package> {
+    fn download(&self, principal: Option<&str>, id: &str) -> Option<Download> {
         if !PackageId::is_valid(id) {
             return None;
         }
@@ -115,7 +104,10 @@ impl FirmwareAccess for SharedFirmware {
                 return None;
             }
         }
-        state.packages.get(&id).cloned()
+        state.packages.get(&id).map(|p| Download {
+            bytes: p.bytes.clone(),
+            etag: p.meta.etag(),
+        })
     }
 
     fn exists(&self, id: &str) -> bool {

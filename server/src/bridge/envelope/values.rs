@@ -238,7 +238,7 @@ fn float_of(json: &Json) -> Option<f64> {
 
 fn hex_decode(s: &str) -> Result<Vec<u8>, String> {
     let s = s.trim();
-    crate::provisioning::secrets::hex_decode(s).ok_or_else(|| {
+    hex::decode(s).map_err(|_| {
         if s.len().is_multiple_of(2) {
             format!("not hex: {:?}", truncate(s))
         } else {
