@@ -58,11 +58,6 @@ impl FirmwareState {
     pub fn is_targeted(&self, endpoint: &str, id: &PackageId) -> bool {
         self.targets.get(endpoint).is_some_and(|s| s.contains(id))
     }
-
-    /// Whether any endpoint is targeted with `id` (a running campaign uses it).
-    pub fn targets_package(&self, id: &PackageId) -> bool {
-        self.targets.values().any(|s| s.contains(id))
-    }
 }
 
 /// The package store as the admin path changes it: the shared state, where the files live,
