@@ -1,9 +1,11 @@
 //! How the rest of the world talks to a running server: [`ServerHandle`] (commands,
 //! registrations, the event stream, admin operations, shutdown) and the messages it sends
 //! the server task.
+use crate::core::clients::{ClientPage, ClientState};
 use crate::core::types::{Command, CommandId, DeviceEvent, Outcome, Registration};
 use crate::metrics::{Metrics, MetricsSnapshot};
 use crate::provisioning::admin::{AdminOp, AdminReply, AdminRequest};
+use crate::provisioning::credentials::CredentialSummary;
 use crate::store::StoreStats;
 use lwm2m::model::Path;
 use std::net::SocketAddr;
@@ -33,10 +35,34 @@ pub(crate) enum Control {
     ),
     /// Every current registration.
     Registrations(oneshot::Sender<Vec<Registration>>),
+    /// One device's state and credential.
+    Client(String, oneshot::Sender<Option<ClientInfo>>),
+    /// A page of devices (prefix, after, limit).
+    Clients(ClientQuery, oneshot::Sender<ClientPage>),
     /// An admin operation (as from the admin socket).
     Admin(AdminRequest),
     /// Stop, and say so once the store is closed.
     Shutdown(oneshot::Sender<()>),
+}
+
+/// One device as the server holds it, with who its DTLS credential says it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClientInfo {
+    /// Its registration, queue state, pending commands and observations.
+    pub state: ClientState,
+    /// Its credential, never the key; `None` for a NoSec device.
+    pub credential: Option<CredentialSummary>,
+}
+
+/// Which page of devices [`ServerHandle::clients`] returns.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientQuery {
+    /// Only endpoint names starting with this.
+    pub prefix: String,
+    /// Only names after this one (the last of the previous page).
+    pub after: Option<String>,
+    /// At most this many.
+    pub limit: usize,
 }
 
 /// Talks to a running server. Cheap to clone.
@@ -100,6 +126,27 @@ impl ServerHandle {
         let (tx, rx) = oneshot::channel();
         self.control
             .send(Control::Registrations(tx))
+            .await
+            .map_err(|_| ServerStopped)?;
+        rx.await.map_err(|_| ServerStopped)
+    }
+
+    /// One device's registration, queue state, observations and credential summary;
+    /// `None` if it is not registered.
+    pub async fn client(&self, endpoint: &str) -> Result<Option<ClientInfo>, ServerStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Control::Client(endpoint.to_string(), tx))
+            .await
+            .map_err(|_| ServerStopped)?;
+        rx.await.map_err(|_| ServerStopped)
+    }
+
+    /// A page of registered devices in endpoint name order.
+    pub async fn clients(&self, query: ClientQuery) -> Result<ClientPage, ServerStopped> {
+        let (tx, rx) = oneshot::channel();
+        self.control
+            .send(Control::Clients(query, tx))
             .await
             .map_err(|_| ServerStopped)?;
         rx.await.map_err(|_| ServerStopped)

@@ -129,6 +129,7 @@ impl Metrics {
                 }
             }
             DeviceEvent::Awake { .. }
+            | DeviceEvent::Sleeping { .. }
             | DeviceEvent::ObservationEnded { .. }
             | DeviceEvent::Firmware { .. } => return,
         };

@@ -17,7 +17,7 @@ use crate::bridge::Running;
 use crate::core::persist::StoreOp;
 use crate::core::types::{Command, CommandId, DeviceEvent, Link, Outcome};
 use crate::core::ServerCore;
-use crate::handle::Control;
+use crate::handle::{ClientInfo, Control};
 use crate::metrics::Transport;
 use crate::provisioning::secrets::SecretsKey;
 use crate::provisioning::security::SharedCredentials;
@@ -165,6 +165,26 @@ impl Machine for Shell {
             }
             Input::Control(Control::Registrations(tx)) => {
                 let _ = tx.send(self.stack.core().registrations().cloned().collect());
+            }
+            Input::Control(Control::Client(endpoint, tx)) => {
+                let core = self.stack.core();
+                let info = core.client_state(now, &endpoint).map(|state| ClientInfo {
+                    state,
+                    credential: self
+                        .creds
+                        .0
+                        .read()
+                        .ok()
+                        .and_then(|c| c.get(&endpoint).map(|d| d.summary())),
+                });
+                let _ = tx.send(info);
+            }
+            Input::Control(Control::Clients(q, tx)) => {
+                let page =
+                    self.stack
+                        .core()
+                        .clients_page(now, &q.prefix, q.after.as_deref(), q.limit);
+                let _ = tx.send(page);
             }
             Input::Control(Control::Admin(req)) | Input::Admin(req) => self.admin(now, req),
             Input::Downlink(d) => {

@@ -148,15 +148,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         None
     };
     let (admin_task, admin_requests) = spawn_admin(config)?;
-    let (http_addr, http_task) = match http_listener {
-        Some(listener) => {
-            let addr = listener.local_addr()?;
-            tracing::info!(%addr, "HTTP API listening (GET /metrics)");
-            let app = crate::http::router(metrics.clone());
-            let task = tokio::spawn(crate::http::serve(listener, app));
-            (Some(addr), Some(task))
-        }
-        None => (None, None),
+    let http_addr = match &http_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
     };
     let (bootstrap, bootstrap_addrs) = bootstrap_stack(
         config,
@@ -178,6 +172,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         store_stats: store.stats_handle(),
         metrics: metrics.clone(),
         http_addr,
+    };
+    let http_task = match http_listener {
+        Some(tcp) => Some(spawn_http(config, tcp, &handle, schema.clone())?),
+        None => None,
     };
     let secure = dtls.map(|server| Secure {
         server,
@@ -235,6 +233,31 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         shell.finish().await
     });
     Ok(Server { handle, task })
+}
+
+/// Starts the HTTP API on `tcp`: the token and the TLS configuration are read here, so that a
+/// missing file stops the start with its name.
+fn spawn_http(
+    config: &Config,
+    tcp: tokio::net::TcpListener,
+    handle: &ServerHandle,
+    schema: Arc<Registry>,
+) -> anyhow::Result<JoinHandle<()>> {
+    let addr = tcp.local_addr()?;
+    let token = crate::http::tls::load_token(&config.http)?;
+    let tls = crate::http::tls::server_config(&config.http)?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, %scheme, token = token.is_some(), "HTTP API listening");
+    let state = crate::http::ApiState::new(handle.clone(), schema, Arc::new(config.clone()), token);
+    let listener = crate::http::Listener {
+        tcp,
+        tls,
+        max_connections: config.http.max_connections,
+    };
+    Ok(tokio::spawn(crate::http::serve(
+        listener,
+        crate::http::router(state),
+    )))
 }
 
 /// The bootstrap server's stack, and its plain and DTLS addresses.

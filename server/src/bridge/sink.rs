@@ -212,6 +212,9 @@ impl Bridge {
                 self.forget_observations(endpoint, None);
             }
             DeviceEvent::Awake { endpoint } => self.wake(endpoint, core),
+            // The EMQX gateway's message set has no presence message; the HTTP event stream
+            // reports it.
+            DeviceEvent::Sleeping { .. } => {}
             DeviceEvent::Notification {
                 endpoint,
                 observation,

@@ -102,3 +102,11 @@ pub const PUSH_BLOCK_INTERVAL_MS: RangeInclusive<u64> = 0..=60_000;
 pub const FIRMWARE_PHASE_TIMEOUT_SECS: RangeInclusive<u64> = 60..=2_592_000;
 /// `[firmware] default_concurrency`: devices updated at once per campaign.
 pub const FIRMWARE_CONCURRENCY: RangeInclusive<u64> = 1..=100_000;
+/// `[http] event_retention`: events kept for `Last-Event-ID`.
+pub const HTTP_EVENT_RETENTION: RangeInclusive<usize> = 100..=1_000_000;
+/// `[http] max_event_streams`.
+pub const HTTP_MAX_EVENT_STREAMS: RangeInclusive<usize> = 1..=10_000;
+/// `[http] max_connections`.
+pub const HTTP_MAX_CONNECTIONS: RangeInclusive<usize> = 4..=100_000;
+/// `[http] request_retention`: results of commands answered 202.
+pub const HTTP_REQUEST_RETENTION: RangeInclusive<usize> = 100..=1_000_000;

@@ -188,6 +188,7 @@ impl Config {
         f.dtls.validate()?;
         f.bootstrap.validate(f.security.allow_nosec)?;
         f.firmware.validate()?;
+        f.http.validate()?;
         let mqtt = MqttSettings::from_section(&f.mqtt)?;
         Ok(Config {
             server: f.server,

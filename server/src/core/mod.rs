@@ -26,6 +26,7 @@
 //! (`/{firmware.path}/{id}`), responses to the command path or to the observations.
 //!
 //! [`coap::Endpoint`]: lwm2m::coap::Endpoint
+pub mod clients;
 mod commands;
 mod firmware;
 pub mod persist;
@@ -168,6 +169,9 @@ pub struct ServerCore<P: Peer> {
     /// Registration expiry: exactly one entry per device, moved on every Update and removed
     /// with the device, so re-registering devices leave nothing behind.
     expiry: BTreeSet<(Instant, String)>,
+    /// When each awake queue-mode device falls asleep: one entry per awake device, moved
+    /// whenever it is heard from, so that `Sleeping` is reported without a timer per device.
+    sleep_at: BTreeSet<(Instant, String)>,
     /// Queued commands' time-to-live.
     queue_expiry: BTreeMap<(Instant, CommandId), String>,
     /// Commands sent and awaiting the device's answer.
@@ -204,6 +208,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             by_peer: HashMap::new(),
             expiry: BTreeSet::new(),
             queue_expiry: BTreeMap::new(),
+            sleep_at: BTreeSet::new(),
             inflight: HashMap::new(),
             observations: HashMap::new(),
             observation_by_request: HashMap::new(),
@@ -354,14 +359,29 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         self.process(now);
         self.expire_registrations(now);
         self.expire_queued(now);
+        self.fall_asleep(now);
         self.process(now);
+    }
+
+    /// Reports each queue-mode device whose awake window has passed as sleeping
+    /// (Transport §6.5: the server may no longer send to it until it is heard from).
+    fn fall_asleep(&mut self, now: Instant) {
+        while self.sleep_at.first().is_some_and(|(t, _)| *t <= now) {
+            let Some((_, endpoint)) = self.sleep_at.pop_first() else {
+                break;
+            };
+            if self.devices.contains_key(&endpoint) {
+                self.events.push_back(DeviceEvent::Sleeping { endpoint });
+            }
+        }
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) should next run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let reg = self.expiry.first().map(|(t, _)| *t);
         let queue = self.queue_expiry.first_key_value().map(|((t, _), _)| *t);
-        [self.coap.poll_timeout(), reg, queue]
+        let sleep = self.sleep_at.first().map(|(t, _)| *t);
+        [self.coap.poll_timeout(), reg, queue, sleep]
             .into_iter()
             .flatten()
             .min()
@@ -447,7 +467,11 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         };
         if dev.reg.queue_mode {
             let was_asleep = dev.awake_until.is_none_or(|t| t <= now);
-            dev.awake_until = Some(lwm2m::time::deadline(now, window));
+            let until = lwm2m::time::deadline(now, window);
+            if let Some(before) = dev.awake_until.replace(until) {
+                self.sleep_at.remove(&(before, endpoint.to_string()));
+            }
+            self.sleep_at.insert((until, endpoint.to_string()));
             if was_asleep {
                 self.events.push_back(DeviceEvent::Awake {
                     endpoint: endpoint.to_string(),

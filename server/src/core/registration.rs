@@ -196,6 +196,9 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
     ) -> Option<Device<P>> {
         let mut dev = self.devices.remove(endpoint)?;
         self.expiry.remove(&(dev.expires, endpoint.to_string()));
+        if let Some(t) = dev.awake_until {
+            self.sleep_at.remove(&(t, endpoint.to_string()));
+        }
         if let Some(id) = dev.reg.location.strip_prefix("/rd/") {
             self.locations.remove(id);
         }

@@ -23,7 +23,7 @@ pub(super) struct Observation {
     endpoint: String,
     /// The CoAP request that carries its notifications.
     coap_id: RequestId,
-    request: DownlinkRequest,
+    pub(super) request: DownlinkRequest,
     token: Token,
     /// The command cancelling it, whose result is reported when the cancellation completes.
     cancel: Option<CommandId>,

@@ -233,6 +233,12 @@ pub enum DeviceEvent {
         /// The endpoint.
         endpoint: String,
     },
+    /// A queue-mode device's awake window passed without word from it: commands for it wait
+    /// until it is heard from again (Transport §6.5).
+    Sleeping {
+        /// The endpoint.
+        endpoint: String,
+    },
     /// A notification for an observation.
     Notification {
         /// The endpoint.

@@ -573,6 +573,84 @@ fn queued_command_is_delivered_once_when_the_device_wakes() {
     assert_eq!(w.results().len(), 1);
 }
 
+#[test]
+fn a_queue_mode_device_is_reported_asleep_once_its_awake_window_passes() {
+    let mut w = World::new();
+    let loc = w.register(1, "sleepy", 3600, true);
+    w.register(2, "always-on", 3600, false);
+    let now = w.now();
+    assert_eq!(
+        w.core.client_state(now, "sleepy").unwrap().sleeping,
+        Some(false)
+    );
+    assert_eq!(
+        w.core.client_state(now, "always-on").unwrap().sleeping,
+        None
+    );
+    let sleeping = |w: &World| {
+        w.events
+            .iter()
+            .filter(|e| matches!(e, DeviceEvent::Sleeping { endpoint } if endpoint == "sleepy"))
+            .count()
+    };
+    // Heard from again within the window: the window moves, no Sleeping yet.
+    w.advance(w.core.config.awake_window / 2);
+    w.send_from(1, Update::default().to_coap(&loc));
+    w.advance(w.core.config.awake_window / 2 + Duration::from_millis(10));
+    assert_eq!(sleeping(&w), 0);
+    w.advance(w.core.config.awake_window);
+    assert_eq!(sleeping(&w), 1, "{:?}", w.events);
+    let now = w.now();
+    assert_eq!(
+        w.core.client_state(now, "sleepy").unwrap().sleeping,
+        Some(true)
+    );
+    // Once asleep, nothing more until it wakes; then Awake, and Sleeping again later.
+    w.advance(Duration::from_secs(600));
+    assert_eq!(sleeping(&w), 1);
+    w.send_from(1, Update::default().to_coap(&loc));
+    w.advance(w.core.config.awake_window + Duration::from_secs(1));
+    assert_eq!(sleeping(&w), 2);
+    assert!(!w
+        .events
+        .iter()
+        .any(|e| matches!(e, DeviceEvent::Sleeping { endpoint } if endpoint == "always-on")));
+}
+
+#[test]
+fn client_pages_walk_every_matching_device_once_in_name_order() {
+    let mut w = World::new();
+    for (addr, ep) in [
+        (1, "b-2"),
+        (2, "a-1"),
+        (3, "b-1"),
+        (4, "b-10"),
+        (5, "c-1"),
+        (6, "b-3"),
+    ] {
+        w.register(addr, ep, 3600, false);
+    }
+    let now = w.now();
+    let names = |p: &clients::ClientPage| {
+        p.clients
+            .iter()
+            .map(|c| c.registration.endpoint.clone())
+            .collect::<Vec<_>>()
+    };
+    let page = w.core.clients_page(now, "b-", None, 2);
+    assert_eq!(page.total, 4);
+    assert_eq!(names(&page), ["b-1", "b-10"]);
+    let page = w.core.clients_page(now, "b-", Some("b-10"), 2);
+    assert_eq!(names(&page), ["b-2", "b-3"]);
+    assert!(w
+        .core
+        .clients_page(now, "b-", Some("b-3"), 2)
+        .clients
+        .is_empty());
+    assert_eq!(w.core.clients_page(now, "", None, 100).total, 6);
+    assert_eq!(names(&w.core.clients_page(now, "", None, 100)).len(), 6);
+}
+
 /// The datagrams the server sent to `addr` from the `since`th sent on, parsed, oldest first.
 fn packets_to(w: &World, addr: u8, since: usize) -> Vec<Packet> {
     w.net
