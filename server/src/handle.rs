@@ -26,6 +26,13 @@ pub(crate) enum Control {
         oneshot::Sender<CommandId>,
         Option<oneshot::Sender<Outcome>>,
     ),
+    /// A command, where to send its id and whether it waits for a sleeping device, and who
+    /// waits for its result.
+    Dispatch(
+        Command,
+        oneshot::Sender<(CommandId, bool)>,
+        oneshot::Sender<Outcome>,
+    ),
     /// The cancellation of an observation, likewise.
     Cancel(
         String,
@@ -52,6 +59,17 @@ pub struct ClientInfo {
     pub state: ClientState,
     /// Its credential, never the key; `None` for a NoSec device.
     pub credential: Option<CredentialSummary>,
+}
+
+/// A command [`ServerHandle::dispatch`]ed.
+#[derive(Debug)]
+pub struct Dispatched {
+    /// Its id, as in its `CommandResult` event.
+    pub id: CommandId,
+    /// It waits for a sleeping queue-mode device to wake.
+    pub queued: bool,
+    /// Its result, once there is one.
+    pub result: oneshot::Receiver<Outcome>,
 }
 
 /// Which page of devices [`ServerHandle::clients`] returns.
@@ -103,6 +121,19 @@ impl ServerHandle {
             .map_err(|_| ServerStopped)?;
         let id = rx.await.map_err(|_| ServerStopped)?;
         Ok((id, result.await.map_err(|_| ServerStopped)?))
+    }
+
+    /// Submits a command; says at once whether it waits for a sleeping device, and gives the
+    /// receiver of its result (for a sleeping device, when it wakes or the command expires).
+    pub async fn dispatch(&self, cmd: Command) -> Result<Dispatched, ServerStopped> {
+        let (tx, rx) = oneshot::channel();
+        let (done, result) = oneshot::channel();
+        self.control
+            .send(Control::Dispatch(cmd, tx, done))
+            .await
+            .map_err(|_| ServerStopped)?;
+        let (id, queued) = rx.await.map_err(|_| ServerStopped)?;
+        Ok(Dispatched { id, queued, result })
     }
 
     /// Cancels the observation of `path` on `endpoint` and waits for the result.

@@ -156,6 +156,12 @@ impl Machine for Shell {
                 let id = self.stack.core_mut().submit(now, cmd);
                 self.answer(id, id_tx, waiter);
             }
+            Input::Control(Control::Dispatch(cmd, id_tx, waiter)) => {
+                let queued = self.stack.core().is_asleep(now, &cmd.endpoint);
+                let id = self.stack.core_mut().submit(now, cmd);
+                self.waiters.insert(id, waiter);
+                let _ = id_tx.send((id, queued));
+            }
             Input::Control(Control::Cancel(endpoint, path, id_tx, waiter)) => {
                 let id = self
                     .stack

@@ -25,6 +25,8 @@ pub struct ClientState {
     pub inflight: usize,
     /// Its observations and the paths each observes (several for a composite).
     pub observations: Vec<(ObservationId, Vec<Path>)>,
+    /// Whether it is reached over DTLS, authenticated.
+    pub secure: bool,
 }
 
 /// One page of devices, in endpoint name order.
@@ -61,7 +63,16 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             queued: dev.queue.len(),
             inflight: dev.inflight,
             observations,
+            secure: self.authenticated.contains_key(&dev.peer),
         })
+    }
+
+    /// Whether a command for `endpoint` would wait for it to wake (a queue-mode device not
+    /// heard from within the awake window).
+    pub fn is_asleep(&self, now: Instant, endpoint: &str) -> bool {
+        self.devices
+            .get(endpoint)
+            .is_some_and(|d| d.reg.queue_mode && d.awake_until.is_none_or(|t| t <= now))
     }
 
     /// The devices whose endpoint name starts with `prefix`, in name order, from just after

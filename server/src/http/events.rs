@@ -1,22 +1,499 @@
-//! The device event stream over HTTP: server-sent events (WHATWG HTML §9.2) numbered and
-//! retained so that a client reconnecting with `Last-Event-ID` misses nothing.
-use super::ApiState;
+//! The device event stream over HTTP as server-sent events (WHATWG HTML §9.2
+//! "Server-sent events"), Leshan's `GET /api/event` and ours, `GET /api/events`: every
+//! [`DeviceEvent`] numbered in order, its JSON built once and kept (the newest
+//! `[http] event_retention`), so that a client reconnecting with `Last-Event-ID` (which
+//! browsers' `EventSource` send by themselves) gets what it missed, without a gap or a
+//! repeat. `?ep=` keeps one device's events.
+//!
+//! Event names and bodies are Leshan's where Leshan has the event (REGISTRATION, UPDATED,
+//! DEREGISTRATION, SLEEPING, AWAKE, NOTIFICATION, SEND) and ours otherwise
+//! (COMMAND_RESULT, BOOTSTRAP, FIRMWARE, OBSERVATION_ENDED, AUTH_FAILED).
+//!
+//! One task numbers the events; a subscriber that falls behind the live channel reads
+//! again from the retained events, and only loses events if it is more than the retention
+//! behind.
+use super::clients::registration_json;
+use super::dm::{records_json, result_json};
+use super::node_json::node_json;
+use super::requests::Requests;
+use super::{ApiError, ApiState};
+use crate::core::types::{BootstrapStage, Content, DeregisterReason, DeviceEvent};
 use crate::handle::ServerHandle;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::routing::get;
 use axum::Router;
-use lwm2m::model::Registry;
-use std::sync::Arc;
+use lwm2m::model::Path;
+use serde::Deserialize;
+use serde_json::{json, Value as Json};
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// Events a subscriber may be behind on the live channel before it reads the retained ones.
+const LIVE_CAPACITY: usize = 4096;
+/// A comment line this often keeps proxies from closing a quiet stream.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// One event as sent.
+#[derive(Debug)]
+pub struct SseEvent {
+    /// Its number, from 1, in the order the server emitted the events.
+    pub id: u64,
+    /// Its name (`REGISTRATION`, `NOTIFICATION`...).
+    pub kind: &'static str,
+    /// The device it is about.
+    pub endpoint: String,
+    /// Its JSON.
+    pub data: String,
+}
 
 /// The numbered, retained events.
-pub struct EventLog {}
+pub struct EventLog {
+    retention: usize,
+    retained: Mutex<VecDeque<Arc<SseEvent>>>,
+    live: broadcast::Sender<Arc<SseEvent>>,
+    /// Streams open now, against `[http] max_event_streams`.
+    streams: AtomicUsize,
+}
 
 impl EventLog {
-    /// Starts numbering `handle`'s events, keeping the newest `retention`.
-    pub fn start(_handle: &ServerHandle, _schema: Arc<Registry>, _retention: usize) -> Arc<Self> {
-        Arc::new(Self {})
+    /// An empty log keeping the newest `retention` events.
+    pub fn new(retention: usize) -> Self {
+        Self {
+            retention: retention.max(1),
+            retained: Mutex::new(VecDeque::new()),
+            live: broadcast::channel(LIVE_CAPACITY).0,
+            streams: AtomicUsize::new(0),
+        }
+    }
+
+    /// A log fed by `handle`'s events until the server stops. `requests` gives the path of
+    /// a command answered `202`, for its result's node.
+    pub fn start(handle: &ServerHandle, requests: Arc<Requests>, retention: usize) -> Arc<Self> {
+        let log = Arc::new(Self::new(retention));
+        let mut rx = handle.subscribe();
+        let feed = log.clone();
+        tokio::spawn(async move {
+            loop {
+                match rx.recv().await {
+                    Ok(event) => {
+                        if let Some((kind, endpoint, data)) = describe(&event, &requests) {
+                            feed.push(kind, endpoint, data);
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(n)) => {
+                        tracing::warn!(missed = n, "HTTP event stream fell behind the server");
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                }
+            }
+        });
+        log
+    }
+
+    /// Numbers and keeps an event, and sends it to the streams.
+    pub fn push(&self, kind: &'static str, endpoint: String, data: Json) {
+        let Ok(mut retained) = self.retained.lock() else {
+            return;
+        };
+        let id = retained.back().map_or(1, |e| e.id + 1);
+        let event = Arc::new(SseEvent {
+            id,
+            kind,
+            endpoint,
+            data: data.to_string(),
+        });
+        if retained.len() >= self.retention {
+            retained.pop_front();
+        }
+        retained.push_back(event.clone());
+        // Under the lock, so that a subscriber's snapshot and its live channel meet exactly.
+        let _ = self.live.send(event);
+    }
+
+    /// The retained events after `after`, oldest first, at most `limit`.
+    fn since(&self, after: u64, limit: usize) -> Vec<Arc<SseEvent>> {
+        let Ok(retained) = self.retained.lock() else {
+            return Vec::new();
+        };
+        let start = retained.partition_point(|e| e.id <= after);
+        retained.range(start..).take(limit).cloned().collect()
+    }
+
+    /// A live channel, taken together with the id of the newest event retained: events up
+    /// to it come from the retained ones, later ones from the channel. `after` comes back
+    /// no later than that id: a larger one was given out before the server restarted and
+    /// numbering began again.
+    fn subscribe(&self, after: u64) -> (broadcast::Receiver<Arc<SseEvent>>, u64, u64) {
+        let retained = self.retained.lock();
+        let rx = self.live.subscribe();
+        let newest = match &retained {
+            Ok(r) => r.back().map_or(0, |e| e.id),
+            Err(_) => 0,
+        };
+        (rx, after.min(newest), newest)
     }
 }
 
 /// The routes.
 pub(super) fn routes() -> Router<ApiState> {
     Router::new()
+        .route("/api/events", get(stream))
+        .route("/api/event", get(stream))
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamQuery {
+    ep: Option<String>,
+    #[serde(rename = "lastEventId")]
+    last_event_id: Option<u64>,
+    /// The bearer token for clients that cannot set headers (checked by `auth`).
+    #[allow(dead_code)]
+    access_token: Option<String>,
+}
+
+/// Counts an open stream; dropped with the stream.
+struct StreamSlot(Arc<EventLog>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn stream(
+    State(state): State<ApiState>,
+    Query(q): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    let max = state.config.http.max_event_streams;
+    let log = state.events.clone();
+    if log.streams.fetch_add(1, Ordering::Relaxed) >= max {
+        log.streams.fetch_sub(1, Ordering::Relaxed);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{max} event streams are open, the most [http] max_event_streams allows"),
+        ));
+    }
+    let slot = StreamSlot(log.clone());
+    let header_id = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    // A new subscriber starts with what happens from now on.
+    let after = header_id.or(q.last_event_id).unwrap_or(u64::MAX);
+    let (rx, after, live_from) = log.subscribe(after);
+    let state = Cursor {
+        log,
+        rx,
+        last: after,
+        live_from,
+        pending: VecDeque::new(),
+        ep: q.ep,
+        _slot: slot,
+    };
+    let events = futures_util::stream::unfold(state, |mut c| async move {
+        let e = c.next().await?;
+        let event = Event::default()
+            .id(e.id.to_string())
+            .event(e.kind)
+            .data(e.data.clone());
+        Some((Ok::<_, Infallible>(event), c))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+fn newest(log: &EventLog) -> u64 {
+    log.retained
+        .lock()
+        .ok()
+        .and_then(|r| r.back().map(|e| e.id))
+        .unwrap_or(0)
+}
+
+/// Where one stream is: the retained events it still has to send, then the live ones.
+struct Cursor {
+    log: Arc<EventLog>,
+    rx: broadcast::Receiver<Arc<SseEvent>>,
+    /// The last event sent (or skipped by the filter).
+    last: u64,
+    /// Events up to this id are read from the retained ones, later ones from `rx`.
+    live_from: u64,
+    pending: VecDeque<Arc<SseEvent>>,
+    ep: Option<String>,
+    _slot: StreamSlot,
+}
+
+impl Cursor {
+    /// The next event for this stream; `None` once the server stops.
+    async fn next(&mut self) -> Option<Arc<SseEvent>> {
+        loop {
+            if self.pending.is_empty() && self.last < self.live_from {
+                self.pending.extend(self.log.since(self.last, 256));
+                if self.pending.is_empty() {
+                    // Nothing retained between: the rest comes live.
+                    self.last = self.live_from;
+                }
+            }
+            let e = match self.pending.pop_front() {
+                Some(e) => e,
+                None => match self.rx.recv().await {
+                    Ok(e) => e,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        // Read what was missed from the retained events instead.
+                        self.live_from = newest(&self.log);
+                        continue;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                },
+            };
+            if e.id <= self.last {
+                continue;
+            }
+            self.last = e.id;
+            if self.ep.as_ref().is_none_or(|ep| *ep == e.endpoint) {
+                return Some(e);
+            }
+        }
+    }
+}
+
+/// An event's name, device and JSON; `None` for events the stream does not carry.
+fn describe(event: &DeviceEvent, requests: &Requests) -> Option<(&'static str, String, Json)> {
+    Some(match event {
+        DeviceEvent::Registered { registration, .. } => (
+            "REGISTRATION",
+            registration.endpoint.clone(),
+            registration_json(registration),
+        ),
+        DeviceEvent::Updated { registration } => (
+            "UPDATED",
+            registration.endpoint.clone(),
+            json!({ "registration": registration_json(registration) }),
+        ),
+        DeviceEvent::Deregistered { endpoint, reason } => (
+            "DEREGISTRATION",
+            endpoint.clone(),
+            json!({"endpoint": endpoint, "reason": reason_name(*reason)}),
+        ),
+        DeviceEvent::Awake { endpoint } => ("AWAKE", endpoint.clone(), json!({ "ep": endpoint })),
+        DeviceEvent::Sleeping { endpoint } => {
+            ("SLEEPING", endpoint.clone(), json!({ "ep": endpoint }))
+        }
+        DeviceEvent::Notification {
+            endpoint,
+            observation,
+            path,
+            content,
+            seq,
+        } => {
+            let data = match content {
+                Content::Node(node) => json!({
+                    "ep": endpoint,
+                    "kind": "single",
+                    "res": path.to_string(),
+                    "val": node_json(path, node),
+                    "observation": observation.0,
+                    "seq": seq,
+                }),
+                Content::Records(records) => {
+                    let mut paths: Vec<String> =
+                        records.iter().map(|r| r.path.to_string()).collect();
+                    paths.dedup();
+                    json!({
+                        "ep": endpoint,
+                        "kind": "composite",
+                        "paths": paths,
+                        "val": records_json(records),
+                        "observation": observation.0,
+                        "seq": seq,
+                    })
+                }
+            };
+            ("NOTIFICATION", endpoint.clone(), data)
+        }
+        DeviceEvent::Send { endpoint, records } => (
+            "SEND",
+            endpoint.clone(),
+            json!({"ep": endpoint, "val": records_json(records)}),
+        ),
+        DeviceEvent::CommandResult {
+            id,
+            endpoint,
+            operation,
+            observation,
+            outcome,
+        } => {
+            let path = requests
+                .path_of(id.0)
+                .and_then(|p| Path::parse(&p).ok())
+                .unwrap_or(Path::ROOT);
+            let mut data = json!({
+                "ep": endpoint,
+                "requestId": id.0.to_string(),
+                "operation": operation,
+                "path": path.to_string(),
+            });
+            if let Some(o) = observation {
+                data["observation"] = json!(o.0);
+            }
+            if let (Json::Object(d), Json::Object(r)) = (&mut data, result_json(&path, outcome)) {
+                d.extend(r);
+            }
+            ("COMMAND_RESULT", endpoint.clone(), data)
+        }
+        DeviceEvent::Bootstrap {
+            endpoint,
+            peer,
+            stage,
+        } => {
+            let mut data = json!({"ep": endpoint, "peer": peer, "stage": stage.as_str()});
+            match stage {
+                BootstrapStage::Started => {}
+                BootstrapStage::Finished {
+                    security,
+                    identity,
+                    version,
+                } => {
+                    data["security"] = json!(security);
+                    data["identity"] = json!(identity);
+                    data["version"] = json!(version);
+                }
+                BootstrapStage::Failed { step, reason } => {
+                    data["step"] = json!(step);
+                    data["reason"] = json!(reason);
+                }
+            }
+            ("BOOTSTRAP", endpoint.clone(), data)
+        }
+        DeviceEvent::Firmware {
+            endpoint,
+            campaign,
+            package,
+            phase,
+            state,
+            result,
+            outcome,
+            bytes,
+            version,
+        } => (
+            "FIRMWARE",
+            endpoint.clone(),
+            json!({
+                "ep": endpoint,
+                "campaign": campaign,
+                "package": package,
+                "phase": phase.as_str(),
+                "state": state,
+                "result": result,
+                "outcome": outcome.map(|o| o.as_str()),
+                "bytes": bytes,
+                "version": version,
+            }),
+        ),
+        DeviceEvent::ObservationEnded {
+            endpoint,
+            observation,
+        } => (
+            "OBSERVATION_ENDED",
+            endpoint.clone(),
+            json!({"ep": endpoint, "observation": observation.0}),
+        ),
+        DeviceEvent::AuthFailed {
+            endpoint,
+            peer,
+            principal,
+            reason,
+        } => (
+            "AUTH_FAILED",
+            endpoint.clone(),
+            json!({"ep": endpoint, "peer": peer, "principal": principal, "reason": reason}),
+        ),
+    })
+}
+
+fn reason_name(r: DeregisterReason) -> &'static str {
+    match r {
+        DeregisterReason::Requested => "requested",
+        DeregisterReason::Expired => "expired",
+        DeregisterReason::Replaced => "replaced",
+        DeregisterReason::Revoked => "revoked",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn log_with(n: u64, retention: usize) -> Arc<EventLog> {
+        let log = Arc::new(EventLog::new(retention));
+        for i in 0..n {
+            log.push("AWAKE", format!("ep{}", i % 2), json!({"i": i}));
+        }
+        log
+    }
+
+    fn cursor(log: &Arc<EventLog>, after: u64, ep: Option<&str>) -> Cursor {
+        log.streams.fetch_add(1, Ordering::Relaxed);
+        let (rx, after, live_from) = log.subscribe(after);
+        Cursor {
+            log: log.clone(),
+            rx,
+            last: after,
+            live_from,
+            pending: VecDeque::new(),
+            ep: ep.map(str::to_string),
+            _slot: StreamSlot(log.clone()),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_stream_resumes_after_its_last_event_then_goes_live_without_gap_or_repeat() {
+        let log = log_with(10, 100);
+        let mut c = cursor(&log, 4, None);
+        for want in 5..=10 {
+            assert_eq!(c.next().await.unwrap().id, want);
+        }
+        log.push("SLEEPING", "ep0".into(), json!({}));
+        assert_eq!(c.next().await.unwrap().id, 11);
+    }
+
+    #[tokio::test]
+    async fn the_endpoint_filter_keeps_one_device() {
+        let log = log_with(6, 100);
+        let mut c = cursor(&log, 0, Some("ep1"));
+        let ids: Vec<u64> = [c.next().await, c.next().await, c.next().await]
+            .into_iter()
+            .map(|e| e.unwrap().id)
+            .collect();
+        assert_eq!(ids, [2, 4, 6]);
+    }
+
+    #[tokio::test]
+    async fn a_subscriber_far_behind_the_live_channel_reads_the_retained_events() {
+        let log = log_with(0, 100_000);
+        let mut c = cursor(&log, 0, None);
+        // More than the live channel holds arrive before the stream reads any.
+        for i in 0..(LIVE_CAPACITY as u64 + 100) {
+            log.push("AWAKE", "ep".into(), json!({ "i": i }));
+        }
+        for want in 1..=(LIVE_CAPACITY as u64 + 100) {
+            assert_eq!(c.next().await.unwrap().id, want);
+        }
+    }
+
+    #[test]
+    fn retention_keeps_the_newest() {
+        let log = log_with(10, 3);
+        let ids: Vec<u64> = log.since(0, 100).iter().map(|e| e.id).collect();
+        assert_eq!(ids, [8, 9, 10]);
+        drop(cursor(&log, 0, None));
+        assert_eq!(log.streams.load(Ordering::Relaxed), 0);
+    }
 }

@@ -67,8 +67,8 @@ impl ApiState {
         config: Arc<Config>,
         token: Option<Arc<str>>,
     ) -> Self {
-        let events = EventLog::start(&handle, schema.clone(), config.http.event_retention);
         let requests = Arc::new(requests::Requests::new(config.http.request_retention));
+        let events = EventLog::start(&handle, requests.clone(), config.http.event_retention);
         Self {
             handle,
             schema,
