@@ -47,7 +47,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             .iter()
             .filter_map(|id| {
                 let paths = match &self.observations.get(id)?.request {
-                    DownlinkRequest::Observe { path } => vec![path.clone()],
+                    DownlinkRequest::Observe { path } => vec![*path],
                     DownlinkRequest::ObserveComposite { paths } => paths.clone(),
                     _ => Vec::new(),
                 };
