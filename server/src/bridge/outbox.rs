@@ -102,7 +102,16 @@ impl Shared {
 
     /// The broker acknowledged message `seq` at `now`: a notification's latency is measured.
     pub fn acknowledged(&self, seq: u64, now: Instant) {
-        let stamp = self.queued_at.lock().ok().and_then(|mut q| q.remove(&seq));
+        let stamp = self.queued_at.lock().ok().and_then(|mut q| {
+            let stamp = q.remove(&seq);
+            // Acknowledgements come in sequence order, and the link deletes the outbox up to
+            // the one acknowledged: an older message still here was passed over, and is gone.
+            if q.first_key_value().is_some_and(|(k, _)| *k < seq) {
+                let newer = q.split_off(&seq);
+                *q = newer;
+            }
+            stamp
+        });
         if let Some(s) = stamp.filter(|s| s.notification) {
             let waited = now.saturating_duration_since(s.at);
             self.notification_latency.observe(waited.as_secs_f64());
@@ -384,6 +393,16 @@ mod tests {
         assert_eq!(shared.stats.notifications_timed.load(Relaxed), 1);
         shared.stats.outbox_len.fetch_sub(1, Relaxed);
         assert_eq!(shared.oldest_queued(), None);
+        // A message the link passed over is gone once a newer one is acknowledged.
+        assert!(outbox.push("lwm2m/a/up/send".into(), serde_json::json!({}), None));
+        assert!(outbox.push("lwm2m/a/up/send".into(), serde_json::json!({}), None));
+        let third = Instant::now();
+        assert!(outbox.push("lwm2m/a/up/send".into(), serde_json::json!({}), None));
+        shared.acknowledged(4, Instant::now());
+        shared.stats.outbox_len.fetch_sub(2, Relaxed);
+        assert!(shared.oldest_queued().unwrap() >= third);
+        shared.acknowledged(5, Instant::now());
+        shared.stats.outbox_len.fetch_sub(1, Relaxed);
         // A message the next run finds in the outbox is aged from when that run opened it.
         assert!(outbox.push("lwm2m/a/up/update".into(), serde_json::json!({}), None));
         store.flush().await.unwrap();

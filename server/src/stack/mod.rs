@@ -91,7 +91,7 @@ impl AuditNote {
 }
 
 /// Registrations whose answer is timed at most: one per device between its Register and the
-/// answer, so beyond this only a flood of Registers could be waiting, and those go untimed.
+/// answer, which leaves at once or after one commit.
 const MAX_TIMED_ANSWERS: usize = 4096;
 
 /// DTLS and a role core between the sockets and the rest of the server.
@@ -299,9 +299,12 @@ impl<C: Role> Stack<C> {
         }
         let ev = self.core.poll_event()?;
         if let Some(peer) = self.core.registration_peer(&ev) {
-            if self.answering.len() < MAX_TIMED_ANSWERS || self.answering.contains_key(&peer) {
-                self.answering.insert(peer, self.clock);
+            if self.answering.len() >= MAX_TIMED_ANSWERS {
+                // Answers are sent at once or held for one commit, so a full table can only
+                // hold peers never answered: start over rather than stop timing.
+                self.answering.clear();
             }
+            self.answering.insert(peer, self.clock);
         }
         match self.core.observe(&ev, &self.metrics) {
             // The refusal is recorded before the sinks see the event.
