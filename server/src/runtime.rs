@@ -27,7 +27,7 @@ use inputs::{CommitWait, Commits, Input};
 use lwm2m::coap::Transmit;
 use lwm2m::model::Path;
 use lwm2m::net::machine::{Listener, Machine};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::sync::Arc;
@@ -70,6 +70,8 @@ pub(crate) struct Shell {
     pub(crate) events: broadcast::Sender<DeviceEvent>,
     /// Callers of `execute` waiting for their command's result.
     pub(crate) waiters: HashMap<CommandId, oneshot::Sender<Outcome>>,
+    /// When the commands not yet answered were submitted, for their latency.
+    pub(crate) submitted: Submissions,
     /// The caller of `shutdown`, told once the store is committed.
     pub(crate) done: Option<oneshot::Sender<()>>,
     /// The MQTT bridge, if enabled.
@@ -80,6 +82,49 @@ pub(crate) struct Shell {
     pub(crate) commits: Commits,
     /// The tasks stopped with the server.
     pub(crate) tasks: Tasks,
+}
+
+/// Commands timed from submission to result at most (well above the default cap on pending
+/// commands; beyond it the oldest are forgotten, and go untimed).
+const MAX_TIMED_COMMANDS: usize = 65_536;
+
+/// When the commands not yet answered were submitted, by id. Every path that submits (the
+/// handle's `Control::Submit`, MQTT downlinks, firmware campaigns, admin operations) goes
+/// through the core, whose ids only grow: the ids it handed out since the last look were
+/// submitted during the input being handled, and the first entry is the oldest command.
+#[derive(Debug, Default)]
+pub(crate) struct Submissions {
+    /// The last id looked at; `None` before the first input (commands restored from the
+    /// store were submitted by an earlier run, at a time unknown here: they go untimed).
+    seen: Option<u64>,
+    at: BTreeMap<u64, Instant>,
+}
+
+impl Submissions {
+    /// The core's ids up to `last` were handed out by `now`.
+    fn catch_up(&mut self, last: CommandId, now: Instant) {
+        let Some(seen) = self.seen.replace(last.0) else {
+            return;
+        };
+        let cap = MAX_TIMED_COMMANDS as u64;
+        let from = seen.saturating_add(1).max(last.0.saturating_sub(cap - 1));
+        for id in from..=last.0 {
+            if self.at.len() >= MAX_TIMED_COMMANDS {
+                self.at.pop_first();
+            }
+            self.at.insert(id, now);
+        }
+    }
+
+    /// The command `id` got its result: when it was submitted, if known.
+    fn finished(&mut self, id: CommandId) -> Option<Instant> {
+        self.at.remove(&id.0)
+    }
+
+    /// When the oldest command not yet answered was submitted.
+    fn oldest(&self) -> Option<Instant> {
+        self.at.first_key_value().map(|(_, t)| *t)
+    }
 }
 
 /// The tasks around the server task, stopped with it.
@@ -128,6 +173,7 @@ impl Machine for Shell {
     type Command = Input;
 
     fn handle_datagram(&mut self, now: Instant, l: Listener, peer: SocketAddr, data: &[u8]) {
+        self.note_submissions(now);
         let transport = if l == PLAIN || l == BOOTSTRAP_PLAIN {
             Transport::Udp
         } else {
@@ -142,6 +188,7 @@ impl Machine for Shell {
     }
 
     fn handle_timeout(&mut self, now: Instant) {
+        self.note_submissions(now);
         self.stack.handle_timeout(now);
         self.campaigns_timeout(now);
         if let Some(bs) = self.bootstrap.as_mut() {
@@ -151,6 +198,7 @@ impl Machine for Shell {
     }
 
     fn handle_command(&mut self, now: Instant, input: Input) -> ControlFlow<()> {
+        self.note_submissions(now);
         match input {
             Input::Control(Control::Submit(cmd, id_tx, waiter)) => {
                 let id = self.stack.core_mut().submit(now, cmd);
@@ -212,7 +260,7 @@ impl Machine for Shell {
                 if let Some(bridge) = &self.bridge {
                     bridge.shared().committed.notify_one();
                 }
-                self.stack.handle_committed(generation);
+                self.stack.handle_committed(now, generation);
             }
             Input::Control(Control::Shutdown(done)) => {
                 self.done = Some(done);
@@ -300,6 +348,22 @@ impl Shell {
         if self.bridge.as_mut().is_some_and(Bridge::take_written) {
             self.stack.outbox_written();
         }
+        self.note_submissions(now);
+        let (queued, in_flight) = self.stack.core().commands_pending();
+        if queued + in_flight == 0 {
+            // Every result is out: whatever is left was never going to get one.
+            self.submitted.at.clear();
+        }
+        let oldest = (queued > 0).then(|| self.submitted.oldest()).flatten();
+        self.stack
+            .metrics()
+            .set_command_queue(queued + in_flight, oldest);
+    }
+
+    /// Notes the commands submitted since the last look as submitted at `now`.
+    fn note_submissions(&mut self, now: Instant) {
+        let last = self.stack.core().last_command_id();
+        self.submitted.catch_up(last, now);
     }
 
     fn write(&mut self, op: StoreOp) {
@@ -319,9 +383,20 @@ impl Shell {
 
     /// A device event to the callers waiting for it, the MQTT bridge and the subscribers.
     fn device_event(&mut self, now: Instant, ev: DeviceEvent) {
-        if let DeviceEvent::CommandResult { id, outcome, .. } = &ev {
+        if let DeviceEvent::CommandResult {
+            id,
+            outcome,
+            operation,
+            ..
+        } = &ev
+        {
             if let Some(w) = self.waiters.remove(id) {
                 let _ = w.send(outcome.clone());
+            }
+            self.note_submissions(now);
+            if let Some(at) = self.submitted.finished(*id) {
+                let took = now.saturating_duration_since(at);
+                self.stack.metrics().command_finished(operation, took);
             }
         }
         self.campaigns_see(now, &ev);
@@ -377,5 +452,42 @@ impl Shell {
             let _ = done.send(());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_are_timed_from_the_input_that_submitted_them() {
+        let t0 = Instant::now();
+        let t1 = t0 + Duration::from_secs(5);
+        let mut s = Submissions::default();
+        // Ids handed out before the first input (an earlier run's) are not timed.
+        s.catch_up(CommandId(10), t0);
+        assert_eq!(s.finished(CommandId(10)), None);
+        s.catch_up(CommandId(12), t0);
+        s.catch_up(CommandId(13), t1);
+        assert_eq!(s.oldest(), Some(t0));
+        assert_eq!(s.finished(CommandId(11)), Some(t0));
+        assert_eq!(s.finished(CommandId(13)), Some(t1));
+        assert_eq!(s.finished(CommandId(13)), None, "once");
+        assert_eq!(s.oldest(), Some(t0), "12 still waits");
+        s.finished(CommandId(12));
+        assert_eq!(s.oldest(), None);
+    }
+
+    #[test]
+    fn the_submission_times_are_bounded() {
+        let now = Instant::now();
+        let mut s = Submissions::default();
+        s.catch_up(CommandId(0), now);
+        s.catch_up(CommandId(3 * MAX_TIMED_COMMANDS as u64), now);
+        assert_eq!(s.at.len(), MAX_TIMED_COMMANDS);
+        // The newest are kept.
+        assert!(s
+            .finished(CommandId(3 * MAX_TIMED_COMMANDS as u64))
+            .is_some());
     }
 }

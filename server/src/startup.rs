@@ -215,6 +215,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         firmware,
         events,
         waiters: HashMap::new(),
+        submitted: Default::default(),
         done: None,
         bridge,
         commits,

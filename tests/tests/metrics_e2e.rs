@@ -1,14 +1,23 @@
-//! End to end over loopback: what devices do shows in `GET /metrics` (Prometheus text) of the
-//! real server runtime, read over a real TCP connection as a scraper would, and in
+//! End to end over loopback: what devices do shows in `GET /metrics` (OpenMetrics text) of
+//! the real server runtime, read over a real TCP connection as a scraper would, and in
 //! `ServerHandle::metrics`.
 use lwm2m::client::{ClientConfig, ClientEvent};
-use lwm2m_e2e_tests::{Device, TestServer, PATIENCE};
-use lwm2m_server::core::types::{DeregisterReason, DeviceEvent};
+use lwm2m::model::{Path, Value};
+use lwm2m::ops::dm::DownlinkRequest;
+use lwm2m_e2e_tests::{sensor_store, Device, TestServer, PATIENCE};
+use lwm2m_server::core::types::{Command, DeregisterReason, DeviceEvent};
 use std::net::SocketAddr;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// `GET path` with a plain HTTP/1.0 request: the status code and the body.
 async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let (status, _, body) = get_with_head(addr, path).await;
+    (status, body)
+}
+
+/// `GET path`: the status code, the head (status line and headers) and the body.
+async fn get_with_head(addr: SocketAddr, path: &str) -> (u16, String, String) {
     let exchange = async {
         let mut s = tokio::net::TcpStream::connect(addr)
             .await
@@ -28,24 +37,42 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (status, head.to_string(), body.to_string())
 }
 
-/// The value of one series (`name` or `name{labels}`) in Prometheus text.
+/// The value of one series (`name` or `name{labels}`, labels as the server writes them).
 fn value(text: &str, series: &str) -> u64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
 }
 
+/// The value of a histogram's `_count` (whatever the order of its labels).
+fn count(text: &str, histogram: &str, label: Option<(&str, &str)>) -> u64 {
+    let name = format!("{histogram}_count");
+    text.lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(series, _)| match label {
+            None => *series == name,
+            Some((k, v)) => {
+                series.starts_with(&format!("{name}{{")) && series.contains(&format!("{k}=\"{v}\""))
+            }
+        })
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} {label:?} in:\n{text}"))
+}
+
 async fn scrape(s: &TestServer) -> String {
     let addr = s.handle().http_addr().expect("the HTTP API runs");
-    let (status, body) = get(addr, "/metrics").await;
+    let (status, head, body) = get_with_head(addr, "/metrics").await;
     assert_eq!(status, 200, "{body}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text; version=1.0.0"),
+        "{head}"
+    );
+    assert!(body.ends_with("# EOF\n"), "{body}");
     body
 }
 
@@ -56,6 +83,11 @@ async fn a_registration_lifecycle_shows_in_the_metrics() {
     let before = scrape(&s).await;
     assert_eq!(value(&before, "lwm2m_registrations_total"), 0);
     assert!(before.contains("# TYPE lwm2m_registered_clients gauge"));
+    assert!(before.contains("# TYPE lwm2m_registration_duration_seconds histogram"));
+    assert_eq!(
+        count(&before, "lwm2m_registration_duration_seconds", None),
+        0
+    );
 
     let mut dev = Device::start(s.addr, ClientConfig::new("dev-metrics"))
         .await
@@ -63,7 +95,32 @@ async fn a_registration_lifecycle_shows_in_the_metrics() {
     dev.registered().await;
     s.wait_for(|e| matches!(e, DeviceEvent::Registered { .. }).then_some(()))
         .await;
-    assert_eq!(value(&scrape(&s).await, "lwm2m_registered_clients"), 1);
+    let text = scrape(&s).await;
+    assert_eq!(value(&text, "lwm2m_registered_clients"), 1);
+    // The device saw its answer, so the answer left and was timed.
+    assert_eq!(count(&text, "lwm2m_registration_duration_seconds", None), 1);
+
+    // A command, timed from submission to result under its operation.
+    let read = DownlinkRequest::Read {
+        path: Path::resource(3, 0, 0),
+    };
+    let outcome = s.execute(Command::new("dev-metrics", read)).await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    let text = scrape(&s).await;
+    assert_eq!(
+        count(
+            &text,
+            "lwm2m_command_duration_seconds",
+            Some(("operation", "read"))
+        ),
+        1
+    );
+    assert_eq!(value(&text, "lwm2m_commands_total{result=\"success\"}"), 1);
+    assert_eq!(value(&text, "lwm2m_commands_pending"), 0);
+    assert!(
+        text.contains("lwm2m_command_queue_oldest_age_seconds 0.0\n"),
+        "{text}"
+    );
 
     dev.update().await;
     s.wait_for(|e| matches!(e, DeviceEvent::Updated { .. }).then_some(()))
@@ -88,6 +145,9 @@ async fn a_registration_lifecycle_shows_in_the_metrics() {
         0
     );
     assert_eq!(value(&text, "lwm2m_registered_clients"), 0);
+    assert_eq!(value(&text, "lwm2m_reregistrations_total"), 0);
+    // Register and Update answered, each timed.
+    assert_eq!(count(&text, "lwm2m_registration_duration_seconds", None), 2);
     // Register, Update, De-register and their answers went through the plain CoAP socket.
     assert!(value(&text, "coap_datagrams_received_total{transport=\"udp\"}") >= 3);
     assert!(value(&text, "coap_datagrams_sent_total{transport=\"udp\"}") >= 3);
@@ -106,6 +166,7 @@ async fn a_registration_lifecycle_shows_in_the_metrics() {
         (1, 1, 1, 0)
     );
     assert!(m.mqtt.is_none());
+    assert_eq!((m.registration_answers, m.command_results_timed), (2, 1));
 
     // Only /metrics is served for now.
     let addr = s.handle().http_addr().unwrap();
@@ -152,6 +213,13 @@ async fn dtls_handshakes_sessions_and_refusals_are_counted() {
     assert!(value(&text, "dtls_handshakes_total{result=\"failed\"}") >= 1);
     assert_eq!(value(&text, "dtls_sessions"), 1);
     assert_eq!(value(&text, "lwm2m_auth_failures_total"), 1);
+    assert_eq!(
+        value(
+            &text,
+            "lwm2m_provisioning_failures_total{reason=\"dtls_required\"}"
+        ),
+        1
+    );
     assert_eq!(value(&text, "lwm2m_registered_clients"), 1);
     assert!(value(&text, "coap_datagrams_received_total{transport=\"dtls\"}") >= 4);
     let m = s.handle().metrics();
@@ -169,5 +237,54 @@ async fn the_http_api_can_be_turned_off() {
     assert_eq!(s.handle().http_addr(), None);
     // The counters still count for in-process readers.
     assert_eq!(s.handle().metrics().registrations, 0);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notification_is_timed_until_the_broker_acknowledges_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, _broker) = TestServer::start_with_embedded_broker(dir.path(), "")
+        .await
+        .unwrap();
+    let dev = Device::start_with(
+        s.addr,
+        ClientConfig::new("mq-metrics"),
+        sensor_store("mq-metrics", 20.0),
+    )
+    .await
+    .unwrap();
+    s.registered("mq-metrics").await;
+    let temperature = Path::resource(3303, 0, 5700);
+    let observe = DownlinkRequest::Observe { path: temperature };
+    let outcome = s.execute(Command::new("mq-metrics", observe)).await;
+    assert!(outcome.is_ok(), "{outcome:?}");
+    dev.with(move |c, now| {
+        c.set_value(now, &temperature, Value::Float(21.5)).unwrap();
+    })
+    .await;
+    s.wait_for(|e| matches!(e, DeviceEvent::Notification { .. }).then_some(()))
+        .await;
+    // The broker's acknowledgement comes when it comes: scrape until it has.
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    let text = loop {
+        let text = scrape(&s).await;
+        if count(&text, "lwm2m_notification_to_mqtt_seconds", None) >= 1 {
+            break text;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the notification was never acknowledged:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(text.contains("# TYPE lwm2m_mqtt_reconnect_duration_seconds histogram"));
+    assert_eq!(value(&text, "lwm2m_mqtt_reconnects_total"), 0);
+    assert!(
+        value(&text, "mqtt_acknowledged_total") >= 2,
+        "register, notify"
+    );
+    let timed = s.handle().metrics().mqtt.map(|m| m.notifications_timed);
+    assert!(timed >= Some(1), "{timed:?}");
+    dev.kill();
     s.stop().await;
 }

@@ -474,6 +474,9 @@ async fn nothing_is_lost_while_the_broker_is_away() {
     // Every notification the server accepted reached the backend, in order, none missing.
     assert_eq!(received, accepted);
     eprintln!("{duplicates} duplicates after the outage");
+    // The outage shows in the metrics as a reconnect.
+    let m = s.handle().metrics().mqtt.expect("the bridge runs");
+    assert!(m.reconnects >= 1, "{m:?}");
     for d in devices {
         d.kill();
     }

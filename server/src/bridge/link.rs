@@ -16,7 +16,7 @@ use crate::store::{Store, Table};
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Messages read from the outbox per batch.
@@ -215,6 +215,8 @@ pub async fn run(
     // The next sequence number to read from the outbox.
     let mut cursor = 1u64;
     let mut connected = false;
+    // When a connected link lost the broker: the reconnect's duration runs from here.
+    let mut lost_at: Option<Instant> = None;
     let mut backoff = config.reconnect_min;
     // The first acknowledged message not yet deleted from the outbox.
     let mut acked_from: Option<u64> = None;
@@ -252,6 +254,9 @@ pub async fn run(
                     connected = true;
                     backoff = config.reconnect_min;
                     stats.connects.fetch_add(1, Relaxed);
+                    if let Some(at) = lost_at.take() {
+                        shared.reconnected(at.elapsed());
+                    }
                     tracing::info!(session_present, "MQTT bridge connected");
                     if !session_present {
                         // The broker kept nothing of ours: everything unacknowledged again.
@@ -266,6 +271,7 @@ pub async fn run(
                 }
                 Ev::Acked | Ev::SentQos0 => {
                     if let Some(seq) = in_flight.pop_front() {
+                        shared.acknowledged(seq, Instant::now());
                         stats.acked.fetch_add(1, Relaxed);
                         stats.outbox_len.fetch_sub(1, Relaxed);
                         // Acknowledged messages leave the outbox in ranges: one store
@@ -294,6 +300,7 @@ pub async fn run(
                 Ev::Other => {}
                 Ev::Down(e) => {
                     if connected {
+                        lost_at = Some(Instant::now());
                         tracing::warn!(error = %e, "MQTT bridge disconnected; messages wait in the outbox");
                     } else {
                         tracing::debug!(error = %e, "MQTT broker not reachable");

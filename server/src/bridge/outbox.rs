@@ -11,9 +11,22 @@
 //! number.
 use crate::store::{Store, StoreError, Table};
 use minicbor::{Decode, Encode};
+use prometheus_client::metrics::histogram::Histogram;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
+
+/// Upper bounds, in seconds, of the server's latency histograms: 0.5 ms (a datagram answered
+/// at once) to 30 s (a sleeping device, a broker away), roughly ×2.5 apart.
+pub const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Outbox messages whose queue time is kept at most. Beyond this (a broker away for long) new
+/// messages go untimed: the oldest, which the age figure needs, are kept.
+const MAX_TIMED: usize = 65_536;
 
 /// Counters of the bridge, readable from any thread.
 #[derive(Debug, Default)]
@@ -34,15 +47,92 @@ pub struct BridgeStats {
     pub downlink_errors: AtomicU64,
     /// Connections to the broker made (1 after the first).
     pub connects: AtomicU64,
+    /// Connections made again after the link had been connected and lost the broker.
+    pub reconnects: AtomicU64,
+    /// Notifications whose time from queued to acknowledged was measured.
+    pub notifications_timed: AtomicU64,
+}
+
+/// When a message in the outbox was queued.
+#[derive(Debug, Clone, Copy)]
+struct Stamp {
+    at: Instant,
+    /// A device's notification (the latency figure is about those).
+    notification: bool,
 }
 
 /// What the outbox and the MQTT link share.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Shared {
     /// Rung when messages were committed to the outbox.
     pub committed: Notify,
     /// Counters.
     pub stats: BridgeStats,
+    /// When the messages in the outbox were queued, by sequence number (in memory only: a
+    /// message stored by an earlier run counts from when this run opened the outbox, and its
+    /// latency is not measured). At most `MAX_TIMED`.
+    queued_at: Mutex<BTreeMap<u64, Stamp>>,
+    /// Seconds from a notification's arrival (its queueing, on the event that carries it) to
+    /// the broker's acknowledgement of its publish.
+    pub notification_latency: Histogram,
+    /// Seconds from losing the broker to being connected again.
+    pub reconnect_duration: Histogram,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Self {
+            committed: Notify::new(),
+            stats: BridgeStats::default(),
+            queued_at: Mutex::new(BTreeMap::new()),
+            notification_latency: Histogram::new(LATENCY_BUCKETS),
+            reconnect_duration: Histogram::new(LATENCY_BUCKETS),
+        }
+    }
+}
+
+impl Shared {
+    fn stamp(&self, seq: u64, stamp: Stamp) {
+        if let Ok(mut q) = self.queued_at.lock() {
+            if q.len() < MAX_TIMED {
+                q.insert(seq, stamp);
+            }
+        }
+    }
+
+    /// The broker acknowledged message `seq` at `now`: a notification's latency is measured.
+    pub fn acknowledged(&self, seq: u64, now: Instant) {
+        let stamp = self.queued_at.lock().ok().and_then(|mut q| {
+            let stamp = q.remove(&seq);
+            // Acknowledgements come in sequence order, and the link deletes the outbox up to
+            // the one acknowledged: an older message still here was passed over, and is gone.
+            if q.first_key_value().is_some_and(|(k, _)| *k < seq) {
+                let newer = q.split_off(&seq);
+                *q = newer;
+            }
+            stamp
+        });
+        if let Some(s) = stamp.filter(|s| s.notification) {
+            let waited = now.saturating_duration_since(s.at);
+            self.notification_latency.observe(waited.as_secs_f64());
+            self.stats.notifications_timed.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// When the oldest message still in the outbox was queued, if any is.
+    pub fn oldest_queued(&self) -> Option<Instant> {
+        if self.stats.outbox_len.load(Relaxed) == 0 {
+            return None;
+        }
+        let q = self.queued_at.lock().ok()?;
+        q.first_key_value().map(|(_, s)| s.at)
+    }
+
+    /// The link is connected again, `down_for` after it lost the broker.
+    pub fn reconnected(&self, down_for: Duration) {
+        self.stats.reconnects.fetch_add(1, Relaxed);
+        self.reconnect_duration.observe(down_for.as_secs_f64());
+    }
 }
 
 /// One message as stored.
@@ -136,6 +226,8 @@ impl Outbox {
         let mut len = 0u64;
         let mut skipped = 0usize;
         let mut from: Vec<u8> = Vec::new();
+        let shared = Arc::new(Shared::default());
+        let opened = Instant::now();
         loop {
             let page = store.range(Table::Outbox, &from, CHECK_PAGE)?;
             let Some((k, _)) = page.last() else { break };
@@ -146,8 +238,14 @@ impl Outbox {
             for (k, v) in page {
                 match check_stored(&k, &v) {
                     Ok(()) => {
-                        last = last.max(seq_of(&k).unwrap_or(0));
+                        let seq = seq_of(&k).unwrap_or(0);
+                        last = last.max(seq);
                         len += 1;
+                        let stamp = Stamp {
+                            at: opened,
+                            notification: false,
+                        };
+                        shared.stamp(seq, stamp);
                     }
                     Err(reason) => {
                         skipped += 1;
@@ -160,7 +258,6 @@ impl Outbox {
                 break;
             }
         }
-        let shared = Arc::new(Shared::default());
         shared.stats.outbox_len.store(len, Relaxed);
         Ok(Self {
             store,
@@ -186,11 +283,18 @@ impl Outbox {
     /// from what the device sent, so a device's retransmission after a server crash gets the
     /// same one), else the message's sequence number. Returns false if the outbox is full and
     /// the message was dropped (counted, and logged once per episode).
-    pub fn push(
+    pub fn push(&mut self, topic: String, payload: serde_json::Value, id: Option<String>) -> bool {
+        self.push_as(topic, payload, id, false)
+    }
+
+    /// [`push`](Self::push), for a message that carries a device's notification if
+    /// `notification`: its time to the broker's acknowledgement is measured.
+    pub fn push_as(
         &mut self,
         topic: String,
         mut payload: serde_json::Value,
         id: Option<String>,
+        notification: bool,
     ) -> bool {
         let stats = &self.shared.stats;
         if stats.outbox_len.load(Relaxed) >= self.max {
@@ -225,6 +329,11 @@ impl Outbox {
             tracing::error!(error = %e, "MQTT outbox write failed");
             return false;
         }
+        let stamp = Stamp {
+            at: Instant::now(),
+            notification,
+        };
+        self.shared.stamp(seq, stamp);
         stats.outbox_len.fetch_add(1, Relaxed);
         stats.queued.fetch_add(1, Relaxed);
         true
@@ -253,6 +362,54 @@ mod tests {
             payload: vec![b'x'; payload_len],
         })
         .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_notification_is_timed_until_the_broker_acknowledges_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), StoreConfig::default()).unwrap();
+        let mut outbox = Outbox::open(store.clone(), 100).unwrap();
+        let shared = outbox.shared();
+        assert_eq!(shared.oldest_queued(), None, "empty");
+        let before = Instant::now();
+        assert!(outbox.push("lwm2m/a/up/register".into(), serde_json::json!({}), None));
+        assert!(outbox.push_as(
+            "lwm2m/a/up/notify".into(),
+            serde_json::json!({}),
+            None,
+            true
+        ));
+        let oldest = shared.oldest_queued().unwrap();
+        assert!(oldest >= before);
+        // Acknowledged in order: the registration's message is not a notification.
+        shared.acknowledged(1, Instant::now());
+        assert_eq!(shared.stats.notifications_timed.load(Relaxed), 0);
+        shared.stats.outbox_len.fetch_sub(1, Relaxed);
+        assert!(
+            shared.oldest_queued().unwrap() >= oldest,
+            "the next one is the oldest"
+        );
+        shared.acknowledged(2, Instant::now());
+        assert_eq!(shared.stats.notifications_timed.load(Relaxed), 1);
+        shared.stats.outbox_len.fetch_sub(1, Relaxed);
+        assert_eq!(shared.oldest_queued(), None);
+        // A message the link passed over is gone once a newer one is acknowledged.
+        assert!(outbox.push("lwm2m/a/up/send".into(), serde_json::json!({}), None));
+        assert!(outbox.push("lwm2m/a/up/send".into(), serde_json::json!({}), None));
+        let third = Instant::now();
+        assert!(outbox.push("lwm2m/a/up/send".into(), serde_json::json!({}), None));
+        shared.acknowledged(4, Instant::now());
+        shared.stats.outbox_len.fetch_sub(2, Relaxed);
+        assert!(shared.oldest_queued().unwrap() >= third);
+        shared.acknowledged(5, Instant::now());
+        shared.stats.outbox_len.fetch_sub(1, Relaxed);
+        // A message the next run finds in the outbox is aged from when that run opened it.
+        assert!(outbox.push("lwm2m/a/up/update".into(), serde_json::json!({}), None));
+        store.flush().await.unwrap();
+        let reopened = Instant::now();
+        let again = Outbox::open(store.clone(), 100).unwrap();
+        assert!(again.shared().oldest_queued().unwrap() >= reopened);
+        store.close().unwrap();
     }
 
     #[tokio::test]

@@ -159,19 +159,20 @@ impl Bridge {
     }
 
     fn publish(&mut self, endpoint: &str, suffix: &str, payload: serde_json::Value) {
-        self.publish_as(endpoint, suffix, payload, None);
+        let topic = format!("{}/{endpoint}/{suffix}", self.prefix);
+        // A message the full outbox dropped needs no commit and holds no acknowledgement.
+        self.wrote |= self.outbox.push(topic, payload, None);
     }
 
-    fn publish_as(
+    /// Queues a notification's message under `id` (its time to the broker is measured).
+    fn publish_notification(
         &mut self,
         endpoint: &str,
-        suffix: &str,
         payload: serde_json::Value,
         id: Option<String>,
     ) {
-        let topic = format!("{}/{endpoint}/{suffix}", self.prefix);
-        // A message the full outbox dropped needs no commit and holds no acknowledgement.
-        self.wrote |= self.outbox.push(topic, payload, id);
+        let topic = format!("{}/{endpoint}/up/notify", self.prefix);
+        self.wrote |= self.outbox.push_as(topic, payload, id, true);
     }
 
     fn remember(&mut self, id: CommandId, p: Pending) {
@@ -226,9 +227,8 @@ impl Bridge {
                 // The same notification sent again (its ACK lost in a server crash) carries
                 // the same observation and sequence number: same id.
                 let id = seq.map(|n| format!("n{}-{n}", observation.0));
-                self.publish_as(
+                self.publish_notification(
                     endpoint,
-                    "up/notify",
                     envelope::notify(req.as_ref(), path, content, *seq),
                     id,
                 );

@@ -106,6 +106,16 @@ fn choose_format(
 }
 
 impl<P: Peer + Display + FromStr> ServerCore<P> {
+    /// Commands not yet answered: (queued for sleeping devices, sent and awaiting the answer).
+    pub fn commands_pending(&self) -> (usize, usize) {
+        (self.queue_expiry.len(), self.inflight.len())
+    }
+
+    /// The id the last submitted command got (each command's id is above every earlier one's).
+    pub fn last_command_id(&self) -> CommandId {
+        CommandId(self.next_command)
+    }
+
     /// Makes `endpoint` bootstrap again: Execute of Bootstrap-Request Trigger `/1/x/9` (Core
     /// Appendix E.2) on its Server object instance, through the command path like any command
     /// (queued while a queue-mode device sleeps, for `ttl`). The instance is the first `/1`

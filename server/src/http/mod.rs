@@ -104,7 +104,7 @@ pub fn router(state: ApiState) -> Router {
 async fn metrics_text(State(state): State<ApiState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, CONTENT_TYPE)],
-        state.handle.metrics.snapshot().render(),
+        state.handle.metrics.render(),
     )
 }
 

@@ -21,7 +21,10 @@
 //!   `handle_committed`), then [`poll_timeout`](Stack::poll_timeout). Events first: whether a
 //!   datagram is held is decided when it is polled, by the outbox writes reported so far.
 //!
-//! Metrics are counted as the facts happen, in the shared [`Metrics`].
+//! Metrics are counted as the facts happen, in the shared [`Metrics`]; a registration's
+//! latency runs from the input that brought the Register or Update (its `now`) to the input
+//! after which its answer leaves (for an answer held for a commit, the
+//! [`handle_committed`](Stack::handle_committed) that releases it).
 //!
 //! # Layout
 //! - [`role`]: what the stack needs from a role core.
@@ -45,7 +48,7 @@ use crate::metrics::{Metrics, Transport};
 use crate::provisioning::audit::{AuditEvent, AuditKind};
 use hold::Hold;
 use lwm2m::coap::Transmit;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -87,6 +90,10 @@ impl AuditNote {
     }
 }
 
+/// Registrations whose answer is timed at most: one per device between its Register and the
+/// answer, which leaves at once or after one commit.
+const MAX_TIMED_ANSWERS: usize = 4096;
+
 /// DTLS and a role core between the sockets and the rest of the server.
 pub struct Stack<C: Role = ServerCore<Link>> {
     core: C,
@@ -100,6 +107,12 @@ pub struct Stack<C: Role = ServerCore<Link>> {
     saves: sessions::Schedule,
     /// Store writes and audit notes of the DTLS side, ahead of the core's outputs.
     events: VecDeque<StackEvent<C::Event>>,
+    /// The time of the input being handled (the last one given).
+    clock: Instant,
+    /// Peers whose Register or Update was accepted and not yet answered, with the time it
+    /// came in: the next datagram to such a peer is the answer (the core answers a request
+    /// before it sends the peer anything it caused).
+    answering: HashMap<Link, Instant>,
 }
 
 impl<C: Role> Stack<C> {
@@ -126,6 +139,8 @@ impl<C: Role> Stack<C> {
             hold: Hold::default(),
             saves,
             events: VecDeque::new(),
+            clock: now,
+            answering: HashMap::new(),
         }
     }
 
@@ -158,6 +173,7 @@ impl<C: Role> Stack<C> {
         from: SocketAddr,
         data: &[u8],
     ) {
+        self.clock = now;
         match transport {
             Transport::Udp => {
                 self.metrics.datagram_received(Transport::Udp);
@@ -177,6 +193,7 @@ impl<C: Role> Stack<C> {
     /// Runs what is due at `now`: the core's timers, DTLS retransmissions, a chunk of the
     /// periodic session save.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.clock = now;
         self.core.handle_timeout(now);
         let Some(secure) = self.secure.as_mut() else {
             return;
@@ -200,6 +217,7 @@ impl<C: Role> Stack<C> {
         endpoints: &[String],
         revoked: Option<&str>,
     ) {
+        self.clock = now;
         let closed = match self.secure.as_mut() {
             Some(s) => s.close_sessions(endpoints),
             None => Vec::new(),
@@ -231,6 +249,7 @@ impl<C: Role> Stack<C> {
     /// Ends one DTLS session (close_notify to the peer); the core hears of it as for any
     /// closed session.
     pub fn close(&mut self, now: Instant, conn: dtls::ConnId) {
+        self.clock = now;
         if let Some(s) = self.secure.as_mut() {
             s.server.close(conn);
         }
@@ -250,8 +269,10 @@ impl<C: Role> Stack<C> {
     }
 
     /// The store committed what was queued when `generation` was asked for (or failed to:
-    /// the held datagrams leave either way, as a store gone wrong must not silence the server).
-    pub fn handle_committed(&mut self, generation: u64) {
+    /// the held datagrams leave either way, as a store gone wrong must not silence the server);
+    /// the driver heard of it at `now`.
+    pub fn handle_committed(&mut self, now: Instant, generation: u64) {
+        self.clock = now;
         self.hold.committed(generation);
     }
 
@@ -277,6 +298,14 @@ impl<C: Role> Stack<C> {
             return Some(StackEvent::Store(op));
         }
         let ev = self.core.poll_event()?;
+        if let Some(peer) = self.core.registration_peer(&ev) {
+            if self.answering.len() >= MAX_TIMED_ANSWERS {
+                // Answers are sent at once or held for one commit, so a full table can only
+                // hold peers never answered: start over rather than stop timing.
+                self.answering.clear();
+            }
+            self.answering.insert(peer, self.clock);
+        }
         match self.core.observe(&ev, &self.metrics) {
             // The refusal is recorded before the sinks see the event.
             Some(note) => {
@@ -303,6 +332,10 @@ impl<C: Role> Stack<C> {
                     None => continue,
                 },
             };
+            if let Some(arrived) = self.answering.remove(&t.peer) {
+                let took = self.clock.saturating_duration_since(arrived);
+                self.metrics.registration_answered(took);
+            }
             match t.peer {
                 Link::Udp(peer) => {
                     self.metrics.datagram_sent(Transport::Udp);

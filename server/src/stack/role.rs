@@ -50,6 +50,11 @@ pub trait Role {
     /// Counts `event` in `metrics` (and sets the gauges the core knows) just before the event
     /// is handed out, and says what the audit log records of it, if anything.
     fn observe(&self, event: &Self::Event, metrics: &Metrics) -> Option<AuditNote>;
+    /// The peer whose Register or Update `event` reports accepted, so the stack can time
+    /// its answer; `None` for any other event, and for a role without registrations.
+    fn registration_peer(&self, _event: &Self::Event) -> Option<Link> {
+        None
+    }
 }
 
 impl Role for ServerCore<Link> {
@@ -93,6 +98,16 @@ impl Role for ServerCore<Link> {
 
     fn revoke(&mut self, now: Instant, endpoint: &str) {
         ServerCore::revoke(self, now, endpoint);
+    }
+
+    fn registration_peer(&self, event: &DeviceEvent) -> Option<Link> {
+        match event {
+            DeviceEvent::Registered { registration, .. }
+            | DeviceEvent::Updated { registration } => {
+                self.peer_of(&registration.endpoint).copied()
+            }
+            _ => None,
+        }
     }
 
     fn observe(&self, event: &DeviceEvent, metrics: &Metrics) -> Option<AuditNote> {

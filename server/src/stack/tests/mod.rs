@@ -12,6 +12,7 @@ use lwm2m::model::{Path, Value};
 use lwm2m::net::secure::LinkEvent;
 use lwm2m::ops::dm::DownlinkRequest;
 use lwm2m::ops::Lwm2mError;
+use std::time::Duration;
 use world::{World, MOMENT, SAVE_EVERY, SERVER};
 
 const EP: &str = "dev-1";
@@ -59,13 +60,51 @@ fn an_acknowledgement_waits_for_the_commit_of_the_outbox_write_it_caused() {
     assert!(!w.saw(dev, |e| matches!(e, ClientEvent::SendCompleted { .. })));
 
     let generation = w.commits.remove(0);
-    w.stack.handle_committed(generation);
+    w.stack.handle_committed(w.net.now(), generation);
     w.run_for(MOMENT);
     assert_eq!(server_sent_since(&w, before), 1, "the ACK, once");
     assert!(w.saw(dev, |e| matches!(
         e,
         ClientEvent::SendCompleted { result: Ok(()), .. }
     )));
+}
+
+#[test]
+fn a_registration_is_timed_until_its_held_answer_leaves() {
+    let mut w = World::new(&[(EP, ID, KEY)]);
+    w.auto_commit = false;
+    let dev = w.device(EP, ID, KEY);
+    w.run_for(MOMENT);
+    assert!(
+        w.events
+            .iter()
+            .any(|e| matches!(e, DeviceEvent::Registered { .. })),
+        "the server took the Register in"
+    );
+    assert_eq!(w.commits.len(), 1, "its outbox write waits for a commit");
+    assert_eq!(
+        w.metrics.snapshot().registration_answers,
+        0,
+        "no answer yet"
+    );
+    // The store takes its time; the device has not retransmitted yet.
+    w.run_for(Duration::from_millis(300));
+    let generation = w.commits.remove(0);
+    w.stack.handle_committed(w.net.now(), generation);
+    w.run_for(MOMENT);
+    assert!(w.saw(dev, |e| matches!(e, ClientEvent::Registered { .. })));
+    assert_eq!(w.metrics.snapshot().registration_answers, 1);
+    // In virtual time: at least the 300 ms the commit took, less than a second.
+    let text = w.metrics.render();
+    let bucket = |le: &str| {
+        let series = format!("lwm2m_registration_duration_seconds_bucket{{le=\"{le}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series.as_str()))
+            .unwrap_or_else(|| panic!("no {series} in {text}"))
+            .to_string()
+    };
+    assert_eq!(bucket("0.25"), "0");
+    assert_eq!(bucket("1.0"), "1");
 }
 
 #[test]
@@ -98,7 +137,7 @@ fn the_ack_of_a_confirmable_notification_waits_for_its_outbox_commit() {
     assert_eq!(server_sent_since(&w, before), 0, "no ACK before the commit");
 
     let generation = w.commits.remove(0);
-    w.stack.handle_committed(generation);
+    w.stack.handle_committed(w.net.now(), generation);
     w.run_for(MOMENT);
     assert_eq!(server_sent_since(&w, before), 1, "the ACK, once");
 }

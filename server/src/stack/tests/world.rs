@@ -216,7 +216,7 @@ impl World {
             while let Some(generation) = self.stack.poll_commit() {
                 progressed = true;
                 if self.auto_commit {
-                    self.stack.handle_committed(generation);
+                    self.stack.handle_committed(self.net.now(), generation);
                 } else {
                     self.commits.push(generation);
                 }
