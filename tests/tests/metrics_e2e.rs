@@ -168,10 +168,10 @@ async fn a_registration_lifecycle_shows_in_the_metrics() {
     assert!(m.mqtt.is_none());
     assert_eq!((m.registration_answers, m.command_results_timed), (2, 1));
 
-    // Only /metrics is served for now.
+    // Beside the API, on the same listener.
     let addr = s.handle().http_addr().unwrap();
-    assert_eq!(get(addr, "/").await.0, 404);
-    assert_eq!(get(addr, "/api/clients").await.0, 404);
+    assert_eq!(get(addr, "/api/clients").await.0, 200);
+    assert_eq!(get(addr, "/no-such-page").await.0, 404);
     dev.kill();
     s.stop().await;
 }
