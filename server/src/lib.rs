@@ -17,7 +17,8 @@
 //! - [`bridge`]: the MQTT bridge (EMQX LwM2M gateway JSON).
 //! - [`firmware`]: firmware update (Object 5): the package store and the campaigns.
 //! - [`metrics`]: the server's counters and their Prometheus text.
-//! - [`http`]: the HTTP API (`GET /metrics` for now).
+//! - [`http`]: the HTTP API: REST (devices, device management, provisioning, firmware), the
+//!   event stream, the console, `/metrics`.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod bootstrap;
