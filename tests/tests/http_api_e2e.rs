@@ -3,6 +3,7 @@
 //! management operation of Leshan's demo API (OMA LwM2M TS 1.2 Core §6.3, §6.4) with its
 //! errors, queue mode's `202` and the result that follows (Transport §6.5), and the event
 //! stream with `Last-Event-ID`.
+#![allow(clippy::unwrap_used)]
 use lwm2m::client::{ClientConfig, ClientEvent};
 use lwm2m::model::{Path, Value};
 use lwm2m_e2e_tests::{sensor_store, Device, TestServer};
