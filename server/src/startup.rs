@@ -254,6 +254,7 @@ fn spawn_http(
         tcp,
         tls,
         max_connections: config.http.max_connections,
+        header_timeout: crate::http::HEADER_READ_TIMEOUT,
     };
     Ok(tokio::spawn(crate::http::serve(
         listener,

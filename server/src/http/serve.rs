@@ -29,6 +29,9 @@ pub struct Listener {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Connections at once.
     pub max_connections: usize,
+    /// Time to send a request's headers, and the longest idle time between requests
+    /// ([`HEADER_READ_TIMEOUT`]).
+    pub header_timeout: Duration,
 }
 
 /// Serves `app` on `listener` until the task running it is aborted, which also ends the
@@ -56,11 +59,12 @@ pub async fn serve(listener: Listener, app: Router) {
                 let _ = stream.set_nodelay(true);
                 let service = TowerToHyperService::new(app.clone());
                 let tls = tls.clone();
+                let header_timeout = listener.header_timeout;
                 connections.spawn(async move {
                     let mut builder = hyper::server::conn::http1::Builder::new();
                     builder
                         .timer(TokioTimer::new())
-                        .header_read_timeout(HEADER_READ_TIMEOUT)
+                        .header_read_timeout(header_timeout)
                         .keep_alive(true);
                     let result = match tls {
                         None => builder.serve_connection(TokioIo::new(stream), service).await,
@@ -88,5 +92,80 @@ pub async fn serve(listener: Listener, app: Router) {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn start(max_connections: usize, header_timeout: Duration) -> std::net::SocketAddr {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let app = Router::new().route("/", get(|| async { "hi" }));
+        let listener = Listener {
+            tcp,
+            tls: None,
+            max_connections,
+            header_timeout,
+        };
+        tokio::spawn(serve(listener, app));
+        addr
+    }
+
+    /// Reads until the end of one response's headers and body ("hi").
+    async fn response(s: &mut tokio::net::TcpStream) -> String {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 512];
+        while !buf.ends_with(b"hi") {
+            let n = s.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8(buf).unwrap()
+    }
+
+    #[tokio::test]
+    async fn connections_are_kept_alive_and_closed_when_idle() {
+        let addr = start(4, Duration::from_millis(300)).await;
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        for _ in 0..3 {
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            assert!(response(&mut s).await.starts_with("HTTP/1.1 200"));
+        }
+        // Idle past the header timeout: the server closes the connection.
+        let mut rest = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut rest))
+            .await
+            .expect("closed within the header timeout")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn connections_past_the_bound_are_closed_at_once() {
+        // Held connections stay open: their idle time is far from the header timeout.
+        let addr = start(4, Duration::from_secs(60)).await;
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            response(&mut s).await;
+            held.push(s);
+        }
+        let mut extra = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let _ = extra.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+            .await
+            .expect("closed at once")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
     }
 }
