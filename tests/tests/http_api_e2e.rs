@@ -619,3 +619,43 @@ async fn the_event_stream_is_ordered_and_resumes_without_a_gap() {
     );
     s.stop().await;
 }
+
+/// A DTLS device shows as secure with its PSK identity, and no key anywhere in the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dtls_device_shows_its_identity_and_never_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut s, base) = server(dir.path(), "").await;
+    let key = b"0123456789abcdef";
+    s.provision_psk("secure-1", "id-secure-1", key).await;
+    let _dev = Device::start_secure(
+        s.secure_addr,
+        ClientConfig::new("secure-1"),
+        dtls::ClientConfig::psk("id-secure-1", key.to_vec()),
+    )
+    .await
+    .unwrap();
+    s.registered("secure-1").await;
+    let r = reqwest::get(format!("{base}/api/clients/secure-1"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    let one: Json = serde_json::from_str(&text).unwrap();
+    assert_eq!(one["secure"], true);
+    assert_eq!(one["identity"]["kind"], "psk");
+    assert_eq!(one["identity"]["id"], "id-secure-1");
+    for leak in [hex_of(key), String::from_utf8_lossy(key).into_owned()] {
+        assert!(!text.contains(&leak), "{text}");
+    }
+    // Device management works over DTLS just the same.
+    let (st, r) = get(&format!("{base}/api/clients/secure-1/3/0/0")).await;
+    assert_eq!(
+        (st, r["status"].clone()),
+        (StatusCode::OK, json!("CONTENT(205)"))
+    );
+    s.stop().await;
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
