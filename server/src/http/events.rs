@@ -17,7 +17,8 @@ use super::dm::{records_json, result_json};
 use super::node_json::node_json;
 use super::requests::Requests;
 use super::{ApiError, ApiState};
-use crate::core::types::{BootstrapStage, Content, DeregisterReason, DeviceEvent};
+use crate::bridge::envelope;
+use crate::core::types::{Content, DeregisterReason, DeviceEvent};
 use crate::handle::ServerHandle;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -348,30 +349,14 @@ fn describe(event: &DeviceEvent, requests: &Requests) -> Option<(&'static str, S
             }
             ("COMMAND_RESULT", endpoint.clone(), data)
         }
+        // The same bodies as the MQTT bridge's `up/bootstrap` and `up/firmware` data.
         DeviceEvent::Bootstrap {
-            endpoint,
-            peer,
-            stage,
-        } => {
-            let mut data = json!({"ep": endpoint, "peer": peer, "stage": stage.as_str()});
-            match stage {
-                BootstrapStage::Started => {}
-                BootstrapStage::Finished {
-                    security,
-                    identity,
-                    version,
-                } => {
-                    data["security"] = json!(security);
-                    data["identity"] = json!(identity);
-                    data["version"] = json!(version);
-                }
-                BootstrapStage::Failed { step, reason } => {
-                    data["step"] = json!(step);
-                    data["reason"] = json!(reason);
-                }
-            }
-            ("BOOTSTRAP", endpoint.clone(), data)
-        }
+            endpoint, stage, ..
+        } => (
+            "BOOTSTRAP",
+            endpoint.clone(),
+            data_of(envelope::bootstrap(endpoint, stage)),
+        ),
         DeviceEvent::Firmware {
             endpoint,
             campaign,
@@ -382,21 +367,20 @@ fn describe(event: &DeviceEvent, requests: &Requests) -> Option<(&'static str, S
             outcome,
             bytes,
             version,
-        } => (
-            "FIRMWARE",
-            endpoint.clone(),
-            json!({
-                "ep": endpoint,
-                "campaign": campaign,
-                "package": package,
-                "phase": phase.as_str(),
-                "state": state,
-                "result": result,
-                "outcome": outcome.map(|o| o.as_str()),
-                "bytes": bytes,
-                "version": version,
-            }),
-        ),
+        } => {
+            let mut data = data_of(envelope::firmware(
+                campaign,
+                package,
+                *phase,
+                *state,
+                *result,
+                *outcome,
+                *bytes,
+                version.as_deref(),
+            ));
+            data["ep"] = json!(endpoint);
+            ("FIRMWARE", endpoint.clone(), data)
+        }
         DeviceEvent::ObservationEnded {
             endpoint,
             observation,
@@ -416,6 +400,14 @@ fn describe(event: &DeviceEvent, requests: &Requests) -> Option<(&'static str, S
             json!({"ep": endpoint, "peer": peer, "principal": principal, "reason": reason}),
         ),
     })
+}
+
+/// The `data` of an MQTT envelope.
+fn data_of(mut envelope: Json) -> Json {
+    envelope
+        .get_mut("data")
+        .map(Json::take)
+        .unwrap_or(Json::Null)
 }
 
 fn reason_name(r: DeregisterReason) -> &'static str {
