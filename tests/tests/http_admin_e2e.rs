@@ -489,10 +489,18 @@ async fn beyond_loopback_a_token_guards_every_route_but_metrics() {
         .head_of("/api/events?access_token=wrong-token-0123456789")
         .await;
     assert_eq!(a.status, 401);
-    let a = api
-        .head_of(&format!("/api/events?access_token={TOKEN}"))
-        .await;
-    assert_ne!(a.status, 401);
+    for path in ["/api/events", "/api/event?ep=nobody"] {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let a = api
+            .head_of(&format!("{path}{sep}access_token={TOKEN}"))
+            .await;
+        assert_eq!(a.status, 200, "{path}: {a:?}");
+        assert_eq!(
+            a.header("content-type"),
+            Some("text/event-stream"),
+            "{path}"
+        );
+    }
     // Prometheus and the console's static page need none.
     let a = api.get("/metrics").await;
     assert_eq!(a.status, 200, "{}", a.text());
@@ -505,6 +513,7 @@ async fn beyond_loopback_a_token_guards_every_route_but_metrics() {
     api.token = Some(TOKEN.into());
     let a = api.get("/api/devices").await;
     assert_eq!(a.status, 200, "{}", a.text());
+    assert_eq!(api.head_of("/api/events").await.status, 200);
     let a = api
         .post_json("/api/devices", &psk("allowed", "allowed-id"))
         .await;
