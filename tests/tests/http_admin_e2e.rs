@@ -109,16 +109,21 @@ impl Api {
         request.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
         let mut bytes = request.into_bytes();
         bytes.extend_from_slice(body);
+        self.raw(&bytes, head_only).await
+    }
+
+    /// Sends `bytes` as they are and reads the answer.
+    async fn raw(&self, bytes: &[u8], head_only: bool) -> Answer {
         let exchange = async {
             let tcp = tokio::net::TcpStream::connect(self.addr).await.unwrap();
             match &self.tls {
-                None => talk(tcp, &bytes, head_only).await,
+                None => talk(tcp, bytes, head_only).await,
                 Some(config) => {
                     let connector = tokio_rustls::TlsConnector::from(config.clone());
                     let name = ServerName::try_from("localhost").unwrap();
                     let tls = connector.connect(name, tcp).await.unwrap();
                     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
-                    talk(tls, &bytes, head_only).await
+                    talk(tls, bytes, head_only).await
                 }
             }
         };
@@ -365,6 +370,18 @@ async fn a_package_uploaded_over_http_updates_a_device_through_a_campaign() {
         .as_str()
         .unwrap()
         .contains("max_package_bytes"));
+    // Without a length given, the limit is counted as the body arrives.
+    let mut chunked = b"POST /api/firmware/packages?version=9 HTTP/1.1\r\nHost: localhost\r\n\
+        Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        .to_vec();
+    for _ in 0..9 {
+        chunked.extend_from_slice(b"2000\r\n");
+        chunked.extend_from_slice(&[2u8; 0x2000]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let a = api.raw(&chunked, false).await;
+    assert_eq!(a.status, 413, "{}", a.text());
     let a = api
         .send("POST", "/api/firmware/packages?version=9", &octets, b"")
         .await;
