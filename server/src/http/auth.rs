@@ -33,10 +33,13 @@ pub(super) async fn require_token(
     }
     match presented(&request) {
         Some(t) if same(t.as_bytes(), expected.as_bytes()) => next.run(request).await,
-        Some(_) => unauthorized(
-            "Bearer realm=\"lwm2m-server\", error=\"invalid_token\"",
-            "the bearer token is wrong",
-        ),
+        Some(_) => {
+            tracing::debug!(path = %request.uri().path(), "HTTP request with a wrong bearer token");
+            unauthorized(
+                "Bearer realm=\"lwm2m-server\", error=\"invalid_token\"",
+                "the bearer token is wrong",
+            )
+        }
         None => unauthorized(
             "Bearer realm=\"lwm2m-server\"",
             "a bearer token is required: Authorization: Bearer TOKEN",
@@ -45,7 +48,7 @@ pub(super) async fn require_token(
 }
 
 /// The console's static files.
-fn is_public(path: &str) -> bool {
+pub(super) fn is_public(path: &str) -> bool {
     path == "/" || path.starts_with("/console/")
 }
 

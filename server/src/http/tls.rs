@@ -57,8 +57,29 @@ pub fn load_token(http: &HttpSection) -> anyhow::Result<Option<Arc<str>>> {
     let Some(path) = &http.token_file else {
         return Ok(None);
     };
-    Ok(Some(read_token(path)?))
+    let token = read_token(path)?;
+    warn_if_readable_by_others(path);
+    Ok(Some(token))
 }
+
+/// The token grants what the admin CLI can do: a file others may read gives it to them.
+#[cfg(unix)]
+fn warn_if_readable_by_others(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode();
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                file = %path.display(),
+                mode = format_args!("{:o}", mode & 0o777),
+                "http.token_file is readable by other users: chmod 600 it"
+            );
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn warn_if_readable_by_others(_path: &Path) {}
 
 fn read_token(path: &Path) -> Result<Arc<str>, HttpSetupError> {
     let text = std::fs::read_to_string(path).map_err(|source| HttpSetupError::Read {

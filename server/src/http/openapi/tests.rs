@@ -178,3 +178,17 @@ async fn every_listed_route_is_routed() {
     let _ = server.task.await;
     assert!(missing.is_empty(), "not routed: {missing:#?}");
 }
+
+/// The document says which routes need no token as the middleware decides it: `/metrics`
+/// and the console's static files.
+#[test]
+fn the_routes_open_without_a_token_are_the_ones_the_document_says() {
+    let doc = document();
+    assert_eq!(doc["security"], serde_json::json!([{"bearer": []}]));
+    for (method, path) in ROUTES {
+        let op = &doc["paths"][path][method.to_lowercase()];
+        let open = op["security"] == serde_json::json!([]);
+        let exempt = *path == "/metrics" || crate::http::auth::is_public(path);
+        assert_eq!(open, exempt, "{method} {path}");
+    }
+}
