@@ -411,8 +411,8 @@ async fn a_package_uploaded_over_http_updates_a_device_through_a_campaign() {
     let start = json!({"package": id, "endpoints": ["fw-http"], "method": "pull"});
     let a = api.post_json("/api/firmware/campaigns", &start).await;
     assert_eq!(a.status, 200, "{}", a.text());
-    let campaign = a.json()["campaign"].as_str().unwrap().to_string();
-    let status = status_until(&api, &campaign, |s| s["finished"] == true).await;
+    let first = a.json()["campaign"].as_str().unwrap().to_string();
+    let status = status_until(&api, &first, |s| s["finished"] == true).await;
     assert_eq!(status["devices"][0]["endpoint"], "fw-http");
     assert_eq!(status["devices"][0]["outcome"], "success", "{status}");
     assert_eq!(status["devices"][0]["version"], "2.0.0", "{status}");
@@ -432,6 +432,16 @@ async fn a_package_uploaded_over_http_updates_a_device_through_a_campaign() {
         .to_string();
     let a = api.delete(&format!("/api/firmware/packages/{id}")).await;
     assert_eq!(a.status, 409, "{}", a.text());
+    let list = api.get("/api/firmware/campaigns").await;
+    assert_eq!(list.status, 200, "{}", list.text());
+    let list = list.json()["campaigns"].clone();
+    assert_eq!(
+        list,
+        json!([
+            {"id": first, "package": id, "finished": true},
+            {"id": campaign, "package": id, "finished": false}
+        ])
+    );
     let a = api
         .delete(&format!("/api/firmware/campaigns/{campaign}"))
         .await;

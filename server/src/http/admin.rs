@@ -9,8 +9,8 @@
 //! - `GET|POST /api/firmware/packages`, `DELETE /api/firmware/packages/{id}`: firmware
 //!   packages (OMA LwM2M TS 1.2 Core Appendix E.6); an upload is streamed to a temporary file
 //!   in the data directory, which `fw-add` reads, and removed afterwards.
-//! - `POST /api/firmware/campaigns`, `GET|DELETE /api/firmware/campaigns/{id}`: update
-//!   campaigns (`fw-update`, `fw-status`, `fw-cancel`).
+//! - `GET|POST /api/firmware/campaigns`, `GET|DELETE /api/firmware/campaigns/{id}`: update
+//!   campaigns (`fw-campaigns`, `fw-update`, `fw-status`, `fw-cancel`).
 //! - `GET /api/audit?limit=`: the newest audit events.
 //!
 //! A reply is the [`AdminReply`] as JSON (it never holds a key: credentials are listed by
@@ -68,7 +68,9 @@ pub(super) fn routes() -> Router<ApiState> {
         .route("/api/firmware/packages/:id", delete(package_remove))
         .route(
             "/api/firmware/campaigns",
-            post(campaign_start).layer(DefaultBodyLimit::max(CAMPAIGN_BODY_LIMIT)),
+            get(campaign_list)
+                .post(campaign_start)
+                .layer(DefaultBodyLimit::max(CAMPAIGN_BODY_LIMIT)),
         )
         .route(
             "/api/firmware/campaigns/:id",
@@ -301,6 +303,10 @@ async fn campaign_start(
         require_version: b.require_version,
     };
     run(&state, op).await
+}
+
+async fn campaign_list(State(state): State<ApiState>) -> Reply {
+    run(&state, AdminOp::FwCampaigns).await
 }
 
 async fn campaign_status(State(state): State<ApiState>, Path(campaign): Path<String>) -> Reply {

@@ -44,6 +44,7 @@ pub(crate) const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/firmware/packages"),
     ("POST", "/api/firmware/packages"),
     ("DELETE", "/api/firmware/packages/{id}"),
+    ("GET", "/api/firmware/campaigns"),
     ("POST", "/api/firmware/campaigns"),
     ("GET", "/api/firmware/campaigns/{id}"),
     ("DELETE", "/api/firmware/campaigns/{id}"),
