@@ -151,6 +151,8 @@ enum FwCmd {
         /// The campaign id.
         campaign: String,
     },
+    /// List the campaigns: id, package, and whether each finished.
+    Campaigns,
 }
 
 #[derive(Subcommand, Debug)]
@@ -398,6 +400,7 @@ mod admin_cli {
                 },
                 FwCmd::Status { campaign } => AdminOp::FwStatus { campaign },
                 FwCmd::Cancel { campaign } => AdminOp::FwCancel { campaign },
+                FwCmd::Campaigns => AdminOp::FwCampaigns,
             },
             Cmd::Audit { limit } => AdminOp::Audit { limit },
             Cmd::Run | Cmd::PrintConfig => bail!("not an admin command"),
@@ -565,7 +568,8 @@ mod admin_cli {
                 | AdminOp::DeviceRotate { .. }
                 | AdminOp::FwUpdate { .. }
                 | AdminOp::FwStatus { .. }
-                | AdminOp::FwCancel { .. } => {}
+                | AdminOp::FwCancel { .. }
+                | AdminOp::FwCampaigns => {}
             }
         }
         let store = admin::open_offline(config, false)?;
@@ -742,6 +746,16 @@ mod admin_cli {
             }
             AdminOp::FwStatus { .. } => print_campaign(reply.firmware.as_ref()),
             AdminOp::FwCancel { campaign } => println!("campaign {campaign} cancelled"),
+            AdminOp::FwCampaigns => {
+                let campaigns = reply.campaigns.unwrap_or_default();
+                if campaigns.is_empty() {
+                    println!("no campaigns");
+                }
+                for c in campaigns {
+                    let state = if c.finished { "finished" } else { "running" };
+                    println!("{:<8}  {:<16}  {state}", c.id, c.package);
+                }
+            }
             AdminOp::Audit { .. } => {
                 for e in reply.events.unwrap_or_default() {
                     println!(

@@ -71,6 +71,20 @@ impl HttpSection {
             self.request_retention,
             &HTTP_REQUEST_RETENTION,
         )?;
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "http.tls_cert and http.tls_key go together: set both for HTTPS, or neither".into(),
+            ));
+        }
+        // Off loopback, anyone who reaches the port could manage every device: the API only
+        // listens there behind a token.
+        if self.enabled && !self.bind.ip().is_loopback() && self.token_file.is_none() {
+            return Err(ConfigError::Invalid(format!(
+                "http.bind = \"{}\" is not a loopback address: set http.token_file, or anyone who \
+                 reaches the port could manage every device",
+                self.bind
+            )));
+        }
         Ok(())
     }
 }

@@ -264,6 +264,48 @@ fn http_defaults_match_the_file_and_bad_keys_are_named() {
 }
 
 #[test]
+fn http_tls_needs_cert_and_key_together() {
+    let e = refused("http", "tls_cert = \"/etc/lwm2m/cert.pem\"");
+    assert!(
+        e.contains("http.tls_cert") && e.contains("http.tls_key"),
+        "{e}"
+    );
+    let e = refused("http", "tls_key = \"/etc/lwm2m/key.pem\"");
+    assert!(
+        e.contains("http.tls_cert") && e.contains("http.tls_key"),
+        "{e}"
+    );
+    let c = Config::parse(
+        "[http]\ntls_cert = \"/etc/lwm2m/cert.pem\"\ntls_key = \"/etc/lwm2m/key.pem\"\n",
+    )
+    .unwrap();
+    assert!(c.http.tls_cert.is_some() && c.http.tls_key.is_some());
+}
+
+#[test]
+fn http_off_loopback_needs_a_token_file() {
+    for bind in ["0.0.0.0:8080", "10.0.0.10:8080", "[::]:8080"] {
+        let e = refused("http", &format!("bind = \"{bind}\""));
+        assert!(
+            e.contains("http.bind") && e.contains("http.token_file") && e.contains("loopback"),
+            "{bind}: {e}"
+        );
+        let with_token =
+            format!("[http]\nbind = \"{bind}\"\ntoken_file = \"/etc/lwm2m/http-token\"\n");
+        assert!(Config::parse(&with_token).is_ok(), "{bind}");
+        // A disabled API listens nowhere, so it needs no token.
+        let disabled = format!("[http]\nenabled = false\nbind = \"{bind}\"\n");
+        assert!(Config::parse(&disabled).is_ok(), "{bind}");
+    }
+    for bind in ["127.0.0.1:8080", "127.0.0.2:0", "[::1]:8080"] {
+        assert!(
+            Config::parse(&format!("[http]\nbind = \"{bind}\"\n")).is_ok(),
+            "{bind}"
+        );
+    }
+}
+
+#[test]
 fn empty_file_means_defaults_and_unknown_keys_are_named() {
     let c = Config::parse("").unwrap();
     assert_eq!(c.queue.awake_window_secs, 93);

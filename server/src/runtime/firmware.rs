@@ -13,7 +13,7 @@ use crate::firmware::campaigns::{
 };
 use crate::firmware::packages::PackageId;
 use crate::firmware::SharedFirmware;
-use crate::provisioning::admin::{AdminOp, AdminReply};
+use crate::provisioning::admin::{AdminOp, AdminReply, CampaignSummary};
 use crate::store::{Store, Table};
 use lwm2m::model::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -243,6 +243,20 @@ impl Shell {
                     Err(e) => AdminReply::error(e.to_string()),
                 }
             }
+            AdminOp::FwCampaigns => AdminReply {
+                campaigns: Some(
+                    self.campaigns
+                        .list()
+                        .into_iter()
+                        .map(|(id, finished, package)| CampaignSummary {
+                            id: id.to_string(),
+                            package: package.0,
+                            finished,
+                        })
+                        .collect(),
+                ),
+                ..AdminReply::ok()
+            },
             _ => AdminReply::error("not a firmware operation"),
         }
     }

@@ -64,9 +64,10 @@ pub fn apply_offline(
         AdminOp::FwAdd { .. } | AdminOp::FwList | AdminOp::FwRemove { .. } => {
             AdminReply::error("internal error: a firmware operation on the credential path")
         }
-        AdminOp::FwUpdate { .. } | AdminOp::FwStatus { .. } | AdminOp::FwCancel { .. } => {
-            AdminReply::error(FIRMWARE_NEEDS_SERVER)
-        }
+        AdminOp::FwUpdate { .. }
+        | AdminOp::FwStatus { .. }
+        | AdminOp::FwCancel { .. }
+        | AdminOp::FwCampaigns => AdminReply::error(FIRMWARE_NEEDS_SERVER),
         AdminOp::Audit { limit } => match audit::recent(store, limit.min(MAX_AUDIT_LIMIT)) {
             Ok(events) => AdminReply {
                 events: Some(events),

@@ -132,6 +132,9 @@ pub enum AdminOp {
         /// The campaign id.
         campaign: String,
     },
+    /// Every campaign held (at most the campaigns' bound), by id: its package and whether it
+    /// finished; only a running server can.
+    FwCampaigns,
     /// The newest audit events, oldest first.
     Audit {
         /// How many (default 50, at most [`MAX_AUDIT_LIMIT`]).
@@ -145,7 +148,10 @@ impl AdminOp {
     pub fn is_campaign_op(&self) -> bool {
         matches!(
             self,
-            AdminOp::FwUpdate { .. } | AdminOp::FwStatus { .. } | AdminOp::FwCancel { .. }
+            AdminOp::FwUpdate { .. }
+                | AdminOp::FwStatus { .. }
+                | AdminOp::FwCancel { .. }
+                | AdminOp::FwCampaigns
         )
     }
 
@@ -168,7 +174,8 @@ impl AdminOp {
             | AdminOp::FwRemove { .. }
             | AdminOp::FwUpdate { .. }
             | AdminOp::FwStatus { .. }
-            | AdminOp::FwCancel { .. } => None,
+            | AdminOp::FwCancel { .. }
+            | AdminOp::FwCampaigns => None,
         }
     }
 
@@ -237,6 +244,20 @@ pub struct AdminReply {
     /// fw-status: the campaign's status (its id, spec, devices and totals).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub firmware: Option<serde_json::Value>,
+    /// fw-campaigns: every campaign held, by id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub campaigns: Option<Vec<CampaignSummary>>,
+}
+
+/// A firmware campaign as `fw-campaigns` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignSummary {
+    /// Its id.
+    pub id: String,
+    /// The package it brings.
+    pub package: String,
+    /// Every device is done or skipped (or it was cancelled).
+    pub finished: bool,
 }
 
 /// A firmware package as the admin channel shows it.
