@@ -36,7 +36,7 @@ pub(crate) enum Control {
     /// The cancellation of an observation, likewise.
     Cancel(
         String,
-        Path,
+        CancelTarget,
         oneshot::Sender<CommandId>,
         Option<oneshot::Sender<Outcome>>,
     ),
@@ -81,6 +81,15 @@ pub struct ClientQuery {
     pub after: Option<String>,
     /// At most this many.
     pub limit: usize,
+}
+
+/// Which observation a cancellation ends.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum CancelTarget {
+    /// The Observe of this path (`/` for the first Observe-Composite).
+    Path(Path),
+    /// The Observe-Composite of exactly these paths.
+    Composite(Vec<Path>),
 }
 
 /// Talks to a running server. Cheap to clone.
@@ -145,7 +154,34 @@ impl ServerHandle {
         let (tx, rx) = oneshot::channel();
         let (done, result) = oneshot::channel();
         self.control
-            .send(Control::Cancel(endpoint.to_string(), path, tx, Some(done)))
+            .send(Control::Cancel(
+                endpoint.to_string(),
+                CancelTarget::Path(path),
+                tx,
+                Some(done),
+            ))
+            .await
+            .map_err(|_| ServerStopped)?;
+        rx.await.map_err(|_| ServerStopped)?;
+        result.await.map_err(|_| ServerStopped)
+    }
+
+    /// Cancels the Observe-Composite of exactly `paths` on `endpoint` and waits for the
+    /// result.
+    pub async fn cancel_composite_observation(
+        &self,
+        endpoint: &str,
+        paths: Vec<Path>,
+    ) -> Result<Outcome, ServerStopped> {
+        let (tx, rx) = oneshot::channel();
+        let (done, result) = oneshot::channel();
+        self.control
+            .send(Control::Cancel(
+                endpoint.to_string(),
+                CancelTarget::Composite(paths),
+                tx,
+                Some(done),
+            ))
             .await
             .map_err(|_| ServerStopped)?;
         rx.await.map_err(|_| ServerStopped)?;

@@ -17,7 +17,7 @@ use crate::bridge::Running;
 use crate::core::persist::StoreOp;
 use crate::core::types::{Command, CommandId, DeviceEvent, Link, Outcome};
 use crate::core::ServerCore;
-use crate::handle::{ClientInfo, Control};
+use crate::handle::{CancelTarget, ClientInfo, Control};
 use crate::metrics::Transport;
 use crate::provisioning::secrets::SecretsKey;
 use crate::provisioning::security::SharedCredentials;
@@ -205,16 +205,21 @@ impl Machine for Shell {
                 self.answer(id, id_tx, waiter);
             }
             Input::Control(Control::Dispatch(cmd, id_tx, waiter)) => {
-                let queued = self.stack.core().is_asleep(now, &cmd.endpoint);
+                let endpoint = cmd.endpoint.clone();
                 let id = self.stack.core_mut().submit(now, cmd);
+                // Queued, not refused at once (a full queue, a bad format...).
+                let queued = self.stack.core().is_queued(&endpoint, id);
                 self.waiters.insert(id, waiter);
                 let _ = id_tx.send((id, queued));
             }
-            Input::Control(Control::Cancel(endpoint, path, id_tx, waiter)) => {
-                let id = self
-                    .stack
-                    .core_mut()
-                    .cancel_observation(now, &endpoint, path);
+            Input::Control(Control::Cancel(endpoint, target, id_tx, waiter)) => {
+                let core = self.stack.core_mut();
+                let id = match target {
+                    CancelTarget::Path(path) => core.cancel_observation(now, &endpoint, path),
+                    CancelTarget::Composite(paths) => {
+                        core.cancel_composite_observation(now, &endpoint, &paths)
+                    }
+                };
                 self.answer(id, id_tx, waiter);
             }
             Input::Control(Control::Registrations(tx)) => {

@@ -75,6 +75,13 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             .is_some_and(|d| d.reg.queue_mode && d.awake_until.is_none_or(|t| t <= now))
     }
 
+    /// Whether command `id` waits in `endpoint`'s queue for the device to wake.
+    pub fn is_queued(&self, endpoint: &str, id: super::types::CommandId) -> bool {
+        self.devices
+            .get(endpoint)
+            .is_some_and(|d| d.queue.iter().any(|q| q.id == id))
+    }
+
     /// The devices whose endpoint name starts with `prefix`, in name order, from just after
     /// `after` (the last name of the previous page), at most `limit` of them. One pass over
     /// the devices keeping the `limit` smallest names: no sorted index to keep in memory

@@ -468,10 +468,17 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         if dev.reg.queue_mode {
             let was_asleep = dev.awake_until.is_none_or(|t| t <= now);
             let until = lwm2m::time::deadline(now, window);
+            let mut missed_sleep = false;
             if let Some(before) = dev.awake_until.replace(until) {
-                self.sleep_at.remove(&(before, endpoint.to_string()));
+                // Its window passed but no timeout ran since: it did sleep meanwhile.
+                missed_sleep = self.sleep_at.remove(&(before, endpoint.to_string())) && was_asleep;
             }
             self.sleep_at.insert((until, endpoint.to_string()));
+            if missed_sleep {
+                self.events.push_back(DeviceEvent::Sleeping {
+                    endpoint: endpoint.to_string(),
+                });
+            }
             if was_asleep {
                 self.events.push_back(DeviceEvent::Awake {
                     endpoint: endpoint.to_string(),

@@ -122,6 +122,37 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
     /// device's next notification is answered with RST. The result is reported for the
     /// returned command id.
     pub fn cancel_observation(&mut self, now: Instant, endpoint: &str, path: Path) -> CommandId {
+        self.cancel_matching(now, endpoint, |r| r.path() == path)
+    }
+
+    /// Cancels the Observe-Composite of exactly `paths` (in any order) on `endpoint`, as
+    /// [`cancel_observation`](Self::cancel_observation) does.
+    pub fn cancel_composite_observation(
+        &mut self,
+        now: Instant,
+        endpoint: &str,
+        paths: &[Path],
+    ) -> CommandId {
+        let mut wanted = paths.to_vec();
+        wanted.sort();
+        wanted.dedup();
+        self.cancel_matching(now, endpoint, |r| match r {
+            DownlinkRequest::ObserveComposite { paths } => {
+                let mut have = paths.clone();
+                have.sort();
+                have.dedup();
+                have == wanted
+            }
+            _ => false,
+        })
+    }
+
+    fn cancel_matching(
+        &mut self,
+        now: Instant,
+        endpoint: &str,
+        matches: impl Fn(&DownlinkRequest) -> bool,
+    ) -> CommandId {
         let id = self.next_command_id();
         let found = self.devices.get(endpoint).and_then(|dev| {
             let awake = !dev.reg.queue_mode || dev.awake_until.is_some_and(|t| t > now);
@@ -131,7 +162,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
                 .find(|o| {
                     self.observations
                         .get(o)
-                        .is_some_and(|ob| ob.request.path() == path)
+                        .is_some_and(|ob| matches(&ob.request))
                 })
                 .map(|o| (o, awake))
         });

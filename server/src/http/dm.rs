@@ -71,10 +71,10 @@ fn params(query: Vec<(String, String)>) -> Result<Params, ApiError> {
                 })?;
                 let t = Duration::try_from_secs_f64(secs)
                     .ok()
-                    .filter(|t| !t.is_zero() && *t <= MAX_TIMEOUT)
+                    .filter(|t| *t >= Duration::from_millis(1) && *t <= MAX_TIMEOUT)
                     .ok_or_else(|| {
                         ApiError::bad_request(format!(
-                            "timeout must be more than 0 and at most {} seconds, not {v}",
+                            "timeout must be 0.001 to {} seconds, not {v}",
                             MAX_TIMEOUT.as_secs()
                         ))
                     })?;
@@ -324,12 +324,20 @@ async fn delete_op(
     Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let p = params(query)?;
-    let cancel = match target(&rest)? {
-        Target::Composite { observe: true } => Path::ROOT,
+    let timeout = p.timeout.unwrap_or(DEFAULT_TIMEOUT) + MARGIN;
+    let (path, cancelled) = match target(&rest)? {
+        Target::Composite { observe: true } => {
+            let paths = need_paths(&p)?;
+            let wait = state.handle.cancel_composite_observation(&ep, paths);
+            (Path::ROOT, tokio::time::timeout(timeout, wait).await)
+        }
         Target::Node {
             path,
             suffix: Some("observe"),
-        } => path,
+        } => {
+            let wait = state.handle.cancel_observation(&ep, path);
+            (path, tokio::time::timeout(timeout, wait).await)
+        }
         Target::Node { path, suffix: None } => {
             if path.level() != PathLevel::Instance {
                 return Err(ApiError::bad_request(format!(
@@ -340,8 +348,11 @@ async fn delete_op(
         }
         _ => return Err(method_not_allowed()),
     };
-    let outcome = state.handle.cancel_observation(&ep, cancel).await?;
-    Ok(outcome_response(&cancel, outcome))
+    match cancelled {
+        Ok(Ok(Err(CommandError::UnknownDevice))) => Err(unknown_device(&ep)),
+        Ok(outcome) => Ok(outcome_response(&Shown::Node(path), outcome?)),
+        Err(_) => Err(timed_out()),
+    }
 }
 
 fn method_not_allowed() -> ApiError {
@@ -392,6 +403,12 @@ fn written_node(
                 "{path} is not a resource in the object model: send JSON with its type"
             ))
         })?;
+        if def.multiple && path.level() == PathLevel::Resource {
+            return Err(ApiError::bad_request(format!(
+                "{path} is a multiple-instance resource: write it as JSON with \"values\", or \
+                 write one instance at {path}/ID"
+            )));
+        }
         let value = Value::from_text(def.kind, text)
             .map_err(|e| ApiError::bad_request(format!("{path}: {e}")))?;
         return Ok(match path.level() {
@@ -412,6 +429,8 @@ async fn run(
 ) -> Result<Response, ApiError> {
     let path = request.path();
     let operation = request.name();
+    // What the answer is keyed by: the path, or a composite's paths.
+    let shown = Shown::of(&request);
     let timeout = p.timeout.unwrap_or(DEFAULT_TIMEOUT);
     let command = Command {
         format: p.format,
@@ -419,18 +438,20 @@ async fn run(
         ..Command::new(ep.clone(), request)
     };
     let mut d = state.handle.dispatch(command).await?;
+    // Every request is known by id, for its event's path and for GET /api/requests/{id}.
+    let id = d.id.0;
+    state.requests.pending(id, &ep, operation, shown.clone());
     if d.queued {
         if let Some(wait) = p.timeout {
             if let Ok(Ok(outcome)) = tokio::time::timeout(wait, &mut d.result).await {
-                return Ok(outcome_response(&path, outcome));
+                state.requests.done(id, result_json(&shown, &outcome));
+                return Ok(outcome_response(&shown, outcome));
             }
         }
-        let id = d.id.0;
-        state.requests.pending(id, &ep, operation, path.to_string());
         let requests = state.requests.clone();
         tokio::spawn(async move {
             if let Ok(outcome) = d.result.await {
-                requests.done(id, result_json(&path, &outcome));
+                requests.done(id, result_json(&shown, &outcome));
             }
         });
         let body = json!({
@@ -443,7 +464,10 @@ async fn run(
     }
     match tokio::time::timeout(timeout + MARGIN, d.result).await {
         Ok(Ok(Err(CommandError::UnknownDevice))) => Err(unknown_device(&ep)),
-        Ok(Ok(outcome)) => Ok(outcome_response(&path, outcome)),
+        Ok(Ok(outcome)) => {
+            state.requests.done(id, result_json(&shown, &outcome));
+            Ok(outcome_response(&shown, outcome))
+        }
         Ok(Err(_)) => Err(ApiError::stopped()),
         Err(_) => Err(timed_out()),
     }
@@ -456,11 +480,40 @@ fn timed_out() -> ApiError {
     )
 }
 
+/// Where a request's answer belongs: a node at its path, or a composite's nodes at the
+/// paths asked for (Leshan keys a composite answer by the requested paths).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Shown {
+    /// A single node at this path.
+    Node(Path),
+    /// Several nodes, one per path.
+    Composite(Vec<Path>),
+}
+
+impl Shown {
+    fn of(request: &DownlinkRequest) -> Self {
+        match request {
+            DownlinkRequest::ReadComposite { paths }
+            | DownlinkRequest::ObserveComposite { paths } => Shown::Composite(paths.clone()),
+            DownlinkRequest::WriteComposite { .. } => Shown::Composite(Vec::new()),
+            other => Shown::Node(other.path()),
+        }
+    }
+
+    /// The path a node answer sits at; `/` for a composite.
+    pub(super) fn path(&self) -> Path {
+        match self {
+            Shown::Node(p) => *p,
+            Shown::Composite(_) => Path::ROOT,
+        }
+    }
+}
+
 /// The HTTP answer for a command's result: a device's answer (success or error) is `200`
 /// with Leshan's response body; the server's own failures are errors with a status.
-pub(super) fn outcome_response(path: &Path, outcome: Outcome) -> Response {
+pub(super) fn outcome_response(shown: &Shown, outcome: Outcome) -> Response {
     match outcome {
-        Ok(r) => JsonBody(response_json(path, &r)).into_response(),
+        Ok(r) => JsonBody(response_json(shown, &r)).into_response(),
         Err(CommandError::Lwm2m(e)) => JsonBody(error_json(&e)).into_response(),
         Err(e) => command_error(&e).into_response(),
     }
@@ -483,9 +536,9 @@ pub(super) fn command_error(e: &CommandError) -> ApiError {
 
 /// A result as `GET /api/requests/{id}` and the event stream give it: `{"response": ...}`
 /// for the device's answer, `{"error": {"status", "message"}}` otherwise.
-pub(super) fn result_json(path: &Path, outcome: &Outcome) -> Json {
+pub(super) fn result_json(shown: &Shown, outcome: &Outcome) -> Json {
     match outcome {
-        Ok(r) => json!({ "response": response_json(path, r) }),
+        Ok(r) => json!({ "response": response_json(shown, r) }),
         Err(CommandError::Lwm2m(e)) => json!({ "response": error_json(e) }),
         Err(e) => {
             let err = command_error(e);
@@ -500,7 +553,7 @@ fn status(name: &str, code: u16) -> String {
 }
 
 /// Leshan's response body for a successful answer.
-pub(super) fn response_json(path: &Path, r: &DmResponse) -> Json {
+pub(super) fn response_json(shown: &Shown, r: &DmResponse) -> Json {
     let mut m = Map::new();
     let (name, code) = match r {
         DmResponse::Content { .. } | DmResponse::Composite { .. } | DmResponse::Links(_) => {
@@ -516,10 +569,14 @@ pub(super) fn response_json(path: &Path, r: &DmResponse) -> Json {
     m.insert("failure".into(), json!(false));
     match r {
         DmResponse::Content { node, .. } => {
-            m.insert("content".into(), node_json(path, node));
+            m.insert("content".into(), node_json(&shown.path(), node));
         }
         DmResponse::Composite { records, .. } => {
-            m.insert("content".into(), Json::Object(records_json(records)));
+            let content = match shown {
+                Shown::Composite(asked) if !asked.is_empty() => grouped_json(asked, records),
+                _ => records_json(records),
+            };
+            m.insert("content".into(), Json::Object(content));
         }
         DmResponse::Links(entries) => {
             let links: Vec<Json> = entries
@@ -559,6 +616,21 @@ pub(super) fn records_json(records: &[Record]) -> Map<String, Json> {
                 _ => Node::Resource(Resource::Single(v.clone())),
             };
             Some((r.path.to_string(), node_json(&r.path, &node)))
+        })
+        .collect()
+}
+
+/// A composite answer keyed by the paths asked for, each the node of the values under it.
+fn grouped_json(asked: &[Path], records: &[Record]) -> Map<String, Json> {
+    asked
+        .iter()
+        .filter_map(|p| {
+            let values = records
+                .iter()
+                .filter(|r| r.path.starts_with(p))
+                .filter_map(|r| Some((r.path, r.value.clone()?)));
+            let node = Node::from_values(p, values).ok()?;
+            Some((p.to_string(), node_json(p, &node)))
         })
         .collect()
 }
@@ -668,7 +740,7 @@ mod tests {
 
     #[test]
     fn answers_are_leshan_response_bodies() {
-        let path = Path::parse("/3/0/0").unwrap();
+        let path = Shown::Node(Path::parse("/3/0/0").unwrap());
         let r = DmResponse::Content {
             format: ContentFormat::Tlv,
             node: Node::Resource(Resource::Single(Value::String(

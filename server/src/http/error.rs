@@ -1,6 +1,6 @@
 //! The API's own errors (not a device's answers, which are Leshan response bodies): an HTTP
 //! status and a message that says what is wrong, as JSON `{"message": "..."}`.
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 
@@ -53,4 +53,39 @@ impl IntoResponse for ApiError {
         )
             .into_response()
     }
+}
+
+/// Longest error text kept when a plain-text error is turned into JSON.
+const MAX_ERROR_TEXT: usize = 4096;
+
+/// Makes every error answer JSON `{"message"}`, also those the framework writes as text
+/// (a query that does not parse, a body over the limit, a method a route does not take).
+pub(super) async fn as_json(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, MAX_ERROR_TEXT)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).trim().to_string())
+        .unwrap_or_default();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        text
+    };
+    let mut out = ApiError::new(status, message).into_response();
+    // Keep what the error said besides its body (WWW-Authenticate, Allow).
+    for (name, value) in parts.headers.iter() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            out.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    out
 }

@@ -13,9 +13,10 @@
 //! again from the retained events, and only loses events if it is more than the retention
 //! behind.
 use super::clients::registration_json;
+use super::dm::Shown;
 use super::dm::{records_json, result_json};
 use super::node_json::node_json;
-use super::requests::Requests;
+use super::requests::{shown_fields, Requests};
 use super::{ApiError, ApiState};
 use crate::bridge::envelope;
 use crate::core::types::{Content, DeregisterReason, DeviceEvent};
@@ -38,6 +39,10 @@ use tokio::sync::broadcast;
 
 /// Events a subscriber may be behind on the live channel before it reads the retained ones.
 const LIVE_CAPACITY: usize = 4096;
+/// The event that tells a stream events are missing: the server's own stream fell behind,
+/// or this stream resumed (or fell) further back than the retained events reach. A client
+/// refetches the state it keeps on seeing it.
+const GAP: &str = "GAP";
 /// A comment line this often keeps proxies from closing a quiet stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -54,21 +59,41 @@ pub struct SseEvent {
     pub data: String,
 }
 
+/// Bytes of event JSON kept at most, whatever `[http] event_retention` says: a device
+/// sending large values must not make the retained events grow to gigabytes.
+const MAX_RETAINED_BYTES: usize = 64 << 20;
+
+/// The retained events and the next id.
+#[derive(Debug)]
+struct Ring {
+    events: VecDeque<Arc<SseEvent>>,
+    /// Bytes of JSON in `events`.
+    bytes: usize,
+    next_id: u64,
+}
+
 /// The numbered, retained events.
 pub struct EventLog {
     retention: usize,
-    retained: Mutex<VecDeque<Arc<SseEvent>>>,
+    retained: Mutex<Ring>,
     live: broadcast::Sender<Arc<SseEvent>>,
     /// Streams open now, against `[http] max_event_streams`.
     streams: AtomicUsize,
 }
 
 impl EventLog {
-    /// An empty log keeping the newest `retention` events.
+    /// An empty log keeping the newest `retention` events. Ids start at the wall-clock time
+    /// in microseconds, so that an id a client kept from before a restart is older than
+    /// every id of this run (it is then sent what is retained, after a `GAP`).
     pub fn new(retention: usize) -> Self {
+        let first = lwm2m::time::unix_millis(std::time::SystemTime::now()).saturating_mul(1000);
         Self {
             retention: retention.max(1),
-            retained: Mutex::new(VecDeque::new()),
+            retained: Mutex::new(Ring {
+                events: VecDeque::new(),
+                bytes: 0,
+                next_id: first.max(1),
+            }),
             live: broadcast::channel(LIVE_CAPACITY).0,
             streams: AtomicUsize::new(0),
         }
@@ -90,6 +115,8 @@ impl EventLog {
                     }
                     Err(broadcast::error::RecvError::Lagged(n)) => {
                         tracing::warn!(missed = n, "HTTP event stream fell behind the server");
+                        // Every stream learns that events are missing, whatever its filter.
+                        feed.push(GAP, String::new(), json!({ "missed": n }));
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
                 }
@@ -100,42 +127,54 @@ impl EventLog {
 
     /// Numbers and keeps an event, and sends it to the streams.
     pub fn push(&self, kind: &'static str, endpoint: String, data: Json) {
-        let Ok(mut retained) = self.retained.lock() else {
+        let Ok(mut ring) = self.retained.lock() else {
             return;
         };
-        let id = retained.back().map_or(1, |e| e.id + 1);
+        let id = ring.next_id;
+        ring.next_id += 1;
         let event = Arc::new(SseEvent {
             id,
             kind,
             endpoint,
             data: data.to_string(),
         });
-        if retained.len() >= self.retention {
-            retained.pop_front();
+        ring.bytes += event.data.len();
+        ring.events.push_back(event.clone());
+        while ring.events.len() > self.retention || ring.bytes > MAX_RETAINED_BYTES {
+            match ring.events.pop_front() {
+                Some(old) => ring.bytes -= old.data.len(),
+                None => break,
+            }
         }
-        retained.push_back(event.clone());
         // Under the lock, so that a subscriber's snapshot and its live channel meet exactly.
         let _ = self.live.send(event);
     }
 
     /// The retained events after `after`, oldest first, at most `limit`.
     fn since(&self, after: u64, limit: usize) -> Vec<Arc<SseEvent>> {
-        let Ok(retained) = self.retained.lock() else {
+        let Ok(ring) = self.retained.lock() else {
             return Vec::new();
         };
-        let start = retained.partition_point(|e| e.id <= after);
-        retained.range(start..).take(limit).cloned().collect()
+        let start = ring.events.partition_point(|e| e.id <= after);
+        ring.events.range(start..).take(limit).cloned().collect()
     }
 
-    /// A live channel, taken together with the id of the newest event retained: events up
-    /// to it come from the retained ones, later ones from the channel. `after` comes back
-    /// no later than that id: a larger one was given out before the server restarted and
-    /// numbering began again.
+    /// The id of the newest event given out (retained or not).
+    fn newest(&self) -> u64 {
+        self.retained
+            .lock()
+            .map(|r| r.next_id.saturating_sub(1))
+            .unwrap_or(0)
+    }
+
+    /// A live channel, taken together with the id of the newest event: events up to it
+    /// come from the retained ones, later ones from the channel. `after` comes back no
+    /// later than that id (a client cannot have seen later ones).
     fn subscribe(&self, after: u64) -> (broadcast::Receiver<Arc<SseEvent>>, u64, u64) {
-        let retained = self.retained.lock();
+        let ring = self.retained.lock();
         let rx = self.live.subscribe();
-        let newest = match &retained {
-            Ok(r) => r.back().map_or(0, |e| e.id),
+        let newest = match &ring {
+            Ok(r) => r.next_id.saturating_sub(1),
             Err(_) => 0,
         };
         (rx, after.min(newest), newest)
@@ -201,21 +240,13 @@ async fn stream(
     };
     let events = futures_util::stream::unfold(state, |mut c| async move {
         let e = c.next().await?;
-        let event = Event::default()
-            .id(e.id.to_string())
-            .event(e.kind)
-            .data(e.data.clone());
+        let mut event = Event::default().event(e.kind).data(e.data.clone());
+        if e.id != 0 {
+            event = event.id(e.id.to_string());
+        }
         Some((Ok::<_, Infallible>(event), c))
     });
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
-}
-
-fn newest(log: &EventLog) -> u64 {
-    log.retained
-        .lock()
-        .ok()
-        .and_then(|r| r.back().map(|e| e.id))
-        .unwrap_or(0)
 }
 
 /// Where one stream is: the retained events it still has to send, then the live ones.
@@ -238,9 +269,13 @@ impl Cursor {
             if self.pending.is_empty() && self.last < self.live_from {
                 self.pending.extend(self.log.since(self.last, 256));
                 if self.pending.is_empty() {
-                    // Nothing retained between: the rest comes live.
+                    // Nothing retained after `last` up to `live_from`: they were dropped.
+                    let gap = self.gap(self.live_from + 1);
                     self.last = self.live_from;
+                    return Some(gap);
                 }
+                // A long replay must not hold a runtime thread.
+                tokio::task::yield_now().await;
             }
             let e = match self.pending.pop_front() {
                 Some(e) => e,
@@ -248,7 +283,7 @@ impl Cursor {
                     Ok(e) => e,
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         // Read what was missed from the retained events instead.
-                        self.live_from = newest(&self.log);
+                        self.live_from = self.log.newest();
                         continue;
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
@@ -257,12 +292,35 @@ impl Cursor {
             if e.id <= self.last {
                 continue;
             }
+            if e.id > self.last + 1 {
+                // Events between were dropped before this stream got them.
+                let gap = self.gap(e.id);
+                self.pending.push_front(e);
+                self.last = gap_end(&self.pending);
+                return Some(gap);
+            }
             self.last = e.id;
-            if self.ep.as_ref().is_none_or(|ep| *ep == e.endpoint) {
+            if e.kind == GAP || self.ep.as_ref().is_none_or(|ep| *ep == e.endpoint) {
                 return Some(e);
             }
         }
     }
+
+    /// A `GAP` event (without an id, so it does not move the client's Last-Event-ID) for
+    /// the events after `last` and before `resumed_at`.
+    fn gap(&self, resumed_at: u64) -> Arc<SseEvent> {
+        Arc::new(SseEvent {
+            id: 0,
+            kind: GAP,
+            endpoint: String::new(),
+            data: json!({ "after": self.last, "resumedAt": resumed_at }).to_string(),
+        })
+    }
+}
+
+/// The id just before the first pending event (which follows a gap).
+fn gap_end(pending: &VecDeque<Arc<SseEvent>>) -> u64 {
+    pending.front().map_or(0, |e| e.id.saturating_sub(1))
 }
 
 /// An event's name, device and JSON; `None` for events the stream does not carry.
@@ -271,12 +329,12 @@ fn describe(event: &DeviceEvent, requests: &Requests) -> Option<(&'static str, S
         DeviceEvent::Registered { registration, .. } => (
             "REGISTRATION",
             registration.endpoint.clone(),
-            registration_json(registration),
+            awake_registration(registration),
         ),
         DeviceEvent::Updated { registration } => (
             "UPDATED",
             registration.endpoint.clone(),
-            json!({ "registration": registration_json(registration) }),
+            json!({ "registration": awake_registration(registration) }),
         ),
         DeviceEvent::Deregistered { endpoint, reason } => (
             "DEREGISTRATION",
@@ -331,20 +389,22 @@ fn describe(event: &DeviceEvent, requests: &Requests) -> Option<(&'static str, S
             observation,
             outcome,
         } => {
-            let path = requests
-                .path_of(id.0)
-                .and_then(|p| Path::parse(&p).ok())
-                .unwrap_or(Path::ROOT);
+            // A request made through the API is known with its path; others (MQTT,
+            // campaigns) are shown without one.
+            let shown = requests.shown_of(id.0);
             let mut data = json!({
                 "ep": endpoint,
                 "requestId": id.0.to_string(),
                 "operation": operation,
-                "path": path.to_string(),
             });
+            if let Some(shown) = &shown {
+                shown_fields(shown, &mut data);
+            }
             if let Some(o) = observation {
                 data["observation"] = json!(o.0);
             }
-            if let (Json::Object(d), Json::Object(r)) = (&mut data, result_json(&path, outcome)) {
+            let shown = shown.unwrap_or(Shown::Node(Path::ROOT));
+            if let (Json::Object(d), Json::Object(r)) = (&mut data, result_json(&shown, outcome)) {
                 d.extend(r);
             }
             ("COMMAND_RESULT", endpoint.clone(), data)
@@ -402,6 +462,15 @@ fn describe(event: &DeviceEvent, requests: &Requests) -> Option<(&'static str, S
     })
 }
 
+/// A registration just sent or updated: a queue-mode device is awake (Leshan's `sleeping`).
+fn awake_registration(reg: &crate::core::types::Registration) -> Json {
+    let mut r = registration_json(reg);
+    if reg.queue_mode {
+        r["sleeping"] = json!(false);
+    }
+    r
+}
+
 /// The `data` of an MQTT envelope.
 fn data_of(mut envelope: Json) -> Json {
     envelope
@@ -431,6 +500,11 @@ mod tests {
         log
     }
 
+    /// The id of the `n`th event pushed (from 1).
+    fn nth(log: &EventLog, pushed: u64, n: u64) -> u64 {
+        log.newest() - pushed + n
+    }
+
     fn cursor(log: &Arc<EventLog>, after: u64, ep: Option<&str>) -> Cursor {
         log.streams.fetch_add(1, Ordering::Relaxed);
         let (rx, after, live_from) = log.subscribe(after);
@@ -448,44 +522,77 @@ mod tests {
     #[tokio::test]
     async fn a_stream_resumes_after_its_last_event_then_goes_live_without_gap_or_repeat() {
         let log = log_with(10, 100);
-        let mut c = cursor(&log, 4, None);
+        let mut c = cursor(&log, nth(&log, 10, 4), None);
         for want in 5..=10 {
-            assert_eq!(c.next().await.unwrap().id, want);
+            assert_eq!(c.next().await.unwrap().id, nth(&log, 10, want));
         }
         log.push("SLEEPING", "ep0".into(), json!({}));
-        assert_eq!(c.next().await.unwrap().id, 11);
+        assert_eq!(c.next().await.unwrap().id, nth(&log, 11, 11));
+    }
+
+    #[tokio::test]
+    async fn a_new_stream_starts_with_what_happens_next() {
+        let log = log_with(10, 100);
+        let mut c = cursor(&log, u64::MAX, None);
+        log.push("SLEEPING", "ep0".into(), json!({}));
+        let e = c.next().await.unwrap();
+        assert_eq!((e.id, e.kind), (log.newest(), "SLEEPING"));
     }
 
     #[tokio::test]
     async fn the_endpoint_filter_keeps_one_device() {
         let log = log_with(6, 100);
-        let mut c = cursor(&log, 0, Some("ep1"));
-        let ids: Vec<u64> = [c.next().await, c.next().await, c.next().await]
-            .into_iter()
-            .map(|e| e.unwrap().id)
-            .collect();
-        assert_eq!(ids, [2, 4, 6]);
+        let mut c = cursor(&log, nth(&log, 6, 0), Some("ep1"));
+        let mut ids = Vec::new();
+        for _ in 0..3 {
+            ids.push(c.next().await.unwrap().id);
+        }
+        assert_eq!(ids, [2, 4, 6].map(|n| nth(&log, 6, n)));
     }
 
     #[tokio::test]
     async fn a_subscriber_far_behind_the_live_channel_reads_the_retained_events() {
         let log = log_with(0, 100_000);
-        let mut c = cursor(&log, 0, None);
+        let mut c = cursor(&log, u64::MAX, None);
+        let n = LIVE_CAPACITY as u64 + 100;
         // More than the live channel holds arrive before the stream reads any.
-        for i in 0..(LIVE_CAPACITY as u64 + 100) {
+        for i in 0..n {
             log.push("AWAKE", "ep".into(), json!({ "i": i }));
         }
-        for want in 1..=(LIVE_CAPACITY as u64 + 100) {
-            assert_eq!(c.next().await.unwrap().id, want);
+        for want in 1..=n {
+            assert_eq!(c.next().await.unwrap().id, nth(&log, n, want));
         }
     }
 
+    #[tokio::test]
+    async fn resuming_from_before_the_retained_events_or_a_restart_says_gap_first() {
+        let log = log_with(10, 3);
+        // Events 1..=7 were dropped: a client that saw 2 learns it, then gets 8, 9, 10.
+        let mut c = cursor(&log, nth(&log, 10, 2), None);
+        let gap = c.next().await.unwrap();
+        assert_eq!((gap.kind, gap.id), (GAP, 0));
+        for want in 8..=10 {
+            assert_eq!(c.next().await.unwrap().id, nth(&log, 10, want));
+        }
+        // An id from before a restart is older than every id of this run.
+        let mut c = cursor(&log, 17, None);
+        assert_eq!(c.next().await.unwrap().kind, GAP);
+        assert_eq!(c.next().await.unwrap().id, nth(&log, 10, 8));
+    }
+
     #[test]
-    fn retention_keeps_the_newest() {
+    fn retention_keeps_the_newest_by_count_and_by_bytes() {
         let log = log_with(10, 3);
         let ids: Vec<u64> = log.since(0, 100).iter().map(|e| e.id).collect();
-        assert_eq!(ids, [8, 9, 10]);
+        assert_eq!(ids, [8, 9, 10].map(|n| nth(&log, 10, n)));
         drop(cursor(&log, 0, None));
         assert_eq!(log.streams.load(Ordering::Relaxed), 0);
+        let log = EventLog::new(1_000_000);
+        let big = "x".repeat(1 << 20);
+        for _ in 0..100 {
+            log.push("SEND", "ep".into(), json!({ "v": big }));
+        }
+        let kept = log.since(0, usize::MAX).len();
+        assert!((60..=64).contains(&kept), "{kept}");
     }
 }

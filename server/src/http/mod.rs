@@ -21,6 +21,7 @@ mod error;
 pub mod events;
 pub mod node_json;
 mod openapi;
+mod origin;
 mod requests;
 mod serve;
 pub mod tls;
@@ -98,6 +99,11 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/metrics", get(metrics_text))
         .merge(api)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            origin::same_origin,
+        ))
+        .layer(axum::middleware::map_response(error::as_json))
         .with_state(state)
 }
 

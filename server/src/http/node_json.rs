@@ -60,11 +60,22 @@ pub fn value_json(v: &Value) -> Json {
         Value::String(s) | Value::CoreLink(s) => Json::String(s.clone()),
         Value::Integer(i) => Json::String(i.to_string()),
         Value::UnsignedInteger(u) => Json::String(u.to_string()),
-        Value::Float(f) => Json::String(lwm2m::model::format_float(*f)),
+        Value::Float(f) => Json::String(float_text(*f)),
         Value::Boolean(b) => Json::Bool(*b),
         Value::Opaque(bytes) => Json::String(hex::encode(bytes)),
         Value::Time(secs) => json!(secs.saturating_mul(1000)),
         Value::ObjectLink(l) => json!({"objectId": l.object, "objectInstanceId": l.instance}),
+    }
+}
+
+/// A float as Java's `Double.toString` writes the usual ones (`21.5`, `19.0`), so that
+/// Leshan's clients see the text they expect.
+fn float_text(f: f64) -> String {
+    let s = lwm2m::model::format_float(f);
+    if s.bytes().all(|b| b.is_ascii_digit() || b == b'-') {
+        format!("{s}.0")
+    } else {
+        s
     }
 }
 
@@ -80,8 +91,8 @@ pub fn node_json(path: &Path, node: &Node) -> Json {
                 .map(|(i, inst)| instance_json(*i, inst))
                 .collect::<Vec<_>>(),
         }),
-        Node::Instance(inst) => return instance_json(id.unwrap_or(0), inst),
-        Node::Resource(r) => return resource_json(id.unwrap_or(0), r),
+        Node::Instance(inst) => return without_id(instance_json(id.unwrap_or(0), inst), id),
+        Node::Resource(r) => return without_id(resource_json(id.unwrap_or(0), r), id),
         Node::ResourceInstance(v) => json!({
             "kind": "resourceInstance",
             "type": type_name(v.resource_type()),
@@ -92,6 +103,17 @@ pub fn node_json(path: &Path, node: &Node) -> Json {
         m.insert("id".into(), json!(id));
     }
     out
+}
+
+/// Drops the placeholder `id` of a node whose path is not known (a command that did not
+/// come through the API).
+fn without_id(mut node: Json, id: Option<u16>) -> Json {
+    if id.is_none() {
+        if let Json::Object(m) = &mut node {
+            m.remove("id");
+        }
+    }
+    node
 }
 
 fn instance_json(id: u16, inst: &Instance) -> Json {
@@ -369,6 +391,8 @@ fn declared_type(
 ) -> Result<ResourceType, String> {
     let given = match obj.get("type") {
         None | Some(Json::Null) => None,
+        // What this server writes for an empty multiple resource: no type to check.
+        Some(Json::String(s)) if s.eq_ignore_ascii_case("NONE") => None,
         Some(Json::String(s)) => {
             Some(parse_type(s).ok_or_else(|| format!("unknown \"type\" {s:?}"))?)
         }

@@ -2,6 +2,7 @@
 //! Transport §6.5): kept until their result arrives and then until forgotten (the newest
 //! `[http] request_retention`), for `GET /api/requests/{id}`. The result is also an event
 //! (`COMMAND_RESULT`) on the event stream.
+use super::dm::Shown;
 use super::{ApiError, ApiState};
 use axum::extract::{Path as UrlPath, State};
 use axum::routing::get;
@@ -15,7 +16,7 @@ use std::sync::Mutex;
 struct Entry {
     endpoint: String,
     operation: &'static str,
-    path: String,
+    shown: Shown,
     /// The answer, once there is one (`{"response": ...}` or `{"error": ...}`).
     result: Option<Json>,
 }
@@ -44,7 +45,7 @@ impl Requests {
     }
 
     /// Remembers a pending request, forgetting the oldest past the retention.
-    pub(super) fn pending(&self, id: u64, endpoint: &str, operation: &'static str, path: String) {
+    pub(super) fn pending(&self, id: u64, endpoint: &str, operation: &'static str, shown: Shown) {
         let Ok(mut inner) = self.inner.lock() else {
             return;
         };
@@ -53,7 +54,7 @@ impl Requests {
             Entry {
                 endpoint: endpoint.to_string(),
                 operation,
-                path,
+                shown,
                 result: None,
             },
         );
@@ -74,10 +75,10 @@ impl Requests {
         }
     }
 
-    /// The path a known request addresses.
-    pub(super) fn path_of(&self, id: u64) -> Option<String> {
+    /// What a known request's answer is keyed by.
+    pub(super) fn shown_of(&self, id: u64) -> Option<Shown> {
         let inner = self.inner.lock().ok()?;
-        inner.entries.get(&id).map(|e| e.path.clone())
+        inner.entries.get(&id).map(|e| e.shown.clone())
     }
 
     fn get(&self, id: u64) -> Option<Entry> {
@@ -107,13 +108,23 @@ async fn one(
         "requestId": id,
         "ep": e.endpoint,
         "operation": e.operation,
-        "path": e.path,
         "state": if e.result.is_some() { "done" } else { "pending" },
     });
+    shown_fields(&e.shown, &mut body);
     if let (Some(Json::Object(result)), Json::Object(b)) = (e.result, &mut body) {
         b.extend(result);
     }
     Ok(JsonBody(body))
+}
+
+/// `"path"` of a request on one node, `"paths"` of a composite.
+pub(super) fn shown_fields(shown: &Shown, body: &mut Json) {
+    match shown {
+        Shown::Node(p) => body["path"] = json!(p.to_string()),
+        Shown::Composite(paths) => {
+            body["paths"] = json!(paths.iter().map(ToString::to_string).collect::<Vec<_>>())
+        }
+    }
 }
 
 #[cfg(test)]
@@ -123,13 +134,14 @@ mod tests {
     #[test]
     fn the_oldest_requests_are_forgotten_past_the_retention() {
         let r = Requests::new(2);
-        r.pending(1, "a", "read", "/3/0/0".into());
-        r.pending(2, "a", "read", "/3/0/1".into());
+        let at = |s: &str| Shown::Node(lwm2m::model::Path::parse(s).unwrap());
+        r.pending(1, "a", "read", at("/3/0/0"));
+        r.pending(2, "a", "read", at("/3/0/1"));
         r.done(1, json!({"response": {"status": "CONTENT(205)"}}));
         assert!(r.get(1).unwrap().result.is_some());
-        r.pending(3, "b", "write", "/3/0/14".into());
+        r.pending(3, "b", "write", at("/3/0/14"));
         assert!(r.get(1).is_none());
-        assert_eq!(r.path_of(2).as_deref(), Some("/3/0/1"));
+        assert_eq!(r.shown_of(2), Some(at("/3/0/1")));
         assert!(r.get(3).unwrap().result.is_none());
         // A result for a forgotten request changes nothing.
         r.done(1, json!({}));
