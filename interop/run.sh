@@ -19,11 +19,14 @@
 #   mqtt_bridge.sh        mosquitto and its clients against the MQTT bridge: registration,
 #                         read, observe, queue mode, message expiry, malformed commands, a
 #                         broker outage and kill -9 of the server during notification streams
+#   console_browser.sh    the web console in headless Chromium (Selenium) against lwm2m-server and
+#                         simulated devices: search, read, write and read back, observe with live
+#                         notifications, the event panel; no script error, no CSP violation
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 TOTAL_PASSED=0
 TOTAL_FAILED=0
-for suite in coap_core.sh lwm2m_registration.sh lwm2m_dtls.sh lwm2m_bootstrap.sh firmware_pull.sh mqtt_bridge.sh; do
+for suite in coap_core.sh lwm2m_registration.sh lwm2m_dtls.sh lwm2m_bootstrap.sh firmware_pull.sh mqtt_bridge.sh console_browser.sh; do
     echo "== $suite"
     out="$(bash "$HERE/$suite" 2>&1)"
     status=$?

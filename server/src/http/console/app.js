@@ -455,7 +455,7 @@ async function command(ep, path, op, method, url, body, contentType, written) {
     setStatus(path, `${res.status}: ${data && data.message ? data.message : res.statusText}`, 'error');
     return;
   }
-  applyResponse(ep, path, op, data, written);
+  applyResponse(ep, path, op, data || {status: `${res.status}`}, written);
   if (op === 'observe' || op === 'cancel') refreshRegistration(ep);
 }
 
