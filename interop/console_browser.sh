@@ -2,9 +2,10 @@
 # The web console in a real browser: headless Chromium (Debian chromium and chromium-driver)
 # driven by Selenium (PyPI, installed into interop/.venv) against lwm2m-server, with three
 # simulated NoSec devices (`lwm2m-client-sim bench`, a temperature sensor moving every second)
-# registered over CoAP. console_browser.py does what an operator would: finds a device with the
-# search box, reads /3/0/0, writes /3/0/14 and reads it back, observes /3303/0/5700 and sees
-# the notifications arrive live, filters the event panel, cancels the observation; and checks
+# registered over CoAP, and a bearer token on the API. console_browser.py does what an
+# operator would: gives the token when the page asks for it, finds a device with the search
+# box, reads /3/0/0, writes /3/0/14 and reads it back, observes /3303/0/5700 and sees the
+# notifications arrive live, filters the event panel, cancels the observation; and checks
 # that the page raised no script error and no Content-Security-Policy violation.
 #
 # Each case prints PASS or FAIL; the last line is "N passed, M failed". Exits non-zero if any
@@ -54,6 +55,11 @@ finish_all() {
 }
 trap finish_all EXIT
 
+# A bearer token, so that the page must ask for it (and send it on the event stream too).
+TOKEN="console-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+printf '%s\n' "$TOKEN" >"$WORK/token"
+chmod 600 "$WORK/token"
+
 cat >"$WORK/server.toml" <<TOML
 [server]
 coap_bind = ["127.0.0.1:0"]
@@ -68,6 +74,7 @@ enabled = false
 
 [http]
 bind = "127.0.0.1:0"
+token_file = "$WORK/token"
 TOML
 start_server "$SERVER" --config "$WORK/server.toml"
 COAP=""
@@ -111,9 +118,10 @@ EP="console-01"
 name="the simulated devices register"
 registered=""
 for _ in $(seq 1 300); do
-    if "$VENV/bin/python" - "http://$HTTP/api/clients/$EP" <<'PY' 2>/dev/null; then
+    if "$VENV/bin/python" - "http://$HTTP/api/clients/$EP" "$TOKEN" <<'PY' 2>/dev/null; then
 import sys, urllib.request
-with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
+req = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]})
+with urllib.request.urlopen(req, timeout=2) as r:
     sys.exit(0 if r.status == 200 else 1)
 PY
         registered=yes
@@ -132,7 +140,7 @@ fi
 
 set +e
 "$VENV/bin/python" "$ROOT/interop/console_browser.py" --url "http://$HTTP/" --endpoint "$EP" \
-    --manufacturer "Acme Sensors" --artifacts "$ARTIFACTS" >"$WORK/browser.out" 2>&1
+    --manufacturer "Acme Sensors" --token "$TOKEN" --artifacts "$ARTIFACTS" >"$WORK/browser.out" 2>&1
 status=$?
 set -e
 cat "$WORK/browser.out"
