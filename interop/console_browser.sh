@@ -2,11 +2,13 @@
 # The web console in a real browser: headless Chromium (Debian chromium and chromium-driver)
 # driven by Selenium (PyPI, installed into interop/.venv) against lwm2m-server, with three
 # simulated NoSec devices (`lwm2m-client-sim bench`, a temperature sensor moving every second)
-# registered over CoAP, and a bearer token on the API. console_browser.py does what an
-# operator would: gives the token when the page asks for it, finds a device with the search
-# box, reads /3/0/0, writes /3/0/14 and reads it back, observes /3303/0/5700 and sees the
-# notifications arrive live, filters the event panel, cancels the observation; and checks
-# that the page raised no script error and no Content-Security-Policy violation.
+# and one in queue mode, mostly asleep, registered over CoAP, and a bearer token on the API.
+# console_browser.py does what an operator would: gives the token when the page asks for it,
+# finds a device with the search box, reads /3/0/0, writes /3/0/14 and reads it back,
+# observes /3303/0/5700 and sees the notifications arrive live, filters the event panel,
+# cancels the observation, reads from the sleeping device (queued, then filled in when it
+# wakes); and checks that the page raised no script error and no Content-Security-Policy
+# violation.
 #
 # Each case prints PASS or FAIL; the last line is "N passed, M failed". Exits non-zero if any
 # case failed. Skips (0 passed, 0 failed) only when Chromium or its driver is not installed.
@@ -45,11 +47,12 @@ SERVER="${LWM2M_SERVER:-$TARGET/debug/lwm2m-server}"
 SIM="${LWM2M_CLIENT_SIM:-$TARGET/debug/lwm2m-client-sim}"
 
 SIM_PID=""
+SIMQ_PID=""
 finish_all() {
-    if [ -n "$SIM_PID" ]; then
-        kill "$SIM_PID" 2>/dev/null || true
-        wait "$SIM_PID" 2>/dev/null || true
-    fi
+    for pid in $SIM_PID $SIMQ_PID; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     cp "$WORK"/*.log "$ARTIFACTS"/ 2>/dev/null || true
     cleanup
 }
@@ -75,6 +78,11 @@ enabled = false
 [http]
 bind = "127.0.0.1:0"
 token_file = "$WORK/token"
+
+# The queue-mode device below stays awake 2 s after each exchange: the server must not
+# assume longer, or it sends to a device already asleep instead of queueing.
+[queue]
+awake_window_secs = 2
 TOML
 start_server "$SERVER" --config "$WORK/server.toml"
 COAP=""
@@ -113,34 +121,60 @@ sensor_interval_ms = 1000
 TOML
 "$SIM" bench --scenario "$WORK/console.toml" --quiet >"$WORK/sim.out" 2>"$WORK/sim.log" &
 SIM_PID=$!
+# And one in queue mode, asleep but for 2 s every 6 s: its commands are queued (202) and
+# their results arrive as events when it wakes.
+cat >"$WORK/console-queue.toml" <<TOML
+name = "console-queue"
+duration_secs = 900
+
+[server]
+address = "$COAP"
+security = "nosec"
+
+[fleet]
+devices = 1
+name_pattern = "console-q{n}"
+lifetime_secs = 300
+
+[behaviour]
+sensors = [3303]
+queue_mode = true
+awake_secs = 2
+wake_interval_secs = 6
+TOML
+"$SIM" bench --scenario "$WORK/console-queue.toml" --quiet >"$WORK/sim-queue.out" 2>"$WORK/sim-queue.log" &
+SIMQ_PID=$!
 
 EP="console-01"
+QEP="console-q0"
 name="the simulated devices register"
 registered=""
 for _ in $(seq 1 300); do
-    if "$VENV/bin/python" - "http://$HTTP/api/clients/$EP" "$TOKEN" <<'PY' 2>/dev/null; then
+    if "$VENV/bin/python" - "http://$HTTP/api/clients" "$TOKEN" "$EP" "$QEP" <<'PY' 2>/dev/null; then
 import sys, urllib.request
-req = urllib.request.Request(sys.argv[1], headers={"Authorization": "Bearer " + sys.argv[2]})
-with urllib.request.urlopen(req, timeout=2) as r:
-    sys.exit(0 if r.status == 200 else 1)
+for ep in sys.argv[3:]:
+    req = urllib.request.Request(f"{sys.argv[1]}/{ep}", headers={"Authorization": "Bearer " + sys.argv[2]})
+    with urllib.request.urlopen(req, timeout=2) as r:
+        if r.status != 200:
+            sys.exit(1)
 PY
         registered=yes
         break
     fi
-    kill -0 "$SIM_PID" 2>/dev/null || break
+    { kill -0 "$SIM_PID" && kill -0 "$SIMQ_PID"; } 2>/dev/null || break
     sleep 0.1
 done
 if [ -n "$registered" ]; then
-    pass "$name ($EP in GET /api/clients/$EP)"
+    pass "$name ($EP and $QEP in GET /api/clients/{ep})"
 else
-    fail "$name" "$EP is not registered after 30 s; simulator: $(tail -n 5 "$WORK/sim.log")"
+    fail "$name" "$EP or $QEP is not registered after 30 s; simulators: $(tail -n 3 "$WORK/sim.log" "$WORK/sim-queue.log")"
     summary
     exit 1
 fi
 
 set +e
 "$VENV/bin/python" "$ROOT/interop/console_browser.py" --url "http://$HTTP/" --endpoint "$EP" \
-    --manufacturer "Acme Sensors" --token "$TOKEN" --artifacts "$ARTIFACTS" >"$WORK/browser.out" 2>&1
+    --queue-endpoint "$QEP" --manufacturer "Acme Sensors" --token "$TOKEN" --artifacts "$ARTIFACTS" >"$WORK/browser.out" 2>&1
 status=$?
 set -e
 cat "$WORK/browser.out"
