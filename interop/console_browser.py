@@ -12,7 +12,8 @@ UTC Offset (/3/0/14) through the inline editor and read it back, observe the tem
 sensor's value (/3303/0/5700) and see notifications arrive in the page, both in the
 resource's value and in the live event panel. The page must raise no Content-Security-Policy
 violation and no script error. Screenshots go to the artifacts directory (console.png at the
-end; failure-N.png when a step fails), and the browser's console log beside them.
+end, console-observe.png with the notifications, failure-N.png when a step fails), and the
+browser's console log beside them.
 
 Each step prints PASS or FAIL; the last line is "browser: N passed, M failed"; the exit
 status is 1 if any step failed.
@@ -139,6 +140,8 @@ def main():
                 f.write(f"{e.get('level')} {e.get('message')}\n")
         final = os.path.join(args.artifacts, "console.png")
         try:
+            # The whole event panel, and the page from its top.
+            driver.execute_script("const f = document.getElementById('event-filter'); if (f) { f.value = ''; f.dispatchEvent(new Event('input')); } window.scrollTo(0, 0);")
             driver.save_screenshot(final)
             print(f"screenshot: {final}")
         except WebDriverException as e:
@@ -232,7 +235,7 @@ def run_steps(run, base, ep, manufacturer, token, qep):
         path = "3303-0-5700"
         run.wait("the sensor object", lambda: d.find_elements(By.CSS_SELECTOR, f'[data-testid="resource-{path}"]'))
         # The sensor's object may be folded: open it so that the button can be clicked.
-        d.execute_script("for (const e of document.querySelectorAll('details.object')) e.open = true;")
+        d.execute_script("document.querySelector('[data-testid=\"object-3303\"]').open = true;")
         run.by(f"observe-{path}").click()
         run.wait(
             "the observe's outcome",
@@ -258,6 +261,8 @@ def run_steps(run, base, ep, manufacturer, token, qep):
         assert value == note_value, f"value cell {value!r}, newest notification {note_value!r}"
         observations = d.find_element(By.ID, "device-observations").text
         assert "/3303/0/5700" in observations, f"observations shown: {observations!r}"
+        d.execute_script("arguments[0].scrollIntoView({block: 'center'});", run.by(f"resource-{path}"))
+        d.save_screenshot(os.path.join(run.artifacts, "console-observe.png"))
         return f"{count - before} notifications, value {first!r} -> {value!r}"
 
     run.step("Observe /3303/0/5700 and see live notifications", observe_sensor)

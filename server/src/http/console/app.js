@@ -353,7 +353,7 @@ function renderObjects(ep, r) {
     const spec = specs.get(o);
     const name = spec ? spec.name : 'unknown object';
     const opath = `/${o}`;
-    const box = el('details', {class: 'object', 'data-testid': `object-${o}`, open: o === 3 || o === 1 || undefined},
+    const box = el('details', {class: 'object', 'data-testid': `object-${o}`, open: o === 3 || undefined},
       el('summary', {}, el('strong', {text: `/${o} ${name}`}), ' ',
         button('Read', `read-${o}`, () => read(ep, opath)),
         el('span', {id: `status-${o}`, class: 'status'})));
