@@ -10,10 +10,12 @@ As an operator would: give the bearer token when the page asks for it (with --to
 the device by its name in the device list, open it, read the Manufacturer (/3/0/0), write the
 UTC Offset (/3/0/14) through the inline editor and read it back, observe the temperature
 sensor's value (/3303/0/5700) and see notifications arrive in the page, both in the
-resource's value and in the live event panel. The page must raise no Content-Security-Policy
-violation and no script error. Screenshots go to the artifacts directory (console.png at the
-end, console-observe.png with the notifications, failure-N.png when a step fails), and the
-browser's console log beside them.
+resource's value and in the live event panel; read from a sleeping device (with
+--queue-endpoint); upload a firmware package and start a campaign (with --firmware). The
+page must raise no Content-Security-Policy violation and no script error. Screenshots go to
+the artifacts directory (console.png at the end, console-observe.png with the
+notifications, console-firmware.png with the campaign, failure-N.png when a step fails),
+and the browser's console log beside them.
 
 Each step prints PASS or FAIL; the last line is "browser: N passed, M failed"; the exit
 status is 1 if any step failed.
@@ -118,6 +120,7 @@ def main():
     ap.add_argument("--artifacts", default="target/interop-artifacts")
     ap.add_argument("--token", default="", help="the API's bearer token, if it needs one")
     ap.add_argument("--queue-endpoint", default="", help="a registered device in queue mode, mostly asleep")
+    ap.add_argument("--firmware", default="", help="a file to upload as a firmware package and update --endpoint with")
     args = ap.parse_args()
     os.makedirs(args.artifacts, exist_ok=True)
 
@@ -132,7 +135,7 @@ def main():
     ep = args.endpoint
     base = args.url.rstrip("/")
     try:
-        run_steps(run, base, ep, args.manufacturer, args.token, args.queue_endpoint)
+        run_steps(run, base, ep, args.manufacturer, args.token, args.queue_endpoint, args.firmware)
     finally:
         run.browser_log()
         with open(os.path.join(args.artifacts, "console-browser.log"), "w") as f:
@@ -151,7 +154,7 @@ def main():
     return 1 if run.failed else 0
 
 
-def run_steps(run, base, ep, manufacturer, token, qep):
+def run_steps(run, base, ep, manufacturer, token, qep, firmware):
     d = run.d
 
     def open_console():
@@ -329,6 +332,40 @@ def run_steps(run, base, ep, manufacturer, token, qep):
 
     if qep:
         run.step("a sleeping device's Read shows queued, then its value when it wakes", queued_read)
+
+    def firmware_campaign():
+        d.execute_script("location.hash = '#/firmware';")
+        run.wait("the firmware page", lambda: d.find_element(By.ID, "view-firmware").is_displayed())
+        d.find_element(By.ID, "package-file").send_keys(os.path.abspath(firmware))
+        d.find_element(By.ID, "package-version").send_keys("9.9.9")
+        d.find_element(By.ID, "package-name").send_keys("console-test")
+        d.find_element(By.ID, "package-upload-button").click()
+        run.wait(
+            "the upload's outcome",
+            lambda: any(k in d.find_element(By.ID, "package-status").get_attribute("class").split() for k in ("ok", "error")),
+        )
+        status = d.find_element(By.ID, "package-status")
+        assert "ok" in status.get_attribute("class").split(), f"upload: {status.text!r}"
+        run.wait("the package in the list", lambda: "9.9.9" in d.find_element(By.ID, "package-rows").text)
+        run.wait("the package to choose", lambda: "9.9.9" in d.find_element(By.ID, "campaign-package").text)
+        d.find_element(By.ID, "campaign-endpoints").send_keys(ep)
+        d.find_element(By.ID, "campaign-start-button").click()
+        run.wait(
+            "the campaign's start",
+            lambda: any(k in d.find_element(By.ID, "campaign-status").get_attribute("class").split() for k in ("ok", "error")),
+        )
+        started = d.find_element(By.ID, "campaign-status")
+        assert "ok" in started.get_attribute("class").split(), f"campaign: {started.text!r}"
+        cid = started.text.split()[-1]
+        run.wait("the campaign's counts by phase", lambda: run.text(f"campaign-totals-{cid}"))
+        totals = run.text(f"campaign-totals-{cid}").replace("\n", ", ")
+        fw = f'#event-list li[data-kind="FIRMWARE"][data-ep="{ep}"]'
+        run.wait("a FIRMWARE event of the device", lambda: d.find_elements(By.CSS_SELECTOR, fw), timeout=30)
+        d.save_screenshot(os.path.join(run.artifacts, "console-firmware.png"))
+        return f"campaign {cid}: {totals}"
+
+    if firmware:
+        run.step("upload a firmware package and start a campaign", firmware_campaign)
 
     def no_policy_violation():
         run.browser_log()

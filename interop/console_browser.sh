@@ -7,13 +7,14 @@
 # finds a device with the search box, reads /3/0/0, writes /3/0/14 and reads it back,
 # observes /3303/0/5700 and sees the notifications arrive live, filters the event panel,
 # cancels the observation, reads from the sleeping device (queued, then filled in when it
-# wakes); and checks that the page raised no script error and no Content-Security-Policy
-# violation.
+# wakes), uploads a firmware package and starts a campaign for the device; and checks that
+# the page raised no script error and no Content-Security-Policy violation.
 #
 # Each case prints PASS or FAIL; the last line is "N passed, M failed". Exits non-zero if any
 # case failed. Skips (0 passed, 0 failed) only when Chromium or its driver is not installed.
-# Screenshots (console.png, and failure-N.png for a failed step), the browser's console log,
-# the server's and the simulator's logs go to $ARTIFACTS (default target/interop-artifacts).
+# Screenshots (console.png, console-observe.png, console-firmware.png, and failure-N.png for a
+# failed step), the browser's console log, the server's and the simulators' logs go to
+# $ARTIFACTS (default target/interop-artifacts).
 #
 # Settings from the environment: LWM2M_SERVER and LWM2M_CLIENT_SIM, the binaries (default:
 # built here with cargo, debug); ARTIFACTS, the artifacts directory.
@@ -172,9 +173,11 @@ else
     exit 1
 fi
 
+head -c 4096 /dev/urandom >"$WORK/firmware.bin"
 set +e
 "$VENV/bin/python" "$ROOT/interop/console_browser.py" --url "http://$HTTP/" --endpoint "$EP" \
-    --queue-endpoint "$QEP" --manufacturer "Acme Sensors" --token "$TOKEN" --artifacts "$ARTIFACTS" >"$WORK/browser.out" 2>&1
+    --queue-endpoint "$QEP" --manufacturer "Acme Sensors" --token "$TOKEN" --firmware "$WORK/firmware.bin" \
+    --artifacts "$ARTIFACTS" >"$WORK/browser.out" 2>&1
 status=$?
 set -e
 cat "$WORK/browser.out"
