@@ -271,6 +271,10 @@ def run_steps(run, base, ep, manufacturer, token, qep, firmware):
     run.step("Observe /3303/0/5700 and see live notifications", observe_sensor)
 
     def event_filter():
+        # Each event once: one stream, not one more per token given or view opened.
+        ids = d.execute_script("return [...document.querySelectorAll('#event-list li')].map((e) => e.dataset.id);")
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        assert not dup, f"events shown more than once: {dup[:10]}"
         box = d.find_element(By.ID, "event-filter")
         box.clear()
         box.send_keys("no-such-endpoint")

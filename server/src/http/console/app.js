@@ -665,6 +665,7 @@ function onEvent(kind, ev) {
 }
 
 function startEvents() {
+  if (source) return;
   let url = '/api/events';
   const q = [];
   if (token) q.push(`access_token=${enc(token)}`);
@@ -691,8 +692,10 @@ function startEvents() {
   for (const k of KINDS) es.addEventListener(k, (ev) => onEvent(k, ev));
 }
 
+/** Reconnects with the new token, if the stream was started (else `main` starts it). */
 function restartEvents() {
-  if (source) source.close();
+  if (!source) return;
+  source.close();
   source = null;
   clearTimeout(retry);
   startEvents();
@@ -779,10 +782,26 @@ async function startCampaign(ev) {
   }
 }
 
+/** Whether the API lists campaigns (`GET /api/firmware/campaigns`), from its OpenAPI document:
+ * asking blindly would log a 405 in the browser's console when it does not. */
+let campaignList = null;
+async function canListCampaigns() {
+  if (campaignList === null) {
+    try {
+      const doc = await expectOk(await api('GET', '/api/openapi.json'));
+      const route = doc && doc.paths && doc.paths['/api/firmware/campaigns'];
+      campaignList = Boolean(route && route.get);
+    } catch (_) {
+      campaignList = false;
+    }
+  }
+  return campaignList;
+}
+
 async function loadCampaigns() {
   try {
-    const res = await api('GET', '/api/firmware/campaigns');
-    if (res.ok) {
+    const res = (await canListCampaigns()) ? await api('GET', '/api/firmware/campaigns') : null;
+    if (res && res.ok) {
       const r = await json(res);
       const list = Array.isArray(r) ? r : (r && (r.campaigns || r.firmware)) || [];
       for (const c of Array.isArray(list) ? list : []) rememberCampaign(String(typeof c === 'object' ? c.id : c));
@@ -828,10 +847,13 @@ async function showCampaign(id) {
     el('details', {}, el('summary', {text: `${devices.length} device(s)`}),
       el('table', {class: 'grid'}, el('tbody', {}, ...devices.slice(0, 1000).map((d) =>
         el('tr', {}, el('td', {text: d.endpoint}), el('td', {text: d.phase}), el('td', {text: d.outcome || ''})))))),
-    state === 'running' ? button('Cancel campaign', `campaign-cancel-${id}`, async () => {
+  );
+  if (state === 'running') {
+    card.append(button('Cancel campaign', `campaign-cancel-${id}`, async () => {
       try { await expectOk(await api('DELETE', `/api/firmware/campaigns/${enc(id)}`)); } catch (e) { alert(e.message); }
       showCampaign(id);
-    }) : null);
+    }));
+  }
 }
 
 // ---- routing ---------------------------------------------------------------------------------
