@@ -118,9 +118,14 @@ const resourceSpec = (o, r) => {
 
 // ---- values of nodes (Leshan node JSON) ---------------------------------------------------
 
-/** A node value as text: numbers as given, opaque as hex, object links as "o:i". */
-function show(v) {
+/** A node value as text: numbers as given, opaque as hex, object links as "o:i", times
+ * (Unix milliseconds in Leshan's JSON) as ISO 8601 UTC. */
+function show(v, type) {
   if (v === undefined || v === null) return '';
+  if (type === 'TIME' && v !== '' && !isNaN(Number(v))) {
+    const d = new Date(Number(v));
+    if (!isNaN(d)) return d.toISOString().replace('.000Z', 'Z');
+  }
   if (typeof v === 'object') {
     if ('objectId' in v) return `${v.objectId}:${v.objectInstanceId}`;
     return JSON.stringify(v);
@@ -140,13 +145,13 @@ function flatten(node, path, set) {
       break;
     case 'multiResource': {
       const vals = node.values || {};
-      set(path, Object.entries(vals).map(([k, v]) => `${k}: ${show(v)}`).join(', '));
-      for (const [k, v] of Object.entries(vals)) set(`${path}/${k}`, show(v));
+      set(path, Object.entries(vals).map(([k, v]) => `${k}: ${show(v, node.type)}`).join(', '));
+      for (const [k, v] of Object.entries(vals)) set(`${path}/${k}`, show(v, node.type));
       break;
     }
     case 'singleResource':
     case 'resourceInstance':
-      set(path, show(node.value));
+      set(path, show(node.value, node.type));
       break;
     default:
       break;
@@ -488,9 +493,12 @@ function parseValue(type, text) {
     case 'float':
       if (t === '' || isNaN(Number(t))) throw new Error('not a number');
       return t;
-    case 'time':
-      if (!/^-?\d+$/.test(t)) throw new Error('not a time (seconds since 1970)');
-      return Number(t);
+    case 'time': {
+      // Seconds since 1970, or a date and time (ISO 8601); sent as Unix milliseconds.
+      const ms = /^-?\d+$/.test(t) ? Number(t) * 1000 : Date.parse(t);
+      if (isNaN(ms)) throw new Error('not a time: seconds since 1970, or 2026-01-31T12:00:00Z');
+      return ms;
+    }
     case 'boolean':
       if (t !== 'true' && t !== 'false') throw new Error('true or false');
       return t === 'true';
@@ -519,9 +527,9 @@ function openEditor(ep, path, d) {
       el('option', {text: 'true'}), el('option', {text: 'false'}));
     if (cell.textContent === 'false') input.value = 'false';
   } else {
-    const hint = multiple ? '0=value, 1=value' : ({objlnk: 'o:i', opaque: 'hex', time: 'seconds since 1970'}[d.type] || d.type);
+    const hint = multiple ? '0=value, 1=value' : ({objlnk: 'o:i', opaque: 'hex', time: '2026-01-31T12:00:00Z'}[d.type] || d.type);
     input = el('input', {id: `input-${id}`, 'data-testid': `input-${id}`, placeholder: hint, size: 16,
-      inputmode: ['integer', 'unsigned', 'float', 'time'].includes(d.type) && !multiple ? 'decimal' : undefined});
+      inputmode: ['integer', 'unsigned', 'float'].includes(d.type) && !multiple ? 'decimal' : undefined});
     if (!multiple) input.value = cell.textContent;
   }
   const form = el('form', {id: `editor-${id}`, class: 'editor'}, input,
@@ -549,7 +557,9 @@ function openEditor(ep, path, d) {
       return;
     }
     form.remove();
-    const written = multiple ? Object.entries(node.values).map(([k, v]) => `${k}: ${show(v)}`).join(', ') : show(node.value);
+    const written = multiple
+      ? Object.entries(node.values).map(([k, v]) => `${k}: ${show(v, ty)}`).join(', ')
+      : show(node.value, ty);
     command(ep, path, 'write', 'PUT', dmUrl(ep, path), JSON.stringify(node), 'application/json', written);
   });
   $(`status-${id}`).replaceChildren(form);
@@ -588,7 +598,7 @@ function summary(kind, d) {
 
 function nodeText(n) {
   if (!n) return '';
-  if (n.kind === 'singleResource' || n.kind === 'resourceInstance') return show(n.value);
+  if (n.kind === 'singleResource' || n.kind === 'resourceInstance') return show(n.value, n.type);
   const parts = [];
   flatten(n, '', (p, v) => parts.push(`${p || '.'}=${v}`));
   return parts.join(' ');
