@@ -7,15 +7,16 @@ Run by console_browser.sh, which starts the server and the device; standalone:
         [--token TOKEN] --artifacts target/interop-artifacts
 
 As an operator would: give the bearer token when the page asks for it (with --token), find
-the device by its name in the device list, open it, read the Manufacturer (/3/0/0), write the
-UTC Offset (/3/0/14) through the inline editor and read it back, observe the temperature
+the device by its name in the device list, open it, read the Manufacturer (/3/0/0), write
+the UTC Offset (/3/0/14) through the inline editor and read it back, execute the
+Registration Update Trigger (/1/0/8) and see the Update arrive, observe the temperature
 sensor's value (/3303/0/5700) and see notifications arrive in the page, both in the
 resource's value and in the live event panel; read from a sleeping device (with
---queue-endpoint); upload a firmware package and start a campaign (with --firmware). The
-page must raise no Content-Security-Policy violation and no script error. Screenshots go to
-the artifacts directory (console.png at the end, console-observe.png with the
-notifications, console-firmware.png with the campaign, failure-N.png when a step fails),
-and the browser's console log beside them.
+--queue-endpoint); upload a firmware package and start a campaign (with --firmware). The page must
+raise no Content-Security-Policy violation and no script error. Screenshots go to the
+artifacts directory (console.png at the end, console-observe.png with the notifications,
+console-firmware.png with the campaign, failure-N.png when a step fails), and the browser's
+console log beside them.
 
 Each step prints PASS or FAIL; the last line is "browser: N passed, M failed"; the exit
 status is 1 if any step failed.
@@ -233,6 +234,24 @@ def run_steps(run, base, ep, manufacturer, token, qep, firmware):
         return f"write {written}, read back {got!r}"
 
     run.step("Write /3/0/14 UTC Offset and read it back", write_and_read_back)
+
+    def execute_update_trigger():
+        # Registration Update Trigger (/1/0/8): the device answers, then sends an Update,
+        # which the page hears as an UPDATED event.
+        sel = f'#event-list li[data-kind="UPDATED"][data-ep="{ep}"]'
+        before = len(d.find_elements(By.CSS_SELECTOR, sel))
+        d.execute_script("document.querySelector('[data-testid=\"object-1\"]').open = true;")
+        run.by("exec-1-0-8").click()
+        run.wait(
+            "the Execute's outcome",
+            lambda: any(k in run.by("status-1-0-8").get_attribute("class").split() for k in ("ok", "error")),
+        )
+        status = run.by("status-1-0-8")
+        assert "ok" in status.get_attribute("class").split(), f"execute answered {status.text!r}"
+        run.wait("the device's Update in the event panel", lambda: len(d.find_elements(By.CSS_SELECTOR, sel)) > before)
+        return status.text
+
+    run.step("Execute /1/0/8 Registration Update Trigger and see the Update", execute_update_trigger)
 
     def observe_sensor():
         path = "3303-0-5700"

@@ -4,11 +4,12 @@
 # simulated NoSec devices (`lwm2m-client-sim bench`, a temperature sensor moving every second)
 # and one in queue mode, mostly asleep, registered over CoAP, and a bearer token on the API.
 # console_browser.py does what an operator would: gives the token when the page asks for it,
-# finds a device with the search box, reads /3/0/0, writes /3/0/14 and reads it back,
-# observes /3303/0/5700 and sees the notifications arrive live, filters the event panel,
-# cancels the observation, reads from the sleeping device (queued, then filled in when it
-# wakes), uploads a firmware package and starts a campaign for the device; and checks that
-# the page raised no script error and no Content-Security-Policy violation.
+# finds a device with the search box, reads /3/0/0, writes /3/0/14 and reads it back, executes
+# /1/0/8 and sees the Update it triggers, observes /3303/0/5700 and sees the notifications
+# arrive live, filters the event panel, cancels the observation, reads from the sleeping device
+# (queued, then filled in when it wakes), uploads a firmware package and starts a campaign for
+# the device; and checks that the page raised no script error and no Content-Security-Policy
+# violation.
 #
 # Each case prints PASS or FAIL; the last line is "N passed, M failed". Exits non-zero if any
 # case failed. Skips (0 passed, 0 failed) only when Chromium or its driver is not installed.
