@@ -319,12 +319,19 @@ function renderRegistration(r) {
     : [['kind', 'none (NoSec)']]);
   const obs = $('device-observations');
   obs.replaceChildren();
+  const ep = r.endpoint;
+  for (const key of [...observed]) if (key.startsWith(`${ep} `)) observed.delete(key);
   for (const o of r.observations || []) {
-    for (const p of o.paths || []) observed.add(`${r.endpoint} ${p}`);
+    const paths = o.paths || [];
+    for (const p of paths) observed.add(`${ep} ${p}`);
+    // A composite observation is cancelled as one, by its paths.
+    const cancel = paths.length > 1
+      ? () => command(ep, paths[0], 'cancel', 'DELETE',
+        `/api/clients/${enc(ep)}/composite/observe?paths=${enc(paths.join(','))}`)
+      : () => cancelObserve(ep, paths[0]);
     obs.append(el('li', {'data-testid': `observation-${o.id}`},
-      `#${o.id} ${(o.paths || []).join(', ')} `,
-      el('button', {type: 'button', onclick: () => cancelObserve(r.endpoint, (o.paths || [])[0]),
-        text: 'Cancel'})));
+      `#${o.id} ${paths.join(', ')} `,
+      el('button', {type: 'button', onclick: cancel, text: 'Cancel'})));
   }
   if (!obs.children.length) obs.append(el('li', {class: 'muted', text: 'none'}));
 }
