@@ -879,6 +879,7 @@ function route() {
   const h = location.hash || '#/devices';
   const m = h.match(/^#\/(\w+)(?:\/(.*))?$/);
   const view = m ? m[1] : 'devices';
+  document.body.dataset.view = view;
   for (const v of ['devices', 'device', 'events', 'firmware']) $(`view-${v}`).hidden = v !== view;
   for (const a of document.querySelectorAll('nav a')) a.classList.toggle('active', a.getAttribute('href') === `#/${view}`);
   if (view !== 'device') current = null;
