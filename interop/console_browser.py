@@ -292,7 +292,7 @@ def run_steps(run, base, ep, manufacturer, token, qep, firmware):
     def event_filter():
         # Each event once: one stream, not one more per token given or view opened.
         ids = d.execute_script("return [...document.querySelectorAll('#event-list li')].map((e) => e.dataset.id);")
-        dup = sorted({i for i in ids if ids.count(i) > 1})
+        dup = sorted({i for i in ids if i and ids.count(i) > 1})
         assert not dup, f"events shown more than once: {dup[:10]}"
         box = d.find_element(By.ID, "event-filter")
         box.clear()

@@ -576,7 +576,7 @@ function openEditor(ep, path, d) {
 // ---- the event stream ----------------------------------------------------------------------
 
 const KINDS = ['REGISTRATION', 'UPDATED', 'DEREGISTRATION', 'SLEEPING', 'AWAKE', 'NOTIFICATION',
-  'SEND', 'COMMAND_RESULT', 'BOOTSTRAP', 'FIRMWARE'];
+  'SEND', 'COMMAND_RESULT', 'BOOTSTRAP', 'FIRMWARE', 'OBSERVATION_ENDED', 'AUTH_FAILED', 'GAP'];
 const MAX_EVENTS = 500;
 let source = null;
 let lastEventId = '';
@@ -596,9 +596,17 @@ function summary(kind, d) {
       return `${d.res} = ${nodeText(d.val)}`;
     }
     case 'SEND': return Object.entries(d.val || {}).map(([p, n]) => `${p} = ${nodeText(n)}`).join('; ');
-    case 'COMMAND_RESULT': return `${d.operation || ''} #${d.requestId}: ${(d.response && d.response.status) || ''}`;
-    case 'BOOTSTRAP': return d.stage || '';
-    case 'FIRMWARE': return [d.campaign, d.phase, d.state, d.result, d.outcome].filter((x) => x !== undefined && x !== null).join(' ');
+    case 'COMMAND_RESULT': {
+      const what = d.response ? d.response.status : (d.error ? `${d.error.status} ${d.error.message}` : '');
+      return `${d.operation || ''} ${d.path || (d.paths || []).join(',')} #${d.requestId}: ${what || ''}`;
+    }
+    case 'BOOTSTRAP': return [d.status || d.stage, d.step, d.reason].filter(Boolean).join(' ');
+    case 'FIRMWARE': return [`campaign ${d.campaign}`, d.phase, d.outcome, d.state !== null && d.state !== undefined ? `state ${d.state}` : '',
+      d.result !== null && d.result !== undefined ? `result ${d.result}` : '', d.bytes ? `${d.bytes} bytes` : '']
+      .filter(Boolean).join(' ');
+    case 'OBSERVATION_ENDED': return `observation #${d.observation}`;
+    case 'AUTH_FAILED': return [d.peer, d.principal, d.reason].filter(Boolean).join(' ');
+    case 'GAP': return `${d.missed ?? 'some'} events missed: lists reloaded`;
     default: return '';
   }
 }
@@ -632,8 +640,10 @@ function logEvent(kind, d, id) {
 function onEvent(kind, ev) {
   let d;
   try { d = JSON.parse(ev.data); } catch (_) { return; }
-  if (ev.lastEventId) lastEventId = ev.lastEventId;
-  logEvent(kind, d, ev.lastEventId);
+  // A GAP has no id of its own (the browser repeats the previous one).
+  const id = kind === 'GAP' ? '' : ev.lastEventId;
+  if (id) lastEventId = id;
+  logEvent(kind, d, id);
   const ep = endpointOf(d);
   switch (kind) {
     case 'REGISTRATION':
@@ -669,10 +679,19 @@ function onEvent(kind, ev) {
       const p = pending.get(String(d.requestId));
       if (p) {
         pending.delete(String(d.requestId));
-        applyResponse(p.ep, p.path, p.op, d.response, p.written);
+        if (d.response) applyResponse(p.ep, p.path, p.op, d.response, p.written);
+        else setStatus(p.path, d.error ? `${d.error.status}: ${d.error.message}` : 'no answer', 'error');
       }
       break;
     }
+    case 'OBSERVATION_ENDED':
+      if (ep === current) refreshRegistration(ep);
+      break;
+    case 'GAP':
+      // Events were lost (a restart, or too long away): what was built from them is stale.
+      if (!$('view-devices').hidden) loadDevices(false);
+      if (current) refreshRegistration(current);
+      break;
     case 'FIRMWARE':
       if (d.campaign) campaignChanged(String(d.campaign));
       break;
