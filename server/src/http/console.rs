@@ -161,6 +161,7 @@ mod tests {
             tcp,
             tls: None,
             max_connections: 8,
+            header_timeout: super::super::HEADER_READ_TIMEOUT,
         };
         (addr, tokio::spawn(super::super::serve(listener, app)))
     }

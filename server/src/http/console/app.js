@@ -745,6 +745,7 @@ const refreshTimers = new Map();
 
 function rememberCampaign(id) {
   campaigns.add(id);
+  while (campaigns.size > 200) campaigns.delete(campaigns.values().next().value);
   sessionStorage.setItem(CAMPAIGNS_KEY, JSON.stringify([...campaigns].slice(-50)));
 }
 
@@ -843,7 +844,9 @@ async function loadCampaigns() {
       for (const c of Array.isArray(list) ? list : []) rememberCampaign(String(typeof c === 'object' ? c.id : c));
     }
   } catch (_) { /* the list route is optional */ }
-  for (const id of campaigns) showCampaign(id);
+  // The newest first, and only so many: each card is one status request.
+  const ids = [...campaigns].sort((a, b) => (b.length - a.length) || (b < a ? -1 : b > a ? 1 : 0));
+  for (const id of ids.slice(0, 20).reverse()) showCampaign(id);
 }
 
 function campaignChanged(id) {
