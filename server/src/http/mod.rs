@@ -104,6 +104,7 @@ pub fn router(state: ApiState) -> Router {
             origin::same_origin,
         ))
         .layer(axum::middleware::map_response(error::as_json))
+        .layer(axum::middleware::from_fn(serve::body_idle_timeout))
         .with_state(state)
 }
 

@@ -18,6 +18,9 @@ use tokio::task::JoinSet;
 
 /// Time a client has to send a request's headers, and most a kept-alive connection may idle.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause while a client sends a request's body: a client that starts a body and
+/// stops would otherwise hold its connection slot for as long as it likes.
+pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -32,6 +35,37 @@ pub struct Listener {
     /// Time to send a request's headers, and the longest idle time between requests
     /// ([`HEADER_READ_TIMEOUT`]).
     pub header_timeout: Duration,
+}
+
+/// Middleware: a request body that pauses longer than `idle` fails (the handler answers
+/// with an error and the connection is closed) instead of holding the connection.
+pub(super) async fn body_idle_timeout(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    next.run(with_idle_timeout(request, BODY_IDLE_TIMEOUT))
+        .await
+}
+
+fn with_idle_timeout(request: axum::extract::Request, idle: Duration) -> axum::extract::Request {
+    use futures_util::StreamExt;
+    let (parts, body) = request.into_parts();
+    let chunks =
+        futures_util::stream::unfold(Some(body.into_data_stream()), move |state| async move {
+            let mut stream = state?;
+            match tokio::time::timeout(idle, stream.next()).await {
+                Ok(Some(chunk)) => Some((chunk, Some(stream))),
+                Ok(None) => None,
+                Err(_) => {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("the request body paused for more than {idle:?}"),
+                    );
+                    Some((Err(axum::Error::new(e)), None))
+                }
+            }
+        });
+    axum::extract::Request::from_parts(parts, axum::body::Body::from_stream(chunks))
 }
 
 /// Serves `app` on `listener` until the task running it is aborted, which also ends the
@@ -144,6 +178,41 @@ mod tests {
             .expect("closed within the header timeout")
             .unwrap_or(0);
         assert_eq!(n, 0);
+    }
+
+    #[tokio::test]
+    async fn a_body_that_stops_coming_fails_instead_of_holding_the_request() {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let app = Router::new()
+            .route(
+                "/",
+                axum::routing::post(
+                    |body: axum::body::Bytes| async move { format!("{}", body.len()) },
+                ),
+            )
+            .layer(axum::middleware::from_fn(
+                |r, n: axum::middleware::Next| async move {
+                    n.run(with_idle_timeout(r, Duration::from_millis(300)))
+                        .await
+                },
+            ));
+        let listener = Listener {
+            tcp,
+            tls: None,
+            max_connections: 4,
+            header_timeout: Duration::from_secs(60),
+        };
+        tokio::spawn(serve(listener, app));
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nonly-part")
+            .await
+            .unwrap();
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf)).await;
+        let text = String::from_utf8_lossy(&buf);
+        assert!(read.is_ok(), "still waiting for the body");
+        assert!(text.starts_with("HTTP/1.1 4"), "{text}");
     }
 
     #[tokio::test]
