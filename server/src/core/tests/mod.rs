@@ -770,8 +770,12 @@ fn full_queue_refuses_with_queue_full() {
     for _ in 0..64 {
         w.submit("sleepy", read(Path::resource(3, 0, 0)));
     }
-    let id = w.submit("sleepy", read(Path::resource(3, 0, 0)));
-    assert_eq!(w.results(), vec![(id, Err(CommandError::QueueFull))]);
+    let first = w.submit("sleepy", read(Path::resource(3, 0, 0)));
+    assert_eq!(w.results(), vec![(first, Err(CommandError::QueueFull))]);
+    // What the HTTP API answers 202 for: a command waiting in the queue, not one refused.
+    assert!(!w.core.is_queued("sleepy", first));
+    assert!(w.core.is_queued("sleepy", CommandId(first.0 - 1)));
+    assert!(w.core.is_asleep(w.now(), "sleepy"));
 }
 
 fn notify_from(w: &mut World, addr: u8, path: &Path, v: f64) {
