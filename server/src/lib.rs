@@ -16,6 +16,7 @@
 //!   as a role of the stack, and the accounts it gives devices.
 //! - [`bridge`]: the MQTT bridge (EMQX LwM2M gateway JSON).
 //! - [`firmware`]: firmware update (Object 5): the package store and the campaigns.
+//! - [`pem`]: PEM certificate chains and keys the configuration names.
 //! - [`metrics`]: the server's counters and their Prometheus text.
 //! - [`http`]: the HTTP API: REST (devices, device management, provisioning, firmware), the
 //!   event stream, the console, `/metrics`.
@@ -29,6 +30,7 @@ pub mod firmware;
 pub mod handle;
 pub mod http;
 pub mod metrics;
+pub mod pem;
 pub mod provisioning;
 mod restore;
 mod runtime;

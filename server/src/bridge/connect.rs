@@ -15,7 +15,6 @@
 //!   process-wide provider, and aws-lc-rs (rustls' default) would need cmake to build. There is
 //!   no built-in root store in this build, so `ca_file` is required with `tls = true`.
 use crate::config::{MqttQos, MqttSettings, MqttTls};
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -186,47 +185,25 @@ pub fn tls_config(tls: &MqttTls) -> Result<rumqttc::TlsConfiguration, ConnectErr
     Ok(rumqttc::TlsConfiguration::Rustls(Arc::new(config)))
 }
 
-fn read_pem_file(key: &'static str, path: &Path) -> Result<Vec<u8>, ConnectError> {
-    std::fs::read(path).map_err(|source| ConnectError::Read {
-        key,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
-/// Every certificate of a PEM file; at least one.
+/// Every certificate of the PEM file `key` names; at least one.
 fn read_certs(
     key: &'static str,
     path: &Path,
 ) -> Result<Vec<CertificateDer<'static>>, ConnectError> {
-    let pem = read_pem_file(key, path)?;
-    let bad = |detail: String| ConnectError::Pem {
-        key,
-        path: path.to_path_buf(),
-        detail,
-    };
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("malformed PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(bad("no CERTIFICATE block in the file".into()));
-    }
-    Ok(certs)
+    crate::pem::read_certs(path).map_err(|e| pem_error(key, path, e))
 }
 
-/// The first private key of a PEM file (PKCS#8, SEC1 or PKCS#1).
+/// The first private key of the PEM file `client_key` names.
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, ConnectError> {
-    let pem = read_pem_file("client_key", path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| ConnectError::Pem {
-        key: "client_key",
-        path: path.to_path_buf(),
-        detail: match e {
-            rustls_pki_types::pem::Error::NoItemsFound => {
-                "no PRIVATE KEY block (PKCS#8, SEC1 or PKCS#1) in the file".into()
-            }
-            e => format!("malformed PEM: {e}"),
-        },
-    })
+    crate::pem::read_key(path).map_err(|e| pem_error("client_key", path, e))
+}
+
+fn pem_error(key: &'static str, path: &Path, e: crate::pem::PemFileError) -> ConnectError {
+    let path = path.to_path_buf();
+    match e {
+        crate::pem::PemFileError::Read(source) => ConnectError::Read { key, path, source },
+        crate::pem::PemFileError::Invalid(detail) => ConnectError::Pem { key, path, detail },
+    }
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use tokio::task::JoinSet;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause while a client sends a request's body: a client that starts a body and
 /// stops would otherwise hold its connection slot for as long as it likes.
-pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a client has to finish the TLS handshake.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -5,7 +5,6 @@
 //! Both are read once, when the server starts, so that a missing or unusable file stops the
 //! start with the file's name instead of surfacing at the first request.
 use crate::config::HttpSection;
-use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,44 +130,22 @@ fn build(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, HttpSetup
     Ok(Arc::new(config))
 }
 
-fn read_pem(key: &'static str, path: &Path) -> Result<Vec<u8>, HttpSetupError> {
-    std::fs::read(path).map_err(|source| HttpSetupError::Read {
-        key,
-        path: path.to_path_buf(),
-        source,
-    })
-}
-
 /// Every certificate of the chain file, the server's first; at least one.
 fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, HttpSetupError> {
-    let pem = read_pem("tls_cert", path)?;
-    let bad = |detail: String| HttpSetupError::Pem {
-        key: "tls_cert",
-        path: path.to_path_buf(),
-        detail,
-    };
-    let certs = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(format!("malformed PEM: {e}")))?;
-    if certs.is_empty() {
-        return Err(bad("no CERTIFICATE block in the file".into()));
-    }
-    Ok(certs)
+    crate::pem::read_certs(path).map_err(|e| pem_error("tls_cert", path, e))
 }
 
 /// The first private key of the key file (PKCS#8, SEC1 or PKCS#1).
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, HttpSetupError> {
-    let pem = read_pem("tls_key", path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| HttpSetupError::Pem {
-        key: "tls_key",
-        path: path.to_path_buf(),
-        detail: match e {
-            rustls_pki_types::pem::Error::NoItemsFound => {
-                "no PRIVATE KEY block (PKCS#8, SEC1 or PKCS#1) in the file".into()
-            }
-            e => format!("malformed PEM: {e}"),
-        },
-    })
+    crate::pem::read_key(path).map_err(|e| pem_error("tls_key", path, e))
+}
+
+fn pem_error(key: &'static str, path: &Path, e: crate::pem::PemFileError) -> HttpSetupError {
+    let path = path.to_path_buf();
+    match e {
+        crate::pem::PemFileError::Read(source) => HttpSetupError::Read { key, path, source },
+        crate::pem::PemFileError::Invalid(detail) => HttpSetupError::Pem { key, path, detail },
+    }
 }
 
 #[cfg(test)]
