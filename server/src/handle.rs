@@ -151,19 +151,7 @@ impl ServerHandle {
         endpoint: &str,
         path: Path,
     ) -> Result<Outcome, ServerStopped> {
-        let (tx, rx) = oneshot::channel();
-        let (done, result) = oneshot::channel();
-        self.control
-            .send(Control::Cancel(
-                endpoint.to_string(),
-                CancelTarget::Path(path),
-                tx,
-                Some(done),
-            ))
-            .await
-            .map_err(|_| ServerStopped)?;
-        rx.await.map_err(|_| ServerStopped)?;
-        result.await.map_err(|_| ServerStopped)
+        self.cancel(endpoint, CancelTarget::Path(path)).await
     }
 
     /// Cancels the Observe-Composite of exactly `paths` on `endpoint` and waits for the
@@ -173,12 +161,16 @@ impl ServerHandle {
         endpoint: &str,
         paths: Vec<Path>,
     ) -> Result<Outcome, ServerStopped> {
+        self.cancel(endpoint, CancelTarget::Composite(paths)).await
+    }
+
+    async fn cancel(&self, endpoint: &str, target: CancelTarget) -> Result<Outcome, ServerStopped> {
         let (tx, rx) = oneshot::channel();
         let (done, result) = oneshot::channel();
         self.control
             .send(Control::Cancel(
                 endpoint.to_string(),
-                CancelTarget::Composite(paths),
+                target,
                 tx,
                 Some(done),
             ))
