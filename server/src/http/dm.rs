@@ -444,10 +444,11 @@ async fn run(
     if d.queued {
         if let Some(wait) = p.timeout {
             if let Ok(Ok(outcome)) = tokio::time::timeout(wait, &mut d.result).await {
-                state.requests.done(id, result_json(&shown, &outcome));
+                state.requests.answered(id);
                 return Ok(outcome_response(&shown, outcome));
             }
         }
+        state.requests.delayed(id);
         let requests = state.requests.clone();
         tokio::spawn(async move {
             if let Ok(outcome) = d.result.await {
@@ -465,7 +466,7 @@ async fn run(
     match tokio::time::timeout(timeout + MARGIN, d.result).await {
         Ok(Ok(Err(CommandError::UnknownDevice))) => Err(unknown_device(&ep)),
         Ok(Ok(outcome)) => {
-            state.requests.done(id, result_json(&shown, &outcome));
+            state.requests.answered(id);
             Ok(outcome_response(&shown, outcome))
         }
         Ok(Err(_)) => Err(ApiError::stopped()),

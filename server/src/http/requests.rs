@@ -17,8 +17,13 @@ struct Entry {
     endpoint: String,
     operation: &'static str,
     shown: Shown,
-    /// The answer, once there is one (`{"response": ...}` or `{"error": ...}`).
-    result: Option<Json>,
+    /// Answered `202`: its result is kept for whoever asks.
+    delayed: bool,
+    /// Answered in the HTTP response itself: nothing to keep.
+    answered: bool,
+    /// A delayed request's result, once there is one (`{"response": ...}` or
+    /// `{"error": ...}`), and its size as JSON text.
+    result: Option<(Json, usize)>,
 }
 
 #[derive(Debug, Default)]
@@ -26,7 +31,13 @@ struct Inner {
     entries: HashMap<u64, Entry>,
     /// Ids oldest first, to forget the oldest past the retention.
     order: VecDeque<u64>,
+    /// Bytes of the results kept.
+    bytes: usize,
 }
+
+/// Bytes of results kept at most, whatever `[http] request_retention` says: a read of a
+/// large value for many sleeping devices must not pile up gigabytes.
+const MAX_RESULT_BYTES: usize = 64 << 20;
 
 /// The requests known, at most `retention` of them.
 #[derive(Debug)]
@@ -55,23 +66,59 @@ impl Requests {
                 endpoint: endpoint.to_string(),
                 operation,
                 shown,
+                delayed: false,
+                answered: false,
                 result: None,
             },
         );
         inner.order.push_back(id);
-        while inner.order.len() > self.retention {
-            if let Some(old) = inner.order.pop_front() {
-                inner.entries.remove(&old);
+        Self::trim(&mut inner, self.retention);
+    }
+
+    /// Forgets the oldest requests past the retention or the byte bound.
+    fn trim(inner: &mut Inner, retention: usize) {
+        while inner.order.len() > retention || inner.bytes > MAX_RESULT_BYTES {
+            let Some(old) = inner.order.pop_front() else {
+                break;
+            };
+            if let Some(e) = inner.entries.remove(&old) {
+                inner.bytes -= e.result.map_or(0, |(_, n)| n);
             }
         }
     }
 
-    /// Records a request's result (ignored if it was forgotten meanwhile).
-    pub(super) fn done(&self, id: u64, result: Json) {
+    /// The request was answered `202`: its result is to be kept.
+    pub(super) fn delayed(&self, id: u64) {
         if let Ok(mut inner) = self.inner.lock() {
             if let Some(e) = inner.entries.get_mut(&id) {
-                e.result = Some(result);
+                e.delayed = true;
             }
+        }
+    }
+
+    /// The request was answered in its HTTP response.
+    pub(super) fn answered(&self, id: u64) {
+        if let Ok(mut inner) = self.inner.lock() {
+            if let Some(e) = inner.entries.get_mut(&id) {
+                e.answered = true;
+            }
+        }
+    }
+
+    /// Records a delayed request's result (ignored if it was forgotten meanwhile).
+    pub(super) fn done(&self, id: u64, result: Json) {
+        let size = result.to_string().len();
+        if let Ok(mut inner) = self.inner.lock() {
+            let Some(e) = inner.entries.get_mut(&id) else {
+                return;
+            };
+            e.answered = true;
+            if !e.delayed {
+                return;
+            }
+            e.result = Some((result, size));
+            inner.bytes += size;
+            Self::trim(&mut inner, self.retention);
         }
     }
 
@@ -108,10 +155,10 @@ async fn one(
         "requestId": id,
         "ep": e.endpoint,
         "operation": e.operation,
-        "state": if e.result.is_some() { "done" } else { "pending" },
+        "state": if e.answered { "done" } else { "pending" },
     });
     shown_fields(&e.shown, &mut body);
-    if let (Some(Json::Object(result)), Json::Object(b)) = (e.result, &mut body) {
+    if let (Some((Json::Object(result), _)), Json::Object(b)) = (e.result, &mut body) {
         b.extend(result);
     }
     Ok(JsonBody(body))
@@ -137,6 +184,7 @@ mod tests {
         let at = |s: &str| Shown::Node(lwm2m::model::Path::parse(s).unwrap());
         r.pending(1, "a", "read", at("/3/0/0"));
         r.pending(2, "a", "read", at("/3/0/1"));
+        r.delayed(1);
         r.done(1, json!({"response": {"status": "CONTENT(205)"}}));
         assert!(r.get(1).unwrap().result.is_some());
         r.pending(3, "b", "write", at("/3/0/14"));
@@ -146,5 +194,27 @@ mod tests {
         // A result for a forgotten request changes nothing.
         r.done(1, json!({}));
         assert!(r.get(1).is_none());
+        // A request answered in its HTTP response keeps no result.
+        r.done(2, json!({"response": {}}));
+        let e = r.get(2).unwrap();
+        assert!(e.answered && e.result.is_none());
+    }
+
+    #[test]
+    fn results_are_bounded_by_bytes() {
+        let r = Requests::new(1_000_000);
+        let big = "x".repeat(1 << 20);
+        for id in 0..100 {
+            r.pending(id, "a", "read", Shown::Node(lwm2m::model::Path::ROOT));
+            r.delayed(id);
+            r.done(id, json!({ "response": big }));
+        }
+        let inner = r.inner.lock().unwrap();
+        assert!(inner.bytes <= MAX_RESULT_BYTES);
+        assert!(
+            (60..=64).contains(&inner.entries.len()),
+            "{}",
+            inner.entries.len()
+        );
     }
 }
