@@ -42,9 +42,13 @@ use lwm2m::model::Registry;
 use std::sync::Arc;
 
 /// What every handler reaches: the server, the object model, the event log, the pending
-/// requests and the configuration.
+/// requests and the configuration. One `Arc`: every request clones the state for each layer
+/// it passes, and a clone of the fields themselves (the handle's channels) costs atomics.
 #[derive(Clone)]
-pub struct ApiState {
+pub struct ApiState(Arc<Api>);
+
+/// The fields of [`ApiState`].
+pub struct Api {
     /// The running server.
     pub handle: ServerHandle,
     /// The object model, to type values written and read.
@@ -59,6 +63,14 @@ pub struct ApiState {
     pub token: Option<Arc<str>>,
 }
 
+impl std::ops::Deref for ApiState {
+    type Target = Api;
+
+    fn deref(&self) -> &Api {
+        &self.0
+    }
+}
+
 impl ApiState {
     /// The state for `handle`, with an event log fed by `handle`'s event stream (its task
     /// ends with the server).
@@ -70,14 +82,14 @@ impl ApiState {
     ) -> Self {
         let requests = Arc::new(requests::Requests::new(config.http.request_retention));
         let events = EventLog::start(&handle, requests.clone(), config.http.event_retention);
-        Self {
+        Self(Arc::new(Api {
             handle,
             schema,
             events,
             requests,
             config,
             token,
-        }
+        }))
     }
 }
 
