@@ -317,30 +317,11 @@ impl Bridge {
                 "up/bootstrap",
                 envelope::bootstrap(endpoint, stage),
             ),
-            DeviceEvent::Firmware {
-                endpoint,
-                campaign,
-                package,
-                phase,
-                state,
-                result,
-                outcome,
-                bytes,
-                version,
-            } => self.publish(
-                endpoint,
-                "up/firmware",
-                envelope::firmware(
-                    campaign,
-                    package,
-                    *phase,
-                    *state,
-                    *result,
-                    *outcome,
-                    *bytes,
-                    version.as_deref(),
-                ),
-            ),
+            DeviceEvent::Firmware { endpoint, .. } => {
+                if let Some(message) = envelope::firmware(event) {
+                    self.publish(endpoint, "up/firmware", message);
+                }
+            }
             DeviceEvent::AuthFailed { .. } => {}
         }
     }

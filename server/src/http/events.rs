@@ -417,27 +417,8 @@ fn describe(event: &DeviceEvent, requests: &Requests) -> Option<(&'static str, S
             endpoint.clone(),
             data_of(envelope::bootstrap(endpoint, stage)),
         ),
-        DeviceEvent::Firmware {
-            endpoint,
-            campaign,
-            package,
-            phase,
-            state,
-            result,
-            outcome,
-            bytes,
-            version,
-        } => {
-            let mut data = data_of(envelope::firmware(
-                campaign,
-                package,
-                *phase,
-                *state,
-                *result,
-                *outcome,
-                *bytes,
-                version.as_deref(),
-            ));
+        DeviceEvent::Firmware { endpoint, .. } => {
+            let mut data = data_of(envelope::firmware(event)?);
             data["ep"] = json!(endpoint);
             ("FIRMWARE", endpoint.clone(), data)
         }

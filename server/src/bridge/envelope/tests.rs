@@ -1478,20 +1478,22 @@ fn firmware_update_takes_a_package_and_a_method() {
 #[test]
 fn firmware_messages() {
     use crate::core::types::{FirmwareOutcome, FirmwarePhase};
+    let event = crate::core::types::DeviceEvent::Firmware {
+        endpoint: "dev".into(),
+        campaign: "17".into(),
+        package: "0123456789abcdef".into(),
+        phase: FirmwarePhase::Done,
+        state: Some(0),
+        result: Some(5),
+        outcome: Some(FirmwareOutcome::IntegrityFailure),
+        bytes: Some(300),
+        version: None,
+    };
     assert_eq!(
-        firmware(
-            "17",
-            "0123456789abcdef",
-            FirmwarePhase::Done,
-            Some(0),
-            Some(5),
-            Some(FirmwareOutcome::IntegrityFailure),
-            Some(300),
-            None,
-        ),
-        json!({"msgType": "firmware", "data": {"campaign": "17",
+        firmware(&event),
+        Some(json!({"msgType": "firmware", "data": {"campaign": "17",
             "package": "0123456789abcdef", "phase": "done", "state": 0, "result": 5,
-            "outcome": "integrity_failure", "bytes": 300}})
+            "outcome": "integrity_failure", "bytes": 300}}))
     );
     assert_eq!(
         firmware_started(&json!(4), Ok("17")),

@@ -4,8 +4,8 @@
 use super::values::value_to_json;
 use super::ERROR_MSG_TYPE;
 use crate::core::types::{
-    BootstrapStage, CommandError, Content, DeregisterReason, FirmwareOutcome, FirmwarePhase,
-    Outcome, Registration,
+    BootstrapStage, CommandError, Content, DeregisterReason, DeviceEvent, FirmwareOutcome, Outcome,
+    Registration,
 };
 use lwm2m::coap::MessageClass;
 use lwm2m::content::link::encode_discover;
@@ -15,33 +15,38 @@ use lwm2m::ops::dm::DmResponse;
 use lwm2m::ops::Lwm2mError;
 use serde_json::{Map, Value as Json};
 
-/// `up/firmware`: a device's firmware update changed phase (OMA LwM2M TS 1.2 Core E.6).
-#[allow(clippy::too_many_arguments)]
-pub fn firmware(
-    campaign: &str,
-    package: &str,
-    phase: FirmwarePhase,
-    state: Option<i64>,
-    result: Option<i64>,
-    outcome: Option<FirmwareOutcome>,
-    bytes: Option<u64>,
-    version: Option<&str>,
-) -> Json {
+/// `up/firmware`: a device's firmware update changed phase (OMA LwM2M TS 1.2 Core E.6);
+/// `None` for any other event.
+pub fn firmware(event: &DeviceEvent) -> Option<Json> {
+    let DeviceEvent::Firmware {
+        campaign,
+        package,
+        phase,
+        state,
+        result,
+        outcome,
+        bytes,
+        version,
+        ..
+    } = event
+    else {
+        return None;
+    };
     let mut data = Map::new();
-    data.insert("campaign".into(), campaign.into());
-    data.insert("package".into(), package.into());
+    data.insert("campaign".into(), campaign.as_str().into());
+    data.insert("package".into(), package.as_str().into());
     data.insert("phase".into(), phase.as_str().into());
-    data.insert("state".into(), state.into());
-    data.insert("result".into(), result.into());
+    data.insert("state".into(), (*state).into());
+    data.insert("result".into(), (*result).into());
     data.insert(
         "outcome".into(),
         outcome.map(FirmwareOutcome::as_str).into(),
     );
-    data.insert("bytes".into(), bytes.into());
+    data.insert("bytes".into(), (*bytes).into());
     if let Some(v) = version {
-        data.insert("version".into(), v.into());
+        data.insert("version".into(), v.as_str().into());
     }
-    envelope(None, "firmware", data)
+    Some(envelope(None, "firmware", data))
 }
 
 /// `up/resp` for `firmware-update`: the campaign started, or why not.
