@@ -59,7 +59,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             sleeping: dev
                 .reg
                 .queue_mode
-                .then(|| dev.awake_until.is_none_or(|t| t <= now)),
+                .then(|| !dev.reachable(now)),
             queued: dev.queue.len(),
             inflight: dev.inflight,
             observations,
@@ -72,7 +72,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
     pub fn is_asleep(&self, now: Instant, endpoint: &str) -> bool {
         self.devices
             .get(endpoint)
-            .is_some_and(|d| d.reg.queue_mode && d.awake_until.is_none_or(|t| t <= now))
+            .is_some_and(|d| !d.reachable(now))
     }
 
     /// Whether command `id` waits in `endpoint`'s queue for the device to wake.

@@ -231,7 +231,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
                 return id;
             }
         };
-        let awake = !dev.reg.queue_mode || dev.awake_until.is_some_and(|t| t > now);
+        let awake = dev.reachable(now);
         if awake {
             let how = (cmd.timeout, cmd.upload);
             self.send_now(now, id, &cmd.endpoint, cmd.request, packet, how);

@@ -135,6 +135,14 @@ struct Device<P> {
     inflight: usize,
 }
 
+impl<P> Device<P> {
+    /// Whether a command can be sent to it now: always, unless it is a queue-mode device
+    /// not heard from within the awake window (Transport §6.5).
+    fn reachable(&self, now: Instant) -> bool {
+        !self.reg.queue_mode || self.awake_until.is_some_and(|t| t > now)
+    }
+}
+
 /// Decides which endpoints must come over DTLS: an endpoint with a
 /// credential may not register, update or de-register without it.
 pub trait SecurityPolicy: Send + Sync {

@@ -155,7 +155,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
     ) -> CommandId {
         let id = self.next_command_id();
         let found = self.devices.get(endpoint).and_then(|dev| {
-            let awake = !dev.reg.queue_mode || dev.awake_until.is_some_and(|t| t > now);
+            let awake = dev.reachable(now);
             dev.observations
                 .iter()
                 .copied()
