@@ -653,7 +653,9 @@ impl Metrics {
     pub fn set_command_queue(&self, pending: usize, oldest: Option<Instant>) {
         self.commands_pending.set(as_u64(pending));
         if let Ok(mut at) = self.scraped.oldest_command.lock() {
-            *at = oldest;
+            if *at != oldest {
+                *at = oldest;
+            }
         }
     }
 

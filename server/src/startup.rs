@@ -28,6 +28,9 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+/// Largest answer the bootstrap server reassembles from a device.
+const BOOTSTRAP_MAX_BODY: usize = 64 * 1024;
+
 /// Device events a slow subscriber may fall behind by before it misses some.
 const EVENT_CAPACITY: usize = 16_384;
 
@@ -333,6 +336,10 @@ fn bootstrap_stack(
     );
     let mut coap = config.endpoint();
     coap.rng_seed = rand::random();
+    // The bootstrap server reads a Discover answer and one Server instance back: a few KB.
+    // A device answering block-wise must not make it reassemble the server's 4 MiB per
+    // sequence.
+    coap.max_body_size = coap.max_body_size.min(BOOTSTRAP_MAX_BODY);
     let core_config = BootstrapConfig {
         coap,
         max_sequences: bs.max_sequences,

@@ -113,6 +113,18 @@ impl<P: Peer> BootstrapCore<P> {
             Some(_) => return Err(Lwm2mError::NotAcceptable),
         };
         let account = self.account_for(peer, &request.endpoint, None)?;
+        // A pack is answered without a round trip: over plain CoAP its sender's address is
+        // unproven, and the answer would hand a credential to whoever it names (and create
+        // one per forged name). Only an account without a secret goes out unauthenticated.
+        if self.principals.get(&peer).is_none()
+            && !matches!(account.security, crate::AccountSecurity::NoSec)
+        {
+            return Err(self.refuse(
+                peer,
+                &request.endpoint,
+                "Bootstrap-Pack-Request with a credential to give needs DTLS".into(),
+            ));
+        }
         // The device asked afresh: whatever sequence it had running is abandoned.
         for id in self.running_for(peer, &request.endpoint) {
             self.fail(now, id, None, Failure::Gone);

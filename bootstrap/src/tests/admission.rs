@@ -124,6 +124,24 @@ fn other_paths_and_methods_are_answered_4_04_and_4_05_and_bad_requests_4_00() {
 }
 
 #[test]
+fn a_pack_request_over_plain_coap_gets_no_credential() {
+    let mut w = World::new(config());
+    w.add(1, Device::new(1, "meter-p", Some("1.2")));
+    let now = w.now();
+    w.device(1).request_pack(now, None);
+    w.flush();
+    run_to_answers(&mut w, 1, 1);
+    assert_eq!(w.device(1).answers, ["4.03"]);
+    assert!(
+        !w.events_of(1)
+            .iter()
+            .any(|e| matches!(e, Event::Finished { .. })),
+        "{:?}",
+        w.events_of(1)
+    );
+}
+
+#[test]
 fn a_pack_request_is_answered_with_the_whole_account_and_finishes_at_once() {
     for (accept, served) in [
         (None, ContentFormat::SenmlCbor),
@@ -131,6 +149,8 @@ fn a_pack_request_is_answered_with_the_whole_account_and_finishes_at_once() {
         (Some(ContentFormat::Lwm2mCbor), ContentFormat::Lwm2mCbor),
     ] {
         let mut w = World::new(config());
+        // Over DTLS: the account carries a PSK.
+        w.core.peer_authenticated(1, Arc::from("meter-p"));
         w.add(1, Device::new(1, "meter-p", Some("1.2")));
         let now = w.now();
         w.device(1).request_pack(now, accept);

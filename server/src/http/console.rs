@@ -75,8 +75,14 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// The object model does not change while the server runs: its JSON is built once.
 async fn objectspecs(State(state): State<ApiState>) -> Json<Value> {
-    Json(object_specs(&state.schema))
+    Json(
+        state
+            .object_specs
+            .get_or_init(|| object_specs(&state.schema))
+            .clone(),
+    )
 }
 
 /// The latest version of every object of `schema`, by increasing id, as Leshan's

@@ -127,6 +127,8 @@ impl EventLog {
 
     /// Numbers and keeps an event, and sends it to the streams.
     pub fn push(&self, kind: &'static str, endpoint: String, data: Json) {
+        // Serialized before the lock: streams reading the retained events wait on it.
+        let data = data.to_string();
         let Ok(mut ring) = self.retained.lock() else {
             return;
         };
@@ -136,7 +138,7 @@ impl EventLog {
             id,
             kind,
             endpoint,
-            data: data.to_string(),
+            data,
         });
         ring.bytes += event.data.len();
         ring.events.push_back(event.clone());
@@ -193,9 +195,6 @@ struct StreamQuery {
     ep: Option<String>,
     #[serde(rename = "lastEventId")]
     last_event_id: Option<u64>,
-    /// The bearer token for clients that cannot set headers (checked by `auth`).
-    #[allow(dead_code)]
-    access_token: Option<String>,
 }
 
 /// Counts an open stream; dropped with the stream.
@@ -240,7 +239,7 @@ async fn stream(
     };
     let events = futures_util::stream::unfold(state, |mut c| async move {
         let e = c.next().await?;
-        let mut event = Event::default().event(e.kind).data(e.data.clone());
+        let mut event = Event::default().event(e.kind).data(e.data.as_str());
         if e.id != 0 {
             event = event.id(e.id.to_string());
         }

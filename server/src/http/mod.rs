@@ -61,6 +61,8 @@ pub struct Api {
     pub config: Arc<Config>,
     /// The bearer token, when one is required.
     pub token: Option<Arc<str>>,
+    /// The object model as the console reads it, built at the first request.
+    pub object_specs: std::sync::OnceLock<serde_json::Value>,
 }
 
 impl std::ops::Deref for ApiState {
@@ -89,6 +91,7 @@ impl ApiState {
             requests,
             config,
             token,
+            object_specs: std::sync::OnceLock::new(),
         }))
     }
 }

@@ -49,6 +49,10 @@ pub(super) async fn body_idle_timeout(
 
 fn with_idle_timeout(request: axum::extract::Request, idle: Duration) -> axum::extract::Request {
     use futures_util::StreamExt;
+    use axum::body::HttpBody;
+    if request.body().is_end_stream() {
+        return request;
+    }
     let (parts, body) = request.into_parts();
     let chunks =
         futures_util::stream::unfold(Some(body.into_data_stream()), move |state| async move {

@@ -242,10 +242,11 @@ impl Shell {
         if !reply.ok {
             return Err(reply.error.unwrap_or_default());
         }
-        if reply.replaced.is_some() {
-            self.stack
-                .credentials_changed(now, &[endpoint.to_string()], None);
-        }
+        // Whatever the device was connected with before (a replaced credential, or a
+        // certificate named by the factory CA) stops here, so that a session seen after a
+        // failure can only be one made with the new credential.
+        self.stack
+            .credentials_changed(now, &[endpoint.to_string()], None);
         Ok(Some(identity))
     }
 }

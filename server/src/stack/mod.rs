@@ -299,12 +299,12 @@ impl<C: Role> Stack<C> {
         }
         let ev = self.core.poll_event()?;
         if let Some(peer) = self.core.registration_peer(&ev) {
-            if self.answering.len() >= MAX_TIMED_ANSWERS {
-                // Answers are sent at once or held for one commit, so a full table can only
-                // hold peers never answered: start over rather than stop timing.
-                self.answering.clear();
+            // Every Register and Update is answered, at once or after one commit: a full
+            // table is a burst waiting for that commit. The answers past the bound go
+            // untimed rather than dropping the ones already waiting (the slowest).
+            if self.answering.len() < MAX_TIMED_ANSWERS {
+                self.answering.insert(peer, self.clock);
             }
-            self.answering.insert(peer, self.clock);
         }
         match self.core.observe(&ev, &self.metrics) {
             // The refusal is recorded before the sinks see the event.
@@ -332,7 +332,10 @@ impl<C: Role> Stack<C> {
                     None => continue,
                 },
             };
-            if let Some(arrived) = self.answering.remove(&t.peer) {
+            if let Some(arrived) = (!self.answering.is_empty())
+                .then(|| self.answering.remove(&t.peer))
+                .flatten()
+            {
                 let took = self.clock.saturating_duration_since(arrived);
                 self.metrics.registration_answered(took);
             }
