@@ -214,8 +214,9 @@ pub enum SendError {
     /// The request id is not known (already finished).
     #[error("no such request")]
     UnknownRequest,
-    /// `block1_start` lies past the end of the payload.
-    #[error("the first block to upload lies past the end of the payload")]
+    /// `block1_start` lies past the end of the payload, or the payload needs more blocks
+    /// than a Block1 option can number (2^20, RFC 7959 §2.2) at the block size.
+    #[error("the first block to upload lies past the end of the payload, or the payload needs more than 2^20 blocks")]
     BlockOutOfRange,
 }
 

@@ -56,10 +56,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             .collect();
         Some(ClientState {
             registration: dev.reg.clone(),
-            sleeping: dev
-                .reg
-                .queue_mode
-                .then(|| !dev.reachable(now)),
+            sleeping: dev.reg.queue_mode.then(|| !dev.reachable(now)),
             queued: dev.queue.len(),
             inflight: dev.inflight,
             observations,

@@ -48,8 +48,8 @@ pub(super) async fn body_idle_timeout(
 }
 
 fn with_idle_timeout(request: axum::extract::Request, idle: Duration) -> axum::extract::Request {
-    use futures_util::StreamExt;
     use axum::body::HttpBody;
+    use futures_util::StreamExt;
     if request.body().is_end_stream() {
         return request;
     }

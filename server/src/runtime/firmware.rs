@@ -9,7 +9,7 @@ use crate::config::Config;
 use crate::core::types::{Command, CommandId, DeviceEvent, Link};
 use crate::core::ServerCore;
 use crate::firmware::campaigns::{
-    CampaignId, CampaignSettings, CampaignSpec, Campaigns, Method, Targets,
+    CampaignId, CampaignSettings, CampaignSpec, Campaigns, Method, Targets, MAX_TARGETS,
 };
 use crate::firmware::packages::PackageId;
 use crate::firmware::SharedFirmware;
@@ -110,11 +110,17 @@ fn start(
     let Some(package) = packages.package(&spec.package) else {
         return Err(format!("no package {}", spec.package));
     };
-    let mut registered = core
-        .registrations()
-        .map(|r| r.endpoint.clone())
-        .collect::<Vec<_>>()
-        .into_iter();
+    // Only a campaign for every device needs the registered ones, and at most as many as
+    // a campaign takes: no copy of every name for a one-device update.
+    let mut registered = match spec.targets {
+        Targets::All { .. } => core
+            .registrations()
+            .take(MAX_TARGETS + 1)
+            .map(|r| r.endpoint.clone())
+            .collect::<Vec<_>>(),
+        Targets::Endpoints(_) => Vec::new(),
+    }
+    .into_iter();
     let mut path = CoreAt { core, now };
     campaigns
         .start(now, spec, package, &mut registered, &mut path)

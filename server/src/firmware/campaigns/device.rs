@@ -7,6 +7,7 @@
 //! Sans-IO and without commands of its own: each input returns the [`Step`]s to run next;
 //! the campaign engine turns them into commands and feeds their results back.
 use crate::core::types::{CommandError, Content, FirmwareOutcome, FirmwarePhase, Outcome};
+use crate::firmware::packages::MAX_LABEL;
 use lwm2m::model::{Node, Resource, Value};
 use lwm2m::ops::dm::DmResponse;
 use std::time::{Duration, Instant};
@@ -440,12 +441,15 @@ pub(super) fn int_of_content(c: &Content) -> Option<i64> {
     }
 }
 
+/// A text resource's value, cut to [`MAX_LABEL`] characters.
 fn text_of(out: &Outcome) -> Option<String> {
     match out {
         Ok(DmResponse::Content {
             node: Node::Resource(Resource::Single(Value::String(s))),
             ..
-        }) => Some(s.clone()),
+        // A version is a label: what a device says beyond that is not kept, stored and
+        // published (it could send megabytes).
+        }) => Some(s.chars().take(MAX_LABEL).collect()),
         _ => None,
     }
 }

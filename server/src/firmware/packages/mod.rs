@@ -15,6 +15,7 @@ use std::time::SystemTime;
 
 mod files;
 mod record;
+pub(crate) use record::MAX_LABEL;
 #[cfg(test)]
 mod tests;
 

@@ -107,6 +107,9 @@ impl<P: Peer> Endpoint<P> {
         if start > 0 && (start as usize).saturating_mul(block_size(szx)) >= request.payload.len() {
             return Err(SendError::BlockOutOfRange);
         }
+        if !upload::numbered(request.payload.len(), szx) {
+            return Err(SendError::BlockOutOfRange);
+        }
         let upload = (request.payload.len() > block_size(szx)).then(|| {
             Box::new(Upload::new(
                 std::mem::take(&mut request.payload),

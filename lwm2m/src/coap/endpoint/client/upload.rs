@@ -24,6 +24,15 @@ pub(super) struct Upload {
     sent_at: Option<Instant>,
 }
 
+/// Block numbers a Block1 option carries: 20 bits (RFC 7959 §2.2).
+const BLOCK_NUMBERS: usize = 1 << 20;
+
+/// Whether a body of `len` bytes can be sent in blocks of `szx` without running out of
+/// block numbers (a larger one would go out with its high bits cut off).
+pub(super) fn numbered(len: usize, szx: u8) -> bool {
+    len <= BLOCK_NUMBERS.saturating_mul(block_size(szx))
+}
+
 impl Upload {
     /// An upload of `body` in blocks of `szx`, starting at block `num`.
     pub(super) fn new(body: Vec<u8>, num: u32, szx: u8) -> Self {
@@ -96,7 +105,12 @@ impl<P: Peer> Endpoint<P> {
                 self.fail_request(now, req, ExchangeError::Block);
                 return true;
             }
-            // §2.5: the server may ask for smaller blocks from here on.
+            // §2.5: the server may ask for smaller blocks from here on, unless the body
+            // would then need more blocks than can be numbered.
+            if !numbered(up.body.len(), up.szx.min(b.szx)) {
+                self.fail_request(now, req, ExchangeError::Block);
+                return true;
+            }
             up.szx = up.szx.min(b.szx);
             up.num = (sent_end / block_size(up.szx)) as u32;
             up.acked = true;
@@ -116,6 +130,10 @@ impl<P: Peer> Endpoint<P> {
             // §2.9.3: a smaller size in the answer's Block1 asks us to go on at the same
             // byte offset in blocks of that size (a power of two, so the offset divides).
             if let Some(b) = b1.filter(|b| b.szx < up.szx) {
+                if !numbered(up.body.len(), b.szx) {
+                    self.fail_request(now, req, ExchangeError::Block);
+                    return true;
+                }
                 let offset = (up.num as usize).saturating_mul(block_size(up.szx));
                 up.szx = b.szx;
                 up.num = (offset / block_size(b.szx)) as u32;
@@ -160,5 +178,18 @@ impl<P: Peer> Endpoint<P> {
             r.deadline = 0;
             self.transmit_current(now, req);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_past_two_to_the_twenty_blocks_cannot_be_numbered() {
+        assert!(numbered(16 << 20, 0));
+        assert!(!numbered((16 << 20) + 1, 0));
+        assert!(numbered(1 << 30, 6));
+        assert!(!numbered((1 << 30) + 1, 6));
     }
 }
