@@ -50,10 +50,7 @@ pub(crate) fn package(version: &str, size: u64, seed: u64) -> Vec<u8> {
 /// A package's id as the server names it: the first 16 hex digits of its SHA-256 (the
 /// same 8 bytes as its pull ETag).
 pub(crate) fn package_id(package: &[u8]) -> String {
-    lwm2m::client::package_etag(package)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(lwm2m::client::package_etag(package))
 }
 
 pub(crate) fn run(args: Args) -> anyhow::Result<()> {

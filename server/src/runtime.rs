@@ -163,10 +163,13 @@ impl CommandPath for CoreAt<'_> {
     }
 
     fn secure(&self, endpoint: &str) -> Option<bool> {
-        self.core
-            .peer_of(endpoint)
-            .map(|l| matches!(l, Link::Dtls(_)))
+        secure(self.core, endpoint)
     }
+}
+
+/// Whether `endpoint` is registered over DTLS; `None` if it is not registered.
+fn secure(core: &ServerCore<Link>, endpoint: &str) -> Option<bool> {
+    core.peer_of(endpoint).map(|l| matches!(l, Link::Dtls(_)))
 }
 
 impl Machine for Shell {

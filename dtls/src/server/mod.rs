@@ -341,6 +341,13 @@ impl Server {
         }
     }
 
+    /// Whether `principal` holds an established session (a scan, without copying them).
+    pub fn has_principal(&self, principal: &str) -> bool {
+        self.sessions
+            .values()
+            .any(|e| &*e.session.principal == principal)
+    }
+
     /// Ends every session of `principal` (a revoked credential); returns how many.
     pub fn close_principal(&mut self, principal: &str) -> usize {
         let ids: Vec<u64> = self

@@ -114,6 +114,13 @@ pub fn block_size(szx: u8) -> usize {
     16usize << szx.min(6)
 }
 
+/// The SZX of the largest block size not above `size` (16..=1024 bytes; RFC 7959 §2.2):
+/// the inverse of [`block_size`] for powers of two, clamped to the range.
+pub fn szx_of(size: usize) -> u8 {
+    let exp = usize::BITS - 1 - size.max(16).leading_zeros();
+    u8::try_from(exp.saturating_sub(4)).unwrap_or(6).min(6)
+}
+
 /// Encodes an unsigned option value without leading zero bytes (RFC 7252 §3.2).
 pub fn encode_uint(v: u32) -> Vec<u8> {
     let bytes = v.to_be_bytes();
@@ -283,6 +290,14 @@ pub fn code_string(packet: &Packet) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn szx_of_inverts_block_size() {
+        for szx in 0..=6 {
+            assert_eq!(szx_of(block_size(szx)), szx);
+        }
+        assert_eq!((szx_of(0), szx_of(4096), szx_of(1000)), (0, 6, 5));
+    }
 
     #[test]
     fn block_option_vectors_from_rfc7959() {

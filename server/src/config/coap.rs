@@ -66,9 +66,7 @@ impl CoapSection {
                 ..TransmissionParams::default()
             },
             // 16..=1024 bytes (checked at load) are SZX 0..=6.
-            block_szx: u8::try_from(self.block_size.trailing_zeros().saturating_sub(4))
-                .unwrap_or(6)
-                .min(6),
+            block_szx: lwm2m::coap::msg::szx_of(self.block_size),
             ..EndpointConfig::default()
         }
     }

@@ -76,9 +76,7 @@ impl CommandPath for ShellPath<'_> {
     }
 
     fn secure(&self, endpoint: &str) -> Option<bool> {
-        self.core
-            .peer_of(endpoint)
-            .map(|l| matches!(l, Link::Dtls(_)))
+        super::secure(self.core, endpoint)
     }
 
     fn firmware_update(

@@ -239,11 +239,7 @@ impl<C: Role> Stack<C> {
     /// Whether `principal` holds an established DTLS session (a scan of the sessions: for
     /// rare checks only).
     pub fn has_session_of(&self, principal: &str) -> bool {
-        self.dtls().is_some_and(|d| {
-            d.conns()
-                .into_iter()
-                .any(|c| d.principal(c).is_some_and(|p| &**p == principal))
-        })
+        self.dtls().is_some_and(|d| d.has_principal(principal))
     }
 
     /// Ends one DTLS session (close_notify to the peer); the core hears of it as for any

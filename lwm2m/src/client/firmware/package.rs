@@ -25,7 +25,7 @@ pub fn firmware_package(version: &str, payload: &[u8]) -> Vec<u8> {
     out.extend_from_slice(PACKAGE_MAGIC);
     out.extend_from_slice(version.as_bytes());
     out.push(b'\n');
-    out.extend_from_slice(hex(&digest).as_bytes());
+    out.extend_from_slice(hex::encode(digest).as_bytes());
     out.push(b'\n');
     out.extend_from_slice(payload);
     out
@@ -39,19 +39,9 @@ pub fn package_etag(package: &[u8]) -> [u8; 8] {
     etag
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex(text: &[u8]) -> Option<[u8; 32]> {
-    if text.len() != 64 {
-        return None;
-    }
     let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(text.chunks_exact(2)) {
-        let s = std::str::from_utf8(pair).ok()?;
-        *o = u8::from_str_radix(s, 16).ok()?;
-    }
+    hex::decode_to_slice(text, &mut out).ok()?;
     Some(out)
 }
 

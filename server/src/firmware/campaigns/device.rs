@@ -365,7 +365,7 @@ impl DeviceUpdate {
                 self.resumes += 1;
                 self.next_block = *next_block;
                 self.szx = Some(*szx);
-                let block = 16u64 << (*szx).min(6);
+                let block = lwm2m::coap::msg::block_size(*szx) as u64;
                 self.bytes = Some((u64::from(*next_block) * block).min(ctx.size));
                 fx.changed = true;
                 fx.step(Step::Transfer);

@@ -74,7 +74,7 @@ impl Campaigns {
                     };
                     let szx = d
                         .szx
-                        .unwrap_or_else(|| szx_of(self.settings.push_block_size));
+                        .unwrap_or_else(|| lwm2m::coap::msg::szx_of(self.settings.push_block_size));
                     let interval = Some(self.settings.push_block_interval).filter(|i| !i.is_zero());
                     Command {
                         upload: Some(UploadOptions {
@@ -105,13 +105,4 @@ impl Campaigns {
         let cid = path.submit(cmd);
         self.commands.insert(cid, (id, ep.to_string(), step));
     }
-}
-
-/// The block size exponent of a power-of-two size in 16..=1024 (RFC 7959 §2.2).
-fn szx_of(size: usize) -> u8 {
-    let mut szx = 0u8;
-    while szx < 6 && (16usize << szx) < size {
-        szx += 1;
-    }
-    szx
 }
