@@ -252,8 +252,11 @@ impl Campaigns {
             c.devices.insert(ep, d);
             self.count(FirmwarePhase::Queued, true);
         }
+        // Only a push reads the package's bytes (a pull is served from the package store).
+        if c.record.spec.method == Method::Push {
+            self.packages.insert(id, package);
+        }
         self.campaigns.insert(id, c);
-        self.packages.insert(id, package);
         self.fill(now, id, path);
         Ok(id)
     }
@@ -559,6 +562,11 @@ impl Campaigns {
             self.commands
                 .retain(|_, (cid, e, _)| !(*cid == id && e == ep));
             self.fill(now, id, path);
+            if self.campaigns.get(&id).is_some_and(Campaign::finished) {
+                // Its bytes are read by pushes only, while they run: a finished campaign
+                // must not keep a package alive that `fw remove` dropped.
+                self.packages.remove(&id);
+            }
         }
     }
 }

@@ -71,8 +71,10 @@ impl Campaigns {
                         if self.campaigns.len() < MAX_CAMPAIGNS
                             && (1..=100_000).contains(&record.concurrency) =>
                     {
-                        if let Some(p) = package(&record.spec.package) {
-                            self.packages.insert(id, p);
+                        if record.spec.method == Method::Push {
+                            if let Some(p) = package(&record.spec.package) {
+                                self.packages.insert(id, p);
+                            }
                         }
                         self.next_id = self.next_id.max(id.0);
                         self.campaigns.insert(
