@@ -34,7 +34,9 @@ use std::time::{Duration, Instant};
 pub struct BootstrapConfig {
     /// The CoAP endpoint's (retransmission, limits).
     pub coap: EndpointConfig,
-    /// Sequences in progress at once; a Bootstrap-Request beyond it is answered 5.03.
+    /// Sequences in progress at once; a Bootstrap-Request beyond it is answered 5.03. Plain
+    /// CoAP peers (no DTLS) hold at most half of them, so that forged requests cannot keep
+    /// devices with factory credentials out.
     pub max_sequences: usize,
     /// How long one sequence may take from Bootstrap-Request to Finish.
     pub sequence_timeout: Duration,
@@ -85,6 +87,8 @@ struct Running<P> {
     /// Every Write is done and [`Event::Finishing`] went out: Finish waits for the
     /// embedder's [`approve_finish`](BootstrapCore::approve_finish).
     awaiting_approval: bool,
+    /// The peer came over DTLS (counted apart from plain CoAP peers).
+    authenticated: bool,
 }
 
 /// The bootstrap server's core over peers of type `P`.
@@ -104,6 +108,9 @@ pub struct BootstrapCore<P: Peer> {
     by_request: HashMap<RequestId, u64>,
     deadlines: BTreeSet<(Instant, u64)>,
     next_sequence: u64,
+    /// Sequences of plain CoAP peers: their address is unproven, so a forger could hold
+    /// every slot with requests nobody answers; they get at most half of them.
+    unauthenticated: usize,
     /// The latest `now` given, for the inputs that come without one ([`peer_closed`]).
     ///
     /// [`peer_closed`]: Self::peer_closed
@@ -125,6 +132,7 @@ impl<P: Peer> BootstrapCore<P> {
             by_request: HashMap::new(),
             deadlines: BTreeSet::new(),
             next_sequence: 0,
+            unauthenticated: 0,
             last_now: None,
             config,
         }
@@ -332,6 +340,10 @@ impl<P: Peer> BootstrapCore<P> {
         self.by_endpoint.insert(seq.endpoint.clone(), id);
         self.by_peer.insert(peer, id);
         self.deadlines.insert((deadline, id));
+        let authenticated = self.principals.get(&peer).is_some();
+        if !authenticated {
+            self.unauthenticated += 1;
+        }
         self.sequences.insert(
             id,
             Running {
@@ -340,6 +352,7 @@ impl<P: Peer> BootstrapCore<P> {
                 deadline,
                 request: None,
                 awaiting_approval: false,
+                authenticated,
             },
         );
         id
@@ -349,6 +362,9 @@ impl<P: Peer> BootstrapCore<P> {
     /// nothing more goes to the device for it.
     fn remove(&mut self, now: Instant, id: u64) -> Option<Running<P>> {
         let run = self.sequences.remove(&id)?;
+        if !run.authenticated {
+            self.unauthenticated = self.unauthenticated.saturating_sub(1);
+        }
         if self.by_endpoint.get(&run.seq.endpoint) == Some(&id) {
             self.by_endpoint.remove(&run.seq.endpoint);
         }

@@ -67,6 +67,14 @@ impl<P: Peer> BootstrapCore<P> {
             tracing::warn!(endpoint = %request.endpoint, "bootstrap sequences at their bound: 5.03");
             return Err(Lwm2mError::ServiceUnavailable);
         }
+        // A plain CoAP peer's replaced sequences were plain too (same peer, or its name).
+        let plain_bound = (self.config.max_sequences / 2).max(1);
+        if self.principals.get(&peer).is_none()
+            && self.unauthenticated.saturating_sub(replaced.len()) >= plain_bound
+        {
+            tracing::warn!(endpoint = %request.endpoint, "plain CoAP bootstrap sequences at their bound: 5.03");
+            return Err(Lwm2mError::ServiceUnavailable);
+        }
         let account = self.account_for(peer, &request.endpoint, request.preferred_format)?;
         for id in replaced {
             self.fail(now, id, None, Failure::Gone);

@@ -77,6 +77,38 @@ fn a_device_the_accounts_refuse_is_answered_4_03() {
 }
 
 #[test]
+fn plain_coap_peers_hold_at_most_half_the_sequences() {
+    let mut w = World::new(BootstrapConfig {
+        max_sequences: 4,
+        ..config()
+    });
+    for n in 1..=5u8 {
+        let mut d = Device::new(n, &format!("meter-{n}"), Some("1.1"));
+        d.silent_at = Some("GET /".into());
+        w.add(n, d);
+    }
+    // Devices 4 and 5 come over DTLS.
+    w.core.peer_authenticated(4, Arc::from("meter-4"));
+    w.core.peer_authenticated(5, Arc::from("meter-5"));
+    for n in 1..=3u8 {
+        w.request(n, None);
+        run_to_answers(&mut w, n, 1);
+    }
+    assert_eq!(w.device(3).answers, ["5.03"], "a third plain peer");
+    assert_eq!(w.core.usage().sequences, 2);
+    for n in 4..=5u8 {
+        w.request(n, None);
+        run_to_answers(&mut w, n, 1);
+        assert_eq!(
+            w.device(n).answers,
+            ["2.04"],
+            "DTLS peers still get the rest"
+        );
+    }
+    assert_eq!(w.core.usage().sequences, 4);
+}
+
+#[test]
 fn requests_beyond_max_sequences_are_answered_5_03_and_a_restart_does_not_count() {
     let mut w = World::new(BootstrapConfig {
         max_sequences: 1,
