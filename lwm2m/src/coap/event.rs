@@ -42,6 +42,10 @@ pub struct IncomingRequest<P> {
     pub peer: P,
     /// The request. Block1 and Block2 options are removed; the payload is complete.
     pub request: Packet,
+    /// The Block2 option the peer sent (RFC 7959 §2.4), for an application that answers
+    /// with one block it cuts itself ([`msg::slice_block`](super::msg::slice_block)); any
+    /// other response is cut and cached by the endpoint.
+    pub block2: Option<super::msg::BlockOpt>,
 }
 
 /// Something that happened, for the application.

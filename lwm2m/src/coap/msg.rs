@@ -114,6 +114,34 @@ pub fn block_size(szx: u8) -> usize {
     16usize << szx.min(6)
 }
 
+/// Block `num` of `body` at size `szx`, or 4.02 if it lies past the end (RFC 7959 §2.2).
+pub fn slice_block(template: &Packet, body: &[u8], num: u32, szx: u8) -> Packet {
+    let size = block_size(szx);
+    let start = (num as usize).saturating_mul(size);
+    if num > 0 && start >= body.len() {
+        return response(ResponseType::BadOption);
+    }
+    let end = start.saturating_add(size).min(body.len());
+    let mut p = template.clone();
+    p.payload = body.get(start..end).unwrap_or_default().to_vec();
+    set_block_option(
+        &mut p,
+        CoapOption::Block2,
+        BlockOpt {
+            num,
+            more: end < body.len(),
+            szx,
+        },
+    );
+    if num == 0 {
+        set_uint_option(&mut p, CoapOption::Size2, body.len() as u32);
+    } else {
+        // RFC 7959 §2.6: only the first block of a notification carries Observe.
+        p.clear_option(CoapOption::Observe);
+    }
+    p
+}
+
 /// The SZX of the largest block size not above `size` (16..=1024 bytes; RFC 7959 §2.2):
 /// the inverse of [`block_size`] for powers of two, clamped to the range.
 pub fn szx_of(size: usize) -> u8 {

@@ -68,6 +68,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         peer: &P,
         method: MessageClass,
         id: &str,
+        block2: Option<msg::BlockOpt>,
     ) -> Result<(Packet, Option<String>), Lwm2mError> {
         if method != MessageClass::Request(RequestType::Get) {
             return Err(Lwm2mError::MethodNotAllowed);
@@ -86,9 +87,14 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         let mut response = msg::response(ResponseType::Content);
         msg::set_uint_option(&mut response, CoapOption::ContentFormat, OCTET_STREAM);
         response.add_option(CoapOption::ETag, package.etag.to_vec());
-        // The endpoint keeps this body for the later blocks (bounded by its Block2 budget);
-        // a block asked after it was evicted comes back here and is cut from a fresh copy.
-        response.payload = package.bytes.to_vec();
+        // Each block is cut here from the shared package (RFC 7959 §2.4): the endpoint keeps
+        // no copy per downloading device, and every block goes through the access check
+        // above (a cancelled campaign stops its downloads) and marks the device heard from.
+        let szx = block2.map_or(self.config.coap.block_szx, |b| {
+            b.szx.min(self.config.coap.block_szx)
+        });
+        let num = block2.map_or(0, |b| b.num);
+        let response = msg::slice_block(&response, &package.bytes, num, szx);
         // The device is whoever its credential names, else whoever registered from this
         // address; a download session beside the registration's is the same device.
         let endpoint = match principal {

@@ -448,7 +448,9 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             ["rd", id] if method == delete => seen(self.deregister(now, req.peer, id)),
             ["dp"] if method == post => seen(self.on_send(now, req.peer, &req.request)),
             ["rd"] | ["rd", _] | ["dp"] => Err(Lwm2mError::MethodNotAllowed),
-            [fw, id] if self.is_firmware_path(fw) => self.serve_firmware(&req.peer, method, id),
+            [fw, id] if self.is_firmware_path(fw) => {
+                self.serve_firmware(&req.peer, method, id, req.block2)
+            }
             _ => Err(Lwm2mError::NotFound),
         };
         let (response, heard) = match result {

@@ -99,34 +99,6 @@ fn request_key(p: &Packet) -> u64 {
     h.finish()
 }
 
-/// Block `num` of `body` at size `szx`, or 4.02 if it lies past the end (RFC 7959 §2.2).
-fn slice_block(template: &Packet, body: &[u8], num: u32, szx: u8) -> Packet {
-    let size = block_size(szx);
-    let start = (num as usize).saturating_mul(size);
-    if num > 0 && start >= body.len() {
-        return msg::response(ResponseType::BadOption);
-    }
-    let end = start.saturating_add(size).min(body.len());
-    let mut p = template.clone();
-    p.payload = body.get(start..end).unwrap_or_default().to_vec();
-    msg::set_block_option(
-        &mut p,
-        CoapOption::Block2,
-        BlockOpt {
-            num,
-            more: end < body.len(),
-            szx,
-        },
-    );
-    if num == 0 {
-        msg::set_uint_option(&mut p, CoapOption::Size2, body.len() as u32);
-    } else {
-        // RFC 7959 §2.6: only the first block of a notification carries Observe.
-        p.clear_option(CoapOption::Observe);
-    }
-    p
-}
-
 impl<P: Peer> Endpoint<P> {
     pub(super) fn on_request(&mut self, now: Instant, peer: P, mut packet: Packet) {
         let mid = packet.header.message_id;
@@ -178,7 +150,7 @@ impl<P: Peer> Endpoint<P> {
         if let Some(b2) = block2.filter(|b| b.num > 0) {
             let szx = b2.szx.min(self.config.block_szx);
             if let Some(cached) = self.block2.get(&(peer, key), now) {
-                let resp = slice_block(&cached.template, &cached.body, b2.num, szx);
+                let resp = msg::slice_block(&cached.template, &cached.body, b2.num, szx);
                 return self.reply_now(now, peer, mid, token, con, resp);
             }
         }
@@ -244,6 +216,7 @@ impl<P: Peer> Endpoint<P> {
             id,
             peer,
             request: packet,
+            block2,
         }));
     }
 
@@ -432,7 +405,10 @@ impl<P: Peer> Endpoint<P> {
             response.clear_option(CoapOption::Observe);
         }
         let num = inc.block2.map_or(0, |b| b.num);
-        if response.payload.len() > block_size(szx) || num > 0 {
+        // A response that already is one block (the application cut it from a body it
+        // keeps itself, such as a firmware package) goes out as it is, and nothing is cached.
+        let sliced = msg::block_option(&response, CoapOption::Block2).is_some();
+        if !sliced && (response.payload.len() > block_size(szx) || num > 0) {
             response = self.cache_and_slice(now, inc.peer, inc.key, response, num, szx);
         }
         self.send_response(now, &inc, response);
@@ -506,7 +482,7 @@ impl<P: Peer> Endpoint<P> {
                     .to_vec(),
             );
         }
-        let first = slice_block(&response, &body, num, szx);
+        let first = msg::slice_block(&response, &body, num, szx);
         let k = (peer, key);
         if let Some(old) = self.block2.remove(&k) {
             self.block2_bytes -= old.body.len();

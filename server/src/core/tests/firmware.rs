@@ -107,6 +107,8 @@ fn a_package_is_fetched_block_by_block_in_order_and_in_random_order() {
     let (bytes, etags) = fetch(&mut w, 2, &id, 2, &shuffled);
     assert_eq!(&bytes[..], &package.bytes[..]);
     assert!(etags.iter().all(|e| e[..] == package.meta.sha256[..8]));
+    // Each block is cut from the shared package: no copy is kept per downloading device.
+    assert_eq!(w.core.coap().usage().block2_bytes, 0);
 }
 
 #[test]
