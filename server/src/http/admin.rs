@@ -19,7 +19,7 @@
 //! an identity bound to another endpoint), with the refusal's text as `{"message"}`.
 use super::{ApiError, ApiState};
 use crate::handle::ServerStopped;
-use crate::provisioning::admin::{AdminOp, AdminReply, MAX_AUDIT_LIMIT, MAX_REQUEST_LEN};
+use crate::provisioning::admin::{AdminOp, AdminReply, Refusal, MAX_AUDIT_LIMIT, MAX_REQUEST_LEN};
 use crate::provisioning::credentials::NewCredential;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
@@ -94,28 +94,16 @@ fn answer(reply: Result<AdminReply, ServerStopped>) -> Reply {
     let message = reply
         .error
         .unwrap_or_else(|| "the operation was refused".into());
-    Err(ApiError::new(refusal_status(&message), message))
+    Err(ApiError::new(refusal_status(reply.refusal), message))
 }
 
-/// The status of a refusal, from its text (the admin channel's replies carry no code; these
-/// are the texts of the refusals that name something missing or conflicting).
-fn refusal_status(message: &str) -> StatusCode {
-    let conflict = ["is used by a campaign", "is already bound to"];
-    let missing = [
-        "no package ",
-        "no campaign ",
-        "has no credential",
-        "has no bootstrap credential",
-        "is not registered",
-    ];
-    if conflict.iter().any(|c| message.contains(c)) {
-        StatusCode::CONFLICT
-    } else if missing.iter().any(|m| message.contains(m)) {
-        StatusCode::NOT_FOUND
-    } else if message.starts_with("store: ") || message.starts_with("internal error") {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::BAD_REQUEST
+/// The status of a refusal of the kind the operation said.
+fn refusal_status(kind: Option<Refusal>) -> StatusCode {
+    match kind {
+        Some(Refusal::NotFound) => StatusCode::NOT_FOUND,
+        Some(Refusal::Conflict) => StatusCode::CONFLICT,
+        Some(Refusal::Internal) => StatusCode::INTERNAL_SERVER_ERROR,
+        None => StatusCode::BAD_REQUEST,
     }
 }
 
@@ -343,23 +331,45 @@ mod tests {
 
     #[test]
     fn refusals_naming_nothing_are_404_and_conflicts_409() {
-        let s = refusal_status;
-        assert_eq!(s("no package 0123456789abcdef"), StatusCode::NOT_FOUND);
-        assert_eq!(s("no campaign 7"), StatusCode::NOT_FOUND);
-        assert_eq!(s("endpoint \"x\" has no credential"), StatusCode::NOT_FOUND);
+        let s = |kind, message: &str| {
+            answer(Ok(AdminReply::refused(kind, message)))
+                .err()
+                .map(|e| e.status)
+        };
+        let nf = Some(StatusCode::NOT_FOUND);
+        assert_eq!(s(Refusal::NotFound, "no package 0123456789abcdef"), nf);
+        assert_eq!(s(Refusal::NotFound, "no campaign 7"), nf);
+        assert_eq!(s(Refusal::NotFound, "endpoint \"x\" has no credential"), nf);
         assert_eq!(
-            s("endpoint \"x\" has no bootstrap credential"),
-            StatusCode::NOT_FOUND
+            s(
+                Refusal::NotFound,
+                "endpoint \"x\" has no bootstrap credential"
+            ),
+            nf
         );
         assert_eq!(
-            s("package 0123 is used by a campaign: end the campaign first"),
-            StatusCode::CONFLICT
+            s(
+                Refusal::Conflict,
+                "package 0123 is used by a campaign: end the campaign first"
+            ),
+            Some(StatusCode::CONFLICT)
         );
         assert_eq!(
-            s("PSK identity \"i\" is already bound to endpoint \"y\"; revoke it there first"),
-            StatusCode::CONFLICT
+            s(
+                Refusal::Conflict,
+                "PSK identity \"i\" is already bound to endpoint \"y\"; revoke it there first"
+            ),
+            Some(StatusCode::CONFLICT)
         );
-        assert_eq!(s("the package is empty"), StatusCode::BAD_REQUEST);
-        assert_eq!(s("store: disk full"), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(
+            answer(Ok(AdminReply::error("the package is empty")))
+                .err()
+                .map(|e| e.status),
+            Some(StatusCode::BAD_REQUEST)
+        );
+        assert_eq!(
+            s(Refusal::Internal, "store: disk full"),
+            Some(StatusCode::INTERNAL_SERVER_ERROR)
+        );
     }
 }

@@ -5,7 +5,7 @@
 //! the firmware package store (OMA LwM2M TS 1.2 Core Appendix E.6). Each reply waits for its
 //! change to be committed.
 use super::Shell;
-use crate::provisioning::admin::{self, AdminOp, AdminReply, AdminRequest};
+use crate::provisioning::admin::{self, AdminOp, AdminReply, AdminRequest, Refusal};
 use crate::provisioning::audit::AuditKind;
 use crate::provisioning::credentials::CredentialSet;
 use crate::stack::AuditNote;
@@ -31,7 +31,9 @@ impl Shell {
             Ok(committed) => {
                 tokio::spawn(async move {
                     let reply = match (committed.await, audit_limit) {
-                        (Err(e), _) => AdminReply::error(format!("store: {e}")),
+                        (Err(e), _) => {
+                            AdminReply::refused(Refusal::Internal, format!("store: {e}"))
+                        }
                         (Ok(()), None) => reply,
                         (Ok(()), Some(n)) => {
                             match crate::provisioning::audit::recent(
@@ -42,7 +44,9 @@ impl Shell {
                                     events: Some(events),
                                     ..AdminReply::ok()
                                 },
-                                Err(e) => AdminReply::error(format!("store: {e}")),
+                                Err(e) => {
+                                    AdminReply::refused(Refusal::Internal, format!("store: {e}"))
+                                }
                             }
                         }
                     };
@@ -50,7 +54,10 @@ impl Shell {
                 });
             }
             Err(e) => {
-                let _ = req.reply.send(AdminReply::error(format!("store: {e}")));
+                let _ = req.reply.send(AdminReply::refused(
+                    Refusal::Internal,
+                    format!("store: {e}"),
+                ));
             }
         }
     }
@@ -59,7 +66,7 @@ impl Shell {
     /// device gets it when it wakes); its result is a command result event like any other.
     fn rotate(&mut self, now: Instant, endpoint: &str) -> AdminReply {
         if self.stack.core().registration(endpoint).is_none() {
-            return AdminReply::error(format!(
+            return AdminReply::refused(Refusal::NotFound, format!(
                 "endpoint {endpoint:?} is not registered: a device is asked to bootstrap again through its registration"
             ));
         }

@@ -9,11 +9,12 @@ use crate::config::Config;
 use crate::core::types::{Command, CommandId, DeviceEvent, Link};
 use crate::core::ServerCore;
 use crate::firmware::campaigns::{
-    CampaignId, CampaignSettings, CampaignSpec, Campaigns, Method, Targets, MAX_TARGETS,
+    CampaignError, CampaignId, CampaignSettings, CampaignSpec, Campaigns, Method, Targets,
+    MAX_TARGETS,
 };
 use crate::firmware::packages::PackageId;
 use crate::firmware::SharedFirmware;
-use crate::provisioning::admin::{AdminOp, AdminReply, CampaignSummary};
+use crate::provisioning::admin::{AdminOp, AdminReply, CampaignSummary, Refusal};
 use crate::store::{Store, Table};
 use lwm2m::model::Path;
 use std::time::{Duration, Instant, SystemTime};
@@ -93,7 +94,17 @@ impl CommandPath for ShellPath<'_> {
             concurrency: Some(1),
             require_version: false,
         };
-        start(self.core, self.campaigns, self.packages, self.now, spec).map(|id| id.to_string())
+        start(self.core, self.campaigns, self.packages, self.now, spec)
+            .map(|id| id.to_string())
+            .map_err(|r| r.error.unwrap_or_default())
+    }
+}
+
+/// A campaign operation's refusal, of the kind its error is.
+fn campaign_refusal(e: &CampaignError) -> AdminReply {
+    match e {
+        CampaignError::Unknown(_) => AdminReply::refused(Refusal::NotFound, e.to_string()),
+        _ => AdminReply::error(e.to_string()),
     }
 }
 
@@ -104,9 +115,12 @@ fn start(
     packages: &SharedFirmware,
     now: Instant,
     spec: CampaignSpec,
-) -> Result<CampaignId, String> {
+) -> Result<CampaignId, AdminReply> {
     let Some(package) = packages.package(&spec.package) else {
-        return Err(format!("no package {}", spec.package));
+        return Err(AdminReply::refused(
+            Refusal::NotFound,
+            format!("no package {}", spec.package),
+        ));
     };
     // Only a campaign for every device needs the registered ones, and at most as many as
     // a campaign takes: no copy of every name for a one-device update.
@@ -122,7 +136,7 @@ fn start(
     let mut path = CoreAt { core, now };
     campaigns
         .start(now, spec, package, &mut registered, &mut path)
-        .map_err(|e| e.to_string())
+        .map_err(|e| campaign_refusal(&e))
 }
 
 impl Shell {
@@ -217,7 +231,7 @@ impl Shell {
                             ..AdminReply::ok()
                         }
                     }
-                    Err(e) => AdminReply::error(e),
+                    Err(refusal) => refusal,
                 }
             }
             AdminOp::FwStatus { campaign } => {
@@ -230,7 +244,9 @@ impl Shell {
                         firmware: serde_json::to_value(s).ok(),
                         ..AdminReply::ok()
                     },
-                    None => AdminReply::error(format!("no campaign {campaign}")),
+                    None => {
+                        AdminReply::refused(Refusal::NotFound, format!("no campaign {campaign}"))
+                    }
                 }
             }
             AdminOp::FwCancel { campaign } => {
@@ -244,7 +260,7 @@ impl Shell {
                 };
                 match self.campaigns.cancel(now, id, &mut path) {
                     Ok(()) => AdminReply::ok(),
-                    Err(e) => AdminReply::error(e.to_string()),
+                    Err(e) => campaign_refusal(&e),
                 }
             }
             AdminOp::FwCampaigns => AdminReply {

@@ -56,7 +56,7 @@ pub use ops::{
     ROTATE_NEEDS_SERVER,
 };
 pub use protocol::{
-    AdminOp, AdminReply, AdminRequest, CampaignSummary, ImportReport, PackageSummary, RefusedEntry,
-    MAX_AUDIT_LIMIT, MAX_IMPORT_CHUNK, MAX_REPLY_LEN, MAX_REQUEST_LEN,
+    AdminOp, AdminReply, AdminRequest, CampaignSummary, ImportReport, PackageSummary, Refusal,
+    RefusedEntry, MAX_AUDIT_LIMIT, MAX_IMPORT_CHUNK, MAX_REPLY_LEN, MAX_REQUEST_LEN,
 };
 pub use server::{bind, serve, AdminListener, IDLE_TIMEOUT, MAX_CONNECTIONS, REPLY_TIMEOUT};

@@ -3,7 +3,7 @@
 //! of revoked and replaced credentials) and the CLI when no server runs, so both paths
 //! behave, and audit, alike. Also how the CLI opens the store when no server runs.
 use super::protocol::{
-    AdminOp, AdminReply, ImportReport, PackageSummary, RefusedEntry, MAX_AUDIT_LIMIT,
+    AdminOp, AdminReply, ImportReport, PackageSummary, Refusal, RefusedEntry, MAX_AUDIT_LIMIT,
     MAX_IMPORT_CHUNK,
 };
 use crate::config::Config;
@@ -73,7 +73,7 @@ pub fn apply_offline(
                 events: Some(events),
                 ..AdminReply::ok()
             },
-            Err(e) => AdminReply::error(e.to_string()),
+            Err(e) => AdminReply::refused(Refusal::Internal, e.to_string()),
         },
     }
 }
@@ -106,7 +106,7 @@ pub fn apply_firmware(
                     existed: added.existed,
                     ..AdminReply::ok()
                 },
-                Err(e) => AdminReply::error(e.to_string()),
+                Err(e) => package_refusal(&e),
             }
         }
         AdminOp::FwList => AdminReply {
@@ -118,9 +118,32 @@ pub fn apply_firmware(
                 package: Some(PackageSummary::from(&meta)),
                 ..AdminReply::ok()
             },
-            Err(e) => AdminReply::error(e.to_string()),
+            Err(e) => package_refusal(&e),
         },
         _ => AdminReply::error("internal error: not a firmware operation"),
+    }
+}
+
+/// A package operation's refusal, of the kind its error is.
+fn package_refusal(e: &packages::PackageError) -> AdminReply {
+    match e {
+        packages::PackageError::NotFound(_) => {
+            AdminReply::refused(Refusal::NotFound, e.to_string())
+        }
+        packages::PackageError::InUse(_) => AdminReply::refused(Refusal::Conflict, e.to_string()),
+        packages::PackageError::Store(_) | packages::PackageError::Io { .. } => {
+            AdminReply::refused(Refusal::Internal, e.to_string())
+        }
+        _ => AdminReply::error(e.to_string()),
+    }
+}
+
+/// A credential operation's refusal, of the kind its error is.
+fn credential_refusal(e: &CredentialError) -> AdminReply {
+    match e {
+        CredentialError::Conflict { .. } => AdminReply::refused(Refusal::Conflict, e.to_string()),
+        CredentialError::Store(_) => AdminReply::refused(Refusal::Internal, e.to_string()),
+        _ => AdminReply::error(e.to_string()),
     }
 }
 
@@ -171,7 +194,7 @@ fn add(
         added_at: SystemTime::now(),
     };
     if let Err(e) = creds.add(store, key, cred) {
-        return AdminReply::error(e.to_string());
+        return credential_refusal(&e);
     }
     let Some(device) = creds.get(&endpoint).map(DeviceCredential::summary) else {
         return AdminReply::error("credential vanished after it was added");
@@ -234,7 +257,10 @@ fn revoke(store: &Store, creds: &mut Credentials, endpoint: &str) -> AdminReply 
         }
     }
     if device.is_none() && denied.is_none() {
-        return AdminReply::error(format!("endpoint {endpoint:?} has no {}", set.noun()));
+        return AdminReply::refused(
+            Refusal::NotFound,
+            format!("endpoint {endpoint:?} has no {}", set.noun()),
+        );
     }
     AdminReply {
         device,

@@ -204,6 +204,9 @@ pub struct AdminReply {
     /// Why not, when `ok` is false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// What kind of refusal it is, when it is one of these (the HTTP API's status).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
     /// device-add, bootstrap-add: the credential now in force; device-revoke,
     /// bootstrap-remove: the one removed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -303,6 +306,18 @@ pub struct ImportReport {
     pub refused: Vec<RefusedEntry>,
 }
 
+/// A refusal that is not simply a bad request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Refusal {
+    /// What the request names does not exist (a credential, package, campaign, device).
+    NotFound,
+    /// It clashes with what exists (a package a campaign uses, an identity bound elsewhere).
+    Conflict,
+    /// The server failed (its store).
+    Internal,
+}
+
 /// One refused entry of a `device-import` request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefusedEntry {
@@ -330,6 +345,14 @@ impl AdminReply {
             ok: false,
             error: Some(message.into()),
             ..Self::default()
+        }
+    }
+
+    /// A refusal of a kind.
+    pub fn refused(kind: Refusal, message: impl Into<String>) -> Self {
+        Self {
+            refusal: Some(kind),
+            ..Self::error(message)
         }
     }
 }
