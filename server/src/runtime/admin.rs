@@ -16,6 +16,10 @@ impl Shell {
     /// log is read after the writes queued so far are committed, so it includes what just
     /// happened. Neither wait holds up the server task.
     pub(super) fn admin(&mut self, now: Instant, req: AdminRequest) {
+        if let AdminOp::FwAdd { .. } = &req.op {
+            self.add_package(req);
+            return;
+        }
         let (reply, audit_limit) = match req.op {
             AdminOp::Audit { limit } => (AdminReply::ok(), Some(limit)),
             AdminOp::DeviceRotate { endpoint } => (self.rotate(now, &endpoint), None),
@@ -82,6 +86,55 @@ impl Shell {
             detail: format!("Bootstrap-Request Trigger (command {})", id.0),
         });
         AdminReply::ok()
+    }
+
+    /// `fw-add`: the package is read, hashed and written to its file on a blocking thread
+    /// (it may be a gigabyte: the devices are not kept waiting), then recorded and added to
+    /// the shared packages under a short lock, and answered once the store committed it.
+    fn add_package(&mut self, req: AdminRequest) {
+        let AdminOp::FwAdd {
+            path,
+            version,
+            name,
+        } = req.op
+        else {
+            return;
+        };
+        let (shared, dir, limits) = (
+            self.firmware.shared.clone(),
+            self.firmware.dir.clone(),
+            self.firmware.limits,
+        );
+        let store = self.store.clone();
+        let committed = self.store.clone();
+        tokio::spawn(async move {
+            let work = tokio::task::spawn_blocking(move || {
+                let prepared = match admin::prepare_package(&dir, limits, &path, &version, &name) {
+                    Ok(p) => p,
+                    Err(refusal) => return *refusal,
+                };
+                let Ok(mut state) = shared.0.write() else {
+                    return AdminReply::error("firmware packages unavailable");
+                };
+                admin::commit_package(&store, &dir, &mut state.packages, limits, prepared)
+            });
+            let reply = match work.await {
+                // The record is durable before the answer, as for every admin operation.
+                Ok(reply) if reply.ok => match committed.committed() {
+                    Ok(wait) => match wait.await {
+                        Ok(()) => reply,
+                        Err(e) => AdminReply::refused(Refusal::Internal, format!("store: {e}")),
+                    },
+                    Err(e) => AdminReply::refused(Refusal::Internal, format!("store: {e}")),
+                },
+                Ok(reply) => reply,
+                Err(e) => AdminReply::refused(
+                    Refusal::Internal,
+                    format!("adding the package failed: {e}"),
+                ),
+            };
+            let _ = req.reply.send(reply);
+        });
     }
 
     /// A `fw-*` operation on the package store. A package is in use while a running campaign

@@ -115,12 +115,12 @@ fn start(
     packages: &SharedFirmware,
     now: Instant,
     spec: CampaignSpec,
-) -> Result<CampaignId, AdminReply> {
+) -> Result<CampaignId, Box<AdminReply>> {
     let Some(package) = packages.package(&spec.package) else {
-        return Err(AdminReply::refused(
+        return Err(Box::new(AdminReply::refused(
             Refusal::NotFound,
             format!("no package {}", spec.package),
-        ));
+        )));
     };
     // Only a campaign for every device needs the registered ones, and at most as many as
     // a campaign takes: no copy of every name for a one-device update.
@@ -136,7 +136,7 @@ fn start(
     let mut path = CoreAt { core, now };
     campaigns
         .start(now, spec, package, &mut registered, &mut path)
-        .map_err(|e| campaign_refusal(&e))
+        .map_err(|e| Box::new(campaign_refusal(&e)))
 }
 
 impl Shell {
@@ -231,7 +231,7 @@ impl Shell {
                             ..AdminReply::ok()
                         }
                     }
-                    Err(refusal) => refusal,
+                    Err(refusal) => *refusal,
                 }
             }
             AdminOp::FwStatus { campaign } => {

@@ -112,8 +112,8 @@ impl From<&crate::config::FirmwareSection> for Limits {
     }
 }
 
-/// Stores `bytes` as a package: the file (unless the same bytes are stored already), the
-/// record (durable after the store's next commit), and the package in `packages`.
+/// Stores `bytes` as a package: the file, the record (durable after the store's next
+/// commit), and the package in `packages`. [`prepare`] then [`commit`].
 pub fn add(
     store: &Store,
     dir: &Path,
@@ -123,6 +123,29 @@ pub fn add(
     version: &str,
     name: &str,
 ) -> Result<Added, PackageError> {
+    let prepared = prepare(dir, limits, bytes, version, name)?;
+    commit(store, dir, packages, limits, prepared)
+}
+
+/// A package hashed and written to its file, not yet in the store or the package set.
+#[derive(Debug)]
+pub struct Prepared {
+    sha256: [u8; 32],
+    bytes: Arc<[u8]>,
+    version: String,
+    name: String,
+}
+
+/// The slow half of [`add`], which touches no shared state: checks the size, hashes the
+/// bytes and writes them to their content-addressed file (the same bytes again make the
+/// same file). Run it off the server task: a package may be a gigabyte.
+pub fn prepare(
+    dir: &Path,
+    limits: Limits,
+    bytes: Vec<u8>,
+    version: &str,
+    name: &str,
+) -> Result<Prepared, PackageError> {
     let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
     if size == 0 {
         return Err(PackageError::Empty);
@@ -134,6 +157,31 @@ pub fn add(
         });
     }
     let sha256: [u8; 32] = Sha256::digest(&bytes).into();
+    write_file(dir, &sha256, &bytes)?;
+    Ok(Prepared {
+        sha256,
+        bytes: Arc::from(bytes),
+        version: version.to_string(),
+        name: name.to_string(),
+    })
+}
+
+/// The quick half of [`add`]: the record and the package set. The same bytes stored
+/// already change nothing (the first add's version and name stand); a refused package's
+/// file is removed unless a stored package has it.
+pub fn commit(
+    store: &Store,
+    dir: &Path,
+    packages: &mut Packages,
+    limits: Limits,
+    prepared: Prepared,
+) -> Result<Added, PackageError> {
+    let Prepared {
+        sha256,
+        bytes,
+        version,
+        name,
+    } = prepared;
     let id = PackageId::of(&sha256);
     if let Some(existing) = packages.get(&id) {
         if existing.meta.sha256 != sha256 {
@@ -144,22 +192,26 @@ pub fn add(
             existed: true,
         });
     }
-    check_label("version", version, true)?;
-    check_label("name", name, false)?;
+    let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    let refused = |e: PackageError| {
+        let _ = std::fs::remove_file(file_of(dir, &sha256));
+        e
+    };
+    check_label("version", &version, true).map_err(refused)?;
+    check_label("name", &name, false).map_err(refused)?;
     let total = packages.total_bytes().saturating_add(size);
     if total > limits.max_total_bytes {
-        return Err(PackageError::TotalExceeded {
+        return Err(refused(PackageError::TotalExceeded {
             total,
             max: limits.max_total_bytes,
-        });
+        }));
     }
-    write_file(dir, &sha256, &bytes)?;
     let meta = PackageMeta {
         id: id.clone(),
         sha256,
         size,
-        version: version.to_string(),
-        name: name.to_string(),
+        version,
+        name,
         // Whole milliseconds, as stored: the package reads back after a restart as it was.
         added_at: lwm2m::time::from_unix_millis(lwm2m::time::unix_millis(SystemTime::now())),
     };
@@ -170,7 +222,7 @@ pub fn add(
     )?;
     packages.insert(Package {
         meta: meta.clone(),
-        bytes: Arc::from(bytes),
+        bytes,
     });
     Ok(Added {
         meta,

@@ -19,7 +19,9 @@ pub(crate) use record::MAX_LABEL;
 #[cfg(test)]
 mod tests;
 
-pub use files::{add, load, package_dir, remove, Added, Limits, Loaded, PackageError};
+pub use files::{
+    add, commit, load, package_dir, prepare, remove, Added, Limits, Loaded, PackageError, Prepared,
+};
 
 /// A package's id: the first 16 hex digits of its SHA-256.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -52,8 +52,8 @@ mod tests;
 
 pub use client::{call, CLIENT_TIMEOUT};
 pub use ops::{
-    apply_firmware, apply_import, apply_offline, load_offline, open_offline, OfflineError,
-    ROTATE_NEEDS_SERVER,
+    apply_firmware, apply_import, apply_offline, commit_package, load_offline, open_offline,
+    prepare_package, OfflineError, ROTATE_NEEDS_SERVER,
 };
 pub use protocol::{
     AdminOp, AdminReply, AdminRequest, CampaignSummary, ImportReport, PackageSummary, Refusal,

@@ -95,20 +95,10 @@ pub fn apply_firmware(
             path,
             version,
             name,
-        } => {
-            let bytes = match read_package(&path, limits.max_package_bytes) {
-                Ok(b) => b,
-                Err(e) => return AdminReply::error(e),
-            };
-            match packages::add(store, dir, pkgs, limits, bytes, &version, &name) {
-                Ok(added) => AdminReply {
-                    package: Some(PackageSummary::from(&added.meta)),
-                    existed: added.existed,
-                    ..AdminReply::ok()
-                },
-                Err(e) => package_refusal(&e),
-            }
-        }
+        } => match prepare_package(dir, limits, &path, &version, &name) {
+            Ok(prepared) => commit_package(store, dir, pkgs, limits, prepared),
+            Err(refusal) => *refusal,
+        },
         AdminOp::FwList => AdminReply {
             packages: Some(pkgs.list().iter().map(PackageSummary::from).collect()),
             ..AdminReply::ok()
@@ -121,6 +111,39 @@ pub fn apply_firmware(
             Err(e) => package_refusal(&e),
         },
         _ => AdminReply::error("internal error: not a firmware operation"),
+    }
+}
+
+/// The slow half of `fw-add`: reads the file at `path`, hashes it and writes the package
+/// file (see [`packages::prepare`]); touches no shared state, so the runtime runs it off
+/// the server task.
+pub fn prepare_package(
+    dir: &Path,
+    limits: packages::Limits,
+    path: &Path,
+    version: &str,
+    name: &str,
+) -> Result<packages::Prepared, Box<AdminReply>> {
+    let bytes =
+        read_package(path, limits.max_package_bytes).map_err(|e| Box::new(AdminReply::error(e)))?;
+    packages::prepare(dir, limits, bytes, version, name).map_err(|e| Box::new(package_refusal(&e)))
+}
+
+/// The quick half of `fw-add`: the record and the package set (see [`packages::commit`]).
+pub fn commit_package(
+    store: &Store,
+    dir: &Path,
+    pkgs: &mut Packages,
+    limits: packages::Limits,
+    prepared: packages::Prepared,
+) -> AdminReply {
+    match packages::commit(store, dir, pkgs, limits, prepared) {
+        Ok(added) => AdminReply {
+            package: Some(PackageSummary::from(&added.meta)),
+            existed: added.existed,
+            ..AdminReply::ok()
+        },
+        Err(e) => package_refusal(&e),
     }
 }
 
