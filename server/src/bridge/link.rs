@@ -2,18 +2,19 @@
 //! order, removes each message when the broker acknowledges it, and hands downlink messages
 //! (`{prefix}/+/dn/#`, `{prefix}/+/shadow/desired`) to the server task.
 //!
-//! Ordering and acknowledgement: a broker acknowledges QoS 1 publishes in the order it got
-//! them (MQTT 3.1.1 §4.6, MQTT 5 §4.6), so each PUBACK retires the oldest message in flight.
-//! When the broker comes back with our session, rumqttc resends what was in flight itself;
-//! when it comes back without it (a broker restarted without persistence), rumqttc has
-//! dropped them, so the link rewinds to the oldest unacknowledged message and publishes
-//! everything again from there. A consumer may then see a message twice, with the same
-//! `msgId`; it never misses one.
+//! Ordering and acknowledgement: each PUBACK is matched to its publish by packet id, and a
+//! message leaves the outbox once it and every older one are acknowledged ([`Window`]).
+//! When the broker comes back with our session, rumqttc resends what was in flight itself,
+//! put back in publish order first; when it comes back without it (a broker restarted without
+//! persistence), rumqttc has dropped them, so the link rewinds to the oldest unacknowledged
+//! message and publishes everything again from there. A consumer may then see a message
+//! twice, with the same `msgId`; it never misses one, and never sees a device's messages out
+//! of order.
 use super::connect;
 use super::outbox::{self, Shared};
+use super::window::Window;
 use crate::config::MqttQos;
 use crate::store::{Store, Table};
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -90,8 +91,10 @@ enum Ev {
     Connected {
         session_present: bool,
     },
-    /// The broker acknowledged the oldest publish in flight (PUBACK, or PUBCOMP for QoS 2).
-    Acked,
+    /// The broker acknowledged the publish with this packet id (PUBACK, or PUBCOMP for QoS 2).
+    Acked(u16),
+    /// A QoS 1 or 2 publish left with this packet id (first sent or resent).
+    Sent(u16),
     /// A QoS 0 publish left.
     SentQos0,
     Message(String, Vec<u8>, Option<Duration>),
@@ -100,7 +103,7 @@ enum Ev {
 }
 
 impl Client {
-    async fn poll(&mut self, qos: MqttQos) -> Ev {
+    async fn poll(&mut self, qos: MqttQos, window: &Window) -> Ev {
         match self {
             Client::V5(_, el) => {
                 use rumqttc::v5::mqttbytes::v5::Packet;
@@ -109,11 +112,11 @@ impl Client {
                     Ok(Event::Incoming(Packet::ConnAck(c))) => Ev::Connected {
                         session_present: c.session_present,
                     },
-                    Ok(Event::Incoming(Packet::PubAck(_))) if qos == MqttQos::AtLeastOnce => {
-                        Ev::Acked
+                    Ok(Event::Incoming(Packet::PubAck(a))) if qos == MqttQos::AtLeastOnce => {
+                        Ev::Acked(a.pkid)
                     }
-                    Ok(Event::Incoming(Packet::PubComp(_))) if qos == MqttQos::ExactlyOnce => {
-                        Ev::Acked
+                    Ok(Event::Incoming(Packet::PubComp(c))) if qos == MqttQos::ExactlyOnce => {
+                        Ev::Acked(c.pkid)
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => Ev::Message(
                         String::from_utf8_lossy(&p.topic).into_owned(),
@@ -127,8 +130,16 @@ impl Client {
                     {
                         Ev::SentQos0
                     }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => Ev::Sent(pkid),
                     Ok(_) => Ev::Other,
-                    Err(e) => Ev::Down(e.to_string()),
+                    Err(e) => {
+                        // rumqttc gathered what was in flight by packet id: back to age order.
+                        window.order_resends(&mut el.pending, |r| match r {
+                            rumqttc::v5::Request::Publish(p) => Some(p.pkid),
+                            _ => None,
+                        });
+                        Ev::Down(e.to_string())
+                    }
                 }
             }
             Client::V311(_, el) => {
@@ -137,11 +148,11 @@ impl Client {
                     Ok(Event::Incoming(Packet::ConnAck(c))) => Ev::Connected {
                         session_present: c.session_present,
                     },
-                    Ok(Event::Incoming(Packet::PubAck(_))) if qos == MqttQos::AtLeastOnce => {
-                        Ev::Acked
+                    Ok(Event::Incoming(Packet::PubAck(a))) if qos == MqttQos::AtLeastOnce => {
+                        Ev::Acked(a.pkid)
                     }
-                    Ok(Event::Incoming(Packet::PubComp(_))) if qos == MqttQos::ExactlyOnce => {
-                        Ev::Acked
+                    Ok(Event::Incoming(Packet::PubComp(c))) if qos == MqttQos::ExactlyOnce => {
+                        Ev::Acked(c.pkid)
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) => {
                         Ev::Message(p.topic, p.payload.to_vec(), None)
@@ -151,8 +162,15 @@ impl Client {
                     {
                         Ev::SentQos0
                     }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Publish(pkid))) => Ev::Sent(pkid),
                     Ok(_) => Ev::Other,
-                    Err(e) => Ev::Down(e.to_string()),
+                    Err(e) => {
+                        window.order_resends(&mut el.pending, |r| match r {
+                            rumqttc::Request::Publish(p) => Some(p.pkid),
+                            _ => None,
+                        });
+                        Ev::Down(e.to_string())
+                    }
                 }
             }
         }
@@ -210,8 +228,8 @@ pub async fn run(
         }
     };
     let stats = &shared.stats;
-    // Sequence numbers handed to the client and not yet acknowledged, oldest first.
-    let mut in_flight: VecDeque<u64> = VecDeque::new();
+    // Messages handed to the client and not yet retired, oldest first.
+    let mut in_flight = Window::default();
     // The next sequence number to read from the outbox.
     let mut cursor = 1u64;
     let mut connected = false;
@@ -241,7 +259,7 @@ pub async fn run(
                     break;
                 }
                 stats.published.fetch_add(1, Relaxed);
-                in_flight.push_back(seq);
+                in_flight.push(seq);
                 cursor = seq + 1;
             }
             if stalled {
@@ -249,7 +267,7 @@ pub async fn run(
             }
         }
         tokio::select! {
-            ev = client.poll(config.qos) => match ev {
+            ev = client.poll(config.qos, &in_flight) => match ev {
                 Ev::Connected { session_present } => {
                     connected = true;
                     backoff = config.reconnect_min;
@@ -260,33 +278,23 @@ pub async fn run(
                     tracing::info!(session_present, "MQTT bridge connected");
                     if !session_present {
                         // The broker kept nothing of ours: everything unacknowledged again.
-                        if let Some(oldest) = in_flight.front() {
-                            cursor = *oldest;
+                        if let Some(oldest) = in_flight.rewind() {
+                            cursor = oldest;
                         }
-                        in_flight.clear();
                     }
                     for t in ["+/dn/#", "+/shadow/desired"] {
                         client.try_subscribe(format!("{}/{t}", config.prefix));
                     }
                 }
-                Ev::Acked | Ev::SentQos0 => {
-                    if let Some(seq) = in_flight.pop_front() {
-                        shared.acknowledged(seq, Instant::now());
-                        stats.acked.fetch_add(1, Relaxed);
-                        stats.outbox_len.fetch_sub(1, Relaxed);
-                        // Acknowledged messages leave the outbox in ranges: one store
-                        // operation per batch instead of one per message. A crash before the
-                        // range is deleted redelivers them, with their msgIds.
-                        let from = *acked_from.get_or_insert(seq);
-                        if seq + 1 - from >= DELETE_BATCH || in_flight.is_empty() {
-                            let _ = store.delete_range(
-                                Table::Outbox,
-                                outbox::key(from).to_vec(),
-                                outbox::key(seq + 1).to_vec(),
-                            );
-                            acked_from = None;
-                        }
+                Ev::Sent(pkid) => in_flight.sent(pkid),
+                Ev::Acked(pkid) => {
+                    if in_flight.acked(pkid) {
+                        retire(&mut in_flight, &mut acked_from, &store, &shared);
                     }
+                }
+                Ev::SentQos0 => {
+                    in_flight.sent_unacknowledged();
+                    retire(&mut in_flight, &mut acked_from, &store, &shared);
                 }
                 Ev::Message(topic, payload, expiry) => {
                     if let Some((endpoint, kind)) = route(&config.prefix, &topic) {
@@ -315,6 +323,28 @@ pub async fn run(
             },
             () = shared.committed.notified(), if connected => {}
             () = downlink.closed() => return,
+        }
+    }
+}
+
+/// Removes from the outbox every message that it and all older ones are acknowledged.
+/// They leave in ranges: one store operation per batch instead of one per message. A crash
+/// before a range is deleted redelivers its messages, with their msgIds.
+fn retire(in_flight: &mut Window, acked_from: &mut Option<u64>, store: &Store, shared: &Shared) {
+    let stats = &shared.stats;
+    let now = Instant::now();
+    while let Some(seq) = in_flight.retire() {
+        shared.acknowledged(seq, now);
+        stats.acked.fetch_add(1, Relaxed);
+        stats.outbox_len.fetch_sub(1, Relaxed);
+        let from = *acked_from.get_or_insert(seq);
+        if seq + 1 - from >= DELETE_BATCH || in_flight.is_empty() {
+            let _ = store.delete_range(
+                Table::Outbox,
+                outbox::key(from).to_vec(),
+                outbox::key(seq + 1).to_vec(),
+            );
+            *acked_from = None;
         }
     }
 }

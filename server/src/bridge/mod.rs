@@ -19,6 +19,7 @@ pub mod link;
 pub mod outbox;
 pub mod shadow;
 pub mod sink;
+pub mod window;
 
 use crate::config::{Config, MqttVersion};
 use crate::store::Store;
