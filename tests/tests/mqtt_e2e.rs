@@ -1,5 +1,5 @@
 //! End to end through MQTT: the real server runtime with its bridge, a real
-//! broker (the embedded rumqttd), devices running the real `lwm2m::client`, and an MQTT
+//! broker (the embedded rmqtt), devices running the real `lwm2m::client`, and an MQTT
 //! client standing in for the operator's backend. Registration, read, observe, queue mode
 //! with MQTT 5 Message Expiry, malformed commands, shadows, and a broker outage during a
 //! stream of notifications.
@@ -8,7 +8,7 @@ use lwm2m::model::{Path, Value};
 use lwm2m_e2e_tests::{
     free_port, mqtt_config, sensor_store, wait_for, Device, TestServer, PATIENCE,
 };
-use lwm2m_server::bridge::broker::EmbeddedBroker;
+use lwm2m_server::bridge::broker::{BrokerSettings, EmbeddedBroker};
 use lwm2m_server::core::types::DeviceEvent;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
@@ -382,7 +382,7 @@ async fn nothing_is_lost_while_the_broker_is_away() {
     const PER_DEVICE: u32 = 2500;
     let dir = tempfile::tempdir().unwrap();
     let broker_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _broker = EmbeddedBroker::start(None, Some(broker_addr)).unwrap();
+    let _broker = EmbeddedBroker::start(BrokerSettings::open(broker_addr)).unwrap();
     let proxy = Proxy::start(broker_addr).await;
     let s = TestServer::start(dir.path(), 0, &mqtt_config(proxy.addr, false))
         .await
@@ -486,10 +486,10 @@ async fn nothing_is_lost_while_the_broker_is_away() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_bridge_speaks_mqtt_3_1_1_too() {
     let dir = tempfile::tempdir().unwrap();
-    // One broker, two listeners: MQTT 3.1.1 for the bridge, MQTT 5 for the backend.
-    let v4: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let v5: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let _broker = EmbeddedBroker::start(Some(v4), Some(v5)).unwrap();
+    // One broker, one port: MQTT 3.1.1 for the bridge, MQTT 5 for the backend.
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (v4, v5) = (addr, addr);
+    let _broker = EmbeddedBroker::start(BrokerSettings::open(addr)).unwrap();
     let config = format!(
         "[mqtt]\nenabled = true\nbroker = \"{v4}\"\nembedded_broker = false\nversion = 3\nreconnect_min_ms = 100\n"
     );

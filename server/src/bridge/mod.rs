@@ -11,12 +11,15 @@
 //! - [`link`]: the MQTT connection (rumqttc, MQTT 5 or 3.1.1).
 //! - [`connect`]: MQTT client options from the checked `[mqtt]` settings (TLS, credentials,
 //!   session).
-//! - [`broker`]: the embedded broker (rumqttd) of the default configuration.
+//! - [`broker`]: the embedded broker (rmqtt) of the default configuration.
+//! - [`passwords`]: the embedded broker's password file (mosquitto's format).
+//! - [`window`]: the publishes in flight, matched to their acknowledgements.
 pub mod broker;
 pub mod connect;
 pub mod envelope;
 pub mod link;
 pub mod outbox;
+pub mod passwords;
 pub mod shadow;
 pub mod sink;
 pub mod window;
@@ -77,6 +80,47 @@ pub(crate) fn open_state(
     Ok(Some(bridge))
 }
 
+/// The embedded broker's settings from `[mqtt]`: the password file and TLS files read now,
+/// so that a missing or bad one stops the start with its name.
+fn broker_settings(
+    e: &crate::config::EmbeddedBroker,
+    bridge_login: Option<(String, String)>,
+) -> anyhow::Result<broker::BrokerSettings> {
+    let passwords = match &e.password_file {
+        Some(path) => Some(Arc::new(
+            passwords::PasswordFile::load(path)
+                .with_context(|| format!("mqtt.embedded_password_file {}", path.display()))?,
+        )),
+        None => None,
+    };
+    let tls = match &e.tls {
+        Some(t) => {
+            let chain = crate::pem::read_certs(&t.cert)
+                .with_context(|| format!("mqtt.embedded_tls_cert {}", t.cert.display()))?;
+            let key = crate::pem::read_key(&t.key)
+                .with_context(|| format!("mqtt.embedded_tls_key {}", t.key.display()))?;
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)
+                .context("mqtt.embedded_tls_cert and embedded_tls_key")?;
+            Some(broker::TlsListener {
+                bind: t.bind,
+                config: Arc::new(config),
+            })
+        }
+        None => None,
+    };
+    Ok(broker::BrokerSettings {
+        bind: e.addr,
+        passwords,
+        tls,
+        max_queued: e.max_queued,
+        bridge_login,
+    })
+}
+
 /// The bridge as [`start`] hands it to the server task.
 pub(crate) struct Started {
     /// The bridge state, for the server task.
@@ -99,23 +143,37 @@ pub(crate) fn start(
     let Some(bridge) = bridge.filter(|_| m.enabled) else {
         return Ok(None);
     };
-    let broker = if let Some(addr) = m.embedded_broker_addr() {
-        let (v4, v5) = if m.version == MqttVersion::V5 {
-            (None, Some(addr))
-        } else {
-            (Some(addr), None)
-        };
-        let b = broker::EmbeddedBroker::start(v4, v5)
-            .with_context(|| format!("embedded MQTT broker on {addr}"))?;
-        tracing::info!(%addr, version = m.version.number(), "embedded MQTT broker listening");
-        Some(b)
-    } else {
-        None
+    // With a password file the bridge logs in to its own broker with a secret made up now.
+    let bridge_login = m
+        .embedded()
+        .filter(|e| e.password_file.is_some())
+        .map(|_| {
+            let secret: [u8; 32] = rand::random();
+            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+            (format!("{}-bridge", m.client_id), hex)
+        });
+    let broker = match m.embedded() {
+        Some(e) => {
+            let settings = broker_settings(e, bridge_login.clone())?;
+            let b = broker::EmbeddedBroker::start(settings)
+                .with_context(|| format!("embedded MQTT broker on {}", e.addr))?;
+            tracing::info!(addr = %e.addr, tls = ?b.tls_addr(), passwords = e.password_file.is_some(), "embedded MQTT broker listening (MQTT 3.1.1 and 5)");
+            Some(b)
+        }
+        None => None,
     };
     let options = if m.version == MqttVersion::V5 {
-        link::Options::V5(Box::new(connect::options_v5(m)?))
+        let mut o = connect::options_v5(m)?;
+        if let Some((user, password)) = &bridge_login {
+            o.set_credentials(user.clone(), password.clone());
+        }
+        link::Options::V5(Box::new(o))
     } else {
-        link::Options::V311(Box::new(connect::options_v311(m)?))
+        let mut o = connect::options_v311(m)?;
+        if let Some((user, password)) = &bridge_login {
+            o.set_credentials(user.clone(), password.clone());
+        }
+        link::Options::V311(Box::new(o))
     };
     let link_config = link::LinkConfig {
         prefix: m.topic_prefix.clone(),

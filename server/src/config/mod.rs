@@ -36,7 +36,7 @@ pub use http::HttpSection;
 pub use limits::MAX_CONNECTION_ID_LENGTH;
 pub use mqtt::{
     parse_broker, BrokerAddress, ClientAuth, MqttError, MqttLogin, MqttQos, MqttSection,
-    MqttSettings, MqttTls, MqttVersion,
+    EmbeddedBroker, EmbeddedTls, MqttSettings, MqttTls, MqttVersion,
 };
 pub use queue::QueueSection;
 pub use security::{CertificateEndpoint, CipherSuite, DtlsSection, SecuritySection};

@@ -28,8 +28,22 @@ pub struct MqttSection {
     pub enabled: bool,
     /// The broker's `host:port` (an IPv6 address in brackets).
     pub broker: String,
-    /// Run an embedded broker (rumqttd) on `broker`'s address, which must then be an IP:port.
+    /// Run an embedded broker (rmqtt: MQTT 3.1.1 and 5 on one port) on `broker`'s address,
+    /// which must then be an IP:port.
     pub embedded_broker: bool,
+    /// Embedded broker: a password file in mosquitto's format (`mosquitto_passwd`, or
+    /// `lwm2m-server mqtt-passwd`); every client but the bridge must then log in. Empty: none.
+    pub embedded_password_file: PathBuf,
+    /// Embedded broker: an MQTT-over-TLS listener (`IP:port`, e.g. `"0.0.0.0:8883"`); empty:
+    /// none. Needs `embedded_tls_cert` and `embedded_tls_key`.
+    pub embedded_tls_bind: String,
+    /// PEM certificate chain of the TLS listener.
+    pub embedded_tls_cert: PathBuf,
+    /// PEM private key of `embedded_tls_cert`.
+    pub embedded_tls_key: PathBuf,
+    /// Embedded broker: messages queued at most for one client session that is away or slow;
+    /// 1..=10000000 ([`super::limits::MQTT_MAX_OUTBOX`]).
+    pub embedded_max_queued: usize,
     /// MQTT version: 5 or 3 (3.1.1).
     pub version: u8,
     /// MQTT client identifier; the broker keeps the persistent session under it. 1..=65535
@@ -78,6 +92,11 @@ impl Default for MqttSection {
             enabled: true,
             broker: "127.0.0.1:1883".into(),
             embedded_broker: true,
+            embedded_password_file: PathBuf::new(),
+            embedded_tls_bind: String::new(),
+            embedded_tls_cert: PathBuf::new(),
+            embedded_tls_key: PathBuf::new(),
+            embedded_max_queued: 100_000,
             version: 5,
             client_id: "lwm2m-server".into(),
             topic_prefix: "lwm2m".into(),
@@ -105,6 +124,9 @@ impl std::fmt::Debug for MqttSection {
             .field("enabled", &self.enabled)
             .field("broker", &self.broker)
             .field("embedded_broker", &self.embedded_broker)
+            .field("embedded_password_file", &self.embedded_password_file)
+            .field("embedded_tls_bind", &self.embedded_tls_bind)
+            .field("embedded_max_queued", &self.embedded_max_queued)
             .field("version", &self.version)
             .field("client_id", &self.client_id)
             .field("topic_prefix", &self.topic_prefix)
@@ -226,6 +248,30 @@ pub struct ClientAuth {
     pub key: PathBuf,
 }
 
+/// The embedded broker's settings, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddedBroker {
+    /// Where plain MQTT listens (`mqtt.broker`); the bridge connects there.
+    pub addr: SocketAddr,
+    /// The password file, if clients must log in.
+    pub password_file: Option<PathBuf>,
+    /// The TLS listener, if any.
+    pub tls: Option<EmbeddedTls>,
+    /// Messages queued at most for one session.
+    pub max_queued: usize,
+}
+
+/// The embedded broker's TLS listener.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmbeddedTls {
+    /// Where it listens.
+    pub bind: SocketAddr,
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
 /// The `[mqtt]` section, checked: what the bridge runs with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MqttSettings {
@@ -233,9 +279,8 @@ pub struct MqttSettings {
     pub enabled: bool,
     /// The broker.
     pub broker: BrokerAddress,
-    /// The embedded broker's listening address (`broker` as an IP:port) when
-    /// `mqtt.embedded_broker` is set.
-    pub embedded_broker: Option<SocketAddr>,
+    /// The embedded broker, when `mqtt.embedded_broker` is set.
+    pub embedded_broker: Option<EmbeddedBroker>,
     /// MQTT 5 or 3.1.1.
     pub version: MqttVersion,
     /// The client identifier, 1 to 65535 bytes: the broker keeps the session under it.
@@ -266,7 +311,13 @@ impl MqttSettings {
     /// The embedded broker's listening address when the bridge and the embedded broker are
     /// both enabled.
     pub fn embedded_broker_addr(&self) -> Option<SocketAddr> {
-        self.embedded_broker.filter(|_| self.enabled)
+        self.embedded().map(|b| b.addr)
+    }
+
+    /// The embedded broker's settings when the bridge and the embedded broker are both
+    /// enabled.
+    pub fn embedded(&self) -> Option<&EmbeddedBroker> {
+        self.embedded_broker.as_ref().filter(|_| self.enabled)
     }
 
     /// Checks the section and reads it into typed values; the error names the key to fix.
@@ -366,9 +417,44 @@ impl MqttSettings {
                 ))
             })?;
             if m.tls {
-                return bad("mqtt.tls = true with mqtt.embedded_broker = true: the embedded broker speaks plain TCP only (keep it on loopback), or point mqtt.broker at an external broker with TLS".into());
+                return bad("mqtt.tls = true with mqtt.embedded_broker = true: the bridge talks to its own broker over plain TCP on mqtt.broker; for TLS clients set mqtt.embedded_tls_bind, or point mqtt.broker at an external broker with TLS".into());
             }
-            Some(addr)
+            check(
+                "mqtt.embedded_max_queued",
+                as_u64(m.embedded_max_queued),
+                &MQTT_MAX_OUTBOX,
+            )?;
+            let tls = if m.embedded_tls_bind.is_empty() {
+                None
+            } else {
+                let bind = m.embedded_tls_bind.parse::<SocketAddr>().map_err(|_| {
+                    ConfigError::Invalid(format!(
+                        "mqtt.embedded_tls_bind = {:?} must be an IP address and port, e.g. \"0.0.0.0:8883\"",
+                        m.embedded_tls_bind
+                    ))
+                })?;
+                if m.embedded_tls_cert.as_os_str().is_empty()
+                    || m.embedded_tls_key.as_os_str().is_empty()
+                {
+                    return bad("mqtt.embedded_tls_bind needs mqtt.embedded_tls_cert and mqtt.embedded_tls_key (PEM files)".into());
+                }
+                if bind == addr {
+                    return bad(format!("mqtt.embedded_tls_bind = {bind} is also mqtt.broker: give TLS its own port (8883 is the usual one)"));
+                }
+                Some(EmbeddedTls {
+                    bind,
+                    cert: m.embedded_tls_cert.clone(),
+                    key: m.embedded_tls_key.clone(),
+                })
+            };
+            let password_file = Some(m.embedded_password_file.clone())
+                .filter(|p| !p.as_os_str().is_empty());
+            Some(EmbeddedBroker {
+                addr,
+                password_file,
+                tls,
+                max_queued: m.embedded_max_queued,
+            })
         } else {
             None
         };
