@@ -12,11 +12,13 @@
 //! - [`connect`]: MQTT client options from the checked `[mqtt]` settings (TLS, credentials,
 //!   session).
 //! - [`broker`]: the embedded broker (rumqttd) of the default configuration.
+//! - [`passwords`]: the embedded broker's password file, in mosquitto's format.
 pub mod broker;
 pub mod connect;
 pub mod envelope;
 pub mod link;
 pub mod outbox;
+pub mod passwords;
 pub mod shadow;
 pub mod sink;
 pub mod window;
