@@ -5,7 +5,8 @@
 //! bootstrap server's) and read the audit log: through the admin socket of the running server
 //! when there is one (so a revocation closes the device's session at once), else directly in
 //! the store. `fw update|status|cancel` run firmware update campaigns (OMA LwM2M TS 1.2 Core
-//! E.6) on the running server.
+//! E.6) on the running server. `mqtt-passwd` adds a user to the embedded MQTT broker's
+//! password file (mosquitto's format).
 use anyhow::Context;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use lwm2m_server::config::{Config, DEFAULT_CONFIG};
@@ -50,6 +51,19 @@ enum Cmd {
         /// How many events, oldest first.
         #[arg(long, short = 'n', default_value_t = 50)]
         limit: usize,
+    },
+    /// Add a user to the embedded MQTT broker's password file (`[mqtt]
+    /// embedded_password_file`, mosquitto's format), or change its password.
+    ///
+    /// The password is one line of standard input. The other lines of the file stay as they
+    /// are, and the file keeps its owner and mode; a new file is readable by its owner only.
+    MqttPasswd {
+        /// The password file; created if missing.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The user name.
+        #[arg(value_name = "USER")]
+        user: String,
     },
 }
 
@@ -236,6 +250,7 @@ fn main() -> anyhow::Result<()> {
             print!("{DEFAULT_CONFIG}");
             return Ok(());
         }
+        Some(Cmd::MqttPasswd { file, user }) => return mqtt_passwd::run(&file, &user),
         Some(
             c @ (Cmd::Device { .. } | Cmd::Bootstrap { .. } | Cmd::Fw { .. } | Cmd::Audit { .. }),
         ) => Some(c),
@@ -403,7 +418,7 @@ mod admin_cli {
                 FwCmd::Campaigns => AdminOp::FwCampaigns,
             },
             Cmd::Audit { limit } => AdminOp::Audit { limit },
-            Cmd::Run | Cmd::PrintConfig => bail!("not an admin command"),
+            Cmd::Run | Cmd::PrintConfig | Cmd::MqttPasswd { .. } => bail!("not an admin command"),
         };
         admin_command(config, op)
     }
@@ -868,6 +883,239 @@ mod admin_cli {
     }
 }
 
+/// `mqtt-passwd FILE USER`: adds or replaces one line of a mosquitto password file.
+#[cfg(unix)]
+mod mqtt_passwd {
+    use anyhow::{bail, Context};
+    use lwm2m_server::bridge::passwords::{hash_password, PasswordFile};
+    use std::io::{BufRead, IsTerminal, Read, Write};
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+    use std::path::{Path, PathBuf};
+    use zeroize::Zeroizing;
+
+    /// The longest password an MQTT CONNECT can carry (a two-byte length).
+    const MAX_PASSWORD_BYTES: usize = 65_535;
+
+    pub(super) fn run(file: &Path, user: &str) -> anyhow::Result<()> {
+        check_user(user)?;
+        let password = read_password(user)?;
+        let line = format!("{user}:{}", hash_password(&password));
+        // The new line must be one the broker loads and that accepts this password.
+        let entry = PasswordFile::parse(&line).context("the new entry")?;
+        if entry.len() != 1 || !entry.check(user, &password) {
+            bail!("the new entry does not accept the password");
+        }
+        let target = resolve(file)?;
+        let existing = match std::fs::read(&target) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("reading {}", target.display())),
+        };
+        let (text, replaced) = upsert(existing.as_deref().unwrap_or_default(), user, &line);
+        let meta = match existing {
+            Some(_) => Some(
+                std::fs::metadata(&target)
+                    .with_context(|| format!("reading {}", target.display()))?,
+            ),
+            None => None,
+        };
+        write_replacing(&target, &text, meta.as_ref())?;
+        if replaced {
+            println!("changed the password of {user} in {}", target.display());
+        } else {
+            println!("added {user} to {}", target.display());
+        }
+        Ok(())
+    }
+
+    /// Refuses a name that the file's format would change or could not hold: mosquitto
+    /// drops blanks around it, `:` ends it, `#` starts a comment, a line break splits it.
+    fn check_user(user: &str) -> anyhow::Result<()> {
+        if user.is_empty() {
+            bail!("the user name is empty");
+        }
+        if user.trim() != user {
+            bail!("the user name starts or ends with a blank");
+        }
+        if user.contains(':') {
+            bail!("the user name contains `:`");
+        }
+        if user.starts_with('#') {
+            bail!("the user name starts with `#` (a comment in the password file)");
+        }
+        if user.chars().any(char::is_control) {
+            bail!("the user name contains a control character");
+        }
+        // The length limit of a line, checked before the password is asked for.
+        PasswordFile::parse(&format!("{user}:{}", hash_password(b"-"))).context("the user name")?;
+        Ok(())
+    }
+
+    /// One line of standard input, without its line break.
+    fn read_password(user: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+        let stdin = std::io::stdin();
+        if stdin.is_terminal() {
+            eprint!("password for {user} (shown as typed): ");
+            let _ = std::io::stderr().flush();
+        }
+        // Room for the longest password and a CR LF, so that the buffer never grows (and
+        // leaves no copy behind) and a longer line is seen as one.
+        let cap = MAX_PASSWORD_BYTES + 3;
+        let mut password = Zeroizing::new(Vec::with_capacity(cap));
+        stdin
+            .lock()
+            .take(u64::try_from(cap).unwrap_or(u64::MAX))
+            .read_until(b'\n', &mut password)
+            .context("reading the password from standard input")?;
+        if password.last() == Some(&b'\n') {
+            password.pop();
+            if password.last() == Some(&b'\r') {
+                password.pop();
+            }
+        }
+        if password.is_empty() {
+            bail!("the password is empty");
+        }
+        if password.len() > MAX_PASSWORD_BYTES {
+            bail!(
+                "the password is longer than {MAX_PASSWORD_BYTES} bytes, more than MQTT can carry"
+            );
+        }
+        Ok(password)
+    }
+
+    /// The file to write: a symbolic link's target, so that the link stays.
+    fn resolve(file: &Path) -> anyhow::Result<PathBuf> {
+        match std::fs::symlink_metadata(file) {
+            Ok(m) if m.file_type().is_symlink() => std::fs::canonicalize(file)
+                .with_context(|| format!("following the link {}", file.display())),
+            _ => Ok(file.to_path_buf()),
+        }
+    }
+
+    /// The user of an entry line, as the broker reads it; `None` for a comment, a blank line,
+    /// or a line that is not text.
+    fn entry_user(line: &[u8]) -> Option<&str> {
+        let line = std::str::from_utf8(line).ok()?.trim();
+        if line.starts_with('#') {
+            return None;
+        }
+        line.split_once(':').map(|(user, _)| user.trim())
+    }
+
+    /// `existing` with `line` in place of `user`'s first entry (later ones dropped), or added
+    /// at the end; every other line byte for byte. Also whether an entry was replaced.
+    pub(super) fn upsert(existing: &[u8], user: &str, line: &str) -> (Vec<u8>, bool) {
+        let mut out = Vec::with_capacity(existing.len().saturating_add(line.len() + 2));
+        let mut replaced = false;
+        for old in existing.split_inclusive(|b| *b == b'\n') {
+            if entry_user(old) != Some(user) {
+                out.extend_from_slice(old);
+            } else if !replaced {
+                out.extend_from_slice(line.as_bytes());
+                out.push(b'\n');
+                replaced = true;
+            }
+        }
+        if !replaced {
+            if !out.is_empty() && !out.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+            out.extend_from_slice(line.as_bytes());
+            out.push(b'\n');
+        }
+        (out, replaced)
+    }
+
+    /// Writes `bytes` to a new file beside `target` and renames it over `target`, so that a
+    /// reader sees the old file or the new one, never a part. The new file keeps `old`'s
+    /// owner and mode (a broker running as another user may read it); a file that did not
+    /// exist gets mode 0600.
+    fn write_replacing(
+        target: &Path,
+        bytes: &[u8],
+        old: Option<&std::fs::Metadata>,
+    ) -> anyhow::Result<()> {
+        let name = target
+            .file_name()
+            .with_context(|| format!("{} is not a file name", target.display()))?;
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let temp = TempFile(dir.join(format!(
+            ".{}.{:016x}.tmp",
+            name.to_string_lossy(),
+            rand::random::<u64>()
+        )));
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&temp.0)
+            .with_context(|| format!("creating {}", temp.0.display()))?;
+        file.write_all(bytes)
+            .with_context(|| format!("writing {}", temp.0.display()))?;
+        let mode = match old {
+            Some(old) => {
+                let mine = file.metadata()?;
+                if (mine.uid(), mine.gid()) != (old.uid(), old.gid()) {
+                    if let Err(e) =
+                        std::os::unix::fs::chown(&temp.0, Some(old.uid()), Some(old.gid()))
+                    {
+                        eprintln!(
+                            "warning: {} now belongs to this user, not to uid {} gid {}: {e}",
+                            target.display(),
+                            old.uid(),
+                            old.gid()
+                        );
+                    }
+                }
+                old.mode() & 0o7777
+            }
+            None => 0o600,
+        };
+        file.set_permissions(std::fs::Permissions::from_mode(mode))?;
+        file.sync_all()
+            .with_context(|| format!("writing {}", temp.0.display()))?;
+        drop(file);
+        std::fs::rename(&temp.0, target)
+            .with_context(|| format!("replacing {}", target.display()))?;
+        temp.keep();
+        // The rename itself on disk; a failure here leaves a good file, so it is not fatal.
+        if let Ok(d) = std::fs::File::open(&dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    }
+
+    /// Removes the temporary file unless it was renamed into place.
+    struct TempFile(PathBuf);
+
+    impl TempFile {
+        /// It was renamed: nothing to remove.
+        fn keep(mut self) {
+            self.0 = PathBuf::new();
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            if !self.0.as_os_str().is_empty() {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+}
+
+#[cfg(not(unix))]
+mod mqtt_passwd {
+    /// The file's mode and owner are Unix's.
+    pub(super) fn run(_file: &std::path::Path, _user: &str) -> anyhow::Result<()> {
+        anyhow::bail!("mqtt-passwd needs Unix file permissions")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::admin_cli::format_utc;
@@ -945,6 +1193,47 @@ mod tests {
         assert!(parse(&["s", "device", "import", "-"]).is_ok());
         assert!(parse(&["s", "device", "import"]).is_err());
         assert!(parse(&["s", "audit", "--limit", "5"]).is_ok());
+    }
+
+    #[test]
+    fn mqtt_passwd_replaces_or_adds_one_line_and_keeps_the_rest() {
+        use super::mqtt_passwd::upsert;
+        let new = "bob:$7$101$NEW";
+        let old = b"# users\nalice:$7$A\r\n\n bob :$6$OLD\n#bob:$7$C\ncarol:x\nbob:$6$DUP\n";
+        let (text, replaced) = upsert(old, "bob", new);
+        assert!(replaced);
+        assert_eq!(
+            text,
+            b"# users\nalice:$7$A\r\n\nbob:$7$101$NEW\n#bob:$7$C\ncarol:x\n".to_vec()
+        );
+        let (text, replaced) = upsert(b"alice:$7$A", "bob", new);
+        assert!(!replaced);
+        assert_eq!(text, b"alice:$7$A\nbob:$7$101$NEW\n".to_vec());
+        assert_eq!(
+            upsert(b"", "bob", new),
+            (b"bob:$7$101$NEW\n".to_vec(), false)
+        );
+        // A name that only starts like another is another user.
+        let (text, replaced) = upsert(b"bobby:$7$B\n", "bob", new);
+        assert!(!replaced);
+        assert_eq!(text, b"bobby:$7$B\nbob:$7$101$NEW\n".to_vec());
+    }
+
+    #[test]
+    fn mqtt_passwd_takes_a_file_and_a_user() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args.iter().copied());
+        match parse(&["s", "mqtt-passwd", "/etc/p", "alice"])
+            .unwrap()
+            .command
+        {
+            Some(Cmd::MqttPasswd { file, user }) => {
+                assert_eq!(file, PathBuf::from("/etc/p"));
+                assert_eq!(user, "alice");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(parse(&["s", "mqtt-passwd", "/etc/p"]).is_err());
+        assert!(parse(&["s", "mqtt-passwd", "/etc/p", "alice", "pw"]).is_err());
     }
 
     #[test]
