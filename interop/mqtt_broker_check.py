@@ -191,6 +191,32 @@ def check_shared_subscription(args):
         c.close()
 
 
+def check_expiry(args):
+    """MQTT 5 §3.3.2.3.3: the subscriber gets the Message Expiry Interval the publisher set
+    (less the time the message waited), and a message without one gets none."""
+    topic = "chk/%s/expiry" % uuid.uuid4().hex[:8]
+    s = Client(args, 5, user=args.user, password=args.password)
+    p = Client(args, 5, user=args.user, password=args.password)
+    s.connect()
+    p.connect()
+    got = []
+    s.c.on_message = lambda c, u, m: got.append((m.payload, getattr(m.properties, "MessageExpiryInterval", None)))
+    s.subscribe(topic, qos=1)
+    for payload, expiry in ((b"one", 1), (b"long", 120), (b"none", None)):
+        props = None
+        if expiry is not None:
+            props = Properties(PacketTypes.PUBLISH)
+            props.MessageExpiryInterval = expiry
+        p.c.publish(topic, payload, qos=1, properties=props).wait_for_publish(5)
+    deadline = time.monotonic() + 5
+    while len(got) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    report(sorted(got, key=lambda g: g[0]) == [(b"long", 120), (b"none", None), (b"one", 1)],
+           "MQTT 5 message expiry reaches the subscriber as the publisher set it (1 s, 120 s, none)", "got %s" % got)
+    s.close()
+    p.close()
+
+
 def check_will(args):
     topic = "chk/%s/will" % uuid.uuid4().hex[:8]
     for v in (3, 5):
@@ -232,6 +258,7 @@ def cmd_check(args):
     check_persistent_session(args)
     check_shared_subscription(args)
     check_will(args)
+    check_expiry(args)
     if args.user:
         check_auth(args)
     if args.cafile:

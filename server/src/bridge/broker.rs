@@ -73,8 +73,10 @@ const MAX_INFLIGHT: u16 = 512;
 /// How long a persistent MQTT 3.1.1 session (which has no expiry of its own) outlives its
 /// connection, and the most an MQTT 5 client may ask for.
 const SESSION_EXPIRY: Duration = Duration::from_secs(24 * 3600);
-/// How long a message without an MQTT 5 expiry waits in a session's queue at most.
-const MESSAGE_EXPIRY: Duration = Duration::from_secs(24 * 3600);
+/// A message without an MQTT 5 expiry has none (rmqtt's default would give it five minutes,
+/// and send subscribers an expiry the publisher never set): zero means none to rmqtt. Queues
+/// are bounded by length instead ([`BrokerSettings::max_queued`]).
+const MESSAGE_EXPIRY: Duration = Duration::ZERO;
 
 /// The embedded broker's settings (from `[mqtt]`).
 #[derive(Clone)]
@@ -321,6 +323,9 @@ async fn serve(
     register
         .add(Type::ClientConnack, Box::new(LogRefusals))
         .await;
+    register
+        .add(Type::MessagePublish, Box::new(ExpiryRoundsUp))
+        .await;
     register.start().await;
     *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
     if ready.send(Ok(())).is_err() {
@@ -471,6 +476,42 @@ impl rmqtt::subscribe::SharedSubscription for RoundRobin {
             }
         }
         Some((start, false))
+    }
+}
+
+/// The publish hook: one second more on every MQTT 5 Message Expiry Interval as it enters.
+///
+/// rmqtt forwards `(expiry - waited) / 1000` whole seconds, rounded down, and drops the
+/// property when that is 0: a command published with a 1 s expiry reached the bridge with
+/// none and waited for its sleeping device forever, and every other expiry arrived a second
+/// short. MQTT 5 §3.3.2.3.3 asks for the received value minus the time waited; with the extra
+/// second the rounded-down figure is that value rounded up, and a subscriber gets at least
+/// the time the publisher gave. The cost: a message queued for a client that is away is
+/// dropped up to one second after its expiry rather than at it.
+struct ExpiryRoundsUp;
+
+#[async_trait::async_trait]
+impl Handler for ExpiryRoundsUp {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        let Parameter::MessagePublish(_, _, publish) = param else {
+            return (true, acc);
+        };
+        let current = match &acc {
+            Some(HookResult::Publish(p)) => p,
+            _ => *publish,
+        };
+        let Some(expiry) = current
+            .properties
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval)
+        else {
+            return (true, acc);
+        };
+        let mut p = current.clone();
+        if let Some(props) = p.inner.properties.as_mut() {
+            props.message_expiry_interval = Some(expiry.saturating_add(1));
+        }
+        (true, Some(HookResult::Publish(p)))
     }
 }
 
