@@ -734,6 +734,56 @@ mod tests {
         std::net::TcpListener::bind(addr).expect("dropping the broker frees its port");
     }
 
+    /// CONNECT with this login; the CONNACK's reason.
+    async fn connack_v5(addr: SocketAddr, id: &str, login: Option<(&str, &str)>) -> String {
+        use rumqttc::v5::mqttbytes::v5::Packet;
+        use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+        let mut o = MqttOptions::new(id, addr.ip().to_string(), addr.port());
+        if let Some((u, p)) = login {
+            o.set_credentials(u, p);
+        }
+        let (_client, mut events) = AsyncClient::new(o, 10);
+        tokio::time::timeout(WAIT, async {
+            loop {
+                match events.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(c))) => return format!("{:?}", c.code),
+                    Ok(_) => {}
+                    Err(e) => return e.to_string(),
+                }
+            }
+        })
+        .await
+        .expect("a CONNACK within 10 s")
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn with_a_password_file_only_its_users_and_the_bridge_get_in() {
+        let addr = free_addr();
+        let file = format!(
+            "# users\nalice:{}\n",
+            crate::bridge::passwords::hash_password(b"secret")
+        );
+        let settings = BrokerSettings {
+            passwords: Some(Arc::new(PasswordFile::parse(&file).unwrap())),
+            bridge_login: Some(("lwm2m-server-bridge".into(), "f00d".into())),
+            ..BrokerSettings::open(addr)
+        };
+        let _broker = EmbeddedBroker::start(settings).unwrap();
+        assert!(connack_v5(addr, "a", None).await.contains("BadUserNamePassword"));
+        let wrong = connack_v5(addr, "b", Some(("alice", "guess"))).await;
+        assert!(wrong.contains("BadUserNamePassword"), "{wrong}");
+        let unknown = connack_v5(addr, "c", Some(("mallory", "secret"))).await;
+        assert!(unknown.contains("BadUserNamePassword"), "{unknown}");
+        // The bridge's secret is not a password for another user name.
+        let borrowed = connack_v5(addr, "d", Some(("alice", "f00d"))).await;
+        assert!(borrowed.contains("BadUserNamePassword"), "{borrowed}");
+        roundtrip_v5(addr, Some(("alice", "secret"))).await;
+        assert_eq!(
+            connack_v5(addr, "e", Some(("lwm2m-server-bridge", "f00d"))).await,
+            "Success"
+        );
+    }
+
     #[test]
     fn port_zero_is_refused() {
         let zero: SocketAddr = "127.0.0.1:0".parse().unwrap();
