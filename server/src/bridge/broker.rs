@@ -13,10 +13,12 @@
 //!   that terminates TLS and passes the connection to the broker over loopback. rmqtt's own
 //!   TLS would bring a second cryptographic library (aws-lc) into the build.
 //!
-//! Every refused client gets one log line at WARN ("embedded MQTT broker refused a client")
-//! with its client id, user name, address and the reason: a wrong password, a CONNECT the
-//! broker refuses, a TLS handshake that fails. Connections that never send a CONNECT are
-//! reported by rmqtt itself (target `rmqtt::server`, at INFO).
+//! A client refused for its login, or for a failed TLS handshake, gets a log line at WARN
+//! ("embedded MQTT broker refused a client") with its client id, user name, address and the
+//! reason. rmqtt reports every refused CONNECT (and connections that never send one) itself,
+//! at INFO under targets `rmqtt::v3`, `rmqtt::v5` and `rmqtt::server`, which
+//! [`LOG_DIRECTIVE`] lets through. A client that came in through the TLS front shows the
+//! front's loopback address in the broker's lines; the front's own line has its address.
 //!
 //! MQTT behaviour the bridge relies on: QoS 1 (PUBACK once the broker has routed the message)
 //! and QoS 2; persistent sessions (MQTT 3.1.1 `CleanSession = 0`, MQTT 5 `Clean Start = 0`
@@ -46,8 +48,9 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
 /// `tracing` filter directives for rmqtt (which logs through the `log` crate): its warnings
-/// and errors, and the listener's report of connections that never sent a CONNECT.
-pub const LOG_DIRECTIVE: &str = "rmqtt=warn,rmqtt::server=info,rmqtt_net=warn";
+/// and errors, and its INFO lines about connections refused (no CONNECT in time, a CONNECT
+/// it refuses before any hook runs, an invalid client id).
+pub const LOG_DIRECTIVE: &str = "rmqtt=warn,rmqtt::server=info,rmqtt::v3=info,rmqtt::v5=info,rmqtt_net=warn";
 
 /// The server's log filter with [`LOG_DIRECTIVE`] appended, unless the filter already says
 /// something about `rmqtt` (then the operator asked for it).
@@ -268,6 +271,8 @@ fn listener(
         .max_session_expiry_interval(SESSION_EXPIRY)
         .message_expiry_interval(MESSAGE_EXPIRY)
         .allow_anonymous(settings.passwords.is_none())
+        // A restart must not wait for the last run's connections to leave TIME-WAIT.
+        .reuseaddr(Some(true))
         .bind()
         .and_then(|l| l.tcp())
         .map_err(|e| BrokerError::Bind {
@@ -325,6 +330,9 @@ async fn serve(
         .await;
     register
         .add(Type::MessagePublish, Box::new(ExpiryRoundsUp))
+        .await;
+    register
+        .add(Type::MessageExpiryCheck, Box::new(ExpiredByArrival))
         .await;
     register.start().await;
     *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
@@ -422,6 +430,15 @@ impl Handler for Authenticate {
         } else if !user.is_empty() && passwords.check(&user, &password) {
             AuthResult::Allow(false, None)
         } else {
+            // rmqtt answers a refused login without running the CONNACK hook: logged here.
+            let id = info.id();
+            tracing::warn!(
+                client_id = %id.client_id,
+                username = %user,
+                peer = %id.remote_addr.map(|a| a.to_string()).unwrap_or_default(),
+                reason = if user.is_empty() { "no user name" } else { "bad user name or password" },
+                "embedded MQTT broker refused a client"
+            );
             AuthResult::BadUsernameOrPassword
         };
         (false, Some(HookResult::AuthResult(result)))
@@ -479,16 +496,21 @@ impl rmqtt::subscribe::SharedSubscription for RoundRobin {
     }
 }
 
-/// The publish hook: one second more on every MQTT 5 Message Expiry Interval as it enters.
+/// The publish hook: MQTT 5 Message Expiry Intervals reach subscribers rounded up, not down.
 ///
-/// rmqtt forwards `(expiry - waited) / 1000` whole seconds, rounded down, and drops the
+/// rmqtt forwards `(expiry_ms - waited_ms) / 1000` whole seconds, rounded down, and drops the
 /// property when that is 0: a command published with a 1 s expiry reached the bridge with
 /// none and waited for its sleeping device forever, and every other expiry arrived a second
-/// short. MQTT 5 §3.3.2.3.3 asks for the received value minus the time waited; with the extra
-/// second the rounded-down figure is that value rounded up, and a subscriber gets at least
-/// the time the publisher gave. The cost: a message queued for a client that is away is
-/// dropped up to one second after its expiry rather than at it.
+/// short. MQTT 5 §3.3.2.3.3 asks for the received value minus the time waited. Moving the
+/// message's arrival time 999 ms later (it serves only this computation) turns the
+/// rounded-down figure into the rounded-up one: a subscriber gets the publisher's value, less
+/// each whole second waited. The same hook, at delivery, drops a message whose expiry has
+/// passed by the true arrival time (rmqtt alone would deliver it up to 999 ms late, with no
+/// expiry at all).
 struct ExpiryRoundsUp;
+
+/// See [`ExpiryRoundsUp`].
+const ROUND_UP_MS: i64 = 999;
 
 #[async_trait::async_trait]
 impl Handler for ExpiryRoundsUp {
@@ -500,18 +522,42 @@ impl Handler for ExpiryRoundsUp {
             Some(HookResult::Publish(p)) => p,
             _ => *publish,
         };
-        let Some(expiry) = current
+        let has_expiry = current
             .properties
             .as_ref()
-            .and_then(|p| p.message_expiry_interval)
-        else {
+            .is_some_and(|p| p.message_expiry_interval.is_some());
+        let Some(arrived) = current.create_time.filter(|_| has_expiry) else {
             return (true, acc);
         };
         let mut p = current.clone();
-        if let Some(props) = p.inner.properties.as_mut() {
-            props.message_expiry_interval = Some(expiry.saturating_add(1));
-        }
+        p.create_time = Some(arrived.saturating_add(ROUND_UP_MS));
         (true, Some(HookResult::Publish(p)))
+    }
+}
+
+/// The delivery side of [`ExpiryRoundsUp`]: expired by the true arrival time.
+struct ExpiredByArrival;
+
+#[async_trait::async_trait]
+impl Handler for ExpiredByArrival {
+    async fn hook(&self, param: &Parameter, acc: Option<HookResult>) -> ReturnType {
+        let Parameter::MessageExpiryCheck(_, _, publish) = param else {
+            return (true, acc);
+        };
+        let expiry_ms = publish
+            .properties
+            .as_ref()
+            .and_then(|p| p.message_expiry_interval)
+            .map(|e| i64::from(e.get()).saturating_mul(1000));
+        let (Some(expiry_ms), Some(shifted)) = (expiry_ms, publish.create_time) else {
+            return (true, acc);
+        };
+        let arrived = shifted.saturating_sub(ROUND_UP_MS);
+        let now = rmqtt::utils::timestamp_millis();
+        if now.saturating_sub(arrived) >= expiry_ms {
+            return (false, Some(HookResult::MessageExpiry));
+        }
+        (true, acc)
     }
 }
 

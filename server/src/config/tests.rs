@@ -859,3 +859,37 @@ fn embedded_firmware_defaults_match_the_struct_defaults() {
     let e = refused("firmware", "coaps_uri = \"coap://x\"");
     assert!(e.contains("firmware.coaps_uri"), "{e}");
 }
+
+#[test]
+fn the_embedded_brokers_tls_and_password_keys_are_checked() {
+    for (text, why) in [
+        (
+            "[mqtt]\nembedded_tls_bind = \"127.0.0.1:8883\"",
+            "embedded_tls_cert",
+        ),
+        (
+            "[mqtt]\nembedded_tls_bind = \"localhost:8883\"\nembedded_tls_cert = \"/c\"\nembedded_tls_key = \"/k\"",
+            "IP address and port",
+        ),
+        (
+            "[mqtt]\nembedded_tls_bind = \"127.0.0.1:1883\"\nembedded_tls_cert = \"/c\"\nembedded_tls_key = \"/k\"",
+            "its own port",
+        ),
+        ("[mqtt]\nembedded_max_queued = 0", "mqtt.embedded_max_queued"),
+    ] {
+        let e = err(text);
+        assert!(e.contains(why), "{text}: {e}");
+    }
+    let c = Config::parse(
+        "[mqtt]\nembedded_password_file = \"/etc/lwm2m/mqtt.passwd\"\nembedded_tls_bind = \"0.0.0.0:8883\"\nembedded_tls_cert = \"/c.pem\"\nembedded_tls_key = \"/k.pem\"",
+    )
+    .unwrap();
+    let e = c.mqtt.embedded().unwrap();
+    assert_eq!(
+        e.password_file.as_deref(),
+        Some(std::path::Path::new("/etc/lwm2m/mqtt.passwd"))
+    );
+    let tls = e.tls.as_ref().unwrap();
+    assert_eq!(tls.bind, SocketAddr::from(([0, 0, 0, 0], 8883)));
+    assert_eq!(e.max_queued, 100_000);
+}
