@@ -19,6 +19,11 @@
 #   mqtt_bridge.sh        mosquitto and its clients against the MQTT bridge: registration,
 #                         read, observe, queue mode, message expiry, malformed commands, a
 #                         broker outage and kill -9 of the server during notification streams
+#   mqtt_broker.sh        the embedded MQTT broker against clients we did not write: mosquitto's
+#                         clients (MQTT 3.1.1 and 5) and paho-mqtt, persistent sessions, shared
+#                         subscriptions, wills, expiry; a password file from mosquitto_passwd and
+#                         lwm2m-server mqtt-passwd, refusals and their log line; TLS with an
+#                         openssl-made CA; the bridge's uplink through it
 #   console_browser.sh    the web console in headless Chromium (Selenium) against lwm2m-server and
 #                         simulated devices: search, read, write and read back, observe with live
 #                         notifications, the event panel; no script error, no CSP violation
@@ -26,7 +31,7 @@ set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 TOTAL_PASSED=0
 TOTAL_FAILED=0
-for suite in coap_core.sh lwm2m_registration.sh lwm2m_dtls.sh lwm2m_bootstrap.sh firmware_pull.sh mqtt_bridge.sh console_browser.sh; do
+for suite in coap_core.sh lwm2m_registration.sh lwm2m_dtls.sh lwm2m_bootstrap.sh firmware_pull.sh mqtt_bridge.sh mqtt_broker.sh console_browser.sh; do
     echo "== $suite"
     out="$(bash "$HERE/$suite" 2>&1)"
     status=$?
