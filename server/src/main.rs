@@ -8,6 +8,11 @@
 //! E.6) on the running server. `mqtt-passwd` adds a user to the embedded MQTT broker's
 //! password file (mosquitto's format).
 use anyhow::Context;
+
+/// mimalloc instead of the system allocator (see the dependency's comment in Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use lwm2m_server::config::{Config, DEFAULT_CONFIG};
 use std::path::PathBuf;
