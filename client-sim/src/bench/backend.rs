@@ -120,6 +120,11 @@ async fn run(
         s.broker.port(),
     );
     options.set_keep_alive(Duration::from_secs(30));
+    // A persistent session, as a backend that must not lose telemetry runs: when the broker
+    // stalls or restarts, it keeps this subscription and queues what arrives meanwhile, and
+    // the backend gets it once it reconnects.
+    options.set_clean_start(false);
+    options.set_session_expiry_interval(Some(3600));
     options.set_max_packet_size(Some(1 << 20));
     // No Nagle delay: a lone command would otherwise wait for the broker's delayed ACK (40 ms
     // on Linux), and that would be measured as the server's latency.
