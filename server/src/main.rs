@@ -10,6 +10,7 @@
 use anyhow::Context;
 
 /// mimalloc instead of the system allocator (see the dependency's comment in Cargo.toml).
+#[cfg(feature = "mimalloc")]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

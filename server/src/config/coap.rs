@@ -1,6 +1,8 @@
 //! `[coap]`: the CoAP transmission parameters (RFC 7252 §4.8) and the block size of
 //! block-wise transfers (RFC 7959).
-use super::limits::{ACK_RANDOM_FACTOR, ACK_TIMEOUT_MS, BLOCK_SIZE, MAX_RETRANSMIT, NSTART};
+use super::limits::{
+    ACK_RANDOM_FACTOR, ACK_TIMEOUT_MS, BLOCK_SIZE, DEDUP_CAPACITY, MAX_RETRANSMIT, NSTART,
+};
 use super::{check, range_text, ConfigError};
 use lwm2m::coap::{EndpointConfig, TransmissionParams};
 use serde::Deserialize;
@@ -21,6 +23,9 @@ pub struct CoapSection {
     pub nstart: u8,
     /// Block size in bytes: a power of two in 16..=1024 ([`super::limits::BLOCK_SIZE`]).
     pub block_size: usize,
+    /// Answers kept for duplicate detection (RFC 7252 §4.5) at most, the oldest dropped first;
+    /// 1000..=10000000 ([`super::limits::DEDUP_CAPACITY`]).
+    pub dedup_capacity: usize,
 }
 
 impl Default for CoapSection {
@@ -31,6 +36,7 @@ impl Default for CoapSection {
             max_retransmit: 4,
             nstart: 1,
             block_size: 1024,
+            dedup_capacity: 200_000,
         }
     }
 }
@@ -45,6 +51,11 @@ impl CoapSection {
         )?;
         check("coap.max_retransmit", self.max_retransmit, &MAX_RETRANSMIT)?;
         check("coap.nstart", self.nstart, &NSTART)?;
+        check(
+            "coap.dedup_capacity",
+            u64::try_from(self.dedup_capacity).unwrap_or(u64::MAX),
+            &DEDUP_CAPACITY,
+        )?;
         if !BLOCK_SIZE.contains(&self.block_size) || !self.block_size.is_power_of_two() {
             return Err(ConfigError::OutOfRange {
                 key: "coap.block_size",
@@ -67,6 +78,7 @@ impl CoapSection {
             },
             // 16..=1024 bytes (checked at load) are SZX 0..=6.
             block_szx: lwm2m::coap::msg::szx_of(self.block_size),
+            dedup_capacity: self.dedup_capacity,
             ..EndpointConfig::default()
         }
     }

@@ -37,6 +37,8 @@ pub const ACK_RANDOM_FACTOR: RangeInclusive<f64> = 1.0..=4.0;
 pub const MAX_RETRANSMIT: RangeInclusive<u8> = 0..=10;
 /// `[coap] nstart`: requests in flight per device.
 pub const NSTART: RangeInclusive<u8> = 1..=32;
+/// `[coap] dedup_capacity`: answers kept for duplicate detection.
+pub const DEDUP_CAPACITY: RangeInclusive<u64> = 1_000..=10_000_000;
 /// `[coap] block_size`, a power of two.
 pub const BLOCK_SIZE: RangeInclusive<usize> = 16..=1024;
 /// The longest Connection ID the server hands out. RFC 9146 allows 255 bytes, but every CID
