@@ -50,7 +50,8 @@ use tokio::sync::oneshot;
 /// `tracing` filter directives for rmqtt (which logs through the `log` crate): its warnings
 /// and errors, and its INFO lines about connections refused (no CONNECT in time, a CONNECT
 /// it refuses before any hook runs, an invalid client id).
-pub const LOG_DIRECTIVE: &str = "rmqtt=warn,rmqtt::server=info,rmqtt::v3=info,rmqtt::v5=info,rmqtt_net=warn";
+pub const LOG_DIRECTIVE: &str =
+    "rmqtt=warn,rmqtt::server=info,rmqtt::v3=info,rmqtt::v5=info,rmqtt_net=warn";
 
 /// The server's log filter with [`LOG_DIRECTIVE`] appended, unless the filter already says
 /// something about `rmqtt` (then the operator asked for it).
@@ -815,7 +816,9 @@ mod tests {
             ..BrokerSettings::open(addr)
         };
         let _broker = EmbeddedBroker::start(settings).unwrap();
-        assert!(connack_v5(addr, "a", None).await.contains("BadUserNamePassword"));
+        assert!(connack_v5(addr, "a", None)
+            .await
+            .contains("BadUserNamePassword"));
         let wrong = connack_v5(addr, "b", Some(("alice", "guess"))).await;
         assert!(wrong.contains("BadUserNamePassword"), "{wrong}");
         let unknown = connack_v5(addr, "c", Some(("mallory", "secret"))).await;

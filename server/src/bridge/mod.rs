@@ -87,10 +87,9 @@ fn broker_settings(
     bridge_login: Option<(String, String)>,
 ) -> anyhow::Result<broker::BrokerSettings> {
     let passwords = match &e.password_file {
-        Some(path) => Some(Arc::new(
-            passwords::PasswordFile::load(path)
-                .with_context(|| format!("mqtt.embedded_password_file {}", path.display()))?,
-        )),
+        Some(path) => Some(Arc::new(passwords::PasswordFile::load(path).with_context(
+            || format!("mqtt.embedded_password_file {}", path.display()),
+        )?)),
         None => None,
     };
     let tls = match &e.tls {
@@ -144,14 +143,11 @@ pub(crate) fn start(
         return Ok(None);
     };
     // With a password file the bridge logs in to its own broker with a secret made up now.
-    let bridge_login = m
-        .embedded()
-        .filter(|e| e.password_file.is_some())
-        .map(|_| {
-            let secret: [u8; 32] = rand::random();
-            let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-            (format!("{}-bridge", m.client_id), hex)
-        });
+    let bridge_login = m.embedded().filter(|e| e.password_file.is_some()).map(|_| {
+        let secret: [u8; 32] = rand::random();
+        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+        (format!("{}-bridge", m.client_id), hex)
+    });
     let broker = match m.embedded() {
         Some(e) => {
             let settings = broker_settings(e, bridge_login.clone())?;

@@ -35,8 +35,8 @@ pub use firmware::FirmwareSection;
 pub use http::HttpSection;
 pub use limits::MAX_CONNECTION_ID_LENGTH;
 pub use mqtt::{
-    parse_broker, BrokerAddress, ClientAuth, MqttError, MqttLogin, MqttQos, MqttSection,
-    EmbeddedBroker, EmbeddedTls, MqttSettings, MqttTls, MqttVersion,
+    parse_broker, BrokerAddress, ClientAuth, EmbeddedBroker, EmbeddedTls, MqttError, MqttLogin,
+    MqttQos, MqttSection, MqttSettings, MqttTls, MqttVersion,
 };
 pub use queue::QueueSection;
 pub use security::{CertificateEndpoint, CipherSuite, DtlsSection, SecuritySection};

@@ -447,8 +447,8 @@ impl MqttSettings {
                     key: m.embedded_tls_key.clone(),
                 })
             };
-            let password_file = Some(m.embedded_password_file.clone())
-                .filter(|p| !p.as_os_str().is_empty());
+            let password_file =
+                Some(m.embedded_password_file.clone()).filter(|p| !p.as_os_str().is_empty());
             Some(EmbeddedBroker {
                 addr,
                 password_file,

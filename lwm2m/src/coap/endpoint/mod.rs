@@ -125,6 +125,10 @@ enum Reply {
     Pending(IncomingId),
     /// These bytes are sent again.
     Bytes(Vec<u8>),
+    /// An empty message of this type (the ACK of a notification, a Reset) with the
+    /// duplicate's message ID, rebuilt when needed: one is kept per notification received,
+    /// so it holds no allocation of its own.
+    Empty(MessageType),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -562,6 +566,7 @@ impl<P: Peer> Endpoint<P> {
                 match reply {
                     Reply::Nothing => {}
                     Reply::Bytes(b) => self.transmit(peer, b),
+                    Reply::Empty(t) => self.transmit(peer, msg::empty_bytes(t, mid)),
                     Reply::Pending(id) => {
                         // The peer is retransmitting while the application works: ACK now
                         // so it stops, and answer later as a separate response (§5.2.2).

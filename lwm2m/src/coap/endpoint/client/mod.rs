@@ -425,16 +425,15 @@ impl<P: Peer> Endpoint<P> {
             Some(req) => {
                 if con {
                     let ack = msg::empty_bytes(MessageType::Acknowledgement, mid);
-                    self.transmit(peer, ack.clone());
-                    self.remember_reply(now, peer, mid, Reply::Bytes(ack));
+                    self.transmit(peer, ack);
+                    self.remember_reply(now, peer, mid, Reply::Empty(MessageType::Acknowledgement));
                 }
                 self.on_response(now, peer, req, packet);
             }
             None => {
                 // RFC 7252 §5.3.2 / RFC 7641 §3.6: nobody wants this; tell the sender.
                 self.send_reset(peer, mid);
-                let rst = msg::empty_bytes(MessageType::Reset, mid);
-                self.remember_reply(now, peer, mid, Reply::Bytes(rst));
+                self.remember_reply(now, peer, mid, Reply::Empty(MessageType::Reset));
             }
         }
     }
