@@ -4,8 +4,8 @@
 //! Writes go through a single writer thread. It takes the first pending write, then every
 //! write that queued up behind it (up to `max_batch`), applies them in one transaction and
 //! commits once: while one commit waits for the disk, the next batch gathers. Under light load
-//! each write commits alone and at once; under load (the last commit ended moments ago) the
-//! writer also waits up to `gather` (2 ms) for more writes before committing, so that a stream
+//! each write commits alone and at once; under load (the last commit, of several writes, ended
+//! moments ago) the writer also waits up to `gather` (2 ms) for more writes before committing, so that a stream
 //! of small writes (a notification's outbox entry each) shares one fsync among dozens instead
 //! of a handful: the fsync, not the writes, is most of the store's CPU. Callers that need to know a write is durable
 //! await [`Store::flush`]; the hot path (registration updates, queued commands) does not.
@@ -382,19 +382,27 @@ impl Store {
     }
 }
 
+/// Writes in the last batch from which the writer takes the next one as load and gathers.
+const GATHER_MIN_BATCH: usize = 4;
+
 fn writer_loop(db: &Database, rx: &mpsc::Receiver<Op>, config: &StoreConfig, stats: &StoreStats) {
     use std::sync::atomic::Ordering::Relaxed;
     use std::time::Instant;
     let max_batch = config.max_batch.max(1);
     let mut stop = false;
     let mut last_commit: Option<Instant> = None;
+    let mut last_batch = 0usize;
     while !stop {
         let Ok(first) = rx.recv() else { return };
         let mut batch = vec![first];
         // Under load, sleep through the gathering time instead of waiting on the channel: a
         // receiver blocked on it is woken (a futex call) by every write sent, one per
         // notification; asleep, the writes just queue.
-        if last_commit.is_some_and(|t| t.elapsed() < config.gather) {
+        // Load is a stream of writes, not the two or three of one command or registration:
+        // those still commit at once.
+        if last_batch >= GATHER_MIN_BATCH
+            && last_commit.is_some_and(|t| t.elapsed() < config.gather)
+        {
             std::thread::sleep(config.gather);
         }
         while batch.len() < max_batch {
@@ -403,6 +411,7 @@ fn writer_loop(db: &Database, rx: &mpsc::Receiver<Op>, config: &StoreConfig, sta
                 Err(_) => break,
             }
         }
+        last_batch = batch.len();
         let mut flushes = Vec::new();
         let mut writes = 0u64;
         let result = (|| -> Result<(), StoreError> {
