@@ -71,3 +71,15 @@ summary() {
     echo "$PASSED passed, $FAILED failed"
     [ "$FAILED" -eq 0 ]
 }
+
+# A TCP port on 127.0.0.1 free right now.
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Copies the work directory (logs, outputs) to $KEEP_WORK, if set, before it is removed.
+keep_work() {
+    if [ -n "${KEEP_WORK:-}" ]; then
+        mkdir -p "$KEEP_WORK" && cp -r "$WORK/." "$KEEP_WORK/"
+    fi
+}

@@ -59,16 +59,10 @@ finish() {
     for p in "${DEVICE_PIDS[@]}" $SUB_PID $BROKER_PID; do
         wait "$p" 2>/dev/null || true
     done
-    if [ -n "${KEEP_WORK:-}" ]; then
-        mkdir -p "$KEEP_WORK" && cp -r "$WORK/." "$KEEP_WORK/"
-    fi
+    keep_work
     cleanup
 }
 trap finish EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 # --- the broker -----------------------------------------------------------------------------
 MQTT_PORT="$(free_port)"

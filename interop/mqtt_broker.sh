@@ -76,16 +76,10 @@ stop_bg() {
 }
 finish() {
     stop_bg
-    if [ -n "${KEEP_WORK:-}" ]; then
-        mkdir -p "$KEEP_WORK" && cp -r "$WORK/." "$KEEP_WORK/"
-    fi
+    keep_work
     cleanup
 }
 trap finish EXIT
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 
 PWFILE="$WORK/passwd"
 PKI="$WORK/pki"
