@@ -398,13 +398,14 @@ impl Shell {
             ..
         } = &ev
         {
-            if let Some(w) = self.waiters.remove(id) {
-                let _ = w.send(outcome.clone());
-            }
             self.note_submissions(now);
             if let Some(at) = self.submitted.finished(*id) {
                 let took = now.saturating_duration_since(at);
                 self.stack.metrics().command_finished(operation, took);
+            }
+            // After the metrics: a caller that has its result sees it counted.
+            if let Some(w) = self.waiters.remove(id) {
+                let _ = w.send(outcome.clone());
             }
         }
         self.campaigns_see(now, &ev);

@@ -4,11 +4,12 @@
 //! Writes go through a single writer thread. It takes the first pending write, then every
 //! write that queued up behind it (up to `max_batch`), applies them in one transaction and
 //! commits once: while one commit waits for the disk, the next batch gathers. Under light load
-//! each write commits alone and at once; under load (the last commit, of several writes, ended
-//! moments ago) the writer also waits up to `gather` (2 ms) for more writes before committing, so that a stream
-//! of small writes (a notification's outbox entry each) shares one fsync among dozens instead
-//! of a handful: the fsync, not the writes, is most of the store's CPU. Callers that need to know a write is durable
-//! await [`Store::flush`]; the hot path (registration updates, queued commands) does not.
+//! each write commits alone and at once. Under load (the last commit, of several writes, ended
+//! moments ago) the writer first sleeps `gather` (2 ms) while more writes queue, then commits
+//! them together, so that a stream of small writes (a notification's outbox entry each) shares
+//! one fsync among dozens instead of a handful: the fsync, not the writes, is most of the
+//! store's CPU. Callers that need to know a write is durable await [`Store::flush`]; the hot
+//! path (registration updates, queued commands) does not.
 //!
 //! Reads use redb's MVCC read transactions from any thread and never wait for the writer.
 //! Keys and values are bytes; the typed records above this layer choose their encoding.

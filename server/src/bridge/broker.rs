@@ -40,11 +40,10 @@ use rmqtt::server::MqttServer;
 use rmqtt::types::AuthResult;
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
 /// `tracing` filter directives for rmqtt (which logs through the `log` crate): its warnings
@@ -65,8 +64,14 @@ pub fn quiet_log_filter(filter: &str) -> String {
     }
 }
 
-/// Clients connected at once at most: the bridge, backend consumers and tools.
+/// TLS clients connected at once at most: backend consumers and tools.
 const MAX_CONNECTIONS: usize = 4096;
+/// Sessions the broker keeps at most, connected or not (each queues up to
+/// [`BrokerSettings::max_queued`] messages: this bounds the total).
+const MAX_SESSIONS: isize = 256;
+/// Password checks running at once (each a PBKDF2 of up to a million rounds, on the blocking
+/// pool): more wait their turn rather than freeze the broker's one thread.
+const CONCURRENT_PASSWORD_CHECKS: usize = 2;
 /// Clients at once between TCP accept and CONNACK.
 const MAX_HANDSHAKING: usize = 256;
 /// Time a new connection has to send its CONNECT.
@@ -94,8 +99,21 @@ pub struct BrokerSettings {
     /// Messages queued at most for one session whose client is away or slow (the oldest are
     /// dropped past it, as every broker must bound them).
     pub max_queued: usize,
-    /// The bridge's own login when [`BrokerSettings::passwords`] is set.
-    pub bridge_login: Option<(String, String)>,
+    /// The bridge's client id and its login (user name, secret): only a client with that
+    /// login may take that client id (and with it the bridge's session and the commands
+    /// queued in it), with or without a password file.
+    pub bridge: Option<BridgeLogin>,
+}
+
+/// The bridge's client id and login on its own broker.
+#[derive(Clone)]
+pub struct BridgeLogin {
+    /// Its MQTT client id (`mqtt.client_id`).
+    pub client_id: String,
+    /// Its user name.
+    pub username: String,
+    /// Its secret, made up at each start and never written anywhere.
+    pub secret: String,
 }
 
 impl std::fmt::Debug for BrokerSettings {
@@ -117,7 +135,7 @@ impl BrokerSettings {
             passwords: None,
             tls: None,
             max_queued: 100_000,
-            bridge_login: None,
+            bridge: None,
         }
     }
 }
@@ -271,7 +289,9 @@ fn listener(
         .session_expiry_interval(SESSION_EXPIRY)
         .max_session_expiry_interval(SESSION_EXPIRY)
         .message_expiry_interval(MESSAGE_EXPIRY)
-        .allow_anonymous(settings.passwords.is_none())
+        // Always through the authentication hook: it guards the bridge's client id even
+        // where anyone may connect.
+        .allow_anonymous(false)
         // A restart must not wait for the last run's connections to leave TIME-WAIT.
         .reuseaddr(Some(true))
         .bind()
@@ -313,7 +333,10 @@ async fn serve(
         None => None,
     };
     let scx = ServerContext::new()
-        .mqtt_max_sessions(isize::try_from(MAX_CONNECTIONS * 4).unwrap_or(isize::MAX))
+        .mqtt_max_sessions(MAX_SESSIONS)
+        // rmqtt would refuse every CONNECT (the bridge's too) while the host's load average
+        // or CPU is high; the bounds above are the broker's own.
+        .busy_check_enable(false)
         .build()
         .await;
     let register = scx.extends.hook_mgr().register();
@@ -322,7 +345,8 @@ async fn serve(
             Type::ClientAuthenticate,
             Box::new(Authenticate {
                 passwords: settings.passwords.clone(),
-                bridge: settings.bridge_login.clone(),
+                bridge: settings.bridge.clone(),
+                checks: Arc::new(tokio::sync::Semaphore::new(CONCURRENT_PASSWORD_CHECKS)),
             }),
         )
         .await;
@@ -336,7 +360,7 @@ async fn serve(
         .add(Type::MessageExpiryCheck, Box::new(ExpiredByArrival))
         .await;
     register.start().await;
-    *scx.extends.shared_subscription_mut().await = Box::new(RoundRobin::default());
+    *scx.extends.shared_subscription_mut().await = Box::new(RandomMember);
     if ready.send(Ok(())).is_err() {
         return;
     }
@@ -390,6 +414,17 @@ async fn tls_front(
                     return;
                 }
             };
+            // The CONNECT must follow: a client silent after its handshake is dropped rather
+            // than hold a connection slot.
+            let mut tls = tls;
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(CONNECT_TIMEOUT, tls.read(&mut first)).await {
+                Ok(Ok(1)) => {}
+                _ => {
+                    tracing::warn!(%peer, "embedded MQTT broker refused a client (no CONNECT within 10 s of its TLS handshake)");
+                    return;
+                }
+            }
             let inner = match tokio::net::TcpStream::connect(inner).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -398,17 +433,56 @@ async fn tls_front(
                 }
             };
             let _ = inner.set_nodelay(true);
-            let (mut tls, mut inner) = (tls, inner);
+            let mut inner = inner;
+            if inner.write_all(&first).await.is_err() {
+                return;
+            }
             let _ = tokio::io::copy_bidirectional(&mut tls, &mut inner).await;
             let _ = tls.shutdown().await;
         });
     }
 }
 
-/// The authentication hook: a user from the password file, or the bridge's own login.
+/// The authentication hook: the bridge's client id only with the bridge's login; anyone
+/// else with a user and password from the password file, or freely without one.
 struct Authenticate {
     passwords: Option<Arc<PasswordFile>>,
-    bridge: Option<(String, String)>,
+    bridge: Option<BridgeLogin>,
+    checks: Arc<tokio::sync::Semaphore>,
+}
+
+impl Authenticate {
+    async fn decide(&self, client_id: &str, user: &str, password: &[u8]) -> Result<bool, &'static str> {
+        use subtle::ConstantTimeEq;
+        if let Some(b) = &self.bridge {
+            let is_bridge = b.username == user && bool::from(b.secret.as_bytes().ct_eq(password));
+            if is_bridge {
+                return Ok(true);
+            }
+            if b.client_id == client_id {
+                return Err("the bridge's client id, without the bridge's login");
+            }
+        }
+        let Some(passwords) = &self.passwords else {
+            return Ok(false);
+        };
+        if user.is_empty() {
+            return Err("no user name");
+        }
+        // PBKDF2 is CPU work of up to a second: on the blocking pool, a few at a time.
+        let Ok(_permit) = self.checks.acquire().await else {
+            return Err("shutting down");
+        };
+        let (passwords, user_owned, password) = (passwords.clone(), user.to_string(), password.to_vec());
+        let ok = tokio::task::spawn_blocking(move || passwords.check(&user_owned, &password))
+            .await
+            .unwrap_or(false);
+        if ok {
+            Ok(false)
+        } else {
+            Err("bad user name or password")
+        }
+    }
 }
 
 #[async_trait::async_trait]
@@ -417,46 +491,38 @@ impl Handler for Authenticate {
         let Parameter::ClientAuthenticate(info) = param else {
             return (true, acc);
         };
-        let Some(passwords) = &self.passwords else {
-            return (true, acc);
-        };
+        let id = info.id();
         let user = info.username().map(|u| u.to_string()).unwrap_or_default();
         let password = info.password().map(|p| p.to_vec()).unwrap_or_default();
-        let bridge = self.bridge.as_ref().is_some_and(|(u, p)| {
-            use subtle::ConstantTimeEq;
-            *u == user && bool::from(p.as_bytes().ct_eq(&password))
-        });
-        let result = if bridge {
-            AuthResult::Allow(true, None)
-        } else if !user.is_empty() && passwords.check(&user, &password) {
-            AuthResult::Allow(false, None)
-        } else {
-            // rmqtt answers a refused login without running the CONNACK hook: logged here.
-            let id = info.id();
-            tracing::warn!(
-                client_id = %id.client_id,
-                username = %user,
-                peer = %id.remote_addr.map(|a| a.to_string()).unwrap_or_default(),
-                reason = if user.is_empty() { "no user name" } else { "bad user name or password" },
-                "embedded MQTT broker refused a client"
-            );
-            AuthResult::BadUsernameOrPassword
+        let result = match self.decide(&id.client_id, &user, &password).await {
+            Ok(superuser) => AuthResult::Allow(superuser, None),
+            Err(reason) => {
+                // rmqtt answers a refused login without running the CONNACK hook: logged
+                // here. Peer-chosen strings are logged escaped (`?`): no forged log lines.
+                tracing::warn!(
+                    client_id = ?&*id.client_id,
+                    username = ?user,
+                    peer = %id.remote_addr.map(|a| a.to_string()).unwrap_or_default(),
+                    reason,
+                    "embedded MQTT broker refused a client"
+                );
+                AuthResult::BadUsernameOrPassword
+            }
         };
         (false, Some(HookResult::AuthResult(result)))
     }
 }
 
-/// MQTT 5 shared subscriptions (§4.8.2): each message to one member of the group, taking the
-/// members in turn and skipping those whose client is not connected (their persistent session
-/// would hold the message until they return while the others are idle); if none is
-/// connected, the next in turn gets it queued.
+/// MQTT 5 shared subscriptions (§4.8.2): each message to one member of the group, picked at
+/// random (fair over time, for every group and filter alike, with no state to keep) and
+/// skipping those whose client is not connected (their persistent session would hold the
+/// message until they return while the others are idle); if none is connected, the one
+/// picked gets it queued.
 #[derive(Default)]
-struct RoundRobin {
-    next: AtomicUsize,
-}
+struct RandomMember;
 
 #[async_trait::async_trait]
-impl rmqtt::subscribe::SharedSubscription for RoundRobin {
+impl rmqtt::subscribe::SharedSubscription for RandomMember {
     fn is_supported(&self) -> bool {
         true
     }
@@ -479,7 +545,7 @@ impl rmqtt::subscribe::SharedSubscription for RoundRobin {
         if n == 0 {
             return None;
         }
-        let start = self.next.fetch_add(1, Relaxed) % n;
+        let start = rand::random_range(0..n);
         for k in 0..n {
             let i = (start + k) % n;
             let Some((node, client, _, _, known)) = members.get(i) else {
@@ -572,8 +638,8 @@ impl Handler for LogRefusals {
             if !reason.success() {
                 let id = info.id();
                 tracing::warn!(
-                    client_id = %id.client_id,
-                    username = %info.username().map(|u| u.to_string()).unwrap_or_default(),
+                    client_id = ?&*id.client_id,
+                    username = ?info.username().map(|u| u.to_string()).unwrap_or_default(),
                     peer = %id.remote_addr.map(|a| a.to_string()).unwrap_or_default(),
                     reason = reason.reason(),
                     "embedded MQTT broker refused a client"
@@ -803,6 +869,36 @@ mod tests {
         .expect("a CONNACK within 10 s")
     }
 
+    fn bridge_login() -> BridgeLogin {
+        BridgeLogin {
+            client_id: "lwm2m-server".into(),
+            username: "lwm2m-server-bridge".into(),
+            secret: "f00d".into(),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn nobody_but_the_bridge_takes_the_bridges_client_id() {
+        let addr = free_addr();
+        let settings = BrokerSettings {
+            bridge: Some(bridge_login()),
+            ..BrokerSettings::open(addr)
+        };
+        let _broker = EmbeddedBroker::start(settings).unwrap();
+        // Without a password file anyone gets in, under any other client id...
+        assert_eq!(connack_v5(addr, "backend", None).await, "Success");
+        // ...but the bridge's (whose session holds the commands queued for it) only with the
+        // bridge's login.
+        let taken = connack_v5(addr, "lwm2m-server", None).await;
+        assert!(taken.contains("BadUserNamePassword"), "{taken}");
+        let guessed = connack_v5(addr, "lwm2m-server", Some(("lwm2m-server-bridge", "beef"))).await;
+        assert!(guessed.contains("BadUserNamePassword"), "{guessed}");
+        assert_eq!(
+            connack_v5(addr, "lwm2m-server", Some(("lwm2m-server-bridge", "f00d"))).await,
+            "Success"
+        );
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn with_a_password_file_only_its_users_and_the_bridge_get_in() {
         let addr = free_addr();
@@ -812,7 +908,7 @@ mod tests {
         );
         let settings = BrokerSettings {
             passwords: Some(Arc::new(PasswordFile::parse(&file).unwrap())),
-            bridge_login: Some(("lwm2m-server-bridge".into(), "f00d".into())),
+            bridge: Some(bridge_login()),
             ..BrokerSettings::open(addr)
         };
         let _broker = EmbeddedBroker::start(settings).unwrap();

@@ -93,6 +93,10 @@ enum Ev {
     },
     /// The broker acknowledged the publish with this packet id (PUBACK, or PUBCOMP for QoS 2).
     Acked(u16),
+    /// The broker refused the publish with this packet id (an MQTT 5 PUBACK or PUBREC with an
+    /// error reason: not authorized, quota exceeded...): it will not take it however often it
+    /// is sent, so it leaves the outbox as lost.
+    Refused(u16, String),
     /// A QoS 1 or 2 publish left with this packet id (first sent or resent).
     Sent(u16),
     /// A QoS 0 publish left.
@@ -113,7 +117,19 @@ impl Client {
                         session_present: c.session_present,
                     },
                     Ok(Event::Incoming(Packet::PubAck(a))) if qos == MqttQos::AtLeastOnce => {
-                        Ev::Acked(a.pkid)
+                        use rumqttc::v5::mqttbytes::v5::PubAckReason as R;
+                        match a.reason {
+                            R::Success | R::NoMatchingSubscribers => Ev::Acked(a.pkid),
+                            r => Ev::Refused(a.pkid, format!("{r:?}")),
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubRec(r))) if qos == MqttQos::ExactlyOnce => {
+                        use rumqttc::v5::mqttbytes::v5::PubRecReason as R;
+                        match r.reason {
+                            // PUBREL, then PUBCOMP, follow.
+                            R::Success | R::NoMatchingSubscribers => Ev::Other,
+                            reason => Ev::Refused(r.pkid, format!("{reason:?}")),
+                        }
                     }
                     Ok(Event::Incoming(Packet::PubComp(c))) if qos == MqttQos::ExactlyOnce => {
                         Ev::Acked(c.pkid)
@@ -289,6 +305,16 @@ pub async fn run(
                 Ev::Sent(pkid) => in_flight.sent(pkid),
                 Ev::Acked(pkid) => {
                     if in_flight.acked(pkid) {
+                        retire(&mut in_flight, &mut acked_from, &store, &shared);
+                    }
+                }
+                Ev::Refused(pkid, reason) => {
+                    if in_flight.acked(pkid) {
+                        let refused = stats.dropped.fetch_add(1, Relaxed);
+                        // The first, then one in a thousand: a broker's ACL refuses in streams.
+                        if refused % 1000 == 0 {
+                            tracing::warn!(%reason, refused = refused + 1, "the MQTT broker refused a message; it is lost (check the broker's ACL and quotas for this client)");
+                        }
                         retire(&mut in_flight, &mut acked_from, &store, &shared);
                     }
                 }

@@ -84,7 +84,7 @@ pub(crate) fn open_state(
 /// so that a missing or bad one stops the start with its name.
 fn broker_settings(
     e: &crate::config::EmbeddedBroker,
-    bridge_login: Option<(String, String)>,
+    bridge_login: Option<broker::BridgeLogin>,
 ) -> anyhow::Result<broker::BrokerSettings> {
     let passwords = match &e.password_file {
         Some(path) => Some(Arc::new(passwords::PasswordFile::load(path).with_context(
@@ -116,7 +116,7 @@ fn broker_settings(
         passwords,
         tls,
         max_queued: e.max_queued,
-        bridge_login,
+        bridge: bridge_login,
     })
 }
 
@@ -142,11 +142,15 @@ pub(crate) fn start(
     let Some(bridge) = bridge.filter(|_| m.enabled) else {
         return Ok(None);
     };
-    // With a password file the bridge logs in to its own broker with a secret made up now.
-    let bridge_login = m.embedded().filter(|e| e.password_file.is_some()).map(|_| {
+    // The bridge logs in to its own broker with a secret made up now: only that login may
+    // take the bridge's client id (and the commands queued in its session).
+    let bridge_login = m.embedded().map(|_| {
         let secret: [u8; 32] = rand::random();
-        let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-        (format!("{}-bridge", m.client_id), hex)
+        broker::BridgeLogin {
+            client_id: m.client_id.clone(),
+            username: format!("{}-bridge", m.client_id),
+            secret: secret.iter().map(|b| format!("{b:02x}")).collect(),
+        }
     });
     let broker = match m.embedded() {
         Some(e) => {
@@ -160,14 +164,14 @@ pub(crate) fn start(
     };
     let options = if m.version == MqttVersion::V5 {
         let mut o = connect::options_v5(m)?;
-        if let Some((user, password)) = &bridge_login {
-            o.set_credentials(user.clone(), password.clone());
+        if let Some(b) = &bridge_login {
+            o.set_credentials(b.username.clone(), b.secret.clone());
         }
         link::Options::V5(Box::new(o))
     } else {
         let mut o = connect::options_v311(m)?;
-        if let Some((user, password)) = &bridge_login {
-            o.set_credentials(user.clone(), password.clone());
+        if let Some(b) = &bridge_login {
+            o.set_credentials(b.username.clone(), b.secret.clone());
         }
         link::Options::V311(Box::new(o))
     };

@@ -37,7 +37,7 @@ pub struct BridgeStats {
     pub published: AtomicU64,
     /// Messages the broker acknowledged (and so removed from the outbox).
     pub acked: AtomicU64,
-    /// Messages dropped because the outbox was full.
+    /// Messages lost: dropped because the outbox was full, or refused by the broker.
     pub dropped: AtomicU64,
     /// Messages in the outbox now.
     pub outbox_len: AtomicU64,

@@ -416,6 +416,12 @@ impl MqttSettings {
                     m.broker
                 ))
             })?;
+            // rmqtt waits without a deadline for a new connection's first byte: its plain
+            // port is for the bridge and local tools. Clients elsewhere use the TLS listener,
+            // whose front drops silent connections.
+            if !addr.ip().is_loopback() {
+                return bad(format!("mqtt.broker = {addr}: the embedded broker's plain MQTT port serves the bridge and local tools and listens on a loopback address only (e.g. \"127.0.0.1:1883\"); for clients elsewhere set mqtt.embedded_tls_bind (with mqtt.embedded_password_file), or run your own broker"));
+            }
             if m.tls {
                 return bad("mqtt.tls = true with mqtt.embedded_broker = true: the bridge talks to its own broker over plain TCP on mqtt.broker; for TLS clients set mqtt.embedded_tls_bind, or point mqtt.broker at an external broker with TLS".into());
             }
@@ -441,6 +447,9 @@ impl MqttSettings {
                 if bind == addr {
                     return bad(format!("mqtt.embedded_tls_bind = {bind} is also mqtt.broker: give TLS its own port (8883 is the usual one)"));
                 }
+                if !bind.ip().is_loopback() && m.embedded_password_file.as_os_str().is_empty() {
+                    return bad(format!("mqtt.embedded_tls_bind = {bind} is reachable from elsewhere: set mqtt.embedded_password_file too, or anyone there could publish device commands"));
+                }
                 Some(EmbeddedTls {
                     bind,
                     cert: m.embedded_tls_cert.clone(),
@@ -456,6 +465,15 @@ impl MqttSettings {
                 max_queued: m.embedded_max_queued,
             })
         } else {
+            let set = [
+                ("mqtt.embedded_password_file", !m.embedded_password_file.as_os_str().is_empty()),
+                ("mqtt.embedded_tls_bind", !m.embedded_tls_bind.is_empty()),
+                ("mqtt.embedded_tls_cert", !m.embedded_tls_cert.as_os_str().is_empty()),
+                ("mqtt.embedded_tls_key", !m.embedded_tls_key.as_os_str().is_empty()),
+            ];
+            if let Some((key, _)) = set.iter().find(|(_, is_set)| *is_set) {
+                return bad(format!("{key} is set but mqtt.embedded_broker = false: it configures the embedded broker only (remove it, or set embedded_broker = true)"));
+            }
             None
         };
         Ok(MqttSettings {

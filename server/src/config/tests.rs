@@ -876,6 +876,15 @@ fn the_embedded_brokers_tls_and_password_keys_are_checked() {
             "its own port",
         ),
         ("[mqtt]\nembedded_max_queued = 0", "mqtt.embedded_max_queued"),
+        ("[mqtt]\nbroker = \"0.0.0.0:1883\"", "loopback address only"),
+        (
+            "[mqtt]\nembedded_tls_bind = \"0.0.0.0:8883\"\nembedded_tls_cert = \"/c\"\nembedded_tls_key = \"/k\"",
+            "mqtt.embedded_password_file",
+        ),
+        (
+            "[mqtt]\nembedded_broker = false\nembedded_password_file = \"/p\"",
+            "embedded_broker = false",
+        ),
     ] {
         let e = err(text);
         assert!(e.contains(why), "{text}: {e}");
