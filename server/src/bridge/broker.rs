@@ -452,7 +452,12 @@ struct Authenticate {
 }
 
 impl Authenticate {
-    async fn decide(&self, client_id: &str, user: &str, password: &[u8]) -> Result<bool, &'static str> {
+    async fn decide(
+        &self,
+        client_id: &str,
+        user: &str,
+        password: &[u8],
+    ) -> Result<bool, &'static str> {
         use subtle::ConstantTimeEq;
         if let Some(b) = &self.bridge {
             let is_bridge = b.username == user && bool::from(b.secret.as_bytes().ct_eq(password));
@@ -473,7 +478,8 @@ impl Authenticate {
         let Ok(_permit) = self.checks.acquire().await else {
             return Err("shutting down");
         };
-        let (passwords, user_owned, password) = (passwords.clone(), user.to_string(), password.to_vec());
+        let (passwords, user_owned, password) =
+            (passwords.clone(), user.to_string(), password.to_vec());
         let ok = tokio::task::spawn_blocking(move || passwords.check(&user_owned, &password))
             .await
             .unwrap_or(false);

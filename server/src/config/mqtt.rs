@@ -466,10 +466,19 @@ impl MqttSettings {
             })
         } else {
             let set = [
-                ("mqtt.embedded_password_file", !m.embedded_password_file.as_os_str().is_empty()),
+                (
+                    "mqtt.embedded_password_file",
+                    !m.embedded_password_file.as_os_str().is_empty(),
+                ),
                 ("mqtt.embedded_tls_bind", !m.embedded_tls_bind.is_empty()),
-                ("mqtt.embedded_tls_cert", !m.embedded_tls_cert.as_os_str().is_empty()),
-                ("mqtt.embedded_tls_key", !m.embedded_tls_key.as_os_str().is_empty()),
+                (
+                    "mqtt.embedded_tls_cert",
+                    !m.embedded_tls_cert.as_os_str().is_empty(),
+                ),
+                (
+                    "mqtt.embedded_tls_key",
+                    !m.embedded_tls_key.as_os_str().is_empty(),
+                ),
             ];
             if let Some((key, _)) = set.iter().find(|(_, is_set)| *is_set) {
                 return bad(format!("{key} is set but mqtt.embedded_broker = false: it configures the embedded broker only (remove it, or set embedded_broker = true)"));

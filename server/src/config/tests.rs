@@ -216,7 +216,7 @@ fn bad_mqtt_values_are_refused_with_their_key() {
         ),
         (
             "tls = true\nca_file = \"/ca.pem\"",
-            "embedded broker speaks plain TCP",
+            "the bridge talks to its own broker over plain TCP",
         ),
         ("brokr = \"127.0.0.1:1883\"", "brokr"),
     ] {
