@@ -312,7 +312,7 @@ pub async fn run(
                     if in_flight.acked(pkid) {
                         let refused = stats.dropped.fetch_add(1, Relaxed);
                         // The first, then one in a thousand: a broker's ACL refuses in streams.
-                        if refused % 1000 == 0 {
+                        if refused.is_multiple_of(1000) {
                             tracing::warn!(%reason, refused = refused + 1, "the MQTT broker refused a message; it is lost (check the broker's ACL and quotas for this client)");
                         }
                         retire(&mut in_flight, &mut acked_from, &store, &shared);
