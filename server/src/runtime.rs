@@ -183,6 +183,7 @@ impl Machine for Shell {
             Transport::Dtls
         };
         if l == PLAIN || l == SECURE {
+            self.backpressure();
             self.stack.handle_datagram(now, transport, peer, data);
         } else if let Some(bs) = self.bootstrap.as_mut() {
             bs.handle_datagram(now, transport, peer, data);
@@ -324,6 +325,17 @@ impl Machine for Shell {
 }
 
 impl Shell {
+    /// Backpressure: while the MQTT outbox is full, devices' notifications are left
+    /// unacknowledged (they retransmit with backoff) rather than taken and then dropped.
+    fn backpressure(&mut self) {
+        let full = self.bridge.as_ref().is_some_and(Bridge::outbox_full);
+        let was = self.stack.core_mut().refuse_notifications(full);
+        if full && !was {
+            tracing::warn!("MQTT outbox full: notifications are not acknowledged until it drains (devices retransmit them)");
+        } else if was && !full {
+            tracing::info!("MQTT outbox has room again: notifications are taken");
+        }
+    }
     /// Carries out what the stacks produced: store writes, audit entries, device events. A
     /// finished bootstrap changes the LwM2M server's credentials, whose stack then has
     /// more to hand out: both are drained until neither has anything.

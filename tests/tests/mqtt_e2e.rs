@@ -517,3 +517,91 @@ async fn the_bridge_speaks_mqtt_3_1_1_too() {
     dev.kill();
     s.stop().await;
 }
+
+/// Backpressure: with the broker away and the outbox full, the server leaves a device's
+/// confirmable notifications unacknowledged (the device retransmits) instead of taking them
+/// and dropping them; when the broker is back, the newest value arrives and nothing was
+/// dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_outbox_leaves_notifications_unacknowledged_instead_of_dropping_them() {
+    const MAX_OUTBOX: u64 = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let broker_addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let _broker = EmbeddedBroker::start(BrokerSettings::open(broker_addr)).unwrap();
+    let proxy = Proxy::start(broker_addr).await;
+    let config = format!(
+        "{}max_outbox = {MAX_OUTBOX}\n",
+        mqtt_config(proxy.addr, false)
+    );
+    let s = TestServer::start(dir.path(), 0, &config).await.unwrap();
+    let mut backend = Backend::connect(broker_addr, "backend-full").await;
+    let mut device = ClientConfig::new("full-1");
+    device.notify_con_every = 1;
+    device.coap.transmission.ack_timeout = Duration::from_millis(200);
+    device.coap.transmission.ack_random_factor = 1.2;
+    device.coap.transmission.max_retransmit = 8;
+    let dev = Device::start_with(s.addr, device, sensor_store("full-1", 0.0))
+        .await
+        .unwrap();
+    backend.wait_for("full-1/up/register", |_| Some(())).await;
+    backend
+        .command(
+            "full-1",
+            json!({"reqID": 1, "msgType": "observe", "data": {"path": "/3303/0/5700"}}),
+            None,
+        )
+        .await;
+    backend.resp(1).await;
+    let mut server_events = s.server.handle.subscribe();
+
+    // The broker goes away; the device keeps changing its value, far past what the outbox
+    // may hold.
+    proxy.cut();
+    for n in 1..=60u32 {
+        dev.with(move |c, now| {
+            c.set_value(
+                now,
+                &Path::resource(3303, 0, 5700),
+                Value::Float(f64::from(n)),
+            )
+            .unwrap();
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut taken = 0u64;
+    while let Ok(ev) = server_events.try_recv() {
+        if matches!(ev, DeviceEvent::Notification { .. }) {
+            taken += 1;
+        }
+    }
+    let m = s.handle().metrics().mqtt.expect("the bridge runs");
+    assert_eq!(
+        m.dropped, 0,
+        "nothing dropped while the outbox was full: {m:?}"
+    );
+    // A message or two in flight when the link was cut may still have been acknowledged,
+    // making room; far fewer than the 60 the device sent.
+    assert!(
+        taken <= MAX_OUTBOX + 2,
+        "the server took {taken} notifications with room for {MAX_OUTBOX}"
+    );
+
+    // The broker is back: the outbox drains, the device's retransmission is taken, and the
+    // newest value reaches the backend after the older ones.
+    proxy.restore();
+    let mut last = 0.0f64;
+    while last < 60.0 {
+        let (topic, j) = backend.next().await;
+        if topic.ends_with("/up/notify") {
+            let v = j["data"]["content"][0]["value"].as_f64().unwrap();
+            assert!(v >= last, "{v} after {last}");
+            last = v;
+        }
+    }
+    let m = s.handle().metrics().mqtt.expect("the bridge runs");
+    assert_eq!(m.dropped, 0, "{m:?}");
+    dev.kill();
+    s.stop().await;
+}

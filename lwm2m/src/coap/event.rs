@@ -263,6 +263,10 @@ pub struct Stats {
     pub resets_sent: u64,
     /// Requests refused because a bound was hit.
     pub overload_rejections: u64,
+    /// Notifications left unacknowledged (a confirmable one is retransmitted by its sender)
+    /// or dropped (a non-confirmable one) while the application refused them
+    /// ([`super::Endpoint::refuse_notifications`]).
+    pub notifications_refused: u64,
 }
 
 /// How much state the endpoint holds now, to check the bounds and to size deployments.

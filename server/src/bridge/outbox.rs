@@ -274,6 +274,11 @@ impl Outbox {
         self.skipped
     }
 
+    /// Whether the outbox holds as many messages as it may: new ones would be dropped.
+    pub fn is_full(&self) -> bool {
+        self.shared.stats.outbox_len.load(Relaxed) >= self.max
+    }
+
     /// What the MQTT link needs.
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()

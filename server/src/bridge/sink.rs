@@ -147,6 +147,12 @@ impl Bridge {
         self
     }
 
+    /// Whether the outbox is full: notifications are then refused to devices (left
+    /// unacknowledged, so they retransmit) rather than taken and dropped.
+    pub fn outbox_full(&self) -> bool {
+        self.outbox.is_full()
+    }
+
     /// What the MQTT link shares with the outbox.
     pub fn shared(&self) -> Arc<Shared> {
         self.outbox.shared()

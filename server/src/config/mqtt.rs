@@ -72,8 +72,9 @@ pub struct MqttSection {
     /// MQTT 5 Session Expiry Interval in seconds; 1..=4294967295
     /// ([`super::limits::MQTT_SESSION_EXPIRY_SECS`]).
     pub session_expiry_secs: u32,
-    /// Messages kept in the outbox while the broker is away; beyond it new ones are dropped
-    /// and counted. 1..=10000000 ([`super::limits::MQTT_MAX_OUTBOX`]).
+    /// Messages kept in the outbox while the broker is away; when it is full, notifications
+    /// are left unacknowledged (devices retransmit) and other new messages are dropped and
+    /// counted. 1..=10000000 ([`super::limits::MQTT_MAX_OUTBOX`]).
     pub max_outbox: usize,
     /// Bytes of one command or desired shadow state from `dn/...`; larger ones are refused
     /// `4.00` on `up/resp`. 256..=1048576 ([`super::limits::MQTT_MAX_COMMAND_BYTES`]).

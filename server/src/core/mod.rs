@@ -355,6 +355,13 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         &self.coap
     }
 
+    /// While `on`, notifications are left unacknowledged (devices retransmit them) instead of
+    /// taken: what they would become cannot be kept now (the MQTT outbox is full).
+    /// Returns whether they were refused before.
+    pub fn refuse_notifications(&mut self, on: bool) -> bool {
+        self.coap.refuse_notifications(on)
+    }
+
     /// Processes one datagram from `peer`.
     pub fn handle_datagram(&mut self, now: Instant, peer: P, data: &[u8]) {
         self.coap.handle_datagram(now, peer, data);

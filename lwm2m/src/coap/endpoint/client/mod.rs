@@ -417,6 +417,15 @@ impl<P: Peer> Endpoint<P> {
     pub(super) fn on_separate_response(&mut self, now: Instant, peer: P, packet: Packet) {
         let mid = packet.header.message_id;
         let con = packet.header.get_type() == MessageType::Confirmable;
+        if self.refusing_notifications
+            && packet.get_option(coap_lite::CoapOption::Observe).is_some()
+            && self.dedup.get(&(peer, mid), now).is_none()
+        {
+            // No ACK, no duplicate-detection record: the sender's retransmission is a new
+            // arrival, taken once the application can.
+            self.stats.notifications_refused += 1;
+            return;
+        }
         if self.is_duplicate(now, peer, mid, con) {
             return;
         }

@@ -173,3 +173,50 @@ fn answered_requests_do_not_pile_up_expiry_records() {
     );
     assert_eq!(net.ep(1).usage().incoming, 0);
 }
+
+#[test]
+fn a_refused_notification_is_not_acknowledged_and_its_retransmission_is_taken_later() {
+    // The application's outbox is full: the notification must stay the sender's to retransmit.
+    let mut net = Net::pair(
+        EndpointConfig::default(),
+        5,
+        Box::new(|_| Some(content(b"0"))),
+    );
+    let mut req = get("/obs");
+    msg::set_uint_option(&mut req, coap_lite::CoapOption::Observe, 0);
+    let id = net.request(0, 1, req, RequestOptions::default());
+    net.run_until(Duration::from_secs(5), |n| n.outcome(0, id).is_some());
+    let token = parse(&net.sent()[0].bytes).get_token().to_vec();
+    let mut n = content(b"1");
+    n.header.set_type(MessageType::Confirmable);
+    n.header.message_id = 777;
+    n.set_token(token);
+    msg::set_uint_option(&mut n, coap_lite::CoapOption::Observe, 5);
+    let bytes = n.to_bytes().unwrap();
+    let acks = |net: &Net| {
+        net.sent()
+            .iter()
+            .filter(|s| s.from == 0 && parse(&s.bytes).header.message_id == 777)
+            .count()
+    };
+
+    net.ep(0).refuse_notifications(true);
+    net.inject(1, 0, &bytes);
+    assert_eq!(acks(&net), 0, "refused: no ACK");
+    let notes = net.take_events(0, |e| matches!(e, Event::Notification { .. }).then_some(()));
+    assert!(notes.is_empty(), "refused: not delivered");
+    assert_eq!(net.ep(0).stats().notifications_refused, 1);
+
+    // The application can take it again: the sender's retransmission is acknowledged and
+    // delivered, once.
+    net.ep(0).refuse_notifications(false);
+    net.inject(1, 0, &bytes);
+    net.inject(1, 0, &bytes);
+    assert_eq!(
+        acks(&net),
+        2,
+        "the retransmission and its duplicate are acknowledged"
+    );
+    let notes = net.take_events(0, |e| matches!(e, Event::Notification { .. }).then_some(()));
+    assert_eq!(notes.len(), 1);
+}
