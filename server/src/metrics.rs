@@ -257,8 +257,14 @@ impl Collector for AtScrape {
         const_counter(
             e,
             "mqtt_dropped",
-            "MQTT messages dropped because the outbox was full.",
+            "MQTT messages lost: dropped because the outbox was full, or refused by the broker.",
             load(&s.dropped),
+        )?;
+        const_counter(
+            e,
+            "lwm2m_mqtt_notifications_refused",
+            "Notifications left unacknowledged to their device (which retransmits them) because the MQTT outbox was full.",
+            load(&s.notifications_refused),
         )?;
         let outbox = load(&s.outbox_len);
         const_gauge(
@@ -733,6 +739,7 @@ impl Metrics {
                 outbox_messages: get(&m.stats.outbox_len),
                 notifications_timed: get(&m.stats.notifications_timed),
                 reconnects: get(&m.stats.reconnects),
+                notifications_refused: get(&m.stats.notifications_refused),
             }),
         }
     }
@@ -842,6 +849,8 @@ pub struct MqttSnapshot {
     pub notifications_timed: u64,
     /// Connections to the broker made again after losing it.
     pub reconnects: u64,
+    /// Notifications left unacknowledged to their device because the outbox was full.
+    pub notifications_refused: u64,
 }
 
 #[cfg(test)]

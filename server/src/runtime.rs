@@ -183,8 +183,17 @@ impl Machine for Shell {
             Transport::Dtls
         };
         if l == PLAIN || l == SECURE {
-            self.backpressure();
+            let refusing = self.backpressure();
             self.stack.handle_datagram(now, transport, peer, data);
+            if refusing {
+                if let Some(b) = &self.bridge {
+                    let n = self.stack.core().coap().stats().notifications_refused;
+                    b.shared()
+                        .stats
+                        .notifications_refused
+                        .store(n, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
         } else if let Some(bs) = self.bootstrap.as_mut() {
             bs.handle_datagram(now, transport, peer, data);
         }
@@ -327,7 +336,8 @@ impl Machine for Shell {
 impl Shell {
     /// Backpressure: while the MQTT outbox is full, devices' notifications are left
     /// unacknowledged (they retransmit with backoff) rather than taken and then dropped.
-    fn backpressure(&mut self) {
+    /// Returns whether notifications are refused now.
+    fn backpressure(&mut self) -> bool {
         let full = self.bridge.as_ref().is_some_and(Bridge::outbox_full);
         let was = self.stack.core_mut().refuse_notifications(full);
         if full && !was {
@@ -335,6 +345,7 @@ impl Shell {
         } else if was && !full {
             tracing::info!("MQTT outbox has room again: notifications are taken");
         }
+        full
     }
     /// Carries out what the stacks produced: store writes, audit entries, device events. A
     /// finished bootstrap changes the LwM2M server's credentials, whose stack then has

@@ -581,6 +581,7 @@ async fn a_full_outbox_leaves_notifications_unacknowledged_instead_of_dropping_t
         m.dropped, 0,
         "nothing dropped while the outbox was full: {m:?}"
     );
+    assert!(m.notifications_refused > 0, "refusals counted: {m:?}");
     // A message or two in flight when the link was cut may still have been acknowledged,
     // making room; far fewer than the 60 the device sent.
     assert!(

@@ -51,6 +51,8 @@ pub struct BridgeStats {
     pub reconnects: AtomicU64,
     /// Notifications whose time from queued to acknowledged was measured.
     pub notifications_timed: AtomicU64,
+    /// Notifications left unacknowledged to their device because the outbox was full.
+    pub notifications_refused: AtomicU64,
 }
 
 /// When a message in the outbox was queued.
