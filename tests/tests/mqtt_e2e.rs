@@ -455,6 +455,7 @@ async fn nothing_is_lost_while_the_broker_is_away() {
     );
     let mut last = [0.0f64; DEVICES];
     let mut received = vec![0u32; DEVICES];
+    let mut seen: Vec<std::collections::HashMap<u64, Json>> = vec![Default::default(); DEVICES];
     let mut duplicates = 0u32;
     while received.iter().zip(&accepted).any(|(r, a)| r < a) {
         let (topic, j) = backend.next().await;
@@ -465,9 +466,23 @@ async fn nothing_is_lost_while_the_broker_is_away() {
         let v = j["data"]["content"][0]["value"].as_f64().unwrap();
         if v <= last[i] {
             // A message resent after the reconnect: allowed, and recognisable by its msgId.
+            // A value never seen before arriving after a newer one is a reordering, not a
+            // duplicate (the resends after a reconnect must go out in publish order).
+            let first = seen[i].get(&v.to_bits());
+            assert!(
+                first.is_some(),
+                "stream-{i}: {v} arrived after {} without having arrived before",
+                last[i]
+            );
+            assert_eq!(
+                first.map(|f| &f["msgId"]),
+                Some(&j["msgId"]),
+                "a duplicate keeps its msgId"
+            );
             duplicates += 1;
             continue;
         }
+        seen[i].insert(v.to_bits(), j.clone());
         last[i] = v;
         received[i] += 1;
     }
