@@ -187,11 +187,7 @@ impl Machine for Shell {
             self.stack.handle_datagram(now, transport, peer, data);
             if refusing {
                 if let Some(b) = &self.bridge {
-                    let n = self.stack.core().coap().stats().notifications_refused;
-                    b.shared()
-                        .stats
-                        .notifications_refused
-                        .store(n, std::sync::atomic::Ordering::Relaxed);
+                    b.note_refused(self.stack.core().coap().stats().notifications_refused);
                 }
             }
         } else if let Some(bs) = self.bootstrap.as_mut() {

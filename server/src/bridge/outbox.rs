@@ -281,6 +281,11 @@ impl Outbox {
         self.shared.stats.outbox_len.load(Relaxed) >= self.max
     }
 
+    /// The bridge's counters.
+    pub fn stats(&self) -> &BridgeStats {
+        &self.shared.stats
+    }
+
     /// What the MQTT link needs.
     pub fn shared(&self) -> Arc<Shared> {
         self.shared.clone()

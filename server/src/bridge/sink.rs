@@ -153,6 +153,14 @@ impl Bridge {
         self.outbox.is_full()
     }
 
+    /// Records the CoAP endpoint's count of notifications refused while the outbox was full.
+    pub fn note_refused(&self, total: u64) {
+        self.outbox
+            .stats()
+            .notifications_refused
+            .store(total, std::sync::atomic::Ordering::Relaxed);
+    }
+
     /// What the MQTT link shares with the outbox.
     pub fn shared(&self) -> Arc<Shared> {
         self.outbox.shared()

@@ -23,9 +23,31 @@ struct Entry {
 }
 
 /// The publishes in flight, oldest first.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Window {
     entries: VecDeque<Entry>,
+    /// How many of the newest entries the client has not sent yet (it sends in order, so
+    /// they are the last ones): the next packet id seen goes to the first of them.
+    unsent: usize,
+    /// Packet ids sent and not yet acknowledged, one bit each: a resend and an
+    /// acknowledgement are told apart in O(1) instead of a scan of up to a thousand entries
+    /// per message, which a window draining after a broker outage would pay.
+    unacked_ids: Box<[u64; 1024]>,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Window {
+            entries: VecDeque::new(),
+            unsent: 0,
+            unacked_ids: Box::new([0; 1024]),
+        }
+    }
+}
+
+/// The word and bit of packet id `pkid` in [`Window::unacked_ids`].
+fn bit(pkid: u16) -> (usize, u64) {
+    (usize::from(pkid >> 6), 1u64 << (pkid & 63))
 }
 
 impl Window {
@@ -46,21 +68,48 @@ impl Window {
             pkid: 0,
             acked: false,
         });
+        self.unsent += 1;
+    }
+
+    fn is_unacked(&self, pkid: u16) -> bool {
+        let (w, b) = bit(pkid);
+        self.unacked_ids.get(w).is_some_and(|x| x & b != 0)
+    }
+
+    fn mark(&mut self, pkid: u16, unacked: bool) {
+        let (w, b) = bit(pkid);
+        if let Some(x) = self.unacked_ids.get_mut(w) {
+            if unacked {
+                *x |= b;
+            } else {
+                *x &= !b;
+            }
+        }
     }
 
     /// The client sent a publish with packet id `pkid`: the first one handed over and not yet
     /// sent gets it, unless it is the resend of one already in flight with that id.
     pub fn sent(&mut self, pkid: u16) {
-        if pkid == 0 || self.entries.iter().any(|e| e.pkid == pkid && !e.acked) {
+        if pkid == 0 || self.is_unacked(pkid) || self.unsent == 0 {
             return;
         }
-        if let Some(e) = self.entries.iter_mut().find(|e| e.pkid == 0) {
+        let Some(first_unsent) = self.entries.len().checked_sub(self.unsent) else {
+            return;
+        };
+        if let Some(e) = self.entries.get_mut(first_unsent) {
             e.pkid = pkid;
+            self.unsent -= 1;
+            self.mark(pkid, true);
         }
     }
 
     /// The broker acknowledged packet `pkid`; false if no publish in flight has that id.
     pub fn acked(&mut self, pkid: u16) -> bool {
+        if pkid == 0 || !self.is_unacked(pkid) {
+            return false;
+        }
+        self.mark(pkid, false);
+        // Acknowledgements mostly come in order: the match is at or near the front.
         match self.entries.iter_mut().find(|e| e.pkid == pkid && !e.acked) {
             Some(e) => {
                 e.acked = true;
@@ -74,6 +123,7 @@ impl Window {
     pub fn sent_unacknowledged(&mut self) {
         if let Some(e) = self.entries.iter_mut().find(|e| !e.acked) {
             e.acked = true;
+            self.unsent = self.unsent.saturating_sub(1);
         }
     }
 
@@ -81,7 +131,9 @@ impl Window {
     /// order, every message that it and all older ones are acknowledged.
     pub fn retire(&mut self) -> Option<u64> {
         if self.entries.front().is_some_and(|e| e.acked) {
-            self.entries.pop_front().map(|e| e.seq)
+            let seq = self.entries.pop_front().map(|e| e.seq);
+            self.unsent = self.unsent.min(self.entries.len());
+            seq
         } else {
             None
         }
@@ -92,6 +144,8 @@ impl Window {
     pub fn rewind(&mut self) -> Option<u64> {
         let oldest = self.entries.front().map(|e| e.seq);
         self.entries.clear();
+        self.unsent = 0;
+        self.unacked_ids.fill(0);
         oldest
     }
 
