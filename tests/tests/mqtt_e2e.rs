@@ -111,6 +111,27 @@ impl Backend {
         })
         .await
     }
+
+    /// Observes `ep`'s temperature (`/3303/0/5700`) as request `req`; its answer.
+    async fn observe_temperature(&mut self, ep: &str, req: i64) -> Json {
+        self.command(
+            ep,
+            json!({"reqID": req, "msgType": "observe", "data": {"path": "/3303/0/5700"}}),
+            None,
+        )
+        .await;
+        self.resp(req).await
+    }
+}
+
+/// Sets the device's temperature (`/3303/0/5700`): an observer gets a notification.
+async fn set_temperature(dev: &Device, celsius: f64) {
+    dev.with(move |c, now| {
+        if let Err(e) = c.set_value(now, &Path::resource(3303, 0, 5700), Value::Float(celsius)) {
+            panic!("setting the temperature: {e}");
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,20 +172,12 @@ async fn registration_read_observe_and_malformed_commands_over_mqtt() {
     assert_eq!(resp["data"]["content"][0]["value"], json!(20.0));
 
     // Observe: the response, then a notification per change.
-    backend
-        .command(
-            "mq-1",
-            json!({"reqID": 2, "msgType": "observe", "data": {"path": "/3303/0/5700"}}),
-            None,
-        )
-        .await;
-    assert_eq!(backend.resp(2).await["data"]["code"], "2.05");
+    assert_eq!(
+        backend.observe_temperature("mq-1", 2).await["data"]["code"],
+        "2.05"
+    );
     for v in [21.5, 22.5] {
-        dev.with(move |c, now| {
-            c.set_value(now, &Path::resource(3303, 0, 5700), Value::Float(v))
-                .unwrap();
-        })
-        .await;
+        set_temperature(&dev, v).await;
         let n = backend
             .wait_for("mq-1/up/notify", |j| Some(j.clone()))
             .await;
@@ -399,28 +412,13 @@ async fn nothing_is_lost_while_the_broker_is_away() {
         backend
             .wait_for(&format!("{ep}/up/register"), |_| Some(()))
             .await;
-        backend
-            .command(
-                &ep,
-                json!({"reqID": i, "msgType": "observe", "data": {"path": "/3303/0/5700"}}),
-                None,
-            )
-            .await;
-        backend.resp(i as i64).await;
+        backend.observe_temperature(&ep, i as i64).await;
     }
     let mut server_events = s.server.handle.subscribe();
     // The devices stream; halfway through, the broker becomes unreachable for two seconds.
     for n in 1..=PER_DEVICE {
         for d in &devices {
-            d.with(move |c, now| {
-                c.set_value(
-                    now,
-                    &Path::resource(3303, 0, 5700),
-                    Value::Float(f64::from(n)),
-                )
-                .unwrap();
-            })
-            .await;
+            set_temperature(d, f64::from(n)).await;
         }
         if n == PER_DEVICE / 4 {
             proxy.cut();
@@ -559,29 +557,14 @@ async fn a_full_outbox_leaves_notifications_unacknowledged_instead_of_dropping_t
         .await
         .unwrap();
     backend.wait_for("full-1/up/register", |_| Some(())).await;
-    backend
-        .command(
-            "full-1",
-            json!({"reqID": 1, "msgType": "observe", "data": {"path": "/3303/0/5700"}}),
-            None,
-        )
-        .await;
-    backend.resp(1).await;
+    backend.observe_temperature("full-1", 1).await;
     let mut server_events = s.server.handle.subscribe();
 
     // The broker goes away; the device keeps changing its value, far past what the outbox
     // may hold.
     proxy.cut();
     for n in 1..=60u32 {
-        dev.with(move |c, now| {
-            c.set_value(
-                now,
-                &Path::resource(3303, 0, 5700),
-                Value::Float(f64::from(n)),
-            )
-            .unwrap();
-        })
-        .await;
+        set_temperature(&dev, f64::from(n)).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -124,22 +124,8 @@ fn dedup_cache_stays_within_its_capacity() {
 #[test]
 fn duplicate_confirmable_notification_is_acked_again_but_delivered_once() {
     // A client observing /obs; the server's notification is duplicated by the network.
-    let mut net = Net::pair(
-        EndpointConfig::default(),
-        4,
-        Box::new(|_| Some(content(b"0"))),
-    );
-    let mut req = get("/obs");
-    msg::set_uint_option(&mut req, coap_lite::CoapOption::Observe, 0);
-    let id = net.request(0, 1, req, RequestOptions::default());
-    net.run_until(Duration::from_secs(5), |n| n.outcome(0, id).is_some());
-    let token = parse(&net.sent()[0].bytes).get_token().to_vec();
-    let mut n = content(b"1");
-    n.header.set_type(MessageType::Confirmable);
-    n.header.message_id = 4242;
-    n.set_token(token);
-    msg::set_uint_option(&mut n, coap_lite::CoapOption::Observe, 1_000_000);
-    let bytes = n.to_bytes().unwrap();
+    let (mut net, token) = observing(4);
+    let bytes = con_notification(token, 4242, 1_000_000);
     net.inject(1, 0, &bytes);
     net.inject(1, 0, &bytes);
     let notes = net.take_events(0, |e| matches!(e, Event::Notification { .. }).then_some(()));
@@ -177,22 +163,8 @@ fn answered_requests_do_not_pile_up_expiry_records() {
 #[test]
 fn a_refused_notification_is_not_acknowledged_and_its_retransmission_is_taken_later() {
     // The application's outbox is full: the notification must stay the sender's to retransmit.
-    let mut net = Net::pair(
-        EndpointConfig::default(),
-        5,
-        Box::new(|_| Some(content(b"0"))),
-    );
-    let mut req = get("/obs");
-    msg::set_uint_option(&mut req, coap_lite::CoapOption::Observe, 0);
-    let id = net.request(0, 1, req, RequestOptions::default());
-    net.run_until(Duration::from_secs(5), |n| n.outcome(0, id).is_some());
-    let token = parse(&net.sent()[0].bytes).get_token().to_vec();
-    let mut n = content(b"1");
-    n.header.set_type(MessageType::Confirmable);
-    n.header.message_id = 777;
-    n.set_token(token);
-    msg::set_uint_option(&mut n, coap_lite::CoapOption::Observe, 5);
-    let bytes = n.to_bytes().unwrap();
+    let (mut net, token) = observing(5);
+    let bytes = con_notification(token, 777, 5);
     let acks = |net: &Net| {
         net.sent()
             .iter()
@@ -219,4 +191,29 @@ fn a_refused_notification_is_not_acknowledged_and_its_retransmission_is_taken_la
     );
     let notes = net.take_events(0, |e| matches!(e, Event::Notification { .. }).then_some(()));
     assert_eq!(notes.len(), 1);
+}
+
+/// Node 0 observing `/obs` on node 1 (network seed `seed`), and the observation's token.
+fn observing(seed: u64) -> (Net, Vec<u8>) {
+    let mut net = Net::pair(
+        EndpointConfig::default(),
+        seed,
+        Box::new(|_| Some(content(b"0"))),
+    );
+    let mut req = get("/obs");
+    msg::set_uint_option(&mut req, coap_lite::CoapOption::Observe, 0);
+    let id = net.request(0, 1, req, RequestOptions::default());
+    net.run_until(Duration::from_secs(5), |n| n.outcome(0, id).is_some());
+    let token = parse(&net.sent()[0].bytes).get_token().to_vec();
+    (net, token)
+}
+
+/// A confirmable notification of that observation, with message id `mid`.
+fn con_notification(token: Vec<u8>, mid: u16, observe: u32) -> Vec<u8> {
+    let mut n = content(b"1");
+    n.header.set_type(MessageType::Confirmable);
+    n.header.message_id = mid;
+    n.set_token(token);
+    msg::set_uint_option(&mut n, coap_lite::CoapOption::Observe, observe);
+    n.to_bytes().unwrap()
 }
