@@ -35,11 +35,7 @@ if [ -z "$CHROMIUM" ] || ! command -v chromedriver >/dev/null 2>&1; then
     exit 0
 fi
 
-VENV="$ROOT/interop/.venv"
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import selenium' 2>/dev/null; then
-    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check 'selenium>=4.11'
-fi
+venv_with selenium 'selenium>=4.11'
 
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 if [ -z "${LWM2M_SERVER:-}" ] || [ -z "${LWM2M_CLIENT_SIM:-}" ]; then

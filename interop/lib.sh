@@ -83,3 +83,25 @@ keep_work() {
         mkdir -p "$KEEP_WORK" && cp -r "$WORK/." "$KEEP_WORK/"
     fi
 }
+
+# venv_with MODULE SPEC: interop/.venv, with SPEC pip-installed unless MODULE imports already;
+# sets VENV and PY.
+venv_with() {
+    VENV="$ROOT/interop/.venv"
+    if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c "import $1" 2>/dev/null; then
+        [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check "$2"
+    fi
+    PY="$VENV/bin/python"
+}
+
+# server_binary: SERVER is $LWM2M_SERVER, or the debug build (built now); a failed build ends
+# the suite with one FAIL.
+server_binary() {
+    if [ -n "${LWM2M_SERVER:-}" ]; then
+        SERVER="$LWM2M_SERVER"
+    else
+        cargo build -p lwm2m-server || { echo "FAIL: cargo build"; echo "0 passed, 1 failed"; exit 1; }
+        SERVER="${CARGO_TARGET_DIR:-$ROOT/target}/debug/lwm2m-server"
+    fi
+}

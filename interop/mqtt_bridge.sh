@@ -40,12 +40,7 @@ CRASH_COUNT="${CRASH_COUNT:-3000}"
 
 ensure_mosquitto
 
-if [ -n "${LWM2M_SERVER:-}" ]; then
-    SERVER="$LWM2M_SERVER"
-else
-    cargo build -p lwm2m-server || { echo "FAIL: cargo build"; echo "0 passed, 1 failed"; exit 1; }
-    SERVER="${CARGO_TARGET_DIR:-$ROOT/target}/debug/lwm2m-server"
-fi
+server_binary
 DEVICE="$ROOT/interop/coap_device.py"
 CHECK="$ROOT/interop/mqtt_check.py"
 

@@ -47,19 +47,9 @@ if ! command -v mosquitto_passwd >/dev/null 2>&1 || ! command -v openssl >/dev/n
     exit 1
 fi
 
-VENV="$ROOT/interop/.venv"
-if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import paho.mqtt.enums' 2>/dev/null; then
-    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-    "$VENV/bin/pip" install --quiet --disable-pip-version-check 'paho-mqtt>=2'
-fi
-PY="$VENV/bin/python"
+venv_with paho.mqtt.enums 'paho-mqtt>=2'
 
-if [ -n "${LWM2M_SERVER:-}" ]; then
-    SERVER="$LWM2M_SERVER"
-else
-    cargo build -p lwm2m-server || { echo "FAIL: cargo build"; echo "0 passed, 1 failed"; exit 1; }
-    SERVER="${CARGO_TARGET_DIR:-$ROOT/target}/debug/lwm2m-server"
-fi
+server_binary
 DEVICE="$ROOT/interop/coap_device.py"
 CHECK="$ROOT/interop/mqtt_broker_check.py"
 
