@@ -10,6 +10,11 @@
 //! message and publishes everything again from there. A consumer may then see a message
 //! twice, with the same `msgId`; it never misses one, and never sees a device's messages out
 //! of order.
+//!
+//! With the embedded broker, uplink messages skip the connection: each is handed to the
+//! broker in process ([`Handoff`]), in outbox order, and leaves the outbox once routed. The
+//! MQTT connection then only carries the downlink subscription.
+use super::broker::Handoff;
 use super::connect;
 use super::outbox::{self, Shared};
 use super::window::Window;
@@ -24,6 +29,9 @@ use tokio::sync::mpsc;
 const BATCH: usize = 256;
 /// Acknowledged messages deleted from the outbox in one store operation at most.
 const DELETE_BATCH: u64 = 256;
+/// Messages handed to the embedded broker before the link looks at its connection again: a
+/// backlog of hundreds of thousands must not keep the downlink (and its keep-alive) waiting.
+const HANDOFF_TURN: usize = 4096;
 
 /// A downlink message, for the server task.
 #[derive(Debug, Clone, PartialEq)]
@@ -222,13 +230,16 @@ pub enum Options {
     V311(Box<rumqttc::MqttOptions>),
 }
 
-/// Runs the link until `downlink` closes (the server stopped).
+/// Runs the link until `downlink` closes (the server stopped). With `handoff`, uplink
+/// messages go to the embedded broker in process and the connection carries only the
+/// downlink.
 pub async fn run(
     options: Options,
     config: LinkConfig,
     store: Store,
     shared: Arc<Shared>,
     downlink: mpsc::Sender<Downlink>,
+    handoff: Option<Handoff>,
 ) {
     let cap = config.window.max(16) * 2;
     let mut client = match options {
@@ -254,9 +265,14 @@ pub async fn run(
     let mut backoff = config.reconnect_min;
     // The first acknowledged message not yet deleted from the outbox.
     let mut acked_from: Option<u64> = None;
+    // The hand-off stopped at its turn's end with more committed.
+    let mut more = false;
     loop {
+        if let Some(h) = &handoff {
+            more = hand_off(h, &config, &store, &shared, &mut cursor).await;
+        }
         // Publish what is committed and fits the window.
-        while connected && in_flight.len() < config.window {
+        while handoff.is_none() && connected && in_flight.len() < config.window {
             let room = (config.window - in_flight.len()).min(BATCH);
             let batch = match outbox::read(&store, cursor, room) {
                 Ok(b) => b,
@@ -347,10 +363,53 @@ pub async fn run(
                     backoff = (backoff * 2).min(config.reconnect_max);
                 }
             },
-            () = shared.committed.notified(), if connected => {}
+            () = shared.committed.notified(), if connected || handoff.is_some() => {}
+            () = std::future::ready(()), if more => {}
             () = downlink.closed() => return,
         }
     }
+}
+
+/// Hands what is committed in the outbox from `cursor` on to the embedded broker, in order,
+/// and deletes it from the outbox: at most [`HANDOFF_TURN`] messages. True if more wait.
+async fn hand_off(
+    handoff: &Handoff,
+    config: &LinkConfig,
+    store: &Store,
+    shared: &Shared,
+    cursor: &mut u64,
+) -> bool {
+    let stats = &shared.stats;
+    let mut done = 0;
+    while done < HANDOFF_TURN {
+        let batch = match outbox::read(store, *cursor, BATCH) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the MQTT outbox failed");
+                return false;
+            }
+        };
+        let (Some(&(first, _)), Some(&(last, _))) = (batch.first(), batch.last()) else {
+            return false;
+        };
+        let n = batch.len();
+        for (seq, msg) in batch {
+            handoff.publish(msg.topic, msg.payload, config.qos).await;
+            stats.published.fetch_add(1, Relaxed);
+            shared.acknowledged(seq, Instant::now());
+            stats.acked.fetch_add(1, Relaxed);
+            stats.outbox_len.fetch_sub(1, Relaxed);
+        }
+        *cursor = last + 1;
+        // A crash before this delete hands the batch over again, with its msgIds.
+        let _ = store.delete_range(
+            Table::Outbox,
+            outbox::key(first).to_vec(),
+            outbox::key(last + 1).to_vec(),
+        );
+        done += n;
+    }
+    true
 }
 
 /// Removes from the outbox every message that it and all older ones are acknowledged.

@@ -184,12 +184,14 @@ pub(crate) fn start(
     };
     let shared = bridge.shared();
     let (tx, downlink) = mpsc::channel::<link::Downlink>(1024);
+    let handoff = broker.as_ref().map(|b| b.handoff(&m.client_id));
     let link = tokio::spawn(link::run(
         options,
         link_config,
         store.clone(),
         shared.clone(),
         tx,
+        handoff,
     ));
     tracing::info!(broker = %m.broker, version = m.version.number(), prefix = %m.topic_prefix, "MQTT bridge started");
     Ok(Some(Started {

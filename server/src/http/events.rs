@@ -12,6 +12,10 @@
 //! One task numbers the events; a subscriber that falls behind the live channel reads
 //! again from the retained events, and only loses events if it is more than the retention
 //! behind.
+//!
+//! Notifications and Sends, which depend on nothing but their own values, keep their values
+//! and have their JSON built the first time a stream sends them: under telemetry nobody is
+//! usually watching, and building JSON nobody reads cost a tenth of the server's CPU.
 use super::clients::registration_json;
 use super::dm::Shown;
 use super::dm::{records_json, result_json};
@@ -27,13 +31,13 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use lwm2m::model::Path;
+use lwm2m::model::{Node, Path, Resource, Value};
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 use tokio::sync::broadcast;
 
@@ -55,8 +59,41 @@ pub struct SseEvent {
     pub kind: &'static str,
     /// The device it is about.
     pub endpoint: String,
+    body: Body,
+    /// What it counts against [`MAX_RETAINED_BYTES`]: its JSON's length, or an estimate of
+    /// it before the JSON is built.
+    charge: usize,
+}
+
+/// An event's JSON, or what it is built from.
+#[derive(Debug)]
+enum Body {
+    Json(String),
+    /// A notification or Send: built on first use.
+    Later(DeviceEvent, OnceLock<String>),
+}
+
+impl SseEvent {
+    fn ready(id: u64, kind: &'static str, endpoint: String, data: String) -> Self {
+        SseEvent {
+            id,
+            kind,
+            endpoint,
+            charge: data.len(),
+            body: Body::Json(data),
+        }
+    }
+
     /// Its JSON.
-    pub data: String,
+    pub fn data(&self) -> &str {
+        match &self.body {
+            Body::Json(s) => s,
+            Body::Later(event, built) => built.get_or_init(|| match later_json(event) {
+                Some(json) => json.to_string(),
+                None => "null".to_string(),
+            }),
+        }
+    }
 }
 
 /// Bytes of event JSON kept at most, whatever `[http] event_retention` says: a device
@@ -109,7 +146,9 @@ impl EventLog {
             loop {
                 match rx.recv().await {
                     Ok(event) => {
-                        if let Some((kind, endpoint, data)) = describe(&event, &requests) {
+                        if let Some(kind) = later_kind(&event) {
+                            feed.push_later(kind, event);
+                        } else if let Some((kind, endpoint, data)) = describe(&event, &requests) {
                             feed.push(kind, endpoint, data);
                         }
                     }
@@ -129,22 +168,40 @@ impl EventLog {
     pub fn push(&self, kind: &'static str, endpoint: String, data: Json) {
         // Serialized before the lock: streams reading the retained events wait on it.
         let data = data.to_string();
+        self.keep(|id| SseEvent::ready(id, kind, endpoint, data));
+    }
+
+    /// Numbers and keeps a notification or Send whose JSON is built when a stream first
+    /// sends it.
+    fn push_later(&self, kind: &'static str, event: DeviceEvent) {
+        let (endpoint, charge) = match &event {
+            DeviceEvent::Notification {
+                endpoint, content, ..
+            } => (endpoint.clone(), content_bytes(content)),
+            DeviceEvent::Send { endpoint, records } => (endpoint.clone(), records_bytes(records)),
+            _ => (String::new(), 0),
+        };
+        self.keep(|id| SseEvent {
+            id,
+            kind,
+            charge: charge + endpoint.len() + 64,
+            endpoint,
+            body: Body::Later(event, OnceLock::new()),
+        });
+    }
+
+    fn keep(&self, event: impl FnOnce(u64) -> SseEvent) {
         let Ok(mut ring) = self.retained.lock() else {
             return;
         };
         let id = ring.next_id;
         ring.next_id += 1;
-        let event = Arc::new(SseEvent {
-            id,
-            kind,
-            endpoint,
-            data,
-        });
-        ring.bytes += event.data.len();
+        let event = Arc::new(event(id));
+        ring.bytes += event.charge;
         ring.events.push_back(event.clone());
         while ring.events.len() > self.retention || ring.bytes > MAX_RETAINED_BYTES {
             match ring.events.pop_front() {
-                Some(old) => ring.bytes -= old.data.len(),
+                Some(old) => ring.bytes -= old.charge,
                 None => break,
             }
         }
@@ -239,7 +296,7 @@ async fn stream(
     };
     let events = futures_util::stream::unfold(state, |mut c| async move {
         let e = c.next().await?;
-        let mut event = Event::default().event(e.kind).data(e.data.as_str());
+        let mut event = Event::default().event(e.kind).data(e.data());
         if e.id != 0 {
             event = event.id(e.id.to_string());
         }
@@ -308,12 +365,12 @@ impl Cursor {
     /// A `GAP` event (without an id, so it does not move the client's Last-Event-ID) for
     /// the events after `last` and before `resumed_at`.
     fn gap(&self, resumed_at: u64) -> Arc<SseEvent> {
-        Arc::new(SseEvent {
-            id: 0,
-            kind: GAP,
-            endpoint: String::new(),
-            data: json!({ "after": self.last, "resumedAt": resumed_at }).to_string(),
-        })
+        Arc::new(SseEvent::ready(
+            0,
+            GAP,
+            String::new(),
+            json!({ "after": self.last, "resumedAt": resumed_at }).to_string(),
+        ))
     }
 }
 
@@ -344,43 +401,9 @@ fn describe(event: &DeviceEvent, requests: &Requests) -> Option<(&'static str, S
         DeviceEvent::Sleeping { endpoint } => {
             ("SLEEPING", endpoint.clone(), json!({ "ep": endpoint }))
         }
-        DeviceEvent::Notification {
-            endpoint,
-            observation,
-            path,
-            content,
-            seq,
-        } => {
-            let data = match content {
-                Content::Node(node) => json!({
-                    "ep": endpoint,
-                    "kind": "single",
-                    "res": path.to_string(),
-                    "val": node_json(path, node),
-                    "observation": observation.0,
-                    "seq": seq,
-                }),
-                Content::Records(records) => {
-                    let mut paths: Vec<String> =
-                        records.iter().map(|r| r.path.to_string()).collect();
-                    paths.dedup();
-                    json!({
-                        "ep": endpoint,
-                        "kind": "composite",
-                        "paths": paths,
-                        "val": records_json(records),
-                        "observation": observation.0,
-                        "seq": seq,
-                    })
-                }
-            };
-            ("NOTIFICATION", endpoint.clone(), data)
+        DeviceEvent::Notification { endpoint, .. } | DeviceEvent::Send { endpoint, .. } => {
+            (later_kind(event)?, endpoint.clone(), later_json(event)?)
         }
-        DeviceEvent::Send { endpoint, records } => (
-            "SEND",
-            endpoint.clone(),
-            json!({"ep": endpoint, "val": records_json(records)}),
-        ),
         DeviceEvent::CommandResult {
             id,
             endpoint,
@@ -440,6 +463,95 @@ fn describe(event: &DeviceEvent, requests: &Requests) -> Option<(&'static str, S
             json!({"ep": endpoint, "peer": peer, "principal": principal, "reason": reason}),
         ),
     })
+}
+
+/// The name of an event whose JSON waits for its first reader.
+fn later_kind(event: &DeviceEvent) -> Option<&'static str> {
+    match event {
+        DeviceEvent::Notification { .. } => Some("NOTIFICATION"),
+        DeviceEvent::Send { .. } => Some("SEND"),
+        _ => None,
+    }
+}
+
+/// The JSON of a notification or Send.
+fn later_json(event: &DeviceEvent) -> Option<Json> {
+    Some(match event {
+        DeviceEvent::Notification {
+            endpoint,
+            observation,
+            path,
+            content,
+            seq,
+        } => {
+            let data = match content {
+                Content::Node(node) => json!({
+                    "ep": endpoint,
+                    "kind": "single",
+                    "res": path.to_string(),
+                    "val": node_json(path, node),
+                    "observation": observation.0,
+                    "seq": seq,
+                }),
+                Content::Records(records) => {
+                    let mut paths: Vec<String> =
+                        records.iter().map(|r| r.path.to_string()).collect();
+                    paths.dedup();
+                    json!({
+                        "ep": endpoint,
+                        "kind": "composite",
+                        "paths": paths,
+                        "val": records_json(records),
+                        "observation": observation.0,
+                        "seq": seq,
+                    })
+                }
+            };
+            data
+        }
+        DeviceEvent::Send { endpoint, records } => {
+            json!({"ep": endpoint, "val": records_json(records)})
+        }
+        _ => return None,
+    })
+}
+
+/// About the bytes of a value's JSON: a variable-length value by its length (opaque as
+/// base64), a number or a link by a fixed allowance.
+fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::String(s) | Value::CoreLink(s) => s.len() + 8,
+        Value::Opaque(b) => b.len() / 3 * 4 + 12,
+        _ => 24,
+    }
+}
+
+fn content_bytes(content: &Content) -> usize {
+    match content {
+        Content::Records(records) => records_bytes(records),
+        Content::Node(node) => node_bytes(node),
+    }
+}
+
+fn records_bytes(records: &[lwm2m::content::Record]) -> usize {
+    records
+        .iter()
+        .map(|r| 32 + r.value.as_ref().map_or(0, value_bytes))
+        .sum()
+}
+
+fn node_bytes(node: &Node) -> usize {
+    let resource = |r: &Resource| match r {
+        Resource::Single(v) => 8 + value_bytes(v),
+        Resource::Multiple(m) => 8 + m.values().map(|v| 8 + value_bytes(v)).sum::<usize>(),
+    };
+    let instance = |i: &lwm2m::model::Instance| 8 + i.values().map(resource).sum::<usize>();
+    match node {
+        Node::Object(o) => o.values().map(instance).sum(),
+        Node::Instance(i) => instance(i),
+        Node::Resource(r) => resource(r),
+        Node::ResourceInstance(v) => value_bytes(v),
+    }
 }
 
 /// A registration just sent or updated: a queue-mode device is awake (Leshan's `sleeping`).
@@ -574,5 +686,28 @@ mod tests {
         }
         let kept = log.since(0, usize::MAX).len();
         assert!((60..=64).contains(&kept), "{kept}");
+    }
+
+    #[test]
+    fn values_kept_for_later_count_against_the_byte_bound_and_build_their_json_once_read() {
+        let log = EventLog::new(1_000_000);
+        let send = |b: u8| DeviceEvent::Send {
+            endpoint: "ep".into(),
+            records: vec![lwm2m::content::Record {
+                path: Path::resource(3, 0, 0),
+                value: Some(Value::Opaque(vec![b; 1 << 20])),
+                time: None,
+            }],
+        };
+        for i in 0..100u8 {
+            log.push_later("SEND", send(i));
+        }
+        // 1 MiB of opaque is about 1.4 MB of base64 in JSON: 64 MiB hold about 47.
+        let kept = log.since(0, usize::MAX);
+        assert!((44..=48).contains(&kept.len()), "{}", kept.len());
+        let newest = kept.last().unwrap();
+        let json: Json = serde_json::from_str(newest.data()).unwrap();
+        assert_eq!(json["ep"], "ep");
+        assert_eq!(json, later_json(&send(99)).unwrap());
     }
 }
