@@ -266,6 +266,12 @@ impl Collector for AtScrape {
             "Notifications left unacknowledged to their device (which retransmits them) because the MQTT outbox was full.",
             load(&s.notifications_refused),
         )?;
+        const_counter(
+            e,
+            "lwm2m_mqtt_sends_refused",
+            "LwM2M Sends left unacknowledged to their device (which retransmits them) because the MQTT outbox was full.",
+            load(&s.sends_refused),
+        )?;
         let outbox = load(&s.outbox_len);
         const_gauge(
             e,
@@ -740,6 +746,7 @@ impl Metrics {
                 notifications_timed: get(&m.stats.notifications_timed),
                 reconnects: get(&m.stats.reconnects),
                 notifications_refused: get(&m.stats.notifications_refused),
+                sends_refused: get(&m.stats.sends_refused),
             }),
         }
     }
@@ -851,6 +858,8 @@ pub struct MqttSnapshot {
     pub reconnects: u64,
     /// Notifications left unacknowledged to their device because the outbox was full.
     pub notifications_refused: u64,
+    /// LwM2M Sends left unacknowledged to their device because the outbox was full.
+    pub sends_refused: u64,
 }
 
 #[cfg(test)]

@@ -187,7 +187,8 @@ impl Machine for Shell {
             self.stack.handle_datagram(now, transport, peer, data);
             if refusing {
                 if let Some(b) = &self.bridge {
-                    b.note_refused(self.stack.core().coap().stats().notifications_refused);
+                    let stats = self.stack.core().coap().stats();
+                    b.note_refused(stats.notifications_refused, stats.sends_refused);
                 }
             }
         } else if let Some(bs) = self.bootstrap.as_mut() {
@@ -335,11 +336,11 @@ impl Shell {
     /// Returns whether notifications are refused now.
     fn backpressure(&mut self) -> bool {
         let full = self.bridge.as_ref().is_some_and(Bridge::outbox_full);
-        let was = self.stack.core_mut().refuse_notifications(full);
+        let was = self.stack.core_mut().refuse_reports(full);
         if full && !was {
-            tracing::warn!("MQTT outbox full: notifications are not acknowledged until it drains (devices retransmit them)");
+            tracing::warn!("MQTT outbox full: notifications and Sends are not acknowledged until it drains (devices retransmit them)");
         } else if was && !full {
-            tracing::info!("MQTT outbox has room again: notifications are taken");
+            tracing::info!("MQTT outbox has room again: notifications and Sends are taken");
         }
         full
     }

@@ -265,8 +265,10 @@ pub struct Stats {
     pub overload_rejections: u64,
     /// Notifications left unacknowledged (a confirmable one is retransmitted by its sender)
     /// or dropped (a non-confirmable one) while the application refused them
-    /// ([`super::Endpoint::refuse_notifications`]).
+    /// ([`super::Endpoint::refuse_reports`]).
     pub notifications_refused: u64,
+    /// LwM2M Send requests left unacknowledged or dropped, as notifications above.
+    pub sends_refused: u64,
 }
 
 /// How much state the endpoint holds now, to check the bounds and to size deployments.

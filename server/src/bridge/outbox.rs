@@ -53,6 +53,8 @@ pub struct BridgeStats {
     pub notifications_timed: AtomicU64,
     /// Notifications left unacknowledged to their device because the outbox was full.
     pub notifications_refused: AtomicU64,
+    /// LwM2M Sends left unacknowledged to their device because the outbox was full.
+    pub sends_refused: AtomicU64,
 }
 
 /// When a message in the outbox was queued.

@@ -153,12 +153,13 @@ impl Bridge {
         self.outbox.is_full()
     }
 
-    /// Records the CoAP endpoint's count of notifications refused while the outbox was full.
-    pub fn note_refused(&self, total: u64) {
-        self.outbox
-            .stats()
-            .notifications_refused
-            .store(total, std::sync::atomic::Ordering::Relaxed);
+    /// Records the CoAP endpoint's counts of notifications and Sends refused while the
+    /// outbox was full.
+    pub fn note_refused(&self, notifications: u64, sends: u64) {
+        let stats = self.outbox.stats();
+        let relaxed = std::sync::atomic::Ordering::Relaxed;
+        stats.notifications_refused.store(notifications, relaxed);
+        stats.sends_refused.store(sends, relaxed);
     }
 
     /// What the MQTT link shares with the outbox.

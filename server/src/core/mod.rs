@@ -358,8 +358,8 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
     /// While `on`, notifications are left unacknowledged (devices retransmit them) instead of
     /// taken: what they would become cannot be kept now (the MQTT outbox is full).
     /// Returns whether they were refused before.
-    pub fn refuse_notifications(&mut self, on: bool) -> bool {
-        self.coap.refuse_notifications(on)
+    pub fn refuse_reports(&mut self, on: bool) -> bool {
+        self.coap.refuse_reports(on)
     }
 
     /// Processes one datagram from `peer`.

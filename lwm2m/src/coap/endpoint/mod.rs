@@ -60,8 +60,8 @@ pub struct Endpoint<P: Peer> {
     unacked: FastMap<(P, u16), Unacked>,
     /// Message IDs received recently, with what we answered, for duplicate detection.
     dedup: ExpiringMap<(P, u16), Reply>,
-    /// See [`Endpoint::refuse_notifications`].
-    refusing_notifications: bool,
+    /// See [`Endpoint::refuse_reports`].
+    refusing_reports: bool,
 
     next_id: u64,
     /// Requests we sent (client role).
@@ -167,7 +167,7 @@ impl<P: Peer> Endpoint<P> {
             peer_expiry: ExpiryQueue::default(),
             unacked: FastMap::with_hasher(hasher.clone()),
             dedup: ExpiringMap::new(config.dedup_capacity, hasher.clone()),
-            refusing_notifications: false,
+            refusing_reports: false,
             next_id: 0,
             requests: FastMap::with_hasher(hasher.clone()),
             tokens: FastMap::with_hasher(hasher.clone()),
@@ -189,14 +189,15 @@ impl<P: Peer> Endpoint<P> {
         &self.config
     }
 
-    /// While `on`, notifications (RFC 7641 §4.2) are neither acknowledged nor delivered:
-    /// the application cannot take them now (its outbox is full). A confirmable one is then
-    /// retransmitted by its sender with the usual backoff (RFC 7252 §4.2) and delivered once
-    /// this is off again; a non-confirmable one is lost, as it could be on the network.
-    /// Nothing is remembered of a refused message, so its retransmission is a new arrival.
-    /// Returns whether they were refused before.
-    pub fn refuse_notifications(&mut self, on: bool) -> bool {
-        std::mem::replace(&mut self.refusing_notifications, on)
+    /// While `on`, the data devices report on their own are neither acknowledged nor
+    /// delivered: notifications (RFC 7641 §4.2) and LwM2M Send requests (`POST /dp`, OMA
+    /// LwM2M TS 1.2 Transport §6.4.1), because the application cannot take them now (its
+    /// outbox is full). A confirmable one is then retransmitted by its sender with the usual
+    /// backoff (RFC 7252 §4.2) and delivered once this is off again; a non-confirmable one is
+    /// lost, as it could be on the network. Nothing is remembered of a refused message, so
+    /// its retransmission is a new arrival. Returns whether they were refused before.
+    pub fn refuse_reports(&mut self, on: bool) -> bool {
+        std::mem::replace(&mut self.refusing_reports, on)
     }
 
     /// Counters since creation.

@@ -103,6 +103,12 @@ impl<P: Peer> Endpoint<P> {
     pub(super) fn on_request(&mut self, now: Instant, peer: P, mut packet: Packet) {
         let mid = packet.header.message_id;
         let con = packet.header.get_type() == MessageType::Confirmable;
+        if self.refusing_reports && is_send(&packet) && self.dedup.get(&(peer, mid), now).is_none()
+        {
+            // As a refused notification: no ACK, no duplicate-detection record.
+            self.stats.sends_refused += 1;
+            return;
+        }
         if self.is_duplicate(now, peer, mid, con) {
             return;
         }
@@ -652,4 +658,12 @@ impl<P: Peer> Endpoint<P> {
             });
         }
     }
+}
+
+/// An LwM2M Send: `POST /dp` (OMA LwM2M TS 1.2 Transport §6.4.1).
+fn is_send(packet: &Packet) -> bool {
+    packet.header.code == MessageClass::Request(RequestType::Post)
+        && packet
+            .get_option(CoapOption::UriPath)
+            .is_some_and(|p| p.len() == 1 && p.front().is_some_and(|s| s.as_slice() == b"dp"))
 }

@@ -417,7 +417,7 @@ impl<P: Peer> Endpoint<P> {
     pub(super) fn on_separate_response(&mut self, now: Instant, peer: P, packet: Packet) {
         let mid = packet.header.message_id;
         let con = packet.header.get_type() == MessageType::Confirmable;
-        if self.refusing_notifications
+        if self.refusing_reports
             && packet.get_option(coap_lite::CoapOption::Observe).is_some()
             && self.dedup.get(&(peer, mid), now).is_none()
         {

@@ -172,7 +172,7 @@ fn a_refused_notification_is_not_acknowledged_and_its_retransmission_is_taken_la
             .count()
     };
 
-    net.ep(0).refuse_notifications(true);
+    net.ep(0).refuse_reports(true);
     net.inject(1, 0, &bytes);
     assert_eq!(acks(&net), 0, "refused: no ACK");
     let notes = net.take_events(0, |e| matches!(e, Event::Notification { .. }).then_some(()));
@@ -181,7 +181,7 @@ fn a_refused_notification_is_not_acknowledged_and_its_retransmission_is_taken_la
 
     // The application can take it again: the sender's retransmission is acknowledged and
     // delivered, once.
-    net.ep(0).refuse_notifications(false);
+    net.ep(0).refuse_reports(false);
     net.inject(1, 0, &bytes);
     net.inject(1, 0, &bytes);
     assert_eq!(
@@ -191,6 +191,39 @@ fn a_refused_notification_is_not_acknowledged_and_its_retransmission_is_taken_la
     );
     let notes = net.take_events(0, |e| matches!(e, Event::Notification { .. }).then_some(()));
     assert_eq!(notes.len(), 1);
+}
+
+#[test]
+fn a_refused_send_is_not_acknowledged_and_its_retransmission_is_taken_later() {
+    let mut net = Net::new(2, EndpointConfig::default(), 9);
+    net.nodes[0].responder = Some(Box::new(|_| Some(msg::response(ResponseType::Changed))));
+    let mut send = msg::request(RequestType::Post, "/dp");
+    send.header.set_type(MessageType::Confirmable);
+    send.header.message_id = 901;
+    send.set_token(vec![9, 9]);
+    send.payload = b"[]".to_vec();
+    let send = send.to_bytes().unwrap();
+    let answers = |net: &Net| {
+        net.sent()
+            .iter()
+            .filter(|s| s.from == 0 && parse(&s.bytes).header.message_id == 901)
+            .count()
+    };
+
+    net.ep(0).refuse_reports(true);
+    net.inject(1, 0, &send);
+    assert_eq!(answers(&net), 0, "refused: no ACK");
+    assert_eq!(requests_seen(&net, 0), 0, "refused: not delivered");
+    assert_eq!(net.ep(0).stats().sends_refused, 1);
+    // Other requests from devices are still taken.
+    net.inject(1, 0, &con_get(902, "/x"));
+    assert_eq!(requests_seen(&net, 0), 1);
+
+    net.ep(0).refuse_reports(false);
+    net.inject(1, 0, &send);
+    net.inject(1, 0, &send);
+    assert_eq!(answers(&net), 2, "the retransmission and its duplicate are answered");
+    assert_eq!(requests_seen(&net, 0), 2, "delivered once");
 }
 
 /// Node 0 observing `/obs` on node 1 (network seed `seed`), and the observation's token.
