@@ -2,18 +2,23 @@
 //!
 //! Duplicate-detection records (RFC 7252 §4.5), cached Block2 bodies and Block1 reassemblies
 //! (RFC 7959) all live for a fixed span and must never exceed a fixed count, whatever a peer
-//! sends. One structure gives all three the same two guarantees: expiry in O(1) per entry
-//! through a FIFO, and eviction of the oldest entry when the capacity is reached.
-use super::timer::ExpiryQueue;
-use super::FastMap;
+//! sends. One structure gives all three the same two guarantees: expiry in O(1) per entry,
+//! and eviction of the oldest entry when the capacity is reached.
+//!
+//! Memory matters here: the duplicate-detection map holds hundreds of thousands of entries
+//! under telemetry. Each entry is stored once, in a ring in insertion order (which is also
+//! roughly expiry order, as each map gives its entries one or two lifetimes); the hash index
+//! holds only the entry's sequence number (8 bytes a slot, where a map keyed by the peer's
+//! address would hold the key again, and a second queue of expiry records a third time).
+//! `hashbrown`'s `HashTable` is what lets the index find a key it does not store.
+use hashbrown::HashTable;
+use std::collections::VecDeque;
 use std::hash::Hash;
 use std::time::Instant;
 
 #[derive(Debug)]
-struct Slot<V> {
-    /// Matches the FIFO record that owns this slot; a replaced entry leaves its old record
-    /// behind, and the mismatch tells the sweep to skip it.
-    generation: u64,
+struct Entry<K, V> {
+    key: K,
     expires: Instant,
     value: V,
 }
@@ -21,9 +26,15 @@ struct Slot<V> {
 /// A map of at most `capacity` entries, each with its own deadline.
 #[derive(Debug)]
 pub(crate) struct ExpiringMap<K, V> {
-    map: FastMap<K, Slot<V>>,
-    fifo: ExpiryQueue<(K, u64)>,
-    generation: u64,
+    /// Entries in insertion order; `None` where one was removed or replaced. The front is
+    /// always a live entry (or the ring is empty).
+    ring: VecDeque<Option<Entry<K, V>>>,
+    /// The sequence number of `ring[0]`; entry `seq` is at `ring[seq - head]`.
+    head: u64,
+    /// The sequence numbers of the live entries, hashed by their keys.
+    index: HashTable<u64>,
+    hasher: ahash::RandomState,
+    live: usize,
     capacity: usize,
 }
 
@@ -32,117 +43,173 @@ impl<K: Clone + Eq + Hash, V> ExpiringMap<K, V> {
     /// cannot aim its message IDs at one bucket).
     pub(crate) fn new(capacity: usize, hasher: ahash::RandomState) -> Self {
         Self {
-            map: FastMap::with_hasher(hasher),
-            fifo: ExpiryQueue::default(),
-            generation: 0,
+            ring: VecDeque::new(),
+            head: 0,
+            index: HashTable::new(),
+            hasher,
+            live: 0,
             capacity: capacity.max(1),
         }
+    }
+
+    fn slot(&self, seq: u64) -> Option<&Entry<K, V>> {
+        let i = usize::try_from(seq.checked_sub(self.head)?).ok()?;
+        self.ring.get(i)?.as_ref()
+    }
+
+    /// The sequence number of `key`'s entry.
+    fn find(&self, key: &K) -> Option<u64> {
+        let hash = self.hasher.hash_one(key);
+        let (ring, head) = (&self.ring, self.head);
+        self.index
+            .find(hash, |&seq| {
+                usize::try_from(seq.wrapping_sub(head))
+                    .ok()
+                    .and_then(|i| ring.get(i))
+                    .and_then(Option::as_ref)
+                    .is_some_and(|e| e.key == *key)
+            })
+            .copied()
+    }
+
+    /// Takes `key`'s entry out of the ring and the index.
+    fn take(&mut self, key: &K) -> Option<Entry<K, V>> {
+        let hash = self.hasher.hash_one(key);
+        let (ring, head) = (&self.ring, self.head);
+        let found = self.index.find_entry(hash, |&seq| {
+            usize::try_from(seq.wrapping_sub(head))
+                .ok()
+                .and_then(|i| ring.get(i))
+                .and_then(Option::as_ref)
+                .is_some_and(|e| e.key == *key)
+        });
+        let seq = match found {
+            Ok(entry) => entry.remove().0,
+            Err(_) => return None,
+        };
+        let i = usize::try_from(seq.checked_sub(self.head)?).ok()?;
+        let entry = self.ring.get_mut(i)?.take();
+        if entry.is_some() {
+            self.live -= 1;
+        }
+        self.trim();
+        entry
+    }
+
+    /// Drops removed entries from the front, so that the front is a live entry.
+    fn trim(&mut self) {
+        while matches!(self.ring.front(), Some(None)) {
+            self.ring.pop_front();
+            self.head += 1;
+        }
+        // Removed entries behind a long-lived front must not accumulate without bound.
+        if self.ring.len() > 2 * self.capacity + 16 {
+            self.compact();
+        }
+    }
+
+    /// Closes the gaps of removed entries and renumbers the rest.
+    fn compact(&mut self) {
+        let old = std::mem::take(&mut self.ring);
+        self.head += old.len() as u64;
+        self.index.clear();
+        for e in old.into_iter().flatten() {
+            self.push_back(e);
+        }
+    }
+
+    fn push_back(&mut self, e: Entry<K, V>) {
+        let seq = self.head + self.ring.len() as u64;
+        let hash = self.hasher.hash_one(&e.key);
+        let (ring, head, hasher) = (&self.ring, self.head, &self.hasher);
+        self.index.insert_unique(hash, seq, |&s| {
+            usize::try_from(s.wrapping_sub(head))
+                .ok()
+                .and_then(|i| ring.get(i))
+                .and_then(Option::as_ref)
+                .map_or(0, |e| hasher.hash_one(&e.key))
+        });
+        self.ring.push_back(Some(e));
     }
 
     /// Inserts or replaces `key`, and returns the entry evicted to stay within capacity
     /// (one insertion can push out at most one).
     pub(crate) fn insert(&mut self, key: K, value: V, expires: Instant) -> Option<(K, V)> {
-        self.generation += 1;
-        self.fifo.push(expires, (key.clone(), self.generation));
-        self.map.insert(
+        let replaced = self.take(&key).is_some();
+        self.push_back(Entry {
             key,
-            Slot {
-                generation: self.generation,
-                expires,
-                value,
-            },
-        );
-        let evicted = if self.map.len() > self.capacity {
+            expires,
+            value,
+        });
+        self.live += 1;
+        if !replaced && self.live > self.capacity {
             self.pop_oldest()
         } else {
             None
-        };
-        // Stale records of replaced entries must not accumulate without bound either.
-        if self.fifo.len() > 2 * self.capacity + 16 {
-            self.compact();
         }
-        evicted
-    }
-
-    fn compact(&mut self) {
-        let mut fresh = ExpiryQueue::default();
-        while let Some((k, g)) = self.fifo.pop_oldest() {
-            if let Some(s) = self.map.get(&k) {
-                if s.generation == g {
-                    fresh.push(s.expires, (k, g));
-                }
-            }
-        }
-        self.fifo = fresh;
     }
 
     /// The live entry for `key` at `now`.
     pub(crate) fn get(&self, key: &K, now: Instant) -> Option<&V> {
-        self.map
-            .get(key)
-            .filter(|s| s.expires > now)
-            .map(|s| &s.value)
+        self.slot(self.find(key)?)
+            .filter(|e| e.expires > now)
+            .map(|e| &e.value)
     }
 
     /// The live entry for `key` at `now`, mutably.
     pub(crate) fn get_mut(&mut self, key: &K, now: Instant) -> Option<&mut V> {
-        self.map
-            .get_mut(key)
-            .filter(|s| s.expires > now)
-            .map(|s| &mut s.value)
+        let seq = self.find(key)?;
+        let i = usize::try_from(seq.checked_sub(self.head)?).ok()?;
+        self.ring
+            .get_mut(i)?
+            .as_mut()
+            .filter(|e| e.expires > now)
+            .map(|e| &mut e.value)
     }
 
-    /// Moves the deadline of `key` to `expires`.
+    /// Moves the deadline of `key` to `expires` (the entry becomes the newest).
     pub(crate) fn touch(&mut self, key: &K, expires: Instant) {
-        self.generation += 1;
-        if let Some(s) = self.map.get_mut(key) {
-            s.generation = self.generation;
-            s.expires = expires;
-            self.fifo.push(expires, (key.clone(), self.generation));
-        }
-        if self.fifo.len() > 2 * self.capacity + 16 {
-            self.compact();
+        if let Some(mut e) = self.take(key) {
+            e.expires = expires;
+            self.push_back(e);
+            self.live += 1;
         }
     }
 
     /// Removes `key`.
     pub(crate) fn remove(&mut self, key: &K) -> Option<V> {
-        self.map.remove(key).map(|s| s.value)
+        self.take(key).map(|e| e.value)
     }
 
     /// Removes and returns one entry that has expired at `now`.
     pub(crate) fn pop_expired(&mut self, now: Instant) -> Option<(K, V)> {
-        while let Some((k, g)) = self.fifo.pop_expired(now) {
-            if self.map.get(&k).is_some_and(|s| s.generation == g) {
-                return self.map.remove(&k).map(|s| (k, s.value));
-            }
+        let front = self.ring.front()?.as_ref()?;
+        if front.expires > now {
+            return None;
         }
-        None
+        self.pop_oldest()
     }
 
     /// Removes the oldest entry whatever its deadline, to make room.
     pub(crate) fn pop_oldest(&mut self) -> Option<(K, V)> {
-        while let Some((k, g)) = self.fifo.pop_oldest() {
-            if self.map.get(&k).is_some_and(|s| s.generation == g) {
-                return self.map.remove(&k).map(|s| (k, s.value));
-            }
-        }
-        None
+        let key = self.ring.front()?.as_ref()?.key.clone();
+        self.take(&key).map(|e| (e.key, e.value))
     }
 
-    /// The earliest deadline, possibly of a replaced entry (an early wake-up is harmless).
+    /// The deadline of the oldest entry (a newer one may expire first; an early or late
+    /// wake-up is harmless: [`get`](Self::get) checks each entry's own deadline).
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.fifo.next_deadline()
+        self.ring.front()?.as_ref().map(|e| e.expires)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.live
     }
 
-    /// Expiry records held, live or stale: what bounds this map's memory besides `len`.
+    /// Slots held, live or removed: what bounds this map's memory besides `len`.
     #[cfg(test)]
     pub(crate) fn records(&self) -> usize {
-        self.fifo.len()
+        self.ring.len()
     }
 }
 
@@ -184,7 +251,95 @@ mod tests {
         for i in 0..10_000u32 {
             m.insert(i % 3, i, t0 + Duration::from_secs(100));
         }
-        assert!(m.fifo.len() <= 2 * 4 + 16);
+        assert!(m.records() <= 2 * 4 + 16);
         assert_eq!(m.len(), 3);
+    }
+
+    /// The same operations on a plain list in insertion order.
+    #[derive(Default)]
+    struct Model {
+        entries: Vec<(u8, u32, Instant)>,
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Insert(u8, u32, u64),
+        Remove(u8),
+        Touch(u8, u64),
+        Get(u8, u64),
+        PopExpired(u64),
+        PopOldest,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let key = 0u8..12;
+        let at = 0u64..50;
+        prop_oneof![
+            (key.clone(), any::<u32>(), at.clone()).prop_map(|(k, v, t)| Op::Insert(k, v, t)),
+            key.clone().prop_map(Op::Remove),
+            (key.clone(), at.clone()).prop_map(|(k, t)| Op::Touch(k, t)),
+            (key, at.clone()).prop_map(|(k, t)| Op::Get(k, t)),
+            at.prop_map(Op::PopExpired),
+            Just(Op::PopOldest),
+        ]
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn behaves_as_a_list_in_insertion_order(ops in proptest::collection::vec(op(), 1..400), cap in 1usize..8) {
+            let t0 = Instant::now();
+            let at = |s: u64| t0 + Duration::from_secs(s);
+            let mut m = ExpiringMap::new(cap, ahash::RandomState::with_seeds(5, 6, 7, 8));
+            let mut model = Model::default();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v, t) => {
+                        let replaced = model.entries.iter().position(|e| e.0 == k).map(|i| model.entries.remove(i));
+                        model.entries.push((k, v, at(t)));
+                        let want = if replaced.is_none() && model.entries.len() > cap {
+                            let (k, v, _) = model.entries.remove(0);
+                            Some((k, v))
+                        } else {
+                            None
+                        };
+                        proptest::prop_assert_eq!(m.insert(k, v, at(t)), want);
+                    }
+                    Op::Remove(k) => {
+                        let want = model.entries.iter().position(|e| e.0 == k).map(|i| model.entries.remove(i).1);
+                        proptest::prop_assert_eq!(m.remove(&k), want);
+                    }
+                    Op::Touch(k, t) => {
+                        if let Some(i) = model.entries.iter().position(|e| e.0 == k) {
+                            let (k, v, _) = model.entries.remove(i);
+                            model.entries.push((k, v, at(t)));
+                        }
+                        m.touch(&k, at(t));
+                    }
+                    Op::Get(k, t) => {
+                        let want = model.entries.iter().find(|e| e.0 == k && e.2 > at(t)).map(|e| e.1);
+                        proptest::prop_assert_eq!(m.get(&k, at(t)).copied(), want);
+                        proptest::prop_assert_eq!(m.get_mut(&k, at(t)).map(|v| *v), want);
+                    }
+                    Op::PopExpired(t) => {
+                        let want = match model.entries.first() {
+                            Some(e) if e.2 <= at(t) => {
+                                let (k, v, _) = model.entries.remove(0);
+                                Some((k, v))
+                            }
+                            _ => None,
+                        };
+                        proptest::prop_assert_eq!(m.pop_expired(at(t)), want);
+                    }
+                    Op::PopOldest => {
+                        let want = (!model.entries.is_empty()).then(|| model.entries.remove(0)).map(|(k, v, _)| (k, v));
+                        proptest::prop_assert_eq!(m.pop_oldest(), want);
+                    }
+                }
+                proptest::prop_assert_eq!(m.len(), model.entries.len());
+                proptest::prop_assert_eq!(m.next_deadline(), model.entries.first().map(|e| e.2));
+                proptest::prop_assert!(m.records() <= 2 * cap + 16);
+            }
+        }
     }
 }

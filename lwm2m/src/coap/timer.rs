@@ -102,16 +102,6 @@ impl<K> ExpiryQueue<K> {
             None
         }
     }
-
-    /// Removes the front key whatever its deadline, to make room.
-    pub(crate) fn pop_oldest(&mut self) -> Option<K> {
-        self.queue.pop_front().map(|(_, k)| k)
-    }
-
-    /// Keys queued.
-    pub(crate) fn len(&self) -> usize {
-        self.queue.len()
-    }
 }
 
 #[cfg(test)]

@@ -40,12 +40,12 @@
 //! listeners close, every connection is dropped, and the ports are free when it returns.
 use super::connect::MAX_PACKET_BYTES;
 use super::passwords::PasswordFile;
+use crate::config::MqttQos;
 use rmqtt::context::ServerContext;
 use rmqtt::hook::{Handler, HookResult, Parameter, ReturnType, Type};
 use rmqtt::net::Builder;
 use rmqtt::server::MqttServer;
 use rmqtt::types::AuthResult;
-use crate::config::MqttQos;
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
 use std::sync::Arc;

@@ -126,7 +126,7 @@ enum Reply {
     /// The application has the request and has not answered yet.
     Pending(IncomingId),
     /// These bytes are sent again.
-    Bytes(Vec<u8>),
+    Bytes(Box<[u8]>),
     /// An empty message of this type (the ACK of a notification, a Reset) with the
     /// duplicate's message ID, rebuilt when needed: one is kept per notification received,
     /// so it holds no allocation of its own.
@@ -579,7 +579,7 @@ impl<P: Peer> Endpoint<P> {
                 self.stats.duplicates += 1;
                 match reply {
                     Reply::Nothing => {}
-                    Reply::Bytes(b) => self.transmit(peer, b),
+                    Reply::Bytes(b) => self.transmit(peer, b.into_vec()),
                     Reply::Empty(t) => self.transmit(peer, msg::empty_bytes(t, mid)),
                     Reply::Pending(id) => {
                         // The peer is retransmitting while the application works: ACK now

@@ -347,7 +347,7 @@ impl<P: Peer> Endpoint<P> {
         }
         if let Ok(bytes) = resp.to_bytes_with_limit(self.config.max_message_size) {
             self.transmit(peer, bytes.clone());
-            self.remember_reply(now, peer, mid, Reply::Bytes(bytes));
+            self.remember_reply(now, peer, mid, Reply::Bytes(bytes.into()));
         }
     }
 
@@ -457,7 +457,7 @@ impl<P: Peer> Endpoint<P> {
             _ => {
                 self.transmit(peer, bytes.clone());
                 if !inc.acked {
-                    self.remember_reply(now, peer, inc.mid, Reply::Bytes(bytes));
+                    self.remember_reply(now, peer, inc.mid, Reply::Bytes(bytes.into()));
                 }
             }
         }

@@ -222,7 +222,11 @@ fn a_refused_send_is_not_acknowledged_and_its_retransmission_is_taken_later() {
     net.ep(0).refuse_reports(false);
     net.inject(1, 0, &send);
     net.inject(1, 0, &send);
-    assert_eq!(answers(&net), 2, "the retransmission and its duplicate are answered");
+    assert_eq!(
+        answers(&net),
+        2,
+        "the retransmission and its duplicate are answered"
+    );
     assert_eq!(requests_seen(&net, 0), 2, "delivered once");
 }
 
