@@ -145,7 +145,8 @@ mod tests {
         q.push(t0 + Duration::from_secs(5), 2);
         assert_eq!(q.pop_expired(t0), Some(1));
         assert_eq!(q.pop_expired(t0), None);
-        assert_eq!(q.pop_oldest(), Some(2));
-        assert_eq!(q.len(), 0);
+        assert_eq!(q.next_deadline(), Some(t0 + Duration::from_secs(5)));
+        assert_eq!(q.pop_expired(t0 + Duration::from_secs(5)), Some(2));
+        assert_eq!(q.next_deadline(), None);
     }
 }
