@@ -46,7 +46,7 @@ if [ "$MODE" != embedded ]; then
     MQ=$!
     PIDS+=("$MQ")
 fi
-taskset -c 0 "$BIN/lwm2m-server" --config "$WORK/server.toml" >"$WORK/server.log" 2>&1 &
+taskset -c "${SERVER_CPUS:-0}" "$BIN/lwm2m-server" --config "$WORK/server.toml" >"$WORK/server.log" 2>&1 &
 SERVER=$!
 PIDS+=("$SERVER")
 sleep 2
@@ -68,7 +68,7 @@ else
     ( sleep 4; SIM="$(pgrep -n -f 'lwm2m-client-sim bench')" && python3 "$ROOT/interop/thread_cpu.py" "$SIM" 12 | tail -1 | sed 's/^total */simulator total /' >"$WORK/simulator.txt" ) &
     [ "$MODE" = mosquitto ] && ( sleep 4; python3 "$ROOT/interop/thread_cpu.py" "$MQ" 12 >"$WORK/mosquitto_threads.txt" ) &
 fi
-timeout 300 taskset -c 1 "$BIN/lwm2m-client-sim" bench "${ARGS[@]}" 2>&1 | grep -v ' INFO '
+timeout 300 taskset -c "${SIM_CPUS:-1}" "$BIN/lwm2m-client-sim" bench "${ARGS[@]}" 2>&1 | grep -v ' INFO '
 sleep 1
 metrics | grep -E '^lwm2m_store_(writes|commits)_total'
 # The server's own share of the latency: a notification's arrival to the broker's

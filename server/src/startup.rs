@@ -43,6 +43,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let store_path = config.store_path();
     let store_config = StoreConfig {
         cache_bytes: config.server.store_cache_bytes,
+        gather: std::time::Duration::from_millis(config.server.store_commit_gather_ms),
         ..StoreConfig::default()
     };
     let store = Store::open(&store_path, store_config)

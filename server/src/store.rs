@@ -5,7 +5,8 @@
 //! write that queued up behind it (up to `max_batch`), applies them in one transaction and
 //! commits once: while one commit waits for the disk, the next batch gathers. Under light load
 //! each write commits alone and at once. Under load (the last commit, of several writes, ended
-//! moments ago) the writer first sleeps `gather` (2 ms) while more writes queue, then commits
+//! moments ago) the writer first sleeps `gather` (4 ms by default, `[server]
+//! store_commit_gather_ms`) while more writes queue, then commits
 //! them together, so that a stream of small writes (a notification's outbox entry each) shares
 //! one fsync among dozens instead of a handful: the fsync, not the writes, is most of the
 //! store's CPU. Callers that need to know a write is durable await [`Store::flush`]; the hot
@@ -187,7 +188,7 @@ impl Default for StoreConfig {
         Self {
             queue_capacity: 65_536,
             max_batch: 8192,
-            gather: std::time::Duration::from_millis(2),
+            gather: std::time::Duration::from_millis(4),
             cache_bytes: 32 << 20,
         }
     }

@@ -15,6 +15,9 @@ pub const BIND_ADDRESSES: RangeInclusive<usize> = 0..=64;
 pub const UDP_RECV_BUFFER_BYTES: RangeInclusive<u64> = 0..=1 << 30;
 /// `[server] store_cache_bytes`: 1 MiB to 16 GiB.
 pub const STORE_CACHE_BYTES: RangeInclusive<u64> = 1 << 20..=16 << 30;
+/// `[server] store_commit_gather_ms`: what a notification's acknowledgement may wait for its
+/// commit to gather company, at most.
+pub const STORE_COMMIT_GATHER_MS: RangeInclusive<u64> = 0..=50;
 /// `[registration] grace_secs`: up to a day.
 pub const GRACE_SECS: RangeInclusive<u64> = 0..=86_400;
 /// `[registration] max_registrations`: ten times the default.

@@ -1,7 +1,8 @@
 //! `[server]` (where the server listens and keeps its state), `[registration]` (how long and
 //! how many registrations are kept, OMA LwM2M TS 1.2 Core §6.2) and `[log]`.
 use super::limits::{
-    BIND_ADDRESSES, GRACE_SECS, MAX_REGISTRATIONS, STORE_CACHE_BYTES, UDP_RECV_BUFFER_BYTES,
+    BIND_ADDRESSES, GRACE_SECS, MAX_REGISTRATIONS, STORE_CACHE_BYTES, STORE_COMMIT_GATHER_MS,
+    UDP_RECV_BUFFER_BYTES,
 };
 use super::{as_u64, check, ConfigError};
 use serde::Deserialize;
@@ -27,6 +28,9 @@ pub struct ServerSection {
     /// Page cache of the store, in bytes; 1048576..=17179869184 (1 MiB to 16 GiB,
     /// [`super::limits::STORE_CACHE_BYTES`]).
     pub store_cache_bytes: usize,
+    /// Under a stream of writes, milliseconds the store waits to gather more into one
+    /// commit (one fsync); 0..=50 ([`super::limits::STORE_COMMIT_GATHER_MS`]).
+    pub store_commit_gather_ms: u64,
 }
 
 impl Default for ServerSection {
@@ -44,6 +48,7 @@ impl Default for ServerSection {
             objects_dir: PathBuf::new(),
             udp_recv_buffer_bytes: 4 << 20,
             store_cache_bytes: 32 << 20,
+            store_commit_gather_ms: 4,
         }
     }
 }
@@ -69,6 +74,11 @@ impl ServerSection {
             "server.store_cache_bytes",
             as_u64(self.store_cache_bytes),
             &STORE_CACHE_BYTES,
+        )?;
+        check(
+            "server.store_commit_gather_ms",
+            self.store_commit_gather_ms,
+            &STORE_COMMIT_GATHER_MS,
         )
     }
 }

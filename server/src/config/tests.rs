@@ -381,6 +381,11 @@ fn documented_ranges() -> Vec<(&'static str, &'static str, String)> {
             "store_cache_bytes",
             range_text(&STORE_CACHE_BYTES),
         ),
+        r(
+            "server",
+            "store_commit_gather_ms",
+            range_text(&STORE_COMMIT_GATHER_MS),
+        ),
         r("registration", "grace_secs", range_text(&GRACE_SECS)),
         r(
             "registration",
