@@ -853,6 +853,78 @@ mod tests {
         broker.stop();
     }
 
+    /// Messages handed over in process reach MQTT 3.1.1 and 5 subscribers in order, with
+    /// the QoS asked for, and are queued for a persistent session whose client is away.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn handed_over_messages_reach_subscribers_in_order_and_wait_for_absent_ones() {
+        use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+        let addr = free_addr();
+        let broker = EmbeddedBroker::start(BrokerSettings::open(addr)).unwrap();
+        let handoff = broker.handoff("lwm2m-server");
+        let options = || {
+            let mut o = MqttOptions::new("backend-311", addr.ip().to_string(), addr.port());
+            o.set_clean_session(false);
+            o
+        };
+        // Subscribe, then leave: the session stays.
+        let (client, mut events) = AsyncClient::new(options(), 100);
+        client
+            .subscribe("lwm2m/+/up/#", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, async {
+            loop {
+                if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.unwrap() {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("SUBACK within 10 s");
+        client.disconnect().await.unwrap();
+        tokio::time::timeout(WAIT, async {
+            while let Ok(e) = events.poll().await {
+                if let Event::Outgoing(rumqttc::Outgoing::Disconnect) = e {
+                    break;
+                }
+            }
+        })
+        .await
+        .expect("DISCONNECT sent within 10 s");
+        drop(events);
+
+        for i in 0..50 {
+            let topic = format!("lwm2m/dev-{}/up/notify", i % 3);
+            handoff
+                .publish(
+                    topic,
+                    format!("{{\"n\":{i}}}").into_bytes(),
+                    MqttQos::AtLeastOnce,
+                )
+                .await;
+        }
+        // Nobody subscribes here: dropped, as the broker drops any such message.
+        handoff
+            .publish("elsewhere/x".into(), b"-".to_vec(), MqttQos::AtLeastOnce)
+            .await;
+
+        let (_client, mut events) = AsyncClient::new(options(), 100);
+        let mut got = Vec::new();
+        tokio::time::timeout(WAIT, async {
+            while got.len() < 50 {
+                if let Event::Incoming(Packet::Publish(p)) = events.poll().await.unwrap() {
+                    assert_eq!(p.qos, QoS::AtLeastOnce);
+                    got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+                }
+            }
+        })
+        .await
+        .expect("the 50 queued messages within 10 s");
+        let want: Vec<String> = (0..50).map(|i| format!("{{\"n\":{i}}}")).collect();
+        assert_eq!(got, want);
+        broker.stop();
+    }
+
     /// A persistent session keeps a QoS 1 message published while its subscriber was away.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_persistent_session_gets_what_was_published_while_away() {

@@ -70,7 +70,7 @@ pub struct SseEvent {
 enum Body {
     Json(String),
     /// A notification or Send: built on first use.
-    Later(DeviceEvent, OnceLock<String>),
+    Later(Box<DeviceEvent>, OnceLock<String>),
 }
 
 impl SseEvent {
@@ -186,7 +186,7 @@ impl EventLog {
             kind,
             charge: charge + endpoint.len() + 64,
             endpoint,
-            body: Body::Later(event, OnceLock::new()),
+            body: Body::Later(Box::new(event), OnceLock::new()),
         });
     }
 
