@@ -130,6 +130,9 @@ impl<K: Clone + Eq + Hash, V> ExpiringMap<K, V> {
                 .map_or(0, |e| hasher.hash_one(&e.key))
         });
         self.ring.push_back(Some(e));
+        if self.ring.len() > 2 * self.capacity + 16 {
+            self.compact();
+        }
     }
 
     /// Inserts or replaces `key`, and returns the entry evicted to stay within capacity
@@ -242,6 +245,26 @@ mod tests {
         m.insert(1, "new", t0 + 5 * s);
         assert_eq!(m.pop_expired(t0 + 2 * s), None);
         assert_eq!(m.get(&1, t0 + 2 * s), Some(&"new"));
+    }
+
+    #[test]
+    fn replaced_entries_behind_a_long_lived_one_are_compacted_away() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(100);
+        let mut m = ExpiringMap::new(4, ahash::RandomState::with_seeds(1, 2, 3, 4));
+        m.insert(100, 0, later);
+        for i in 0..10_000u32 {
+            m.insert(i % 2, i, later);
+            if i % 7 == 0 {
+                m.touch(&(i % 2), later);
+            }
+            assert!(m.records() <= 2 * 4 + 16, "{}", m.records());
+        }
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.get(&100, t0), Some(&0));
+        assert_eq!(m.get(&0, t0), Some(&9998));
+        assert_eq!(m.get(&1, t0), Some(&9999));
+        assert_eq!(m.pop_oldest(), Some((100, 0)));
     }
 
     #[test]

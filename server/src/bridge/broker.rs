@@ -31,9 +31,9 @@
 //! time is its own (the `mqtt-broker` thread) and it cannot stall the server task.
 //!
 //! The bridge's uplink does not go through a TCP connection to its own broker: a
-//! [`Handoff`] routes each message straight into the subscribers' sessions, as the broker
-//! does with a PUBLISH it has received and decoded, and returns once it is routed (what a
-//! PUBACK would have said). That saves, per notification, the MQTT encoding, a `writev`,
+//! [`Handoff`] routes its messages straight into the subscribers' sessions, on the broker's
+//! thread, as the broker does with a PUBLISH it has received and decoded, and returns once
+//! they are routed (what a PUBACK would have said). That saves, per notification, the MQTT encoding, a `writev`,
 //! the broker's read and decode, and a PUBACK both ways: about a third of the server's CPU
 //! under telemetry. Commands still reach the bridge through its MQTT subscription.
 //! [`EmbeddedBroker::stop`] (or dropping it) ends the thread and drops the runtime: the
@@ -183,6 +183,7 @@ pub struct EmbeddedBroker {
     addr: SocketAddr,
     tls_addr: Option<SocketAddr>,
     scx: ServerContext,
+    rt: tokio::runtime::Handle,
     shutdown: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -196,13 +197,16 @@ impl std::fmt::Debug for EmbeddedBroker {
     }
 }
 
-/// Publishes into the embedded broker from inside the process, with no connection: the
+/// Publishes into the embedded broker from inside the process, with no connection: each
 /// message is routed to the matching subscriptions (queued in each subscriber's session, as
-/// for a PUBLISH from a client) before [`Handoff::publish`] returns.
+/// for a PUBLISH from a client), on the broker's own thread.
 #[derive(Clone)]
 pub struct Handoff {
     scx: ServerContext,
     from: rmqtt::types::From,
+    /// The broker thread's runtime: the routing runs there, so a publisher can run no further
+    /// ahead of the broker than the batch it waits on.
+    rt: tokio::runtime::Handle,
 }
 
 impl std::fmt::Debug for Handoff {
@@ -212,40 +216,45 @@ impl std::fmt::Debug for Handoff {
 }
 
 impl Handoff {
-    /// Routes one message (not retained, no properties) to the broker's subscribers. Once it
-    /// returns, the message is in every matching session's queue, or dropped as the broker
-    /// drops any message nobody subscribes to: what the broker's PUBACK would have meant.
-    pub async fn publish(&self, topic: String, payload: Vec<u8>, qos: MqttQos) {
+    /// Routes `messages` (topic, payload; not retained) to the broker's subscribers, in
+    /// order, and returns true once all are in every matching session's queue (or dropped,
+    /// as the broker drops any message nobody subscribes to): what the broker's PUBACKs would
+    /// have meant. False if the broker has stopped: then none may be taken as delivered.
+    pub async fn publish_all(&self, messages: Vec<(String, Vec<u8>)>, qos: MqttQos) -> bool {
         use rmqtt::codec::types::QoS;
         let qos = match qos {
             MqttQos::AtMostOnce => QoS::AtMostOnce,
             MqttQos::AtLeastOnce => QoS::AtLeastOnce,
             MqttQos::ExactlyOnce => QoS::ExactlyOnce,
         };
-        let publish = rmqtt::types::Publish::from(rmqtt::types::CodecPublish {
-            dup: false,
-            retain: false,
-            qos,
-            topic: bytestring::ByteString::from(topic),
-            packet_id: None,
-            payload: bytes::Bytes::from(payload),
-            properties: None,
-        })
-        .create_time(rmqtt::utils::timestamp_millis());
-        // Routing fails only for a message too large for its queue or a broker shutting
-        // down: either way the broker itself logs why; the message is gone as with a
-        // broker that refused it.
-        if let Err(e) = rmqtt::session::SessionState::forwards(
-            &self.scx,
-            self.from.clone(),
-            publish,
-            false,
-            None,
-        )
-        .await
-        {
-            tracing::debug!(error = %e, "the embedded MQTT broker did not route a message");
-        }
+        let (scx, from) = (self.scx.clone(), self.from.clone());
+        let route = async move {
+            for (topic, payload) in messages {
+                let publish = rmqtt::types::Publish::from(rmqtt::types::CodecPublish {
+                    dup: false,
+                    retain: false,
+                    qos,
+                    topic: bytestring::ByteString::from(topic),
+                    packet_id: None,
+                    payload: bytes::Bytes::from(payload),
+                    // Present, if empty, as a decoded MQTT 5 PUBLISH has them: the broker
+                    // adds an MQTT 5 subscriber's Subscription Identifiers to them.
+                    properties: Some(rmqtt::codec::v5::PublishProperties::default()),
+                })
+                .create_time(rmqtt::utils::timestamp_millis());
+                // Delivery failures (a subscriber gone) go to the broker's own hooks, as for
+                // a client's PUBLISH; an error here comes only from the retain and delayed
+                // features, which this broker does not build.
+                if let Err(e) =
+                    rmqtt::session::SessionState::forwards(&scx, from.clone(), publish, false, None)
+                        .await
+                {
+                    tracing::debug!(error = %e, "the embedded MQTT broker did not route a message");
+                }
+            }
+        };
+        // A runtime that has shut down (the broker stopped) cancels the task at once.
+        self.rt.spawn(route).await.is_ok()
     }
 }
 
@@ -283,10 +292,11 @@ impl EmbeddedBroker {
             .map_err(BrokerError::Start)?;
 
         match ready_rx.recv() {
-            Ok(Ok(scx)) => Ok(EmbeddedBroker {
+            Ok(Ok((scx, rt))) => Ok(EmbeddedBroker {
                 addr,
                 tls_addr,
                 scx,
+                rt,
                 shutdown: Some(shutdown_tx),
                 thread: Some(thread),
             }),
@@ -314,6 +324,7 @@ impl EmbeddedBroker {
         Handoff {
             scx: self.scx.clone(),
             from: rmqtt::types::From::from_bridge(id),
+            rt: self.rt.clone(),
         }
     }
 
@@ -393,7 +404,7 @@ fn listener(
 /// whether every listener bound its address.
 async fn serve(
     settings: BrokerSettings,
-    ready: std::sync::mpsc::Sender<Result<ServerContext, BrokerError>>,
+    ready: std::sync::mpsc::Sender<Result<(ServerContext, tokio::runtime::Handle), BrokerError>>,
     shutdown: oneshot::Receiver<()>,
 ) {
     let plain = match listener("mqtt", settings.bind, &settings) {
@@ -445,7 +456,10 @@ async fn serve(
         .await;
     register.start().await;
     *scx.extends.shared_subscription_mut().await = Box::new(RandomMember);
-    if ready.send(Ok(scx.clone())).is_err() {
+    if ready
+        .send(Ok((scx.clone(), tokio::runtime::Handle::current())))
+        .is_err()
+    {
         return;
     }
     let broker = MqttServer::new(scx).listener(plain).build().run();
@@ -854,30 +868,76 @@ mod tests {
     }
 
     /// Messages handed over in process reach MQTT 3.1.1 and 5 subscribers in order, with
-    /// the QoS asked for, and are queued for a persistent session whose client is away.
+    /// the QoS asked for and an MQTT 5 subscriber's Subscription Identifier, are queued for a
+    /// persistent session whose client is away, and are refused once the broker stopped.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn handed_over_messages_reach_subscribers_in_order_and_wait_for_absent_ones() {
         use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
         let addr = free_addr();
         let broker = EmbeddedBroker::start(BrokerSettings::open(addr)).unwrap();
         let handoff = broker.handoff("lwm2m-server");
+        let n = |i: usize| format!("{{\"n\":{i}}}");
+        let batch = |from: usize| -> Vec<(String, Vec<u8>)> {
+            (from..from + 25)
+                .map(|i| (format!("lwm2m/dev-{}/up/notify", i % 3), n(i).into_bytes()))
+                .collect()
+        };
+
+        // An MQTT 5 subscriber with a Subscription Identifier, connected.
+        let v5 = {
+            use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeProperties};
+            use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+            let o = MqttOptions::new("backend-5", addr.ip().to_string(), addr.port());
+            let (client, mut events) = AsyncClient::new(o, 100);
+            let props = SubscribeProperties {
+                id: Some(7),
+                user_properties: Vec::new(),
+            };
+            client
+                .subscribe_with_properties(
+                    "lwm2m/+/up/#",
+                    rumqttc::v5::mqttbytes::QoS::AtLeastOnce,
+                    props,
+                )
+                .await
+                .unwrap();
+            tokio::time::timeout(WAIT, async {
+                while !matches!(
+                    events.poll().await.unwrap(),
+                    Event::Incoming(Packet::SubAck(_))
+                ) {}
+            })
+            .await
+            .expect("SUBACK within 10 s");
+            tokio::spawn(async move {
+                let _client = client;
+                let mut got = Vec::new();
+                while got.len() < 50 {
+                    if let Ok(Event::Incoming(Packet::Publish(p))) = events.poll().await {
+                        let ids = p.properties.map(|pr| pr.subscription_identifiers);
+                        got.push((String::from_utf8(p.payload.to_vec()).unwrap(), ids));
+                    }
+                }
+                got
+            })
+        };
+
+        // An MQTT 3.1.1 subscriber with a persistent session, away.
         let options = || {
             let mut o = MqttOptions::new("backend-311", addr.ip().to_string(), addr.port());
             o.set_clean_session(false);
             o
         };
-        // Subscribe, then leave: the session stays.
         let (client, mut events) = AsyncClient::new(options(), 100);
         client
             .subscribe("lwm2m/+/up/#", QoS::AtLeastOnce)
             .await
             .unwrap();
         tokio::time::timeout(WAIT, async {
-            loop {
-                if let Event::Incoming(Packet::SubAck(_)) = events.poll().await.unwrap() {
-                    break;
-                }
-            }
+            while !matches!(
+                events.poll().await.unwrap(),
+                Event::Incoming(Packet::SubAck(_))
+            ) {}
         })
         .await
         .expect("SUBACK within 10 s");
@@ -892,21 +952,47 @@ mod tests {
         .await
         .expect("DISCONNECT sent within 10 s");
         drop(events);
+        // Until the broker has seen it go, a message for it would go to the closing connection.
+        tokio::time::timeout(WAIT, async {
+            loop {
+                let shared = broker.scx.extends.shared().await;
+                if shared
+                    .session_status("backend-311")
+                    .await
+                    .is_some_and(|s| !s.online)
+                {
+                    break;
+                }
+                drop(shared);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("the session offline within 10 s");
 
-        for i in 0..50 {
-            let topic = format!("lwm2m/dev-{}/up/notify", i % 3);
-            handoff
-                .publish(
-                    topic,
-                    format!("{{\"n\":{i}}}").into_bytes(),
-                    MqttQos::AtLeastOnce,
-                )
-                .await;
-        }
+        assert!(handoff.publish_all(batch(0), MqttQos::AtLeastOnce).await);
+        assert!(handoff.publish_all(batch(25), MqttQos::AtLeastOnce).await);
         // Nobody subscribes here: dropped, as the broker drops any such message.
-        handoff
-            .publish("elsewhere/x".into(), b"-".to_vec(), MqttQos::AtLeastOnce)
-            .await;
+        assert!(
+            handoff
+                .publish_all(
+                    vec![("elsewhere/x".into(), b"-".to_vec())],
+                    MqttQos::AtLeastOnce
+                )
+                .await
+        );
+        let want: Vec<String> = (0..50).map(n).collect();
+
+        let got = tokio::time::timeout(WAIT, v5)
+            .await
+            .expect("50 messages within 10 s")
+            .unwrap();
+        assert_eq!(got.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(), want);
+        assert!(
+            got.iter().all(|(_, ids)| ids.as_deref() == Some(&[7][..])),
+            "{:?}",
+            got[0]
+        );
 
         let (_client, mut events) = AsyncClient::new(options(), 100);
         let mut got = Vec::new();
@@ -920,9 +1006,13 @@ mod tests {
         })
         .await
         .expect("the 50 queued messages within 10 s");
-        let want: Vec<String> = (0..50).map(|i| format!("{{\"n\":{i}}}")).collect();
         assert_eq!(got, want);
+
         broker.stop();
+        assert!(
+            !handoff.publish_all(batch(50), MqttQos::AtLeastOnce).await,
+            "a stopped broker takes nothing"
+        );
     }
 
     /// A persistent session keeps a QoS 1 message published while its subscriber was away.

@@ -267,9 +267,12 @@ pub async fn run(
     let mut acked_from: Option<u64> = None;
     // The hand-off stopped at its turn's end with more committed.
     let mut more = false;
+    let mut broker_down = false;
+    // The connection was lost: it is tried again from then.
+    let mut paused_until: Option<tokio::time::Instant> = None;
     loop {
         if let Some(h) = &handoff {
-            more = hand_off(h, &config, &store, &shared, &mut cursor).await;
+            more = hand_off(h, &config, &store, &shared, &mut cursor, &mut broker_down).await;
         }
         // Publish what is committed and fits the window.
         while handoff.is_none() && connected && in_flight.len() < config.window {
@@ -299,7 +302,7 @@ pub async fn run(
             }
         }
         tokio::select! {
-            ev = client.poll(config.qos, &in_flight) => match ev {
+            ev = client.poll(config.qos, &in_flight), if paused_until.is_none() => match ev {
                 Ev::Connected { session_present } => {
                     connected = true;
                     backoff = config.reconnect_min;
@@ -356,13 +359,13 @@ pub async fn run(
                         tracing::debug!(error = %e, "MQTT broker not reachable");
                     }
                     connected = false;
-                    tokio::select! {
-                        () = tokio::time::sleep(backoff) => {}
-                        () = downlink.closed() => return,
-                    }
+                    // The pause is a branch of this loop, not a sleep here: messages handed
+                    // to the embedded broker keep going while the connection waits.
+                    paused_until = Some(tokio::time::Instant::now() + backoff);
                     backoff = (backoff * 2).min(config.reconnect_max);
                 }
             },
+            () = sleep_until(paused_until), if paused_until.is_some() => paused_until = None,
             () = shared.committed.notified(), if connected || handoff.is_some() => {}
             () = std::future::ready(()), if more => {}
             () = downlink.closed() => return,
@@ -372,12 +375,14 @@ pub async fn run(
 
 /// Hands what is committed in the outbox from `cursor` on to the embedded broker, in order,
 /// and deletes it from the outbox: at most [`HANDOFF_TURN`] messages. True if more wait.
+/// While the broker is stopped, nothing leaves the outbox.
 async fn hand_off(
     handoff: &Handoff,
     config: &LinkConfig,
     store: &Store,
     shared: &Shared,
     cursor: &mut u64,
+    broker_down: &mut bool,
 ) -> bool {
     let stats = &shared.stats;
     let mut done = 0;
@@ -393,13 +398,27 @@ async fn hand_off(
             return false;
         };
         let n = batch.len();
-        for (seq, msg) in batch {
-            handoff.publish(msg.topic, msg.payload, config.qos).await;
-            stats.published.fetch_add(1, Relaxed);
-            shared.acknowledged(seq, Instant::now());
-            stats.acked.fetch_add(1, Relaxed);
-            stats.outbox_len.fetch_sub(1, Relaxed);
+        let seqs: Vec<u64> = batch.iter().map(|(seq, _)| *seq).collect();
+        let messages = batch
+            .into_iter()
+            .map(|(_, m)| (m.topic, m.payload))
+            .collect();
+        if !handoff.publish_all(messages, config.qos).await {
+            if !std::mem::replace(broker_down, true) {
+                tracing::error!(
+                    "the embedded MQTT broker has stopped; messages wait in the outbox"
+                );
+            }
+            return false;
         }
+        *broker_down = false;
+        let now = Instant::now();
+        for seq in seqs {
+            shared.acknowledged(seq, now);
+        }
+        stats.published.fetch_add(n as u64, Relaxed);
+        stats.acked.fetch_add(n as u64, Relaxed);
+        stats.outbox_len.fetch_sub(n as u64, Relaxed);
         *cursor = last + 1;
         // A crash before this delete hands the batch over again, with its msgIds.
         let _ = store.delete_range(
@@ -431,6 +450,14 @@ fn retire(in_flight: &mut Window, acked_from: &mut Option<u64>, store: &Store, s
             );
             *acked_from = None;
         }
+    }
+}
+
+/// Sleeps until `at` (never, without one).
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -184,7 +184,8 @@ impl EventLog {
         self.keep(|id| SseEvent {
             id,
             kind,
-            charge: charge + endpoint.len() + 64,
+            // The values kept, and once a stream has read it, its JSON too.
+            charge: 2 * (charge + endpoint.len() + 128),
             endpoint,
             body: Body::Later(Box::new(event), OnceLock::new()),
         });
@@ -516,16 +517,24 @@ fn later_json(event: &DeviceEvent) -> Option<Json> {
     })
 }
 
-/// About the bytes of a value's JSON: a variable-length value by its length (opaque as
-/// base64), a number or a link by a fixed allowance.
+/// At least the bytes of a value's JSON (`value_json`): a string with every character
+/// JSON escapes counted six times, opaque as hex, anything else a fixed allowance.
 fn value_bytes(v: &Value) -> usize {
     match v {
-        Value::String(s) | Value::CoreLink(s) => s.len() + 8,
-        Value::Opaque(b) => b.len() / 3 * 4 + 12,
-        _ => 24,
+        Value::String(s) | Value::CoreLink(s) => {
+            let escaped = s
+                .bytes()
+                .filter(|b| *b < 0x20 || *b == b'"' || *b == b'\\')
+                .count();
+            2 + s.len() + 5 * escaped
+        }
+        Value::Opaque(b) => 2 + 2 * b.len(),
+        _ => 32,
     }
 }
 
+/// At least the bytes of a notification's or Send's values in JSON (the names, kinds and
+/// types of each node or record included).
 fn content_bytes(content: &Content) -> usize {
     match content {
         Content::Records(records) => records_bytes(records),
@@ -536,21 +545,21 @@ fn content_bytes(content: &Content) -> usize {
 fn records_bytes(records: &[lwm2m::content::Record]) -> usize {
     records
         .iter()
-        .map(|r| 32 + r.value.as_ref().map_or(0, value_bytes))
+        .map(|r| 128 + r.value.as_ref().map_or(0, value_bytes))
         .sum()
 }
 
 fn node_bytes(node: &Node) -> usize {
     let resource = |r: &Resource| match r {
-        Resource::Single(v) => 8 + value_bytes(v),
-        Resource::Multiple(m) => 8 + m.values().map(|v| 8 + value_bytes(v)).sum::<usize>(),
+        Resource::Single(v) => 96 + value_bytes(v),
+        Resource::Multiple(m) => 96 + m.values().map(|v| 16 + value_bytes(v)).sum::<usize>(),
     };
-    let instance = |i: &lwm2m::model::Instance| 8 + i.values().map(resource).sum::<usize>();
-    match node {
+    let instance = |i: &lwm2m::model::Instance| 64 + i.values().map(resource).sum::<usize>();
+    64 + match node {
         Node::Object(o) => o.values().map(instance).sum(),
         Node::Instance(i) => instance(i),
         Node::Resource(r) => resource(r),
-        Node::ResourceInstance(v) => value_bytes(v),
+        Node::ResourceInstance(v) => 96 + value_bytes(v),
     }
 }
 
@@ -702,12 +711,82 @@ mod tests {
         for i in 0..100u8 {
             log.push_later("SEND", send(i));
         }
-        // 1 MiB of opaque is about 1.4 MB of base64 in JSON: 64 MiB hold about 47.
+        // 1 MiB of opaque is 2 MiB of hex in JSON, counted twice (values and JSON): 64 MiB
+        // hold 15 of them.
         let kept = log.since(0, usize::MAX);
-        assert!((44..=48).contains(&kept.len()), "{}", kept.len());
+        assert!((14..=16).contains(&kept.len()), "{}", kept.len());
         let newest = kept.last().unwrap();
         let json: Json = serde_json::from_str(newest.data()).unwrap();
         assert_eq!(json["ep"], "ep");
         assert_eq!(json, later_json(&send(99)).unwrap());
+    }
+
+    #[test]
+    fn what_an_event_kept_for_later_counts_covers_its_json() {
+        use lwm2m::model::{Instance, Resource};
+        let nasty = "\u{1}\"\\".repeat(300);
+        let values = [
+            Value::String(nasty.clone()),
+            Value::CoreLink(nasty),
+            Value::Opaque(vec![0xff; 777]),
+            Value::Float(-1.234_567_890_123e-300),
+            Value::Integer(i64::MIN),
+            Value::Boolean(false),
+            Value::Time(i64::MAX),
+            Value::ObjectLink(lwm2m::model::ObjectLink {
+                object: 65535,
+                instance: 65535,
+            }),
+        ];
+        let records = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| lwm2m::content::Record {
+                path: Path::resource_instance(65535, 65535, 65535, i as u16),
+                value: Some(v.clone()),
+                time: None,
+            })
+            .collect::<Vec<_>>();
+        let multi: std::collections::BTreeMap<u16, Value> = values
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, v)| (i as u16, v))
+            .collect();
+        let instance: Instance = [(1u16, Resource::Multiple(multi))]
+            .into_iter()
+            .chain(
+                values
+                    .iter()
+                    .cloned()
+                    .enumerate()
+                    .map(|(i, v)| (100 + i as u16, Resource::Single(v))),
+            )
+            .collect();
+        let events = [
+            DeviceEvent::Send {
+                endpoint: "ep".into(),
+                records,
+            },
+            DeviceEvent::Notification {
+                endpoint: "ep".into(),
+                observation: crate::core::types::ObservationId(u64::MAX),
+                path: Path::object(65535),
+                content: Content::Node(Node::Object([(65535u16, instance)].into_iter().collect())),
+                seq: Some(u32::MAX),
+            },
+        ];
+        let log = EventLog::new(10);
+        for e in events {
+            log.push_later(later_kind(&e).unwrap(), e);
+        }
+        for e in log.since(0, 10) {
+            assert!(
+                e.charge >= 2 * e.data().len(),
+                "{} < 2 x {}",
+                e.charge,
+                e.data().len()
+            );
+        }
     }
 }
