@@ -417,16 +417,18 @@ impl<P: Peer> Endpoint<P> {
     pub(super) fn on_separate_response(&mut self, now: Instant, peer: P, packet: Packet) {
         let mid = packet.header.message_id;
         let con = packet.header.get_type() == MessageType::Confirmable;
-        if self.refusing_reports
-            && packet.get_option(coap_lite::CoapOption::Observe).is_some()
-            && self.dedup.get(&(peer, mid), now).is_none()
-        {
+        let observe = packet.get_option(coap_lite::CoapOption::Observe).is_some();
+        if self.refusing_reports && observe && self.dedup.get(&(peer, mid), now).is_none() {
             // No ACK, no duplicate-detection record: the sender's retransmission is a new
             // arrival, taken once the application can.
             self.stats.notifications_refused += 1;
             return;
         }
-        if self.is_duplicate(now, peer, mid, con) {
+        // A non-confirmable notification needs no duplicate-detection record (RFC 7252
+        // §4.5): its duplicate carries the same Observe value, which RFC 7641 §3.4's
+        // ordering rule drops as not fresher. Under telemetry such records would be nearly
+        // all of this endpoint's memory (one per notification, kept NON_LIFETIME).
+        if (con || !observe) && self.is_duplicate(now, peer, mid, con) {
             return;
         }
         let token = Token::new(packet.get_token()).unwrap_or_default();

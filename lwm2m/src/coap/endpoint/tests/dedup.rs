@@ -161,6 +161,38 @@ fn answered_requests_do_not_pile_up_expiry_records() {
 }
 
 #[test]
+fn a_duplicate_non_notification_is_delivered_once_without_a_dedup_record() {
+    let (mut net, token) = observing(11);
+    let non = |mid: u16, observe: u32| {
+        let mut n = content(b"21.5");
+        n.header.set_type(MessageType::NonConfirmable);
+        n.header.message_id = mid;
+        n.set_token(token.clone());
+        msg::set_uint_option(&mut n, coap_lite::CoapOption::Observe, observe);
+        n.to_bytes().unwrap()
+    };
+    let dedup_before = net.ep(0).usage().dedup;
+    let bytes = non(5150, 9);
+    net.inject(1, 0, &bytes);
+    net.inject(1, 0, &bytes);
+    let notes = net.take_events(0, |e| matches!(e, Event::Notification { .. }).then_some(()));
+    assert_eq!(
+        notes.len(),
+        1,
+        "the duplicate is dropped by the Observe ordering"
+    );
+    assert_eq!(
+        net.ep(0).usage().dedup,
+        dedup_before,
+        "no record kept for it"
+    );
+    // The next value is taken.
+    net.inject(1, 0, &non(5151, 10));
+    let notes = net.take_events(0, |e| matches!(e, Event::Notification { .. }).then_some(()));
+    assert_eq!(notes.len(), 1);
+}
+
+#[test]
 fn a_refused_notification_is_not_acknowledged_and_its_retransmission_is_taken_later() {
     // The application's outbox is full: the notification must stay the sender's to retransmit.
     let (mut net, token) = observing(5);
