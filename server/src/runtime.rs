@@ -377,6 +377,11 @@ impl Shell {
             self.stack.outbox_written();
         }
         self.note_submissions(now);
+        self.note_command_queue();
+    }
+
+    /// The pending-commands gauges from the core's queues.
+    fn note_command_queue(&mut self) {
         let (queued, in_flight) = self.stack.core().commands_pending();
         if queued + in_flight == 0 {
             // Every result is out: whatever is left was never going to get one.
@@ -423,7 +428,9 @@ impl Shell {
                 let took = now.saturating_duration_since(at);
                 self.stack.metrics().command_finished(operation, took);
             }
-            // After the metrics: a caller that has its result sees it counted.
+            // After the metrics: a caller that has its result sees it counted, and no longer
+            // pending.
+            self.note_command_queue();
             if let Some(w) = self.waiters.remove(id) {
                 let _ = w.send(outcome.clone());
             }

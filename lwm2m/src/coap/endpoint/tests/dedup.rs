@@ -11,6 +11,14 @@ fn con_get(mid: u16, path: &str) -> Vec<u8> {
     p.to_bytes().unwrap()
 }
 
+/// Datagrams node `from` sent with message ID `mid` (its ACKs or answers to that message).
+fn sent_with_mid(net: &Net, from: Addr, mid: u16) -> usize {
+    net.sent()
+        .iter()
+        .filter(|s| s.from == from && parse(&s.bytes).header.message_id == mid)
+        .count()
+}
+
 fn requests_seen(net: &Net, addr: Addr) -> usize {
     net.nodes[usize::from(addr)]
         .events
@@ -130,12 +138,7 @@ fn duplicate_confirmable_notification_is_acked_again_but_delivered_once() {
     net.inject(1, 0, &bytes);
     let notes = net.take_events(0, |e| matches!(e, Event::Notification { .. }).then_some(()));
     assert_eq!(notes.len(), 1);
-    let acks = net
-        .sent()
-        .iter()
-        .filter(|s| s.from == 0 && parse(&s.bytes).header.message_id == 4242)
-        .count();
-    assert_eq!(acks, 2);
+    assert_eq!(sent_with_mid(&net, 0, 4242), 2);
 }
 
 #[test]
@@ -197,12 +200,7 @@ fn a_refused_notification_is_not_acknowledged_and_its_retransmission_is_taken_la
     // The application's outbox is full: the notification must stay the sender's to retransmit.
     let (mut net, token) = observing(5);
     let bytes = con_notification(token, 777, 5);
-    let acks = |net: &Net| {
-        net.sent()
-            .iter()
-            .filter(|s| s.from == 0 && parse(&s.bytes).header.message_id == 777)
-            .count()
-    };
+    let acks = |net: &Net| sent_with_mid(net, 0, 777);
 
     net.ep(0).refuse_reports(true);
     net.inject(1, 0, &bytes);
@@ -235,12 +233,7 @@ fn a_refused_send_is_not_acknowledged_and_its_retransmission_is_taken_later() {
     send.set_token(vec![9, 9]);
     send.payload = b"[]".to_vec();
     let send = send.to_bytes().unwrap();
-    let answers = |net: &Net| {
-        net.sent()
-            .iter()
-            .filter(|s| s.from == 0 && parse(&s.bytes).header.message_id == 901)
-            .count()
-    };
+    let answers = |net: &Net| sent_with_mid(net, 0, 901);
 
     net.ep(0).refuse_reports(true);
     net.inject(1, 0, &send);
