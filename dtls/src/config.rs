@@ -41,6 +41,10 @@ pub struct ServerConfig {
     /// Length of the Connection IDs issued to clients that ask (0: never). Capped at
     /// [`MAX_CID_LEN`]; a larger value issues and expects CIDs of that length.
     pub cid_len: usize,
+    /// The first byte of every Connection ID issued, the rest being random: a cluster
+    /// node's id, so that whichever node a record reaches can tell, from the record alone
+    /// ([`crate::server::cid_node`]), which node holds its session. `None`: all random.
+    pub cid_node: Option<u8>,
     pub timers: Timers,
     /// Handshakes in progress at once; beyond it new ones are refused (after the cookie).
     pub max_handshakes: usize,
@@ -66,6 +70,7 @@ impl Default for ServerConfig {
         Self {
             suites: CipherSuite::ALL.to_vec(),
             cid_len: 6,
+            cid_node: None,
             timers: Timers::default(),
             max_handshakes: 10_000,
             handshakes_per_source_per_sec: 20,

@@ -996,6 +996,70 @@ fn a_server_connection_id_longer_than_supported_fails_the_handshake() {
 }
 
 #[test]
+fn issued_cids_name_the_node_and_a_record_tells_which() {
+    let mut cfg = ServerConfig::default();
+    cfg.cid_len = 6;
+    cfg.cid_node = Some(42);
+    let mut net = Net::new(cfg, creds(3), 77);
+    for i in 0..3 {
+        let mut client = psk_client(i);
+        client.connection_id = Some(Vec::new());
+        net.add_client(client);
+    }
+    net.run(Duration::from_secs(2));
+    let cids: Vec<Vec<u8>> = (0..3)
+        .map(|i| {
+            net.clients[i]
+                .1
+                .session()
+                .unwrap()
+                .send_cid
+                .unwrap()
+                .as_bytes()
+                .to_vec()
+        })
+        .collect();
+    assert!(cids.iter().all(|c| c.len() == 6 && c[0] == 42), "{cids:?}");
+    assert!(
+        cids[0] != cids[1] && cids[1] != cids[2],
+        "the rest is random"
+    );
+    echo_round_trip(&mut net, 0, "ep-0");
+
+    // A tls12_cid record header (content type 25, DTLS 1.2, epoch 1, sequence 7), its CID,
+    // length 3, and 3 bytes of (encrypted) fragment.
+    let record = |cid: &[u8]| {
+        let mut d = vec![25, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 7];
+        d.extend_from_slice(cid);
+        d.extend_from_slice(&[0, 3, 1, 2, 3]);
+        d
+    };
+    assert_eq!(crate::server::cid_node(&record(&cids[1]), 6), Some(42));
+    assert_eq!(
+        crate::server::cid_node(&record(&[9, 1, 2, 3, 4, 5]), 6),
+        Some(9)
+    );
+    // A record without a CID (a handshake, or an application_data record) names no node.
+    let mut plain = record(&[]);
+    plain[0] = 23;
+    assert_eq!(crate::server::cid_node(&plain, 0), None);
+    assert_eq!(crate::server::cid_node(&[25, 0xfe], 6), None, "truncated");
+}
+
+proptest::proptest! {
+    #[test]
+    fn reading_a_datagram_s_cid_node_never_panics(
+        data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..80),
+        cid_len in 0usize..40,
+    ) {
+        if let Some(node) = crate::server::cid_node(&data, cid_len) {
+            proptest::prop_assert_eq!(data.first(), Some(&25));
+            proptest::prop_assert_eq!(data.get(11), Some(&node));
+        }
+    }
+}
+
+#[test]
 fn a_configured_cid_length_above_the_cap_is_used_consistently() {
     // Issued CIDs are capped at MAX_CID_LEN; records must be split by the same length, or
     // every record carrying one is misread.

@@ -252,6 +252,9 @@ impl Server {
         for _ in 0..8 {
             let mut b = [0u8; crate::config::MAX_CID_LEN];
             self.rng.fill_bytes(&mut b);
+            if let Some(node) = self.config.cid_node {
+                b[0] = node;
+            }
             let cid = Cid::new(b.get(..len)?)?;
             if !self.by_cid.contains_key(&cid) {
                 return Some(cid);

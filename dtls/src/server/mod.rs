@@ -52,6 +52,19 @@ const RATE_SOURCES: usize = 1 << 16;
 /// 2^63 handshakes to reach `u64::MAX`: it never runs out, and a damaged store cannot make it.
 pub const MAX_CONN_ID: u64 = 1 << 62;
 
+/// The node named by the Connection ID of a datagram's first record (its first byte, see
+/// [`ServerConfig::cid_node`]), if that record carries one (`tls12_cid`, RFC 9146 §4) of a
+/// server issuing `cid_len`-byte CIDs. Nothing is decrypted: a node uses it to pass the
+/// datagram to the node holding the session; that node authenticates it.
+pub fn cid_node(datagram: &[u8], cid_len: usize) -> Option<u8> {
+    let cid_len = cid_len.min(crate::config::MAX_CID_LEN);
+    let record = split_records(datagram, cid_len).next()?.ok()?;
+    if record.content_type != ContentType::Tls12Cid as u8 {
+        return None;
+    }
+    record.cid.first().copied()
+}
+
 /// An established session of this server. Stable for the session's life, across address
 /// changes, resumption and restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
