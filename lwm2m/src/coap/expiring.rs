@@ -52,43 +52,26 @@ impl<K: Clone + Eq + Hash, V> ExpiringMap<K, V> {
         }
     }
 
-    fn slot(&self, seq: u64) -> Option<&Entry<K, V>> {
-        let i = usize::try_from(seq.checked_sub(self.head)?).ok()?;
-        self.ring.get(i)?.as_ref()
-    }
-
     /// The sequence number of `key`'s entry.
     fn find(&self, key: &K) -> Option<u64> {
-        let hash = self.hasher.hash_one(key);
         let (ring, head) = (&self.ring, self.head);
         self.index
-            .find(hash, |&seq| {
-                usize::try_from(seq.wrapping_sub(head))
-                    .ok()
-                    .and_then(|i| ring.get(i))
-                    .and_then(Option::as_ref)
-                    .is_some_and(|e| e.key == *key)
+            .find(self.hasher.hash_one(key), |&seq| {
+                holds(ring, head, seq, key)
             })
             .copied()
     }
 
     /// Takes `key`'s entry out of the ring and the index.
     fn take(&mut self, key: &K) -> Option<Entry<K, V>> {
-        let hash = self.hasher.hash_one(key);
         let (ring, head) = (&self.ring, self.head);
-        let found = self.index.find_entry(hash, |&seq| {
-            usize::try_from(seq.wrapping_sub(head))
-                .ok()
-                .and_then(|i| ring.get(i))
-                .and_then(Option::as_ref)
-                .is_some_and(|e| e.key == *key)
-        });
-        let seq = match found {
+        let seq = match self.index.find_entry(self.hasher.hash_one(key), |&seq| {
+            holds(ring, head, seq, key)
+        }) {
             Ok(entry) => entry.remove().0,
             Err(_) => return None,
         };
-        let i = usize::try_from(seq.checked_sub(self.head)?).ok()?;
-        let entry = self.ring.get_mut(i)?.take();
+        let entry = self.ring.get_mut(position(head, seq)?)?.take();
         if entry.is_some() {
             self.live -= 1;
         }
@@ -123,11 +106,7 @@ impl<K: Clone + Eq + Hash, V> ExpiringMap<K, V> {
         let hash = self.hasher.hash_one(&e.key);
         let (ring, head, hasher) = (&self.ring, self.head, &self.hasher);
         self.index.insert_unique(hash, seq, |&s| {
-            usize::try_from(s.wrapping_sub(head))
-                .ok()
-                .and_then(|i| ring.get(i))
-                .and_then(Option::as_ref)
-                .map_or(0, |e| hasher.hash_one(&e.key))
+            entry_at(ring, head, s).map_or(0, |e| hasher.hash_one(&e.key))
         });
         self.ring.push_back(Some(e));
         if self.ring.len() > 2 * self.capacity + 16 {
@@ -154,15 +133,14 @@ impl<K: Clone + Eq + Hash, V> ExpiringMap<K, V> {
 
     /// The live entry for `key` at `now`.
     pub(crate) fn get(&self, key: &K, now: Instant) -> Option<&V> {
-        self.slot(self.find(key)?)
+        entry_at(&self.ring, self.head, self.find(key)?)
             .filter(|e| e.expires > now)
             .map(|e| &e.value)
     }
 
     /// The live entry for `key` at `now`, mutably.
     pub(crate) fn get_mut(&mut self, key: &K, now: Instant) -> Option<&mut V> {
-        let seq = self.find(key)?;
-        let i = usize::try_from(seq.checked_sub(self.head)?).ok()?;
+        let i = position(self.head, self.find(key)?)?;
         self.ring
             .get_mut(i)?
             .as_mut()
@@ -214,6 +192,25 @@ impl<K: Clone + Eq + Hash, V> ExpiringMap<K, V> {
     pub(crate) fn records(&self) -> usize {
         self.ring.len()
     }
+}
+
+/// Where entry `seq` sits in a ring whose front is entry `head`.
+fn position(head: u64, seq: u64) -> Option<usize> {
+    usize::try_from(seq.checked_sub(head)?).ok()
+}
+
+/// Entry `seq`, if it is live.
+fn entry_at<K, V>(
+    ring: &VecDeque<Option<Entry<K, V>>>,
+    head: u64,
+    seq: u64,
+) -> Option<&Entry<K, V>> {
+    ring.get(position(head, seq)?)?.as_ref()
+}
+
+/// Whether entry `seq` is live and `key`'s.
+fn holds<K: Eq, V>(ring: &VecDeque<Option<Entry<K, V>>>, head: u64, seq: u64, key: &K) -> bool {
+    entry_at(ring, head, seq).is_some_and(|e| e.key == *key)
 }
 
 #[cfg(test)]
