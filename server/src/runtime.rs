@@ -331,9 +331,9 @@ impl Machine for Shell {
 }
 
 impl Shell {
-    /// Backpressure: while the MQTT outbox is full, devices' notifications are left
-    /// unacknowledged (they retransmit with backoff) rather than taken and then dropped.
-    /// Returns whether notifications are refused now.
+    /// Backpressure: while the MQTT outbox is full, devices' notifications and Sends are
+    /// left unacknowledged (they retransmit with backoff) rather than taken and then dropped.
+    /// Returns whether they are refused now.
     fn backpressure(&mut self) -> bool {
         let full = self.bridge.as_ref().is_some_and(Bridge::outbox_full);
         let was = self.stack.core_mut().refuse_reports(full);
@@ -344,6 +344,7 @@ impl Shell {
         }
         full
     }
+
     /// Carries out what the stacks produced: store writes, audit entries, device events. A
     /// finished bootstrap changes the LwM2M server's credentials, whose stack then has
     /// more to hand out: both are drained until neither has anything.

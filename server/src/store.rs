@@ -6,10 +6,9 @@
 //! commits once: while one commit waits for the disk, the next batch gathers. Under light load
 //! each write commits alone and at once. Under load (the last commit, of several writes, ended
 //! moments ago) the writer first sleeps `gather` (4 ms by default, `[server]
-//! store_commit_gather_ms`) while more writes queue, then commits
-//! them together, so that a stream of small writes (a notification's outbox entry each) shares
-//! one fsync among dozens instead of a handful: the fsync, not the writes, is most of the
-//! store's CPU. Callers that need to know a write is durable await [`Store::flush`]; the hot
+//! store_commit_gather_ms`) while more writes queue, then commits them together, so that a
+//! stream of small writes (a notification's outbox entry each) shares one fsync among dozens
+//! instead of a handful: the fsync, not the writes, is most of the store's CPU. Callers that need to know a write is durable await [`Store::flush`]; the hot
 //! path (registration updates, queued commands) does not.
 //!
 //! Reads use redb's MVCC read transactions from any thread and never wait for the writer.

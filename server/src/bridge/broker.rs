@@ -29,15 +29,16 @@
 //!
 //! The broker runs on a thread of its own with a single-threaded tokio runtime, so its CPU
 //! time is its own (the `mqtt-broker` thread) and it cannot stall the server task.
+//! [`EmbeddedBroker::stop`] (or dropping it) ends the thread and drops the runtime: the
+//! listeners close, every connection is dropped, and the ports are free when it returns.
 //!
 //! The bridge's uplink does not go through a TCP connection to its own broker: a
 //! [`Handoff`] routes its messages straight into the subscribers' sessions, on the broker's
 //! thread, as the broker does with a PUBLISH it has received and decoded, and returns once
-//! they are routed (what a PUBACK would have said). That saves, per notification, the MQTT encoding, a `writev`,
-//! the broker's read and decode, and a PUBACK both ways: about a third of the server's CPU
-//! under telemetry. Commands still reach the bridge through its MQTT subscription.
-//! [`EmbeddedBroker::stop`] (or dropping it) ends the thread and drops the runtime: the
-//! listeners close, every connection is dropped, and the ports are free when it returns.
+//! they are routed (what a PUBACK would have said). That saves, per notification, the MQTT
+//! encoding, a `writev`, the broker's read and decode, and a PUBACK both ways: about a third
+//! of the server's CPU under telemetry. Commands still reach the bridge through its MQTT
+//! subscription.
 use super::connect::MAX_PACKET_BYTES;
 use super::passwords::PasswordFile;
 use crate::config::MqttQos;

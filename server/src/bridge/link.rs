@@ -412,10 +412,7 @@ async fn hand_off(
             return false;
         }
         *broker_down = false;
-        let now = Instant::now();
-        for seq in seqs {
-            shared.acknowledged(seq, now);
-        }
+        shared.acknowledged_all(&seqs, Instant::now());
         stats.published.fetch_add(n as u64, Relaxed);
         stats.acked.fetch_add(n as u64, Relaxed);
         stats.outbox_len.fetch_sub(n as u64, Relaxed);

@@ -106,7 +106,15 @@ impl Shared {
 
     /// The broker acknowledged message `seq` at `now`: a notification's latency is measured.
     pub fn acknowledged(&self, seq: u64, now: Instant) {
-        let stamp = self.queued_at.lock().ok().and_then(|mut q| {
+        self.acknowledged_all(&[seq], now);
+    }
+
+    /// The broker acknowledged messages `seqs` (in sequence order) at `now`, under one lock.
+    pub fn acknowledged_all(&self, seqs: &[u64], now: Instant) {
+        let Ok(mut q) = self.queued_at.lock() else {
+            return;
+        };
+        for &seq in seqs {
             let stamp = q.remove(&seq);
             // Acknowledgements come in sequence order, and the link deletes the outbox up to
             // the one acknowledged: an older message still here was passed over, and is gone.
@@ -114,12 +122,11 @@ impl Shared {
                 let newer = q.split_off(&seq);
                 *q = newer;
             }
-            stamp
-        });
-        if let Some(s) = stamp.filter(|s| s.notification) {
-            let waited = now.saturating_duration_since(s.at);
-            self.notification_latency.observe(waited.as_secs_f64());
-            self.stats.notifications_timed.fetch_add(1, Relaxed);
+            if let Some(s) = stamp.filter(|s| s.notification) {
+                let waited = now.saturating_duration_since(s.at);
+                self.notification_latency.observe(waited.as_secs_f64());
+                self.stats.notifications_timed.fetch_add(1, Relaxed);
+            }
         }
     }
 

@@ -355,8 +355,9 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         &self.coap
     }
 
-    /// While `on`, notifications are left unacknowledged (devices retransmit them) instead of
-    /// taken: what they would become cannot be kept now (the MQTT outbox is full).
+    /// While `on`, notifications and LwM2M Sends are left unacknowledged (devices retransmit
+    /// them) instead of taken: what they would become cannot be kept now (the MQTT outbox is
+    /// full).
     /// Returns whether they were refused before.
     pub fn refuse_reports(&mut self, on: bool) -> bool {
         self.coap.refuse_reports(on)

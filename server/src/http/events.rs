@@ -402,9 +402,8 @@ fn describe(event: &DeviceEvent, requests: &Requests) -> Option<(&'static str, S
         DeviceEvent::Sleeping { endpoint } => {
             ("SLEEPING", endpoint.clone(), json!({ "ep": endpoint }))
         }
-        DeviceEvent::Notification { endpoint, .. } | DeviceEvent::Send { endpoint, .. } => {
-            (later_kind(event)?, endpoint.clone(), later_json(event)?)
-        }
+        // Kept with their values, their JSON built when read: `EventLog::push_later`.
+        DeviceEvent::Notification { .. } | DeviceEvent::Send { .. } => return None,
         DeviceEvent::CommandResult {
             id,
             endpoint,
@@ -484,32 +483,28 @@ fn later_json(event: &DeviceEvent) -> Option<Json> {
             path,
             content,
             seq,
-        } => {
-            let data = match content {
-                Content::Node(node) => json!({
+        } => match content {
+            Content::Node(node) => json!({
+                "ep": endpoint,
+                "kind": "single",
+                "res": path.to_string(),
+                "val": node_json(path, node),
+                "observation": observation.0,
+                "seq": seq,
+            }),
+            Content::Records(records) => {
+                let mut paths: Vec<String> = records.iter().map(|r| r.path.to_string()).collect();
+                paths.dedup();
+                json!({
                     "ep": endpoint,
-                    "kind": "single",
-                    "res": path.to_string(),
-                    "val": node_json(path, node),
+                    "kind": "composite",
+                    "paths": paths,
+                    "val": records_json(records),
                     "observation": observation.0,
                     "seq": seq,
-                }),
-                Content::Records(records) => {
-                    let mut paths: Vec<String> =
-                        records.iter().map(|r| r.path.to_string()).collect();
-                    paths.dedup();
-                    json!({
-                        "ep": endpoint,
-                        "kind": "composite",
-                        "paths": paths,
-                        "val": records_json(records),
-                        "observation": observation.0,
-                        "seq": seq,
-                    })
-                }
-            };
-            data
-        }
+                })
+            }
+        },
         DeviceEvent::Send { endpoint, records } => {
             json!({"ep": endpoint, "val": records_json(records)})
         }
