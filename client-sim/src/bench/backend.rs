@@ -90,6 +90,10 @@ struct Backend {
     plan: BackendPlan,
     client: AsyncClient,
     live: Arc<BackendLive>,
+    /// The run is stopping: devices are leaving, so a Register that still arrives (sent
+    /// just before the stop, its device since stopped) starts no observation that could
+    /// never be answered.
+    stopping: bool,
     counts: BackendCounts,
     pending: HashMap<u64, Pending>,
     /// Request ids in the order sent: every request has the same timeout, so the oldest
@@ -141,6 +145,7 @@ async fn run(
         plan,
         client,
         live,
+        stopping: false,
         counts: BackendCounts::default(),
         pending: HashMap::new(),
         sent_order: VecDeque::new(),
@@ -182,6 +187,7 @@ async fn run(
     loop {
         let now = Instant::now();
         if *stop.borrow() {
+            b.stopping = true;
             // Done once nothing has arrived for a second and no command is outstanding,
             // or after ten seconds anyway.
             let seen = b.counts.notifications + b.counts.sends + b.counts.commands_answered;
@@ -354,7 +360,9 @@ impl Backend {
                     self.index.insert(ep.clone(), self.registered.len());
                     self.registered.push(ep.clone());
                 }
-                self.observe(&ep);
+                if !self.stopping {
+                    self.observe(&ep);
+                }
                 if let Some(c) = self.campaign.as_mut() {
                     c.registered(&ep);
                 }
