@@ -15,6 +15,8 @@
 //! - [`bootstrap`]: the bootstrap server beside the LwM2M server: the `lwm2m-bootstrap` core
 //!   as a role of the stack, and the accounts it gives devices.
 //! - [`bridge`]: the MQTT bridge (EMQX LwM2M gateway JSON).
+//! - [`cluster`]: one node among several: datagrams routed to the node holding their DTLS
+//!   session by the node byte of their Connection ID.
 //! - [`firmware`]: firmware update (Object 5): the package store and the campaigns.
 //! - [`pem`]: PEM certificate chains and keys the configuration names.
 //! - [`metrics`]: the server's counters and their Prometheus text.
@@ -24,6 +26,7 @@
 
 pub mod bootstrap;
 pub mod bridge;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod firmware;

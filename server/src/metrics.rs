@@ -134,6 +134,8 @@ pub struct Metrics {
     /// By transport: udp, dtls.
     datagrams_received: [Counter; 2],
     datagrams_sent: [Counter; 2],
+    /// Datagrams between cluster nodes, by [`ClusterCount`].
+    cluster_datagrams: [Counter; 5],
     /// Firmware updates ended, by outcome, in the order of [`FirmwareOutcome::NAMES`].
     firmware_updates: Vec<Counter>,
     /// Devices in firmware campaigns by phase, in the order of [`FirmwarePhase::ALL`], set
@@ -168,6 +170,37 @@ impl Transport {
             Transport::Udp => 0,
             Transport::Dtls => 1,
         }
+    }
+}
+
+/// What [`Metrics::cluster_datagram`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterCount {
+    /// A device's datagram passed on to the node holding its session.
+    Forwarded,
+    /// A device's datagram another node passed on, for a session here.
+    Taken,
+    /// An answer sent back through the node the device's datagrams arrive at.
+    AnsweredThrough,
+    /// An answer another node asked this node to send to a device.
+    SentFor,
+    /// An internal datagram refused (not authenticated, malformed, unknown node).
+    Rejected,
+}
+
+impl ClusterCount {
+    /// Every kind, in the order of their label names.
+    pub const NAMES: [&'static str; 5] = [
+        "forwarded",
+        "taken",
+        "answered_through",
+        "sent_for",
+        "rejected",
+    ];
+
+    /// Its index in [`NAMES`](Self::NAMES).
+    pub fn index(self) -> usize {
+        self as usize
     }
 }
 
@@ -467,6 +500,13 @@ impl Metrics {
             "transport",
             ["udp", "dtls"],
         );
+        let cluster_datagrams = by_label(
+            r,
+            "lwm2m_cluster_datagrams",
+            "Datagrams that went between cluster nodes: devices' datagrams forwarded to the node holding their session and taken from other nodes, answers sent back through the receiving node and sent for another node, internal datagrams rejected",
+            "kind",
+            ClusterCount::NAMES,
+        );
         let registration_duration = latency_histogram();
         r.register_with_unit(
             "lwm2m_registration_duration",
@@ -526,6 +566,7 @@ impl Metrics {
             bootstraps,
             datagrams_received,
             datagrams_sent,
+            cluster_datagrams,
             firmware_updates,
             firmware_devices,
             provisioning_failures,
@@ -646,6 +687,13 @@ impl Metrics {
         self.datagrams_sent[t.index()].inc();
     }
 
+    /// Counts a datagram between cluster nodes.
+    pub fn cluster_datagram(&self, kind: ClusterCount) {
+        if let Some(c) = self.cluster_datagrams.get(kind.index()) {
+            c.inc();
+        }
+    }
+
     /// The answer to a Register or Update left, `took` after the request arrived.
     pub fn registration_answered(&self, took: Duration) {
         self.registration_duration.observe(took.as_secs_f64());
@@ -717,6 +765,11 @@ impl Metrics {
             coap_datagrams_received_dtls: self.datagrams_received[1].get(),
             coap_datagrams_sent_udp: self.datagrams_sent[0].get(),
             coap_datagrams_sent_dtls: self.datagrams_sent[1].get(),
+            cluster_datagrams: ClusterCount::NAMES
+                .iter()
+                .copied()
+                .zip(self.cluster_datagrams.iter().map(Counter::get))
+                .collect(),
             firmware_updates: FirmwareOutcome::NAMES
                 .iter()
                 .zip(&self.firmware_updates)
@@ -806,6 +859,9 @@ pub struct MetricsSnapshot {
     pub dtls_handshake_failures: Vec<(&'static str, u64)>,
     /// Gauge: established DTLS sessions.
     pub dtls_sessions: u64,
+    /// Datagrams between cluster nodes, by kind (every kind, in the order of
+    /// [`ClusterCount::NAMES`]).
+    pub cluster_datagrams: Vec<(&'static str, u64)>,
     /// Gauge: the bootstrap server's established DTLS sessions.
     pub bootstrap_dtls_sessions: u64,
     /// Bootstraps started (a Bootstrap-Request accepted).

@@ -14,6 +14,7 @@ pub(crate) mod inputs;
 use crate::bootstrap::BootstrapRole;
 use crate::bridge::sink::{Bridge, CommandPath};
 use crate::bridge::Running;
+use crate::cluster::{Cluster, Socket};
 use crate::core::persist::StoreOp;
 use crate::core::types::{Command, CommandId, DeviceEvent, Link, Outcome};
 use crate::core::ServerCore;
@@ -43,6 +44,8 @@ pub(crate) const SECURE: Listener = 1;
 pub(crate) const BOOTSTRAP_PLAIN: Listener = 2;
 /// The bootstrap server's CoAP-over-DTLS socket group.
 pub(crate) const BOOTSTRAP_SECURE: Listener = 3;
+/// The socket other cluster nodes forward devices' datagrams to.
+pub(crate) const INTERNAL: Listener = 4;
 
 /// The server task's state: the stack and the sinks of what it produces.
 pub(crate) struct Shell {
@@ -82,6 +85,8 @@ pub(crate) struct Shell {
     pub(crate) commits: Commits,
     /// The tasks stopped with the server.
     pub(crate) tasks: Tasks,
+    /// This node's part of a cluster, if `[cluster]` is enabled.
+    pub(crate) cluster: Option<Cluster>,
 }
 
 /// Commands timed from submission to result at most (well above the default cap on pending
@@ -177,6 +182,18 @@ impl Machine for Shell {
 
     fn handle_datagram(&mut self, now: Instant, l: Listener, peer: SocketAddr, data: &[u8]) {
         self.note_submissions(now);
+        let (mut peer, mut data, mut l) = (peer, data, l);
+        if let Some(cluster) = self.cluster.as_mut() {
+            if l == SECURE && cluster.on_public(peer, data) {
+                return;
+            }
+            if l == INTERNAL {
+                let Some(forwarded) = cluster.on_internal(peer, data) else {
+                    return;
+                };
+                (peer, data, l) = (forwarded.0, forwarded.1, SECURE);
+            }
+        }
         let transport = if l == PLAIN || l == BOOTSTRAP_PLAIN {
             Transport::Udp
         } else {
@@ -287,12 +304,22 @@ impl Machine for Shell {
     }
 
     fn poll_transmit(&mut self) -> Option<(Listener, Transmit<SocketAddr>)> {
+        let cluster_socket = |s| match s {
+            Socket::Public => SECURE,
+            Socket::Internal => INTERNAL,
+        };
+        if let Some((socket, t)) = self.cluster.as_mut().and_then(Cluster::poll_transmit) {
+            return Some((cluster_socket(socket), t));
+        }
         if let Some((transport, t)) = self.stack.poll_transmit() {
-            let listener = match transport {
-                Transport::Udp => PLAIN,
-                Transport::Dtls => SECURE,
-            };
-            return Some((listener, t));
+            return Some(match (transport, self.cluster.as_mut()) {
+                (Transport::Udp, _) => (PLAIN, t),
+                (Transport::Dtls, None) => (SECURE, t),
+                (Transport::Dtls, Some(c)) => {
+                    let (socket, t) = c.route(t);
+                    (cluster_socket(socket), t)
+                }
+            });
         }
         let bs = self.bootstrap.as_mut()?;
         loop {

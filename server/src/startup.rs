@@ -12,7 +12,7 @@ use crate::provisioning::admin::{self, AdminRequest};
 use crate::provisioning::secrets::SecretsKey;
 use crate::provisioning::security::{self, SharedCredentials};
 use crate::runtime::inputs::Inputs;
-use crate::runtime::{Shell, Tasks, BOOTSTRAP_PLAIN, BOOTSTRAP_SECURE, PLAIN, SECURE};
+use crate::runtime::{Shell, Tasks, BOOTSTRAP_PLAIN, BOOTSTRAP_SECURE, INTERNAL, PLAIN, SECURE};
 use crate::stack::{Secure, Stack};
 use crate::store::{Store, StoreConfig};
 use anyhow::Context;
@@ -130,6 +130,23 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
             tracing::info!(addr = %a, "CoAP over DTLS listening");
         }
     }
+    let cluster_secret = if config.cluster.enabled {
+        let secret = crate::cluster::read_secret(&config.cluster.secret_file)?;
+        let internal = sockets
+            .bind_listener(&[config.cluster.internal_bind], recv_buffer, INTERNAL)
+            .with_context(|| {
+                format!(
+                    "binding the cluster's internal socket {}",
+                    config.cluster.internal_bind
+                )
+            })?;
+        for a in &internal {
+            tracing::info!(addr = %a, node = config.cluster.node_id, peers = config.cluster.peers.len(), "cluster node: internal socket listening");
+        }
+        Some(secret)
+    } else {
+        None
+    };
     anyhow::ensure!(
         !addrs.is_empty() || !secure_addrs.is_empty(),
         "nothing to listen on: configure server.coaps_bind, or server.coap_bind with security.allow_nosec"
@@ -187,6 +204,15 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         roots,
         secrets: secrets.clone(),
     });
+    let cluster = cluster_secret.map(|secret| {
+        crate::cluster::Cluster::new(
+            &config.cluster,
+            usize::from(config.dtls.connection_id_length),
+            &secret,
+            config.dtls.max_sessions,
+            metrics.clone(),
+        )
+    });
     let stack = Stack::new(
         core,
         secure,
@@ -228,6 +254,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
             http: http_task,
             mqtt,
         },
+        cluster,
     };
     shell
         .stack

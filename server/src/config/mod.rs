@@ -16,8 +16,10 @@
 //! - `http`: `[http]`.
 //! - `bootstrap`: `[bootstrap]`, the bootstrap server beside the LwM2M server.
 //! - `firmware`: `[firmware]`, package serving and update campaigns.
+//! - `cluster`: `[cluster]`, this node among several.
 //! - [`limits`]: the range of every numeric key.
 mod bootstrap;
+mod cluster;
 mod coap;
 mod firmware;
 mod http;
@@ -30,6 +32,7 @@ mod server;
 mod tests;
 
 pub use bootstrap::{BootstrapSection, ServerSecurity};
+pub use cluster::{ClusterPeer, ClusterSection, MIN_CLUSTER_CID_LENGTH};
 pub use coap::CoapSection;
 pub use firmware::FirmwareSection;
 pub use http::HttpSection;
@@ -74,6 +77,8 @@ pub struct Config {
     pub bootstrap: BootstrapSection,
     /// `[firmware]`
     pub firmware: FirmwareSection,
+    /// `[cluster]`
+    pub cluster: ClusterSection,
     /// `[log]`
     pub log: LogSection,
 }
@@ -102,6 +107,8 @@ struct ConfigFile {
     bootstrap: BootstrapSection,
     #[serde(default)]
     firmware: FirmwareSection,
+    #[serde(default)]
+    cluster: ClusterSection,
     #[serde(default)]
     log: LogSection,
 }
@@ -189,6 +196,7 @@ impl Config {
         f.bootstrap.validate(f.security.allow_nosec)?;
         f.firmware.validate()?;
         f.http.validate()?;
+        f.cluster.validate(&f.server, &f.dtls)?;
         let mqtt = MqttSettings::from_section(&f.mqtt)?;
         Ok(Config {
             server: f.server,
@@ -201,6 +209,7 @@ impl Config {
             http: f.http,
             bootstrap: f.bootstrap,
             firmware: f.firmware,
+            cluster: f.cluster,
             log: f.log,
         })
     }

@@ -907,3 +907,48 @@ fn the_embedded_brokers_tls_and_password_keys_are_checked() {
     assert_eq!(tls.bind, SocketAddr::from(([0, 0, 0, 0], 8883)));
     assert_eq!(e.max_queued, 100_000);
 }
+
+#[test]
+fn embedded_cluster_defaults_match_the_struct_defaults_and_bad_clusters_are_refused() {
+    let c = Config::embedded().unwrap().cluster;
+    let d = ClusterSection::default();
+    assert_eq!(
+        (
+            c.enabled,
+            c.node_id,
+            c.internal_bind,
+            &c.secret_file,
+            &c.peers
+        ),
+        (
+            d.enabled,
+            d.node_id,
+            d.internal_bind,
+            &d.secret_file,
+            &d.peers
+        )
+    );
+    let on = "[cluster]\nenabled = true\nnode_id = 1\nsecret_file = \"s\"\n";
+    let ok = format!("{on}peers = [{{ node_id = 2, internal = \"127.0.0.12:5690\" }}]\n");
+    let c = Config::parse(&ok).unwrap().cluster;
+    assert_eq!(c.peers[0].node_id, 2);
+    let e = err("[cluster]\nenabled = true\n");
+    assert!(e.contains("cluster.secret_file"), "{e}");
+    let e = err(&format!("{on}[dtls]\nconnection_id_length = 4\n"));
+    assert!(
+        e.contains("connection_id_length = 4") && e.contains("at least 5"),
+        "{e}"
+    );
+    let e = err(&format!(
+        "{on}peers = [{{ node_id = 1, internal = \"127.0.0.12:5690\" }}]\n"
+    ));
+    assert!(e.contains("node_id 1 appears twice"), "{e}");
+    let e = err(&format!(
+        "{on}peers = [{{ node_id = 2, internal = \"127.0.0.1:5690\" }}]\n"
+    ));
+    assert!(e.contains("node 2 has internal address"), "{e}");
+    let e = err("[cluster]\nnode_id = 256\n");
+    assert!(e.contains("node_id"), "{e}");
+    let e = err("[cluster]\npeers = [{ node_id = 2 }]\n");
+    assert!(e.contains("internal"), "{e}");
+}

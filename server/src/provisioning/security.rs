@@ -278,6 +278,7 @@ pub fn dtls_config(
     dtls::ServerConfig {
         suites: d.cipher_suites.clone(),
         cid_len: usize::from(d.connection_id_length),
+        cid_node: config.cluster.enabled.then_some(config.cluster.node_id),
         timers: dtls::Timers {
             initial: Duration::from_millis(d.retransmit_initial_ms),
             max: Duration::from_millis(d.retransmit_max_ms),

@@ -1,0 +1,174 @@
+//! Two cluster nodes behind a balancer that moves a device to the other node mid-session (as
+//! an address-sticky balancer does after a NAT rebinding): the device's DTLS records, whose
+//! Connection ID names the first node, reach it through the second, and every answer comes
+//! back from the address the device sent to — its Update succeeds, a Read from the first node
+//! reaches it, and no new handshake happens.
+use lwm2m::client::{ClientConfig, ClientEvent};
+use lwm2m::model::Path;
+use lwm2m::ops::dm::{DmResponse, DownlinkRequest};
+use lwm2m_e2e_tests::{free_port, Device, TestServer};
+use lwm2m_server::core::types::{Command, DeviceEvent};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+/// The balancer: one socket facing the device; for each backend it is switched to, a new
+/// upstream socket (a new source port, as a balancer's UDP session to another node has).
+/// Stops when dropped.
+struct Balancer {
+    addr: SocketAddr,
+    to: watch::Sender<SocketAddr>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Balancer {
+    async fn start(first: SocketAddr) -> std::io::Result<Self> {
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        let addr = front.local_addr()?;
+        let (to, mut target) = watch::channel(first);
+        let task = tokio::spawn(async move {
+            let mut device = None;
+            let mut buf = vec![0u8; 65_536];
+            let mut up_buf = vec![0u8; 65_536];
+            loop {
+                let backend = *target.borrow_and_update();
+                let Ok(up) = UdpSocket::bind("127.0.0.1:0").await else {
+                    return;
+                };
+                if up.connect(backend).await.is_err() {
+                    return;
+                }
+                loop {
+                    tokio::select! {
+                        r = front.recv_from(&mut buf) => {
+                            let Ok((n, from)) = r else { return };
+                            device = Some(from);
+                            let _ = up.send(&buf[..n]).await;
+                        }
+                        r = up.recv(&mut up_buf) => {
+                            let Ok(n) = r else { continue };
+                            if let Some(d) = device {
+                                let _ = front.send_to(&up_buf[..n], d).await;
+                            }
+                        }
+                        r = target.changed() => {
+                            if r.is_err() { return; }
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(Self { addr, to, task })
+    }
+}
+
+impl Drop for Balancer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn node(
+    dir: &std::path::Path,
+    id: u8,
+    internal: [u16; 2],
+    secret: &std::path::Path,
+) -> anyhow::Result<TestServer> {
+    let (own, other) = if id == 1 {
+        (internal[0], internal[1])
+    } else {
+        (internal[1], internal[0])
+    };
+    let extra = format!(
+        "[cluster]\nenabled = true\nnode_id = {id}\ninternal_bind = \"127.0.0.1:{own}\"\nsecret_file = \"{}\"\npeers = [{{ node_id = {}, internal = \"127.0.0.1:{other}\" }}]\n",
+        secret.display(),
+        3 - id,
+    );
+    TestServer::start(dir, 0, &extra).await
+}
+
+fn count(m: &[(&'static str, u64)], kind: &str) -> u64 {
+    m.iter().find(|(k, _)| *k == kind).map_or(0, |(_, v)| *v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_moved_to_another_node_keeps_its_session_and_registration() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let secret = dirs[0].path().join("cluster.secret");
+    std::fs::write(
+        &secret,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
+    let internal = [free_port(), free_port()];
+    let mut one = node(dirs[0].path(), 1, internal, &secret).await.unwrap();
+    let two = node(dirs[1].path(), 2, internal, &secret).await.unwrap();
+    one.provision_psk("moving-1", "id-m1", b"0123456789abcdef")
+        .await;
+
+    let balancer = Balancer::start(one.secure_addr).await.unwrap();
+    let mut dtls = dtls::ClientConfig::psk("id-m1", b"0123456789abcdef".to_vec());
+    dtls.connection_id = Some(Vec::new());
+    let mut dev = Device::start_secure(balancer.addr, ClientConfig::new("moving-1"), dtls)
+        .await
+        .unwrap();
+    dev.registered().await;
+    one.registered("moving-1").await;
+
+    // The balancer now sends the device to node 2, from a new source port.
+    balancer.to.send(two.secure_addr).unwrap();
+    dev.update().await;
+    dev.wait_for(|e| matches!(e, ClientEvent::Updated).then_some(()))
+        .await;
+    let address = one
+        .wait_for(|e| match e {
+            DeviceEvent::Updated { registration } => Some(registration.address.clone()),
+            _ => None,
+        })
+        .await;
+    // Node 1 sees the device at the address node 2 saw: the balancer's new upstream socket.
+    assert_ne!(address, balancer.addr.to_string());
+
+    // A command from the session's node reaches the device through node 2.
+    let read = one
+        .execute(Command::new(
+            "moving-1",
+            DownlinkRequest::Read {
+                path: Path::instance(3, 0),
+            },
+        ))
+        .await;
+    assert!(matches!(read, Ok(DmResponse::Content { .. })), "{read:?}");
+
+    let (m1, m2) = (one.handle().metrics(), two.handle().metrics());
+    // One handshake, on node 1; node 2 holds no session and no registration.
+    assert_eq!((m1.dtls_handshakes_ok, m2.dtls_handshakes_ok), (1, 0));
+    assert_eq!((m1.registered_clients, m2.registered_clients), (1, 0));
+    let (c1, c2) = (&m1.cluster_datagrams, &m2.cluster_datagrams);
+    assert!(count(c2, "forwarded") >= 2, "{c2:?}"); // the Update and the Read's answer
+    assert_eq!(count(c2, "forwarded"), count(c1, "taken"), "{c1:?} {c2:?}");
+    assert!(count(c1, "answered_through") >= 2, "{c1:?}"); // the Update's answer, the Read
+    assert_eq!(count(c1, "answered_through"), count(c2, "sent_for"));
+    assert_eq!(count(c1, "rejected") + count(c2, "rejected"), 0);
+    drop(balancer);
+    dev.kill();
+    one.stop().await;
+    two.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_refuses_to_start_without_its_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "[cluster]\nenabled = true\nnode_id = 1\ninternal_bind = \"127.0.0.1:{}\"\nsecret_file = \"{}\"\n",
+        free_port(),
+        dir.path().join("nope").display()
+    );
+    let e = TestServer::start(dir.path(), 0, &extra)
+        .await
+        .err()
+        .unwrap();
+    assert!(format!("{e:#}").contains("cluster secret"), "{e:#}");
+}
