@@ -27,11 +27,14 @@
 #   console_browser.sh    the web console in headless Chromium (Selenium) against lwm2m-server and
 #                         simulated devices: search, read, write and read back, observe with live
 #                         notifications, the event panel; no script error, no CSP violation
+#   cluster.sh            three lwm2m-server nodes behind nginx's UDP balancer (stream module),
+#                         devices rebinding mid-session: records forwarded to their session's
+#                         node, one handshake and one registration per device, Sends to MQTT
 set -uo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 TOTAL_PASSED=0
 TOTAL_FAILED=0
-for suite in coap_core.sh lwm2m_registration.sh lwm2m_dtls.sh lwm2m_bootstrap.sh firmware_pull.sh mqtt_bridge.sh mqtt_broker.sh console_browser.sh; do
+for suite in coap_core.sh lwm2m_registration.sh lwm2m_dtls.sh lwm2m_bootstrap.sh firmware_pull.sh mqtt_bridge.sh mqtt_broker.sh console_browser.sh cluster.sh; do
     echo "== $suite"
     out="$(bash "$HERE/$suite" 2>&1)"
     status=$?

@@ -2267,3 +2267,27 @@ mod robustness {
         }
     }
 }
+
+#[test]
+fn a_node_restores_only_sessions_whose_connection_id_carries_its_byte() {
+    let mut cfg = ServerConfig::default();
+    cfg.cid_node = Some(7);
+    let mut net = Net::new(cfg.clone(), creds(1), 6);
+    let mut client = psk_client(0);
+    client.connection_id = Some(vec![1, 2, 3]);
+    net.add_client(client);
+    net.run(Duration::from_secs(2));
+    let saved = net.server.save_sessions();
+    assert_eq!(saved.len(), 1);
+    // The same node after a restart takes it back.
+    assert!(Server::new(cfg.clone(), [9; 32])
+        .restore_session(&saved[0].1)
+        .is_ok());
+    // Another node number (or none given when it was saved): its records would be routed
+    // elsewhere, so it is refused and the device does a new handshake.
+    cfg.cid_node = Some(8);
+    let e = Server::new(cfg, [9; 32])
+        .restore_session(&saved[0].1)
+        .unwrap_err();
+    assert!(e.to_string().contains("node byte"), "{e}");
+}

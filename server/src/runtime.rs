@@ -183,16 +183,22 @@ impl Machine for Shell {
     fn handle_datagram(&mut self, now: Instant, l: Listener, peer: SocketAddr, data: &[u8]) {
         self.note_submissions(now);
         let (mut peer, mut data, mut l) = (peer, data, l);
+        // With a cluster: through which node a device's datagram came (`Some(None)`: directly).
+        let mut via = None;
         if let Some(cluster) = self.cluster.as_mut() {
-            if l == SECURE && cluster.on_public(peer, data) {
-                return;
+            if l == SECURE {
+                if cluster.on_public(peer, data) {
+                    return;
+                }
+                via = Some(None);
             }
             if l == INTERNAL {
-                let Some(forwarded) = cluster.on_internal(peer, data) else {
+                let Some(f) = cluster.on_internal(peer, data) else {
                     return;
                 };
-                (peer, data, l) = (forwarded.0, forwarded.1, SECURE);
+                (peer, data, l, via) = (f.peer, f.payload, SECURE, Some(Some(f.node)));
             }
+            self.stack.take_authenticated();
         }
         let transport = if l == PLAIN || l == BOOTSTRAP_PLAIN {
             Transport::Udp
@@ -202,6 +208,11 @@ impl Machine for Shell {
         if l == PLAIN || l == SECURE {
             let refusing = self.backpressure();
             self.stack.handle_datagram(now, transport, peer, data);
+            if let (Some(via), Some(c)) = (via, self.cluster.as_mut()) {
+                if self.stack.take_authenticated() {
+                    c.authenticated(peer, via);
+                }
+            }
             if refusing {
                 if let Some(b) = &self.bridge {
                     let stats = self.stack.core().coap().stats();

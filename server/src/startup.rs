@@ -341,7 +341,12 @@ fn bootstrap_stack(
             key.clone(),
             Secure {
                 server: dtls::Server::new(
-                    security::dtls_config(config, Some(key), clock_base),
+                    dtls::ServerConfig {
+                        // Bootstrap datagrams are not routed between nodes (a bootstrap is
+                        // short; one cut by a rebinding starts again): its CIDs are all random.
+                        cid_node: None,
+                        ..security::dtls_config(config, Some(key), clock_base)
+                    },
                     rand::random(),
                 ),
                 creds: creds.clone(),

@@ -52,7 +52,7 @@ const SPARE_FDS: u64 = 256;
 /// Command-line arguments of `bench`.
 #[derive(clap::Args, Debug, Clone)]
 pub(crate) struct Args {
-    /// A shipped scenario (demo, storm, telemetry, sleepy, bootstrap) or the path of a
+    /// A shipped scenario (demo, storm, telemetry, sleepy, bootstrap, firmware, cluster) or the path of a
     /// scenario TOML.
     #[arg(long, default_value = "demo")]
     scenario: String,

@@ -33,6 +33,10 @@ const SHIPPED: &[(&str, &str)] = &[
         "firmware",
         include_str!("../../../config/scenarios/firmware.toml"),
     ),
+    (
+        "cluster",
+        include_str!("../../../config/scenarios/cluster.toml"),
+    ),
 ];
 
 /// Devices one run simulates at most.

@@ -267,7 +267,8 @@ impl Server {
     /// the handle nor the Connection ID may belong to a session already here. A Connection
     /// ID must also have this server's `cid_len`: records are split by that length, so a
     /// session with another could never be found by its CID (the device does a new
-    /// handshake instead).
+    /// handshake instead); with [`ServerConfig::cid_node`](crate::ServerConfig::cid_node), it
+    /// must start with that byte.
     pub fn restore_session(
         &mut self,
         bytes: &[u8],
@@ -295,6 +296,12 @@ impl Server {
             let len = crate::codec::wide(c.as_bytes().len());
             let want = crate::codec::wide(self.cid_len());
             RestoreError::check("recv_cid length", len, want, want)?;
+            // A node of a cluster forwards records by the CID's first byte: a session saved
+            // before the node had its number (or under another) would have its records sent
+            // to whichever node that byte names.
+            if let (Some(node), Some(first)) = (self.config.cid_node, c.as_bytes().first()) {
+                RestoreError::check("recv_cid node byte", *first, node.into(), node.into())?;
+            }
             if self.by_cid.contains_key(&c) {
                 return Err(RestoreError::InUse("connection ID"));
             }

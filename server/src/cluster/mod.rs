@@ -6,7 +6,8 @@
 //! address changes (a NAT rebinding), the balancer may pick another node for it: that node
 //! reads the node byte of the first `tls12_cid` record (nothing decrypted) and passes the
 //! datagram to the named node's internal port in an authenticated envelope ([`relay`]), with
-//! the device's address as it saw it. The session's node answers through the same node
+//! the device's address as it saw it. (Only the first record of a datagram is looked at: a
+//! device's datagram holds records of one session.) The session's node answers through the same node
 //! ([`routes`]), which sends the answer from its public socket, so the device, its NAT and
 //! the balancer see the answer come from where the device sent (RFC 9146 §6 leaves the
 //! choice of the return address to the server; the balancer's UDP sessions need this one).
@@ -27,8 +28,8 @@ use std::path::Path;
 use std::sync::Arc;
 use zeroize::Zeroizing;
 
-/// Datagrams waiting to leave, produced by one input (one forward, or one answer to send):
-/// more than this means the runtime stopped polling, and the oldest are dropped.
+/// Datagrams waiting to leave. The runtime sends them after every input, so the queue holds
+/// one receive batch's at most; beyond this bound new ones are dropped.
 const MAX_PENDING: usize = 4096;
 
 /// Where a datagram leaves from.
@@ -82,6 +83,17 @@ pub fn read_secret(path: &Path) -> Result<Zeroizing<Vec<u8>>, SecretError> {
     Ok(secret)
 }
 
+/// A device's datagram another node passed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forwarded<'a> {
+    /// The device's address, as that node saw it.
+    pub peer: SocketAddr,
+    /// That node.
+    pub node: u8,
+    /// The datagram.
+    pub payload: &'a [u8],
+}
+
 /// This node's part of the cluster.
 #[derive(Debug)]
 pub struct Cluster {
@@ -125,27 +137,35 @@ impl Cluster {
     /// node takes it.
     pub fn on_public(&mut self, peer: SocketAddr, data: &[u8]) -> bool {
         let node = dtls::server::cid_node(data, self.cid_len);
-        let target = node
+        let Some(to) = node
             .filter(|n| *n != self.node_id)
-            .and_then(|n| self.peers.get(&n).copied());
-        let Some(to) = target else {
-            // Ours (or a node nobody knows, which no session here matches either).
-            self.routes.remove(&peer);
+            .and_then(|n| self.peers.get(&n).map(|a| (n, *a)))
+        else {
+            if node.is_none() {
+                // A handshake (or a session without a Connection ID) reaches this node
+                // directly: its flights must leave from here, whatever the device's address
+                // was used for before.
+                self.routes.remove(&peer);
+            }
             return false;
         };
-        let payload = relay::seal(&self.key, Kind::Inbound, self.node_id, peer, data);
-        self.push(Socket::Internal, Transmit { peer: to, payload });
-        self.metrics.cluster_datagram(ClusterCount::Forwarded);
+        let payload = relay::seal(&self.key, Kind::Inbound, self.node_id, to.0, peer, data);
+        if self.push(
+            Socket::Internal,
+            Transmit {
+                peer: to.1,
+                payload,
+            },
+        ) {
+            self.metrics.cluster_datagram(ClusterCount::Forwarded);
+        }
         true
     }
 
-    /// A datagram on the internal socket: the device's address and datagram if it is for a
-    /// session here; `None` if it was an answer to send (queued) or was refused.
-    pub fn on_internal<'a>(
-        &mut self,
-        from: SocketAddr,
-        data: &'a [u8],
-    ) -> Option<(SocketAddr, &'a [u8])> {
+    /// A datagram on the internal socket: the device's datagram, its address and the node it
+    /// reached, if it is for a session here; `None` if it was an answer to send (queued) or
+    /// was refused.
+    pub fn on_internal<'a>(&mut self, from: SocketAddr, data: &'a [u8]) -> Option<Forwarded<'a>> {
         let envelope = match relay::open(&self.key, data) {
             Ok(e) => e,
             Err(e) => {
@@ -154,26 +174,41 @@ impl Cluster {
                 return None;
             }
         };
-        if !self.peers.contains_key(&envelope.from) {
+        if envelope.to != self.node_id || !self.peers.contains_key(&envelope.from) {
             self.metrics.cluster_datagram(ClusterCount::Rejected);
-            tracing::warn!(%from, node = envelope.from, "cluster datagram from a node not in cluster.peers refused");
+            tracing::warn!(%from, node = envelope.from, to = envelope.to, "cluster datagram refused: not for this node, or from a node not in cluster.peers");
             return None;
         }
         match envelope.kind {
             Kind::Inbound => {
-                self.routes.insert(envelope.peer, envelope.from);
                 self.metrics.cluster_datagram(ClusterCount::Taken);
-                Some((envelope.peer, envelope.payload))
+                Some(Forwarded {
+                    peer: envelope.peer,
+                    node: envelope.from,
+                    payload: envelope.payload,
+                })
             }
             Kind::Outbound => {
-                self.metrics.cluster_datagram(ClusterCount::SentFor);
                 let t = Transmit {
                     peer: envelope.peer,
                     payload: envelope.payload.to_vec(),
                 };
-                self.push(Socket::Public, t);
+                if self.push(Socket::Public, t) {
+                    self.metrics.cluster_datagram(ClusterCount::SentFor);
+                }
                 None
             }
+        }
+    }
+
+    /// A DTLS record from `peer` was authenticated by a session here: it came through `node`
+    /// (a datagram [`on_internal`](Self::on_internal) gave), or directly (`None`). Only
+    /// authenticated records move a device's route, so that forged or replayed datagrams
+    /// cannot send another device's answers astray or push real routes out.
+    pub fn authenticated(&mut self, peer: SocketAddr, node: Option<u8>) {
+        match node {
+            Some(n) => self.routes.insert(peer, n),
+            None => self.routes.remove(&peer),
         }
     }
 
@@ -183,13 +218,26 @@ impl Cluster {
         let Some(to) = self
             .routes
             .get(&t.peer)
-            .and_then(|n| self.peers.get(&n).copied())
+            .and_then(|n| self.peers.get(&n).map(|a| (n, *a)))
         else {
             return (Socket::Public, t);
         };
         self.metrics.cluster_datagram(ClusterCount::AnsweredThrough);
-        let payload = relay::seal(&self.key, Kind::Outbound, self.node_id, t.peer, &t.payload);
-        (Socket::Internal, Transmit { peer: to, payload })
+        let payload = relay::seal(
+            &self.key,
+            Kind::Outbound,
+            self.node_id,
+            to.0,
+            t.peer,
+            &t.payload,
+        );
+        (
+            Socket::Internal,
+            Transmit {
+                peer: to.1,
+                payload,
+            },
+        )
     }
 
     /// The next datagram this part produced, and where it leaves from.
@@ -197,11 +245,14 @@ impl Cluster {
         self.pending.pop_front()
     }
 
-    fn push(&mut self, socket: Socket, t: Transmit<SocketAddr>) {
+    /// Queues `t`; `false` if the queue is full and `t` is dropped (like a datagram lost on
+    /// the way: devices retransmit).
+    fn push(&mut self, socket: Socket, t: Transmit<SocketAddr>) -> bool {
         if self.pending.len() >= MAX_PENDING {
-            self.pending.pop_front();
+            return false;
         }
         self.pending.push_back((socket, t));
+        true
     }
 }
 

@@ -3,8 +3,8 @@
 //! cluster secret (HMAC-SHA256, RFC 2104, truncated to 128 bits as RFC 2104 §5 allows).
 //!
 //! ```text
-//! "LC" | version (1) | kind (1) | from node (1) | family (4 or 6) | address (4 or 16)
-//!      | port (2, big endian) | the device's datagram | tag (16)
+//! "LC" | version (1) | kind (1) | from node (1) | to node (1) | family (4 or 6)
+//!      | address (4 or 16) | port (2, big endian) | the device's datagram | tag (16)
 //! ```
 //! `kind` 1: a datagram a device sent to `from`, for a session of the receiver; 2: the
 //! receiver is asked to send the datagram to the device from its public socket (the answer to
@@ -12,10 +12,11 @@
 //! through `from`'s balancer path).
 //!
 //! Written by hand: it is a fixed header of a dozen bytes, and a general framing crate would
-//! add more than it saves. No replay protection is added: an envelope's contents are DTLS
-//! records, which carry their own (RFC 6347 §4.1.2.6), so a replayed kind-1 envelope is
-//! dropped by the session, and a replayed kind-2 one sends a device a record it has already
-//! seen, which it drops the same way — the same as replaying the raw datagram on the wire.
+//! add more than it saves. Naming the receiver keeps an envelope from being replayed to
+//! another node. No replay window is kept: an envelope carries DTLS records, which carry
+//! their own (RFC 6347 §4.1.2.6), so a replayed kind-1 envelope is dropped by the session
+//! (and moves no route: only authenticated records do), and a replayed kind-2 one sends a
+//! device a record it has already seen, which it drops the same way.
 use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -51,6 +52,8 @@ pub struct Envelope<'a> {
     pub kind: Kind,
     /// The node that sent it.
     pub from: u8,
+    /// The node it is for.
+    pub to: u8,
     /// The device's address, as the node facing it sees it.
     pub peer: SocketAddr,
     /// The device's datagram.
@@ -91,10 +94,10 @@ impl Key {
 }
 
 /// The envelope of `payload`, ready to send to another node's internal address.
-pub fn seal(key: &Key, kind: Kind, from: u8, peer: SocketAddr, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(8 + 16 + payload.len() + TAG_LEN);
+pub fn seal(key: &Key, kind: Kind, from: u8, to: u8, peer: SocketAddr, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(9 + 16 + payload.len() + TAG_LEN);
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&[VERSION, kind.byte(), from]);
+    out.extend_from_slice(&[VERSION, kind.byte(), from, to]);
     match peer.ip() {
         IpAddr::V4(a) => {
             out.push(4);
@@ -131,6 +134,7 @@ pub fn open<'a>(key: &Key, datagram: &'a [u8]) -> Result<Envelope<'a>, RelayErro
         _ => return Err(RelayError::Malformed),
     };
     let from = r.byte()?;
+    let to = r.byte()?;
     let ip = match r.byte()? {
         4 => IpAddr::V4(Ipv4Addr::from(r.array::<4>()?)),
         6 => IpAddr::V6(Ipv6Addr::from(r.array::<16>()?)),
@@ -144,6 +148,7 @@ pub fn open<'a>(key: &Key, datagram: &'a [u8]) -> Result<Envelope<'a>, RelayErro
     Ok(Envelope {
         kind,
         from,
+        to,
         peer: SocketAddr::new(ip, port),
         payload: r.0,
     })
@@ -187,13 +192,14 @@ mod tests {
             "[2001:db8::1]:5684".parse().unwrap(),
         ] {
             for kind in [Kind::Inbound, Kind::Outbound] {
-                let sealed = seal(&key(), kind, 3, peer, b"\x19\xfe\xfd record");
+                let sealed = seal(&key(), kind, 3, 4, peer, b"\x19\xfe\xfd record");
                 let e = open(&key(), &sealed).unwrap();
                 assert_eq!(
                     e,
                     Envelope {
                         kind,
                         from: 3,
+                        to: 4,
                         peer,
                         payload: b"\x19\xfe\xfd record",
                     }
@@ -205,7 +211,7 @@ mod tests {
     #[test]
     fn another_secret_or_any_changed_byte_is_refused() {
         let peer = SocketAddr::from(([127, 0, 0, 1], 9));
-        let sealed = seal(&key(), Kind::Inbound, 1, peer, b"payload");
+        let sealed = seal(&key(), Kind::Inbound, 1, 2, peer, b"payload");
         assert_eq!(
             open(&Key::new(&[8u8; 32]), &sealed),
             Err(RelayError::BadTag)
@@ -237,10 +243,11 @@ mod tests {
                 IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))
             };
             let peer = SocketAddr::new(ip, port);
-            let sealed = seal(&key(), Kind::Outbound, from, peer, &payload);
+            let sealed = seal(&key(), Kind::Outbound, from, 9, peer, &payload);
             let e = open(&key(), &sealed).unwrap();
             prop_assert_eq!(e.peer, peer);
             prop_assert_eq!(e.from, from);
+            prop_assert_eq!(e.to, 9);
             prop_assert_eq!(e.payload, &payload[..]);
         }
     }

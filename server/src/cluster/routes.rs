@@ -1,7 +1,8 @@
 //! Which devices this node reaches through another node: a device whose datagrams arrive
 //! forwarded (its session lives here, the balancer sends it to another node) is answered
 //! through that node, so the answer leaves from the address the device sent to. One entry per
-//! such device, replaced by its next datagram, removed once it arrives here directly.
+//! such device, set by each of its authenticated records that comes through another node,
+//! removed by one that comes directly or by a handshake that begins here.
 //!
 //! Bounded: beyond the capacity the oldest entry is dropped. A dropped entry costs little:
 //! an answer goes out directly, the balancer's NAT drops it, the device retransmits, and its
@@ -10,7 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 
 /// The map. Insertion order (not use) decides eviction: a device that keeps sending through
-/// another node is inserted again by every datagram, so its entry stays young enough.
+/// another node is inserted again by every authenticated record, so its entry stays young.
 #[derive(Debug)]
 pub struct Routes {
     by_peer: HashMap<SocketAddr, (u8, u64)>,

@@ -48,16 +48,24 @@ fn a_record_for_another_nodes_session_goes_there_and_its_answer_comes_back_out_h
     assert_eq!((socket, t.peer), (Socket::Internal, internal(2)));
 
     // Node 2 takes the record as if the device had sent it there.
-    let (peer, payload) = two.on_internal(internal(1), &t.payload).unwrap();
-    assert_eq!((peer, payload), (device(), &record[..]));
+    let f = two.on_internal(internal(1), &t.payload).unwrap();
+    assert_eq!((f.peer, f.node, f.payload), (device(), 1, &record[..]));
 
-    // Its answer goes back through node 1, which sends it to the device.
+    // Until a session authenticated it, the record moves nothing: answers go out directly.
+    let (socket, _) = two.route(Transmit {
+        peer: device(),
+        payload: b"answer".to_vec(),
+    });
+    assert_eq!(socket, Socket::Public);
+
+    // Once one did, its answers go back through node 1, which sends them to the device.
+    two.authenticated(f.peer, Some(f.node));
     let (socket, t) = two.route(Transmit {
         peer: device(),
         payload: b"answer".to_vec(),
     });
     assert_eq!((socket, t.peer), (Socket::Internal, internal(1)));
-    assert_eq!(one.on_internal(internal(2), &t.payload), None);
+    assert!(one.on_internal(internal(2), &t.payload).is_none());
     let (socket, t) = one.poll_transmit().unwrap();
     assert_eq!(
         (socket, t.peer, &t.payload[..]),
@@ -65,8 +73,15 @@ fn a_record_for_another_nodes_session_goes_there_and_its_answer_comes_back_out_h
     );
     assert!(one.poll_transmit().is_none());
 
-    // Once the device reaches node 2 directly, node 2 answers it directly.
+    // A record reaching node 2 directly moves nothing until authenticated; then node 2
+    // answers the device directly.
     assert!(!two.on_public(device(), &record));
+    let (socket, _) = two.route(Transmit {
+        peer: device(),
+        payload: b"answer".to_vec(),
+    });
+    assert_eq!(socket, Socket::Internal);
+    two.authenticated(device(), None);
     let (socket, _) = two.route(Transmit {
         peer: device(),
         payload: b"answer".to_vec(),
@@ -87,6 +102,33 @@ fn a_record_for_another_nodes_session_goes_there_and_its_answer_comes_back_out_h
 }
 
 #[test]
+fn a_handshake_reaching_this_node_takes_the_device_s_answers_back_here() {
+    let mut two = node(2, &[1], SECRET);
+    two.authenticated(device(), Some(1));
+    // A ClientHello (content type 22, no Connection ID) from the same address.
+    assert!(!two.on_public(device(), &[22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]));
+    let (socket, _) = two.route(Transmit {
+        peer: device(),
+        payload: vec![],
+    });
+    assert_eq!(socket, Socket::Public);
+}
+
+#[test]
+fn an_envelope_for_another_node_is_refused() {
+    let mut one = node(1, &[2, 3], SECRET);
+    let mut three = node(3, &[1, 2], SECRET);
+    // Node 3 forwards a record for node 2's session; someone replays it to node 1.
+    assert!(three.on_public(device(), &cid_record(2)));
+    let (_, t) = three.poll_transmit().unwrap();
+    assert!(one.on_internal(internal(3), &t.payload).is_none());
+    assert_eq!(
+        one.metrics.snapshot().cluster_datagrams.last(),
+        Some(&("rejected", 1))
+    );
+}
+
+#[test]
 fn records_for_this_node_for_unknown_nodes_and_handshakes_stay_here() {
     let mut one = node(1, &[2], SECRET);
     assert!(!one.on_public(device(), &cid_record(1)));
@@ -103,14 +145,14 @@ fn envelopes_under_another_secret_or_from_unknown_nodes_are_refused() {
     let mut stranger = node(2, &[1], b"another secret, 32 bytes or more!");
     assert!(stranger.on_public(device(), &cid_record(1)));
     let (_, forged) = stranger.poll_transmit().unwrap();
-    assert_eq!(one.on_internal(internal(2), &forged.payload), None);
+    assert!(one.on_internal(internal(2), &forged.payload).is_none());
 
     // Right secret, but node 3 is not in this node's peers: it could not be answered.
     let mut three = node(3, &[1], SECRET);
     assert!(three.on_public(device(), &cid_record(1)));
     let (_, t) = three.poll_transmit().unwrap();
-    assert_eq!(one.on_internal(internal(3), &t.payload), None);
-    assert_eq!(one.on_internal(internal(2), b"junk"), None);
+    assert!(one.on_internal(internal(3), &t.payload).is_none());
+    assert!(one.on_internal(internal(2), b"junk").is_none());
 
     let m = one.metrics.snapshot().cluster_datagrams;
     assert_eq!(m.last(), Some(&("rejected", 3)));

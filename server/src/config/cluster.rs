@@ -13,7 +13,8 @@ use std::path::PathBuf;
 /// 4 random bytes a node issuing a million CIDs would already see collisions it must redraw.
 pub const MIN_CLUSTER_CID_LENGTH: u8 = 5;
 
-/// `[cluster]`
+/// `[cluster]`. Every node must have the same `[dtls] connection_id_length` and secret: a
+/// node reads another's byte out of Connection IDs by that length.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterSection {
@@ -73,6 +74,12 @@ impl ClusterSection {
                 dtls.connection_id_length
             ));
         }
+        if self.internal_bind.port() == 0 {
+            return bad(
+                "cluster.internal_bind needs a fixed port: the other nodes' cluster.peers name it"
+                    .into(),
+            );
+        }
         let mut ids = HashSet::from([self.node_id]);
         let mut addrs = HashSet::from([self.internal_bind]);
         for p in &self.peers {
@@ -80,6 +87,12 @@ impl ClusterSection {
                 return bad(format!(
                     "cluster.peers: node_id {} appears twice (or is this node's own)",
                     p.node_id
+                ));
+            }
+            if p.internal.is_ipv4() != self.internal_bind.is_ipv4() {
+                return bad(format!(
+                    "cluster.peers: node {} has internal address {}, of another address family than cluster.internal_bind {}",
+                    p.node_id, p.internal, self.internal_bind
                 ));
             }
             if p.internal.port() == 0 || !addrs.insert(p.internal) {

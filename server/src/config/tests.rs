@@ -952,3 +952,34 @@ fn embedded_cluster_defaults_match_the_struct_defaults_and_bad_clusters_are_refu
     let e = err("[cluster]\npeers = [{ node_id = 2 }]\n");
     assert!(e.contains("internal"), "{e}");
 }
+
+#[test]
+fn the_three_node_example_parses_and_its_nodes_know_each_other() {
+    let nodes = [
+        include_str!("../../../config/cluster/node1.toml"),
+        include_str!("../../../config/cluster/node2.toml"),
+        include_str!("../../../config/cluster/node3.toml"),
+    ]
+    .map(|t| Config::parse(t).unwrap());
+    for (i, n) in nodes.iter().enumerate() {
+        let c = &n.cluster;
+        assert!(c.enabled);
+        assert_eq!(usize::from(c.node_id), i + 1);
+        let mut peers: Vec<_> = c.peers.iter().map(|p| (p.node_id, p.internal)).collect();
+        peers.sort();
+        let others: Vec<_> = nodes
+            .iter()
+            .filter(|o| o.cluster.node_id != c.node_id)
+            .map(|o| (o.cluster.node_id, o.cluster.internal_bind))
+            .collect();
+        assert_eq!(peers, others, "node {}", c.node_id);
+        // The balancer's upstreams are the nodes' DTLS addresses.
+        let nginx = include_str!("../../../config/cluster/nginx.conf");
+        for a in &n.server.coaps_bind {
+            assert!(
+                nginx.contains(&format!("server {a};")),
+                "{a} not in nginx.conf"
+            );
+        }
+    }
+}

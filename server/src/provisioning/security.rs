@@ -266,7 +266,8 @@ pub fn trusted_roots(path: &PathBuf) -> anyhow::Result<Roots> {
     Roots::from_der(&certs).with_context(|| format!("trust anchors in {}", path.display()))
 }
 
-/// The engine's settings from `[dtls]`. `clock_base` pairs an instant with the wall-clock time
+/// The engine's settings from `[dtls]` (and, in a cluster, this node's byte at the start of
+/// every Connection ID: see [`crate::cluster`]). `clock_base` pairs an instant with the wall-clock time
 /// then: the engine derives the time of day certificates are checked against from it and the
 /// `now` of each call, and reads no clock itself.
 pub fn dtls_config(

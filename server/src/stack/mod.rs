@@ -113,6 +113,8 @@ pub struct Stack<C: Role = ServerCore<Link>> {
     /// came in: the next datagram to such a peer is the answer (the core answers a request
     /// before it sends the peer anything it caused).
     answering: HashMap<Link, Instant>,
+    /// Whether a DTLS peer was authenticated since [`take_authenticated`](Self::take_authenticated).
+    authenticated: bool,
 }
 
 impl<C: Role> Stack<C> {
@@ -141,6 +143,7 @@ impl<C: Role> Stack<C> {
             events: VecDeque::new(),
             clock: now,
             answering: HashMap::new(),
+            authenticated: false,
         }
     }
 
@@ -372,7 +375,15 @@ impl<C: Role> Stack<C> {
 
     fn secure_events(&mut self, now: Instant) {
         if let Some(secure) = self.secure.as_mut() {
-            secure.events(now, &mut self.core, &self.metrics, &mut self.events);
+            self.authenticated |=
+                secure.events(now, &mut self.core, &self.metrics, &mut self.events);
         }
+    }
+
+    /// Whether a DTLS record was decrypted and verified (or a handshake finished) since the
+    /// last call: after one datagram, whether its sender proved it holds a session, which
+    /// the cluster's routes trust and unauthenticated bytes must not move.
+    pub fn take_authenticated(&mut self) -> bool {
+        std::mem::take(&mut self.authenticated)
     }
 }

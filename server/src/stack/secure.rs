@@ -51,15 +51,23 @@ impl Secure {
     }
 
     /// Hands the engine's events to the core, and queues the store writes and audit notes
-    /// they cause.
+    /// they cause. Returns whether any of them shows a peer authenticated: a record
+    /// decrypted and verified (data, a session moved), or a handshake finished.
     pub(crate) fn events<C: Role>(
         &mut self,
         now: Instant,
         core: &mut C,
         metrics: &Metrics,
         out: &mut VecDeque<StackEvent<C::Event>>,
-    ) {
+    ) -> bool {
+        let mut authenticated = false;
         while let Some(ev) = self.server.poll_event() {
+            authenticated |= matches!(
+                ev,
+                ServerEvent::Data { .. }
+                    | ServerEvent::Migrated { .. }
+                    | ServerEvent::Established { .. }
+            );
             match ev {
                 ServerEvent::Data { conn, data } => {
                     core.handle_datagram(now, Link::Dtls(conn), &data);
@@ -103,6 +111,7 @@ impl Secure {
             }
         }
         C::sessions_gauge(metrics, self.server.usage().sessions);
+        authenticated
     }
 
     /// The audit note of a refused handshake. The identity a device presented names its
