@@ -172,3 +172,44 @@ async fn a_node_refuses_to_start_without_its_secret() {
         .unwrap();
     assert!(format!("{e:#}").contains("cluster secret"), "{e:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_takes_its_devices_back_through_the_other_node_without_a_handshake() {
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let secret = dirs[0].path().join("cluster.secret");
+    std::fs::write(
+        &secret,
+        "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100",
+    )
+    .unwrap();
+    let internal = [free_port(), free_port()];
+    let one = node(dirs[0].path(), 1, internal, &secret).await.unwrap();
+    let two = node(dirs[1].path(), 2, internal, &secret).await.unwrap();
+    one.provision_psk("moving-2", "id-m2", b"fedcba9876543210")
+        .await;
+    let balancer = Balancer::start(one.secure_addr).await.unwrap();
+    let mut dtls = dtls::ClientConfig::psk("id-m2", b"fedcba9876543210".to_vec());
+    dtls.connection_id = Some(Vec::new());
+    let mut dev = Device::start_secure(balancer.addr, ClientConfig::new("moving-2"), dtls)
+        .await
+        .unwrap();
+    dev.registered().await;
+    balancer.to.send(two.secure_addr).unwrap();
+
+    // Node 1 restarts (its sessions and registrations are in its store).
+    one.stop().await;
+    let mut one = node(dirs[0].path(), 1, internal, &secret).await.unwrap();
+    dev.update().await;
+    dev.wait_for(|e| matches!(e, ClientEvent::Updated).then_some(()))
+        .await;
+    one.wait_for(|e| matches!(e, DeviceEvent::Updated { .. }).then_some(()))
+        .await;
+    let m = one.handle().metrics();
+    assert_eq!(m.dtls_handshakes_ok, 0, "{m:?}");
+    assert_eq!(m.registered_clients, 1);
+    assert!(count(&m.cluster_datagrams, "taken") >= 1);
+    drop(balancer);
+    dev.kill();
+    one.stop().await;
+    two.stop().await;
+}
