@@ -1044,6 +1044,18 @@ fn issued_cids_name_the_node_and_a_record_tells_which() {
     plain[0] = 23;
     assert_eq!(crate::server::cid_node(&plain, 0), None);
     assert_eq!(crate::server::cid_node(&[25, 0xfe], 6), None, "truncated");
+
+    // A client's first flight starts a handshake; a CID record or a truncated one does not.
+    let mut client = Client::connect(
+        std::sync::Arc::new(psk_client(0)),
+        std::time::Instant::now(),
+        [3; 32],
+        None,
+    );
+    let hello = client.poll_transmit().unwrap();
+    assert!(crate::server::starts_handshake(&hello));
+    assert!(!crate::server::starts_handshake(&record(&cids[1])));
+    assert!(!crate::server::starts_handshake(&hello[..12]));
 }
 
 proptest::proptest! {
@@ -1055,6 +1067,10 @@ proptest::proptest! {
         if let Some(node) = crate::server::cid_node(&data, cid_len) {
             proptest::prop_assert_eq!(data.first(), Some(&25));
             proptest::prop_assert_eq!(data.get(11), Some(&node));
+        }
+        if crate::server::starts_handshake(&data) {
+            proptest::prop_assert_eq!(data.first(), Some(&22));
+            proptest::prop_assert_eq!(data.get(13), Some(&1));
         }
     }
 }

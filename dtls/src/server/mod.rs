@@ -65,6 +65,18 @@ pub fn cid_node(datagram: &[u8], cid_len: usize) -> Option<u8> {
     record.cid.first().copied()
 }
 
+/// Whether a datagram's first record is a ClientHello in the clear (epoch 0: a handshake
+/// begins; RFC 6347 §4.2.1). Unauthenticated, like every ClientHello: a node of a cluster only
+/// uses it to answer the handshake's sender from where it came.
+pub fn starts_handshake(datagram: &[u8]) -> bool {
+    let Some(Ok(record)) = split_records(datagram, 0).next() else {
+        return false;
+    };
+    record.content_type == ContentType::Handshake as u8
+        && record.epoch == 0
+        && admission::is_client_hello(record.fragment)
+}
+
 /// An established session of this server. Stable for the session's life, across address
 /// changes, resumption and restarts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -141,10 +141,11 @@ impl Cluster {
             .filter(|n| *n != self.node_id)
             .and_then(|n| self.peers.get(&n).map(|a| (n, *a)))
         else {
-            if node.is_none() {
-                // A handshake (or a session without a Connection ID) reaches this node
-                // directly: its flights must leave from here, whatever the device's address
-                // was used for before.
+            if dtls::server::starts_handshake(data) {
+                // A handshake reaches this node directly: its flights must leave from here,
+                // whatever the address was used for before. (Unauthenticated, as every
+                // ClientHello; only the sender of the address gets its answers here, which
+                // is where it sent from.)
                 self.routes.remove(&peer);
             }
             return false;

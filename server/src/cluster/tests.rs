@@ -105,7 +105,20 @@ fn a_record_for_another_nodes_session_goes_there_and_its_answer_comes_back_out_h
 fn a_handshake_reaching_this_node_takes_the_device_s_answers_back_here() {
     let mut two = node(2, &[1], SECRET);
     two.authenticated(device(), Some(1));
-    // A ClientHello (content type 22, no Connection ID) from the same address.
+    // Junk without a Connection ID moves nothing.
+    for junk in [
+        &b""[..],
+        b"\x17",
+        &[23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 1, 0, 1, 1],
+    ] {
+        assert!(!two.on_public(device(), junk));
+        let (socket, _) = two.route(Transmit {
+            peer: device(),
+            payload: vec![],
+        });
+        assert_eq!(socket, Socket::Internal);
+    }
+    // A ClientHello (content type 22, epoch 0, no Connection ID) from the same address.
     assert!(!two.on_public(device(), &[22, 0xfe, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1]));
     let (socket, _) = two.route(Transmit {
         peer: device(),

@@ -258,3 +258,39 @@ fn a_handshake_with_a_wrong_key_is_audited_under_the_identity_s_endpoint() {
     let m = w.metrics.snapshot();
     assert_eq!((m.dtls_handshakes_ok, m.dtls_handshakes_failed), (0, 1));
 }
+
+/// What a cluster node trusts to move a device's route: only records the session verified.
+#[test]
+fn only_a_verified_record_counts_as_authenticated() {
+    let (mut w, dev) = registered();
+    w.stack.take_authenticated();
+    let addr = w.devices[dev].addr;
+    let now = w.net.now();
+
+    // A forged `tls12_cid` record (content type 25) with a made-up Connection ID.
+    let mut forged = vec![25, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 7];
+    forged.extend_from_slice(&[1, 2, 3, 4, 5, 6, 0, 3, 9, 9, 9]);
+    w.stack
+        .handle_datagram(now, crate::metrics::Transport::Dtls, addr, &forged);
+    assert!(!w.stack.take_authenticated(), "a forged record");
+
+    // The device's last record again: the replay window drops it.
+    let last = w
+        .net
+        .sent()
+        .iter()
+        .rev()
+        .find(|s| s.from == addr && s.to == SERVER)
+        .map(|s| s.bytes.clone())
+        .unwrap();
+    w.stack
+        .handle_datagram(now, crate::metrics::Transport::Dtls, addr, &last);
+    assert!(!w.stack.take_authenticated(), "a replayed record");
+
+    // A real one: the device's Update.
+    w.with_client(dev, |c, now| {
+        c.update(now).unwrap();
+    });
+    assert!(w.stack.take_authenticated(), "the Update's record");
+    assert!(!w.stack.take_authenticated(), "taken: cleared");
+}
