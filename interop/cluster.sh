@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Several nodes: three lwm2m-server nodes (config/cluster/node{1,2,3}.toml, on 127.0.0.11-13)
-# behind nginx's UDP balancer (config/cluster/nginx.conf: `hash $remote_addr$remote_port
+# sharing one Redis (Debian redis-server) behind nginx's UDP balancer (config/cluster/nginx.conf: `hash $remote_addr$remote_port
 # consistent`, Debian nginx + libnginx-mod-stream), bridged to one mosquitto, with the
 # simulator's `cluster` scenario: DTLS PSK devices with Connection IDs that change their
 # source port every 5 s, so the balancer moves them between nodes mid-session.
 #
+#   0. Credentials imported through node 1 reach every node (the admin log in Redis), node 3
+#      started only afterwards included; a revocation asked of node 2 too.
 #   1. The balancer spread the handshakes over the three nodes.
 #   2. Every device registered once and kept its session: one handshake per device, no
 #      error, no timeout, no second Register, although its records reached other nodes.
@@ -47,6 +49,13 @@ if [ ! -x "$NGINX" ] || ! find_stream; then
     find_stream || { echo "FAIL: nginx with its stream module"; echo "0 passed, 1 failed"; exit 1; }
 fi
 
+REDIS="$(command -v redis-server || echo /usr/bin/redis-server)"
+if [ ! -x "$REDIS" ]; then
+    echo "redis-server missing: installing redis-server"
+    apt-get update && RUNLEVEL=1 apt-get install -y redis-server
+    REDIS="$(command -v redis-server || echo /usr/bin/redis-server)"
+fi
+
 server_binary
 if [ -n "${LWM2M_CLIENT_SIM:-}" ]; then
     SIM="$LWM2M_CLIENT_SIM"
@@ -74,6 +83,7 @@ free_udp_port() {
     python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 MQTT_PORT="$(free_port)"
+REDIS_PORT="$(free_port)"
 HTTP_PORT="$(free_port)"
 BALANCER_PORT="$(free_udp_port)"
 COAPS_PORT="$(free_udp_port)"
@@ -86,10 +96,13 @@ log_dest file $WORK/mosquitto.log
 CONF
 timeout -k 10 900 "$MOSQUITTO" -c "$WORK/mosquitto.conf" >>"$WORK/mosquitto.out" 2>&1 &
 PIDS+=($!)
+timeout -k 10 900 "$REDIS" --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$WORK" >"$WORK/redis.log" 2>&1 &
+PIDS+=($!)
 
 # The example's configuration, on the ports chosen above.
 ports() {
-    sed -e "s/127.0.0.1:1883/127.0.0.1:$MQTT_PORT/" -e "s/:5684\([\";]\)/:$COAPS_PORT\1/g" \
+    sed -e "s/127.0.0.1:1883/127.0.0.1:$MQTT_PORT/" -e "s/127.0.0.1:6379/127.0.0.1:$REDIS_PORT/" -e "s/:5684\([\";]\)/:$COAPS_PORT\1/g" \
         -e "s/:5690\"/:$INTERNAL_PORT\"/g" -e "s/:8080\"/:$HTTP_PORT\"/g" "$@"
 }
 for n in 1 2 3; do
@@ -98,32 +111,32 @@ done
 ports -e "s/listen 127.0.0.1:5684 udp/listen 127.0.0.1:$BALANCER_PORT udp/" \
     -e "s#^load_module .*#$LOAD_STREAM#" "$ROOT/config/cluster/nginx.conf" >"$WORK/nginx.conf"
 python3 -c 'import secrets; print(secrets.token_hex(32))' >"$WORK/cluster.secret"
+python3 -c 'import secrets; print(secrets.token_hex(32))' >"$WORK/secrets.key"
+chmod 600 "$WORK/secrets.key"
 
-for _ in $(seq 1 100); do
-    python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$MQTT_PORT" 2>/dev/null && break
-    sleep 0.1
+for port in "$MQTT_PORT" "$REDIS_PORT"; do
+    for _ in $(seq 1 100); do
+        python3 -c 'import socket, sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1).close()' "$port" 2>/dev/null && break
+        sleep 0.1
+    done
 done
 timeout -k 10 300 mosquitto_sub -p "$MQTT_PORT" -V mqttv5 -q 1 -t 'lwm2m/+/up/send' >"$WORK/sends.txt" 2>>"$WORK/sub.log" &
 PIDS+=($!)
 
 (cd "$WORK" && "$SIM" credentials --scenario cluster --devices "$DEVICES" --out keys.csv) >"$WORK/credentials.log" 2>&1 \
     || { cat "$WORK/credentials.log"; echo "FAIL: credentials"; echo "0 passed, 1 failed"; exit 1; }
-for n in 1 2 3; do
-    (cd "$WORK" && "$SERVER" --config "node$n.toml" device import keys.csv) >>"$WORK/import.log" 2>&1 \
-        || { cat "$WORK/import.log"; echo "FAIL: device import on node $n"; echo "0 passed, 1 failed"; exit 1; }
-done
 
 # --- the nodes and the balancer ------------------------------------------------------------
 NODE_PIDS=()
-for n in 1 2 3; do
+start_node() { # start_node N: starts node N and waits until it serves DTLS
+    local n="$1"
     (cd "$WORK" && RUST_LOG="${RUST_LOG:-info}" exec timeout -k 10 900 "$SERVER" --config "node$n.toml") >"$WORK/node$n.out" 2>"$WORK/node$n.log" &
-    PIDS+=($!)
-    NODE_PIDS+=($!)
-done
-for n in 1 2 3; do
+    local pid=$!
+    PIDS+=($pid)
+    NODE_PIDS+=($pid)
     for _ in $(seq 1 300); do
         grep -q "^listening on coaps://127.0.0.1$n:$COAPS_PORT" "$WORK/node$n.out" && break
-        kill -0 "${NODE_PIDS[$((n - 1))]}" 2>/dev/null || break
+        kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
     if ! grep -q "^listening on coaps://127.0.0.1$n:$COAPS_PORT" "$WORK/node$n.out"; then
@@ -132,7 +145,22 @@ for n in 1 2 3; do
         echo "0 passed, 1 failed"
         exit 1
     fi
+}
+listed() { # listed NODE: the devices the node holds credentials for
+    (cd "$WORK" && timeout 60 "$SERVER" --config "node$1.toml" device list 2>>"$WORK/list.err" | grep -v '^denied' | grep -c 'cluster-')
+}
+start_node 1
+start_node 2
+# The fleet's credentials, given to node 1 only (through its admin socket): the cluster's
+# admin log in Redis takes them to node 2, running, and to node 3 when it starts.
+(cd "$WORK" && timeout 120 "$SERVER" --config node1.toml device import keys.csv) >"$WORK/import.log" 2>&1 \
+    || { cat "$WORK/import.log"; echo "FAIL: device import through node 1"; echo "0 passed, 1 failed"; exit 1; }
+start_node 3
+for _ in $(seq 1 100); do
+    [ "$(listed 3)" = "$DEVICES" ] && [ "$(listed 2)" = "$DEVICES" ] && break
+    sleep 0.1
 done
+LISTED_BEFORE="$(listed 1) $(listed 2) $(listed 3)"
 (cd "$WORK" && exec timeout -k 10 900 "$NGINX" -p "$WORK" -c "$WORK/nginx.conf") >"$WORK/nginx.out" 2>&1 &
 NGINX_PID=$!
 PIDS+=($NGINX_PID)
@@ -146,6 +174,11 @@ timeout -k 10 $((DURATION + 180)) "$SIM" bench --scenario cluster --devices "$DE
     --server "127.0.0.1:$BALANCER_PORT" --json "$WORK/report.json" --quiet >"$WORK/sim.out" 2>"$WORK/sim.log"
 SIM_STATUS=$?
 sleep 2 # the bridges' last messages
+# A revocation asked of node 2 reaches every node.
+(cd "$WORK" && timeout 60 "$SERVER" --config node2.toml device revoke --endpoint cluster-00001) >"$WORK/revoke.log" 2>&1
+REVOKE_STATUS=$?
+sleep 1
+LISTED_AFTER="$(listed 1) $(listed 2) $(listed 3)"
 
 metrics() { # metrics NODE: the node's /metrics text
     python3 - "$1" "$HTTP_PORT" <<'PY'
@@ -157,9 +190,11 @@ for n in 1 2 3; do
     metrics "$n" >"$WORK/metrics$n.txt" 2>>"$WORK/metrics.err"
 done
 
-python3 - "$WORK" "$DEVICES" "$SIM_STATUS" <<'PY'
+python3 - "$WORK" "$DEVICES" "$SIM_STATUS" "$LISTED_BEFORE" "$LISTED_AFTER" "$REVOKE_STATUS" <<'PY'
 import json, re, sys
 work, devices, sim_status = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+before, after = sys.argv[4].split(), sys.argv[5].split()
+revoke_status = int(sys.argv[6])
 passed = failed = 0
 def check(ok, name, detail):
     global passed, failed
@@ -181,6 +216,13 @@ except Exception as e:
     r = {}
     check(False, "the simulator's report", f"exit {sim_status}: {e}")
 get = lambda k: r.get(k, -1)
+
+check(before == [str(devices)] * 3,
+      f"credentials imported through node 1 reached every node through the Redis admin log (node 3 started after the import): {before}",
+      open(f"{work}/import.log").read()[-500:])
+check(revoke_status == 0 and after == [str(devices - 1)] * 3,
+      f"a revocation asked of node 2 reached every node: {after}",
+      open(f"{work}/revoke.log").read()[-500:])
 
 hs = {n: value(m[n], "dtls_handshakes_total", 'result="ok"') for n in m}
 check(all(v > 0 for v in hs.values()), "the balancer spread the handshakes over the three nodes", hs)

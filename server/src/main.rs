@@ -526,6 +526,13 @@ mod admin_cli {
 
     /// Applies `op` directly to the store: no server is running.
     async fn offline(config: &Config, op: AdminOp) -> anyhow::Result<AdminReply> {
+        if !config.cluster.store.is_empty() && lwm2m_server::cluster::admin_log::is_logged(&op) {
+            bail!(
+                "this node's credentials are the cluster's, in {}: change them through a running node (no server answers on {})",
+                config.cluster.store,
+                config.admin_socket_path().display()
+            );
+        }
         if matches!(op, AdminOp::DeviceRotate { .. }) {
             bail!(
                 "{} (no server answers on {})",

@@ -10,6 +10,7 @@ mod admin;
 mod bootstrap;
 pub(crate) mod firmware;
 pub(crate) mod inputs;
+pub(crate) mod replication;
 
 use crate::bootstrap::BootstrapRole;
 use crate::bridge::sink::{Bridge, CommandPath};
@@ -87,6 +88,8 @@ pub(crate) struct Shell {
     pub(crate) tasks: Tasks,
     /// This node's part of a cluster, if `[cluster]` is enabled.
     pub(crate) cluster: Option<Cluster>,
+    /// The cluster's shared admin log, if `[cluster] store` is set.
+    pub(crate) replication: Option<replication::Replication>,
 }
 
 /// Commands timed from submission to result at most (well above the default cap on pending
@@ -284,6 +287,7 @@ impl Machine for Shell {
                 let _ = tx.send(page);
             }
             Input::Control(Control::Admin(req)) | Input::Admin(req) => self.admin(now, req),
+            Input::Replicated(r) => self.replicated(now, r),
             Input::Downlink(d) => {
                 if let Some(bridge) = self.bridge.as_mut() {
                     let mut path = firmware::ShellPath {

@@ -51,6 +51,23 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     let secrets = SecretsKey::load_or_create(&config.secrets_key_path())
         .with_context(|| format!("secrets key {}", config.secrets_key_path().display()))?;
     let secrets = Arc::new(secrets);
+    // The cluster's admin log: what other nodes changed while this one was away is applied
+    // to the store before the state is restored from it.
+    let shared = if config.cluster.enabled && !config.cluster.store.is_empty() {
+        use crate::cluster::admin_log::AdminLog;
+        let url = &config.cluster.store;
+        let connect = || async {
+            AdminLog::connect(url)
+                .await
+                .map_err(|e| crate::runtime::replication::describe(e, url))
+        };
+        let (mut reader, appender) = (connect().await?, connect().await?);
+        let after =
+            crate::runtime::replication::catch_up(&mut reader, &store, &secrets, config).await?;
+        Some((reader, appender, after))
+    } else {
+        None
+    };
 
     let mut core_config = config.core();
     core_config.rng_seed = rand::random();
@@ -224,7 +241,25 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         Some(s) => (Some(s.bridge), Some(s.running), Some(s.downlink)),
         None => (None, None, None),
     };
-    let (inputs, commits) = Inputs::new(control, Some(admin_requests), downlink);
+    let (replicated, replication) = match shared {
+        Some((reader, appender, after)) => {
+            let (tx, rx) = mpsc::channel(1024);
+            tokio::spawn(crate::runtime::replication::tail(
+                reader,
+                secrets.clone(),
+                after,
+                tx,
+            ));
+            let replication = crate::runtime::replication::Replication {
+                node: config.cluster.node_id,
+                log: appender,
+                waiting: HashMap::new(),
+            };
+            (Some(rx), Some(replication))
+        }
+        None => (None, None),
+    };
+    let (inputs, commits) = Inputs::new(control, Some(admin_requests), downlink, replicated);
     let campaigns = crate::runtime::firmware::open_campaigns(
         config,
         &store,
@@ -255,6 +290,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
             mqtt,
         },
         cluster,
+        replication,
     };
     shell
         .stack

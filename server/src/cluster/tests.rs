@@ -22,6 +22,7 @@ fn node(id: u8, others: &[u8], secret: &[u8]) -> Cluster {
                 internal: internal(*n),
             })
             .collect(),
+        store: String::new(),
     };
     Cluster::new(&config, 6, secret, 16, Arc::new(Metrics::default()))
 }

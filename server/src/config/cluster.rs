@@ -28,6 +28,8 @@ pub struct ClusterSection {
     pub secret_file: PathBuf,
     /// The other nodes.
     pub peers: Vec<ClusterPeer>,
+    /// The shared store's URL (`redis://host:port/db`, `rediss://` for TLS); empty: none.
+    pub store: String,
 }
 
 /// Another node of the cluster.
@@ -48,6 +50,7 @@ impl Default for ClusterSection {
             internal_bind: SocketAddr::from(([127, 0, 0, 1], 5690)),
             secret_file: PathBuf::new(),
             peers: Vec::new(),
+            store: String::new(),
         }
     }
 }
@@ -58,10 +61,21 @@ impl ClusterSection {
         server: &ServerSection,
         dtls: &DtlsSection,
     ) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if !self.store.is_empty() {
+            if !self.enabled {
+                return bad("cluster.store is set but cluster.enabled is false".into());
+            }
+            if !(self.store.starts_with("redis://") || self.store.starts_with("rediss://")) {
+                return bad(format!(
+                    "cluster.store = {:?}: a Redis URL is expected (redis://host:port/db, or rediss:// for TLS)",
+                    self.store
+                ));
+            }
+        }
         if !self.enabled {
             return Ok(());
         }
-        let bad = |m: String| Err(ConfigError::Invalid(m));
         if self.secret_file.as_os_str().is_empty() {
             return bad("cluster.secret_file is required when cluster.enabled is true: every node reads the same secret from it".into());
         }

@@ -197,6 +197,11 @@ impl Config {
         f.firmware.validate()?;
         f.http.validate()?;
         f.cluster.validate(&f.server, &f.dtls)?;
+        if !f.cluster.store.is_empty() && f.bootstrap.enabled {
+            return Err(ConfigError::Invalid(
+                "[bootstrap] with cluster.store is not supported yet: the credentials a bootstrap gives are not shared between nodes; set bootstrap.enabled = false".into(),
+            ));
+        }
         let mqtt = MqttSettings::from_section(&f.mqtt)?;
         Ok(Config {
             server: f.server,

@@ -918,14 +918,16 @@ fn embedded_cluster_defaults_match_the_struct_defaults_and_bad_clusters_are_refu
             c.node_id,
             c.internal_bind,
             &c.secret_file,
-            &c.peers
+            &c.peers,
+            &c.store
         ),
         (
             d.enabled,
             d.node_id,
             d.internal_bind,
             &d.secret_file,
-            &d.peers
+            &d.peers,
+            &d.store
         )
     );
     let on = "[cluster]\nenabled = true\nnode_id = 1\nsecret_file = \"s\"\n";
@@ -947,6 +949,18 @@ fn embedded_cluster_defaults_match_the_struct_defaults_and_bad_clusters_are_refu
         "{on}peers = [{{ node_id = 2, internal = \"127.0.0.1:5690\" }}]\n"
     ));
     assert!(e.contains("node 2 has internal address"), "{e}");
+    let e = err("[cluster]\nstore = \"redis://127.0.0.1/\"\n");
+    assert!(e.contains("cluster.enabled is false"), "{e}");
+    let e = err(&format!("{on}store = \"http://127.0.0.1/\"\n"));
+    assert!(e.contains("a Redis URL is expected"), "{e}");
+    let e = err(&format!("{on}store = \"redis://127.0.0.1/\"\n"));
+    assert!(e.contains("[bootstrap] with cluster.store"), "{e}");
+    let shared =
+        format!("{on}store = \"rediss://r.example:6380/2\"\n[bootstrap]\nenabled = false\n");
+    assert_eq!(
+        Config::parse(&shared).unwrap().cluster.store,
+        "rediss://r.example:6380/2"
+    );
     let e = err("[cluster]\nnode_id = 256\n");
     assert!(e.contains("node_id"), "{e}");
     let e = err("[cluster]\npeers = [{ node_id = 2 }]\n");

@@ -20,13 +20,33 @@ impl Shell {
             self.add_package(req);
             return;
         }
-        let (reply, audit_limit) = match req.op {
+        if self.replication.is_some() && crate::cluster::admin_log::is_logged(&req.op) {
+            return self.append(req);
+        }
+        let (reply, audit_limit) = self.run(now, req.op);
+        self.answer_admin(now, reply, audit_limit, req.reply);
+    }
+
+    /// Applies `op`; the reply, and how many audit entries it asks for.
+    pub(super) fn run(&mut self, now: Instant, op: AdminOp) -> (AdminReply, Option<usize>) {
+        match op {
             AdminOp::Audit { limit } => (AdminReply::ok(), Some(limit)),
             AdminOp::DeviceRotate { endpoint } => (self.rotate(now, &endpoint), None),
             op if op.is_package_op() => (self.apply_firmware(op), None),
             op if op.is_campaign_op() => (self.firmware_admin(now, op), None),
             op => (self.apply(now, op), None),
-        };
+        }
+    }
+
+    /// Sends `reply` to `to` once what was changed so far is committed (with the
+    /// `audit_limit` latest audit entries, if asked).
+    pub(super) fn answer_admin(
+        &mut self,
+        now: Instant,
+        reply: AdminReply,
+        audit_limit: Option<usize>,
+        to: tokio::sync::oneshot::Sender<AdminReply>,
+    ) {
         // The side effects (closed sessions' deletes, audit entries, the core's writes) reach
         // the store before the commit the reply waits for.
         self.drain(now);
@@ -54,11 +74,11 @@ impl Shell {
                             }
                         }
                     };
-                    let _ = req.reply.send(reply);
+                    let _ = to.send(reply);
                 });
             }
             Err(e) => {
-                let _ = req.reply.send(AdminReply::refused(
+                let _ = to.send(AdminReply::refused(
                     Refusal::Internal,
                     format!("store: {e}"),
                 ));

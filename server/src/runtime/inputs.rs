@@ -26,6 +26,8 @@ pub(crate) enum Input {
     Downlink(Downlink),
     /// The commit of this hold generation ended (an error releases the held datagrams too).
     Committed(u64, Result<(), StoreError>),
+    /// An entry of the cluster's admin log.
+    Replicated(super::replication::Replicated),
 }
 
 /// The server task's command sources.
@@ -36,6 +38,8 @@ pub(crate) struct Inputs {
     pub(crate) admin: Option<mpsc::Receiver<AdminRequest>>,
     /// The MQTT link's downlink messages, if the bridge runs.
     pub(crate) downlink: Option<mpsc::Receiver<Downlink>>,
+    /// The cluster's admin log, in order, if the nodes share a store.
+    pub(crate) replicated: Option<mpsc::Receiver<super::replication::Replicated>>,
     /// Commits the server task started (see [`Commits`]).
     pub(crate) started: mpsc::UnboundedReceiver<(u64, CommitWait)>,
     /// Commits waited on, oldest first: the store commits in the order asked.
@@ -53,12 +57,14 @@ impl Inputs {
         control: mpsc::Receiver<Control>,
         admin: Option<mpsc::Receiver<AdminRequest>>,
         downlink: Option<mpsc::Receiver<Downlink>>,
+        replicated: Option<mpsc::Receiver<super::replication::Replicated>>,
     ) -> (Self, Commits) {
         let (commits, started) = mpsc::unbounded_channel();
         let inputs = Self {
             control,
             admin,
             downlink,
+            replicated,
             started,
             waiting: VecDeque::new(),
             turn: 0,
@@ -99,16 +105,18 @@ impl Inbox<Input> for Inputs {
         }
         // Then the channels, starting with a different one each time, so a busy one cannot
         // starve the others.
-        self.turn = (self.turn + 1) % 3;
-        for i in 0..3 {
-            let polled = match (self.turn + i) % 3 {
+        self.turn = (self.turn + 1) % 4;
+        for i in 0..4 {
+            let polled = match (self.turn + i) % 4 {
                 0 => self
                     .control
                     .poll_recv(cx)
                     .map(|c| Some(c.map(Input::Control))),
                 1 => poll_optional(&mut self.admin, cx).map(|a| a.map(|a| Some(Input::Admin(a)))),
-                _ => poll_optional(&mut self.downlink, cx)
+                2 => poll_optional(&mut self.downlink, cx)
                     .map(|d| d.map(|d| Some(Input::Downlink(d)))),
+                _ => poll_optional(&mut self.replicated, cx)
+                    .map(|r| r.map(|r| Some(Input::Replicated(r)))),
             };
             // `Ready(Some(None))`: every handle is gone; the server stops.
             if let Poll::Ready(Some(input)) = polled {
@@ -139,7 +147,7 @@ mod tests {
         let (control_tx, control) = mpsc::channel(4);
         let (admin_tx, admin) = mpsc::channel(4);
         let (downlink_tx, downlink_rx) = mpsc::channel(4);
-        let (mut inputs, commits) = Inputs::new(control, Some(admin), Some(downlink_rx));
+        let (mut inputs, commits) = Inputs::new(control, Some(admin), Some(downlink_rx), None);
 
         downlink_tx.send(downlink()).await.unwrap();
         let got = poll_fn(|cx| inputs.poll_recv(cx)).await;
