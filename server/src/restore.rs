@@ -17,6 +17,7 @@ use crate::provisioning::secrets::SecretsKey;
 use crate::store::{display_key, Store, Table};
 use anyhow::Context;
 use lwm2m::model::Registry;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -43,12 +44,14 @@ pub(crate) struct Restored {
 /// first (sessions are kept only for endpoints that still have one), then the DTLS sessions
 /// into `dtls` (so the core knows who its restored peers are), then the core's state, then
 /// the bridge's, trimmed to the commands and observations the core has.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn restore_state(
     config: &Config,
     store: &Store,
     secrets: &SecretsKey,
     core: &mut ServerCore<Link>,
     dtls: Option<&mut dtls::Server>,
+    stale: &HashSet<String>,
     schema: Arc<Registry>,
     now: Instant,
 ) -> anyhow::Result<Restored> {
@@ -58,7 +61,7 @@ pub(crate) fn restore_state(
     let bootstrap_credentials = Credentials::load_bootstrap(store, secrets, &credentials)
         .context("loading bootstrap-server credentials")?;
     let (sessions, sessions_skipped) = match dtls {
-        Some(server) => restore_sessions(server, store, secrets, &credentials, core),
+        Some(server) => restore_sessions(server, store, secrets, &credentials, stale, core),
         None => (0, 0),
     };
     let entries = |t: Table| store.scan(t, b"").context("reading the store");
@@ -116,6 +119,7 @@ fn restore_sessions(
     store: &Store,
     secrets: &SecretsKey,
     creds: &Credentials,
+    stale: &HashSet<String>,
     core: &mut ServerCore<Link>,
 ) -> (usize, usize) {
     let entries = match store.scan(Table::Sessions, b"") {
@@ -162,7 +166,11 @@ fn restore_sessions(
             }
         };
         let principal = server.principal(conn).cloned();
-        let known = principal.as_deref().is_some_and(|p| creds.get(p).is_some());
+        // A credential changed elsewhere while this node was down (the cluster's admin log):
+        // the device handshakes again with its current key.
+        let known = principal
+            .as_deref()
+            .is_some_and(|p| creds.get(p).is_some() && !stale.contains(p));
         match (principal, server.peer(conn)) {
             (Some(p), Some(addr)) if known => {
                 core.peer_authenticated(Link::Dtls(conn), p, addr);
@@ -731,6 +739,7 @@ mod tests {
             secrets,
             &mut core,
             Some(&mut server),
+            &HashSet::new(),
             schema,
             now,
         )

@@ -54,17 +54,21 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     // The cluster's admin log: what other nodes changed while this one was away is applied
     // to the store before the state is restored from it.
     let shared = if config.cluster.enabled && !config.cluster.store.is_empty() {
-        use crate::cluster::admin_log::AdminLog;
+        use crate::cluster::admin_log::{AdminLog, Use};
+        use crate::runtime::replication::{catch_up, describe};
         let url = &config.cluster.store;
-        let connect = || async {
-            AdminLog::connect(url)
+        let connect = |purpose| async move {
+            AdminLog::connect(url, purpose)
                 .await
-                .map_err(|e| crate::runtime::replication::describe(e, url))
+                .map_err(|e| describe(e, url))
         };
-        let (mut reader, appender) = (connect().await?, connect().await?);
-        let after =
-            crate::runtime::replication::catch_up(&mut reader, &store, &secrets, config).await?;
-        Some((reader, appender, after))
+        let (mut reader, mut appender) = (connect(Use::Read).await?, connect(Use::Append).await?);
+        appender
+            .check_key(&secrets)
+            .await
+            .map_err(|e| describe(e, url))?;
+        let caught = catch_up(&mut reader, &store, &secrets, config).await?;
+        Some((reader, appender, caught))
     } else {
         None
     };
@@ -90,12 +94,17 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
             rand::random(),
         ));
     }
+    let stale = shared
+        .as_ref()
+        .map(|(_, _, caught)| caught.stale.clone())
+        .unwrap_or_default();
     let restored = crate::restore::restore_state(
         config,
         &store,
         &secrets,
         &mut core,
         dtls.as_mut(),
+        &stale,
         schema.clone(),
         now,
     )?;
@@ -242,12 +251,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         None => (None, None, None),
     };
     let (replicated, replication) = match shared {
-        Some((reader, appender, after)) => {
+        Some((reader, appender, caught)) => {
             let (tx, rx) = mpsc::channel(1024);
             tokio::spawn(crate::runtime::replication::tail(
                 reader,
                 secrets.clone(),
-                after,
+                caught.after,
                 tx,
             ));
             let replication = crate::runtime::replication::Replication {

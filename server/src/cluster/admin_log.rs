@@ -8,8 +8,12 @@
 //!
 //! An entry is the operation as the admin protocol writes it (JSON), sealed with the secrets
 //! key (AES-256-GCM, every node the same key file): device keys are never in Redis in the
-//! clear. An entry that does not open (another key) is skipped by every node alike, with an
-//! error logged.
+//! clear. A node checks at start that its key is the cluster's ([`AdminLog::check_key`]); an
+//! entry that still does not open stops the node from applying more (it would drift apart
+//! from the others unseen), with an error logged.
+//!
+//! The stream is the credentials' history and is never trimmed: a node that starts from an
+//! empty store replays it whole. Run Redis with persistence (AOF).
 use crate::provisioning::admin::AdminOp;
 use crate::provisioning::secrets::SecretsKey;
 use redis::aio::ConnectionManager;
@@ -24,6 +28,27 @@ const FIELD: &str = "op";
 /// Binds a sealed entry to its use (AES-GCM associated data).
 const AAD: &[u8] = b"lwm2m-server cluster admin log v1";
 
+/// How long an `XADD` may take before its outcome is reported unknown.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Where the key check lives: a known text sealed by the first node that started.
+const KEY_CHECK: &str = "lwm2m:admin:key-check";
+const KEY_CHECK_TEXT: &[u8] = b"lwm2m-server cluster secrets key check";
+
+/// `url` without its password (`redis://user:secret@host` -> `redis://user:***@host`), for
+/// messages and logs.
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
 /// Why the log could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
@@ -36,6 +61,9 @@ pub enum LogError {
     /// An entry that does not open or parse.
     #[error("admin log entry unreadable: {0}")]
     Entry(String),
+    /// This node's secrets key is not the one the cluster's log is sealed with.
+    #[error("this node's secrets key is not the cluster's: every node must use the same [security] secrets_key_file")]
+    WrongKey,
 }
 
 /// One entry, opened.
@@ -80,7 +108,8 @@ pub fn is_logged(op: &AdminOp) -> bool {
 }
 
 /// A connection to the log. Appending and reading use separate connections: a blocked
-/// `XREAD` would hold up everything queued behind it on a shared one.
+/// `XREAD` would hold up everything queued behind it on a shared one, and each has its own
+/// response timeout ([`Use`]).
 #[derive(Clone)]
 pub struct AdminLog {
     conn: ConnectionManager,
@@ -92,12 +121,47 @@ impl std::fmt::Debug for AdminLog {
     }
 }
 
+/// What a connection is for, which decides how long it waits for an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Use {
+    /// `XADD`: [`APPEND_TIMEOUT`], then the outcome is unknown.
+    Append,
+    /// `XREAD BLOCK`: no limit of its own (the block is the command's).
+    Read,
+}
+
 impl AdminLog {
     /// Connects to the Redis at `url` (`redis://` or `rediss://`); reconnects by itself later.
-    pub async fn connect(url: &str) -> Result<Self, LogError> {
+    pub async fn connect(url: &str, purpose: Use) -> Result<Self, LogError> {
         let client = redis::Client::open(url)?;
-        let conn = ConnectionManager::new(client).await?;
+        let timeout = match purpose {
+            Use::Append => Some(APPEND_TIMEOUT),
+            Use::Read => None,
+        };
+        let config = redis::aio::ConnectionManagerConfig::new().set_response_timeout(timeout);
+        let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Self { conn })
+    }
+
+    /// Checks that `key` is the cluster's: the first node to start seals a known text under
+    /// [`KEY_CHECK`]; every node must open it. A node with another key would seal entries the
+    /// others skip and skip theirs, and its credentials would drift apart unseen.
+    pub async fn check_key(&mut self, key: &SecretsKey) -> Result<(), LogError> {
+        let sealed = key.seal(AAD, KEY_CHECK_TEXT);
+        let _: Value = redis::cmd("SET")
+            .arg(KEY_CHECK)
+            .arg(&sealed)
+            .arg("NX")
+            .query_async(&mut self.conn)
+            .await?;
+        let stored: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(KEY_CHECK)
+            .query_async(&mut self.conn)
+            .await?;
+        match stored.map(|s| key.open(AAD, &s)) {
+            Some(Ok(text)) if text == KEY_CHECK_TEXT => Ok(()),
+            _ => Err(LogError::WrongKey),
+        }
     }
 
     /// Appends sealed bytes; returns the entry's id.
@@ -208,6 +272,16 @@ mod tests {
         assert_eq!(Entry::open(&key(), &sealed).unwrap(), e);
         assert!(Entry::open(&SecretsKey::from_bytes([6; 32]), &sealed).is_err());
         assert!(Entry::open(&key(), b"junk").is_err());
+    }
+
+    #[test]
+    fn a_store_url_is_shown_without_its_password() {
+        assert_eq!(redact("redis://:hunter2@r:6379/0"), "redis://:***@r:6379/0");
+        assert_eq!(redact("rediss://app:pw@r/1"), "rediss://app:***@r/1");
+        assert_eq!(
+            redact("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
     }
 
     #[test]

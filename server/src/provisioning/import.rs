@@ -100,6 +100,15 @@ pub enum ImportError {
     /// No server runs and the store would not commit.
     #[error("committing the store: {0}")]
     Store(#[from] StoreError),
+    /// No server runs, and the node's credentials are its cluster's: they change only
+    /// through a running node (the cluster's admin log).
+    #[error("no server answers on {}, and this node's credentials are its cluster's ({store}): import through a running node", path.display())]
+    SharedStore {
+        /// The admin socket nobody answers on.
+        path: PathBuf,
+        /// The cluster's store, without its password.
+        store: String,
+    },
     /// A chunk was refused; the ones before it were imported.
     #[error("lines {first} to {last}: {reason}; {}", imported_note(*.imported))]
     Interrupted {
@@ -302,6 +311,12 @@ impl Target {
                     io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
                 ) =>
             {
+                if !config.cluster.store.is_empty() && crate::cluster::admin_log::is_logged(&op) {
+                    return Err(ImportError::SharedStore {
+                        path,
+                        store: crate::cluster::admin_log::redact(&config.cluster.store),
+                    });
+                }
                 let store = admin::open_offline(config, true)?;
                 let key = SecretsKey::load_or_create(&config.secrets_key_path())?;
                 let creds = admin::load_offline(&store, &key, config, set)?;

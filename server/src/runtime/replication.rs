@@ -3,14 +3,20 @@
 //! every entry of the log, this node's included, is applied here in the log's order, and the
 //! caller who asked is answered once its entry is applied and committed. Starting, the node
 //! first applies what the log holds beyond the last entry it applied.
+//!
+//! The position (the last entry applied) is written after the entry's own writes, and the
+//! store commits in order, so it is never ahead of them; a crash between the two applies the
+//! entry again at the next start, which ends in the same credentials (every operation sets
+//! state; the audit log shows the change twice).
 use super::Shell;
-use crate::cluster::admin_log::{AdminLog, Entry, LogError};
+use crate::cluster::admin_log::{redact, AdminLog, Entry, LogError};
 use crate::config::Config;
+use crate::provisioning::admin::AdminOp;
 use crate::provisioning::admin::{self, AdminReply, AdminRequest, Refusal};
 use crate::provisioning::credentials::{CredentialSet, Credentials};
 use crate::provisioning::secrets::SecretsKey;
 use crate::store::{Store, Table};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
@@ -30,8 +36,8 @@ const MAX_WAITING: usize = 4096;
 pub(crate) struct Replicated {
     /// Its id in the log.
     pub(crate) id: String,
-    /// The entry; `None` if it does not open (logged once, skipped by every node).
-    pub(crate) entry: Option<Entry>,
+    /// The entry.
+    pub(crate) entry: Entry,
 }
 
 /// This node's side of the log.
@@ -70,41 +76,42 @@ impl Shell {
         r.waiting.insert(request, applied);
         let mut log = r.log.clone();
         let reply = req.reply;
+        let mut reply = reply;
         tokio::spawn(async move {
             let answer = match log.append(&sealed).await {
                 Err(e) => AdminReply::refused(
                     Refusal::Internal,
-                    format!("the cluster's admin log (redis): {e}"),
+                    format!("the cluster's admin log (redis): {e}; if the change reached the log it is applied all the same (see `device list`)"),
                 ),
-                Ok(_) => wait.await.unwrap_or_else(|_| {
-                    AdminReply::error("the server stopped before the change was applied")
-                }),
+                Ok(_) => tokio::select! {
+                    applied = wait => applied.unwrap_or_else(|_| {
+                        AdminReply::error("the server stopped before the change was applied")
+                    }),
+                    // The caller gave up: its slot goes at the next append.
+                    () = reply.closed() => return,
+                },
             };
             let _ = reply.send(answer);
         });
     }
 
-    /// An entry of the log: applied as the operation it holds, and recorded as applied in
-    /// the same commit; its caller, if this node appended it, answered after that commit.
+    /// An entry of the log: applied as the operation it holds, then recorded as applied; its
+    /// caller, if this node appended it, answered once both are committed.
     pub(super) fn replicated(&mut self, now: Instant, r: Replicated) {
-        let waiting = match r.entry {
-            None => None,
-            Some(entry) => {
-                let mine = self
-                    .replication
-                    .as_ref()
-                    .is_some_and(|rep| rep.node == entry.origin);
-                let (reply, _) = self.run(now, entry.op);
-                let waiter = mine
-                    .then(|| {
-                        self.replication
-                            .as_mut()
-                            .and_then(|rep| rep.waiting.remove(&entry.request))
-                    })
-                    .flatten();
-                waiter.map(|w| (reply, w))
-            }
-        };
+        let entry = r.entry;
+        let mine = self
+            .replication
+            .as_ref()
+            .is_some_and(|rep| rep.node == entry.origin);
+        let (reply, _) = self.run(now, entry.op);
+        let waiting = mine
+            .then(|| {
+                self.replication
+                    .as_mut()
+                    .and_then(|rep| rep.waiting.remove(&entry.request))
+            })
+            .flatten()
+            .map(|w| (reply, w));
         if let Err(e) = self
             .store
             .put(Table::Meta, LAST_APPLIED.to_vec(), r.id.into_bytes())
@@ -147,8 +154,14 @@ pub(crate) async fn tail(
             }
         };
         for (id, sealed) in batch {
+            let Some(entry) = open(&key, &id, &sealed) else {
+                // Applying on past it would leave this node without a change the others
+                // have; stopping keeps the gap visible (fix the key and restart: the node
+                // applies from here).
+                tracing::error!(%id, "cluster admin log: this node applies no more changes until it restarts with the cluster's secrets key");
+                return;
+            };
             after.clone_from(&id);
-            let entry = open(&key, &id, &sealed);
             if to_server.send(Replicated { id, entry }).await.is_err() {
                 return;
             }
@@ -160,33 +173,60 @@ fn open(key: &SecretsKey, id: &str, sealed: &[u8]) -> Option<Entry> {
     match Entry::open(key, sealed) {
         Ok(e) => Some(e),
         Err(e) => {
-            tracing::error!(%id, error = %e, "cluster admin log entry skipped: does every node use the same secrets key file?");
+            tracing::error!(%id, error = %e, "cluster admin log entry does not open: does every node use the same secrets key file?");
             None
         }
     }
 }
 
+/// The endpoints whose device credential `op` may change: their stored DTLS sessions were
+/// made with what may no longer be their key.
+fn endpoints_changed(op: &AdminOp) -> Vec<String> {
+    match op {
+        AdminOp::DeviceAdd { credential } => vec![credential.endpoint.clone()],
+        AdminOp::DeviceRevoke { endpoint } => vec![endpoint.clone()],
+        AdminOp::DeviceImport { credentials, .. } => {
+            credentials.iter().map(|c| c.endpoint.clone()).collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// What [`catch_up`] did.
+pub(crate) struct CaughtUp {
+    /// The id to read on from.
+    pub(crate) after: String,
+    /// Endpoints whose device credential may have changed: their stored sessions are not
+    /// restored (the devices handshake again with their current key).
+    pub(crate) stale: HashSet<String>,
+}
+
 /// Applies what the log holds beyond the last entry this node applied, straight to the store
-/// (nothing runs yet); returns the id to read on from.
+/// (nothing runs yet).
 pub(crate) async fn catch_up(
     log: &mut AdminLog,
     store: &Store,
     key: &SecretsKey,
     config: &Config,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<CaughtUp> {
     let mut after = match store.get(Table::Meta, LAST_APPLIED)? {
         Some(id) => String::from_utf8(id).unwrap_or_else(|_| "0".into()),
         None => "0".into(),
     };
     let mut indexes: HashMap<CredentialSet, Credentials> = HashMap::new();
     let mut applied = 0u64;
+    let mut stale = HashSet::new();
     loop {
         let batch = log.read_after(&after, READ_BATCH, None).await?;
         if batch.is_empty() {
             break;
         }
         for (id, sealed) in batch {
-            if let Some(entry) = open(key, &id, &sealed) {
+            let Some(entry) = open(key, &id, &sealed) else {
+                anyhow::bail!("cluster admin log entry {id} does not open: this node's secrets key is not the one the cluster's log is sealed with");
+            };
+            {
+                stale.extend(endpoints_changed(&entry.op));
                 let set = entry.op.credential_set().unwrap_or_default();
                 let creds = match indexes.entry(set) {
                     std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
@@ -207,10 +247,10 @@ pub(crate) async fn catch_up(
         store.flush().await?;
     }
     tracing::info!(applied, last = %after, "cluster admin log caught up");
-    Ok(after)
+    Ok(CaughtUp { after, stale })
 }
 
 /// `LogError` as the start reports it.
 pub(crate) fn describe(e: LogError, url: &str) -> anyhow::Error {
-    anyhow::Error::new(e).context(format!("the cluster's shared store {url}"))
+    anyhow::Error::new(e).context(format!("the cluster's shared store {}", redact(url)))
 }

@@ -294,3 +294,14 @@ fn only_a_verified_record_counts_as_authenticated() {
     assert!(w.stack.take_authenticated(), "the Update's record");
     assert!(!w.stack.take_authenticated(), "taken: cleared");
 }
+
+/// A cluster node that was down while the device's credential changed elsewhere does not take
+/// its old session back: the device handshakes again, with its current key.
+#[test]
+fn a_session_whose_credential_changed_while_the_node_was_down_is_not_restored() {
+    let (mut w, _dev) = registered();
+    w.restart_with(&[EP.to_string()].into_iter().collect());
+    assert_eq!(w.stack.dtls().unwrap().usage().sessions, 0);
+    // The registration itself stays (the device's next Register or Update decides).
+    assert!(w.stack.core().registration(EP).is_some());
+}

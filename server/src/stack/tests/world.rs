@@ -330,6 +330,12 @@ impl World {
     /// Stops the server as a restart does — its sessions saved, every write on disk — and
     /// starts a fresh stack from what the disk holds, with the devices kept as they are.
     pub(super) fn restart(&mut self) {
+        self.restart_with(&Default::default());
+    }
+
+    /// [`restart`](Self::restart), as a cluster node whose catching up found the credentials
+    /// of `stale` changed elsewhere.
+    pub(super) fn restart_with(&mut self, stale: &std::collections::HashSet<String>) {
         self.stack.save_sessions();
         self.pump();
         let Some(disk) = self.disk.take() else {
@@ -352,6 +358,7 @@ impl World {
             &self.secrets,
             &mut core,
             Some(&mut server),
+            stale,
             schema,
             now,
         )
