@@ -526,10 +526,10 @@ mod admin_cli {
 
     /// Applies `op` directly to the store: no server is running.
     async fn offline(config: &Config, op: AdminOp) -> anyhow::Result<AdminReply> {
-        if !config.cluster.store.is_empty() && lwm2m_server::cluster::admin_log::is_logged(&op) {
+        if !config.cluster.store.is_empty() && op.changes_credentials() {
             bail!(
                 "this node's credentials are the cluster's, in {}: change them through a running node (no server answers on {})",
-                config.cluster.store,
+                lwm2m_server::config::redact_url(&config.cluster.store),
                 config.admin_socket_path().display()
             );
         }

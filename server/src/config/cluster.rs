@@ -55,6 +55,21 @@ impl Default for ClusterSection {
     }
 }
 
+/// `url` without its password (`redis://user:secret@host` -> `redis://user:***@host`), for
+/// messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_string(),
+    }
+}
+
 impl ClusterSection {
     pub(super) fn validate(
         &self,
@@ -69,7 +84,7 @@ impl ClusterSection {
             if !(self.store.starts_with("redis://") || self.store.starts_with("rediss://")) {
                 return bad(format!(
                     "cluster.store = {:?}: a Redis URL is expected (redis://host:port/db, or rediss:// for TLS)",
-                    self.store
+                    redact_url(&self.store)
                 ));
             }
         }

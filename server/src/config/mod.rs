@@ -32,7 +32,7 @@ mod server;
 mod tests;
 
 pub use bootstrap::{BootstrapSection, ServerSecurity};
-pub use cluster::{ClusterPeer, ClusterSection, MIN_CLUSTER_CID_LENGTH};
+pub use cluster::{redact_url, ClusterPeer, ClusterSection, MIN_CLUSTER_CID_LENGTH};
 pub use coap::CoapSection;
 pub use firmware::FirmwareSection;
 pub use http::HttpSection;

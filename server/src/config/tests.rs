@@ -997,3 +997,19 @@ fn the_three_node_example_parses_and_its_nodes_know_each_other() {
         }
     }
 }
+
+#[test]
+fn a_store_url_is_shown_without_its_password() {
+    assert_eq!(
+        redact_url("redis://:hunter2@r:6379/0"),
+        "redis://:***@r:6379/0"
+    );
+    assert_eq!(redact_url("rediss://app:pw@r/1"), "rediss://app:***@r/1");
+    assert_eq!(
+        redact_url("redis://127.0.0.1:6379/0"),
+        "redis://127.0.0.1:6379/0"
+    );
+    let e =
+        err("[cluster]\nenabled = true\nsecret_file = \"s\"\nstore = \"http://u:hunter2@r/\"\n");
+    assert!(!e.contains("hunter2"), "{e}");
+}

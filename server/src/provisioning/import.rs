@@ -311,10 +311,10 @@ impl Target {
                     io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
                 ) =>
             {
-                if !config.cluster.store.is_empty() && crate::cluster::admin_log::is_logged(&op) {
+                if !config.cluster.store.is_empty() && op.changes_credentials() {
                     return Err(ImportError::SharedStore {
                         path,
-                        store: crate::cluster::admin_log::redact(&config.cluster.store),
+                        store: crate::config::redact_url(&config.cluster.store),
                     });
                 }
                 let store = admin::open_offline(config, true)?;

@@ -20,7 +20,7 @@ impl Shell {
             self.add_package(req);
             return;
         }
-        if self.replication.is_some() && crate::cluster::admin_log::is_logged(&req.op) {
+        if self.replication.is_some() && req.op.changes_credentials() {
             return self.append(req);
         }
         let (reply, audit_limit) = self.run(now, req.op);

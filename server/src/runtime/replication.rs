@@ -9,7 +9,8 @@
 //! entry again at the next start, which ends in the same credentials (every operation sets
 //! state; the audit log shows the change twice).
 use super::Shell;
-use crate::cluster::admin_log::{redact, AdminLog, Entry, LogError};
+use crate::cluster::admin_log::{AdminLog, Entry, LogError};
+use crate::config::redact_url;
 use crate::config::Config;
 use crate::provisioning::admin::AdminOp;
 use crate::provisioning::admin::{self, AdminReply, AdminRequest, Refusal};
@@ -252,5 +253,5 @@ pub(crate) async fn catch_up(
 
 /// `LogError` as the start reports it.
 pub(crate) fn describe(e: LogError, url: &str) -> anyhow::Error {
-    anyhow::Error::new(e).context(format!("the cluster's shared store {}", redact(url)))
+    anyhow::Error::new(e).context(format!("the cluster's shared store {}", redact_url(url)))
 }

@@ -179,6 +179,20 @@ impl AdminOp {
         }
     }
 
+    /// Whether the operation changes credentials (adds, replaces, revokes, imports; a check
+    /// of an import changes nothing): what goes through a cluster's admin log.
+    pub fn changes_credentials(&self) -> bool {
+        matches!(
+            self,
+            AdminOp::DeviceAdd { .. }
+                | AdminOp::DeviceRevoke { .. }
+                | AdminOp::DeviceImport { check: false, .. }
+                | AdminOp::BootstrapAdd { .. }
+                | AdminOp::BootstrapRemove { .. }
+                | AdminOp::BootstrapImport { check: false, .. }
+        )
+    }
+
     /// Whether the operation is on the firmware packages.
     pub fn is_package_op(&self) -> bool {
         matches!(
