@@ -79,9 +79,6 @@ trap finish EXIT
 
 # --- the broker, the configuration, the credentials ------------------------------------------
 # UDP ports free now (the balancer, the nodes' DTLS and internal ports), and TCP ones.
-free_udp_port() {
-    python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
 MQTT_PORT="$(free_port)"
 REDIS_PORT="$(free_port)"
 HTTP_PORT="$(free_port)"

@@ -77,6 +77,11 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
+# free_udp_port: a UDP port on 127.0.0.1 that nothing holds right now.
+free_udp_port() {
+    python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 # Copies the work directory (logs, outputs) to $KEEP_WORK, if set, before it is removed.
 keep_work() {
     if [ -n "${KEEP_WORK:-}" ]; then

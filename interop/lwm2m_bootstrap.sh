@@ -62,11 +62,6 @@ else
     SERVER="${CARGO_TARGET_DIR:-$ROOT/target}/debug/lwm2m-server"
 fi
 
-# free_udp_port: a UDP port on 127.0.0.1 that nothing holds right now.
-free_udp_port() {
-    python3 -c 'import socket; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
-}
-
 # run_device NAME URI EP IDENTITY PSK_HEX [ARGS...]: runs the scripted device; its stdout in
 # OUT (and $WORK/device-NAME.out), its exit status in STATUS.
 run_device() {

@@ -93,29 +93,63 @@ fn count(m: &[(&'static str, u64)], kind: &str) -> u64 {
     m.iter().find(|(k, _)| *k == kind).map_or(0, |(_, v)| *v)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_device_moved_to_another_node_keeps_its_session_and_registration() {
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+/// Two nodes on fresh data directories sharing a secret, and a device `endpoint` (PSK `key`,
+/// Connection ID asked for) registered with node 1 through a balancer.
+struct Moving {
+    dirs: [tempfile::TempDir; 2],
+    secret: std::path::PathBuf,
+    internal: [u16; 2],
+    one: TestServer,
+    two: TestServer,
+    balancer: Balancer,
+    dev: Device,
+    /// The address node 1 registered the device from.
+    first: String,
+}
+
+async fn moving(endpoint: &str, identity: &str, key: &[u8]) -> anyhow::Result<Moving> {
+    let dirs = [tempfile::tempdir()?, tempfile::tempdir()?];
     let secret = dirs[0].path().join("cluster.secret");
     std::fs::write(
         &secret,
         "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
-    )
-    .unwrap();
+    )?;
     let internal = [free_port(), free_port()];
-    let mut one = node(dirs[0].path(), 1, internal, &secret).await.unwrap();
-    let two = node(dirs[1].path(), 2, internal, &secret).await.unwrap();
-    one.provision_psk("moving-1", "id-m1", b"0123456789abcdef")
-        .await;
-
-    let balancer = Balancer::start(one.secure_addr).await.unwrap();
-    let mut dtls = dtls::ClientConfig::psk("id-m1", b"0123456789abcdef".to_vec());
+    let mut one = node(dirs[0].path(), 1, internal, &secret).await?;
+    let two = node(dirs[1].path(), 2, internal, &secret).await?;
+    one.provision_psk(endpoint, identity, key).await;
+    let balancer = Balancer::start(one.secure_addr).await?;
+    let mut dtls = dtls::ClientConfig::psk(identity, key.to_vec());
     dtls.connection_id = Some(Vec::new());
-    let mut dev = Device::start_secure(balancer.addr, ClientConfig::new("moving-1"), dtls)
+    let mut dev = Device::start_secure(balancer.addr, ClientConfig::new(endpoint), dtls).await?;
+    dev.registered().await;
+    let first = one.registered(endpoint).await;
+    Ok(Moving {
+        dirs,
+        secret,
+        internal,
+        one,
+        two,
+        balancer,
+        dev,
+        first,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_moved_to_another_node_keeps_its_session_and_registration() {
+    // The data directories live as long as the nodes.
+    let Moving {
+        dirs: _dirs,
+        mut one,
+        two,
+        balancer,
+        mut dev,
+        first,
+        ..
+    } = moving("moving-1", "id-m1", b"0123456789abcdef")
         .await
         .unwrap();
-    dev.registered().await;
-    let first = one.registered("moving-1").await;
 
     // The balancer now sends the device to node 2, from a new source port.
     balancer.to.send(two.secure_addr).unwrap();
@@ -175,25 +209,18 @@ async fn a_node_refuses_to_start_without_its_secret() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_node_takes_its_devices_back_through_the_other_node_without_a_handshake() {
-    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
-    let secret = dirs[0].path().join("cluster.secret");
-    std::fs::write(
-        &secret,
-        "ffeeddccbbaa99887766554433221100ffeeddccbbaa99887766554433221100",
-    )
-    .unwrap();
-    let internal = [free_port(), free_port()];
-    let one = node(dirs[0].path(), 1, internal, &secret).await.unwrap();
-    let two = node(dirs[1].path(), 2, internal, &secret).await.unwrap();
-    one.provision_psk("moving-2", "id-m2", b"fedcba9876543210")
-        .await;
-    let balancer = Balancer::start(one.secure_addr).await.unwrap();
-    let mut dtls = dtls::ClientConfig::psk("id-m2", b"fedcba9876543210".to_vec());
-    dtls.connection_id = Some(Vec::new());
-    let mut dev = Device::start_secure(balancer.addr, ClientConfig::new("moving-2"), dtls)
+    let Moving {
+        dirs,
+        secret,
+        internal,
+        one,
+        two,
+        balancer,
+        mut dev,
+        first: _,
+    } = moving("moving-2", "id-m2", b"fedcba9876543210")
         .await
         .unwrap();
-    dev.registered().await;
     balancer.to.send(two.secure_addr).unwrap();
 
     // Node 1 restarts (its sessions and registrations are in its store).

@@ -178,7 +178,8 @@ impl Cluster {
         };
         if envelope.to != self.node_id || !self.peers.contains_key(&envelope.from) {
             self.metrics.cluster_datagram(ClusterCount::Rejected);
-            tracing::warn!(%from, node = envelope.from, to = envelope.to, "cluster datagram refused: not for this node, or from a node not in cluster.peers");
+            // Debug, not warn: a replayed envelope would otherwise write a line per datagram.
+            tracing::debug!(%from, node = envelope.from, to = envelope.to, "cluster datagram refused: not for this node, or from a node not in cluster.peers");
             return None;
         }
         match envelope.kind {

@@ -49,9 +49,10 @@ impl Routes {
         self.next += 1;
         self.by_peer.insert(peer, (node, self.next));
         self.order.push_back((peer, self.next));
-        // Replaced and removed entries leave stale records behind; drop them in one pass
-        // before they outnumber the live ones.
-        if self.order.len() > 2 * self.capacity {
+        // Every authenticated record of a device inserts it again, leaving a stale record
+        // behind: drop them in one pass once they outnumber the live entries (not the
+        // capacity: one chatty device must not grow the queue towards twice the fleet).
+        if self.order.len() > 2 * self.by_peer.len() {
             let live = &self.by_peer;
             self.order
                 .retain(|(p, g)| live.get(p).is_some_and(|(_, lg)| lg == g));
@@ -103,6 +104,20 @@ mod tests {
         r.remove(&a(2));
         assert_eq!(r.get(&a(2)), None);
         assert_eq!(r.len(), 1);
+    }
+
+    #[test]
+    fn a_chatty_device_keeps_the_records_small_whatever_the_capacity() {
+        let mut r = Routes::new(1_000_000);
+        for _ in 0..10_000 {
+            r.insert(a(1), 7);
+        }
+        assert_eq!(r.get(&a(1)), Some(7));
+        assert!(
+            r.order.len() <= 2,
+            "{} records for one device",
+            r.order.len()
+        );
     }
 
     proptest! {
