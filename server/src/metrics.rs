@@ -136,6 +136,8 @@ pub struct Metrics {
     datagrams_sent: [Counter; 2],
     /// Datagrams between cluster nodes, by [`ClusterCount`].
     cluster_datagrams: [Counter; 5],
+    /// Devices' shared state between cluster nodes, by [`ClusterDevices`].
+    cluster_devices: [Counter; 4],
     /// Firmware updates ended, by outcome, in the order of [`FirmwareOutcome::NAMES`].
     firmware_updates: Vec<Counter>,
     /// Devices in firmware campaigns by phase, in the order of [`FirmwarePhase::ALL`], set
@@ -171,6 +173,29 @@ impl Transport {
             Transport::Dtls => 1,
         }
     }
+}
+
+/// What [`Metrics::cluster_devices`] counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClusterDevices {
+    /// A device another node held (or that no node held) taken over from the shared store.
+    TakenOver,
+    /// A device another node took over, forgotten here.
+    HandedOver,
+    /// Writes to the shared store refused: this node no longer owned the device.
+    WritesRefused,
+    /// Writes to the shared store lost: it could not be reached, or the queue to it was full.
+    WritesFailed,
+}
+
+impl ClusterDevices {
+    /// Every kind, in the order of their label names.
+    pub const NAMES: [&'static str; 4] = [
+        "taken_over",
+        "handed_over",
+        "writes_refused",
+        "writes_failed",
+    ];
 }
 
 /// What [`Metrics::cluster_datagram`] counts.
@@ -507,6 +532,13 @@ impl Metrics {
             "kind",
             ClusterCount::NAMES,
         );
+        let cluster_devices = by_label(
+            r,
+            "lwm2m_cluster_devices",
+            "Devices' state shared between cluster nodes: devices taken over from the shared store, devices handed over to another node, writes the shared store refused (the device had moved) or that were lost (store unreachable)",
+            "kind",
+            ClusterDevices::NAMES,
+        );
         let registration_duration = latency_histogram();
         r.register_with_unit(
             "lwm2m_registration_duration",
@@ -567,6 +599,7 @@ impl Metrics {
             datagrams_received,
             datagrams_sent,
             cluster_datagrams,
+            cluster_devices,
             firmware_updates,
             firmware_devices,
             provisioning_failures,
@@ -694,6 +727,13 @@ impl Metrics {
         }
     }
 
+    /// Counts an event of the devices' shared state.
+    pub fn cluster_devices(&self, kind: ClusterDevices, n: u64) {
+        if let Some(c) = self.cluster_devices.get(kind as usize) {
+            c.inc_by(n);
+        }
+    }
+
     /// The answer to a Register or Update left, `took` after the request arrived.
     pub fn registration_answered(&self, took: Duration) {
         self.registration_duration.observe(took.as_secs_f64());
@@ -769,6 +809,11 @@ impl Metrics {
                 .iter()
                 .copied()
                 .zip(self.cluster_datagrams.iter().map(Counter::get))
+                .collect(),
+            cluster_devices: ClusterDevices::NAMES
+                .iter()
+                .copied()
+                .zip(self.cluster_devices.iter().map(Counter::get))
                 .collect(),
             firmware_updates: FirmwareOutcome::NAMES
                 .iter()
@@ -862,6 +907,9 @@ pub struct MetricsSnapshot {
     /// Datagrams between cluster nodes, by kind (every kind, in the order of
     /// [`ClusterCount::NAMES`]).
     pub cluster_datagrams: Vec<(&'static str, u64)>,
+    /// Devices' shared state between cluster nodes, by kind (in the order of
+    /// [`ClusterDevices::NAMES`]).
+    pub cluster_devices: Vec<(&'static str, u64)>,
     /// Gauge: the bootstrap server's established DTLS sessions.
     pub bootstrap_dtls_sessions: u64,
     /// Bootstraps started (a Bootstrap-Request accepted).

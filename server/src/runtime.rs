@@ -10,6 +10,7 @@ mod admin;
 mod bootstrap;
 pub(crate) mod firmware;
 pub(crate) mod inputs;
+pub(crate) mod ownership;
 pub(crate) mod replication;
 
 use crate::bootstrap::BootstrapRole;
@@ -90,6 +91,8 @@ pub(crate) struct Shell {
     pub(crate) cluster: Option<Cluster>,
     /// The cluster's shared admin log, if `[cluster] store` is set.
     pub(crate) replication: Option<replication::Replication>,
+    /// The devices' state shared with the other nodes, if `[cluster] store` is set.
+    pub(crate) ownership: Option<ownership::Ownership>,
 }
 
 /// Commands timed from submission to result at most (well above the default cap on pending
@@ -288,6 +291,7 @@ impl Machine for Shell {
             }
             Input::Control(Control::Admin(req)) | Input::Admin(req) => self.admin(now, req),
             Input::Replicated(r) => self.replicated(now, r),
+            Input::Owned(o) => self.owned(now, o),
             Input::Downlink(d) => {
                 if let Some(bridge) = self.bridge.as_mut() {
                     let mut path = firmware::ShellPath {
@@ -404,6 +408,11 @@ impl Shell {
             if self.drain_campaigns(now) {
                 continue;
             }
+            // A device the shared store cannot be asked about now is served at once, which
+            // gives the stack more to hand out.
+            if self.claim_misses(now) {
+                continue;
+            }
             let Some(ev) = self.bootstrap.as_mut().and_then(Stack::poll_event) else {
                 break;
             };
@@ -443,6 +452,9 @@ impl Shell {
     }
 
     fn write(&mut self, op: StoreOp) {
+        if let Some(o) = &self.ownership {
+            o.write(&op);
+        }
         let r = match op {
             StoreOp::Put(t, k, v) => self.store.put(t, k, v),
             StoreOp::Delete(t, k) => self.store.delete(t, k),

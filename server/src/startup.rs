@@ -4,6 +4,7 @@
 //! the server task, whose driver runs the [`Stack`]s on the sockets.
 use crate::bootstrap::{BootstrapRole, ConfiguredAccounts};
 use crate::config::Config;
+use crate::core::persist::StoreOp;
 use crate::core::types::Link;
 use crate::core::ServerCore;
 use crate::handle::{Server, ServerHandle};
@@ -14,7 +15,7 @@ use crate::provisioning::security::{self, SharedCredentials};
 use crate::runtime::inputs::Inputs;
 use crate::runtime::{Shell, Tasks, BOOTSTRAP_PLAIN, BOOTSTRAP_SECURE, INTERNAL, PLAIN, SECURE};
 use crate::stack::{Secure, Stack};
-use crate::store::{Store, StoreConfig};
+use crate::store::{Store, StoreConfig, Table};
 use anyhow::Context;
 use dtls::pki::Roots;
 use lwm2m::model::Registry;
@@ -185,6 +186,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         store.stats_handle(),
         started.as_ref().map(|s| s.running.shared()),
     ));
+    let ownership = match &shared {
+        Some(_) => Some(share_devices(config, &store, &mut core, &metrics, now).await?),
+        None => None,
+    };
     metrics.set_registered_clients(core.device_count());
     let http_listener = if config.http.enabled {
         let listener = tokio::net::TcpListener::bind(config.http.bind)
@@ -268,7 +273,12 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         }
         None => (None, None),
     };
-    let (inputs, commits) = Inputs::new(control, Some(admin_requests), downlink, replicated);
+    let (ownership, owned) = match ownership {
+        Some((o, rx)) => (Some(o), Some(rx)),
+        None => (None, None),
+    };
+    let (mut inputs, commits) = Inputs::new(control, Some(admin_requests), downlink, replicated);
+    inputs.owned = owned;
     let campaigns = crate::runtime::firmware::open_campaigns(
         config,
         &store,
@@ -300,6 +310,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         },
         cluster,
         replication,
+        ownership,
     };
     shell
         .stack
@@ -471,4 +482,78 @@ fn spawn_admin(config: &Config) -> anyhow::Result<(JoinHandle<()>, mpsc::Receive
         }
     });
     Ok((serve, rx))
+}
+
+/// Shares the devices' state with the cluster (`[cluster] store`): of the devices restored
+/// here, the ones another node took over while this one was down are forgotten, the ones no
+/// node knows are claimed and their records written to the shared store, and the task that
+/// mirrors the core's writes from now on is started.
+async fn share_devices(
+    config: &Config,
+    store: &Store,
+    core: &mut ServerCore<Link>,
+    metrics: &Arc<Metrics>,
+    now: std::time::Instant,
+) -> anyhow::Result<(
+    crate::runtime::ownership::Ownership,
+    mpsc::Receiver<crate::runtime::ownership::Owned>,
+)> {
+    use crate::runtime::ownership;
+    let url = &config.cluster.store;
+    let node = config.cluster.node_id;
+    let shown = crate::config::redact_url(url);
+    let client = redis::Client::open(url.as_str())
+        .with_context(|| format!("the cluster's shared store {shown}"))?;
+    // Subscribed before the check: a device taken from this node after the check is heard of.
+    let pubsub = ownership::subscribe(&client, node)
+        .await
+        .with_context(|| format!("subscribing to the cluster's shared store {shown}"))?;
+    let conn_config = redis::aio::ConnectionManagerConfig::new()
+        .set_response_timeout(Some(std::time::Duration::from_secs(10)));
+    let mut conn = redis::aio::ConnectionManager::new_with_config(client.clone(), conn_config)
+        .await
+        .with_context(|| format!("connecting to the cluster's shared store {shown}"))?;
+    core.share_registrations();
+    let held: Vec<String> = core.registrations().map(|r| r.endpoint.clone()).collect();
+    let (mut owned, unshared) = ownership::owned_at_start(&mut conn, node, &held)
+        .await
+        .with_context(|| format!("checking this node's devices in {shown}"))?;
+    let claimed = ownership::claim_unshared(&mut conn, node, &unshared)
+        .await
+        .with_context(|| format!("sharing this node's devices in {shown}"))?;
+    let mut gone = 0;
+    for endpoint in &held {
+        if !owned.contains_key(endpoint) && !claimed.contains_key(endpoint) {
+            core.hand_over(now, endpoint);
+            gone += 1;
+        }
+    }
+    let mut seed = Vec::new();
+    for endpoint in claimed.keys() {
+        if let Some(r) = store.get(Table::Registrations, endpoint.as_bytes())? {
+            seed.push(StoreOp::Put(
+                Table::Registrations,
+                endpoint.as_bytes().to_vec(),
+                r,
+            ));
+        }
+        for table in [Table::Observations, Table::Queue] {
+            for (k, v) in store.scan(table, &crate::core::persist::device_prefix(endpoint))? {
+                seed.push(StoreOp::Put(table, k, v));
+            }
+        }
+    }
+    tracing::info!(
+        node,
+        owned = owned.len(),
+        taken_by_others = gone,
+        shared_now = claimed.len(),
+        "devices' state shared through {shown}"
+    );
+    owned.extend(claimed);
+    let (own, rx) = ownership::start(conn, client, pubsub, node, owned, metrics.clone());
+    for op in &seed {
+        own.write(op);
+    }
+    Ok((own, rx))
 }

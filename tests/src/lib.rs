@@ -89,6 +89,49 @@ pub fn free_port() -> u16 {
         .expect("a free port")
 }
 
+/// A `redis-server` (Debian package `redis-server`) on a free loopback port, without
+/// persistence, for the cluster's shared store; stopped when dropped.
+pub struct RedisServer {
+    child: std::process::Child,
+    /// `redis://127.0.0.1:{port}/0`.
+    pub url: String,
+}
+
+impl RedisServer {
+    /// Starts it and waits until it answers.
+    pub async fn start() -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let port = free_port();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting redis-server (Debian package redis-server)")?;
+        let server = Self {
+            child,
+            url: format!("redis://127.0.0.1:{port}/0"),
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(server);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("redis-server did not listen on {port} within 5 s")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The `[mqtt]` section for a bridge to `broker` (embedded in the server or not), MQTT 5,
 /// reconnecting quickly.
 pub fn mqtt_config(broker: SocketAddr, embedded: bool) -> String {
@@ -521,6 +564,12 @@ impl Machine for DeviceMachine {
             }
         }
         while let Some(ev) = self.client.poll_event() {
+            // An unanswered Update: the session may be gone with the node that held it.
+            if ev == ClientEvent::Unreachable {
+                if let Some(link) = &mut self.link {
+                    link.reconnect(Instant::now());
+                }
+            }
             // A test that stopped reading has its answer already.
             let _ = self.events.try_send(ev);
         }

@@ -4,7 +4,7 @@
 //! back from the address the device sent to — its Update succeeds, a Read from the first node
 //! reaches it, and no new handshake happens.
 use lwm2m::client::{ClientConfig, ClientEvent};
-use lwm2m::model::Path;
+use lwm2m::model::{Path, Value};
 use lwm2m::ops::dm::{DmResponse, DownlinkRequest};
 use lwm2m_e2e_tests::{free_port, Device, TestServer};
 use lwm2m_server::core::types::{Command, DeviceEvent};
@@ -76,13 +76,35 @@ async fn node(
     internal: [u16; 2],
     secret: &std::path::Path,
 ) -> anyhow::Result<TestServer> {
+    node_sharing(dir, id, internal, secret, None).await
+}
+
+/// A node of the two, sharing devices' state through the Redis at `store` if given.
+async fn node_sharing(
+    dir: &std::path::Path,
+    id: u8,
+    internal: [u16; 2],
+    secret: &std::path::Path,
+    store: Option<&str>,
+) -> anyhow::Result<TestServer> {
     let (own, other) = if id == 1 {
         (internal[0], internal[1])
     } else {
         (internal[1], internal[0])
     };
+    // The bootstrap server is refused beside a shared store (its credentials stay per node).
+    let (store, bootstrap) = match store {
+        Some(url) => (
+            format!("store = \"{url}\"\n"),
+            "[bootstrap]\nenabled = false\n",
+        ),
+        None => (String::new(), ""),
+    };
+    // Both nodes seal credentials with the same key, as the shared store requires.
+    let key = secret.with_file_name("secrets.key");
     let extra = format!(
-        "[cluster]\nenabled = true\nnode_id = {id}\ninternal_bind = \"127.0.0.1:{own}\"\nsecret_file = \"{}\"\npeers = [{{ node_id = {}, internal = \"127.0.0.1:{other}\" }}]\n",
+        "{bootstrap}[security]\nsecrets_key_file = \"{}\"\n[cluster]\nenabled = true\nnode_id = {id}\ninternal_bind = \"127.0.0.1:{own}\"\nsecret_file = \"{}\"\n{store}peers = [{{ node_id = {}, internal = \"127.0.0.1:{other}\" }}]\n",
+        key.display(),
         secret.display(),
         3 - id,
     );
@@ -235,6 +257,135 @@ async fn a_restarted_node_takes_its_devices_back_through_the_other_node_without_
     assert_eq!(m.dtls_handshakes_ok, 0, "{m:?}");
     assert_eq!(m.registered_clients, 1);
     assert!(count(&m.cluster_datagrams, "taken") >= 1);
+    drop(balancer);
+    dev.kill();
+    one.stop().await;
+    two.stop().await;
+}
+
+/// Whether the Redis at `url` holds `endpoint`'s registration (the node that registered it
+/// mirrored it there).
+async fn shared(url: &str, endpoint: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else {
+        return false;
+    };
+    let Ok(mut conn) = client.get_multiplexed_async_connection().await else {
+        return false;
+    };
+    let key = format!("lwm2m:{{{endpoint}}}:dev");
+    redis::cmd("HEXISTS")
+        .arg(key)
+        .arg("r")
+        .query_async::<bool>(&mut conn)
+        .await
+        .unwrap_or(false)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_whose_node_is_gone_keeps_its_registration_and_observation_on_another() {
+    let redis = lwm2m_e2e_tests::RedisServer::start().await.unwrap();
+    let dirs = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let secret = dirs[0].path().join("cluster.secret");
+    std::fs::write(
+        &secret,
+        "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n",
+    )
+    .unwrap();
+    let internal = [free_port(), free_port()];
+    let store = Some(redis.url.as_str());
+    let mut one = node_sharing(dirs[0].path(), 1, internal, &secret, store)
+        .await
+        .unwrap();
+    let mut two = node_sharing(dirs[1].path(), 2, internal, &secret, store)
+        .await
+        .unwrap();
+    // Through node 1's admin log: node 2 learns the credential too.
+    one.provision_psk("failover-1", "id-f1", b"0123456789abcdef")
+        .await;
+    let balancer = Balancer::start(one.secure_addr).await.unwrap();
+    let mut dtls = dtls::ClientConfig::psk("id-f1", b"0123456789abcdef".to_vec());
+    dtls.connection_id = Some(Vec::new());
+    let mut config = ClientConfig::new("failover-1");
+    // An unanswered Update is given up after about 1.5 s, not 93 s.
+    config.coap.transmission.ack_timeout = std::time::Duration::from_millis(200);
+    config.coap.transmission.max_retransmit = 2;
+    let store_3303 = lwm2m_e2e_tests::sensor_store("failover-1", 21.0);
+    let mut dev = Device::start_secure_with(balancer.addr, config, store_3303, dtls)
+        .await
+        .unwrap();
+    dev.registered().await;
+    one.registered("failover-1").await;
+    let observed = one
+        .execute(Command::new(
+            "failover-1",
+            DownlinkRequest::Observe {
+                path: Path::resource(3303, 0, 5700),
+            },
+        ))
+        .await;
+    assert!(observed.is_ok(), "{observed:?}");
+    let observation = one
+        .wait_for(|e| match e {
+            DeviceEvent::CommandResult {
+                observation: Some(o),
+                ..
+            } => Some(*o),
+            _ => None,
+        })
+        .await;
+    for _ in 0..100 {
+        if shared(&redis.url, "failover-1").await {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(shared(&redis.url, "failover-1").await, "mirrored to Redis");
+
+    // Node 1 goes away; the balancer sends the device to node 2. Its Update (under node 1's
+    // Connection ID) goes unanswered, it handshakes with node 2 and tries the Update again.
+    one.stop().await;
+    balancer.to.send(two.secure_addr).unwrap();
+    dev.update().await;
+    dev.wait_for(|e| matches!(e, ClientEvent::Updated).then_some(()))
+        .await;
+    two.wait_for(|e| match e {
+        DeviceEvent::Updated { registration } if registration.endpoint == "failover-1" => Some(()),
+        DeviceEvent::Registered { .. } => panic!("registered anew: {e:?}"),
+        _ => None,
+    })
+    .await;
+    let m2 = two.handle().metrics();
+    assert_eq!(m2.registered_clients, 1);
+    assert_eq!(count(&m2.cluster_devices, "taken_over"), 1, "{m2:?}");
+    assert_eq!(
+        m2.dtls_handshakes_ok, 1,
+        "the device handshook with node 2 once"
+    );
+
+    // Its observation goes on at node 2, under the id node 1 gave it.
+    dev.with(|c, now| {
+        let _ = c.set_value(now, &Path::resource(3303, 0, 5700), Value::Float(30.5));
+    })
+    .await;
+    let (id, value) = two
+        .wait_for(|e| match e {
+            DeviceEvent::Notification {
+                observation,
+                content,
+                ..
+            } => Some((*observation, format!("{content:?}"))),
+            _ => None,
+        })
+        .await;
+    assert_eq!(id, observation);
+    assert!(value.contains("30.5"), "{value}");
+
+    // Node 1 comes back: the device is node 2's now, so node 1 forgets it.
+    let one = node_sharing(dirs[0].path(), 1, internal, &secret, store)
+        .await
+        .unwrap();
+    assert_eq!(one.handle().metrics().registered_clients, 0);
+    assert!(two.handle().metrics().registered_clients == 1);
     drop(balancer);
     dev.kill();
     one.stop().await;

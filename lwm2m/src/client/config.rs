@@ -193,6 +193,10 @@ pub enum ClientEvent {
     /// The registration ended (De-register answered or timed out, or stopped before it
     /// was registered).
     Deregistered,
+    /// An Update went unanswered: the server may have lost the secure session (restarted,
+    /// or failed over to another node). A driver with a DTLS link handshakes again now; the
+    /// client tries the Update once more (on the new session) before it registers anew.
+    Unreachable,
     /// The server executed a resource; it was answered 2.04.
     Executed {
         /// The resource.

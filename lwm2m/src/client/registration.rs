@@ -55,6 +55,8 @@ pub(super) struct Registration {
     failures: u32,
     /// The Update in flight.
     updating: Option<RequestId>,
+    /// The Update in flight is the one retry after an unanswered one.
+    retrying: bool,
     /// Another Update is wanted once the one in flight is answered.
     again: bool,
     /// The object links changed since the server last got them.
@@ -71,6 +73,7 @@ impl Registration {
             timer: None,
             failures: 0,
             updating: None,
+            retrying: false,
             again: false,
             links_dirty: false,
             sent_lifetime: 0,
@@ -380,6 +383,7 @@ impl<P: Peer> Client<P> {
                 let result = answer
                     .map_err(ClientError::Exchange)
                     .and_then(|resp| outcome(resp, ResponseType::Changed));
+                let retried = std::mem::take(&mut self.reg.retrying);
                 match result {
                     Ok(()) => {
                         self.reg.timer = Some(crate::time::deadline(
@@ -392,6 +396,17 @@ impl<P: Peer> Client<P> {
                         } else {
                             self.server_params_changed(now);
                         }
+                    }
+                    Err(ClientError::Exchange(ExchangeError::Timeout)) if !retried => {
+                        // No answer at all: the server may have lost the session (a restart,
+                        // a failover to another node) but not the registration. The driver
+                        // handshakes again and the Update is tried once more on the new
+                        // session, which keeps the registration, its observations and what
+                        // is queued for it; a second silence means registering anew.
+                        tracing::info!(endpoint = %self.config.endpoint, "update unanswered; trying it once more");
+                        self.reg.retrying = true;
+                        self.reg.timer = Some(now);
+                        self.push_event(ClientEvent::Unreachable);
                     }
                     Err(error) => {
                         // 4.04: the server forgot us; anything else leaves us unsure. Either

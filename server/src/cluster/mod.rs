@@ -15,6 +15,7 @@
 //! Everything here is sans-IO: the runtime hands in datagrams and takes out what to send,
 //! to a device (the public DTLS sockets) or to another node (the internal socket).
 pub mod admin_log;
+pub mod devices;
 pub mod relay;
 pub mod routes;
 

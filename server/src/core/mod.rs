@@ -33,6 +33,7 @@ pub mod persist;
 mod registration;
 mod reporting;
 mod restore;
+pub mod shared;
 #[cfg(test)]
 mod tests;
 pub mod types;
@@ -195,6 +196,11 @@ pub struct ServerCore<P: Peer> {
     policy: Option<Arc<dyn SecurityPolicy>>,
     /// Firmware packages served for pull downloads, if any.
     firmware: Option<firmware::Serving>,
+    /// With registrations shared between nodes: requests waiting for the shared store.
+    parking: Option<shared::Parking<P>>,
+    /// While a device taken over from the shared store is installed: its current session,
+    /// which its stored registration's peer (another node's) gives way to.
+    adopting: Option<P>,
 }
 
 impl<P: Peer + Display + FromStr> ServerCore<P> {
@@ -228,6 +234,8 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             authenticated: HashMap::new(),
             policy: None,
             firmware: None,
+            parking: None,
+            adopting: None,
             config,
         }
     }
@@ -437,13 +445,22 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
     /// A request from a device: the Registration interface (`/rd`), Send (`/dp`), or a
     /// firmware package.
     fn on_request(&mut self, now: Instant, req: IncomingRequest<P>) {
-        let segments: Vec<String> = req
-            .request
-            .get_option(CoapOption::UriPath)
-            .into_iter()
-            .flatten()
-            .map(|s| String::from_utf8_lossy(s).into_owned())
-            .collect();
+        let req = if self.parking.is_some() {
+            let segments = uri_path(&req.request);
+            let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+            match self.park(now, req, &segs) {
+                Some(req) => req,
+                None => return,
+            }
+        } else {
+            req
+        };
+        self.serve(now, req);
+    }
+
+    /// Serves a request from a device.
+    fn serve(&mut self, now: Instant, req: IncomingRequest<P>) {
+        let segments = uri_path(&req.request);
         let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
         let method = req.request.header.code;
         let post = MessageClass::Request(RequestType::Post);
@@ -532,4 +549,14 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         self.next_command += 1;
         CommandId(self.next_command)
     }
+}
+
+/// A request's path segments.
+fn uri_path(request: &lwm2m::coap::Packet) -> Vec<String> {
+    request
+        .get_option(CoapOption::UriPath)
+        .into_iter()
+        .flatten()
+        .map(|s| String::from_utf8_lossy(s).into_owned())
+        .collect()
 }

@@ -194,20 +194,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         endpoint: &str,
         reason: DeregisterReason,
     ) -> Option<Device<P>> {
-        let mut dev = self.devices.remove(endpoint)?;
-        self.expiry.remove(&(dev.expires, endpoint.to_string()));
-        if let Some(t) = dev.awake_until {
-            self.sleep_at.remove(&(t, endpoint.to_string()));
-        }
-        if let Some(id) = dev.reg.location.strip_prefix("/rd/") {
-            self.locations.remove(id);
-        }
-        if self.by_peer.get(&dev.peer).map(String::as_str) == Some(endpoint) {
-            self.by_peer.remove(&dev.peer);
-        }
-        for obs in std::mem::take(&mut dev.observations) {
-            self.forget_observation(now, obs);
-        }
+        let mut dev = self.detach(now, endpoint)?;
         if reason != DeregisterReason::Replaced {
             self.store_ops.push_back(StoreOp::Delete(
                 Table::Registrations,
@@ -228,6 +215,26 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             endpoint: endpoint.to_string(),
             reason,
         });
+        Some(dev)
+    }
+
+    /// Takes a device out of every index and ends its observations; its queue is left to
+    /// the caller.
+    pub(super) fn detach(&mut self, now: Instant, endpoint: &str) -> Option<Device<P>> {
+        let mut dev = self.devices.remove(endpoint)?;
+        self.expiry.remove(&(dev.expires, endpoint.to_string()));
+        if let Some(t) = dev.awake_until {
+            self.sleep_at.remove(&(t, endpoint.to_string()));
+        }
+        if let Some(id) = dev.reg.location.strip_prefix("/rd/") {
+            self.locations.remove(id);
+        }
+        if self.by_peer.get(&dev.peer).map(String::as_str) == Some(endpoint) {
+            self.by_peer.remove(&dev.peer);
+        }
+        for obs in std::mem::take(&mut dev.observations) {
+            self.forget_observation(now, obs);
+        }
         Some(*dev)
     }
 

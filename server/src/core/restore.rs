@@ -156,9 +156,12 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
     ) -> Result<bool, String> {
         let (reg, peer) = persist::read_registration(bytes)?;
         key_matches(key, || reg.endpoint.as_bytes().to_vec())?;
-        let peer = peer
-            .parse::<P>()
-            .map_err(|_| format!("peer {peer:?} is not an address or session"))?;
+        let peer = match self.adopting {
+            Some(current) => current,
+            None => peer
+                .parse::<P>()
+                .map_err(|_| format!("peer {peer:?} is not an address or session"))?,
+        };
         for (name, t) in [
             ("registered_at_ms", reg.registered_at),
             ("updated_at_ms", reg.updated_at),

@@ -28,6 +28,8 @@ pub(crate) enum Input {
     Committed(u64, Result<(), StoreError>),
     /// An entry of the cluster's admin log.
     Replicated(super::replication::Replicated),
+    /// What the devices' shared store answered.
+    Owned(super::ownership::Owned),
 }
 
 /// The server task's command sources.
@@ -40,6 +42,8 @@ pub(crate) struct Inputs {
     pub(crate) downlink: Option<mpsc::Receiver<Downlink>>,
     /// The cluster's admin log, in order, if the nodes share a store.
     pub(crate) replicated: Option<mpsc::Receiver<super::replication::Replicated>>,
+    /// The devices' shared store's answers, if the nodes share one.
+    pub(crate) owned: Option<mpsc::Receiver<super::ownership::Owned>>,
     /// Commits the server task started (see [`Commits`]).
     pub(crate) started: mpsc::UnboundedReceiver<(u64, CommitWait)>,
     /// Commits waited on, oldest first: the store commits in the order asked.
@@ -65,6 +69,7 @@ impl Inputs {
             admin,
             downlink,
             replicated,
+            owned: None,
             started,
             waiting: VecDeque::new(),
             turn: 0,
@@ -105,9 +110,9 @@ impl Inbox<Input> for Inputs {
         }
         // Then the channels, starting with a different one each time, so a busy one cannot
         // starve the others.
-        self.turn = (self.turn + 1) % 4;
-        for i in 0..4 {
-            let polled = match (self.turn + i) % 4 {
+        self.turn = (self.turn + 1) % 5;
+        for i in 0..5 {
+            let polled = match (self.turn + i) % 5 {
                 0 => self
                     .control
                     .poll_recv(cx)
@@ -115,8 +120,9 @@ impl Inbox<Input> for Inputs {
                 1 => poll_optional(&mut self.admin, cx).map(|a| a.map(|a| Some(Input::Admin(a)))),
                 2 => poll_optional(&mut self.downlink, cx)
                     .map(|d| d.map(|d| Some(Input::Downlink(d)))),
-                _ => poll_optional(&mut self.replicated, cx)
+                3 => poll_optional(&mut self.replicated, cx)
                     .map(|r| r.map(|r| Some(Input::Replicated(r)))),
+                _ => poll_optional(&mut self.owned, cx).map(|o| o.map(|o| Some(Input::Owned(o)))),
             };
             // `Ready(Some(None))`: every handle is gone; the server stops.
             if let Poll::Ready(Some(input)) = polled {

@@ -141,6 +141,16 @@ pub(super) fn on_event(
                 live.add_error();
             }
         },
+        // Its Update went unanswered: the session may be gone with the server node that held
+        // it. A new handshake (to whichever node the balancer picks) before the client tries
+        // the Update once more.
+        ClientEvent::Unreachable => {
+            c.timeouts += 1;
+            if let Some(link) = &mut d.link {
+                link.reconnect(now);
+                d.handshaking_since = Some(now);
+            }
+        }
         ClientEvent::Sleeping => c.sleeps += 1,
         ClientEvent::Woke => c.wakes += 1,
         _ => {}

@@ -1117,4 +1117,5 @@ fn a_moved_session_updates_the_address_and_revocation_deregisters() {
 
 mod firmware;
 mod hostile;
+mod shared;
 mod upload;
