@@ -14,6 +14,17 @@
 #      forwarded record taken there; no internal datagram refused).
 #   4. Every Send a device saw acknowledged reached MQTT, whichever node it went through.
 #
+# Then the nodes fail under a queue-mode fleet (scenario `cluster-failover`: 3,000 devices
+# waking every 20 s, rebinding every 30 s, commands over MQTT throughout): node 2 is killed
+# (kill -9) at 60 s and restarted at 120 s, node 3 is stopped (SIGSTOP) at 130 s for 30 s.
+#   5. Every device stayed registered: no Update answered 4.04, no second Register, no error;
+#      the devices of the dead and the stopped node were taken over by the others.
+#   6. Every command published was answered once (none twice, none failed) or is still
+#      queued for its sleeping device; commands went to one node each (shared subscription).
+#   7. Every Send a device saw acknowledged reached MQTT.
+#   8. The stopped node, resumed, acted on none of the devices taken over meanwhile: it
+#      handed them over, and every write it tried for them was refused.
+#
 # Each case prints PASS or FAIL; the last line is "N passed, M failed".
 # Environment: LWM2M_SERVER=path uses that server binary instead of `cargo build`;
 # LWM2M_CLIENT_SIM=path the simulator; DEVICES (300) and DURATION (40) override the
@@ -26,6 +37,8 @@ source "$ROOT/interop/lib.sh"
 
 DEVICES="${DEVICES:-300}"
 DURATION="${DURATION:-40}"
+FAILOVER_DEVICES="${FAILOVER_DEVICES:-3000}"
+FAILOVER_DURATION="${FAILOVER_DURATION:-200}"
 
 ensure_mosquitto
 NGINX="$(command -v nginx || echo /usr/sbin/nginx)"
@@ -104,6 +117,8 @@ ports() {
 }
 for n in 1 2 3; do
     ports "$ROOT/config/cluster/node$n.toml" >"$WORK/node$n.toml"
+    # The failover fleet's devices stay awake 5 s after their last exchange.
+    printf '\n[queue]\nawake_window_secs = 5\n' >>"$WORK/node$n.toml"
 done
 ports -e "s/listen 127.0.0.1:5684 udp/listen 127.0.0.1:$BALANCER_PORT udp/" \
     -e "s#^load_module .*#$LOAD_STREAM#" "$ROOT/config/cluster/nginx.conf" >"$WORK/nginx.conf"
@@ -143,8 +158,8 @@ start_node() { # start_node N: starts node N and waits until it serves DTLS
         exit 1
     fi
 }
-listed() { # listed NODE: the devices the node holds credentials for
-    (cd "$WORK" && timeout 60 "$SERVER" --config "node$1.toml" device list 2>>"$WORK/list.err" | grep -v '^denied' | grep -c 'cluster-')
+listed() { # listed NODE [PREFIX]: the devices (named PREFIX..., cluster- by default) the node holds credentials for
+    (cd "$WORK" && timeout 60 "$SERVER" --config "node$1.toml" device list 2>>"$WORK/list.err" | grep -v '^denied' | grep -c "${2:-cluster-}")
 }
 start_node 1
 start_node 2
@@ -252,6 +267,179 @@ dtls_in = [value(m[n], "coap_datagrams_received_total", 'transport="dtls"') for 
 print(f"figures: registration p99 {r.get('registration_latency_us', {}).get('p99')} us, "
       f"forwarded {sum(fwd.values())}, answered through {sum(through.values())}, "
       f"DTLS datagrams in by node {dtls_in}")
+open(f"{work}/phase_a", "w").write(f"{passed} {failed}")
+PY
+read -r PASSED_A FAILED_A <"$WORK/phase_a" 2>/dev/null || { PASSED_A=0; FAILED_A=1; }
+
+# --- failover: a node killed and restarted, another stopped and resumed ----------------------
+node_pids() { # node_pids N: the processes of node N (the server and its timeout wrapper)
+    pgrep -f -- "--config node$1.toml\$" || true
+}
+(cd "$WORK" && "$SIM" credentials --scenario cluster-failover --devices "$FAILOVER_DEVICES" --out failover.csv) >>"$WORK/credentials.log" 2>&1
+(cd "$WORK" && timeout 300 "$SERVER" --config node1.toml device import failover.csv) >"$WORK/import-failover.log" 2>&1
+for _ in $(seq 1 300); do
+    [ "$(listed 2 failover-)" = "$FAILOVER_DEVICES" ] && [ "$(listed 3 failover-)" = "$FAILOVER_DEVICES" ] && break
+    sleep 0.2
+done
+timeout -k 10 $((FAILOVER_DURATION + 300)) mosquitto_sub -p "$MQTT_PORT" -V mqttv5 -q 1 -t 'lwm2m/+/up/send' \
+    >"$WORK/failover-sends.txt" 2>>"$WORK/sub.log" &
+PIDS+=($!)
+# The commands and their results as the broker carried them.
+timeout -k 10 $((FAILOVER_DURATION + 300)) mosquitto_sub -p "$MQTT_PORT" -V mqttv5 -q 1 -v \
+    -t 'lwm2m/+/dn/#' -t 'lwm2m/+/up/resp' >"$WORK/failover-commands.txt" 2>>"$WORK/sub.log" &
+PIDS+=($!)
+sleep 0.5
+timeout -k 10 $((FAILOVER_DURATION + 300)) "$SIM" bench --scenario cluster-failover --devices "$FAILOVER_DEVICES" \
+    --duration "$FAILOVER_DURATION" --server "127.0.0.1:$BALANCER_PORT" --set "backend.broker=\"127.0.0.1:$MQTT_PORT\"" \
+    --json "$WORK/failover.json" --quiet >"$WORK/failover-sim.out" 2>"$WORK/failover-sim.log" &
+FLEET=$!
+PIDS+=($FLEET)
+T0=$(date +%s.%N)
+at() { # at SECONDS: sleeps until SECONDS after the fleet started
+    python3 -c 'import sys, time; time.sleep(max(0.0, float(sys.argv[1]) + float(sys.argv[2]) - time.time()))' "$T0" "$1"
+}
+at 60
+KILLED_AT=$(date +%s.%N)
+for p in $(node_pids 2); do kill -9 "$p" 2>/dev/null; done
+echo "node 2 killed (kill -9) at 60 s" >>"$WORK/failover-events.log"
+at 120
+mv "$WORK/node2.out" "$WORK/node2-first.out"
+mv "$WORK/node2.log" "$WORK/node2-first.log"
+start_node 2
+echo "node 2 restarted at 120 s" >>"$WORK/failover-events.log"
+at 130
+for p in $(node_pids 3); do kill -STOP "$p" 2>/dev/null; done
+STOPPED_AT=$(date +%s.%N)
+at 160
+for p in $(node_pids 3); do kill -CONT "$p" 2>/dev/null; done
+echo "node 3 stopped (SIGSTOP) from 130 s to 160 s" >>"$WORK/failover-events.log"
+wait "$FLEET"
+FLEET_STATUS=$?
+sleep 3 # the bridges' last messages
+for n in 1 2 3; do
+    metrics "$n" >"$WORK/failover-metrics$n.txt" 2>>"$WORK/metrics.err"
+done
+# Commands still waiting in Redis for their devices' owner.
+WAITING="$(python3 - "$REDIS_PORT" <<'PY'
+import socket, sys
+def cmd(s, *args):
+    s.sendall(b"".join([b"*%d\r\n" % len(args)] + [b"$%d\r\n%s\r\n" % (len(a), a) for a in args]))
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+f = s.makefile("rb")
+def reply():
+    line = f.readline()
+    t, rest = line[:1], line[1:].strip()
+    if t in (b"+", b"-"): return rest
+    if t == b":": return int(rest)
+    if t == b"$":
+        n = int(rest)
+        if n < 0: return None
+        data = f.read(n + 2)[:-2]
+        return data
+    if t == b"*":
+        return [reply() for _ in range(int(rest))]
+total, cursor = 0, b"0"
+while True:
+    cmd(s, b"SCAN", cursor, b"MATCH", b"lwm2m:{*}:cmds", b"COUNT", b"1000")
+    cursor, keys = reply()
+    for k in keys:
+        cmd(s, b"LLEN", k)
+        total += reply()
+    if cursor == b"0":
+        break
+print(total)
+PY
+)"
+
+python3 - "$WORK" "$FAILOVER_DEVICES" "$FLEET_STATUS" "$KILLED_AT" "$STOPPED_AT" "${WAITING:-0}" "$PASSED_A" "$FAILED_A" <<'PY'
+import json, re, sys, datetime
+work, devices, status = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+killed_at, stopped_at, waiting = float(sys.argv[4]), float(sys.argv[5]), int(sys.argv[6])
+passed, failed = int(sys.argv[7]), int(sys.argv[8])
+def check(ok, name, detail):
+    global passed, failed
+    if ok:
+        print(f"PASS: {name}"); passed += 1
+    else:
+        print(f"FAIL: {name}: {detail}"); failed += 1
+def value(text, name, labels=""):
+    total = 0.0
+    for line in text.splitlines():
+        mm = re.match(r'^(\w+)(\{[^}]*\})? ([0-9.e+-]+)$', line)
+        if mm and mm.group(1) == name and labels in (mm.group(2) or ""):
+            total += float(mm.group(3))
+    return int(total)
+m = {n: open(f"{work}/failover-metrics{n}.txt").read() for n in (1, 2, 3)}
+try:
+    r = json.load(open(f"{work}/failover.json"))
+except Exception as e:
+    r = {}
+    check(False, "the failover run's report", f"exit {status}: {e}")
+get = lambda k: r.get(k, -1)
+dev = lambda n, k: value(m[n], "lwm2m_cluster_devices_total", f'kind="{k}"')
+taken = {n: dev(n, "taken_over") for n in m}
+handed = {n: dev(n, "handed_over") for n in m}
+refused = {n: dev(n, "writes_refused") for n in m}
+registered = sum(value(m[n], "lwm2m_registered_clients") for n in m)
+check(status == 0 and get("errors_total") == 0 and get("registered") == devices
+      and get("registrations") == devices and registered == devices
+      and taken[1] + taken[3] > 0 and get("updates") > 0,
+      f"{devices} devices stayed registered through the kill and the stop: no Update refused, no second Register, no error; "
+      f"{sum(taken.values())} taken over (by node {taken}), registered now {registered}",
+      {k: get(k) for k in ("errors_total", "errors", "registered", "registrations", "updates", "timeouts", "handshakes")}
+      | {"taken_over": taken, "registered_by_nodes": registered})
+
+sent, answered, late = get("commands_sent"), get("commands_answered"), get("commands_answered_late")
+dup, fails = get("command_duplicates"), get("command_failures")
+pending = sum(value(m[n], "lwm2m_commands_pending") for n in m)
+unanswered = sent - answered - late - fails
+# The broker's view: each command's reqID, and the results carrying it.
+asked, results = {}, {}
+for line in open(f"{work}/failover-commands.txt", errors="replace"):
+    topic, _, payload = line.rstrip("\n").partition(" ")
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        continue
+    req = body.get("reqID")
+    if "/dn" in topic:
+        asked[req] = topic.split("/")[1]
+    elif topic.endswith("/up/resp"):
+        results.setdefault(req, []).append(body.get("data", {}).get("code"))
+twice = {r: (asked.get(r), c) for r, c in results.items() if len(c) > 1}
+never = {r: ep for r, ep in asked.items() if r not in results}
+print(f"commands at the broker: {len(asked)} published, {len(results)} answered, "
+      f"answered twice {list(twice.items())[:8]}, never answered {list(never.items())[:8]}")
+check(sent > 0 and dup == 0 and fails == 0 and 0 <= unanswered <= pending + waiting,
+      f"{sent} commands published: {answered + late} answered once, none twice, none failed, {unanswered} still queued "
+      f"(queued or in flight at the nodes: {pending}, waiting in Redis: {waiting})",
+      {"sent": sent, "answered": answered, "late": late, "duplicates": dup, "failures": fails,
+       "unanswered": unanswered, "pending": pending, "waiting": waiting, "errors": get("errors")})
+
+lines = [l for l in open(f"{work}/failover-sends.txt").read().splitlines() if "failover-" in l]
+check(get("sends_acknowledged") > 0 and len(lines) >= get("sends_acknowledged"),
+      f"every Send a device saw acknowledged reached MQTT: {len(lines)} for {get('sends_acknowledged')}",
+      {"acknowledged": get("sends_acknowledged"), "mqtt": len(lines)})
+
+check(handed[3] > 0 and refused[3] >= 0 and taken[1] + taken[2] > 0,
+      f"the node stopped for 30 s, resumed, let go of the {handed[3]} devices taken over meanwhile ({refused[3]} of its writes refused)",
+      {"handed_over": handed, "writes_refused": refused, "taken_over": taken})
+
+# Figures: when each node took over its last device after the kill, from the nodes' logs.
+def takeovers(n):
+    out = []
+    for line in open(f"{work}/node{n}.log", errors="replace"):
+        if "taken over from the shared store" in line:
+            t = re.match(r"^\S*?(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z", re.sub(r"\x1b\[[0-9;]*m", "", line))
+            if t:
+                out.append(datetime.datetime.fromisoformat(t.group(1)).replace(tzinfo=datetime.timezone.utc).timestamp())
+    return out
+after_kill = [t for n in (1, 3) for t in takeovers(n) if killed_at <= t < killed_at + 60]
+after_stop = [t for n in (1, 2) for t in takeovers(n) if stopped_at <= t < stopped_at + 30]
+print(f"figures: after the kill {len(after_kill)} devices taken over, the last {max(after_kill) - killed_at if after_kill else -1:.1f} s after it; "
+      f"during the stop {len(after_stop)}, the last {max(after_stop) - stopped_at if after_stop else -1:.1f} s after it; "
+      f"handshakes {get('handshakes')} for {devices} devices; registration p99 {r.get('registration_latency_us', {}).get('p99')} us; "
+      f"command p99 {r.get('command_latency_us', {}).get('p99')} us")
 print(f"{passed} passed, {failed} failed")
 sys.exit(1 if failed else 0)
 PY

@@ -206,6 +206,19 @@ impl Machine for Shell {
             }
             self.stack.take_authenticated();
         }
+        // After a pause, devices' requests and answers for this node (stale ones buffered
+        // meanwhile included) wait until it knows which devices are still its own: they are
+        // retransmitted. Handshakes go on, and records for other nodes' sessions were passed
+        // on above (neither acts on a device here): DTLS records of application data (23) or
+        // with a Connection ID (25, RFC 9146) are what is held back.
+        let device_data = match l {
+            PLAIN => true,
+            SECURE => matches!(data.first(), Some(23 | 25)),
+            _ => false,
+        };
+        if device_data && self.ownership.as_mut().is_some_and(|o| o.fenced(now)) {
+            return;
+        }
         let transport = if l == PLAIN || l == BOOTSTRAP_PLAIN {
             Transport::Udp
         } else {
@@ -233,8 +246,12 @@ impl Machine for Shell {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.note_submissions(now);
-        self.stack.handle_timeout(now);
-        self.campaigns_timeout(now);
+        // After a pause, nothing is sent to devices (retransmissions, queued commands,
+        // expiries) until the node knows which are still its own.
+        if !self.ownership.as_mut().is_some_and(|o| o.fenced(now)) {
+            self.stack.handle_timeout(now);
+            self.campaigns_timeout(now);
+        }
         if let Some(bs) = self.bootstrap.as_mut() {
             bs.handle_timeout(now);
         }
@@ -292,17 +309,7 @@ impl Machine for Shell {
             Input::Control(Control::Admin(req)) | Input::Admin(req) => self.admin(now, req),
             Input::Replicated(r) => self.replicated(now, r),
             Input::Owned(o) => self.owned(now, o),
-            Input::Downlink(d) => {
-                if let Some(bridge) = self.bridge.as_mut() {
-                    let mut path = firmware::ShellPath {
-                        core: self.stack.core_mut(),
-                        campaigns: &mut self.campaigns,
-                        packages: &self.firmware.shared,
-                        now,
-                    };
-                    bridge.on_downlink(d, &mut path);
-                }
-            }
+            Input::Downlink(d) => self.take_downlink(now, d),
             Input::Committed(generation, result) => {
                 if let Err(e) = result {
                     tracing::error!(error = %e, "store commit failed; releasing held datagrams");
@@ -357,19 +364,33 @@ impl Machine for Shell {
 
     fn poll_timeout(&self) -> Option<Instant> {
         let bs = self.bootstrap.as_ref().and_then(Stack::poll_timeout);
-        [self.stack.poll_timeout(), bs, self.campaigns.poll_timeout()]
-            .into_iter()
-            .flatten()
-            .min()
+        let beat = self.ownership.as_ref().map(ownership::Ownership::next_beat);
+        [
+            self.stack.poll_timeout(),
+            bs,
+            self.campaigns.poll_timeout(),
+            beat,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     fn flush(&mut self) {
         self.drain(Instant::now());
         while let Some(generation) = self.stack.poll_commit() {
-            let wait: CommitWait = match self.store.committed() {
+            let mut wait: CommitWait = match self.store.committed() {
                 Ok(c) => Box::pin(c),
                 Err(e) => Box::pin(std::future::ready(Err(e))),
             };
+            if let Some(o) = &self.ownership {
+                let shared = o.barrier();
+                wait = Box::pin(async move {
+                    let committed = wait.await;
+                    shared.await;
+                    committed
+                });
+            }
             // The receiving end lives as long as the driver that calls this.
             let _ = self.commits.send((generation, wait));
         }
@@ -377,6 +398,19 @@ impl Machine for Shell {
 }
 
 impl Shell {
+    /// A downlink message for the bridge, which runs it here.
+    fn downlink(&mut self, now: Instant, d: crate::bridge::link::Downlink) {
+        if let Some(bridge) = self.bridge.as_mut() {
+            let mut path = firmware::ShellPath {
+                core: self.stack.core_mut(),
+                campaigns: &mut self.campaigns,
+                packages: &self.firmware.shared,
+                now,
+            };
+            bridge.on_downlink(d, &mut path);
+        }
+    }
+
     /// Backpressure: while the MQTT outbox is full, devices' notifications and Sends are
     /// left unacknowledged (they retransmit with backoff) rather than taken and then dropped.
     /// Returns whether they are refused now.
@@ -428,6 +462,18 @@ impl Shell {
         if self.bridge.as_mut().is_some_and(Bridge::take_written) {
             self.stack.outbox_written();
         }
+        if let (Some(b), Some(o)) = (self.bridge.as_mut(), self.ownership.as_mut()) {
+            o.bridge_writes(b.take_shared());
+        }
+        // Likewise for the devices' shared state: the commit the datagrams wait for includes
+        // Redis having it (see `flush`).
+        if self
+            .ownership
+            .as_mut()
+            .is_some_and(ownership::Ownership::take_wrote)
+        {
+            self.stack.outbox_written();
+        }
         self.note_submissions(now);
         self.note_command_queue();
     }
@@ -452,7 +498,7 @@ impl Shell {
     }
 
     fn write(&mut self, op: StoreOp) {
-        if let Some(o) = &self.ownership {
+        if let Some(o) = self.ownership.as_mut() {
             o.write(&op);
         }
         let r = match op {

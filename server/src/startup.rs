@@ -187,7 +187,9 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         started.as_ref().map(|s| s.running.shared()),
     ));
     let ownership = match &shared {
-        Some(_) => Some(share_devices(config, &store, &mut core, &metrics, now).await?),
+        Some(_) => {
+            Some(share_devices(config, &store, &mut core, dtls.as_mut(), &metrics, now).await?)
+        }
         None => None,
     };
     metrics.set_registered_clients(core.device_count());
@@ -251,10 +253,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         config.session_save_interval(),
         clock_base.0,
     );
-    let (bridge, mqtt, downlink) = match started {
+    let (mut bridge, mqtt, downlink) = match started {
         Some(s) => (Some(s.bridge), Some(s.running), Some(s.downlink)),
         None => (None, None, None),
     };
+    if let (Some(b), Some(_)) = (bridge.as_mut(), ownership.as_ref()) {
+        // A device's MQTT requests and observations go with it to the node that takes it.
+        b.share_device_records();
+    }
     let (replicated, replication) = match shared {
         Some((reader, appender, caught)) => {
             let (tx, rx) = mpsc::channel(1024);
@@ -492,6 +498,7 @@ async fn share_devices(
     config: &Config,
     store: &Store,
     core: &mut ServerCore<Link>,
+    mut dtls: Option<&mut dtls::Server>,
     metrics: &Arc<Metrics>,
     now: std::time::Instant,
 ) -> anyhow::Result<(
@@ -525,6 +532,10 @@ async fn share_devices(
     for endpoint in &held {
         if !owned.contains_key(endpoint) && !claimed.contains_key(endpoint) {
             core.hand_over(now, endpoint);
+            // Its restored session is older than the one it has with its new node.
+            if let Some(d) = dtls.as_deref_mut() {
+                d.close_principal(endpoint);
+            }
             gone += 1;
         }
     }
@@ -551,7 +562,7 @@ async fn share_devices(
         "devices' state shared through {shown}"
     );
     owned.extend(claimed);
-    let (own, rx) = ownership::start(conn, client, pubsub, node, owned, metrics.clone());
+    let (mut own, rx) = ownership::start(conn, client, pubsub, node, owned, metrics.clone());
     for op in &seed {
         own.write(op);
     }

@@ -560,6 +560,9 @@ impl Machine for DeviceMachine {
     fn flush(&mut self) {
         if let Some(link) = &mut self.link {
             while let Some(ev) = link.poll_event() {
+                if matches!(ev, LinkEvent::Connected { .. }) {
+                    self.client.reconnected(Instant::now());
+                }
                 let _ = self.link_events.try_send(ev);
             }
         }

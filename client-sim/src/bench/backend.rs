@@ -101,6 +101,11 @@ struct Backend {
     /// answered are dropped when they reach the front, so it holds at most the ids sent
     /// within one timeout, and no more than [`MAX_PENDING`] (checked before sending).
     sent_order: VecDeque<u64>,
+    /// Commands no longer pending, and whether each was answered (or timed out), so that an
+    /// answer that comes again (a server that ran the command twice) or late is told apart
+    /// from one for another backend. The last [`MAX_PENDING`], oldest first in `done_order`.
+    done: HashMap<u64, bool>,
+    done_order: VecDeque<u64>,
     next_req: u64,
     /// Registered devices of the run, to pick command targets from in O(1).
     registered: Vec<String>,
@@ -149,6 +154,8 @@ async fn run(
         counts: BackendCounts::default(),
         pending: HashMap::new(),
         sent_order: VecDeque::new(),
+        done: HashMap::new(),
+        done_order: VecDeque::new(),
         next_req: 1,
         registered: Vec::new(),
         index: HashMap::new(),
@@ -420,8 +427,22 @@ impl Backend {
             return;
         };
         let Some(p) = self.pending.remove(&req) else {
-            return; // timed out already, or another backend's
+            match self.done.get_mut(&req) {
+                Some(answered @ true) => {
+                    *answered = true;
+                    self.counts.command_duplicates += 1;
+                }
+                Some(answered) => {
+                    *answered = true;
+                    self.counts.commands_answered_late += 1;
+                }
+                None => {} // another backend's
+            }
+            return;
         };
+        if p.kind == Kind::Command {
+            self.finished(req, true);
+        }
         let code = json["data"]["code"].as_str().unwrap_or("");
         let ok = code.starts_with('2');
         let msg_type = json["msgType"].as_str().unwrap_or("?");
@@ -454,6 +475,17 @@ impl Backend {
         }
     }
 
+    /// Command `req` is no longer pending: answered, or timed out.
+    fn finished(&mut self, req: u64, answered: bool) {
+        if self.done_order.len() >= MAX_PENDING {
+            if let Some(old) = self.done_order.pop_front() {
+                self.done.remove(&old);
+            }
+        }
+        self.done.insert(req, answered);
+        self.done_order.push_back(req);
+    }
+
     /// Counts what waited longer than `timeout` as timed out.
     fn sweep(&mut self, now: Instant, timeout: Duration) {
         while let Some(&req) = self.sent_order.front() {
@@ -469,6 +501,7 @@ impl Backend {
             self.pending.remove(&req);
             match kind {
                 Kind::Command => {
+                    self.finished(req, false);
                     self.counts.command_timeouts += 1;
                     self.live.pending_commands.fetch_sub(1, Relaxed);
                 }

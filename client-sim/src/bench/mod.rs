@@ -506,6 +506,8 @@ fn report(
         command_latency_us: b.command_latency.summary(),
         timeouts: c.timeouts + b.command_timeouts,
         command_timeouts: b.command_timeouts,
+        command_duplicates: b.command_duplicates,
+        commands_answered_late: b.commands_answered_late,
         errors_total: errors.total(),
         errors: errors.0,
         server_process,

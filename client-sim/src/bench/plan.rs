@@ -60,6 +60,8 @@ impl Setup {
         client.queue_mode = b.queue_mode;
         client.awake_time = Duration::from_secs(b.awake_secs);
         client.notify_con_every = b.notify_con_every;
+        client.coap.transmission.ack_timeout = Duration::from_millis(b.ack_timeout_ms);
+        client.coap.transmission.max_retransmit = b.max_retransmit;
         let scheme = match s.server.security {
             Security::NoSec => "coap",
             Security::Psk => "coaps",

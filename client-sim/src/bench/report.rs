@@ -282,6 +282,10 @@ pub(crate) struct BackendCounts {
     pub commands_answered: u64,
     pub command_failures: u64,
     pub command_timeouts: u64,
+    /// Answers for a command answered already (the server ran it twice).
+    pub command_duplicates: u64,
+    /// Answers for a command that had timed out here.
+    pub commands_answered_late: u64,
     pub command_latency: Latency,
     pub notification_latency: Latency,
     pub errors: Errors,
@@ -370,6 +374,10 @@ pub(crate) struct Report {
     /// Device exchanges and backend commands that timed out.
     pub timeouts: u64,
     pub command_timeouts: u64,
+    /// Answers for a command answered already: a command run twice.
+    pub command_duplicates: u64,
+    /// Answers for a command after it had timed out here (it waited longer for its device).
+    pub commands_answered_late: u64,
     pub errors_total: u64,
     pub errors: BTreeMap<String, u64>,
     /// With `--server-pid`.
@@ -466,11 +474,13 @@ impl Report {
             l(&self.notification_latency_us)
         );
         println!(
-            "  commands       {} sent, {} answered, {} failed, {} timed out; {}",
+            "  commands       {} sent, {} answered, {} failed, {} timed out ({} answered later), {} answered twice; {}",
             self.commands_sent,
             self.commands_answered,
             self.command_failures,
             self.command_timeouts,
+            self.commands_answered_late,
+            self.command_duplicates,
             l(&self.command_latency_us)
         );
         println!(

@@ -37,6 +37,10 @@ const SHIPPED: &[(&str, &str)] = &[
         "cluster",
         include_str!("../../../config/scenarios/cluster.toml"),
     ),
+    (
+        "cluster-failover",
+        include_str!("../../../config/scenarios/cluster-failover.toml"),
+    ),
 ];
 
 /// Devices one run simulates at most.
@@ -212,6 +216,11 @@ pub(crate) struct BehaviourSection {
     /// Seconds between NAT rebindings of one device (new source port; over DTLS the session
     /// continues with a Connection ID, or is resumed without one); 0: never.
     pub rebind_interval_secs: u64,
+    /// The devices' CoAP ACK_TIMEOUT (RFC 7252 §4.8), milliseconds: a request unanswered
+    /// after it and `max_retransmit` doublings is given up (2 s and 4 by default: 93 s).
+    pub ack_timeout_ms: u64,
+    /// The devices' CoAP MAX_RETRANSMIT.
+    pub max_retransmit: u8,
 }
 
 impl Default for BehaviourSection {
@@ -227,6 +236,8 @@ impl Default for BehaviourSection {
             wake_interval_secs: 0,
             reboot_interval_secs: 0,
             rebind_interval_secs: 0,
+            ack_timeout_ms: 2000,
+            max_retransmit: 4,
         }
     }
 }
@@ -493,6 +504,14 @@ impl Scenario {
         }
         if b.queue_mode && b.awake_secs == 0 {
             bail!("behaviour.awake_secs must be at least 1 in queue mode");
+        }
+        // RFC 7252 §4.8: the defaults are 2 s and 4; shorter than 100 ms retransmits into
+        // ordinary loopback latency, more than 8 doublings waits for hours.
+        if !(100..=60_000).contains(&b.ack_timeout_ms) {
+            bail!("behaviour.ack_timeout_ms must be 100..=60000");
+        }
+        if b.max_retransmit > 8 {
+            bail!("behaviour.max_retransmit must be 0..=8");
         }
         if let Some(b) = &self.bootstrap {
             let uri = lwm2m::client::ServerUri::parse(&b.server)?;

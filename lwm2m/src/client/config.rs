@@ -194,8 +194,9 @@ pub enum ClientEvent {
     /// was registered).
     Deregistered,
     /// An Update went unanswered: the server may have lost the secure session (restarted,
-    /// or failed over to another node). A driver with a DTLS link handshakes again now; the
-    /// client tries the Update once more (on the new session) before it registers anew.
+    /// or failed over to another node). A driver with a DTLS link handshakes again now and
+    /// calls [`reconnected`](super::Client::reconnected) once it is up; the client tries the
+    /// Update once more (on the new session) before it registers anew.
     Unreachable,
     /// The server executed a resource; it was answered 2.04.
     Executed {

@@ -198,6 +198,22 @@ impl<P: Peer> Client<P> {
         Ok(())
     }
 
+    /// The driver's secure session with the server is up again after
+    /// [`ClientEvent::Unreachable`]: the Update waiting to be tried once more goes now, on the
+    /// new session (its time starts when it can be sent, not while the handshake runs).
+    pub fn reconnected(&mut self, now: Instant) {
+        if !self.reg.retrying
+            || self.reg.updating.is_some()
+            || !matches!(self.reg.state, RegState::Registered { .. })
+        {
+            return;
+        }
+        self.reg.timer = None;
+        self.ensure_awake(now, false);
+        self.send_update(now);
+        self.drive(now);
+    }
+
     /// The registration's Location-Path, while registered.
     pub fn location(&self) -> Option<&str> {
         match &self.reg.state {
@@ -401,11 +417,14 @@ impl<P: Peer> Client<P> {
                         // No answer at all: the server may have lost the session (a restart,
                         // a failover to another node) but not the registration. The driver
                         // handshakes again and the Update is tried once more on the new
-                        // session, which keeps the registration, its observations and what
-                        // is queued for it; a second silence means registering anew.
+                        // session (`reconnected`), which keeps the registration, its
+                        // observations and what is queued for it; a second silence means
+                        // registering anew. A driver that never says (no secure session to
+                        // renew) gets the retry after as long as an exchange may take.
                         tracing::info!(endpoint = %self.config.endpoint, "update unanswered; trying it once more");
                         self.reg.retrying = true;
-                        self.reg.timer = Some(now);
+                        let wait = self.config.coap.transmission.max_transmit_wait();
+                        self.reg.timer = Some(crate::time::deadline(now, wait));
                         self.push_event(ClientEvent::Unreachable);
                     }
                     Err(error) => {

@@ -86,6 +86,10 @@ pub struct LinkConfig {
     pub reconnect_min: Duration,
     /// The pause stops doubling here.
     pub reconnect_max: Duration,
+    /// With several nodes on one broker: the MQTT shared subscription group (`$share/{group}/`,
+    /// MQTT 5 §4.8.2, also in mosquitto's 3.1.1) the downlink topics are taken through, so each
+    /// command reaches one node of the cluster, not all.
+    pub share_group: Option<String>,
 }
 
 /// The two protocol versions behind one face.
@@ -317,8 +321,13 @@ pub async fn run(
                             cursor = oldest;
                         }
                     }
+                    let share = config
+                        .share_group
+                        .as_ref()
+                        .map(|g| format!("$share/{g}/"))
+                        .unwrap_or_default();
                     for t in ["+/dn/#", "+/shadow/desired"] {
-                        client.try_subscribe(format!("{}/{t}", config.prefix));
+                        client.try_subscribe(format!("{share}{}/{t}", config.prefix));
                     }
                 }
                 Ev::Sent(pkid) => in_flight.sent(pkid),

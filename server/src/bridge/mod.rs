@@ -181,6 +181,12 @@ pub(crate) fn start(
         window: usize::from(connect::INFLIGHT),
         reconnect_min: m.reconnect_min,
         reconnect_max: m.reconnect_max,
+        // Nodes sharing a store take commands from one broker, each command once; a node's own
+        // embedded broker has only that node's subscription.
+        share_group: (config.cluster.enabled
+            && !config.cluster.store.is_empty()
+            && m.embedded().is_none())
+        .then(|| "lwm2m".to_string()),
     };
     let shared = bridge.shared();
     let (tx, downlink) = mpsc::channel::<link::Downlink>(1024);

@@ -21,6 +21,9 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
+mod shared;
+pub use shared::SharedWrite;
+
 /// The command path, as the bridge uses it.
 pub trait CommandPath {
     /// Submits a command; its result comes back as a `CommandResult` event.
@@ -93,6 +96,9 @@ pub struct Bridge {
     wrote: bool,
     /// How large a command may be.
     limits: envelope::CommandLimits,
+    /// With devices' state shared between nodes: the changes of devices' records not yet
+    /// taken (see `shared`).
+    shared_writes: Option<Vec<SharedWrite>>,
 }
 
 impl std::fmt::Debug for Bridge {
@@ -138,6 +144,7 @@ impl Bridge {
             skipped,
             wrote: false,
             limits: envelope::CommandLimits::default(),
+            shared_writes: None,
         })
     }
 
@@ -190,8 +197,9 @@ impl Bridge {
         self.wrote |= self.outbox.push_as(topic, payload, id, true);
     }
 
-    fn remember(&mut self, id: CommandId, p: Pending) {
+    fn remember(&mut self, endpoint: &str, id: CommandId, p: Pending) {
         if let Ok(v) = serde_json::to_vec(&p) {
+            self.share_pending(endpoint, id, Some(v.clone()));
             let _ = self
                 .store
                 .put(Table::Bridge, key(PENDING, &id.0.to_be_bytes()), v);
@@ -269,6 +277,7 @@ impl Bridge {
                 ..
             } => {
                 if let Some(p) = self.pending.remove(id) {
+                    self.share_pending(endpoint, *id, None);
                     let _ = self
                         .store
                         .delete(Table::Bridge, key(PENDING, &id.0.to_be_bytes()));
@@ -280,6 +289,7 @@ impl Bridge {
                             req_id: p.req_id.clone(),
                         };
                         if let Ok(v) = serde_json::to_vec(&o) {
+                            self.share_observed(endpoint, *obs, Some(v.clone()));
                             let _ = self.store.put(
                                 Table::Bridge,
                                 key(OBSERVATION, &obs.0.to_be_bytes()),
@@ -348,6 +358,7 @@ impl Bridge {
         };
         let observations = &mut self.observations;
         let store = &self.store;
+        let mut forgotten = Vec::new();
         ids.retain(|id| {
             let matches = observations
                 .get(id)
@@ -355,11 +366,15 @@ impl Bridge {
             if matches {
                 observations.remove(id);
                 let _ = store.delete(Table::Bridge, key(OBSERVATION, &id.0.to_be_bytes()));
+                forgotten.push(*id);
             }
             !matches
         });
         if ids.is_empty() {
             self.observed_by.remove(endpoint);
+        }
+        for id in forgotten {
+            self.share_observed(endpoint, id, None);
         }
     }
 
@@ -442,6 +457,7 @@ impl Bridge {
                             }
                         };
                         self.remember(
+                            &d.endpoint,
                             id,
                             Pending {
                                 req_id: parsed.req_id,

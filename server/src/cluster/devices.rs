@@ -1,14 +1,21 @@
 //! Devices' state shared between the nodes of a cluster, in Redis: each registered device's
-//! registration, observations and queued commands, and which node owns it at which epoch, so
-//! that a device which reaches another node (its node died, or it handshook again elsewhere)
-//! is taken over there with everything it had (see [`crate::core::shared`]).
+//! registration, observations and queued commands, the MQTT bridge's records of it, the
+//! commands waiting for it, and which node owns it at which epoch, so that a device which
+//! reaches another node (its node died, or it handshook again elsewhere) is taken over there
+//! with everything it had (see [`crate::core::shared`]).
 //!
-//! One hash per device, `lwm2m:{<endpoint>}:dev` (the braces are a Redis Cluster hash tag:
-//! whatever else is kept per device later shares its slot):
-//! - `r`: the registration record, `loc`: its location id, as the core stores them;
+//! Two keys per device, in one Redis Cluster slot (the braces are a hash tag):
+//! `lwm2m:{<endpoint>}:dev`, a hash of
+//! - `r`: the registration record, `.loc`: its location id, as the core stores them;
 //! - `o<token>`: an observation record, `q<sequence>`: a queued command record (the keys of
 //!   [`Table::Observations`] and [`Table::Queue`] below the endpoint);
-//! - `owner`: the node that owns the device, `epoch`: how many times it was taken.
+//! - `.owner`: the node that owns the device, `.epoch`: how many times it was taken (the dot
+//!   keeps them apart from the records' prefixes);
+//! - any other field: the MQTT bridge's records of the device (see
+//!   [`crate::bridge::sink::SharedWrite`]), taken over with it;
+//!
+//! and `lwm2m:{<endpoint>}:cmds`, a list of the commands another node took from the broker
+//! for the device, waiting for its owner ([`WaitingDownlink`]).
 //!
 //! Every change is a Lua script, so it is atomic without client-side locks:
 //! - [`CLAIM`]: a node takes a device over (for a request the device sent it): the epoch goes
@@ -20,8 +27,11 @@
 //!   node wrote; it learns it lost the device and forgets it. The key expires a while after
 //!   its registration would (an owner that never comes back leaves nothing behind).
 //! - [`OWNED`]: at start, whether each registration a node restored is still its own.
+//! - [`FORWARD`] and [`TAKE`]: a command taken from the broker by a node that does not hold
+//!   the device is queued for the owner, which is woken on its channel (`"cmd <endpoint>"`)
+//!   and takes it; a claim takes what waits too.
 //!
-//! The scripts run as `EVAL` (Redis caches them by their digest); one device's key per call,
+//! The scripts run as `EVAL` (Redis caches them by their digest); one device's keys per call,
 //! so they run unchanged on Redis Cluster.
 use crate::core::persist::{self, RegistrationRecord, StoreOp};
 use crate::core::shared::{Found, Records};
@@ -39,9 +49,12 @@ const QUEUED: u8 = b'q';
 /// How long a device's key outlives its registration's end, for a late Update to find it.
 pub const KEEP_AFTER_EXPIRY_MS: u64 = 3_600_000;
 
-/// Takes a device over. `KEYS[1]`: the device's key; `ARGV[1]`: the node; `ARGV[2]`: the
-/// location id the request names, or empty; `ARGV[3]`: the endpoint name (for the message). Returns nil when the request names another
-/// registration than the one held (nothing changes), else `{epoch, {field, value, ...}}`.
+/// Takes a device over. `KEYS[1]`: the device's key, `KEYS[2]`: its commands' key; `ARGV[1]`:
+/// the node; `ARGV[2]`: the location id the request names, or empty; `ARGV[3]`: the endpoint
+/// name (for the message). Returns nil when the request names another registration than the
+/// one held (nothing changes), else `{epoch, {field, value, ...}, {command, ...}}`: the
+/// commands that were waiting for the device are the new owner's to send (and gone from the
+/// store).
 pub const CLAIM: &str = r#"
 local reg = redis.call('HGET', KEYS[1], 'r')
 if ARGV[2] ~= '' and (not reg or redis.call('HGET', KEYS[1], '.loc') ~= ARGV[2]) then
@@ -56,7 +69,41 @@ end
 if not reg then
   redis.call('PEXPIRE', KEYS[1], 600000)
 end
-return {epoch, redis.call('HGETALL', KEYS[1])}
+local commands = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2])
+return {epoch, redis.call('HGETALL', KEYS[1]), commands}
+"#;
+
+/// A command taken from the broker by a node that does not hold the device. `KEYS[1]`: the
+/// device's key, `KEYS[2]`: its commands' key; `ARGV[1]`: the encoded command; `ARGV[2]`: how
+/// long it may wait (ms); `ARGV[3]`: the endpoint name. Returns -1 if no node knows the
+/// device (the taker answers it as for an unknown device), else the owner's node id (-2
+/// when none: the command waits for the device's next contact), which is woken on its
+/// channel (`"cmd <endpoint>"`).
+pub const FORWARD: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return -1
+end
+redis.call('RPUSH', KEYS[2], ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+local owner = redis.call('HGET', KEYS[1], '.owner')
+if not owner then
+  return -2
+end
+redis.call('PUBLISH', 'lwm2m:node:' .. owner, 'cmd ' .. ARGV[3])
+return tonumber(owner)
+"#;
+
+/// The owner takes the commands waiting for a device. `KEYS[1]`: the device's key, `KEYS[2]`:
+/// its commands' key; `ARGV[1]`: the node; `ARGV[2]`: its epoch. Returns the commands (and
+/// removes them), or nil if the node no longer owns the device (they wait for the owner).
+pub const TAKE: &str = r#"
+if redis.call('HGET', KEYS[1], '.owner') ~= ARGV[1] or redis.call('HGET', KEYS[1], '.epoch') ~= ARGV[2] then
+  return false
+end
+local commands = redis.call('LRANGE', KEYS[2], 0, -1)
+redis.call('DEL', KEYS[2])
+return commands
 "#;
 
 /// An owner's writes. `KEYS[1]`: the device's key; `ARGV[1]`: the node; `ARGV[2]`: its epoch;
@@ -116,6 +163,52 @@ pub fn key(endpoint: &str) -> Vec<u8> {
     k.extend_from_slice(endpoint.as_bytes());
     k.extend_from_slice(b"}:dev");
     k
+}
+
+/// The key of the commands waiting for `endpoint` (the same slot as its state).
+pub fn commands_key(endpoint: &str) -> Vec<u8> {
+    let mut k = b"lwm2m:{".to_vec();
+    k.extend_from_slice(endpoint.as_bytes());
+    k.extend_from_slice(b"}:cmds");
+    k
+}
+
+/// A downlink message (a command, a shadow's desired state) as it waits in the store.
+#[derive(Debug, Clone, PartialEq, Eq, minicbor::Encode, minicbor::Decode)]
+pub struct WaitingDownlink {
+    /// 0: a command, 1: a shadow's desired state.
+    #[n(0)]
+    pub kind: u8,
+    /// The MQTT payload.
+    #[n(1)]
+    #[cbor(with = "minicbor::bytes")]
+    pub payload: Vec<u8>,
+    /// Until when it may wait (Unix ms), if its publisher said.
+    #[n(2)]
+    pub expires_at_ms: Option<u64>,
+}
+
+/// How long a command may wait in the store when its publisher did not say: the longest a
+/// command may wait for a sleeping device.
+pub const COMMAND_WAIT_MS: u64 = 24 * 3600 * 1000;
+
+/// What a node hears on its channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// Another node claimed the device at this epoch.
+    Lost(u64, String),
+    /// Commands wait for the device.
+    Commands(String),
+}
+
+/// A message from a node's channel.
+pub fn heard(payload: &[u8]) -> Option<Heard> {
+    let text = std::str::from_utf8(payload).ok()?;
+    if let Some(endpoint) = text.strip_prefix("cmd ") {
+        return Some(Heard::Commands(endpoint.to_string()));
+    }
+    let (epoch, endpoint) = text.split_once(' ')?;
+    Some(Heard::Lost(epoch.parse().ok()?, endpoint.to_string()))
 }
 
 /// The pub/sub channel node `node` hears of devices it lost on.
@@ -198,9 +291,16 @@ pub fn shared_write(op: &StoreOp) -> Option<(String, Vec<FieldOp>, Option<u64>)>
 
 /// The answer of [`CLAIM`] for `endpoint`: the epoch the node now owns it at, if it claimed
 /// it, and what it holds. `Err` for an answer of another shape.
-pub fn claimed(endpoint: &str, answer: Value) -> Result<(Option<u64>, Found), &'static str> {
+pub fn claimed(endpoint: &str, answer: Value) -> Result<Claimed, &'static str> {
     let items = match answer {
-        Value::Nil | Value::Boolean(false) => return Ok((None, Found::Nothing)),
+        Value::Nil | Value::Boolean(false) => {
+            return Ok(Claimed {
+                epoch: None,
+                found: Found::Nothing,
+                commands: Vec::new(),
+                bridge: Vec::new(),
+            })
+        }
         Value::Array(items) => items,
         _ => return Err("CLAIM"),
     };
@@ -226,7 +326,46 @@ pub fn claimed(endpoint: &str, answer: Value) -> Result<(Option<u64>, Found), &'
             .collect::<Result<Vec<_>, _>>()?,
         _ => return Err("CLAIM fields"),
     };
-    Ok((Some(epoch), found(endpoint, fields)))
+    let commands = match items.next() {
+        None => Vec::new(),
+        Some(list) => bulk_list(list).ok_or("CLAIM commands")?,
+    };
+    let (bridge, fields): (Vec<_>, Vec<_>) = fields.into_iter().partition(|(f, _)| {
+        !matches!(f.first(), Some(&OBSERVATION | &QUEUED | b'.')) && f != REGISTRATION
+    });
+    Ok(Claimed {
+        epoch: Some(epoch),
+        found: found(endpoint, fields),
+        commands,
+        bridge,
+    })
+}
+
+/// What [`CLAIM`] gave.
+#[derive(Debug)]
+pub struct Claimed {
+    /// The epoch the node owns the device at, if it claimed it.
+    pub epoch: Option<u64>,
+    /// The device's records.
+    pub found: Found,
+    /// The commands that waited for it, encoded ([`WaitingDownlink`]).
+    pub commands: Vec<Vec<u8>>,
+    /// The MQTT bridge's records of the device, by field.
+    pub bridge: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+/// A list of byte strings (`LRANGE`); `None` for any other shape.
+pub fn bulk_list(v: Value) -> Option<Vec<Vec<u8>>> {
+    match v {
+        Value::Array(items) => items
+            .into_iter()
+            .map(|i| match i {
+                Value::BulkString(b) => Some(b),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
 }
 
 /// A device's records from its hash's fields, under the core's store keys.
@@ -253,13 +392,6 @@ fn found(endpoint: &str, fields: Vec<(Vec<u8>, Vec<u8>)>) -> Found {
         }),
         None => Found::Nothing,
     }
-}
-
-/// A lost-device message from a node's channel: the epoch it was taken at and the endpoint.
-pub fn lost_message(payload: &[u8]) -> Option<(u64, String)> {
-    let text = std::str::from_utf8(payload).ok()?;
-    let (epoch, endpoint) = text.split_once(' ')?;
-    Some((epoch.parse().ok()?, endpoint.to_string()))
 }
 
 #[cfg(test)]
@@ -357,10 +489,23 @@ mod tests {
                 bulk(b"early"),
                 bulk(b"oTT"),
                 bulk(b"obs"),
+                bulk(b"p\0\0\0\0\0\0\0\x09"),
+                bulk(b"{}"),
             ]),
         ]);
-        let (epoch, found) = claimed("m", answer).unwrap();
+        let Claimed {
+            epoch,
+            found,
+            commands,
+            bridge,
+        } = claimed("m", answer).unwrap();
         assert_eq!(epoch, Some(3));
+        assert!(commands.is_empty());
+        assert_eq!(
+            bridge,
+            vec![(b"p\0\0\0\0\0\0\0\x09".to_vec(), b"{}".to_vec())],
+            "the bridge's records, apart"
+        );
         let Found::Device(Records {
             registration,
             observations,
@@ -381,19 +526,47 @@ mod tests {
         );
         assert!(matches!(
             claimed("m", Value::Nil),
-            Ok((None, Found::Nothing))
+            Ok(Claimed {
+                epoch: None,
+                found: Found::Nothing,
+                ..
+            })
         ));
-        // Claimed, but no registration yet (a Register): nothing to install.
-        let empty = Value::Array(vec![Value::Int(1), Value::Array(vec![])]);
-        assert!(matches!(claimed("m", empty), Ok((Some(1), Found::Nothing))));
+        // Claimed, but no registration yet (a Register): nothing to install; the commands
+        // that waited for it come along.
+        let empty = Value::Array(vec![
+            Value::Int(1),
+            Value::Array(vec![]),
+            Value::Array(vec![bulk(b"c1"), bulk(b"c2")]),
+        ]);
+        let c = claimed("m", empty).unwrap();
+        assert!(matches!((c.epoch, c.found), (Some(1), Found::Nothing)));
+        assert_eq!(c.commands, vec![b"c1".to_vec(), b"c2".to_vec()]);
         assert!(claimed("m", Value::Int(1)).is_err());
     }
 
     #[test]
-    fn lost_messages_name_the_epoch_and_the_device() {
-        assert_eq!(lost_message(b"7 meter 1"), Some((7, "meter 1".into())));
-        assert_eq!(lost_message(b"x meter"), None);
-        assert_eq!(lost_message(b"7"), None);
+    fn channel_messages_name_the_device() {
+        assert_eq!(heard(b"7 meter 1"), Some(Heard::Lost(7, "meter 1".into())));
+        assert_eq!(
+            heard(b"cmd meter 1"),
+            Some(Heard::Commands("meter 1".into()))
+        );
+        assert_eq!(heard(b"x meter"), None);
+        assert_eq!(heard(b"7"), None);
+        assert_eq!(heard(&[0xff, b' ', b'a']), None);
+    }
+
+    #[test]
+    fn a_waiting_command_round_trips() {
+        let w = WaitingDownlink {
+            kind: 0,
+            payload: br#"{"reqID":"1"}"#.to_vec(),
+            expires_at_ms: Some(5),
+        };
+        let bytes = minicbor::to_vec(&w).unwrap();
+        assert_eq!(minicbor::decode::<WaitingDownlink>(&bytes).unwrap(), w);
+        assert!(minicbor::decode::<WaitingDownlink>(b"junk").is_err());
     }
 
     proptest! {
@@ -408,7 +581,7 @@ mod tests {
         fn any_claim_answer_is_read_or_refused(items in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..8), 0..8), epoch in any::<i64>()) {
             let fields = Value::Array(items.into_iter().map(Value::BulkString).collect());
             let _ = claimed("m", Value::Array(vec![Value::Int(epoch), fields]));
-            let _ = lost_message(&epoch.to_be_bytes());
+            let _ = heard(&epoch.to_be_bytes());
         }
     }
 }

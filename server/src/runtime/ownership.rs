@@ -12,11 +12,18 @@
 //! every device it holds — at start, after the channel reconnected, and after the node was
 //! stopped for a while (its clock jumped), when messages may have been missed.
 //!
+//! Commands (MQTT 5 shared subscription: each reaches one node) for a device this node does
+//! not hold are queued in Redis beside the device's state and its owner is woken on its
+//! channel; the owner takes them (if it still owns the device) and runs them as if they had
+//! come from the broker, so it is the one that sends them and publishes their result. A
+//! command for a device whose owner is gone waits there until a node claims the device.
+//!
 //! The server task never waits for Redis: writes are queued (bounded; a write that does not
 //! fit is counted and logged, and that device's shared state is behind until its next write),
 //! and a device waiting to be claimed waits in the core, its requests parked.
 use super::Shell;
-use crate::cluster::devices::{self, FieldOp};
+use crate::bridge::link::{Downlink, DownlinkKind};
+use crate::cluster::devices::{self, FieldOp, Heard, WaitingDownlink};
 use crate::core::persist::StoreOp;
 use crate::core::shared::{Found, Miss};
 use crate::metrics::{ClusterDevices, Metrics};
@@ -33,11 +40,15 @@ use tokio::sync::mpsc;
 const MAX_JOBS: usize = 65_536;
 /// Jobs sent to Redis as one pipeline at most.
 const BATCH: usize = 512;
-/// A gap this long between two ticks of the Redis task means the process was stopped (or
-/// starved): messages on its channel may be lost, so every device it holds is checked.
+/// A gap this long between two beats of the server task means the process was stopped (or
+/// starved): other nodes may have taken its devices meanwhile, so it acts on none until it
+/// has checked which are still its own.
 const PAUSE: Duration = Duration::from_secs(5);
-/// How often the Redis task looks at the clock for [`PAUSE`].
-const TICK: Duration = Duration::from_secs(1);
+/// How often the server task beats (it has a timer at least this often).
+const BEAT: Duration = Duration::from_secs(1);
+/// Downlink messages held while the node checks its devices after a pause, at most (beyond,
+/// they are run at once).
+const MAX_HELD: usize = 10_000;
 
 /// What the server task asks of the Redis task.
 #[derive(Debug)]
@@ -53,15 +64,40 @@ pub(crate) enum Job {
     HandedOver(String),
     /// Check every device held.
     Recheck,
+    /// Answered by [`Owned::Checked`] once the jobs before it are done.
+    Checked,
+    /// Answered once the jobs before it are done (the writes of an input, before what the
+    /// input made the core send leaves).
+    Barrier(tokio::sync::oneshot::Sender<()>),
+    /// A downlink message for a device this node does not hold: queued for its owner.
+    Forward(Downlink),
+    /// Commands wait for a device (heard on this node's channel): taken if it is this node's.
+    Take(String),
+    /// Take the commands waiting for every device this node owns (at start, and after its
+    /// channel reconnected: wake-ups may have been missed).
+    TakeAll,
+    /// Mirror changes of a device's MQTT bridge records.
+    Fields(String, Vec<FieldOp>),
 }
 
 /// What the Redis task tells the server task.
 #[derive(Debug)]
 pub(crate) enum Owned {
-    /// The answer to a claim.
-    Adopt { endpoint: String, found: Found },
+    /// The answer to a claim, with the commands that waited for the device and the MQTT
+    /// bridge's records of it.
+    Adopt {
+        endpoint: String,
+        found: Found,
+        commands: Vec<Downlink>,
+        bridge: Vec<(Vec<u8>, Vec<u8>)>,
+    },
     /// Another node owns the device now.
     Lost(String),
+    /// Downlink messages to run here: taken for a device this node owns, or for a device no
+    /// node knows (answered as the bridge answers for an unknown device).
+    Downlinks(Vec<Downlink>),
+    /// The check asked after a pause is done (the devices lost were reported before).
+    Checked,
 }
 
 /// The server task's side.
@@ -69,15 +105,68 @@ pub(crate) enum Owned {
 pub(crate) struct Ownership {
     jobs: mpsc::Sender<Job>,
     metrics: Arc<Metrics>,
+    /// The server task's last beat.
+    beat: Instant,
+    /// After a pause, until the check of every device held is done: devices' datagrams are
+    /// dropped (they retransmit), timers wait, downlinks are held.
+    fenced: bool,
+    held: std::collections::VecDeque<Downlink>,
+    /// Writes were queued since [`take_wrote`](Self::take_wrote).
+    wrote: bool,
 }
 
 impl Ownership {
+    /// Whether writes were queued since the last call: what the core sends from now on waits
+    /// until Redis has them ([`barrier`](Self::barrier)), so that a device is never told of
+    /// something (its registration, a command sent) the node taking it over would not know.
+    pub(crate) fn take_wrote(&mut self) -> bool {
+        std::mem::take(&mut self.wrote)
+    }
+
+    /// Done when everything queued before it reached Redis (or failed to).
+    pub(crate) fn barrier(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let queued = self.jobs.try_send(Job::Barrier(tx)).is_ok();
+        if !queued {
+            self.metrics
+                .cluster_devices(ClusterDevices::WritesFailed, 1);
+        }
+        async move {
+            if queued {
+                let _ = rx.await;
+            }
+        }
+    }
+
+    /// Beats at `now`; `true` while the node must not act on its devices (a pause was just
+    /// seen, or its check is not done).
+    pub(crate) fn fenced(&mut self, now: Instant) -> bool {
+        let gap = now.saturating_duration_since(self.beat);
+        self.beat = self.beat.max(now);
+        if gap >= PAUSE && !self.fenced {
+            tracing::warn!(paused_ms = u64::try_from(gap.as_millis()).unwrap_or(u64::MAX), "this node was stopped for a while: it acts on no device until it has checked which are still its own");
+            // Both fit, or the check is asked by the next beat.
+            if self.jobs.try_send(Job::Recheck).is_ok() && self.jobs.try_send(Job::Checked).is_ok()
+            {
+                self.fenced = true;
+            } else {
+                self.beat = now.checked_sub(PAUSE).unwrap_or(now);
+            }
+        }
+        self.fenced
+    }
+
+    /// When the server task must beat next.
+    pub(crate) fn next_beat(&self) -> Instant {
+        self.beat + BEAT
+    }
     /// Mirrors `op` if it is a device's shared state.
-    pub(crate) fn write(&self, op: &StoreOp) {
+    pub(crate) fn write(&mut self, op: &StoreOp) {
         let (StoreOp::Put(t, ..) | StoreOp::Delete(t, _) | StoreOp::DeletePrefix(t, _)) = op;
         if !matches!(t, Table::Registrations | Table::Observations | Table::Queue) {
             return;
         }
+        self.wrote = true;
         if self.jobs.try_send(Job::Write(op.clone())).is_err() {
             self.metrics
                 .cluster_devices(ClusterDevices::WritesFailed, 1);
@@ -85,9 +174,40 @@ impl Ownership {
         }
     }
 
+    /// Mirrors the MQTT bridge's changes of devices' records.
+    pub(crate) fn bridge_writes(&mut self, writes: Vec<crate::bridge::sink::SharedWrite>) {
+        for w in writes {
+            self.wrote = true;
+            let op = match w.value {
+                Some(v) => FieldOp::Put(w.field, v),
+                None => FieldOp::Delete(w.field),
+            };
+            if self
+                .jobs
+                .try_send(Job::Fields(w.endpoint, vec![op]))
+                .is_err()
+            {
+                self.metrics
+                    .cluster_devices(ClusterDevices::WritesFailed, 1);
+            }
+        }
+    }
+
     /// Claims `miss`'s device; `false` if it cannot be asked now.
     pub(crate) fn claim(&self, miss: Miss) -> bool {
         self.jobs.try_send(Job::Claim(miss)).is_ok()
+    }
+
+    /// Queues `d` for the owner of its device; `Err` gives it back when it cannot be queued now.
+    pub(crate) fn forward(&self, d: Downlink) -> Result<(), Downlink> {
+        match self.jobs.try_send(Job::Forward(d)) {
+            Ok(()) => Ok(()),
+            Err(e) => match e.into_inner() {
+                Job::Forward(d) => Err(d),
+                // What was sent comes back: a Forward.
+                _ => Ok(()),
+            },
+        }
     }
 
     /// The core forgot `endpoint` (and wrote so).
@@ -105,6 +225,29 @@ impl Ownership {
 }
 
 impl Shell {
+    /// A downlink message from the broker (or the store): run here if this node holds the
+    /// device (or shares nothing), else queued for the device's owner.
+    pub(super) fn take_downlink(&mut self, now: Instant, d: Downlink) {
+        if let Some(o) = self.ownership.as_mut() {
+            if o.fenced(now) && o.held.len() < MAX_HELD {
+                o.held.push_back(d);
+                return;
+            }
+        }
+        let held = self.stack.core().registration(&d.endpoint).is_some();
+        let d = match (&self.ownership, held) {
+            (Some(o), false) => match o.forward(d) {
+                Ok(()) => return,
+                Err(d) => {
+                    tracing::warn!(endpoint = %d.endpoint, "shared store queue full: a command for a device held elsewhere is answered here");
+                    d
+                }
+            },
+            _ => d,
+        };
+        self.downlink(now, d);
+    }
+
     /// Claims the devices the core asked for; one that cannot be asked is answered at once.
     /// Returns whether the core was given anything.
     pub(super) fn claim_misses(&mut self, now: Instant) -> bool {
@@ -128,16 +271,54 @@ impl Shell {
     /// What the Redis task found.
     pub(super) fn owned(&mut self, now: Instant, owned: Owned) {
         match owned {
-            Owned::Adopt { endpoint, found } => {
+            Owned::Adopt {
+                endpoint,
+                found,
+                commands,
+                bridge,
+            } => {
+                // First the bridge's records: the parked requests served next may bring the
+                // results of the commands they name.
+                if let Some(b) = self.bridge.as_mut() {
+                    b.adopt(&endpoint, bridge);
+                }
                 let report = self.stack.core_mut().adopt(now, &endpoint, found);
                 if report.registrations > 0 {
                     self.stack
                         .metrics()
                         .cluster_devices(ClusterDevices::TakenOver, 1);
                 }
+                self.drain(now);
+                for d in commands {
+                    self.downlink(now, d);
+                }
+            }
+            Owned::Downlinks(downlinks) => {
+                for d in downlinks {
+                    self.downlink(now, d);
+                }
+            }
+            Owned::Checked => {
+                let held = match self.ownership.as_mut() {
+                    Some(o) => {
+                        o.fenced = false;
+                        std::mem::take(&mut o.held)
+                    }
+                    None => Default::default(),
+                };
+                tracing::info!(
+                    held = held.len(),
+                    "devices checked after the pause: acting again"
+                );
+                for d in held {
+                    self.take_downlink(now, d);
+                }
             }
             Owned::Lost(endpoint) => {
-                if self.stack.core_mut().hand_over(now, &endpoint) {
+                if let Some(b) = self.bridge.as_mut() {
+                    b.hand_over(&endpoint);
+                }
+                if self.stack.hand_over(now, &endpoint) {
                     self.stack
                         .metrics()
                         .cluster_devices(ClusterDevices::HandedOver, 1);
@@ -158,6 +339,54 @@ enum Sent {
     Write(String, u64),
     Claim(String),
     Check(String, u64),
+    Forward(Downlink),
+    Take(String),
+}
+
+/// `d` as it waits in the store.
+fn waiting(d: &Downlink, now_ms: u64) -> (Vec<u8>, u64) {
+    let wait_ms = d.expiry.map_or(devices::COMMAND_WAIT_MS, |e| {
+        u64::try_from(e.as_millis()).unwrap_or(u64::MAX).max(1)
+    });
+    let w = WaitingDownlink {
+        kind: match d.kind {
+            DownlinkKind::Command => 0,
+            DownlinkKind::Desired => 1,
+        },
+        payload: d.payload.clone(),
+        expires_at_ms: d.expiry.map(|_| now_ms.saturating_add(wait_ms)),
+    };
+    (minicbor::to_vec(&w).unwrap_or_default(), wait_ms)
+}
+
+/// The downlink messages that waited in the store for `endpoint`, with what is left of
+/// their expiry (none left: they expire at once, and their result says so).
+fn waited(endpoint: &str, encoded: Vec<Vec<u8>>, now_ms: u64) -> Vec<Downlink> {
+    encoded
+        .into_iter()
+        .filter_map(|bytes| match minicbor::decode::<WaitingDownlink>(&bytes) {
+            Ok(w) => Some(Downlink {
+                endpoint: endpoint.to_string(),
+                kind: if w.kind == 1 {
+                    DownlinkKind::Desired
+                } else {
+                    DownlinkKind::Command
+                },
+                payload: w.payload,
+                expiry: w
+                    .expires_at_ms
+                    .map(|at| Duration::from_millis(at.saturating_sub(now_ms))),
+            }),
+            Err(e) => {
+                tracing::warn!(endpoint, error = %e, "a command waiting in the shared store is unreadable; dropped");
+                None
+            }
+        })
+        .collect()
+}
+
+fn now_ms() -> u64 {
+    lwm2m::time::unix_millis(SystemTime::now())
 }
 
 /// The Redis task's state.
@@ -193,31 +422,26 @@ pub(crate) fn start(
         to_server,
         metrics: metrics.clone(),
     };
+    // Commands may have waited for this node's devices while it was down.
+    let _ = jobs.try_send(Job::TakeAll);
     tokio::spawn(mirror.serve(rx));
     tokio::spawn(listen(client, pubsub, node, jobs.clone()));
-    (Ownership { jobs, metrics }, owned)
+    let ownership = Ownership {
+        jobs,
+        metrics,
+        beat: Instant::now(),
+        fenced: false,
+        held: std::collections::VecDeque::new(),
+        wrote: false,
+    };
+    (ownership, owned)
 }
 
 impl Mirror {
     async fn serve(mut self, mut jobs: mpsc::Receiver<Job>) {
-        let mut last_tick = SystemTime::now();
-        let mut tick = tokio::time::interval(TICK);
         loop {
-            let first = tokio::select! {
-                job = jobs.recv() => match job {
-                    Some(j) => j,
-                    None => return,
-                },
-                _ = tick.tick() => {
-                    let now = SystemTime::now();
-                    let gap = now.duration_since(last_tick).unwrap_or_default();
-                    last_tick = now;
-                    if gap < PAUSE {
-                        continue;
-                    }
-                    tracing::warn!(paused_s = gap.as_secs(), "this node was stopped for a while: checking which devices it still owns");
-                    Job::Recheck
-                }
+            let Some(first) = jobs.recv().await else {
+                return;
             };
             let mut batch = vec![first];
             while batch.len() < BATCH {
@@ -241,11 +465,35 @@ impl Mirror {
         for job in batch {
             match job {
                 Job::Write(op) => self.write(&mut pipe, &mut sent, &op),
+                Job::Fields(endpoint, ops) => {
+                    self.write_fields(&mut pipe, &mut sent, endpoint, &ops, None)
+                }
+                Job::TakeAll => {
+                    let held: Vec<(String, u64)> =
+                        self.epochs.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                    for chunk in held.chunks(BATCH) {
+                        let mut take = redis::pipe();
+                        take.ignore_errors();
+                        let mut taking = Vec::new();
+                        for (endpoint, epoch) in chunk {
+                            take.cmd("EVAL")
+                                .arg(devices::TAKE)
+                                .arg(2)
+                                .arg(devices::key(endpoint))
+                                .arg(devices::commands_key(endpoint))
+                                .arg(self.node)
+                                .arg(*epoch);
+                            taking.push(Sent::Take(endpoint.clone()));
+                        }
+                        self.send(take, taking).await?;
+                    }
+                }
                 Job::Claim(miss) => {
                     pipe.cmd("EVAL")
                         .arg(devices::CLAIM)
-                        .arg(1)
+                        .arg(2)
                         .arg(devices::key(&miss.endpoint))
+                        .arg(devices::commands_key(&miss.endpoint))
                         .arg(self.node)
                         .arg(miss.location.as_deref().unwrap_or(""))
                         .arg(&miss.endpoint);
@@ -258,6 +506,40 @@ impl Mirror {
                 }
                 Job::HandedOver(endpoint) => {
                     self.handing_over.remove(&endpoint);
+                }
+                // Everything before it has been sent: answered once it is answered.
+                Job::Checked => {
+                    self.flush(&mut pipe, &mut sent).await?;
+                    self.to_server.send(Owned::Checked).await.map_err(|_| ())?;
+                }
+                Job::Barrier(done) => {
+                    self.flush(&mut pipe, &mut sent).await?;
+                    let _ = done.send(());
+                }
+                Job::Forward(d) => {
+                    let (bytes, wait_ms) = waiting(&d, now_ms());
+                    pipe.cmd("EVAL")
+                        .arg(devices::FORWARD)
+                        .arg(2)
+                        .arg(devices::key(&d.endpoint))
+                        .arg(devices::commands_key(&d.endpoint))
+                        .arg(bytes)
+                        .arg(wait_ms)
+                        .arg(&d.endpoint);
+                    sent.push(Sent::Forward(d));
+                }
+                Job::Take(endpoint) => {
+                    let Some(epoch) = self.epochs.get(&endpoint).copied() else {
+                        continue;
+                    };
+                    pipe.cmd("EVAL")
+                        .arg(devices::TAKE)
+                        .arg(2)
+                        .arg(devices::key(&endpoint))
+                        .arg(devices::commands_key(&endpoint))
+                        .arg(self.node)
+                        .arg(epoch);
+                    sent.push(Sent::Take(endpoint));
                 }
                 Job::Recheck => {
                     let held: Vec<(String, u64)> =
@@ -286,10 +568,32 @@ impl Mirror {
         self.send(pipe, sent).await
     }
 
+    /// Sends what the batch gathered so far.
+    async fn flush(&mut self, pipe: &mut redis::Pipeline, sent: &mut Vec<Sent>) -> Result<(), ()> {
+        if sent.is_empty() {
+            return Ok(());
+        }
+        let mut next = redis::pipe();
+        next.ignore_errors();
+        let gathered = std::mem::replace(pipe, next);
+        self.send(gathered, std::mem::take(sent)).await
+    }
+
     fn write(&mut self, pipe: &mut redis::Pipeline, sent: &mut Vec<Sent>, op: &StoreOp) {
         let Some((endpoint, ops, expires)) = devices::shared_write(op) else {
             return;
         };
+        self.write_fields(pipe, sent, endpoint, &ops, expires);
+    }
+
+    fn write_fields(
+        &mut self,
+        pipe: &mut redis::Pipeline,
+        sent: &mut Vec<Sent>,
+        endpoint: String,
+        ops: &[FieldOp],
+        expires: Option<u64>,
+    ) {
         if self.handing_over.contains(&endpoint) {
             return;
         }
@@ -305,7 +609,7 @@ impl Mirror {
             .arg(self.node)
             .arg(epoch)
             .arg(expires.map(|e| e.to_string()).unwrap_or_default());
-        for o in &ops {
+        for o in ops {
             for a in FieldOp::args(o) {
                 cmd.arg(a);
             }
@@ -354,25 +658,73 @@ impl Mirror {
                     }
                 },
                 Sent::Claim(endpoint) => {
-                    let found = match answer.map(|a| devices::claimed(&endpoint, a)) {
-                        Ok(Ok((epoch, found))) => {
-                            if let Some(e) = epoch {
+                    let (found, commands, bridge) = match answer
+                        .map(|a| devices::claimed(&endpoint, a))
+                    {
+                        Ok(Ok(c)) => {
+                            if let Some(e) = c.epoch {
                                 self.epochs.insert(endpoint.clone(), e);
                             }
-                            found
+                            (c.found, waited(&endpoint, c.commands, now_ms()), c.bridge)
                         }
                         Ok(Err(what)) => {
                             tracing::warn!(endpoint = %endpoint, what, "unexpected answer from the shared store");
-                            Found::Unavailable
+                            (Found::Unavailable, Vec::new(), Vec::new())
                         }
                         Err(e) => {
                             tracing::warn!(endpoint = %endpoint, error = %e, "claiming a device failed");
-                            Found::Unavailable
+                            (Found::Unavailable, Vec::new(), Vec::new())
                         }
                     };
-                    let adopt = Owned::Adopt { endpoint, found };
+                    let adopt = Owned::Adopt {
+                        endpoint,
+                        found,
+                        commands,
+                        bridge,
+                    };
                     self.to_server.send(adopt).await.map_err(|_| ())?;
                 }
+                Sent::Forward(d) => match answer {
+                    // No node knows the device: answered here, as for an unknown device.
+                    Ok(Value::Int(-1)) => {
+                        self.to_server
+                            .send(Owned::Downlinks(vec![d]))
+                            .await
+                            .map_err(|_| ())?;
+                    }
+                    Ok(Value::Int(owner)) => {
+                        tracing::debug!(endpoint = %d.endpoint, owner, "command queued for the device's owner");
+                        // The owner may be this node after all (it claimed the device since):
+                        // its channel wakes it like any other.
+                    }
+                    Ok(other) => {
+                        tracing::warn!(endpoint = %d.endpoint, answer = ?other, "unexpected answer from the shared store; the command is answered here");
+                        self.to_server
+                            .send(Owned::Downlinks(vec![d]))
+                            .await
+                            .map_err(|_| ())?;
+                    }
+                    Err(e) => {
+                        tracing::warn!(endpoint = %d.endpoint, error = %e, "queueing a command for the device's owner failed; it is answered here");
+                        self.to_server
+                            .send(Owned::Downlinks(vec![d]))
+                            .await
+                            .map_err(|_| ())?;
+                    }
+                },
+                Sent::Take(endpoint) => match answer.map(devices::bulk_list) {
+                    Ok(Some(list)) if !list.is_empty() => {
+                        let downlinks = waited(&endpoint, list, now_ms());
+                        self.to_server
+                            .send(Owned::Downlinks(downlinks))
+                            .await
+                            .map_err(|_| ())?;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(endpoint = %endpoint, error = %e, "taking the commands waiting for a device failed; they wait for its next contact")
+                    }
+                },
                 Sent::Check(endpoint, epoch) => match answer {
                     Ok(Value::Int(e)) if u64::try_from(e).ok() == Some(epoch) => {}
                     Ok(_) => {
@@ -412,10 +764,12 @@ async fn listen(
         if let Some(ps) = pubsub.take() {
             let mut messages = ps.into_on_message();
             while let Some(msg) = messages.next().await {
-                let Some((epoch, endpoint)) = devices::lost_message(msg.get_payload_bytes()) else {
-                    continue;
+                let job = match devices::heard(msg.get_payload_bytes()) {
+                    Some(Heard::Lost(epoch, endpoint)) => Job::Lost { epoch, endpoint },
+                    Some(Heard::Commands(endpoint)) => Job::Take(endpoint),
+                    None => continue,
                 };
-                if jobs.send(Job::Lost { epoch, endpoint }).await.is_err() {
+                if jobs.send(job).await.is_err() {
                     return;
                 }
             }
@@ -428,7 +782,8 @@ async fn listen(
         match subscribe(&client, node).await {
             Ok(ps) => {
                 pubsub = Some(ps);
-                if jobs.send(Job::Recheck).await.is_err() {
+                if jobs.send(Job::Recheck).await.is_err() || jobs.send(Job::TakeAll).await.is_err()
+                {
                     return;
                 }
             }
@@ -491,18 +846,83 @@ pub(crate) async fn claim_unshared(
         for endpoint in chunk {
             pipe.cmd("EVAL")
                 .arg(devices::CLAIM)
-                .arg(1)
+                .arg(2)
                 .arg(devices::key(endpoint))
+                .arg(devices::commands_key(endpoint))
                 .arg(node)
                 .arg("")
                 .arg(endpoint);
         }
         let answers: Vec<Value> = pipe.query_async(conn).await?;
         for (endpoint, answer) in chunk.iter().zip(answers) {
-            if let Ok((Some(epoch), _)) = devices::claimed(endpoint, answer) {
+            if let Ok(devices::Claimed {
+                epoch: Some(epoch), ..
+            }) = devices::claimed(endpoint, answer)
+            {
                 claimed.insert(endpoint.clone(), epoch);
             }
         }
     }
     Ok(claimed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ownership() -> (Ownership, mpsc::Receiver<Job>) {
+        let (jobs, rx) = mpsc::channel(16);
+        let o = Ownership {
+            jobs,
+            metrics: Arc::new(Metrics::new(Default::default(), None)),
+            beat: Instant::now(),
+            fenced: false,
+            held: Default::default(),
+            wrote: false,
+        };
+        (o, rx)
+    }
+
+    #[test]
+    fn a_pause_fences_the_node_until_its_devices_are_checked() {
+        let (mut o, mut rx) = ownership();
+        let t0 = o.beat;
+        assert!(!o.fenced(t0 + BEAT));
+        assert!(!o.fenced(t0 + BEAT * 4), "beats a second apart: no pause");
+        assert!(rx.try_recv().is_err());
+        // Stopped for 30 s: fenced, and the check asked, once.
+        let resumed = t0 + BEAT * 4 + Duration::from_secs(30);
+        assert!(o.fenced(resumed));
+        assert!(matches!(rx.try_recv(), Ok(Job::Recheck)));
+        assert!(matches!(rx.try_recv(), Ok(Job::Checked)));
+        assert!(o.fenced(resumed + BEAT * 10), "until the check is done");
+        assert!(rx.try_recv().is_err());
+        o.fenced = false; // Owned::Checked
+        assert!(!o.fenced(resumed + BEAT * 11));
+    }
+
+    #[test]
+    fn a_waiting_command_keeps_what_is_left_of_its_expiry() {
+        let d = Downlink {
+            endpoint: "m".into(),
+            kind: DownlinkKind::Desired,
+            payload: b"{}".to_vec(),
+            expiry: Some(Duration::from_secs(60)),
+        };
+        let (bytes, wait_ms) = waiting(&d, 1_000_000);
+        assert_eq!(wait_ms, 60_000);
+        let back = waited("m", vec![bytes.clone(), b"junk".to_vec()], 1_010_000);
+        assert_eq!(back.len(), 1, "the unreadable one is dropped");
+        assert_eq!(back[0].kind, DownlinkKind::Desired);
+        assert_eq!(back[0].payload, b"{}");
+        assert_eq!(back[0].expiry, Some(Duration::from_secs(50)));
+        // Past its expiry: it expires at once where it is run.
+        let late = waited("m", vec![bytes], 2_000_000);
+        assert_eq!(late[0].expiry, Some(Duration::ZERO));
+        // Without an expiry it waits as long as a command may.
+        let forever = Downlink { expiry: None, ..d };
+        let (bytes, wait_ms) = waiting(&forever, 0);
+        assert_eq!(wait_ms, devices::COMMAND_WAIT_MS);
+        assert_eq!(waited("m", vec![bytes], 5)[0].expiry, None);
+    }
 }

@@ -387,3 +387,17 @@ impl<C: Role> Stack<C> {
         std::mem::take(&mut self.authenticated)
     }
 }
+
+impl Stack<ServerCore<Link>> {
+    /// Another node of the cluster took `endpoint` over: its sessions here close (the device
+    /// has a newer one there; a stale datagram through an old one must not take the device
+    /// back) and the core forgets it. Returns whether the core held it.
+    pub fn hand_over(&mut self, now: Instant, endpoint: &str) -> bool {
+        self.clock = now;
+        if let Some(s) = self.secure.as_mut() {
+            s.close_sessions(&[endpoint.to_string()]);
+        }
+        self.secure_events(now);
+        self.core.hand_over(now, endpoint)
+    }
+}

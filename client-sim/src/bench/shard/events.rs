@@ -55,6 +55,8 @@ pub(super) fn on_link_event(
                 c.handshake_latency
                     .record(now.saturating_duration_since(t0));
             }
+            // An Update waiting for a new session goes now.
+            d.client.reconnected(now);
         }
         LinkEvent::Down { reason } => {
             c.sessions_lost += 1;

@@ -356,8 +356,9 @@ fn an_unanswered_update_is_tried_once_more_and_keeps_the_registration() {
     let mut net = Net::registered();
     net.run_for(secs(260.0));
     // The Update at 270 s goes unanswered (its last retransmission leaves by 315 s, it gives
-    // up at 363 s): the driver is told, to handshake again, and the Update is sent once more,
-    // which the server, back at 340 s, answers.
+    // up at 363 s): the driver is told, to handshake again, and the Update is sent once more
+    // (here, with no session to renew, after as long as an exchange may take), which the
+    // server, back at 340 s, answers.
     net.server_down(true);
     net.run_for(secs(80.0));
     net.server_down(false);
@@ -378,11 +379,37 @@ fn an_unanswered_update_is_tried_once_more_and_keeps_the_registration() {
 }
 
 #[test]
+fn the_retried_update_goes_as_soon_as_the_session_is_back() {
+    let mut net = Net::registered();
+    net.run_for(secs(260.0));
+    net.server_down(true);
+    assert!(net.run_until(secs(200.0), |n| n
+        .events
+        .iter()
+        .any(|(_, e)| *e == ClientEvent::Unreachable)));
+    net.server_down(false);
+    let before = net.seen_at("/rd/r1").len();
+    let now = net.now();
+    net.client.reconnected(now);
+    net.flush();
+    net.run_for(secs(0.5));
+    assert_eq!(net.seen_at("/rd/r1").len(), before + 1, "sent at once");
+    assert!(net.events.iter().any(|(_, e)| *e == ClientEvent::Updated));
+    // Outside a retry, a new session sends nothing.
+    let seen = net.seen.len();
+    let now = net.now();
+    net.client.reconnected(now);
+    net.flush();
+    net.run_for(secs(0.5));
+    assert_eq!(net.seen.len(), seen);
+}
+
+#[test]
 fn an_update_unanswered_twice_registers_again() {
     let mut net = Net::registered();
     net.run_for(secs(260.0));
     net.server_down(true);
-    net.run_for(secs(250.0));
+    net.run_for(secs(300.0));
     assert!(net.events.iter().any(|(_, e)| matches!(
         e,
         ClientEvent::RegistrationFailed {
@@ -390,7 +417,7 @@ fn an_update_unanswered_twice_registers_again() {
         }
     )));
     net.server_down(false);
-    assert!(net.run_until(secs(800.0), |n| n.client.location() == Some("/rd/r2")));
+    assert!(net.run_until(secs(900.0), |n| n.client.location() == Some("/rd/r2")));
 }
 
 #[test]
