@@ -112,18 +112,22 @@ pub(crate) struct Submissions {
 }
 
 impl Submissions {
-    /// The core's ids up to `last` were handed out by `now`.
+    /// The core's ids up to `last` were handed out by `now` (they are
+    /// [`ID_STEP`](crate::core::ID_STEP) apart).
     fn catch_up(&mut self, last: CommandId, now: Instant) {
         let Some(seen) = self.seen.replace(last.0) else {
             return;
         };
-        let cap = MAX_TIMED_COMMANDS as u64;
-        let from = seen.saturating_add(1).max(last.0.saturating_sub(cap - 1));
-        for id in from..=last.0 {
+        let step = crate::core::ID_STEP;
+        let mut id = last.0;
+        let mut added = 0;
+        while id > seen && added < MAX_TIMED_COMMANDS {
             if self.at.len() >= MAX_TIMED_COMMANDS {
                 self.at.pop_first();
             }
             self.at.insert(id, now);
+            added += 1;
+            id = id.saturating_sub(step);
         }
     }
 
@@ -317,6 +321,16 @@ impl Machine for Shell {
                 // The MQTT link publishes what is committed.
                 if let Some(bridge) = &self.bridge {
                     bridge.shared().committed.notify_one();
+                }
+                // Devices another node took while this commit's writes were on their way:
+                // forgotten (their sessions closed) before what waited is released.
+                let lost = self
+                    .ownership
+                    .as_ref()
+                    .map(ownership::Ownership::take_lost)
+                    .unwrap_or_default();
+                for refused in lost {
+                    self.owned(now, ownership::Owned::Lost(refused));
                 }
                 self.stack.handle_committed(now, generation);
             }
@@ -596,22 +610,27 @@ impl Shell {
 mod tests {
     use super::*;
 
+    /// The `n`th id of node 3.
+    fn id(n: u64) -> CommandId {
+        CommandId(n * crate::core::ID_STEP + 3)
+    }
+
     #[test]
     fn commands_are_timed_from_the_input_that_submitted_them() {
         let t0 = Instant::now();
         let t1 = t0 + Duration::from_secs(5);
         let mut s = Submissions::default();
         // Ids handed out before the first input (an earlier run's) are not timed.
-        s.catch_up(CommandId(10), t0);
-        assert_eq!(s.finished(CommandId(10)), None);
-        s.catch_up(CommandId(12), t0);
-        s.catch_up(CommandId(13), t1);
+        s.catch_up(id(10), t0);
+        assert_eq!(s.finished(id(10)), None);
+        s.catch_up(id(12), t0);
+        s.catch_up(id(13), t1);
         assert_eq!(s.oldest(), Some(t0));
-        assert_eq!(s.finished(CommandId(11)), Some(t0));
-        assert_eq!(s.finished(CommandId(13)), Some(t1));
-        assert_eq!(s.finished(CommandId(13)), None, "once");
+        assert_eq!(s.finished(id(11)), Some(t0));
+        assert_eq!(s.finished(id(13)), Some(t1));
+        assert_eq!(s.finished(id(13)), None, "once");
         assert_eq!(s.oldest(), Some(t0), "12 still waits");
-        s.finished(CommandId(12));
+        s.finished(id(12));
         assert_eq!(s.oldest(), None);
     }
 
@@ -619,12 +638,10 @@ mod tests {
     fn the_submission_times_are_bounded() {
         let now = Instant::now();
         let mut s = Submissions::default();
-        s.catch_up(CommandId(0), now);
-        s.catch_up(CommandId(3 * MAX_TIMED_COMMANDS as u64), now);
+        s.catch_up(id(0), now);
+        s.catch_up(id(3 * MAX_TIMED_COMMANDS as u64), now);
         assert_eq!(s.at.len(), MAX_TIMED_COMMANDS);
         // The newest are kept.
-        assert!(s
-            .finished(CommandId(3 * MAX_TIMED_COMMANDS as u64))
-            .is_some());
+        assert!(s.finished(id(3 * MAX_TIMED_COMMANDS as u64)).is_some());
     }
 }

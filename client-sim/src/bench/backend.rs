@@ -106,6 +106,11 @@ struct Backend {
     /// from one for another backend. The last [`MAX_PENDING`], oldest first in `done_order`.
     done: HashMap<u64, bool>,
     done_order: VecDeque<u64>,
+    /// The `msgId`s of the results seen (the last [`MAX_PENDING`]): the same message again
+    /// is the broker or a restarted server delivering it twice (MQTT QoS 1), not the command
+    /// run twice.
+    results_seen: std::collections::HashSet<String>,
+    results_order: VecDeque<String>,
     next_req: u64,
     /// Registered devices of the run, to pick command targets from in O(1).
     registered: Vec<String>,
@@ -156,6 +161,8 @@ async fn run(
         sent_order: VecDeque::new(),
         done: HashMap::new(),
         done_order: VecDeque::new(),
+        results_seen: std::collections::HashSet::new(),
+        results_order: VecDeque::new(),
         next_req: 1,
         registered: Vec::new(),
         index: HashMap::new(),
@@ -426,6 +433,18 @@ impl Backend {
         let Some(req) = json["reqID"].as_u64() else {
             return;
         };
+        if let Some(msg_id) = json["msgId"].as_str() {
+            if !self.results_seen.insert(msg_id.to_string()) {
+                self.counts.results_redelivered += 1;
+                return;
+            }
+            self.results_order.push_back(msg_id.to_string());
+            if self.results_order.len() > MAX_PENDING {
+                if let Some(old) = self.results_order.pop_front() {
+                    self.results_seen.remove(&old);
+                }
+            }
+        }
         let Some(p) = self.pending.remove(&req) else {
             match self.done.get_mut(&req) {
                 Some(answered @ true) => {

@@ -507,6 +507,7 @@ fn report(
         timeouts: c.timeouts + b.command_timeouts,
         command_timeouts: b.command_timeouts,
         command_duplicates: b.command_duplicates,
+        results_redelivered: b.results_redelivered,
         commands_answered_late: b.commands_answered_late,
         errors_total: errors.total(),
         errors: errors.0,

@@ -284,6 +284,8 @@ pub(crate) struct BackendCounts {
     pub command_timeouts: u64,
     /// Answers for a command answered already (the server ran it twice).
     pub command_duplicates: u64,
+    /// Results received again with the same `msgId` (MQTT redelivery, not a second run).
+    pub results_redelivered: u64,
     /// Answers for a command that had timed out here.
     pub commands_answered_late: u64,
     pub command_latency: Latency,
@@ -376,6 +378,8 @@ pub(crate) struct Report {
     pub command_timeouts: u64,
     /// Answers for a command answered already: a command run twice.
     pub command_duplicates: u64,
+    /// Results received again with the same `msgId`: MQTT's at-least-once, not a second run.
+    pub results_redelivered: u64,
     /// Answers for a command after it had timed out here (it waited longer for its device).
     pub commands_answered_late: u64,
     pub errors_total: u64,

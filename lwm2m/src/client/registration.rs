@@ -420,10 +420,11 @@ impl<P: Peer> Client<P> {
                         // session (`reconnected`), which keeps the registration, its
                         // observations and what is queued for it; a second silence means
                         // registering anew. A driver that never says (no secure session to
-                        // renew) gets the retry after as long as an exchange may take.
+                        // renew) gets the retry after twice as long as an exchange may take
+                        // (room for a handshake with a server that is slow to come back).
                         tracing::info!(endpoint = %self.config.endpoint, "update unanswered; trying it once more");
                         self.reg.retrying = true;
-                        let wait = self.config.coap.transmission.max_transmit_wait();
+                        let wait = self.config.coap.transmission.max_transmit_wait() * 2;
                         self.reg.timer = Some(crate::time::deadline(now, wait));
                         self.push_event(ClientEvent::Unreachable);
                     }

@@ -68,6 +68,15 @@ struct Pending {
     req_id: serde_json::Value,
     msg_type: String,
     path: Option<String>,
+    /// With devices' state shared between nodes: the message as it came (payload, and until
+    /// when it may wait, Unix ms), to hand it to the device's new owner if it was queued
+    /// here just as another node took the device (see `shared`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message: Option<(String, Option<u64>)>,
+    /// The device (absent in records of earlier versions), to answer on its topic a command
+    /// a restart lost.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    endpoint: String,
 }
 
 const PENDING: &[u8] = b"req/";
@@ -456,6 +465,13 @@ impl Bridge {
                                 core.bootstrap_trigger(&d.endpoint, ttl, timeout)
                             }
                         };
+                        let message = self.shared_writes.is_some().then(|| {
+                            let now = lwm2m::time::unix_millis(std::time::SystemTime::now());
+                            let until = d.expiry.map(|e| {
+                                now.saturating_add(u64::try_from(e.as_millis()).unwrap_or(u64::MAX))
+                            });
+                            (String::from_utf8_lossy(&d.payload).into_owned(), until)
+                        });
                         self.remember(
                             &d.endpoint,
                             id,
@@ -463,6 +479,8 @@ impl Bridge {
                                 req_id: parsed.req_id,
                                 msg_type: parsed.msg_type,
                                 path,
+                                message,
+                                endpoint: d.endpoint.clone(),
                             },
                         );
                     }
@@ -631,7 +649,17 @@ impl Bridge {
             .collect();
         for id in &gone {
             if let Some(p) = self.pending.remove(id) {
-                tracing::warn!(command = id.0, msg_type = %p.msg_type, "MQTT command lost in the restart: no result will come");
+                tracing::warn!(command = id.0, msg_type = %p.msg_type, endpoint = %p.endpoint, "MQTT command lost in the restart (it was sent, its answer not in): answered 5.04");
+                // Its one answer: the device may or may not have run it.
+                if !p.endpoint.is_empty() {
+                    let payload = envelope::error_response(
+                        Some(&p.req_id),
+                        Some(&p.msg_type),
+                        "5.04",
+                        "the server restarted while the command was with the device: its outcome is unknown",
+                    );
+                    self.publish(&p.endpoint, "up/resp", payload);
+                }
             }
             let _ = self
                 .store

@@ -216,6 +216,13 @@ pub fn channel(node: u8) -> String {
     format!("lwm2m:node:{node}")
 }
 
+/// The command id of a queued command's field (`q` and the id, big-endian).
+pub fn queued_id(field: &[u8]) -> Option<u64> {
+    let (p, rest) = field.split_first()?;
+    (*p == QUEUED).then_some(())?;
+    Some(u64::from_be_bytes(rest.try_into().ok()?))
+}
+
 /// One write of a device's state: the hash operation for [`WRITE`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FieldOp {

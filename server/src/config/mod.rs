@@ -266,6 +266,11 @@ impl Config {
             max_pending_commands: self.queue.max_pending,
             default_command_ttl: Duration::from_secs(self.queue.command_ttl_secs),
             max_registrations: self.registration.max_registrations,
+            id_node: if self.cluster.enabled {
+                self.cluster.node_id
+            } else {
+                0
+            },
             ..CoreConfig::default()
         }
     }

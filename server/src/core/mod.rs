@@ -98,6 +98,10 @@ pub struct CoreConfig {
     pub max_observations_per_device: usize,
     /// Seed for registration locations. The shell seeds it from the operating system.
     pub rng_seed: u64,
+    /// The low byte of every command and observation id this core hands out (the cluster
+    /// node id): ids stay unique across the nodes of a cluster, whose devices (and their
+    /// queued commands) move between them.
+    pub id_node: u8,
 }
 
 impl Default for CoreConfig {
@@ -112,6 +116,7 @@ impl Default for CoreConfig {
             max_registrations: 1_000_000,
             max_observations_per_device: 64,
             rng_seed: 0,
+            id_node: 0,
             coap,
         }
     }
@@ -546,8 +551,14 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
     }
 
     fn next_command_id(&mut self) -> CommandId {
-        self.next_command += 1;
+        self.next_command = next_id(self.next_command, self.config.id_node);
         CommandId(self.next_command)
+    }
+
+    /// Whether `id` was handed out by this core's node (its low byte), so that counting on
+    /// from it after a restart keeps ids unique.
+    fn own_id(&self, id: u64) -> bool {
+        id & 0xff == u64::from(self.config.id_node)
     }
 }
 
@@ -559,4 +570,12 @@ fn uri_path(request: &lwm2m::coap::Packet) -> Vec<String> {
         .flatten()
         .map(|s| String::from_utf8_lossy(s).into_owned())
         .collect()
+}
+
+/// How far apart the ids one core hands out are: the low byte is its node's.
+pub const ID_STEP: u64 = 256;
+
+/// The id after `last`, with `node` as its low byte.
+fn next_id(last: u64, node: u8) -> u64 {
+    (((last >> 8) + 1) << 8) | u64::from(node)
 }

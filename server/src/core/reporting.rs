@@ -39,7 +39,7 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         request: DownlinkRequest,
         mut packet: Packet,
     ) -> ObservationId {
-        self.next_observation += 1;
+        self.next_observation = super::next_id(self.next_observation, self.config.id_node);
         let id = ObservationId(self.next_observation);
         let token = self.coap.request_token(rid).unwrap_or_default();
         packet.set_token(Vec::new());
@@ -260,7 +260,9 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             .restore_observation(now, peer, token, packet, RequestOptions::default())
             .map_err(|e| e.to_string())?;
         let id = ObservationId(record.id);
-        self.next_observation = self.next_observation.max(record.id);
+        if self.own_id(record.id) {
+            self.next_observation = self.next_observation.max(record.id);
+        }
         self.observations.insert(
             id,
             Observation {

@@ -310,7 +310,9 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             .map_err(|e| format!("request: {e}"))?;
         let expires = self.instant_of(expires_at, now);
         let id = CommandId(r.id);
-        self.next_command = self.next_command.max(r.id);
+        if self.own_id(r.id) {
+            self.next_command = self.next_command.max(r.id);
+        }
         let Some(dev) = self.devices.get_mut(&r.endpoint) else {
             return Err(format!("device {:?} is not registered", r.endpoint));
         };

@@ -241,6 +241,29 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
         true
     }
 
+    /// Forgets commands `ids` sent to a device another node took just before they left (the
+    /// shared store did not record them as sent, so the new owner sends them): no result here,
+    /// no retransmission.
+    pub fn forget_commands(&mut self, now: Instant, ids: &[super::types::CommandId]) {
+        if ids.is_empty() {
+            return;
+        }
+        let requests: Vec<_> = self
+            .inflight
+            .iter()
+            .filter(|(_, f)| ids.contains(&f.id))
+            .map(|(r, _)| *r)
+            .collect();
+        for r in requests {
+            if let Some(f) = self.inflight.remove(&r) {
+                if let Some(dev) = self.devices.get_mut(&f.endpoint) {
+                    dev.inflight = dev.inflight.saturating_sub(1);
+                }
+            }
+            let _ = self.coap.cancel(now, r);
+        }
+    }
+
     /// Whether any request waits for the shared store.
     pub fn parked(&self) -> usize {
         self.parking.as_ref().map_or(0, |p| p.count)

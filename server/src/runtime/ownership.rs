@@ -26,6 +26,7 @@ use crate::bridge::link::{Downlink, DownlinkKind};
 use crate::cluster::devices::{self, FieldOp, Heard, WaitingDownlink};
 use crate::core::persist::StoreOp;
 use crate::core::shared::{Found, Miss};
+use crate::core::types::CommandId;
 use crate::metrics::{ClusterDevices, Metrics};
 use crate::store::Table;
 use futures_util::StreamExt;
@@ -50,6 +51,11 @@ const BEAT: Duration = Duration::from_secs(1);
 /// they are run at once).
 const MAX_HELD: usize = 10_000;
 
+/// A device whose write Redis refused (another node took it), with the ids of the commands
+/// those writes queued (the new owner does not have them: they go to it) and of those they
+/// recorded as sent (the new owner still has them queued: they must not leave here).
+pub(crate) type Refused = (String, Vec<u64>, Vec<u64>);
+
 /// What the server task asks of the Redis task.
 #[derive(Debug)]
 pub(crate) enum Job {
@@ -67,8 +73,9 @@ pub(crate) enum Job {
     /// Answered by [`Owned::Checked`] once the jobs before it are done.
     Checked,
     /// Answered once the jobs before it are done (the writes of an input, before what the
-    /// input made the core send leaves).
-    Barrier(tokio::sync::oneshot::Sender<()>),
+    /// input made the core send leaves), with the devices whose writes were refused since the
+    /// last barrier: what the core sends them must not leave (see [`Ownership::take_lost`]).
+    Barrier(tokio::sync::oneshot::Sender<Vec<Refused>>),
     /// A downlink message for a device this node does not hold: queued for its owner.
     Forward(Downlink),
     /// Commands wait for a device (heard on this node's channel): taken if it is this node's.
@@ -91,8 +98,8 @@ pub(crate) enum Owned {
         commands: Vec<Downlink>,
         bridge: Vec<(Vec<u8>, Vec<u8>)>,
     },
-    /// Another node owns the device now.
-    Lost(String),
+    /// Another node owns the device now (see [`Refused`]).
+    Lost(Refused),
     /// Downlink messages to run here: taken for a device this node owns, or for a device no
     /// node knows (answered as the bridge answers for an unknown device).
     Downlinks(Vec<Downlink>),
@@ -113,6 +120,10 @@ pub(crate) struct Ownership {
     held: std::collections::VecDeque<Downlink>,
     /// Writes were queued since [`take_wrote`](Self::take_wrote).
     wrote: bool,
+    /// Devices lost, reported by the barriers that completed (with the commands whose
+    /// queueing was refused): the server task forgets them before it releases what waited
+    /// for the barrier.
+    lost: Arc<std::sync::Mutex<Vec<Refused>>>,
 }
 
 impl Ownership {
@@ -131,11 +142,28 @@ impl Ownership {
             self.metrics
                 .cluster_devices(ClusterDevices::WritesFailed, 1);
         }
+        let lost = self.lost.clone();
         async move {
-            if queued {
-                let _ = rx.await;
+            if !queued {
+                return;
+            }
+            if let Ok(refused) = rx.await {
+                if let Ok(mut l) = lost.lock() {
+                    l.extend(refused);
+                }
             }
         }
+    }
+
+    /// Devices whose writes Redis refused before the barriers that completed: another node
+    /// took them. A write refused means its datagram (a command whose removal from the queue
+    /// Redis did not take, say) must not leave: forgetting the device first closes its
+    /// session, so it does not.
+    pub(crate) fn take_lost(&self) -> Vec<Refused> {
+        self.lost
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default()
     }
 
     /// Beats at `now`; `true` while the node must not act on its devices (a pause was just
@@ -314,9 +342,26 @@ impl Shell {
                     self.take_downlink(now, d);
                 }
             }
-            Owned::Lost(endpoint) => {
-                if let Some(b) = self.bridge.as_mut() {
-                    b.hand_over(&endpoint);
+            Owned::Lost((endpoint, queued, sent)) => {
+                // Commands queued here as the device left: to its new owner, through Redis.
+                let queued: Vec<CommandId> = queued.into_iter().map(CommandId).collect();
+                // Commands whose sending Redis did not record: the new owner sends them.
+                let sent: Vec<CommandId> = sent.into_iter().map(CommandId).collect();
+                self.stack.core_mut().forget_commands(now, &sent);
+                let requeued = match self.bridge.as_mut() {
+                    Some(b) => {
+                        b.hand_over(&endpoint);
+                        b.forget_pending(&sent);
+                        b.requeue(&endpoint, &queued)
+                    }
+                    None => Vec::new(),
+                };
+                if let Some(o) = &self.ownership {
+                    for d in requeued {
+                        if let Err(d) = o.forward(d) {
+                            tracing::warn!(endpoint = %d.endpoint, "shared store queue full: a command queued as its device left is lost");
+                        }
+                    }
                 }
                 if self.stack.hand_over(now, &endpoint) {
                     self.stack
@@ -336,7 +381,8 @@ impl Shell {
 
 /// A job sent in a pipeline, for reading its answer.
 enum Sent {
-    Write(String, u64),
+    /// The device, the epoch, the commands the write queued and those it took off the queue.
+    Write(String, u64, Vec<u64>, Vec<u64>),
     Claim(String),
     Check(String, u64),
     Forward(Downlink),
@@ -397,6 +443,12 @@ struct Mirror {
     epochs: HashMap<String, u64>,
     /// Devices lost, whose forgetting the core has not finished: their writes are skipped.
     handing_over: HashSet<String>,
+    /// Devices whose writes were refused since the last barrier, with the commands queued
+    /// in those writes (bounded by the devices held: each is reported once, as it is lost).
+    refused: Vec<Refused>,
+    /// Commands queued for devices while they were being handed over (their writes skipped),
+    /// by device: sent back with the device's marker, for its new owner.
+    skipped: HashMap<String, Vec<u64>>,
     to_server: mpsc::Sender<Owned>,
     metrics: Arc<Metrics>,
 }
@@ -419,6 +471,8 @@ pub(crate) fn start(
         node,
         epochs,
         handing_over: HashSet::new(),
+        refused: Vec::new(),
+        skipped: HashMap::new(),
         to_server,
         metrics: metrics.clone(),
     };
@@ -433,6 +487,7 @@ pub(crate) fn start(
         fenced: false,
         held: std::collections::VecDeque::new(),
         wrote: false,
+        lost: Default::default(),
     };
     (ownership, owned)
 }
@@ -506,6 +561,12 @@ impl Mirror {
                 }
                 Job::HandedOver(endpoint) => {
                     self.handing_over.remove(&endpoint);
+                    if let Some(queued) = self.skipped.remove(&endpoint) {
+                        if !queued.is_empty() {
+                            let again = Owned::Lost((endpoint, queued, Vec::new()));
+                            self.to_server.send(again).await.map_err(|_| ())?;
+                        }
+                    }
                 }
                 // Everything before it has been sent: answered once it is answered.
                 Job::Checked => {
@@ -514,7 +575,7 @@ impl Mirror {
                 }
                 Job::Barrier(done) => {
                     self.flush(&mut pipe, &mut sent).await?;
-                    let _ = done.send(());
+                    let _ = done.send(std::mem::take(&mut self.refused));
                 }
                 Job::Forward(d) => {
                     let (bytes, wait_ms) = waiting(&d, now_ms());
@@ -595,6 +656,12 @@ impl Mirror {
         expires: Option<u64>,
     ) {
         if self.handing_over.contains(&endpoint) {
+            // Commands queued for it as it left: for its new owner, once it is forgotten here.
+            let queued = ops.iter().filter_map(|o| match o {
+                FieldOp::Put(f, _) => devices::queued_id(f),
+                _ => None,
+            });
+            self.skipped.entry(endpoint).or_default().extend(queued);
             return;
         }
         // Not owned (lost, or taken while the store was away): nothing of it is written.
@@ -614,7 +681,21 @@ impl Mirror {
                 cmd.arg(a);
             }
         }
-        sent.push(Sent::Write(endpoint, epoch));
+        let queued = ops
+            .iter()
+            .filter_map(|o| match o {
+                FieldOp::Put(f, _) => devices::queued_id(f),
+                _ => None,
+            })
+            .collect();
+        let removed = ops
+            .iter()
+            .filter_map(|o| match o {
+                FieldOp::Delete(f) => devices::queued_id(f),
+                _ => None,
+            })
+            .collect();
+        sent.push(Sent::Write(endpoint, epoch, queued, removed));
     }
 
     async fn send(&mut self, pipe: redis::Pipeline, sent: Vec<Sent>) -> Result<(), ()> {
@@ -635,12 +716,18 @@ impl Mirror {
         };
         for (s, answer) in sent.into_iter().zip(answers) {
             match s {
-                Sent::Write(endpoint, epoch) => match answer {
+                Sent::Write(endpoint, epoch, queued, removed) => match answer {
                     Ok(Value::Int(0)) => {
                         self.metrics
                             .cluster_devices(ClusterDevices::WritesRefused, 1);
-                        if self.epochs.get(&endpoint) == Some(&epoch) {
+                        // The first refusal reports the device lost; later ones in the same
+                        // pipeline only add the commands they queued.
+                        if let Some(r) = self.refused.iter_mut().find(|(e, ..)| *e == endpoint) {
+                            r.1.extend(queued);
+                            r.2.extend(removed);
+                        } else if self.epochs.get(&endpoint) == Some(&epoch) {
                             tracing::info!(endpoint = %endpoint, "another node owns the device now");
+                            self.refused.push((endpoint.clone(), queued, removed));
                             self.lost(endpoint).await?;
                         }
                     }
@@ -745,7 +832,7 @@ impl Mirror {
         self.epochs.remove(&endpoint);
         self.handing_over.insert(endpoint.clone());
         self.to_server
-            .send(Owned::Lost(endpoint))
+            .send(Owned::Lost((endpoint, Vec::new(), Vec::new())))
             .await
             .map_err(|_| ())
     }
@@ -879,6 +966,7 @@ mod tests {
             fenced: false,
             held: Default::default(),
             wrote: false,
+            lost: Default::default(),
         };
         (o, rx)
     }

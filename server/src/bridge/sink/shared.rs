@@ -7,6 +7,7 @@
 //! ([`SharedWrite`]): `p<command id>` and `b<observation id>` (big-endian), the record's JSON
 //! as value (none: deleted).
 use super::{key, Bridge, Observed, Pending, OBSERVATION, PENDING};
+use crate::bridge::link::{Downlink, DownlinkKind};
 use crate::core::types::{CommandId, ObservationId};
 use crate::store::Table;
 
@@ -126,6 +127,43 @@ impl Bridge {
     /// awaiting results of its commands go when a restart finds the core without them).
     pub fn hand_over(&mut self, endpoint: &str) {
         self.forget_observations(endpoint, None);
+    }
+
+    /// Forgets the requests awaiting commands `ids`' results: the node that took the device
+    /// answers them.
+    pub fn forget_pending(&mut self, ids: &[CommandId]) {
+        for id in ids {
+            if self.pending.remove(id).is_some() {
+                let _ = self
+                    .store
+                    .delete(Table::Bridge, key(PENDING, &id.0.to_be_bytes()));
+            }
+        }
+    }
+
+    /// The MQTT messages of commands `ids`, queued here for `endpoint` after another node had
+    /// taken it (the shared store refused them): forgotten here, to be handed to the owner,
+    /// which runs them as if they had come from the broker (their `reqID`s unchanged).
+    pub fn requeue(&mut self, endpoint: &str, ids: &[CommandId]) -> Vec<Downlink> {
+        let now = lwm2m::time::unix_millis(std::time::SystemTime::now());
+        let mut out = Vec::new();
+        for id in ids {
+            let Some(p) = self.pending.remove(id) else {
+                continue;
+            };
+            let _ = self
+                .store
+                .delete(Table::Bridge, key(PENDING, &id.0.to_be_bytes()));
+            if let Some((payload, until)) = p.message {
+                out.push(Downlink {
+                    endpoint: endpoint.to_string(),
+                    kind: DownlinkKind::Command,
+                    payload: payload.into_bytes(),
+                    expiry: until.map(|u| std::time::Duration::from_millis(u.saturating_sub(now))),
+                });
+            }
+        }
+        out
     }
 }
 

@@ -774,7 +774,7 @@ fn full_queue_refuses_with_queue_full() {
     assert_eq!(w.results(), vec![(first, Err(CommandError::QueueFull))]);
     // What the HTTP API answers 202 for: a command waiting in the queue, not one refused.
     assert!(!w.core.is_queued("sleepy", first));
-    assert!(w.core.is_queued("sleepy", CommandId(first.0 - 1)));
+    assert!(w.core.is_queued("sleepy", CommandId(first.0 - ID_STEP)));
     assert!(w.core.is_asleep(w.now(), "sleepy"));
 }
 
