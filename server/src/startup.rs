@@ -186,13 +186,11 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
         store.stats_handle(),
         started.as_ref().map(|s| s.running.shared()),
     ));
-    let (ownership, dropped) = match &shared {
+    let ownership = match &shared {
         Some(_) => {
-            let (o, rx, dropped) =
-                share_devices(config, &store, &mut core, dtls.as_mut(), &metrics, now).await?;
-            (Some((o, rx)), dropped)
+            Some(share_devices(config, &store, &mut core, dtls.as_mut(), &metrics, now).await?)
         }
-        None => (None, Vec::new()),
+        None => None,
     };
     metrics.set_registered_clients(core.device_count());
     let http_listener = if config.http.enabled {
@@ -262,8 +260,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Server> {
     if let (Some(b), Some(_)) = (bridge.as_mut(), ownership.as_ref()) {
         // A device's MQTT requests and observations go with it to the node that takes it.
         b.share_device_records();
-        // Those of the devices taken while this node was down are the new owner's to answer.
-        b.forget_pending(&dropped);
     }
     let (replicated, replication) = match shared {
         Some((reader, appender, caught)) => {
@@ -508,7 +504,6 @@ async fn share_devices(
 ) -> anyhow::Result<(
     crate::runtime::ownership::Ownership,
     mpsc::Receiver<crate::runtime::ownership::Owned>,
-    Vec<crate::core::types::CommandId>,
 )> {
     use crate::runtime::ownership;
     let url = &config.cluster.store;
@@ -534,10 +529,8 @@ async fn share_devices(
         .await
         .with_context(|| format!("sharing this node's devices in {shown}"))?;
     let mut gone = 0;
-    let mut dropped = Vec::new();
     for endpoint in &held {
         if !owned.contains_key(endpoint) && !claimed.contains_key(endpoint) {
-            dropped.extend(core.queued_ids(endpoint));
             core.hand_over(now, endpoint);
             // Its restored session is older than the one it has with its new node.
             if let Some(d) = dtls.as_deref_mut() {
@@ -573,5 +566,5 @@ async fn share_devices(
     for op in &seed {
         own.write(op);
     }
-    Ok((own, rx, dropped))
+    Ok((own, rx))
 }

@@ -250,7 +250,6 @@ impl<P: Peer> Client<P> {
         reg.queue_mode = self.config.queue_mode;
         self.reg.links_dirty = false;
         self.reg.again = false;
-        self.reg.retrying = false;
         self.reg.sent_lifetime = lifetime;
         self.reg.sent_binding = binding;
         self.reg.timer = None;

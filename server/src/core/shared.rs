@@ -58,8 +58,8 @@ pub enum Found {
     Device(Records),
     /// No registration (or not the one asked for): the requests are served as they are.
     Nothing,
-    /// The store could not be asked: the requests are answered 5.03 and the device tries
-    /// again (a registration served here alone would be unknown to the cluster).
+    /// The store could not be asked: a Register is served here alone; the rest are answered
+    /// 5.03, so the device tries again rather than register anew.
     Unavailable,
 }
 
@@ -166,7 +166,11 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             }
         }
         for req in requests {
-            if unavailable {
+            let register = req
+                .request
+                .get_option(lwm2m::coap::CoapOption::UriPath)
+                .is_some_and(|p| p.len() == 1);
+            if unavailable && !register {
                 let _ =
                     self.coap
                         .respond(now, req.id, Lwm2mError::ServiceUnavailable.to_response());
@@ -258,14 +262,6 @@ impl<P: Peer + Display + FromStr> ServerCore<P> {
             }
             let _ = self.coap.cancel(now, r);
         }
-    }
-
-    /// The ids of the commands queued for `endpoint`.
-    pub fn queued_ids(&self, endpoint: &str) -> Vec<super::types::CommandId> {
-        self.devices
-            .get(endpoint)
-            .map(|d| d.queue.iter().map(|q| q.id).collect())
-            .unwrap_or_default()
     }
 
     /// Whether any request waits for the shared store.

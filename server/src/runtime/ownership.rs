@@ -307,16 +307,8 @@ impl Shell {
             } => {
                 // First the bridge's records: the parked requests served next may bring the
                 // results of the commands they name.
-                let queued: HashSet<u64> = match &found {
-                    Found::Device(r) => r
-                        .queued
-                        .iter()
-                        .filter_map(|(k, _)| queued_key_id(k))
-                        .collect(),
-                    _ => HashSet::new(),
-                };
                 if let Some(b) = self.bridge.as_mut() {
-                    b.adopt(&endpoint, bridge, &queued);
+                    b.adopt(&endpoint, bridge);
                 }
                 let report = self.stack.core_mut().adopt(now, &endpoint, found);
                 if report.registrations > 0 {
@@ -371,15 +363,10 @@ impl Shell {
                         }
                     }
                 }
-                // The requests awaiting its queued commands: the new owner answers them.
-                let dropped = self.stack.core().queued_ids(&endpoint);
                 if self.stack.hand_over(now, &endpoint) {
                     self.stack
                         .metrics()
                         .cluster_devices(ClusterDevices::HandedOver, 1);
-                }
-                if let Some(b) = self.bridge.as_mut() {
-                    b.forget_pending(&dropped);
                 }
                 // Its forgetting goes to the store (and past the Redis task) before the
                 // marker that lets the device's writes through again.
@@ -400,12 +387,6 @@ enum Sent {
     Check(String, u64),
     Forward(Downlink),
     Take(String),
-}
-
-/// The command id at the end of a queued command's store key (`endpoint \0 id`).
-fn queued_key_id(key: &[u8]) -> Option<u64> {
-    let tail = key.get(key.len().checked_sub(8)?..)?;
-    Some(u64::from_be_bytes(tail.try_into().ok()?))
 }
 
 /// `d` as it waits in the store.
@@ -467,7 +448,7 @@ struct Mirror {
     refused: Vec<Refused>,
     /// Commands queued for devices while they were being handed over (their writes skipped),
     /// by device: sent back with the device's marker, for its new owner.
-    skipped: HashMap<String, (Vec<u64>, Vec<u64>)>,
+    skipped: HashMap<String, Vec<u64>>,
     to_server: mpsc::Sender<Owned>,
     metrics: Arc<Metrics>,
 }
@@ -543,7 +524,6 @@ impl Mirror {
                     self.write_fields(&mut pipe, &mut sent, endpoint, &ops, None)
                 }
                 Job::TakeAll => {
-                    self.flush(&mut pipe, &mut sent).await?;
                     let held: Vec<(String, u64)> =
                         self.epochs.iter().map(|(k, v)| (k.clone(), *v)).collect();
                     for chunk in held.chunks(BATCH) {
@@ -575,17 +555,15 @@ impl Mirror {
                     sent.push(Sent::Claim(miss.endpoint));
                 }
                 Job::Lost { epoch, endpoint } => {
-                    // The writes gathered so far go first: their refusals name their commands.
-                    self.flush(&mut pipe, &mut sent).await?;
                     if self.epochs.get(&endpoint).is_some_and(|e| *e < epoch) {
                         self.lost(endpoint).await?;
                     }
                 }
                 Job::HandedOver(endpoint) => {
                     self.handing_over.remove(&endpoint);
-                    if let Some((queued, removed)) = self.skipped.remove(&endpoint) {
-                        if !queued.is_empty() || !removed.is_empty() {
-                            let again = Owned::Lost((endpoint, queued, removed));
+                    if let Some(queued) = self.skipped.remove(&endpoint) {
+                        if !queued.is_empty() {
+                            let again = Owned::Lost((endpoint, queued, Vec::new()));
                             self.to_server.send(again).await.map_err(|_| ())?;
                         }
                     }
@@ -625,7 +603,6 @@ impl Mirror {
                     sent.push(Sent::Take(endpoint));
                 }
                 Job::Recheck => {
-                    self.flush(&mut pipe, &mut sent).await?;
                     let held: Vec<(String, u64)> =
                         self.epochs.iter().map(|(k, v)| (k.clone(), *v)).collect();
                     for chunk in held.chunks(BATCH) {
@@ -680,14 +657,11 @@ impl Mirror {
     ) {
         if self.handing_over.contains(&endpoint) {
             // Commands queued for it as it left: for its new owner, once it is forgotten here.
-            let s = self.skipped.entry(endpoint).or_default();
-            for o in ops {
-                match o {
-                    FieldOp::Put(f, _) => s.0.extend(devices::queued_id(f)),
-                    FieldOp::Delete(f) => s.1.extend(devices::queued_id(f)),
-                    FieldOp::DeletePrefix(_) => {}
-                }
-            }
+            let queued = ops.iter().filter_map(|o| match o {
+                FieldOp::Put(f, _) => devices::queued_id(f),
+                _ => None,
+            });
+            self.skipped.entry(endpoint).or_default().extend(queued);
             return;
         }
         // Not owned (lost, or taken while the store was away): nothing of it is written.
@@ -740,7 +714,6 @@ impl Mirror {
                     .collect()
             }
         };
-        let mut reclaim = Vec::new();
         for (s, answer) in sent.into_iter().zip(answers) {
             match s {
                 Sent::Write(endpoint, epoch, queued, removed) => match answer {
@@ -756,12 +729,6 @@ impl Mirror {
                             tracing::info!(endpoint = %endpoint, "another node owns the device now");
                             self.refused.push((endpoint.clone(), queued, removed));
                             self.lost(endpoint).await?;
-                        } else if self.handing_over.contains(&endpoint) {
-                            // Lost already (heard on the channel): its commands go with the
-                            // device's marker.
-                            let s = self.skipped.entry(endpoint).or_default();
-                            s.0.extend(queued);
-                            s.1.extend(removed);
                         }
                     }
                     // The registration ended: nothing of it is left to own.
@@ -847,12 +814,6 @@ impl Mirror {
                 },
                 Sent::Check(endpoint, epoch) => match answer {
                     Ok(Value::Int(e)) if u64::try_from(e).ok() == Some(epoch) => {}
-                    // Redis has nothing of it (restarted without its data, flushed): it is
-                    // still this node's; claimed again, its next writes share it again.
-                    Ok(Value::Int(-1)) => {
-                        tracing::warn!(endpoint = %endpoint, "the shared store lost this device's state: claiming it again");
-                        reclaim.push(endpoint);
-                    }
                     Ok(_) => {
                         if self.epochs.get(&endpoint) == Some(&epoch) {
                             self.lost(endpoint).await?;
@@ -862,31 +823,6 @@ impl Mirror {
                         tracing::warn!(endpoint = %endpoint, error = %e, "checking a device's owner failed")
                     }
                 },
-            }
-        }
-        if !reclaim.is_empty() {
-            let mut pipe = redis::pipe();
-            for endpoint in &reclaim {
-                pipe.cmd("EVAL")
-                    .arg(devices::CLAIM)
-                    .arg(2)
-                    .arg(devices::key(endpoint))
-                    .arg(devices::commands_key(endpoint))
-                    .arg(self.node)
-                    .arg("")
-                    .arg(endpoint);
-            }
-            match pipe.query_async::<Vec<Value>>(&mut self.conn).await {
-                Ok(answers) => {
-                    for (endpoint, answer) in reclaim.into_iter().zip(answers) {
-                        if let Ok(devices::Claimed { epoch: Some(e), .. }) =
-                            devices::claimed(&endpoint, answer)
-                        {
-                            self.epochs.insert(endpoint, e);
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "claiming devices again failed"),
             }
         }
         Ok(())

@@ -88,21 +88,11 @@ impl Bridge {
     }
 
     /// Takes over `endpoint`'s records from the shared state of a device this node took
-    /// over; unreadable ones are skipped. Only the requests of commands this node now holds
-    /// (`queued`) are taken: a command that was with the device on the old node is answered
-    /// there. Returns how many were taken.
-    pub fn adopt(
-        &mut self,
-        endpoint: &str,
-        fields: Vec<(Vec<u8>, Vec<u8>)>,
-        queued: &std::collections::HashSet<u64>,
-    ) -> usize {
+    /// over; unreadable ones are skipped. Returns how many were taken.
+    pub fn adopt(&mut self, endpoint: &str, fields: Vec<(Vec<u8>, Vec<u8>)>) -> usize {
         let mut taken = 0;
         for (f, v) in fields {
             if let Some(id) = id_of(&f, PENDING_FIELD) {
-                if !queued.contains(&id) {
-                    continue;
-                }
                 let Ok(p) = serde_json::from_slice::<Pending>(&v) else {
                     continue;
                 };
