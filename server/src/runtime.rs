@@ -414,6 +414,11 @@ impl Machine for Shell {
 impl Shell {
     /// A downlink message for the bridge, which runs it here.
     fn downlink(&mut self, now: Instant, d: crate::bridge::link::Downlink) {
+        self.with_bridge(now, |bridge, path| bridge.on_downlink(d, path));
+    }
+
+    /// Runs `f` on the MQTT bridge, if any, with the core as its command path.
+    fn with_bridge(&mut self, now: Instant, f: impl FnOnce(&mut Bridge, &mut firmware::ShellPath)) {
         if let Some(bridge) = self.bridge.as_mut() {
             let mut path = firmware::ShellPath {
                 core: self.stack.core_mut(),
@@ -421,7 +426,7 @@ impl Shell {
                 packages: &self.firmware.shared,
                 now,
             };
-            bridge.on_downlink(d, &mut path);
+            f(bridge, &mut path);
         }
     }
 
@@ -551,15 +556,7 @@ impl Shell {
             }
         }
         self.campaigns_see(now, &ev);
-        if let Some(bridge) = self.bridge.as_mut() {
-            let mut path = firmware::ShellPath {
-                core: self.stack.core_mut(),
-                campaigns: &mut self.campaigns,
-                packages: &self.firmware.shared,
-                now,
-            };
-            bridge.on_event(&ev, &mut path);
-        }
+        self.with_bridge(now, |bridge, path| bridge.on_event(&ev, path));
         // No subscriber is not an error: events are for whoever listens.
         let _ = self.events.send(ev);
     }

@@ -13,7 +13,7 @@ use lwm2m::model::{Instance, Resource, Value};
 use lwm2m::net::machine::{self, Listener, Machine, Sockets};
 use lwm2m::net::secure::{LinkEvent, SecureLink};
 use lwm2m_server::config::Config;
-use lwm2m_server::core::types::{Command, DeregisterReason, DeviceEvent, Outcome};
+use lwm2m_server::core::types::{Command, DeregisterReason, DeviceEvent, ObservationId, Outcome};
 use lwm2m_server::provisioning::admin::AdminOp;
 use lwm2m_server::provisioning::credentials::{NewCredential, Secret};
 use lwm2m_server::{Server, ServerHandle};
@@ -315,6 +315,18 @@ impl TestServer {
     async fn admin_ok(&self, op: AdminOp) {
         let reply = self.handle().admin(op).await.expect("server running");
         assert!(reply.ok, "{reply:?}");
+    }
+
+    /// The id of the next observation a command started.
+    pub async fn observation_started(&mut self) -> ObservationId {
+        self.wait_for(|e| match e {
+            DeviceEvent::CommandResult {
+                observation: Some(o),
+                ..
+            } => Some(*o),
+            _ => None,
+        })
+        .await
     }
 
     /// Stops the server and waits until its store is committed.

@@ -324,15 +324,7 @@ async fn a_device_whose_node_is_gone_keeps_its_registration_and_observation_on_a
         ))
         .await;
     assert!(observed.is_ok(), "{observed:?}");
-    let observation = one
-        .wait_for(|e| match e {
-            DeviceEvent::CommandResult {
-                observation: Some(o),
-                ..
-            } => Some(*o),
-            _ => None,
-        })
-        .await;
+    let observation = one.observation_started().await;
     for _ in 0..100 {
         if shared(&redis.url, "failover-1").await {
             break;

@@ -476,15 +476,7 @@ async fn server_restart_keeps_registrations_and_observations() {
         .unwrap()
         .1;
     assert!(observed.is_ok());
-    let observation = s
-        .wait_for(|e| match e {
-            DeviceEvent::CommandResult {
-                observation: Some(o),
-                ..
-            } => Some(*o),
-            _ => None,
-        })
-        .await;
+    let observation = s.observation_started().await;
     s.stop().await;
 
     // Same data directory, same port: the device carries on without registering again.

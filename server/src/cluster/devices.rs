@@ -77,15 +77,21 @@ return {epoch, redis.call('HGETALL', KEYS[1]), commands}
 /// A command taken from the broker by a node that does not hold the device. `KEYS[1]`: the
 /// device's key, `KEYS[2]`: its commands' key; `ARGV[1]`: the encoded command; `ARGV[2]`: how
 /// long it may wait (ms); `ARGV[3]`: the endpoint name. Returns -1 if no node knows the
-/// device (the taker answers it as for an unknown device), else the owner's node id (-2
-/// when none: the command waits for the device's next contact), which is woken on its
-/// channel (`"cmd <endpoint>"`).
+/// device, or -3 if [`MAX_WAITING_COMMANDS`] wait already (either way the taker answers it
+/// as for an unknown device), else the owner's node id (-2 when none: the command waits for
+/// the device's next contact), which is woken on its channel (`"cmd <endpoint>"`). The list
+/// lives as long as its longest-waiting command may.
 pub const FORWARD: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 0 then
   return -1
 end
+if redis.call('LLEN', KEYS[2]) >= 256 then
+  return -3
+end
 redis.call('RPUSH', KEYS[2], ARGV[1])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
+if redis.call('PTTL', KEYS[2]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+end
 local owner = redis.call('HGET', KEYS[1], '.owner')
 if not owner then
   return -2
@@ -187,6 +193,9 @@ pub struct WaitingDownlink {
     #[n(2)]
     pub expires_at_ms: Option<u64>,
 }
+
+/// Commands waiting in the store for one device at most (the `256` in [`FORWARD`]).
+pub const MAX_WAITING_COMMANDS: usize = 256;
 
 /// How long a command may wait in the store when its publisher did not say: the longest a
 /// command may wait for a sleeping device.

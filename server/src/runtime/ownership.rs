@@ -772,8 +772,9 @@ impl Mirror {
                     self.to_server.send(adopt).await.map_err(|_| ())?;
                 }
                 Sent::Forward(d) => match answer {
-                    // No node knows the device: answered here, as for an unknown device.
-                    Ok(Value::Int(-1)) => {
+                    // No node knows the device, or too many commands wait for it: answered
+                    // here (as for an unknown device).
+                    Ok(Value::Int(-1 | -3)) => {
                         self.to_server
                             .send(Owned::Downlinks(vec![d]))
                             .await
